@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""The README's two commands: `python3.11 dev.py main` and `python3.11 dev.py test`.
+
+Each one first makes sure the project-local virtual environment `.venv` exists and
+matches `pyproject.toml` + `constraints.txt` (reinstalling only when they changed),
+then runs the main job or the whole test suite inside it. Standard library only, so it
+runs on a fresh Python.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".optlab-installed"
+INPUTS = ("pyproject.toml", "constraints.txt")
+
+
+def _venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in INPUTS:
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _run(cmd: list[str], **kwargs) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, **kwargs)
+
+
+def setup() -> Path:
+    """Create `.venv` and install optlab with its pinned dependencies, once."""
+    if sys.version_info < (3, 10):
+        sys.exit(f"optlab needs Python >= 3.10; this is {sys.version.split()[0]}. Run it with python3.11.")
+    python = _venv_python()
+    wanted = _fingerprint()
+    if python.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
+        return python
+    start = time.perf_counter()
+    if not python.exists():
+        _run([sys.executable, "-m", "venv", VENV])
+    pip = [python, "-m", "pip", "--disable-pip-version-check"]
+    # torch first, pinned: with the constraint in place pip never pulls a multi-GB CUDA build
+    # on a CPU-only machine that has the CPU wheel (set PIP_EXTRA_INDEX_URL for the CPU index elsewhere).
+    _run([*pip, "install", "-q", "-c", ROOT / "constraints.txt", "torch"])
+    _run([*pip, "install", "-q", "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[test]"])
+    STAMP.write_text(wanted)
+    print(f"optlab environment ready in {time.perf_counter() - start:.0f} s ({VENV})", flush=True)
+    return python
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"main", "test", "setup"}:
+        print(__doc__)
+        print("usage: python3.11 dev.py main|test|setup [extra args]")
+        return 2
+    command, extra = argv[0], argv[1:]
+    python = setup()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if command == "setup":
+        return 0
+    if command == "main":
+        return subprocess.call([str(python), "-m", "optlab.cli", "main", *extra], cwd=ROOT, env=env)
+    tests = [str(python), "-m", "pytest", "tests", *extra]
+    return subprocess.call(tests, cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

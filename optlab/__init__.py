@@ -1,0 +1,2 @@
+"""optlab: see and measure inference optimization."""
+__version__ = "0.1.0"
