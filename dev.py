@@ -70,8 +70,12 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "main":
         return subprocess.call([str(python), "-m", "optlab.cli", "main", *extra], cwd=ROOT, env=env)
-    tests = [str(python), "-m", "pytest", "tests", *extra]
-    return subprocess.call(tests, cwd=ROOT, env=env)
+    # One pytest run: unit tests, the papermill notebook tests, and nbval over the notebooks
+    # in smoke mode (the parameters cell reads OPTLAB_SMOKE).
+    notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    nbval = ["--nbval-lax", *notebooks] if notebooks else []
+    tests = [str(python), "-m", "pytest", "tests", *nbval, *extra]
+    return subprocess.call(tests, cwd=ROOT, env={**env, "OPTLAB_SMOKE": "1"})
 
 
 if __name__ == "__main__":

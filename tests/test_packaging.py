@@ -1,0 +1,71 @@
+"""The install promises: pinned, light to import, and the README's commands are what CI runs."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "onnxruntime", "transformers", "neural_compressor", "openvino", "sklearn", "altair")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt line {line!r} is not an exact pin (name==version)"
+            pins[_canonical(name)] = version
+    return pins
+
+
+def test_import_optlab_stays_light():
+    code = ("import sys, optlab, optlab.recipes, optlab.candidate, optlab.data; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"import optlab pulled in heavy modules: {out.stdout}"
+
+
+def test_every_dependency_is_pinned_and_torch_is_the_cpu_pin():
+    pins = _pins()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["test"]
+    for requirement in declared:
+        name = _canonical(re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0])
+        assert name in pins, f"{name} is declared in pyproject.toml but not pinned in constraints.txt"
+    assert pins["torch"] == "2.13.0"
+
+
+def test_installed_versions_match_the_pins():
+    from importlib.metadata import PackageNotFoundError, version
+
+    mismatched = []
+    for name, pinned in _pins().items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            mismatched.append(f"{name}: not installed")
+            continue
+        if installed.split("+")[0] != pinned.split("+")[0]:
+            mismatched.append(f"{name}: installed {installed}, pinned {pinned}")
+    assert not mismatched, "environment drifted from constraints.txt: " + "; ".join(mismatched)
+
+
+def test_readme_gives_exactly_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^python3\.11 dev\.py (\w+)$", readme, flags=re.M)
+    assert sorted(set(commands)) == ["main", "test"], commands
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^python3\.11 dev\.py test$", ci, flags=re.M), "CI must call the README's test command"
+
+
+def test_environment_yml_uses_the_same_pins():
+    text = (ROOT / "environment.yml").read_text()
+    assert "-c constraints.txt" in text and "python=3.11" in text
