@@ -1,0 +1,206 @@
+"""The timing loop and the statistics behind every latency figure.
+
+`time_calls` warms up, then times one call per sample with `time.perf_counter_ns` into a
+preallocated list, until the p50 and p99 estimates are stable, the budget is spent or
+`max_samples` is reached. `summarize` turns raw samples into percentiles with bootstrap
+confidence intervals. Both are plain numpy, so they can be checked on recorded samples.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+STOP_REASONS = ("stable", "budget", "max_samples", "interrupted")
+_Z95 = 1.959963984540054
+
+
+@dataclass
+class TimedRun:
+    """Raw samples of one timing loop and why it stopped."""
+
+    samples_ns: np.ndarray  # int64, one per timed call
+    stop_reason: str  # one of STOP_REASONS
+    warmup: int  # warm-up calls made
+
+    @property
+    def complete(self) -> bool:
+        return self.stop_reason != "interrupted"
+
+
+def quantile_ci_order_stats(sorted_ns: np.ndarray, q: float) -> tuple[float, float]:
+    """Distribution-free ~95% interval for the q-quantile from order statistics (cheap:
+    used inside the loop's stopping rule; reported intervals use the bootstrap)."""
+    n = sorted_ns.shape[0]
+    half = _Z95 * math.sqrt(n * q * (1.0 - q))
+    low = min(max(int(math.floor(n * q - half)) - 1, 0), n - 1)
+    high = min(max(int(math.ceil(n * q + half)), 0), n - 1)
+    return float(sorted_ns[low]), float(sorted_ns[high])
+
+
+def is_stable(samples_ns: np.ndarray, rel_ci: float) -> bool:
+    """True when the p99 interval is narrower than `rel_ci` of p99 and the p50 interval
+    narrower than a quarter of that (of p50)."""
+    ordered = np.sort(samples_ns)
+    for q, tolerance in ((0.5, rel_ci / 4.0), (0.99, rel_ci)):
+        low, high = quantile_ci_order_stats(ordered, q)
+        centre = float(np.quantile(ordered, q))
+        if centre <= 0 or (high - low) > tolerance * centre:
+            return False
+    return True
+
+
+def time_calls(
+    fn: Callable[[Any], Any],
+    batches: Sequence[Any],
+    *,
+    warmup: int = 10,
+    min_samples: int = 100,
+    max_samples: int = 10_000,
+    budget_s: float = 2.0,
+    rel_ci: float = 0.10,
+    sync: Callable[[], Any] | None = None,
+    check: Callable[[Any, Any], None] | None = None,
+) -> TimedRun:
+    """Time `fn(batch)` cycling through `batches`; `check(output, batch)` validates each
+    warm-up output (never called inside the timed loop). `sync` (e.g.
+    torch.cuda.synchronize) is called before and after each timed call. A
+    KeyboardInterrupt stops the loop and returns the samples so far, marked interrupted."""
+    if not batches:
+        raise ValueError("time_calls needs at least one batch; pass a non-empty list of inputs")
+    if min_samples < 1 or max_samples < min_samples:
+        raise ValueError(f"need 1 <= min_samples <= max_samples, got {min_samples} and {max_samples}")
+    n_batches = len(batches)
+    done_warmup = 0
+    try:
+        for done_warmup in range(1, max(warmup, 1) + 1):
+            batch = batches[(done_warmup - 1) % n_batches]
+            output = fn(batch)
+            if sync is not None:
+                sync()
+            if check is not None:
+                check(output, batch)
+    except KeyboardInterrupt:
+        return TimedRun(np.zeros(0, dtype=np.int64), "interrupted", done_warmup - 1)
+    gc.collect()
+    loop = _timed_loop if sync is None else _timed_loop_synced
+    samples, count, stop = loop(fn, batches, n_batches, min_samples, max_samples, budget_s, rel_ci, sync)
+    return TimedRun(np.asarray(samples[:count], dtype=np.int64), stop, done_warmup)
+
+
+def _next_check(count: int) -> int:
+    return count + max(count // 4, 1)
+
+
+def _timed_loop(fn, batches, n_batches, min_samples, max_samples, budget_s, rel_ci, _sync):
+    samples = [0] * max_samples
+    perf = time.perf_counter_ns
+    deadline = perf() + int(budget_s * 1e9)
+    next_check, count, stop = min_samples, 0, "max_samples"
+    try:
+        while count < max_samples:
+            batch = batches[count % n_batches]
+            start = perf()
+            fn(batch)
+            end = perf()
+            samples[count] = end - start
+            count += 1
+            if end >= deadline:
+                stop = "budget"
+                break
+            if count >= next_check:
+                if is_stable(np.asarray(samples[:count]), rel_ci):
+                    stop = "stable"
+                    break
+                next_check = _next_check(count)
+    except KeyboardInterrupt:
+        stop = "interrupted"
+    return samples, count, stop
+
+
+def _timed_loop_synced(fn, batches, n_batches, min_samples, max_samples, budget_s, rel_ci, sync):
+    samples = [0] * max_samples
+    perf = time.perf_counter_ns
+    deadline = perf() + int(budget_s * 1e9)
+    next_check, count, stop = min_samples, 0, "max_samples"
+    try:
+        while count < max_samples:
+            batch = batches[count % n_batches]
+            sync()
+            start = perf()
+            fn(batch)
+            sync()
+            end = perf()
+            samples[count] = end - start
+            count += 1
+            if end >= deadline:
+                stop = "budget"
+                break
+            if count >= next_check:
+                if is_stable(np.asarray(samples[:count]), rel_ci):
+                    stop = "stable"
+                    break
+                next_check = _next_check(count)
+    except KeyboardInterrupt:
+        stop = "interrupted"
+    return samples, count, stop
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Percentiles of per-call latency in milliseconds, with bootstrap 95% intervals."""
+
+    samples: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    min_ms: float
+    mean_ms: float
+    std_ms: float
+    p50_ci_low_ms: float
+    p50_ci_high_ms: float
+    p99_ci_low_ms: float
+    p99_ci_high_ms: float
+    noisy: bool  # the p99 interval is wider than rel_ci of p99 (or too few samples to tell)
+
+
+def bootstrap_quantile_ci(samples: np.ndarray, qs: Sequence[float], *, n_boot: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> np.ndarray:
+    """Percentile-bootstrap intervals for quantiles `qs`: array of shape (len(qs), 2)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    n = samples.shape[0]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, 4_000_000 // max(n, 1)))  # bound memory: ~32 MB of indices per chunk
+    estimates = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        resampled = samples[rng.integers(0, n, size=(size, n))]
+        estimates.append(np.quantile(resampled, qs, axis=1).T)
+    alpha = (1.0 - level) / 2.0
+    return np.quantile(np.concatenate(estimates, axis=0), [alpha, 1.0 - alpha], axis=0).T
+
+
+def summarize(samples_ns: np.ndarray | Sequence[int], *, rel_ci: float = 0.10, n_boot: int = 1000,
+              seed: int = 0) -> LatencyStats | None:
+    """Percentiles, mean, spread and bootstrap intervals of raw nanosecond samples
+    (None for no samples). Percentiles use numpy's default (linear) interpolation."""
+    values = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    n = values.shape[0]
+    if n == 0:
+        return None
+    p50, p90, p95, p99 = np.quantile(values, [0.5, 0.9, 0.95, 0.99])
+    (p50_low, p50_high), (p99_low, p99_high) = bootstrap_quantile_ci(values, (0.5, 0.99), n_boot=n_boot, seed=seed)
+    noisy = bool(n < 2 or (p99_high - p99_low) > rel_ci * p99)
+    return LatencyStats(
+        samples=int(n), p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
+        max_ms=float(values.max()), min_ms=float(values.min()), mean_ms=float(values.mean()),
+        std_ms=float(values.std(ddof=1)) if n > 1 else 0.0,
+        p50_ci_low_ms=float(p50_low), p50_ci_high_ms=float(p50_high),
+        p99_ci_low_ms=float(p99_low), p99_ci_high_ms=float(p99_high), noisy=noisy,
+    )
