@@ -57,10 +57,12 @@ def generate(seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
         pixels = _augment(images[idx], copies, rng)
         labels = np.repeat(targets[idx], copies)
         source = np.repeat(idx, copies)  # index of the original sklearn image
+        copy = np.tile(np.arange(copies), len(idx))  # 0 = the original itself
         shuffle = rng.permutation(len(labels))
         arrays[f"{split}/pixels"] = pixels[shuffle][:, None, :, :]
         arrays[f"{split}/labels"] = labels[shuffle]
         arrays[f"{split}/source"] = source[shuffle].astype(np.int64)
+        arrays[f"{split}/copy"] = copy[shuffle].astype(np.int64)
     meta = {"params": PARAMS, "classes": [str(d) for d in range(10)],
             "originals": {k: int(len(v)) for k, v in parts.items()}}
     return arrays, meta

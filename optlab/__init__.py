@@ -40,7 +40,8 @@ _EXPORTS = {
     "write_report": ("optlab.report", "write_report"),
 }
 _MODULES = ("data", "zoo", "recipes", "measure", "evaluate", "study", "store", "costs", "frontier", "plots",
-            "widgets", "report", "pipeline", "sweeps", "training", "environment", "user_models")
+            "widgets", "report", "pipeline", "sweeps", "training", "environment", "user_models", "reshape",
+            "portability", "agreement", "user_inputs", "onnx_signature", "runtimes")
 
 __all__ = [*_EXPORTS, *_MODULES]
 

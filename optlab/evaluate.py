@@ -73,6 +73,10 @@ def _logits(source: Candidate | Reference | np.ndarray, data: Dataset, split: st
         name, logits = source.name, predict_split(source, getattr(data, split), batch_size)
     logits = np.asarray(logits, dtype=np.float64)
     rows = len(getattr(data, split))
+    if data.task == "outputs":  # an analyst's model: any output shape, compared by agreement
+        if logits.ndim == 0 or logits.shape[0] != rows:
+            raise EvaluationError(f"{name}: outputs have shape {logits.shape}, expected {rows} rows on axis 0")
+        return name, logits.reshape(rows, -1)
     if data.task == "binary" and logits.ndim == 2 and logits.shape[1] == 1:
         logits = logits[:, 0]
     wanted = (rows,) if data.task == "binary" else (rows, data.num_classes)
@@ -181,6 +185,8 @@ def evaluate(candidate: Candidate | Reference | np.ndarray, data: Dataset,
     """Evaluate on `split` (default: held-out test). `candidate` and `baseline` may be a
     Candidate, a `Reference` or an array of logits; `metric` defaults to accuracy
     (multiclass) or AUC (binary); "f1" and "accuracy" are also allowed."""
+    if data.task == "outputs":
+        return _evaluate_outputs(candidate, data, baseline, split, batch_size=batch_size, n_boot=n_boot, seed=seed)
     metric = metric or PRIMARY_METRIC[data.task]
     if metric not in metrics.HIGHER_IS_BETTER or (metric == "auc" and data.task != "binary"):
         raise ValueError(f"metric={metric!r} is not available for a {data.task} task; "
@@ -212,6 +218,44 @@ def evaluate(candidate: Candidate | Reference | np.ndarray, data: Dataset,
     worst = max((s for s in quality.slices if "drop" in s), key=lambda s: s["drop"], default=None)
     if worst is not None:
         quality.worst_slice = f"{worst['slice']}={worst['group']}"
+        quality.worst_slice_drop, quality.worst_slice_rows = worst["drop"], worst["rows"]
+    return quality
+
+
+def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_size: int, n_boot: int,
+                      seed: int) -> Quality:
+    """Task "outputs" (see optlab.agreement): quality is agreement with the baseline's
+    outputs, or the user's metric callable on their labels when they gave both."""
+    from optlab import agreement
+
+    name, cand = _logits(candidate, data, split, batch_size, "candidate")
+    metric_fn = data.meta.get("metric_fn")
+    labels = getattr(data, split).labels if data.meta.get("labelled") else None
+    quality = Quality(candidate=name, dataset=data.name, split=split, task="outputs",
+                      metric=data.meta.get("metric_name") or "agreement", rows=int(len(cand)),
+                      quality=float("nan"), accuracy=None, f1=None, logloss=None, ece=None)
+    if metric_fn is not None and labels is not None:
+        quality.quality = float(metric_fn(labels, cand))
+    if baseline is None:
+        return quality
+    quality.baseline, base = _logits(baseline, data, split, batch_size, "baseline")
+    per_row, quality.slices = agreement.compare(cand, base, agreement.output_layout(data.meta, cand.shape[1]))
+    quality.agreement = float(per_row.mean())
+    quality.max_abs_diff = max(s["max_abs_diff"] for s in quality.slices)
+    if metric_fn is not None and labels is not None:
+        quality.baseline_quality = float(metric_fn(labels, base))
+        quality.quality_drop = quality.baseline_quality - quality.quality
+        low, high = agreement.metric_drop_ci(metric_fn, labels, cand, base, n_boot=min(n_boot, 200), seed=seed)
+    else:
+        quality.quality, quality.baseline_quality = quality.agreement, 1.0
+        quality.quality_drop = 1.0 - quality.agreement
+        agree_low, agree_high = agreement.bootstrap_mean_ci(per_row, n_boot=n_boot, seed=seed)
+        low, high = 1.0 - agree_high, 1.0 - agree_low
+    quality.quality_drop_ci_low, quality.quality_drop_ci_high, quality.n_boot = low, high, n_boot
+    quality.drop_significant = bool(low > 0)
+    worst = max(quality.slices, key=lambda s: s["drop"], default=None)
+    if worst is not None and len(quality.slices) > 1:
+        quality.worst_slice = f"output={worst['group']}"
         quality.worst_slice_drop, quality.worst_slice_rows = worst["drop"], worst["rows"]
     return quality
 

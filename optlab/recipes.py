@@ -51,6 +51,7 @@ class Recipe:
     kind: ClassVar[str] = "recipe"
     technique: ClassVar[str] = ""
     family: ClassVar[str] = ""
+    shown: ClassVar[tuple[str, ...]] = ()  # fields always in the name, even at their default
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -63,11 +64,12 @@ class Recipe:
 
     @property
     def name(self) -> str:
-        """Stable, readable key: the kind and every field that differs from its default."""
+        """Stable, readable key: the kind, its `shown` fields and every field that differs
+        from its default."""
         parts = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.default is not dataclasses.MISSING and value == f.default:
+            if f.name not in self.shown and f.default is not dataclasses.MISSING and value == f.default:
                 continue
             parts.append(f"{f.name}={_fmt(value)}")
         return f"{self.kind}({', '.join(parts)})"
@@ -107,6 +109,44 @@ def from_json(text: str) -> Recipe:
     return from_dict(json.loads(text))
 
 
+def parse(text: str) -> Recipe:
+    """The inverse of `Recipe.name`, for command lines: "quantize(scheme=static-int8,
+    runtime=onnxruntime)" -> Quantize(...); steps joined by "->" make a Chain."""
+    import re
+
+    if "->" in text:
+        return Chain(*(parse(part) for part in text.split("->")))
+    match = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", text)
+    if not match or match.group(1) not in _RECIPE_KINDS or match.group(1) == "chain":
+        kinds = ", ".join(k for k in sorted(_RECIPE_KINDS) if k != "chain")
+        raise ValueError(f"cannot read recipe {text!r}; write it as kind(field=value, ...) with kind one of {kinds}, "
+                         f"e.g. quantize(scheme=dynamic-int8, runtime=onnxruntime)")
+    cls = _RECIPE_KINDS[match.group(1)]
+    allowed = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in match.group(2).split(","))):
+        key, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or key not in allowed:
+            raise ValueError(f"recipe {text!r}: {part!r} is not field=value with a field of {cls.__name__} "
+                             f"({', '.join(sorted(allowed))})")
+        kwargs[key] = _parse_value(value)
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text.strip("'\"")
+
+
 # --- the recipes -------------------------------------------------------------------
 
 QUANT_SCHEMES = {
@@ -124,6 +164,7 @@ class Quantize(Recipe):
     kind: ClassVar[str] = "quantize"
     technique: ClassVar[str] = "optlab.techniques.quantize"
     family: ClassVar[str] = "quantization"
+    shown: ClassVar[tuple[str, ...]] = ("runtime",)
 
     scheme: str
     runtime: str = "torch"
@@ -134,6 +175,7 @@ class Quantize(Recipe):
     algorithm: str = "rtn"  # weight-only: rtn | gptq
     group_size: int = 32  # weight-only int4/int8 group size (-1 = per channel)
     tolerable_loss: float = 0.01  # autotune: relative accuracy loss allowed
+    autocast: bool = False  # torch bf16/fp16: autocast (fp32 weights) instead of casting the model
 
     def __post_init__(self):
         _check_choice("Quantize", "runtime", self.runtime, tuple(QUANT_SCHEMES))
@@ -146,6 +188,10 @@ class Quantize(Recipe):
         if self.group_size != -1:
             _check_range("Quantize", "group_size", self.group_size, 1, 4096, integer=True)
         _check_range("Quantize", "tolerable_loss", self.tolerable_loss, 0.0, 1.0, high_open=True)
+        _check_choice("Quantize", "autocast", self.autocast, (False, True))
+        if self.autocast and not (self.runtime == "torch" and self.scheme in ("bf16", "fp16")):
+            raise ValueError(f"Quantize.autocast=True only applies to runtime='torch' with scheme 'bf16' or "
+                             f"'fp16'; got runtime={self.runtime!r}, scheme={self.scheme!r}")
 
     @property
     def stage(self) -> int:
@@ -160,6 +206,7 @@ class Compile(Recipe):
     kind: ClassVar[str] = "compile"
     technique: ClassVar[str] = "optlab.techniques.compile"
     family: ClassVar[str] = "compilation"
+    shown: ClassVar[tuple[str, ...]] = ("runtime",)
 
     runtime: str = "onnxruntime"  # onnxruntime | openvino | torch.compile
     graph_level: str = "all"  # onnxruntime: disabled | basic | extended | all
@@ -194,12 +241,15 @@ class Prune(Recipe):
     structured: bool = False
     scope: str = "global"  # global | layer
     finetune_epochs: int = 1
+    finetune_lr: float | None = None  # None: the technique's default for the model
 
     def __post_init__(self):
         _check_range("Prune", "sparsity", self.sparsity, 0.0, 1.0, high_open=True)
         _check_choice("Prune", "structured", self.structured, (False, True))
         _check_choice("Prune", "scope", self.scope, ("global", "layer"))
         _check_range("Prune", "finetune_epochs", self.finetune_epochs, 0, 1000, integer=True)
+        if self.finetune_lr is not None:
+            _check_range("Prune", "finetune_lr", self.finetune_lr, 0.0, 1e6)
 
     @property
     def stage(self) -> int:
@@ -215,12 +265,14 @@ class Distill(Recipe):
     kind: ClassVar[str] = "distill"
     technique: ClassVar[str] = "optlab.techniques.distill"
     family: ClassVar[str] = "distillation"
+    shown: ClassVar[tuple[str, ...]] = ("temperature",)
 
     student: str = "student"  # a student size the zoo defines for this dataset
     temperature: float = 4.0
     alpha: float = 0.7  # weight of the distillation term; 1 - alpha on hard labels
     epochs: int | None = None  # None: the zoo's training budget for the student
     from_scratch: bool = False
+    lr: float | None = None  # None: the zoo's learning rate for the student
 
     def __post_init__(self):
         if not isinstance(self.student, str) or not self.student:
@@ -230,6 +282,16 @@ class Distill(Recipe):
         if self.epochs is not None:
             _check_range("Distill", "epochs", self.epochs, 1, 1000, integer=True)
         _check_choice("Distill", "from_scratch", self.from_scratch, (False, True))
+        if self.lr is not None:
+            _check_range("Distill", "lr", self.lr, 0.0, 1e6)
+
+    @property
+    def name(self) -> str:
+        if self.from_scratch:  # the control trains on labels only: temperature and alpha do not apply
+            epochs = "" if self.epochs is None else f", epochs={self.epochs}"
+            student = "" if self.student == "student" else f"student={self.student}, "
+            return f"distill({student}from_scratch=True{epochs})"
+        return super().name
 
     @property
     def stage(self) -> int:

@@ -186,10 +186,11 @@ table.optlab td.num{text-align:right;font-variant-numeric:tabular-nums} img.char
 
 def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report",
                  sla: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None,
-                 x: str = "p99_ms", y: str = "quality") -> Path:
+                 x: str = "p99_ms", y: str = "quality", timings=None) -> Path:
     """Write one self-contained HTML file: per study, the recommendation under `sla`
     (default: quality drop <= 0.01, cheapest), the Pareto chart, and the trade-off table;
-    then the combined table and the environment. Returns the path written."""
+    then the combined table, the run times of the notebooks (`timings`, a DataFrame) if
+    given, and the environment. Returns the path written."""
     import pandas as pd
 
     from optlab.plots import drawable, pareto_chart
@@ -227,6 +228,9 @@ def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report"
         columns = ["study", *[c for c in [*HEADLINE, *FULL_EXTRA] if c in table.columns]]
         body.append("<h2>All candidates</h2>")
         body.append(table_html(table[columns]))
+    if timings is not None and len(timings):
+        body.append("<h2>Notebook run times</h2>")
+        body.append(table_html(pd.DataFrame(timings)))
     body.append("<h2>Environment</h2>")
     env_frame = pd.DataFrame({"value": [str(v) for v in env.values()]}, index=[str(k) for k in env])
     body.append(table_html(env_frame, index=True))

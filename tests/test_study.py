@@ -68,7 +68,7 @@ def test_five_recipes_one_failing(five):
     assert df["candidate"].iloc[0] == "baseline" and df["family"].iloc[0] == "baseline"
     assert df["status"].tolist() == ["ok"] * 5 + ["error"]
     error = df.iloc[5]
-    assert error["recipe"] == "compile(provider=cuda)" and error["error"].startswith("UnsupportedRecipe: ")
+    assert error["recipe"] == "compile(runtime=onnxruntime, provider=cuda)" and error["error"].startswith("UnsupportedRecipe: ")
     assert error["error_type"] == "UnsupportedRecipe" and error["error_stage"] == "apply"
     ok = df[df["status"] == "ok"]
     for column in ("p50_ms", "p99_ms", "throughput_per_s", "quality", "quality_drop", "quality_drop_ci_low",
@@ -97,7 +97,7 @@ def test_rerun_skips_stored_rows_and_retries_errors_on_request(five, digits, mod
     assert df2["fingerprint"].tolist() == df["fingerprint"].tolist()
     assert df2["p99_ms"].fillna(-1).tolist() == df["p99_ms"].fillna(-1).tolist()
     rerun.run(retry_errors=True)
-    assert again.ran == ["compile(provider=cuda)"]
+    assert again.ran == ["compile(runtime=onnxruntime, provider=cuda)"]
     # another workload is another measurement: everything would run again
     other = Study(model, digits, FIVE, workload=Workload.smoke(threads=1, batch_size=4, memory=False,
                                                                   cold_start=False), results_dir=study.results_dir)
@@ -108,7 +108,7 @@ def test_recommend_and_frontier_on_real_rows(five):
     study, df, _, _ = five
     rec = study.recommend(max_p99_ms=1e4, max_quality_drop=0.05, objective="latency")
     assert rec.met and rec.row["p99_ms"] == df[df["status"] == "ok"]["p99_ms"].min()
-    assert "compile(provider=cuda)" in {r.candidate for r in rec.rejected}
+    assert "compile(runtime=onnxruntime, provider=cuda)" in {r.candidate for r in rec.rejected}
     front = study.frontier()
     assert len(front) >= 1 and (front["status"] == "ok").all()
     with pytest.raises(ValueError, match="unknown objective"):
@@ -210,8 +210,9 @@ def test_sigkill_mid_study_then_resume_runs_only_the_missing(tmp_path, model):
     subprocess.run([sys.executable, str(script), str(results), str(log), "0"], env=env, cwd=ROOT, check=True,
                    timeout=300)
     second_run = log.read_text().split()
-    everything = ["baseline", "compile(graph_level=disabled)", "compile(graph_level=basic)",
-                  "compile(graph_level=extended)", "compile()", "quantize(scheme=bf16)"]
+    everything = ["baseline", "compile(runtime=onnxruntime, graph_level=disabled)",
+                  "compile(runtime=onnxruntime, graph_level=basic)", "compile(runtime=onnxruntime, graph_level=extended)",
+                  "compile(runtime=onnxruntime)", "quantize(scheme=bf16, runtime=torch)"]
     assert sorted(second_run) == sorted(set(everything) - stored)  # only what was missing ran again
     assert set(first_run) - stored <= set(second_run)  # the candidate in flight was lost, and only it
     final = {json.loads(p.read_text())["row"]["recipe"] for p in rows.glob("*.json")}

@@ -46,6 +46,17 @@ class TwoHeads(nn.Module):
         return self.classes(hidden), self.value(hidden)
 
 
+class ScoresOnly(nn.Module):
+    """The class-score head of TwoHeads, as an analyst's own torch module."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = TwoHeads()
+
+    def forward(self, features):
+        return self.inner(features)[0]
+
+
 def export(module: nn.Module, example: dict[str, np.ndarray], path: Path, *, opset: int = 17,
            output_names=("logits",), dynamic_seq: bool = False) -> Path:
     torch.manual_seed(0)

@@ -1,0 +1,59 @@
+"""Tidy views of a study's results for charts: recipe knobs as columns, the batch sweep in
+long form, and ratios against the baseline. Pure DataFrame transforms; nothing is measured."""
+from __future__ import annotations
+
+import json
+import re
+
+_SWEEP = re.compile(r"^(p50|p99|throughput)_b(\d+)_(ms|per_s)$")
+
+
+def with_params(df, *names: str):
+    """Add the recipes' fields (e.g. "sparsity", "structured", "temperature") as columns,
+    read from `recipe_json`; rows whose recipe lacks a field get None."""
+    out = df.copy()
+    parsed = [json.loads(text) if isinstance(text, str) and text else {} for text in out.get("recipe_json", [])]
+    keys = names or sorted({k for p in parsed for k in p if k not in ("kind", "steps")})
+    for key in keys:
+        if key not in out.columns:
+            out[key] = [p.get(key) for p in parsed]
+    out["kind"] = [p.get("kind") for p in parsed]
+    return out
+
+
+def batch_sweep(df):
+    """One row per (candidate, batch size) from the `p50_b{n}_ms` / `p99_b{n}_ms` /
+    `throughput_b{n}_per_s` columns a Measurement writes."""
+    import pandas as pd
+
+    sizes = sorted({int(m.group(2)) for c in df.columns if (m := _SWEEP.match(c))})
+    keep = [c for c in ("candidate", "family", "runtime", "status", "source") if c in df.columns]
+    rows = []
+    for _, row in df.iterrows():
+        for size in sizes:
+            throughput = row.get(f"throughput_b{size}_per_s")
+            if throughput is None or pd.isna(throughput):
+                continue
+            rows.append({**{k: row[k] for k in keep}, "batch_size": size, "throughput_per_s": throughput,
+                         "p50_ms": row.get(f"p50_b{size}_ms"), "p99_ms": row.get(f"p99_b{size}_ms")})
+    return pd.DataFrame(rows, columns=[*keep, "batch_size", "throughput_per_s", "p50_ms", "p99_ms"])
+
+
+def versus_baseline(df, columns=("p50_ms", "p99_ms", "throughput_per_s", "size_mb")):
+    """Each figure as a ratio to the baseline row's: `speedup_p50` (baseline p50 / p50),
+    `throughput_x`, `size_ratio`; >1 speedup means faster than the baseline."""
+    out = df.copy()
+    base = df[df.get("recipe") == "baseline"] if "recipe" in df.columns else df.iloc[:0]
+    if base.empty:
+        raise ValueError("no baseline row in the results; run the study first (the baseline is measured with it)")
+    base = base.iloc[0]
+    for column in columns:
+        if column not in df.columns or not base.get(column):
+            continue
+        if column.endswith("_ms"):
+            out[f"speedup_{column[:-3]}"] = base[column] / df[column]
+        elif column.startswith("throughput"):
+            out["throughput_x"] = df[column] / base[column]
+        else:
+            out[f"{column[:-3]}_ratio"] = df[column] / base[column]
+    return out

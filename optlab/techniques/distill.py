@@ -1,0 +1,177 @@
+"""Knowledge distillation: train the zoo's smaller student to match a teacher's softened outputs.
+
+Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * hard-label loss; for the
+binary click model the soft term is BCE against the teacher's softened probability
+sigmoid(t / T). `Distill(from_scratch=True)` is the control: the same student, budget and
+seed on hard labels only, so a study shows whether distillation actually helped.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optlab.candidate import Candidate
+from optlab.recipes import Distill, register
+from optlab.techniques.artifacts import artifact_file, require_module, resolve_workdir
+
+_TEACHER_LOGITS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (teacher weights, data) -> logits
+_TEACHER_CACHE_SIZE = 4
+_LAYER_KEY = re.compile(r"^(?P<prefix>.*encoder\.layers?\.)(?P<index>\d+)(?P<rest>\..*)$")
+
+
+@register(Distill)
+def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None = None,
+                  workdir: Path | None = None) -> Candidate:
+    """Train a fresh `recipe.student` for `data` from the teacher `model` (never mutated)."""
+    require_module(model, recipe)
+    if threads:
+        torch.set_num_threads(int(threads))
+    from optlab import training, zoo
+    from optlab.data import Split
+
+    teacher = model
+    sizes = tuple(zoo.SIZES[data.name])
+    if recipe.student not in sizes:
+        raise ValueError(f"Distill.student={recipe.student!r} is not a size the zoo defines for "
+                         f"{data.name!r}; choose one of: {', '.join(sizes)}")
+    student = zoo.build(data.name, recipe.student, data=data, seed=0)
+    teacher_params, student_params = zoo.param_count(teacher), zoo.param_count(student)
+    if student_params > teacher_params:
+        raise ValueError(f"student {recipe.student!r} ({student_params:,} parameters) is larger than its "
+                         f"teacher ({teacher_params:,}); distil into a smaller size from zoo.SIZES[{data.name!r}]")
+
+    budget = student_budget(data)
+    epochs = recipe.epochs if recipe.epochs is not None else budget["epochs"]
+    lr = recipe.lr if recipe.lr is not None else budget["lr"]
+    meta: dict[str, Any] = {"teacher_params": teacher_params, "student_params": student_params,
+                            "params_before": teacher_params, "params_after": student_params,
+                            "student": recipe.student, "epochs": epochs, "lr": lr,
+                            "max_seconds": budget["max_seconds"], "from_scratch": recipe.from_scratch}
+    if recipe.from_scratch:
+        train_on, loss_fn = data, None
+        meta["initialised_from_teacher"] = 0
+    else:
+        meta["initialised_from_teacher"] = init_from_teacher(student, teacher)
+        targets = np.concatenate([data.train.labels.reshape(len(data.train), 1).astype(np.float32),
+                                  teacher_logits(teacher, data).reshape(len(data.train), -1)], axis=1)
+        train_on = Split(data.train.inputs, targets)
+        loss_fn = KDLoss(task=data.task, temperature=recipe.temperature, alpha=recipe.alpha)
+    log = training.train(student, train_on, epochs=epochs, lr=lr, batch_size=budget["batch_size"],
+                         loss_fn=loss_fn, seed=0, max_seconds=budget["max_seconds"],
+                         weight_decay=budget["weight_decay"])
+    student.eval()
+    meta.update({"train_s": round(log.train_s, 3), "epochs_run": log.epochs, "stopped_by": log.stopped_by,
+                 "final_loss": log.final_loss})
+
+    path = artifact_file(resolve_workdir(workdir), recipe.name, ".pt")
+    torch.save(student, path)
+    from optlab.runtimes import torch_predict_fn
+
+    return Candidate(name=recipe.name, predict_fn=torch_predict_fn(student), family="distillation",
+                     runtime="torch", device="cpu", recipe=recipe, model=student, artifact_path=path,
+                     loader="optlab.runtimes:load_torch", loader_options={"threads": threads} if threads else {},
+                     meta=meta)
+
+
+class KDLoss(nn.Module):
+    """alpha * T^2 * soft loss + (1 - alpha) * hard loss on targets packed as [label, teacher logits...]."""
+
+    def __init__(self, task: str, temperature: float = 4.0, alpha: float = 0.7):
+        super().__init__()
+        if task not in ("multiclass", "binary"):
+            raise ValueError(f"task={task!r}: distillation supports 'multiclass' and 'binary'")
+        self.task, self.temperature, self.alpha = task, float(temperature), float(alpha)
+
+    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """training.train's loss_fn(model, inputs, labels) signature."""
+        targets = targets.float()
+        return kd_loss(model(**inputs), targets[:, 1:], targets[:, 0], task=self.task,
+                       temperature=self.temperature, alpha=self.alpha)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *,
+            task: str, temperature: float, alpha: float) -> torch.Tensor:
+    """The distillation loss (Hinton et al.): soft term scaled by T^2 so its gradients keep
+    their size as T changes, mixed with the hard-label loss."""
+    t = float(temperature)
+    if task == "binary":
+        s, teacher = student_logits.reshape(-1), teacher_logits.reshape(-1)
+        soft = F.binary_cross_entropy_with_logits(s / t, torch.sigmoid(teacher / t))
+        hard = F.binary_cross_entropy_with_logits(s, labels.reshape(-1).float())
+    else:
+        soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                        log_target=True, reduction="batchmean")
+        hard = F.cross_entropy(student_logits, labels.reshape(-1).long())
+    return alpha * t * t * soft + (1.0 - alpha) * hard
+
+
+def teacher_logits(teacher: nn.Module, data: Any, batch_size: int = 256) -> np.ndarray:
+    """The teacher's logits on the train split, computed once per (teacher weights, data)."""
+    key = (weights_fingerprint(teacher), getattr(data, "fingerprint", "") or id(data.train), len(data.train))
+    if key in _TEACHER_LOGITS:
+        _TEACHER_LOGITS.move_to_end(key)
+        return _TEACHER_LOGITS[key]
+    from optlab.training import to_tensors
+
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with torch.inference_mode():
+            parts = [teacher(**to_tensors(batch)).float().numpy() for batch in data.train.batches(batch_size)]
+    finally:
+        teacher.train(was_training)
+    logits = np.concatenate(parts, axis=0)
+    _TEACHER_LOGITS[key] = logits
+    while len(_TEACHER_LOGITS) > _TEACHER_CACHE_SIZE:
+        _TEACHER_LOGITS.popitem(last=False)
+    return logits
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def init_from_teacher(student: nn.Module, teacher: nn.Module) -> int:
+    """DistilBERT-style start: copy the teacher's embeddings, head and every k-th encoder layer
+    into a student of the same width. Returns how many tensors were copied (0 when the
+    student has no encoder layers or different shapes: CNN and MLP students start fresh)."""
+    student_state, teacher_state = student.state_dict(), teacher.state_dict()
+    student_layers = {int(m["index"]) for m in map(_LAYER_KEY.match, student_state) if m}
+    teacher_layers = {int(m["index"]) for m in map(_LAYER_KEY.match, teacher_state) if m}
+    if not student_layers or not teacher_layers:
+        return 0
+    stride = max(len(teacher_layers) // len(student_layers), 1)
+    copied = {}
+    for key, value in student_state.items():
+        match = _LAYER_KEY.match(key)
+        source = f"{match['prefix']}{int(match['index']) * stride}{match['rest']}" if match else key
+        if source in teacher_state and teacher_state[source].shape == value.shape:
+            copied[key] = teacher_state[source].detach().clone()
+    student.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+STUDENT_MAX_S = {False: 40.0, True: 6.0}  # + the teacher pass: a recipe stays under ~60 s full / ~10 s smoke
+
+
+def student_budget(data: Any) -> dict[str, Any]:
+    """The zoo's training settings for `data` (epochs, lr, batch size, weight decay), capped in
+    wall-clock time. The KD run and its from-scratch control get exactly the same budget."""
+    from optlab import zoo
+
+    smoke = bool(getattr(data, "meta", {}).get("smoke", False))
+    base = zoo.TRAINING.get((data.name, smoke), {"epochs": 5, "lr": 1e-3, "batch_size": 64})
+    return {"epochs": base["epochs"], "lr": base["lr"], "batch_size": base["batch_size"],
+            "weight_decay": base.get("weight_decay", 0.01), "max_seconds": STUDENT_MAX_S[smoke]}

@@ -1,0 +1,105 @@
+"""ONNX export of a keyword-input torch model: input names = the dataset's input names,
+a dynamic batch axis (and a dynamic sequence axis for text inputs), one `logits` output."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from optlab.candidate import OnnxModel
+from optlab.techniques.artifacts import TEXT_AXES, example_batch, input_names, positional, to_tensors
+
+OPSET = 17
+
+
+def export_onnx(model: Any, data: Any, path: Path, *, dynamo: bool = False) -> OnnxModel:
+    """Export `model` to `path`. The TorchScript exporter (dynamo=False) is the default: it is
+    stable for these models and needs no onnxscript; dynamo=True is the fallback when it fails."""
+    import torch
+
+    names = input_names(data)
+    batch = example_batch(data, n=2)
+    args = to_tensors(batch, names)
+    wrapped = positional(model.eval(), names)
+    axes = {n: ({0: "batch", 1: "sequence"} if n in TEXT_AXES else {0: "batch"}) for n in names}
+    axes["logits"] = {0: "batch"}
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            _export(torch, wrapped, args, path, names, axes, dynamo)
+        except Exception:
+            if dynamo:
+                raise
+            _export(torch, wrapped, args, path, names, axes, True)
+    return OnnxModel(path=path, input_names=tuple(names), output_names=("logits",))
+
+
+def _export(torch, wrapped, args, path, names, axes, dynamo: bool) -> None:
+    if dynamo:
+        batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1)
+        shapes = (tuple({0: batch, 1: sequence} if n in TEXT_AXES else {0: batch} for n in names),)
+        torch.onnx.export(wrapped, args, str(path), input_names=names, output_names=["logits"],
+                          dynamic_shapes=shapes, opset_version=18, dynamo=True, external_data=False)
+    else:
+        torch.onnx.export(wrapped, args, str(path), input_names=names, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def as_onnx(model: Any, data: Any, workdir: Path) -> OnnxModel:
+    """An OnnxModel as is, or an nn.Module exported (fp32) into `workdir` first."""
+    if isinstance(model, OnnxModel):
+        if not Path(model.path).exists():
+            from optlab.recipes import UnsupportedRecipe
+
+            raise UnsupportedRecipe(f"ONNX file {model.path} does not exist")
+        return OnnxModel(Path(model.path), tuple(model.input_names), tuple(model.output_names))
+    from optlab.techniques.artifacts import require_module
+
+    class _Export:  # only for the error message's recipe name
+        name = "ONNX export"
+
+    require_module(model, _Export)
+    path = workdir / "model-fp32.onnx"
+    n = 0
+    while path.exists():
+        n += 1
+        path = workdir / f"model-fp32-{n}.onnx"
+    return export_onnx(model, data, path)
+
+
+def gemm_to_matmul(proto: Any) -> Any:
+    """Rewrite Gemm(A, W, b) with constant W as MatMul + Add: ORT's *dynamic* quantizer
+    covers MatMul but not Gemm, which is what nn.Linear exports to."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    nodes = []
+    for node in proto.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        simple = (node.op_type == "Gemm" and node.input[1] in inits and attrs.get("transA", 0) == 0
+                  and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0)
+        if not simple:
+            nodes.append(node)
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            weight = np.ascontiguousarray(weight.T)
+        new_name = node.input[1] + "_matmul"
+        proto.graph.initializer.append(numpy_helper.from_array(weight, new_name))
+        if len(node.input) > 2 and node.input[2]:
+            mid = node.output[0] + "_mm"
+            nodes.append(helper.make_node("MatMul", [node.input[0], new_name], [mid], name=node.name + "_MatMul"))
+            nodes.append(helper.make_node("Add", [mid, node.input[2]], [node.output[0]], name=node.name + "_Add"))
+        else:
+            nodes.append(helper.make_node("MatMul", [node.input[0], new_name], [node.output[0]], name=node.name))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    used = {i for n in proto.graph.node for i in n.input}
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    onnx.checker.check_model(proto)
+    return proto

@@ -1,0 +1,275 @@
+"""Pruning: unstructured magnitude pruning (zeros, stored compressed) and structured pruning
+(torch-pruning removes channels, hidden units and attention heads), each fine-tuned to recover.
+
+The honest result: zeros do not make dense kernels faster, so unstructured pruning only
+shrinks the artifact (saved as a bitmask plus the surviving values); structured pruning
+rebuilds smaller layers, which is what speeds up dense hardware.
+"""
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from optlab.candidate import Candidate
+from optlab.recipes import Prune, register
+from optlab.techniques.artifacts import artifact_file, require_module, resolve_workdir
+
+PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+SPARSE_FORMAT = "optlab-bitmask-v1"
+MIN_ZERO_FRACTION_TO_PACK = 0.05  # below this a bitmask costs more than it saves
+
+
+@register(Prune)
+def apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None = None,
+                workdir: Path | None = None) -> Candidate:
+    """Prune a copy of `model` to `recipe.sparsity`, fine-tune it, save it -> Candidate."""
+    require_module(model, recipe)
+    if threads:
+        torch.set_num_threads(int(threads))
+    from optlab.training import to_tensors
+
+    example = to_tensors(_example_batch(data))
+    pruned = copy.deepcopy(model).eval()
+    pruned.__dict__.pop("optlab_spec", None)  # the zoo's spec no longer describes the pruned shapes
+    output = output_layer(pruned, example)
+    layers = prunable_layers(pruned, example)
+    params_before = param_count(pruned)
+    meta: dict[str, Any] = {"params_before": params_before, "target_sparsity": recipe.sparsity,
+                            "scope": recipe.scope, "structured": recipe.structured,
+                            "finetune_epochs": recipe.finetune_epochs, "output_layer": _name_of(pruned, output)}
+    if recipe.structured:
+        meta.update(prune_structured(pruned, example, recipe.sparsity, scope=recipe.scope, keep=[output]))
+        meta.update(_finetune(pruned, data, recipe))
+    else:
+        meta.update(prune_unstructured(pruned, layers, recipe.sparsity, scope=recipe.scope,
+                                       finetune=lambda m: meta.update(_finetune(m, data, recipe))))
+    pruned.eval()
+    meta["params_after"] = param_count(pruned)
+    meta["zero_fraction"] = zero_fraction(pruned)
+
+    path = artifact_file(resolve_workdir(workdir), recipe.name, ".pt")
+    meta["dense_size_bytes"] = dense_size_bytes(pruned)
+    if recipe.structured:  # smaller dense layers: a plain whole-module save
+        torch.save(pruned, path)
+        meta["artifact_format"] = "torch.save(module)"
+        loader = "optlab.runtimes:load_torch"
+    else:
+        save_sparse(pruned, path)
+        meta["artifact_format"] = SPARSE_FORMAT
+        loader = "optlab.techniques.prune:load_pruned"
+    meta["compressed_size_bytes"] = path.stat().st_size
+    from optlab.runtimes import torch_predict_fn
+
+    return Candidate(name=recipe.name, predict_fn=torch_predict_fn(pruned), family="pruning", runtime="torch",
+                     device="cpu", recipe=recipe, model=pruned, artifact_path=path, loader=loader,
+                     loader_options={"threads": threads} if threads else {}, meta=meta)
+
+
+# --- which layers -------------------------------------------------------------------
+
+def output_layer(model: nn.Module, example: dict[str, torch.Tensor]) -> nn.Module:
+    """The last weighted leaf module the forward runs: the classifier head, never pruned."""
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, *_: order.append(mod))
+             for m in model.modules() if isinstance(m, PRUNABLE_TYPES)]
+    try:
+        with torch.inference_mode():
+            model(**example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not order:
+        raise ValueError(f"{type(model).__name__} has no prunable layers (Linear/Conv1d/Conv2d); "
+                         "pruning needs at least one besides the output layer")
+    return order[-1]
+
+
+def prunable_layers(model: nn.Module, example: dict[str, torch.Tensor]) -> list[nn.Module]:
+    """Linear/Conv layers except the output layer (embeddings are never prunable layers)."""
+    head = output_layer(model, example)
+    layers = [m for m in model.modules() if isinstance(m, PRUNABLE_TYPES) and m is not head]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no prunable layers besides its output layer; "
+                         "pruning needs a hidden Linear or Conv layer")
+    return layers
+
+
+# --- unstructured -----------------------------------------------------------------
+
+def prune_unstructured(model: nn.Module, layers: list[nn.Module], sparsity: float, *, scope: str = "global",
+                       finetune: Callable[[nn.Module], None] | None = None) -> dict[str, Any]:
+    """L1 magnitude pruning of `layers`' weights (global ranking or per layer), in place.
+
+    The masks stay on while `finetune(model)` runs, so pruned weights stay zero; then they
+    are made permanent (prune.remove)."""
+    from torch.nn.utils import prune
+
+    targets = [(layer, "weight") for layer in layers]
+    if scope == "global":
+        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=float(sparsity))
+    else:
+        for layer, name in targets:
+            prune.l1_unstructured(layer, name, amount=float(sparsity))
+    if finetune is not None:
+        finetune(model)
+    for layer, name in targets:
+        prune.remove(layer, name)
+    zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
+    total = sum(layer.weight.numel() for layer in layers)
+    return {"sparsity": zeros / total, "pruned_layers": len(layers)}
+
+
+# --- structured -------------------------------------------------------------------
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """Hugging Face style self-attention blocks (query/key/value Linear + head counts)."""
+    return [m for m in model.modules()
+            if all(isinstance(getattr(m, a, None), nn.Linear) for a in ("query", "key", "value"))
+            and hasattr(m, "num_attention_heads") and hasattr(m, "attention_head_size")]
+
+
+def prune_structured(model: nn.Module, example: dict[str, torch.Tensor], sparsity: float, *,
+                     scope: str = "global", keep: list[nn.Module] = ()) -> dict[str, Any]:
+    """Remove `sparsity` of the channels / hidden units / attention heads in place (torch-pruning).
+
+    Embeddings and `keep` (the output layer) are never pruned, so the vocabulary, the
+    hidden size a residual stream shares with the embeddings, and the classes stay intact."""
+    import torch_pruning as tp
+
+    attention = attention_modules(model)
+    heads = {linear: m.num_attention_heads for m in attention for linear in (m.query, m.key, m.value)}
+    ignored = [m for m in model.modules() if isinstance(m, nn.Embedding)] + list(keep)
+    heads_before = sum(m.num_attention_heads for m in attention)
+    pruner = tp.pruner.MetaPruner(
+        model, example, importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=float(sparsity), global_pruning=(scope == "global"), max_pruning_ratio=0.95,
+        ignored_layers=ignored, num_heads=heads, prune_num_heads=bool(heads), prune_head_dims=not heads,
+        head_pruning_ratio=float(sparsity) if heads else 0.0)
+    pruner.step()
+    for m in attention:  # torch-pruning shrinks the Linear layers; the head bookkeeping is ours
+        m.num_attention_heads = m.query.out_features // m.attention_head_size
+        m.all_head_size = m.query.out_features
+    with torch.inference_mode():
+        model(**example)  # fail here, not in the caller, if the rebuilt graph is inconsistent
+    out: dict[str, Any] = {}
+    if attention:
+        out["heads_before"] = heads_before
+        out["heads_after"] = sum(m.num_attention_heads for m in attention)
+    return out
+
+
+# --- fine-tuning --------------------------------------------------------------------
+
+def _finetune(model: nn.Module, data: Any, recipe: Prune) -> dict[str, Any]:
+    """Recover accuracy for `recipe.finetune_epochs` epochs at a fraction of the zoo's
+    learning rate, within a wall-clock budget (TrainingDiverged propagates on NaN/inf loss)."""
+    if recipe.finetune_epochs == 0:
+        return {"finetune_s": 0.0}
+    from optlab import training
+
+    settings = finetune_settings(data)
+    lr = recipe.finetune_lr if recipe.finetune_lr is not None else settings["lr"]
+    log = training.train(model, data, epochs=recipe.finetune_epochs, lr=lr, batch_size=settings["batch_size"],
+                         seed=0, max_seconds=settings["max_seconds"])
+    model.eval()
+    return {"finetune_lr": lr, "finetune_s": round(log.train_s, 3), "finetune_epochs_run": log.epochs,
+            "finetune_stopped_by": log.stopped_by, "finetune_final_loss": log.final_loss}
+
+
+FINETUNE_LR_FRACTION = 1.0  # of the zoo's lr; training.train warms up and decays it linearly
+FINETUNE_MAX_S = {False: 40.0, True: 5.0}  # keeps a recipe under ~60 s full / ~10 s smoke
+
+
+def finetune_settings(data: Any) -> dict[str, Any]:
+    """Learning rate, batch size and wall-clock cap for fine-tuning a model of `data`."""
+    from optlab import zoo
+
+    smoke = bool(getattr(data, "meta", {}).get("smoke", False))
+    base = zoo.TRAINING.get((getattr(data, "name", ""), smoke), {"lr": 1e-3, "batch_size": 64})
+    return {"lr": base["lr"] * FINETUNE_LR_FRACTION, "batch_size": base["batch_size"],
+            "max_seconds": FINETUNE_MAX_S[smoke]}
+
+
+# --- artifacts --------------------------------------------------------------------
+
+def save_sparse(model: nn.Module, path: str | Path) -> Path:
+    """Save `model` with its sparse weights as a bitmask + the non-zero values.
+
+    Costs 1 bit per weight plus 4 bytes per survivor: at 50% zeros ~53% of dense fp32."""
+    skeleton = copy.deepcopy(model)
+    packed: dict[str, dict[str, Any]] = {}
+    for name, module in skeleton.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, PRUNABLE_TYPES) or weight is None or weight.dtype != torch.float32:
+            continue
+        mask = (weight.detach() != 0)
+        if 1.0 - mask.float().mean().item() < MIN_ZERO_FRACTION_TO_PACK:
+            continue
+        packed[name] = {"shape": tuple(weight.shape),
+                        "mask": torch.from_numpy(np.packbits(mask.numpy().ravel())),
+                        "values": weight.detach()[mask].clone()}
+        module.weight = nn.Parameter(torch.empty(0), requires_grad=weight.requires_grad)
+    torch.save({"format": SPARSE_FORMAT, "module": skeleton, "packed": packed}, path)
+    return Path(path)
+
+
+def load_module(path: str | Path) -> nn.Module:
+    """Read a module saved by this technique (plain `torch.save` or the sparse format)."""
+    obj = torch.load(path, weights_only=False, map_location="cpu")  # our own artifact
+    if isinstance(obj, nn.Module):
+        return obj.eval()
+    if not (isinstance(obj, dict) and obj.get("format") == SPARSE_FORMAT):
+        raise ValueError(f"{path} is not an optlab pruning artifact (expected a module or {SPARSE_FORMAT})")
+    module = obj["module"]
+    modules = dict(module.named_modules())
+    for name, entry in obj["packed"].items():
+        shape = entry["shape"]
+        n = int(np.prod(shape))
+        mask = torch.from_numpy(np.unpackbits(entry["mask"].numpy(), count=n).astype(bool))
+        dense = torch.zeros(n, dtype=entry["values"].dtype)
+        dense[mask] = entry["values"]
+        modules[name].weight = nn.Parameter(dense.reshape(shape))
+    return module.eval()
+
+
+def load_pruned(path: str | Path, threads: int | None = None) -> Callable[[dict], np.ndarray]:
+    """Loader for a fresh process: artifact -> predict(batch) -> logits."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    from optlab.runtimes import torch_predict_fn
+
+    return torch_predict_fn(load_module(path))
+
+
+def dense_size_bytes(model: nn.Module) -> int:
+    """Bytes of the whole module saved densely with `torch.save`."""
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.getbuffer().nbytes
+
+
+# --- small shared helpers -----------------------------------------------------------
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def zero_fraction(model: nn.Module) -> float:
+    """Zeros among all parameters (embeddings, biases, norms included)."""
+    total = param_count(model)
+    return sum(int((p == 0).sum()) for p in model.parameters()) / max(total, 1)
+
+
+def _example_batch(data: Any, rows: int = 8) -> dict[str, np.ndarray]:
+    split = data.calibration if len(getattr(data, "calibration", ())) else data.train
+    return next(iter(split.take(slice(0, rows)).batches(rows)))
+
+
+def _name_of(model: nn.Module, module: nn.Module) -> str:
+    return next((name for name, m in model.named_modules() if m is module), "")

@@ -1,0 +1,88 @@
+"""Quantization: `apply(Quantize(...), model, data) -> Candidate`.
+
+runtime="torch": bf16/fp16 (cast the model, or autocast with fp32 weights) and dynamic int8
+for linear layers through torchao (`Int8DynamicActivationInt8WeightConfig`; embeddings get
+int8 weight-only). runtime="onnxruntime" lives in `ort_quantize`, runtime="inc" in `inc`.
+The caller's model is never mutated (deep copy first).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from optlab.candidate import Candidate
+from optlab.recipes import Quantize, register
+from optlab.techniques.artifacts import artifact_file, require_module, resolve_workdir, save_module
+
+
+@register(Quantize)
+def apply_quantize(recipe: Quantize, model: Any, data: Any, *, threads: int | None = None,
+                   workdir=None) -> Candidate:
+    workdir = resolve_workdir(workdir)
+    if recipe.runtime == "onnxruntime":
+        from optlab.techniques.ort_quantize import apply_ort_quantize as apply_runtime
+    elif recipe.runtime == "inc":
+        from optlab.techniques.inc import apply_inc as apply_runtime
+    else:
+        apply_runtime = apply_torch_quantize
+    candidate = apply_runtime(recipe, model, data, threads=threads, workdir=workdir)
+    candidate.meta.setdefault("threads", threads)
+    return candidate
+
+
+def apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
+    from optlab.runtimes import quiet_torch_logs, torch_predict_fn
+
+    quiet_torch_logs()
+    require_module(model, recipe)
+    start = time.perf_counter()
+    module = copy.deepcopy(model).eval()
+    meta: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    if recipe.scheme in ("bf16", "fp16"):
+        dtype = "bfloat16" if recipe.scheme == "bf16" else "float16"
+        if recipe.autocast:
+            options["autocast"] = dtype
+            meta["precision"] = f"autocast {dtype} (fp32 weights)"
+        else:
+            import torch
+
+            module = module.to(getattr(torch, dtype))
+            options["input_dtype"] = dtype
+            meta["precision"] = f"{dtype} weights and activations"
+    else:  # dynamic-int8
+        meta.update(_torchao_dynamic_int8(module))
+    path = artifact_file(workdir, recipe.name, ".pt")
+    options.update(save_module(module, path, original=model))
+    meta["apply_s"] = round(time.perf_counter() - start, 3)
+    return Candidate(
+        name=recipe.name, predict_fn=torch_predict_fn(module, input_dtype=options.get("input_dtype"),
+                                                      autocast=options.get("autocast")),
+        family="quantization", runtime="torch", device="cpu", recipe=recipe, model=module,
+        artifact_path=path, loader="optlab.runtimes:load_torch", loader_options={"threads": threads, **options},
+        meta=meta)
+
+
+def _torchao_dynamic_int8(module: Any) -> dict[str, Any]:
+    """Linear layers: int8 dynamic activations x int8 weights (torchao's current API, the
+    replacement of torch.ao.quantization.quantize_dynamic). Embedding tables: int8 weights
+    per row, since they dominate the size of tabular models."""
+    import torch
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    linears = sum(isinstance(m, torch.nn.Linear) for m in module.modules())
+    embeddings = sum(isinstance(m, torch.nn.Embedding) for m in module.modules())
+    quantize_(module, Int8DynamicActivationInt8WeightConfig())
+    meta = {"torchao_config": "Int8DynamicActivationInt8WeightConfig", "quantized_linear": linears}
+    if embeddings:
+        try:
+            from torchao.quantization import IntxWeightOnlyConfig
+            from torchao.quantization.granularity import PerAxis
+
+            quantize_(module, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
+                      filter_fn=lambda m, fqn: isinstance(m, torch.nn.Embedding))
+            meta["quantized_embedding"] = embeddings
+        except Exception as error:  # older torchao: embeddings stay fp32
+            meta["embedding_error"] = f"{type(error).__name__}: {error}"[:200]
+    return meta

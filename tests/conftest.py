@@ -1,0 +1,69 @@
+"""Shared fixtures: a session-private optlab cache and the smoke datasets/models, built once per session.
+
+Fixture names (all smoke settings, session scope): `digits_data`, `bids_data`, `intents_data`
+(optlab.data.Dataset) and `digits_model`, `bids_model`, `intents_model` (trained teacher
+nn.Modules from optlab.zoo, eval mode). `optlab_cache` is the session cache folder.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def optlab_cache(tmp_path_factory):
+    """Point OPTLAB_CACHE at a session temp dir so tests never read or write the user's cache."""
+    path = tmp_path_factory.mktemp("optlab-cache")
+    previous = os.environ.get("OPTLAB_CACHE")
+    os.environ["OPTLAB_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("OPTLAB_CACHE", None)
+    else:
+        os.environ["OPTLAB_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def digits_data(optlab_cache):
+    from optlab.data import load
+
+    return load("digits", smoke=True)
+
+
+@pytest.fixture(scope="session")
+def bids_data(optlab_cache):
+    from optlab.data import load
+
+    return load("bids", smoke=True)
+
+
+@pytest.fixture(scope="session")
+def intents_data(optlab_cache):
+    from optlab.data import load
+
+    return load("intents", smoke=True)
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits_data):
+    from optlab import zoo
+
+    return zoo.get("digits", "teacher", smoke=True, data=digits_data)
+
+
+@pytest.fixture(scope="session")
+def bids_model(bids_data):
+    from optlab import zoo
+
+    return zoo.get("bids", "teacher", smoke=True, data=bids_data)
+
+
+@pytest.fixture(scope="session")
+def intents_model(intents_data):
+    from optlab import zoo
+
+    return zoo.get("intents", "teacher", smoke=True, data=intents_data)

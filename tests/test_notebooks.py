@@ -1,0 +1,50 @@
+"""Every walkthrough notebook runs headlessly in smoke mode, and is committed clean."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from optlab.notebook_outputs import bulky_outputs, is_checked
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+IDS = [p.name for p in NOTEBOOKS]
+
+
+def test_there_are_walkthroughs():
+    names = {p.name for p in NOTEBOOKS}
+    for expected in ("00_tour.ipynb", "01_quantization.ipynb", "02_pruning.ipynb", "03_distillation.ipynb",
+                     "04_compilation.ipynb"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_committed_without_bulky_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    problems = bulky_outputs(notebook)
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+    assert notebook.metadata.get("kernelspec", {}).get("name"), f"{path.name}: papermill needs a kernelspec"
+    parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1 and "smoke = False" in parameters[0].source, \
+        f"{path.name}: needs one cell tagged 'parameters' with a smoke flag"
+    assert any(is_checked(c) and c.outputs for c in notebook.cells), \
+        f"{path.name}: its checked cell has no stored output (run: optlab notebooks refresh {path.name})"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_runs_headless_in_smoke_mode(path, tmp_path, monkeypatch):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    monkeypatch.setenv("OPTLAB_HEADLESS", "1")
+    try:
+        pm.execute_notebook(str(path), str(tmp_path / path.name), cwd=str(path.parent), kernel_name="python3",
+                            parameters={"smoke": True, "results_dir": str(tmp_path / "results")},
+                            progress_bar=False)
+    except PapermillExecutionError as error:
+        pytest.fail(f"{path.name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
+                    f"{error.ename}: {error.evalue}", pytrace=False)
+    executed = nbformat.read(tmp_path / path.name, as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors

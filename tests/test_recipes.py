@@ -1,0 +1,124 @@
+"""Recipes: validation, names, JSON round trips, Chain order, the registry and UnsupportedRecipe."""
+import pytest
+
+from optlab import recipes
+from optlab.recipes import Chain, Compile, Distill, Prune, Quantize, UnsupportedRecipe, apply, from_json, register
+
+ALL = [
+    Quantize("bf16"), Quantize("bf16", autocast=True), Quantize("dynamic-int8"),
+    Quantize("static-int8", runtime="onnxruntime", calibration="entropy", per_channel=True,
+             calibration_samples=64, calibration_data="skewed"),
+    Quantize("weight-only-int4", runtime="inc", algorithm="gptq", group_size=-1),
+    Quantize("autotune", runtime="inc", tolerable_loss=0.02),
+    Compile(), Compile("openvino"), Compile("torch.compile", mode="max-autotune", freezing=False, dynamic=False),
+    Prune(0.5, structured=True), Distill(temperature=2.0, alpha=0.5, epochs=3),
+    Chain(Prune(0.3), Quantize("static-int8", runtime="onnxruntime"), Compile(graph_level="basic")),
+]
+
+
+@pytest.mark.parametrize("recipe", ALL, ids=lambda r: r.name)
+def test_json_round_trip_keeps_recipe_and_name(recipe):
+    again = from_json(recipe.to_json())
+    assert again == recipe
+    assert again.name == recipe.name
+
+
+def test_names_are_stable_and_readable():
+    assert Quantize("bf16").name == "quantize(scheme=bf16, runtime=torch)"
+    assert Quantize("static-int8", runtime="onnxruntime", calibration="entropy").name == \
+        "quantize(scheme=static-int8, runtime=onnxruntime, calibration=entropy)"
+    assert Compile().name == "compile(runtime=onnxruntime)"
+    chain = Chain(Quantize("static-int8", runtime="onnxruntime"), Compile(graph_level="basic"))
+    assert chain.name == "quantize(scheme=static-int8, runtime=onnxruntime) -> compile(graph_level=basic)"
+
+
+@pytest.mark.parametrize("make, field, value", [
+    (lambda: Quantize("int3"), "scheme", "int3"),
+    (lambda: Quantize("bf16", runtime="tensorrt"), "runtime", "tensorrt"),
+    (lambda: Quantize("static-int8", runtime="torch"), "scheme", "static-int8"),
+    (lambda: Quantize("static-int8", runtime="onnxruntime", calibration="kl"), "calibration", "kl"),
+    (lambda: Quantize("static-int8", runtime="onnxruntime", calibration_data="biased"), "calibration_data", "biased"),
+    (lambda: Compile(graph_level="max"), "graph_level", "max"),
+    (lambda: Compile(provider="rocm"), "provider", "rocm"),
+])
+def test_bad_choices_name_field_value_and_allowed(make, field, value):
+    with pytest.raises(ValueError) as info:
+        make()
+    message = str(info.value)
+    assert f".{field}={value!r}" in message and "choose one of" in message
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: Quantize("static-int8", runtime="onnxruntime", calibration_samples=0), "calibration_samples"),
+    (lambda: Quantize("autotune", runtime="inc", tolerable_loss=1.5), "tolerable_loss"),
+    (lambda: Quantize("weight-only-int4", runtime="inc", group_size=0), "group_size"),
+    (lambda: Prune(1.0), "sparsity"),
+])
+def test_out_of_range_names_the_field_and_range(make, field):
+    with pytest.raises(ValueError, match=rf"\.{field}=.*out of range.*must be"):
+        make()
+
+
+def test_autocast_only_for_torch_half_precision():
+    with pytest.raises(ValueError, match="autocast"):
+        Quantize("dynamic-int8", autocast=True)
+
+
+def test_recipes_are_frozen():
+    with pytest.raises(Exception):
+        Quantize("bf16").scheme = "fp16"
+
+
+def test_chain_order_error_names_both_steps():
+    with pytest.raises(ValueError, match=r"Chain order: prune\(sparsity=0\.5\).*cannot follow compile\(\)"):
+        Chain(Compile(), Prune(0.5))
+    with pytest.raises(ValueError, match="at least one recipe"):
+        Chain()
+    with pytest.raises(ValueError, match="not nested chains"):
+        Chain(Chain(Compile()))
+
+
+def test_unknown_kind_in_json_lists_valid_kinds():
+    with pytest.raises(ValueError, match="unknown recipe kind 'sparsify'.*quantize"):
+        recipes.from_dict({"kind": "sparsify"})
+
+
+def test_registry_dispatches_lazily_by_type():
+    from optlab.techniques import compile as compile_module, quantize as quantize_module
+
+    assert recipes._APPLIERS[Quantize] is quantize_module.apply_quantize
+    assert recipes._APPLIERS[Compile] is compile_module.apply_compile
+
+
+def test_register_and_apply_custom_recipe(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Noop(recipes.Recipe):
+        kind = "noop-test"
+        technique = ""
+
+        @property
+        def stage(self):
+            return recipes.STAGE_RUNTIME
+
+    seen = {}
+
+    @register(Noop)
+    def apply_noop(recipe, model, data, *, threads=None, workdir=None):
+        seen.update(model=model, threads=threads, workdir=workdir)
+        return "candidate"
+
+    assert apply(Noop(), "model", None, threads=3, workdir=tmp_path) == "candidate"
+    assert seen == {"model": "model", "threads": 3, "workdir": tmp_path}
+    recipes._RECIPE_KINDS.pop("noop-test", None)
+
+
+def test_apply_rejects_non_recipes():
+    with pytest.raises(TypeError, match="needs a Recipe"):
+        apply("bf16", None, None)
+
+
+def test_unsupported_recipe_is_an_exception_with_reason():
+    error = UnsupportedRecipe("no CUDA here")
+    assert isinstance(error, Exception) and "no CUDA" in str(error)
