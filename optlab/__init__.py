@@ -1,6 +1,6 @@
 """optlab: see and measure inference optimization.
 
-The public API, re-exported lazily so `import optlab` stays light (torch, onnxruntime and
+The public API, re-exported lazily (modules share the names of their verbs: `ol.measure.measure`) so `import optlab` stays light (torch, onnxruntime and
 altair load only when something that needs them is used):
 
     import optlab as ol
@@ -31,8 +31,6 @@ _EXPORTS = {
     "UnsupportedRecipe": ("optlab.recipes", "UnsupportedRecipe"),
     "sweep": ("optlab.sweeps", "sweep"),
     "Workload": ("optlab.measure", "Workload"),
-    "measure": ("optlab.measure", "measure"),
-    "evaluate": ("optlab.evaluate", "evaluate"),
     "gate": ("optlab.evaluate", "gate"),
     "Study": ("optlab.study", "Study"),
     "TradeoffExplorer": ("optlab.widgets", "TradeoffExplorer"),

@@ -36,6 +36,8 @@ class ClickMLP(nn.Module):
     def __init__(self, cardinalities, numeric_mean, numeric_std, embed_dim=16, hidden=(256, 128), dropout=0.1):
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(n, embed_dim) for n in cardinalities)
+        for emb in self.embeddings:  # small init: rare ids start near zero instead of as N(0, 1) noise
+            nn.init.normal_(emb.weight, std=0.05)
         self.register_buffer("numeric_mean", torch.tensor(numeric_mean, dtype=torch.float32))
         self.register_buffer("numeric_std", torch.tensor(numeric_std, dtype=torch.float32).clamp_min(1e-6))
         layers, width = [], embed_dim * len(cardinalities) + len(numeric_mean)

@@ -186,7 +186,12 @@ def generator(name: str):
 def data_path(name: str, seed: int) -> Path:
     from optlab.cache import cache_dir
 
-    return cache_dir("data") / f"{name}-v{generator(name).VERSION}-seed{seed}.npz"
+    import hashlib
+    import json
+
+    gen = generator(name)
+    params = hashlib.sha256(json.dumps(gen.PARAMS, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return cache_dir("data") / f"{name}-v{gen.VERSION}-{params}-seed{seed}.npz"
 
 
 def cached_arrays(name: str, seed: int) -> tuple[dict[str, np.ndarray], dict]:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from optlab import data as datasets
-from optlab import training, zoo
+from optlab import zoo
 from optlab.recipes import Chain, Distill, Prune, Quantize, apply
 from optlab.techniques import distill
 from optlab.training import TrainingDiverged
@@ -22,11 +21,8 @@ def small(data, train=512, test=256):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    data = small(datasets.load("digits", smoke=True), train=1024)
-    teacher = zoo.build("digits", "teacher", data)
-    training.train(teacher, data, epochs=2, lr=3e-3, batch_size=64, max_seconds=8)
-    return teacher, data
+def digits(digits_data, digits_model):
+    return digits_model, small(digits_data, train=1024)
 
 
 def _logits(model, split):
@@ -76,8 +72,8 @@ def test_teacher_logits_computed_once_per_teacher(digits, tmp_path):
     assert first == -(-len(data.train) // 256) and len(calls) == first  # one pass over train, then cached
 
 
-def test_bert_student_starts_from_alternate_teacher_layers():
-    data = small(datasets.load("intents", smoke=True), train=64, test=32)
+def test_bert_student_starts_from_alternate_teacher_layers(intents_data, digits_data):
+    data = small(intents_data, train=64, test=32)
     teacher = zoo.build("intents", "teacher", data, seed=1)
     student = zoo.build("intents", "student", data, seed=2)
     copied = distill.init_from_teacher(student, teacher)
@@ -87,7 +83,6 @@ def test_bert_student_starts_from_alternate_teacher_layers():
         assert torch.equal(s_layers[i].output.dense.weight, t_layers[j].output.dense.weight)
     assert torch.equal(student.bert.classifier.weight, teacher.bert.classifier.weight)
     # a CNN student of a different width starts fresh
-    digits_data = small(datasets.load("digits", smoke=True), train=64, test=32)
     assert distill.init_from_teacher(zoo.build("digits", "student", digits_data),
                                      zoo.build("digits", "teacher", digits_data)) == 0
 
@@ -103,8 +98,8 @@ def test_binary_soft_loss_is_minimal_at_the_teacher():
     assert worse > loss
 
 
-def test_distill_bids_binary_end_to_end(tmp_path):
-    data = small(datasets.load("bids", smoke=True), train=1024)
+def test_distill_bids_binary_end_to_end(bids_data, tmp_path):
+    data = small(bids_data, train=1024)
     teacher = zoo.build("bids", "teacher", data)
     candidate = apply(Distill(epochs=1), teacher, data, workdir=tmp_path)
     out = candidate.predict(next(data.test.batches(16)))
@@ -119,6 +114,16 @@ def test_chain_distill_prune_quantize(digits, tmp_path):
     out = candidate.predict(next(data.test.batches(16)))
     assert out.shape == (16, data.num_classes) and np.isfinite(out).all()
     assert candidate.size_bytes and candidate.size_bytes > 0
+
+
+def test_chain_prune_then_onnxruntime_quantize(digits, tmp_path):
+    teacher, data = digits
+    chain = Chain(Prune(0.5, structured=True, finetune_epochs=0), Quantize("dynamic-int8", runtime="onnxruntime"))
+    candidate = apply(chain, teacher, data, workdir=tmp_path)
+    assert candidate.runtime == "onnxruntime" and candidate.name == chain.name
+    batch = next(data.test.batches(16))
+    pruned = apply(chain.steps[0], teacher, data, workdir=tmp_path)
+    assert np.mean(candidate.predict(batch).argmax(1) == pruned.predict(batch).argmax(1)) >= 0.8
 
 
 def test_student_larger_than_teacher_is_rejected(digits, tmp_path):

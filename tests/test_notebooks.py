@@ -15,7 +15,7 @@ IDS = [p.name for p in NOTEBOOKS]
 def test_there_are_walkthroughs():
     names = {p.name for p in NOTEBOOKS}
     for expected in ("00_tour.ipynb", "01_quantization.ipynb", "02_pruning.ipynb", "03_distillation.ipynb",
-                     "04_compilation.ipynb"):
+                     "04_compilation.ipynb", "10_bring_your_own_model.ipynb"):
         assert expected in names
 
 

@@ -120,10 +120,13 @@ def _ratio(t, dataset: str, a: str, b: str, column: str, inverse: bool = False) 
 
 
 def targets(t) -> list[str]:
+    from optlab.recipes import Compile, Quantize
+
     lines = []
     base = lambda d: f"{d}-baseline"  # noqa: E731
-    ort_fp32 = "compile()"
-    int8_ort = ["quantize(scheme=dynamic-int8, runtime=onnxruntime)", "quantize(scheme=static-int8, runtime=onnxruntime)"]
+    ort_fp32 = Compile("onnxruntime").name
+    int8_ort = [Quantize("dynamic-int8", runtime="onnxruntime").name, Quantize("static-int8", runtime="onnxruntime").name]
+    inc_static = Quantize("static-int8", runtime="inc").name
     for d in sorted(set(t["dataset"])):
         def check(label, value, goal):
             verdict = "n/a" if value is None else ("MET" if value >= goal else "MISSED")
@@ -132,14 +135,13 @@ def targets(t) -> list[str]:
 
         check("ORT fp32 vs eager fp32, p50 at batch 1", _ratio(t, d, ort_fp32, base(d), "p50_b1_ms", inverse=True), 1.5)
         bf16 = [_ratio(t, d, c, base(d), "thr_b256_per_s") for c in
-                ("quantize(scheme=bf16)", "quantize(scheme=bf16, autocast=True)")]
+                (Quantize("bf16").name, Quantize("bf16", autocast=True).name)]
         check("torch bf16 (best of cast/autocast) vs eager fp32, throughput b256",
               max([v for v in bf16 if v is not None], default=None), 2.0)
         check("INC PT2E static int8 + torch.compile(freezing) vs eager fp32, throughput b256",
-              _ratio(t, d, "quantize(scheme=static-int8, runtime=inc)", base(d), "thr_b256_per_s"), 3.0)
+              _ratio(t, d, inc_static, base(d), "thr_b256_per_s"), 3.0)
         check("(context) INC PT2E int8 compiled vs fp32 torch.compile(dynamic=False), throughput b256",
-              _ratio(t, d, "quantize(scheme=static-int8, runtime=inc)", "compile(runtime=torch.compile, dynamic=False)",
-                     "thr_b256_per_s"), 1.0)
+              _ratio(t, d, inc_static, Compile("torch.compile", dynamic=False).name, "thr_b256_per_s"), 1.0)
         best = [_ratio(t, d, c, ort_fp32, "thr_b256_per_s") for c in int8_ort]
         check("ORT int8 (best of dynamic/static) vs ORT fp32, throughput b256",
               max([v for v in best if v is not None], default=None), 1.5)

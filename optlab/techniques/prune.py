@@ -40,17 +40,20 @@ def apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None = N
     output = output_layer(pruned, example)
     layers = prunable_layers(pruned, example)
     params_before = param_count(pruned)
-    meta: dict[str, Any] = {"params_before": params_before, "target_sparsity": recipe.sparsity,
+    meta: dict[str, Any] = {"params_before": params_before, "dense_size_bytes_before": dense_size_bytes(pruned),
+                            "target_sparsity": recipe.sparsity,
                             "scope": recipe.scope, "structured": recipe.structured,
                             "finetune_epochs": recipe.finetune_epochs, "output_layer": _name_of(pruned, output)}
     if recipe.structured:
-        meta.update(prune_structured(pruned, example, recipe.sparsity, scope=recipe.scope, keep=[output]))
+        meta.update(prune_structured(pruned, example, recipe.sparsity, scope=recipe.scope, keep=[output],
+                                     layers=layers))
         meta.update(_finetune(pruned, data, recipe))
     else:
         meta.update(prune_unstructured(pruned, layers, recipe.sparsity, scope=recipe.scope,
                                        finetune=lambda m: meta.update(_finetune(m, data, recipe))))
     pruned.eval()
     meta["params_after"] = param_count(pruned)
+    meta["param_reduction"] = 1.0 - meta["params_after"] / max(params_before, 1)
     meta["zero_fraction"] = zero_fraction(pruned)
 
     path = artifact_file(resolve_workdir(workdir), recipe.name, ".pt")
@@ -122,7 +125,7 @@ def prune_unstructured(model: nn.Module, layers: list[nn.Module], sparsity: floa
         prune.remove(layer, name)
     zeros = sum(int((layer.weight == 0).sum()) for layer in layers)
     total = sum(layer.weight.numel() for layer in layers)
-    return {"sparsity": zeros / total, "pruned_layers": len(layers)}
+    return {"sparsity": zeros / total, "sparsity_of": "weights of the pruned layers", "pruned_layers": len(layers)}
 
 
 # --- structured -------------------------------------------------------------------
@@ -135,12 +138,17 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def prune_structured(model: nn.Module, example: dict[str, torch.Tensor], sparsity: float, *,
-                     scope: str = "global", keep: list[nn.Module] = ()) -> dict[str, Any]:
+                     scope: str = "global", keep: list[nn.Module] = (),
+                     layers: list[nn.Module] | None = None) -> dict[str, Any]:
     """Remove `sparsity` of the channels / hidden units / attention heads in place (torch-pruning).
 
     Embeddings and `keep` (the output layer) are never pruned, so the vocabulary, the
-    hidden size a residual stream shares with the embeddings, and the classes stay intact."""
+    hidden size a residual stream shares with the embeddings, and the classes stay intact.
+    Returns the measured sparsity: the fraction of `layers`' output units removed."""
     import torch_pruning as tp
+
+    layers = list(layers) if layers is not None else prunable_layers(model, example)
+    units_before = sum(_out_units(m) for m in layers)
 
     attention = attention_modules(model)
     heads = {linear: m.num_attention_heads for m in attention for linear in (m.query, m.key, m.value)}
@@ -150,18 +158,29 @@ def prune_structured(model: nn.Module, example: dict[str, torch.Tensor], sparsit
         model, example, importance=tp.importance.MagnitudeImportance(p=2),
         pruning_ratio=float(sparsity), global_pruning=(scope == "global"), max_pruning_ratio=0.95,
         ignored_layers=ignored, num_heads=heads, prune_num_heads=bool(heads), prune_head_dims=not heads,
-        head_pruning_ratio=float(sparsity) if heads else 0.0)
+        head_pruning_ratio=_head_ratio(sparsity, attention))
     pruner.step()
     for m in attention:  # torch-pruning shrinks the Linear layers; the head bookkeeping is ours
         m.num_attention_heads = m.query.out_features // m.attention_head_size
         m.all_head_size = m.query.out_features
     with torch.inference_mode():
         model(**example)  # fail here, not in the caller, if the rebuilt graph is inconsistent
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"sparsity": 1.0 - sum(_out_units(m) for m in layers) / max(units_before, 1),
+                           "sparsity_of": "output channels/units of the pruned layers"}
     if attention:
         out["heads_before"] = heads_before
         out["heads_after"] = sum(m.num_attention_heads for m in attention)
     return out
+
+
+def _head_ratio(sparsity: float, attention: list[nn.Module]) -> float:
+    """The head ratio torch-pruning needs to remove round(sparsity * heads) heads per layer:
+    it rounds up (ceil) and rejects a layer left with no head, so aim just below and keep one."""
+    if not attention:
+        return 0.0
+    heads = min(m.num_attention_heads for m in attention)
+    remove = min(int(sparsity * heads + 0.5), heads - 1)
+    return max(remove / heads - 1e-6, 0.0)
 
 
 # --- fine-tuning --------------------------------------------------------------------
@@ -269,6 +288,10 @@ def zero_fraction(model: nn.Module) -> float:
 def _example_batch(data: Any, rows: int = 8) -> dict[str, np.ndarray]:
     split = data.calibration if len(getattr(data, "calibration", ())) else data.train
     return next(iter(split.take(slice(0, rows)).batches(rows)))
+
+
+def _out_units(layer: nn.Module) -> int:
+    return layer.out_channels if isinstance(layer, (nn.Conv1d, nn.Conv2d)) else layer.out_features
 
 
 def _name_of(model: nn.Module, module: nn.Module) -> str:
