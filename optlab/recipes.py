@@ -213,7 +213,8 @@ class Compile(Recipe):
     provider: str = "cpu"  # cpu | cuda
     mode: str = "default"  # torch.compile: default | reduce-overhead | max-autotune
     freezing: bool = True  # torch.compile: Inductor freezing (constant-folds weights)
-    dynamic: bool = True  # torch.compile: one graph for all batch sizes
+    dynamic: bool | None = None  # torch.compile: None = torch's automatic dynamic shapes (specialize,
+    # then one dynamic graph after the first new shape); True forces dynamic (slow on CPU here); False recompiles per shape
 
     def __post_init__(self):
         _check_choice("Compile", "runtime", self.runtime, ("onnxruntime", "openvino", "torch.compile"))
@@ -221,7 +222,7 @@ class Compile(Recipe):
         _check_choice("Compile", "provider", self.provider, ("cpu", "cuda"))
         _check_choice("Compile", "mode", self.mode, ("default", "reduce-overhead", "max-autotune"))
         _check_choice("Compile", "freezing", self.freezing, (False, True))
-        _check_choice("Compile", "dynamic", self.dynamic, (False, True))
+        _check_choice("Compile", "dynamic", self.dynamic, (None, False, True))
 
     @property
     def stage(self) -> int:

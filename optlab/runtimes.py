@@ -170,7 +170,7 @@ def load_torch(path: str | os.PathLike, *, threads: int | None = None, input_dty
     return torch_predict_fn(module, input_dtype=input_dtype, autocast=autocast)
 
 
-def compile_module(module, *, mode: str = "default", freezing: bool = True, dynamic: bool = True):
+def compile_module(module, *, mode: str = "default", freezing: bool = True, dynamic: bool | None = None):
     """torch.compile with Inductor freezing on or off (freezing constant-folds weights and is
     what makes PT2E int8 fast on CPU)."""
     import torch
@@ -181,7 +181,7 @@ def compile_module(module, *, mode: str = "default", freezing: bool = True, dyna
 
 
 def load_torch_compiled(path: str | os.PathLike, *, threads: int | None = None, mode: str = "default",
-                        freezing: bool = True, dynamic: bool = True,
+                        freezing: bool = True, dynamic: bool | None = None,
                         positional: tuple[str, ...] | None = None) -> Predict:
     """A saved module (torch.save, or torch.export .pt2) compiled with torch.compile at load."""
     import torch
