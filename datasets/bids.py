@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import numpy as np
 
-VERSION = 2  # v1's per-entity effects were too large to learn from 210k rows (see README)
+VERSION = 3  # v1: per-entity effects too large; v2: mostly additive, LR tied the MLP (see README)
 CATEGORICAL = ("publisher", "ad_slot", "creative", "device", "os", "region", "hour", "weekday")
 NUMERIC = ("log_bid_floor", "log_recency_h", "frequency", "page_depth", "viewability")
 DEVICES = ("desktop", "mobile", "tablet", "ctv")
 # Fixed before any model was tuned on it (see datasets/README.md).
 PARAMS = {
-    "n": 300_000,
+    "n": 1_000_000,
     "split_fractions": {"train": 0.7, "validation": 0.1, "test": 0.2},
     "publishers": 400, "publisher_zipf": 1.1, "slots_per_publisher": 4,
     "creatives": 300, "creative_zipf": 0.9, "topics": 10, "formats": ("banner", "video", "native"),
     "oses": 6, "regions": 60,
     "device_mix": (0.38, 0.5, 0.08, 0.04),
-    "effect_std": {"publisher": 0.25, "slot": 0.15, "creative": 0.25, "region": 0.15, "os": 0.1, "topic": 0.5},
-    "topic_match_bonus": 0.9, "interaction_scale": 1.5, "numeric_scale": 1.5,
-    "base_logit": -4.2,  # about 4% clicks overall
+    "effect_std": {"publisher": 0.2, "slot": 0.1, "creative": 0.2, "region": 0.1, "os": 0.1, "topic": 0.25},
+    "topic_match_bonus": 0.5, "interaction_scale": 2.0, "numeric_scale": 2.0,
+    "base_logit": -3.7,
 }
 
 
@@ -51,22 +51,24 @@ def generate(seed: int = 0, n: int | None = None) -> tuple[dict[str, np.ndarray]
     slot_view = rng.beta(4, 3, n_pub * spp)
     cre_effect = rng.normal(0, std["creative"], n_cre)
     cre_topic = rng.integers(0, P["topics"], n_cre)
-    cre_format = rng.choice(len(P["formats"]), n_cre, p=[0.6, 0.2, 0.2])
+    cre_format = rng.choice(len(P["formats"]), n_cre, p=[0.5, 0.25, 0.25])
     topic_affinity = rng.normal(0, std["topic"], (P["topics"], P["topics"]))
     topic_affinity[np.diag_indices(P["topics"])] += P["topic_match_bonus"]
     region_effect = rng.normal(0, std["region"], P["regions"])
     os_effect = rng.normal(0, std["os"], P["oses"])
-    device_effect = np.array([0.0, 0.25, -0.15, -0.4])
+    device_effect = np.array([0.0, 0.1, -0.1, -0.2])
     hours = np.arange(24)
+    # Crosses with no main effect to speak of: each device has its own hours (centred per device).
     device_hour = np.stack([
-        0.35 * ((hours >= 9) & (hours <= 17)),            # desktop: office hours
-        0.45 * ((hours >= 19) | (hours <= 1)),           # mobile: evenings
-        0.3 * ((hours >= 18) & (hours <= 22)),           # tablet: after dinner
-        0.6 * ((hours >= 20) & (hours <= 23)),           # ctv: prime time
-    ]) - 0.15
-    format_device = np.array([[0.1, -0.35, 0.0, -0.6],     # banner
-                              [-0.1, 0.45, 0.3, 0.7],     # video
-                              [0.0, 0.25, 0.1, -0.3]])    # native
+        0.6 * ((hours >= 9) & (hours <= 17)),            # desktop: office hours
+        0.6 * ((hours >= 19) | (hours <= 1)),            # mobile: evenings
+        0.6 * ((hours >= 18) & (hours <= 22)),           # tablet: after dinner
+        0.9 * ((hours >= 20) & (hours <= 23)),           # ctv: prime time
+    ]).astype(float)
+    device_hour -= device_hour.mean(axis=1, keepdims=True)
+    format_device = np.array([[0.3, -0.4, 0.0, -0.6],     # banner
+                              [-0.4, 0.5, 0.3, 0.7],      # video
+                              [0.1, 0.2, -0.3, -0.4]])    # native
 
     # Impressions.
     publisher = rng.choice(n_pub, n, p=_zipf(n_pub, P["publisher_zipf"]))
@@ -84,17 +86,21 @@ def generate(seed: int = 0, n: int | None = None) -> tuple[dict[str, np.ndarray]
     page_depth = 1 + rng.geometric(0.35, n).astype(np.float64)
     viewability = np.clip(slot_view[ad_slot] + rng.normal(0, 0.1, n), 0, 1)
 
+    fmt = cre_format[creative]
+    mobile = (device == 1)
     logit = (P["base_logit"] + pub_effect[publisher] + slot_effect[ad_slot] + cre_effect[creative]
              + device_effect[device] + os_effect[os_] + region_effect[region]
-             + 0.2 * np.sin(2 * np.pi * (hour - 6) / 24) + 0.1 * (weekday >= 5)
-             + P["interaction_scale"] * (device_hour[device, hour] + format_device[cre_format[creative], device])
+             + 0.1 * np.sin(2 * np.pi * (hour - 6) / 24) + 0.1 * (weekday >= 5)
+             + P["interaction_scale"] * (device_hour[device, hour] + format_device[fmt, device])
              + topic_affinity[pub_topic[publisher], cre_topic[creative]]
              + P["numeric_scale"] * (
-                 0.9 * np.exp(-np.expm1(log_recency_h) / 3.0)          # recent visitors click
-                 + 0.35 * (frequency == 0) - 0.12 * frequency          # novelty, then fatigue
-                 - 0.3 * (log_bid_floor - 0.3) ** 2                    # mid-priced inventory converts best
-                 + 2.0 * (1 / (1 + np.exp(-10 * (viewability - 0.6))) - 0.5))
-             - 0.05 * page_depth)
+                 # recency bump: a visit a few hours ago converts best, fresh bounces and old users less
+                 0.8 * np.exp(-0.5 * ((log_recency_h - 1.8) / 0.6) ** 2) * np.where(mobile, 1.5, 0.6)
+                 + 0.3 * (frequency == 0) - 0.15 * np.abs(frequency - 2)      # novelty, then fatigue
+                 + 0.25 * (log_bid_floor ** 2 - 0.5)                           # U shape: remnant and premium
+                 + np.where(fmt == 1, 1.2, 0.3) * (viewability - 0.55)         # video needs to be seen
+                 - 0.25 * (page_depth >= 4) * (device != 0))                   # deep pages tire small screens
+             - 0.02 * page_depth)
     p_true = 1 / (1 + np.exp(-logit))
     clicks = (rng.random(n) < p_true).astype(np.int64)
 

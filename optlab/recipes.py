@@ -288,11 +288,13 @@ class Distill(Recipe):
 
     @property
     def name(self) -> str:
-        if self.from_scratch:  # the control trains on labels only: temperature and alpha do not apply
-            epochs = "" if self.epochs is None else f", epochs={self.epochs}"
-            student = "" if self.student == "student" else f"student={self.student}, "
-            return f"distill({student}from_scratch=True{epochs})"
-        return super().name
+        if not self.from_scratch:
+            return super().name
+        # The control trains on labels only: temperature and alpha do not apply to it.
+        parts = [f"{f.name}={_fmt(getattr(self, f.name))}" for f in fields(self)
+                 if f.name not in ("temperature", "alpha") and getattr(self, f.name) != f.default
+                 or f.name == "from_scratch"]
+        return f"distill({', '.join(parts)})"
 
     @property
     def stage(self) -> int:

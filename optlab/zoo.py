@@ -23,8 +23,8 @@ SIZES = {"digits": ("teacher", "student"), "bids": ("teacher", "student"), "inte
 ARCH = {
     ("digits", "teacher"): {"channels": [16, 32, 32], "pool_after": [1, 2], "hidden": 128},
     ("digits", "student"): {"channels": [8, 16], "pool_after": [0, 1], "hidden": 32},
-    ("bids", "teacher"): {"embed_dim": 16, "hidden": [256, 128]},
-    ("bids", "student"): {"embed_dim": 8, "hidden": [64]},
+    ("bids", "teacher"): {"embed_dim": 16, "hidden": [256, 128], "dropout": 0.0},
+    ("bids", "student"): {"embed_dim": 8, "hidden": [64], "dropout": 0.0},
     ("intents", "teacher"): {"layers": 4, "hidden": 64, "heads": 4, "intermediate": 128},
     ("intents", "student"): {"layers": 2, "hidden": 64, "heads": 4, "intermediate": 128},
 }
@@ -32,7 +32,7 @@ ARCH = {
 TRAINING = {
     ("digits", False): {"epochs": 10, "lr": 5e-3, "batch_size": 128},
     ("digits", True): {"epochs": 5, "lr": 1e-2, "batch_size": 128},
-    ("bids", False): {"epochs": 1, "lr": 2e-3, "batch_size": 512, "weight_decay": 1e-4},  # 2+ epochs overfit ids
+    ("bids", False): {"epochs": 3, "lr": 2e-3, "batch_size": 512, "weight_decay": 1e-4},
     ("bids", True): {"epochs": 2, "lr": 3e-3, "batch_size": 512, "weight_decay": 1e-4},
     ("intents", False): {"epochs": 2, "lr": 3e-3, "batch_size": 64},
     ("intents", True): {"epochs": 3, "lr": 3e-3, "batch_size": 64},

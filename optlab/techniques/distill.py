@@ -38,6 +38,10 @@ def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None
     from optlab.data import Split
 
     teacher = model
+    if data.name not in zoo.SIZES:
+        raise ValueError(f"Distill builds its student from optlab.zoo, which has no architectures for dataset "
+                         f"{data.name!r} (it has: {', '.join(zoo.SIZES)}); train your own small model and "
+                         "compare it as a candidate instead")
     sizes = tuple(zoo.SIZES[data.name])
     if recipe.student not in sizes:
         raise ValueError(f"Distill.student={recipe.student!r} is not a size the zoo defines for "

@@ -186,8 +186,8 @@ def _head_ratio(sparsity: float, attention: list[nn.Module]) -> float:
 # --- fine-tuning --------------------------------------------------------------------
 
 def _finetune(model: nn.Module, data: Any, recipe: Prune) -> dict[str, Any]:
-    """Recover accuracy for `recipe.finetune_epochs` epochs at a fraction of the zoo's
-    learning rate, within a wall-clock budget (TrainingDiverged propagates on NaN/inf loss)."""
+    """Recover accuracy for `recipe.finetune_epochs` epochs with the zoo's optimiser settings,
+    within a wall-clock budget (TrainingDiverged propagates on a NaN/inf loss)."""
     if recipe.finetune_epochs == 0:
         return {"finetune_s": 0.0}
     from optlab import training
@@ -195,7 +195,7 @@ def _finetune(model: nn.Module, data: Any, recipe: Prune) -> dict[str, Any]:
     settings = finetune_settings(data)
     lr = recipe.finetune_lr if recipe.finetune_lr is not None else settings["lr"]
     log = training.train(model, data, epochs=recipe.finetune_epochs, lr=lr, batch_size=settings["batch_size"],
-                         seed=0, max_seconds=settings["max_seconds"])
+                         weight_decay=settings["weight_decay"], seed=0, max_seconds=settings["max_seconds"])
     model.eval()
     return {"finetune_lr": lr, "finetune_s": round(log.train_s, 3), "finetune_epochs_run": log.epochs,
             "finetune_stopped_by": log.stopped_by, "finetune_final_loss": log.final_loss}
@@ -206,13 +206,14 @@ FINETUNE_MAX_S = {False: 40.0, True: 5.0}  # keeps a recipe under ~60 s full / ~
 
 
 def finetune_settings(data: Any) -> dict[str, Any]:
-    """Learning rate, batch size and wall-clock cap for fine-tuning a model of `data`."""
+    """Learning rate, batch size, weight decay and wall-clock cap for fine-tuning a model of
+    `data` (the zoo's training settings; generic ones for a dataset the zoo does not know)."""
     from optlab import zoo
 
     smoke = bool(getattr(data, "meta", {}).get("smoke", False))
     base = zoo.TRAINING.get((getattr(data, "name", ""), smoke), {"lr": 1e-3, "batch_size": 64})
     return {"lr": base["lr"] * FINETUNE_LR_FRACTION, "batch_size": base["batch_size"],
-            "max_seconds": FINETUNE_MAX_S[smoke]}
+            "weight_decay": base.get("weight_decay", 0.01), "max_seconds": FINETUNE_MAX_S[smoke]}
 
 
 # --- artifacts --------------------------------------------------------------------
