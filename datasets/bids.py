@@ -2,10 +2,13 @@
 
 Every impression has 8 categorical fields (publisher, ad slot, creative, device, os,
 region, hour, weekday) and 5 numeric ones (log bid floor, log recency, frequency, page
-depth, viewability). Its click probability comes from a hidden logistic model with main
-effects, interactions (publisher topic x creative topic, device x hour, creative format x
-device) and non-linear numeric effects; the click is a Bernoulli draw from it. Because the
-true probability is known, the oracle AUC (the best any model can score) is known too.
+depth, viewability). Its click probability comes from a hidden logistic model whose
+signal is mostly *structure a linear model cannot express*: low-cardinality crosses
+(device x hour, creative format x device), non-monotone numeric effects (a recency bump,
+a U-shaped bid floor) and numeric x categorical interactions (recency x device,
+viewability x format), plus moderate per-entity effects and a publisher-topic x
+creative-topic affinity. The click is a Bernoulli draw; because the true probability is
+known, the oracle AUC (the best any model can score) is known too.
 """
 from __future__ import annotations
 

