@@ -260,9 +260,40 @@ def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_s
     return quality
 
 
+BOOTSTRAP_AUC_MAX_WORK = 20_000_000  # rows x resamples; past it the AUC interval comes from DeLong
+
+
+def delong_drop_ci(labels: np.ndarray, candidate: np.ndarray, baseline: np.ndarray,
+                   level: float = 0.95) -> tuple[float, float]:
+    """Interval of AUC(baseline) - AUC(candidate) for two scores on the same rows, from
+    DeLong's covariance of correlated AUCs (fast midrank form): O(n log n), exact in the
+    large-sample limit, so 200,000 click rows take a fraction of a second."""
+    from scipy.stats import norm, rankdata
+
+    positive = labels == 1
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m == 0 or n == 0:
+        return float("nan"), float("nan")
+    v10, v01, aucs = [], [], []
+    for scores in (baseline, candidate):
+        x, y = scores[positive], scores[~positive]
+        tz = rankdata(np.r_[x, y])
+        tx, ty = rankdata(x), rankdata(y)
+        aucs.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - tx) / n)
+        v01.append(1.0 - (tz[m:] - ty) / m)
+    cov = np.cov(np.array(v10)) / m + np.cov(np.array(v01)) / n
+    variance = max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)
+    drop, half = aucs[0] - aucs[1], norm.ppf(0.5 + level / 2) * np.sqrt(variance)
+    return float(drop - half), float(drop + half)
+
+
 def paired_drop_ci(metric: str, labels: np.ndarray, candidate: np.ndarray, baseline: np.ndarray, task: str, *,
                    n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of (baseline - candidate) over paired resamples of the rows."""
+    """Percentile interval of (baseline - candidate) over paired resamples of the rows
+    (for AUC on large splits, DeLong's interval instead: same question, far less work)."""
+    if metric == "auc" and len(labels) * n_boot > BOOTSTRAP_AUC_MAX_WORK:
+        return delong_drop_ci(labels, candidate, baseline, level)
     rng = np.random.default_rng(seed)
     function = metrics.METRICS[metric]
     chunk = max(1, min(n_boot, 2_000_000 // max(len(labels), 1)))

@@ -114,6 +114,7 @@ class Measurement:
     zero_fraction: float | None = None
     cold: ColdStart | None = None
     notes: list[str] = field(default_factory=list)
+    cold_start_error: str | None = None  # the fresh process failed: latency stands, these figures are missing
     measured_at: str = ""
     samples_ns: list[int] = field(default_factory=list, repr=False)
 
@@ -317,7 +318,11 @@ def measure(candidate: Candidate, inputs: Inputs, workload: Workload | None = No
             except KeyboardInterrupt:
                 return _incomplete(result, "cold start")
             except ColdStartError as error:
-                raise MeasurementError(str(error)) from error
+                # Keep the latency figures already measured: the row says why these two are missing.
+                first_line = str(error).strip().splitlines()[0]
+                result.notes.append(f"memory and cold start failed in a fresh process: {first_line}")
+                result.cold_start_error = str(error)
+                return result
             if not workload.cold_start:  # one run, for memory only: its start-up figures are not cold-start data
                 cold = replace(cold, cold_start_ms=None, cold_start_min_ms=None, cold_start_max_ms=None, repeats=0)
             if not workload.memory:

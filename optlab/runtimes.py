@@ -180,6 +180,15 @@ def compile_module(module, *, mode: str = "default", freezing: bool = True, dyna
     return torch.compile(module, mode=None if mode == "default" else mode, dynamic=dynamic)
 
 
+def _register_quantized_ops() -> None:
+    """PT2E int8 graphs use torchao's quantize/dequantize ops; a fresh process must register
+    them before torch.export.load can read the file."""
+    try:
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401 - registers the ops
+    except ImportError:
+        pass
+
+
 def load_torch_compiled(path: str | os.PathLike, *, threads: int | None = None, mode: str = "default",
                         freezing: bool = True, dynamic: bool | None = None,
                         positional: tuple[str, ...] | None = None) -> Predict:
@@ -188,6 +197,7 @@ def load_torch_compiled(path: str | os.PathLike, *, threads: int | None = None, 
 
     quiet_torch_logs()
     if os.fspath(path).endswith(".pt2"):
+        _register_quantized_ops()
         module = torch.export.load(os.fspath(path)).module()
     else:
         module = torch.load(os.fspath(path), weights_only=False, map_location="cpu").eval()

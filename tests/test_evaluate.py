@@ -176,3 +176,17 @@ def test_bad_outputs_are_clear_errors(digits_like):
         evaluate(base, digits_like, Reference("b", np.zeros((600, 4)), split="validation"))
     with pytest.raises(ValueError, match="metric='auc'"):
         evaluate(base, digits_like, metric="auc")
+
+
+def test_delong_interval_agrees_with_the_paired_bootstrap():
+    from optlab.evaluate import delong_drop_ci, paired_drop_ci
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    labels = (rng.random(n) < 0.1).astype(np.int64)
+    base = labels * 0.8 + rng.normal(size=n)
+    cand = base + rng.normal(scale=0.3, size=n)
+    boot = paired_drop_ci("auc", labels, cand, base, "binary", n_boot=2000, seed=1)
+    delong = delong_drop_ci(labels, cand, base)
+    width = boot[1] - boot[0]
+    assert abs(delong[0] - boot[0]) < 0.15 * width and abs(delong[1] - boot[1]) < 0.15 * width

@@ -1,6 +1,7 @@
 """measure(): latency, sweep, size, memory and cold start of tiny real models."""
 import json
 import math
+import re
 import sys
 import textwrap
 
@@ -103,11 +104,15 @@ def test_candidate_without_loader_skips_memory_with_a_note(linear):
     assert m.cold is None and "no loader" in m.to_row()["notes"]
 
 
-def test_failing_loader_names_candidate_and_phase(onnx_candidate):
+def test_failing_loader_keeps_latency_and_names_candidate_and_phase(onnx_candidate):
     broken = Candidate("bad-loader", onnx_candidate.predict_fn, artifact_path=onnx_candidate.artifact_path,
                        loader="tiny_ort_loader:broken")
-    with pytest.raises(MeasurementError, match=r"bad-loader.*loading the artifact.*cannot open"):
-        measure(broken, inputs(), Workload.smoke(n_boot=50))
+    m = measure(broken, inputs(), Workload.smoke(n_boot=50))
+    row = m.to_row()
+    assert row["p50_ms"] > 0 and row["cold_start_ms"] is None and row["peak_rss_mb"] is None
+    assert re.search(r"bad-loader.*loading the artifact.*cannot open", m.cold_start_error)
+    assert "memory and cold start failed" in row["notes"]
+    assert Measurement.from_dict(m.to_dict()).cold_start_error == m.cold_start_error
 
 
 def test_requests_list_uses_real_batches_when_batch_size_is_none(linear):
