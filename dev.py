@@ -77,7 +77,7 @@ def main(argv: list[str]) -> int:
     notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
     shutil.rmtree(ROOT / "notebooks" / "results", ignore_errors=True)  # nbval measures afresh, not from a store
     nbval = ["--nbval-lax", *notebooks] if notebooks else []
-    tests = [str(python), "-m", "pytest", "tests", *nbval, *extra]
+    tests = [str(python), "-m", "pytest", "tests", *nbval, "--durations=15", *extra]
     return subprocess.call(tests, cwd=ROOT, env={**env, "OPTLAB_SMOKE": "1"})
 
 

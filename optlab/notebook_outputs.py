@@ -45,13 +45,14 @@ def strip(notebook, keep_checked: bool = True):
         cell.get("metadata", {}).pop("execution", None)
         if cell.get("cell_type") != "code":
             continue
-        cell["execution_count"] = None
-        if not (keep_checked and is_checked(cell)):
+        if not (keep_checked and is_checked(cell) and cell.get("outputs")):
+            cell["execution_count"] = None
             cell["outputs"] = []
-        else:
+        else:  # nbval refuses a checked cell that has outputs but no execution count
+            cell["execution_count"] = 1
             for output in cell["outputs"]:
                 if output.get("output_type") == "execute_result":
-                    output["execution_count"] = None
+                    output["execution_count"] = 1
     notebook.get("metadata", {}).pop("papermill", None)
     return notebook
 
@@ -71,7 +72,6 @@ def refresh_checked(path: str | Path) -> Path:
     for cell in source.cells:
         cell.metadata.pop("papermill", None)
         if cell.cell_type == "code":
-            cell.execution_count = None
             cell.outputs = by_source.get(cell.source, []) if is_checked(cell) else []
     strip(source)
     nbformat.write(source, path)
