@@ -148,9 +148,17 @@ def targets(t, smoke: bool) -> list[str]:
                          f"(DistilBERT reference: 97% retained, 40% fewer parameters, 60% faster)")
             if scratch is not None:
                 gap = kd["quality"] - scratch["quality"]
-                verdict = "distillation beat plain training" if gap > 0 else "distillation did NOT beat plain training"
-                lines.append(f"[{d}] same student, same budget, labels only: {kd['metric']} {scratch['quality']:.4f} vs "
-                             f"distilled {kd['quality']:.4f} ({gap:+.4f}): {verdict}")
+                kd_ci = (kd["quality_drop_ci_low"], kd["quality_drop_ci_high"])
+                scratch_ci = (scratch["quality_drop_ci_low"], scratch["quality_drop_ci_high"])
+                if kd_ci[1] < scratch_ci[0]:
+                    verdict = "distillation beat plain training (the 95% intervals of the drops do not overlap)"
+                elif scratch_ci[1] < kd_ci[0]:
+                    verdict = "plain training beat distillation (the 95% intervals of the drops do not overlap)"
+                else:
+                    verdict = "no measurable difference: the 95% intervals of the drops overlap"
+                lines.append(f"[{d}] same student, same budget, labels only: {kd['metric']} {scratch['quality']:.4f} "
+                             f"(drop CI {scratch_ci[0]:+.4f}..{scratch_ci[1]:+.4f}) vs distilled {kd['quality']:.4f} "
+                             f"(drop CI {kd_ci[0]:+.4f}..{kd_ci[1]:+.4f}), {gap:+.4f}: {verdict}")
         limit = BUILD_LIMIT_S[smoke]
         slow = t[(t["dataset"] == d) & (t["status"] == "ok") & (t["build_s"] > limit) & ~t["candidate"].str.contains("->")]
         lines.append(f"[{d}] every single recipe built in <= {limit:g}s: " + (
