@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,17 @@ def _preprocessed(source: Path, workdir: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     target = workdir / (source.stem + "-pre.onnx")
+    previous = os.getcwd()
     try:
-        quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
+        # Symbolic shape inference writes sym_shape_infer_temp.onnx (+ a <uuid>.data file) into the
+        # current directory, and leaves them behind when it fails: keep them in the workdir.
+        os.chdir(workdir)
+        quant_pre_process(str(source.resolve()), str(target.resolve()), skip_symbolic_shape=False)
         return target
     except Exception:
         return source
+    finally:
+        os.chdir(previous)
 
 
 def _dynamic(recipe: Quantize, source: Path, out: Path, workdir: Path) -> dict[str, Any]:
