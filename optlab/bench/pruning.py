@@ -81,7 +81,8 @@ def table(rows: list[dict[str, Any]]):
     import pandas as pd
 
     frame = pd.DataFrame(rows)
-    for column in ("p50_ms", "throughput_b256_per_s", "quality", "quality_drop", "agreement", "size_bytes",
+    for column in ("p50_ms", "throughput_b256_per_s", "quality", "quality_drop", "quality_drop_ci_low",
+                   "quality_drop_ci_high", "agreement", "size_bytes",
                    "build_s", "params", "metric", "meta", "error", "ref_p50_ms", "ref_throughput_b256_per_s"):
         if column not in frame:
             frame[column] = np.nan
@@ -103,6 +104,8 @@ def table(rows: list[dict[str, Any]]):
     out["metric"] = frame["metric"]
     out["quality"] = frame["quality"].astype(float).round(4)
     out["drop"] = frame["quality_drop"].astype(float).round(4)
+    out["drop_ci_low"] = frame["quality_drop_ci_low"].astype(float).round(4)
+    out["drop_ci_high"] = frame["quality_drop_ci_high"].astype(float).round(4)
     out["agreement"] = frame["agreement"].astype(float).round(4)
     out["build_s"] = frame["build_s"]
     out["status"] = frame["status"]
@@ -148,8 +151,8 @@ def targets(t, smoke: bool) -> list[str]:
                          f"(DistilBERT reference: 97% retained, 40% fewer parameters, 60% faster)")
             if scratch is not None:
                 gap = kd["quality"] - scratch["quality"]
-                kd_ci = (kd["quality_drop_ci_low"], kd["quality_drop_ci_high"])
-                scratch_ci = (scratch["quality_drop_ci_low"], scratch["quality_drop_ci_high"])
+                kd_ci = (kd["drop_ci_low"], kd["drop_ci_high"])
+                scratch_ci = (scratch["drop_ci_low"], scratch["drop_ci_high"])
                 if kd_ci[1] < scratch_ci[0]:
                     verdict = "distillation beat plain training (the 95% intervals of the drops do not overlap)"
                 elif scratch_ci[1] < kd_ci[0]:
