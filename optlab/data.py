@@ -114,7 +114,7 @@ def load(name: str, *, smoke: bool = False, seed: int = 0) -> Dataset:
                       num_classes=2 if name == "bids" else len(meta["classes"]),
                       train=splits["train"], validation=splits["validation"], test=test,
                       calibration=calibration, requests=requests, slices=slices, meta=meta)
-    dataset.fingerprint = _fingerprint(dataset)
+    dataset.fingerprint = content_fingerprint(dataset)
     return dataset
 
 
@@ -148,7 +148,7 @@ def _intents_slices(test: Split, arrays: dict, meta: dict) -> dict[str, np.ndarr
 _SLICERS = {"digits": _digits_slices, "bids": _bids_slices, "intents": _intents_slices}
 
 
-def _fingerprint(dataset: Dataset) -> str:
+def content_fingerprint(dataset: Dataset) -> str:
     """sha256 over every split's arrays (names, dtypes, shapes, bytes)."""
     import hashlib
 

@@ -145,12 +145,15 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
             start = 0
         requests.append(take(inputs, slice(start, start + size)))
         start += size
+    from optlab.data import content_fingerprint
     from optlab.fingerprint import fingerprint
 
-    digest = fingerprint({"inputs": {k: _array_digest(v) for k, v in inputs.items()},
-                          "labels": _array_digest(label_array), "metric": str(meta.get("metric_name", metric))})
-    return Dataset(name=name, task=task, num_classes=num_classes, train=split, validation=split, test=split,
-                   calibration=calibration_split, requests=requests, slices={}, meta=meta, fingerprint=digest)
+    dataset = Dataset(name=name, task=task, num_classes=num_classes, train=split, validation=split, test=split,
+                      calibration=calibration_split, requests=requests, slices={}, meta=meta)
+    # The arrays (calibration included) and the metric: a new callable metric changes every row's quality.
+    dataset.fingerprint = fingerprint({"arrays": content_fingerprint(dataset),
+                                       "metric": str(meta.get("metric_name", metric))})
+    return dataset
 
 
 def _onnx_output_widths(signature: OnnxSignature, sample: Batch) -> list[int]:
@@ -167,9 +170,3 @@ def _output_widths(baseline: Candidate, sample: np.ndarray) -> list[int]:
         return list(declared)
     return [int(np.prod(np.shape(sample)[1:])) if np.ndim(sample) > 1 else 1]
 
-
-def _array_digest(array: np.ndarray) -> str:
-    import hashlib
-
-    array = np.ascontiguousarray(array)
-    return hashlib.sha256(array.tobytes() + str((array.dtype, array.shape)).encode()).hexdigest()
