@@ -40,8 +40,8 @@ def _run(cmd: list[str], **kwargs) -> None:
 
 def setup() -> Path:
     """Create `.venv` and install optlab with its pinned dependencies, once."""
-    if sys.version_info < (3, 10):
-        sys.exit(f"optlab needs Python >= 3.10; this is {sys.version.split()[0]}. Run it with python3.11.")
+    if sys.version_info < (3, 11):
+        sys.exit(f"optlab needs Python >= 3.11; this is {sys.version.split()[0]}. Run it with python3.11.")
     python = _venv_python()
     wanted = _fingerprint()
     if python.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
@@ -72,14 +72,38 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "main":
         return subprocess.call([str(python), "-m", "optlab.cli", "main", *extra], cwd=ROOT, env=env)
-    # One pytest run: unit tests, the papermill notebook tests, and nbval over the notebooks
-    # in smoke mode (the parameters cell reads OPTLAB_SMOKE).
+    return run_tests(python, env, extra)
+
+
+def _order_seed() -> int:
+    """The random test order's seed: derived from the commit, so a CI failure replays exactly."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        return int(head.stdout.strip()[:8], 16)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return int(time.time())
+
+
+def run_tests(python: Path, env: dict, extra: list[str]) -> int:
+    """ruff, then the unit tests in random order, then every notebook once in smoke mode (nbval
+    executes each notebook and checks its marked outputs; the order of its cells must not shuffle)."""
+    env = {**env, "OPTLAB_SMOKE": "1"}
+    steps = [[str(python), "-m", "ruff", "check", "optlab", "tests", "datasets", "dev.py"]]
+    seed = _order_seed()
+    print(f"unit tests in random order, seed {seed} (from the commit; rerun with -p randomly -p "
+          f"'randomly_seed={seed}' or pass --randomly-seed={seed})", flush=True)
+    steps.append([str(python), "-m", "pytest", "tests", "-p", "randomly", f"--randomly-seed={seed}",
+                  "--durations=15", *extra])
     notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
     shutil.rmtree(ROOT / "notebooks" / "results", ignore_errors=True)  # nbval measures afresh, not from a store
-    nbval = ["--nbval-lax", *notebooks] if notebooks else []
-    tests = [str(python), "-m", "pytest", "tests", *nbval, "--durations=15", *extra]
-    return subprocess.call(tests, cwd=ROOT, env={**env, "OPTLAB_SMOKE": "1"})
-
+    if notebooks:
+        steps.append([str(python), "-m", "pytest", "-p", "no:randomly", "--nbval-lax", *notebooks,
+                      "--durations=10", *extra])
+    failed = 0
+    for step in steps:
+        print("+", " ".join(step), flush=True)
+        failed |= subprocess.call(step, cwd=ROOT, env=env) != 0
+    return 1 if failed else 0
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

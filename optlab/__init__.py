@@ -1,7 +1,8 @@
 """optlab: see and measure inference optimization.
 
-The public API, re-exported lazily (modules share the names of their verbs: `ol.measure.measure`) so `import optlab` stays light (torch, onnxruntime and
-altair load only when something that needs them is used):
+The public API: verbs and types, plus a few namespaces the walkthroughs call through. Every
+name is imported lazily, so `import optlab` stays light (torch, onnxruntime and altair load
+only when something that needs them is used):
 
     import optlab as ol
     data = ol.load_dataset("bids", smoke=True)
@@ -9,6 +10,9 @@ altair load only when something that needs them is used):
     study = ol.Study(model, data, [ol.Quantize("dynamic-int8", runtime="onnxruntime")],
                      workload=ol.Workload.smoke())
     study.run()
+
+The package is layered, bottom to top: data -> models -> recipes -> instruments ->
+techniques -> serving -> study -> views -> cli; a module never imports one above it.
 """
 from __future__ import annotations
 
@@ -17,39 +21,54 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# name -> (module, attribute): the verbs and types.
 _EXPORTS = {
-    "load_dataset": ("optlab.data", "load"),
-    "DATASETS": ("optlab.data", "DATASETS"),
-    "Dataset": ("optlab.data", "Dataset"),
-    "Candidate": ("optlab.candidate", "Candidate"),
-    "Quantize": ("optlab.recipes", "Quantize"),
-    "Compile": ("optlab.recipes", "Compile"),
-    "Prune": ("optlab.recipes", "Prune"),
-    "Distill": ("optlab.recipes", "Distill"),
-    "Chain": ("optlab.recipes", "Chain"),
-    "apply": ("optlab.recipes", "apply"),
-    "UnsupportedRecipe": ("optlab.recipes", "UnsupportedRecipe"),
-    "sweep": ("optlab.sweeps", "sweep"),
-    "Workload": ("optlab.measure", "Workload"),
-    "gate": ("optlab.evaluate", "gate"),
-    "Study": ("optlab.study", "Study"),
-    "TradeoffExplorer": ("optlab.widgets", "TradeoffExplorer"),
-    "LiveChart": ("optlab.widgets", "LiveChart"),
-    "write_report": ("optlab.report", "write_report"),
+    "load_dataset": ("optlab.data.datasets", "load"),
+    "DATASETS": ("optlab.data.datasets", "DATASETS"),
+    "Dataset": ("optlab.data.datasets", "Dataset"),
+    "Candidate": ("optlab.models.candidate", "Candidate"),
+    "Recipe": ("optlab.recipes.recipe", "Recipe"),
+    "Quantize": ("optlab.recipes.recipe", "Quantize"),
+    "Compile": ("optlab.recipes.recipe", "Compile"),
+    "Prune": ("optlab.recipes.recipe", "Prune"),
+    "Distill": ("optlab.recipes.recipe", "Distill"),
+    "Chain": ("optlab.recipes.recipe", "Chain"),
+    "UnsupportedRecipe": ("optlab.recipes.recipe", "UnsupportedRecipe"),
+    "ONNX_RECIPES": ("optlab.recipes.presets", "ONNX_RECIPES"),
+    "sweep": ("optlab.recipes.sweeps", "sweep"),
+    "Workload": ("optlab.instruments.latency", "Workload"),
+    "measure": ("optlab.instruments.latency", "measure"),
+    "evaluate": ("optlab.instruments.quality", "evaluate"),
+    "gate": ("optlab.instruments.quality", "gate"),
+    "apply": ("optlab.techniques.registry", "apply"),
+    "Study": ("optlab.study.study", "Study"),
+    "TradeoffExplorer": ("optlab.views.widgets", "TradeoffExplorer"),
+    "LiveChart": ("optlab.views.widgets", "LiveChart"),
+    "write_report": ("optlab.views.report", "write_report"),
 }
-_MODULES = ("data", "zoo", "recipes", "measure", "evaluate", "study", "store", "costs", "frontier", "plots",
-            "widgets", "report", "pipeline", "sweeps", "training", "environment", "user_models", "reshape",
-            "portability", "agreement", "user_inputs", "onnx_signature", "runtimes")
+# namespace -> module: the helpers the walkthroughs reach through (`ol.zoo.get(...)`).
+_NAMESPACES = {
+    "recipes": "optlab.recipes",
+    "zoo": "optlab.models.zoo",
+    "user_models": "optlab.models.user_models",
+    "onnx_signature": "optlab.models.onnx_signature",
+    "environment": "optlab.instruments.environment",
+    "pipeline": "optlab.instruments.pipeline",
+    "portability": "optlab.instruments.portability",
+    "costs": "optlab.study.costs",
+    "reshape": "optlab.study.reshape",
+    "plots": "optlab.views.plots",
+}
 
-__all__ = [*_EXPORTS, *_MODULES]
+__all__ = [*_EXPORTS, *_NAMESPACES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
         value = getattr(importlib.import_module(module), attr)
-    elif name in _MODULES:
-        value = importlib.import_module(f"optlab.{name}")
+    elif name in _NAMESPACES:
+        value = importlib.import_module(_NAMESPACES[name])
     else:
         raise AttributeError(f"module 'optlab' has no attribute {name!r}")
     globals()[name] = value

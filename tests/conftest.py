@@ -2,7 +2,7 @@
 
 Fixture names (all smoke settings, session scope): `digits_data`, `bids_data`, `intents_data`
 (optlab.data.Dataset) and `digits_model`, `bids_model`, `intents_model` (trained teacher
-nn.Modules from optlab.zoo, eval mode). `optlab_cache` is the session cache folder.
+nn.Modules from optlab.models.zoo, eval mode). `optlab_cache` is the session cache folder.
 """
 from __future__ import annotations
 
@@ -29,41 +29,41 @@ def optlab_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_data(optlab_cache):
-    from optlab.data import load
+    from optlab.data.datasets import load
 
     return load("digits", smoke=True)
 
 
 @pytest.fixture(scope="session")
 def bids_data(optlab_cache):
-    from optlab.data import load
+    from optlab.data.datasets import load
 
     return load("bids", smoke=True)
 
 
 @pytest.fixture(scope="session")
 def intents_data(optlab_cache):
-    from optlab.data import load
+    from optlab.data.datasets import load
 
     return load("intents", smoke=True)
 
 
 @pytest.fixture(scope="session")
 def digits_model(digits_data):
-    from optlab import zoo
+    from optlab.models import zoo
 
     return zoo.get("digits", "teacher", smoke=True, data=digits_data)
 
 
 @pytest.fixture(scope="session")
 def bids_model(bids_data):
-    from optlab import zoo
+    from optlab.models import zoo
 
     return zoo.get("bids", "teacher", smoke=True, data=bids_data)
 
 
 @pytest.fixture(scope="session")
 def intents_model(intents_data):
-    from optlab import zoo
+    from optlab.models import zoo
 
     return zoo.get("intents", "teacher", smoke=True, data=intents_data)

@@ -1,4 +1,4 @@
-"""Every walkthrough notebook runs headlessly in smoke mode, and is committed clean."""
+"""Every walkthrough notebook is committed clean (dev.py test then executes each once, in smoke mode, under nbval)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from optlab.notebook_outputs import bulky_outputs, is_checked
+from optlab.cli.notebook_outputs import bulky_outputs, is_checked
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 IDS = [p.name for p in NOTEBOOKS]
@@ -30,21 +30,3 @@ def test_committed_without_bulky_outputs(path):
         f"{path.name}: needs one cell tagged 'parameters' with a smoke flag"
     assert any(is_checked(c) and c.outputs for c in notebook.cells), \
         f"{path.name}: its checked cell has no stored output (run: optlab notebooks refresh {path.name})"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_runs_headless_in_smoke_mode(path, tmp_path, monkeypatch):
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    monkeypatch.setenv("OPTLAB_HEADLESS", "1")
-    try:
-        pm.execute_notebook(str(path), str(tmp_path / path.name), cwd=str(path.parent), kernel_name="python3",
-                            parameters={"smoke": True, "results_dir": str(tmp_path / "results")},
-                            progress_bar=False)
-    except PapermillExecutionError as error:
-        pytest.fail(f"{path.name} failed in cell {error.cell_index} (execution count {error.exec_count}): "
-                    f"{error.ename}: {error.evalue}", pytrace=False)
-    executed = nbformat.read(tmp_path / path.name, as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors

@@ -27,7 +27,7 @@ def _pins() -> dict[str, str]:
 
 
 def test_import_optlab_stays_light():
-    code = ("import sys, optlab, optlab.recipes, optlab.candidate, optlab.data; "
+    code = ("import sys, optlab, optlab.recipes, optlab.models.candidate, optlab.data; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", f"import optlab pulled in heavy modules: {out.stdout}"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optlab.environment import environment
-from optlab.timing import summarize, time_calls
+from optlab.instruments.environment import environment
+from optlab.instruments.timing import summarize, time_calls
 
 # Injected latency: 98% fast U(0.20, 0.30) ms, 2% slow U(1.5, 2.5) ms. With a 2% tail the
 # true p99 is the tail's median (2.0 ms); with exactly 1% it would sit in the gap between
@@ -119,8 +119,8 @@ LOADER = textwrap.dedent('''
 def candidates_demo(smoke: bool, workdir: Path) -> None:
     import torch
 
-    from optlab.candidate import Candidate
-    from optlab.measure import Workload, measure
+    from optlab.instruments.latency import Workload, measure
+    from optlab.models.candidate import Candidate
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()

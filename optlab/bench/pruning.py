@@ -21,8 +21,8 @@ STRUCTURED_TARGET = 0.5
 
 
 def recipes(smoke: bool) -> list[Any]:
-    from optlab.recipes import Chain, Distill, Prune, Quantize
-    from optlab.sweeps import sweep
+    from optlab.recipes.recipe import Chain, Distill, Prune, Quantize
+    from optlab.recipes.sweeps import sweep
 
     structured = sweep(Prune(STRUCTURED_TARGET, structured=True, finetune_epochs=1 if smoke else 3),
                        sparsity=[0.5] if smoke else [0.3, 0.5, 0.7])
@@ -34,12 +34,12 @@ def recipes(smoke: bool) -> list[Any]:
 def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS) -> list[dict[str, Any]]:
     import importlib
 
-    ev = importlib.import_module("optlab.evaluate")
-    zoo = importlib.import_module("optlab.zoo")
-    from optlab.data import load
-    from optlab.measure import Workload, measure
-    from optlab.recipes import apply
-    from optlab.runtimes import quiet_torch_logs
+    ev = importlib.import_module("optlab.instruments.quality")
+    zoo = importlib.import_module("optlab.models.zoo")
+    from optlab.data.datasets import load
+    from optlab.instruments.latency import Workload, measure
+    from optlab.models.runtimes import quiet_torch_logs
+    from optlab.techniques.registry import apply
 
     quiet_torch_logs()
     data = load(name, smoke=smoke)

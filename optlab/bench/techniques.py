@@ -20,7 +20,7 @@ THREADS = 2
 
 
 def recipes(smoke: bool) -> list[Any]:
-    from optlab.recipes import Chain, Compile, Quantize
+    from optlab.recipes.recipe import Chain, Compile, Quantize
 
     ort = dict(runtime="onnxruntime")
     chosen = [
@@ -43,12 +43,12 @@ def recipes(smoke: bool) -> list[Any]:
 def run_dataset(name: str, smoke: bool, workdir: Path) -> list[dict[str, Any]]:
     import importlib
 
-    ev = importlib.import_module("optlab.evaluate")  # `optlab.evaluate` the module, not the re-exported function
-    zoo = importlib.import_module("optlab.zoo")
+    ev = importlib.import_module("optlab.instruments.quality")
+    zoo = importlib.import_module("optlab.models.zoo")
     from optlab.bench.tiny import reference
-    from optlab.measure import Workload, measure
-    from optlab.recipes import apply
-    from optlab.runtimes import quiet_torch_logs
+    from optlab.instruments.latency import Workload, measure
+    from optlab.models.runtimes import quiet_torch_logs
+    from optlab.techniques.registry import apply
 
     quiet_torch_logs()
     model, data, source = reference(name, smoke=smoke)
@@ -120,7 +120,7 @@ def _ratio(t, dataset: str, a: str, b: str, column: str, inverse: bool = False) 
 
 
 def targets(t) -> list[str]:
-    from optlab.recipes import Compile, Quantize
+    from optlab.recipes.recipe import Compile, Quantize
 
     lines = []
     base = lambda d: f"{d}-baseline"  # noqa: E731
@@ -161,7 +161,7 @@ def targets(t) -> list[str]:
 
 def ort_op_profile(path: str | os.PathLike, batch: dict[str, np.ndarray], runs: int = 20, top: int = 8):
     """Which ONNX Runtime operators take the time (enable_profiling), as (op_type, share, ms/run)."""
-    from optlab.runtimes import ort_predict_fn, ort_session
+    from optlab.models.runtimes import ort_predict_fn, ort_session
 
     prefix = os.path.join(tempfile.mkdtemp(prefix="optlab-prof-"), "ort")
     session = ort_session(path, threads=THREADS, profile_prefix=prefix)
@@ -190,8 +190,9 @@ def torch_op_profile(predict, batch: dict[str, np.ndarray], runs: int = 10, top:
 
 def profile(name: str, smoke: bool, workdir: Path) -> None:
     from optlab.bench.tiny import reference
-    from optlab.recipes import Compile, Quantize, apply
-    from optlab.runtimes import torch_predict_fn
+    from optlab.models.runtimes import torch_predict_fn
+    from optlab.recipes.recipe import Compile, Quantize
+    from optlab.techniques.registry import apply
 
     model, data, _ = reference(name, smoke=smoke)
     batch = {k: v[:256] for k, v in data.test.inputs.items()}

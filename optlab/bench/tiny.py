@@ -1,11 +1,11 @@
 """Small real datasets and models for technique tests and for the techniques bench until
-optlab.zoo / optlab.data provide the reference ones: sklearn's digits (real images) and a
+optlab.models.zoo / optlab.data provide the reference ones: sklearn's digits (real images) and a
 synthetic click-through table shaped like bids (categorical ids + numeric features)."""
 from __future__ import annotations
 
 import numpy as np
 
-from optlab.data import Dataset, Split
+from optlab.data.datasets import Dataset, Split
 
 
 def _splits(inputs: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, Split]:
@@ -107,15 +107,15 @@ def train(model, data: Dataset, epochs: int = 3, lr: float = 3e-3, batch_size: i
 
 
 def reference(name: str, smoke: bool = False, seed: int = 0):
-    """(model, data, source): optlab.zoo's reference model when it exists, else a local one."""
+    """(model, data, source): optlab.models.zoo's reference model when it exists, else a local one."""
     try:
         import importlib
 
-        data_module = importlib.import_module("optlab.data")
-        zoo = importlib.import_module("optlab.zoo")
+        data_module = importlib.import_module("optlab.data.datasets")
+        zoo = importlib.import_module("optlab.models.zoo")
 
         data = data_module.load(name, smoke=smoke, seed=seed)
-        return zoo.get(name, smoke=smoke, seed=seed, data=data), data, "optlab.zoo"
+        return zoo.get(name, smoke=smoke, seed=seed, data=data), data, "optlab.models.zoo"
     except (ImportError, AttributeError, NotImplementedError):
         pass
     if name == "digits":

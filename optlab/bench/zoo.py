@@ -27,7 +27,7 @@ def cpu_model() -> str:
 def logits(model, split, batch_size: int = 512) -> np.ndarray:
     import torch
 
-    from optlab.training import to_tensors
+    from optlab.models.training import to_tensors
 
     with torch.inference_mode():
         return np.concatenate([model(**to_tensors(b)).numpy() for b in split.batches(batch_size)])
@@ -73,8 +73,8 @@ def bag_of_words_accuracy(data) -> float:
 
 def run(smoke: bool = False, fresh: bool = True, datasets=None):
     """Yield one row per model (and per reference baseline) as it finishes."""
-    from optlab import data as optlab_data
-    from optlab import zoo
+    from optlab.data import datasets as optlab_data
+    from optlab.models import zoo
 
     for name in datasets or zoo.SIZES:
         data = optlab_data.load(name, smoke=smoke)

@@ -1,0 +1,1 @@
+"""Techniques that make candidates from recipes: one private handler module per toolkit, dispatched by `registry.apply`."""

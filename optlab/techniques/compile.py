@@ -11,10 +11,12 @@ import copy
 import time
 from typing import Any
 
-from optlab.candidate import Candidate, OnnxModel
-from optlab.recipes import Compile, UnsupportedRecipe, register
-from optlab.techniques.artifacts import artifact_file, example_batch, require_module, resolve_workdir, save_module
+from optlab.models.candidate import Candidate, OnnxModel
+from optlab.recipes.recipe import Compile, UnsupportedRecipe
 from optlab.techniques.onnx_export import as_onnx
+from optlab.techniques.registry import register
+from optlab.techniques.torch_io import example_batch, require_module, save_module
+from optlab.techniques.workdirs import artifact_file, resolve_workdir
 
 
 @register(Compile)
@@ -38,7 +40,7 @@ def apply_compile(recipe: Compile, model: Any, data: Any, *, threads: int | None
 def _onnxruntime(recipe: Compile, model: Any, data: Any, threads, workdir) -> Candidate:
     import onnxruntime as ort
 
-    from optlab.runtimes import ORT_PROVIDERS, ort_predict_fn, ort_session
+    from optlab.models.runtimes import ORT_PROVIDERS, ort_predict_fn, ort_session
 
     wanted = ORT_PROVIDERS[recipe.provider]
     if wanted not in ort.get_available_providers():
@@ -51,7 +53,7 @@ def _onnxruntime(recipe: Compile, model: Any, data: Any, threads, workdir) -> Ca
     return Candidate(
         name=recipe.name, predict_fn=ort_predict_fn(session), family="compilation", runtime="onnxruntime",
         device="cuda" if recipe.provider == "cuda" else "cpu", recipe=recipe, model=onnx_model,
-        artifact_path=onnx_model.path, loader="optlab.runtimes:load_onnxruntime", loader_options=options,
+        artifact_path=onnx_model.path, loader="optlab.models.runtimes:load_onnxruntime", loader_options=options,
         meta={"providers": session.get_providers(), "graph_level": recipe.graph_level})
 
 
@@ -61,14 +63,14 @@ def _openvino(recipe: Compile, model: Any, data: Any, threads, workdir) -> Candi
     except ImportError as error:
         raise UnsupportedRecipe(f"{recipe.name}: the openvino package is not installed (pip install openvino)") \
             from error
-    from optlab.runtimes import openvino_predict_fn
+    from optlab.models.runtimes import openvino_predict_fn
 
     onnx_model = as_onnx(model, data, workdir)
     options = {"threads": threads, "precision": "f32"}
     return Candidate(
         name=recipe.name, predict_fn=openvino_predict_fn(onnx_model.path, **options), family="compilation",
         runtime="openvino", device="cpu", recipe=recipe, model=onnx_model, artifact_path=onnx_model.path,
-        loader="optlab.runtimes:load_openvino", loader_options=options,
+        loader="optlab.models.runtimes:load_openvino", loader_options=options,
         meta={"openvino_version": openvino.__version__, "inference_precision": "f32"})
 
 
@@ -77,12 +79,12 @@ def _torch_compile(recipe: Compile, model: Any, data: Any, threads, workdir) -> 
         raise UnsupportedRecipe(f"{recipe.name} needs a torch.nn.Module, got an ONNX model ({model.path}); "
                                 f"put torch.compile before ONNX steps or use Compile('onnxruntime')")
     require_module(model, recipe)
-    from optlab.runtimes import compile_module, quiet_torch_logs, torch_predict_fn
+    from optlab.models.runtimes import compile_module, quiet_torch_logs, torch_predict_fn
 
     quiet_torch_logs()
     module = copy.deepcopy(model).eval()
     path = artifact_file(workdir, recipe.name, ".pt")
-    loader = "optlab.runtimes:load_torch_compiled"
+    loader = "optlab.models.runtimes:load_torch_compiled"
     try:
         save_module(module, path)
     except Exception:  # e.g. a torchao-quantized module: weights only, no fresh-process loader

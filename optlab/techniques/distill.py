@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optlab.candidate import Candidate
-from optlab.recipes import Distill, register
-from optlab.techniques.artifacts import artifact_file, require_module, resolve_workdir
+from optlab.models.candidate import Candidate
+from optlab.recipes.recipe import Distill
+from optlab.techniques.registry import register
+from optlab.techniques.torch_io import require_module
+from optlab.techniques.workdirs import artifact_file, resolve_workdir
 
 _TEACHER_LOGITS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (teacher weights, data) -> logits
 _TEACHER_CACHE_SIZE = 4
@@ -34,12 +36,12 @@ def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None
     require_module(model, recipe)
     if threads:
         torch.set_num_threads(int(threads))
-    from optlab import training, zoo
-    from optlab.data import Split
+    from optlab.data.datasets import Split
+    from optlab.models import training, zoo
 
     teacher = model
     if data.name not in zoo.SIZES:
-        raise ValueError(f"Distill builds its student from optlab.zoo, which has no architectures for dataset "
+        raise ValueError(f"Distill builds its student from optlab.models.zoo, which has no architectures for dataset "
                          f"{data.name!r} (it has: {', '.join(zoo.SIZES)}); train your own small model and "
                          "compare it as a candidate instead")
     sizes = tuple(zoo.SIZES[data.name])
@@ -77,11 +79,11 @@ def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None
 
     path = artifact_file(resolve_workdir(workdir), recipe.name, ".pt")
     torch.save(student, path)
-    from optlab.runtimes import torch_predict_fn
+    from optlab.models.runtimes import torch_predict_fn
 
     return Candidate(name=recipe.name, predict_fn=torch_predict_fn(student), family="distillation",
                      runtime="torch", device="cpu", recipe=recipe, model=student, artifact_path=path,
-                     loader="optlab.runtimes:load_torch", loader_options={"threads": threads} if threads else {},
+                     loader="optlab.models.runtimes:load_torch", loader_options={"threads": threads} if threads else {},
                      meta=meta)
 
 
@@ -123,7 +125,7 @@ def teacher_logits(teacher: nn.Module, data: Any, batch_size: int = 256) -> np.n
     if key in _TEACHER_LOGITS:
         _TEACHER_LOGITS.move_to_end(key)
         return _TEACHER_LOGITS[key]
-    from optlab.training import to_tensors
+    from optlab.models.training import to_tensors
 
     was_training = teacher.training
     teacher.eval()
@@ -173,7 +175,7 @@ STUDENT_MAX_S = {False: 40.0, True: 6.0}  # + the teacher pass: a recipe stays u
 def student_budget(data: Any) -> dict[str, Any]:
     """The zoo's training settings for `data` (epochs, lr, batch size, weight decay), capped in
     wall-clock time. The KD run and its from-scratch control get exactly the same budget."""
-    from optlab import zoo
+    from optlab.models import zoo
 
     smoke = bool(getattr(data, "meta", {}).get("smoke", False))
     base = zoo.TRAINING.get((data.name, smoke), {"epochs": 5, "lr": 1e-3, "batch_size": 64})

@@ -16,10 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from optlab.candidate import Candidate
-from optlab.recipes import Quantize, UnsupportedRecipe
-from optlab.techniques.artifacts import (TEXT_AXES, artifact_file, calibration_rows, example_batch, input_names,
-                                         positional, require_module, save_module, to_tensors, validation_score)
+from optlab.data.calibration import calibration_rows
+from optlab.instruments import metrics
+from optlab.models.candidate import Candidate
+from optlab.recipes.recipe import Quantize, UnsupportedRecipe
+from optlab.techniques.torch_io import (
+    TEXT_AXES,
+    example_batch,
+    input_names,
+    positional,
+    positional_tensors,
+    require_module,
+    save_module,
+)
+from optlab.techniques.workdirs import artifact_file
 
 
 def _import_inc():
@@ -27,7 +37,7 @@ def _import_inc():
     import logging
     import os
 
-    from optlab.runtimes import quiet_torch_logs
+    from optlab.models.runtimes import quiet_torch_logs
 
     quiet_torch_logs()
     previous = os.environ.get("LOGLEVEL")
@@ -53,7 +63,7 @@ def apply_inc(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=
     if recipe.scheme == "static-int8":
         candidate = _static_int8(inc, recipe, model, data, threads, workdir)
     else:
-        from optlab.runtimes import torch_predict_fn
+        from optlab.models.runtimes import torch_predict_fn
 
         if recipe.scheme == "autotune":
             module, meta = _autotune(inc, recipe, model, data, threads)
@@ -65,7 +75,7 @@ def apply_inc(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=
         candidate = Candidate(
             name=recipe.name, predict_fn=torch_predict_fn(module), family="quantization",
             runtime="inc", device="cpu", recipe=recipe, model=module, artifact_path=path,
-            loader="optlab.runtimes:load_torch", loader_options={"threads": threads, **extra}, meta=meta)
+            loader="optlab.models.runtimes:load_torch", loader_options={"threads": threads, **extra}, meta=meta)
     candidate.meta["apply_s"] = round(time.perf_counter() - start, 3)
     return candidate
 
@@ -116,7 +126,7 @@ def _batch_ms(predict, batch: dict[str, np.ndarray], repeats: int = 5) -> float:
 
 
 def _autotune(inc, recipe: Quantize, model: Any, data: Any, threads) -> tuple[Any, dict]:
-    from optlab.runtimes import torch_predict_fn
+    from optlab.models.runtimes import torch_predict_fn
 
     try:
         import accelerate  # noqa: F401  (INC's autotune imports it)
@@ -131,7 +141,7 @@ def _autotune(inc, recipe: Quantize, model: Any, data: Any, threads) -> tuple[An
 
     def eval_fn(q_model) -> float:
         predict = torch_predict_fn(q_model)
-        score = validation_score(predict, data)
+        score = metrics.split_score(predict, data)
         label = "baseline fp32" if not trials else configs[len(trials) - 1][0]
         trials.append({"trial": len(trials), "config": label, "score": round(score, 6),
                        "batch256_ms": round(_batch_ms(predict, timing_batch), 3)})
@@ -167,11 +177,11 @@ def _static_int8(inc, recipe: Quantize, model: Any, data: Any, threads, workdir)
     """export -> prepare (observers) -> calibrate -> convert -> save .pt2 -> torch.compile(freezing)."""
     from neural_compressor.torch.export import export
 
-    from optlab.runtimes import compile_module, torch_predict_fn
+    from optlab.models.runtimes import compile_module, torch_predict_fn
 
     names = input_names(data)
     module = positional(copy.deepcopy(model).eval(), names)
-    args = to_tensors(example_batch(data, n=8), names)
+    args = positional_tensors(example_batch(data, n=8), names)
     shapes = _dynamic_shapes(names)
     try:
         exported = export(module, args, dynamic_shapes=(shapes,))
@@ -192,7 +202,7 @@ def _static_int8(inc, recipe: Quantize, model: Any, data: Any, threads, workdir)
                             "compile": "torch.compile(dynamic=False), inductor freezing=True"}
     try:
         torch.export.save(torch.export.export(quantized, args, dynamic_shapes=shapes), str(path))
-        loader = "optlab.runtimes:load_torch_compiled"
+        loader = "optlab.models.runtimes:load_torch_compiled"
         options = {"threads": threads, "positional": tuple(names), "dynamic": False}
     except Exception as error:  # keep a weights-only artifact so size_bytes still means something
         path = path.with_suffix(".pt")

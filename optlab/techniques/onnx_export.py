@@ -6,8 +6,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from optlab.candidate import OnnxModel
-from optlab.techniques.artifacts import TEXT_AXES, example_batch, input_names, positional, to_tensors
+from optlab.models.candidate import OnnxModel
+from optlab.techniques.torch_io import TEXT_AXES, example_batch, input_names, positional, positional_tensors
 
 OPSET = 17
 
@@ -19,7 +19,7 @@ def export_onnx(model: Any, data: Any, path: Path, *, dynamo: bool = False) -> O
 
     names = input_names(data)
     batch = example_batch(data, n=2)
-    args = to_tensors(batch, names)
+    args = positional_tensors(batch, names)
     wrapped = positional(model.eval(), names)
     axes = {n: ({0: "batch", 1: "sequence"} if n in TEXT_AXES else {0: "batch"}) for n in names}
     axes["logits"] = {0: "batch"}
@@ -50,11 +50,11 @@ def as_onnx(model: Any, data: Any, workdir: Path) -> OnnxModel:
     """An OnnxModel as is, or an nn.Module exported (fp32) into `workdir` first."""
     if isinstance(model, OnnxModel):
         if not Path(model.path).exists():
-            from optlab.recipes import UnsupportedRecipe
+            from optlab.recipes.recipe import UnsupportedRecipe
 
             raise UnsupportedRecipe(f"ONNX file {model.path} does not exist")
         return OnnxModel(Path(model.path), tuple(model.input_names), tuple(model.output_names))
-    from optlab.techniques.artifacts import require_module
+    from optlab.techniques.torch_io import require_module
 
     class _Export:  # only for the error message's recipe name
         name = "ONNX export"

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from optlab.candidate import Candidate, OnnxModel
-from optlab.recipes import Quantize
-from optlab.techniques.artifacts import artifact_file, calibration_rows
+from optlab.data.calibration import calibration_rows
+from optlab.models.candidate import Candidate, OnnxModel
+from optlab.recipes.recipe import Quantize
 from optlab.techniques.onnx_export import as_onnx, gemm_to_matmul
+from optlab.techniques.workdirs import artifact_file
 
 # Gather covers embedding tables: without it a tabular model keeps most of its bytes in fp32.
 DYNAMIC_OPS = ["MatMul", "Gather", "Attention", "LSTM", "EmbedLayerNormalization"]
@@ -27,7 +28,7 @@ STATIC_OPS = ["Conv", "Gemm", "MatMul", "Gather", "Relu", "Add", "Mul", "Concat"
 
 
 def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir: Path) -> Candidate:
-    from optlab.runtimes import load_onnxruntime
+    from optlab.models.runtimes import load_onnxruntime
 
     start = time.perf_counter()
     source = as_onnx(model, data, workdir)
@@ -45,7 +46,7 @@ def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None,
         name=recipe.name, predict_fn=load_onnxruntime(out, **options), family="quantization",
         runtime="onnxruntime", device="cpu", recipe=recipe,
         model=OnnxModel(out, source.input_names, source.output_names), artifact_path=out,
-        loader="optlab.runtimes:load_onnxruntime", loader_options=options, meta=meta)
+        loader="optlab.models.runtimes:load_onnxruntime", loader_options=options, meta=meta)
 
 
 def _preprocessed(source: Path, workdir: Path) -> Path:
@@ -104,8 +105,13 @@ class _Reader:
 
 def _static(recipe: Quantize, source: Path, out: Path, data: Any, workdir: Path) -> dict[str, Any]:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
-        quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(_Reader, CalibrationDataReader):
         pass

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from optlab.candidate import Candidate
-from optlab.recipes import Prune, register
-from optlab.techniques.artifacts import artifact_file, require_module, resolve_workdir
+from optlab.models.candidate import Candidate
+from optlab.recipes.recipe import Prune
+from optlab.techniques.registry import register
+from optlab.techniques.torch_io import require_module
+from optlab.techniques.workdirs import artifact_file, resolve_workdir
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 SPARSE_FORMAT = "optlab-bitmask-v1"
@@ -32,7 +34,7 @@ def apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None = N
     require_module(model, recipe)
     if threads:
         torch.set_num_threads(int(threads))
-    from optlab.training import to_tensors
+    from optlab.models.training import to_tensors
 
     example = to_tensors(_example_batch(data))
     pruned = copy.deepcopy(model).eval()
@@ -61,13 +63,13 @@ def apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None = N
     if recipe.structured:  # smaller dense layers: a plain whole-module save
         torch.save(pruned, path)
         meta["artifact_format"] = "torch.save(module)"
-        loader = "optlab.runtimes:load_torch"
+        loader = "optlab.models.runtimes:load_torch"
     else:
         save_sparse(pruned, path)
         meta["artifact_format"] = SPARSE_FORMAT
         loader = "optlab.techniques.prune:load_pruned"
     meta["compressed_size_bytes"] = path.stat().st_size
-    from optlab.runtimes import torch_predict_fn
+    from optlab.models.runtimes import torch_predict_fn
 
     return Candidate(name=recipe.name, predict_fn=torch_predict_fn(pruned), family="pruning", runtime="torch",
                      device="cpu", recipe=recipe, model=pruned, artifact_path=path, loader=loader,
@@ -190,7 +192,7 @@ def _finetune(model: nn.Module, data: Any, recipe: Prune) -> dict[str, Any]:
     within a wall-clock budget (TrainingDiverged propagates on a NaN/inf loss)."""
     if recipe.finetune_epochs == 0:
         return {"finetune_s": 0.0}
-    from optlab import training
+    from optlab.models import training
 
     settings = finetune_settings(data)
     lr = recipe.finetune_lr if recipe.finetune_lr is not None else settings["lr"]
@@ -208,7 +210,7 @@ FINETUNE_MAX_S = {False: 40.0, True: 5.0}  # keeps a recipe under ~60 s full / ~
 def finetune_settings(data: Any) -> dict[str, Any]:
     """Learning rate, batch size, weight decay and wall-clock cap for fine-tuning a model of
     `data` (the zoo's training settings; generic ones for a dataset the zoo does not know)."""
-    from optlab import zoo
+    from optlab.models import zoo
 
     smoke = bool(getattr(data, "meta", {}).get("smoke", False))
     base = zoo.TRAINING.get((getattr(data, "name", ""), smoke), {"lr": 1e-3, "batch_size": 64})
@@ -262,7 +264,7 @@ def load_pruned(path: str | Path, threads: int | None = None) -> Callable[[dict]
     """Loader for a fresh process: artifact -> predict(batch) -> logits."""
     if threads:
         torch.set_num_threads(int(threads))
-    from optlab.runtimes import torch_predict_fn
+    from optlab.models.runtimes import torch_predict_fn
 
     return torch_predict_fn(load_module(path))
 

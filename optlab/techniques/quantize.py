@@ -11,9 +11,11 @@ import copy
 import time
 from typing import Any
 
-from optlab.candidate import Candidate
-from optlab.recipes import Quantize, register
-from optlab.techniques.artifacts import artifact_file, require_module, resolve_workdir, save_module
+from optlab.models.candidate import Candidate
+from optlab.recipes.recipe import Quantize
+from optlab.techniques.registry import register
+from optlab.techniques.torch_io import require_module, save_module
+from optlab.techniques.workdirs import artifact_file, resolve_workdir
 
 
 @register(Quantize)
@@ -32,7 +34,7 @@ def apply_quantize(recipe: Quantize, model: Any, data: Any, *, threads: int | No
 
 
 def apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
-    from optlab.runtimes import quiet_torch_logs, torch_predict_fn
+    from optlab.models.runtimes import quiet_torch_logs, torch_predict_fn
 
     quiet_torch_logs()
     require_module(model, recipe)
@@ -60,7 +62,7 @@ def apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=Non
         name=recipe.name, predict_fn=torch_predict_fn(module, input_dtype=options.get("input_dtype"),
                                                       autocast=options.get("autocast")),
         family="quantization", runtime="torch", device="cpu", recipe=recipe, model=module,
-        artifact_path=path, loader="optlab.runtimes:load_torch", loader_options={"threads": threads, **options},
+        artifact_path=path, loader="optlab.models.runtimes:load_torch", loader_options={"threads": threads, **options},
         meta=meta)
 
 

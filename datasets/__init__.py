@@ -1,0 +1,1 @@
+"""Offline data generators; installed as `optlab.data.generators` (see pyproject's package-dir)."""

@@ -1,0 +1,251 @@
+"""`optlab` command line: run walkthrough notebooks headlessly, build the report, benchmarks.
+
+    optlab main [--smoke] [--out out]           every notebook, default setting, then the report
+    optlab run NOTEBOOK... [-p NAME VALUE]...   a chosen subset (papermill), with progress
+    optlab report RESULTS_DIR... --out FILE     the HTML report from stored study results
+    optlab bench NAME [--smoke]                 a benchmark that prints figures
+    optlab notebooks strip|check|refresh [NB]   keep committed notebooks free of bulky outputs
+    optlab study --model M.onnx --inputs X.npz  your own model: a study, a table and a report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def walkthrough_notebooks() -> list[Path]:
+    """The numbered walkthroughs, in order (00_tour.ipynb, 01_quantization.ipynb, ...)."""
+    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _parse_value(text: str):
+    """papermill -p values: JSON where it parses (true, 3, 0.5, "x"), else the raw string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run_notebooks(paths: list[Path], out: Path, parameters: dict) -> list[dict]:
+    """Execute notebooks with papermill into `out/notebooks`, each storing its study under
+    `out/results/<stem>`. Returns one timing record per notebook; a failing notebook is
+    recorded (with the failing cell) and the others still run."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OPTLAB_HEADLESS", "1")  # the kernels papermill starts inherit it: static charts
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    records = []
+    bar = tqdm(paths, desc="notebooks", unit="nb")
+    for path in bar:
+        path = Path(path)
+        if not path.exists():
+            raise SystemExit(f"no such notebook: {path} (the walkthroughs are: "
+                             f"{', '.join(p.name for p in walkthrough_notebooks())})")
+        bar.set_postfix_str(path.name)
+        params = {"results_dir": str((out / "results" / path.stem).resolve()), **parameters}
+        start = time.perf_counter()
+        error = None
+        try:
+            pm.execute_notebook(str(path), str(out / "notebooks" / path.name), parameters=params,
+                                cwd=str(path.parent), progress_bar=False, kernel_name="python3")
+        except Exception as exc:  # noqa: BLE001 - one failing notebook must not stop the rest
+            error = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        seconds = time.perf_counter() - start
+        records.append({"notebook": path.name, "seconds": round(seconds, 1), "ok": error is None,
+                        "error": error, "parameters": params})
+        status = "ok" if error is None else "FAILED"
+        tqdm.write(f"{path.name}: {status} in {seconds:.1f} s" + ("" if error is None else f"\n{error}"))
+    return records
+
+
+def _cmd_run(args) -> int:
+    parameters = {name: _parse_value(value) for name, value in (args.parameter or [])}
+    records = run_notebooks([Path(p) for p in args.notebooks], Path(args.out), parameters)
+    return 0 if all(r["ok"] for r in records) else 1
+
+
+def _cmd_main(args) -> int:
+    out = Path(args.out)
+    parameters = {"smoke": bool(args.smoke)}
+    notebooks = walkthrough_notebooks()
+    records = run_notebooks(notebooks, out, parameters)
+    (out / "timings.json").write_text(json.dumps(records, indent=2))
+    report = _write_report(sorted((out / "results").glob("*")), out / "report.html", records)
+    print("\nnotebook                          seconds  status")
+    for r in records:
+        print(f"{r['notebook']:<34}{r['seconds']:>7.1f}  {'ok' if r['ok'] else 'FAILED'}")
+    print(f"\nreport: {report}")
+    return 0 if all(r["ok"] for r in records) else 1
+
+
+REPORT_PRICE = "cpu-small"  # the price preset the report's cost columns use
+
+
+def _write_report(results_dirs: list[Path], path: Path, records: list[dict] | None = None) -> Path:
+    """One HTML report over the studies stored in `results_dirs` (one section per study)."""
+    import pandas as pd
+
+    from optlab.study.costs import with_costs
+    from optlab.study.store import Store
+    from optlab.views.report import write_report
+
+    frames = {}
+    for folder in results_dirs:
+        folder = Path(folder)
+        if not (folder / "optlab-store.json").exists():
+            print(f"skipping {folder}: no optlab results there")
+            continue
+        rows = Store(folder, read_only=True).rows()
+        if rows:
+            frames[folder.name] = with_costs(pd.DataFrame(rows), REPORT_PRICE)
+    if not frames:
+        raise SystemExit(f"no study results found in {', '.join(map(str, results_dirs)) or 'the given folders'}; "
+                         f"run the notebooks first (optlab main) or point at a study's results_dir")
+    timings = None
+    if records:
+        timings = pd.DataFrame([{k: r[k] for k in ("notebook", "seconds", "ok", "error")} for r in records])
+    return write_report(frames, path, title="optlab: measured trade-offs", timings=timings)
+
+
+def _cmd_report(args) -> int:
+    report = _write_report([Path(p) for p in args.results_dirs], Path(args.out))
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from optlab.bench.__main__ import main as bench_main
+
+    return bench_main([args.name, *args.rest])
+
+
+def _cmd_notebooks(args) -> int:
+    import nbformat
+
+    from optlab.cli import notebook_outputs
+
+    paths = [Path(p) for p in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
+    failed = False
+    for path in paths:
+        if args.action == "refresh":
+            notebook_outputs.refresh_checked(path)
+            print(f"{path}: checked outputs refreshed from a smoke run, the rest stripped")
+        elif args.action == "strip":
+            nbformat.write(notebook_outputs.strip(nbformat.read(path, as_version=4)), path)
+            print(f"{path}: stripped")
+        else:
+            problems = notebook_outputs.bulky_outputs(nbformat.read(path, as_version=4))
+            failed |= bool(problems)
+            print(f"{path}: " + ("clean" if not problems else "; ".join(problems)))
+    return 1 if failed else 0
+
+
+def _cmd_study(args) -> int:
+    import pandas as pd
+
+    from optlab.instruments.latency import Workload
+    from optlab.models import user_models
+    from optlab.recipes.presets import ONNX_RECIPES
+    from optlab.recipes.recipe import parse
+    from optlab.study.study import Study
+    from optlab.views.report import write_report
+
+    model = Path(args.model)
+    if model.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
+        raise SystemExit(f"{model}: optlab does not unpickle checkpoints (they can run arbitrary code). Export the "
+                         f"model to ONNX (torch.onnx.export), or in Python pass the module object to "
+                         f"optlab.models.user_models.from_module(module, inputs)")
+    try:
+        recipes = [parse(text) for text in args.recipe] if args.recipe else list(ONNX_RECIPES)
+        baseline, data = user_models.from_onnx(model, args.inputs, labels=args.labels, metric=args.metric,
+                                               calibration=args.calibration)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        raise SystemExit(f"optlab study: {error}") from None
+    out = Path(args.out)
+    workload = Workload.smoke() if args.smoke else Workload(budget_s=1.0, sweep_budget_s=0.5, cold_start_repeats=3)
+    study = Study(baseline, data, recipes, workload=workload, results_dir=out / "results",
+                  price_per_hour_usd=args.price_per_hour)
+    results = study.run()
+    results.drop(columns=[c for c in results.columns if c.startswith("error_traceback")]).to_csv(
+        out / "results.csv", index=False)
+    recommendation = study.recommend(max_p99_ms=args.max_p99_ms, max_quality_drop=args.max_quality_drop,
+                                     objective=args.objective)
+    sla = {"max_p99_ms": args.max_p99_ms, "max_quality_drop": args.max_quality_drop, "objective": args.objective}
+    report = write_report({model.name: results}, out / "report.html", title=f"optlab study: {model.name}", sla=sla)
+    from optlab.views.report import headline_table
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
+        print(headline_table(results).to_string(index=False))
+    print(f"\n{recommendation.explanation}\n\nresults: {out / 'results.csv'}\nreport: {report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    main = sub.add_parser("main", help="run every walkthrough notebook and write the report")
+    main.add_argument("--smoke", action="store_true", help="the tiny CI setting instead of the workshop one")
+    main.add_argument("--out", default="out", help="output folder (default: out)")
+    main.set_defaults(func=_cmd_main)
+
+    run = sub.add_parser("run", help="run chosen notebooks headlessly with papermill")
+    run.add_argument("notebooks", nargs="+")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="papermill parameter, e.g. -p smoke true")
+    run.add_argument("--out", default="out")
+    run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="write the HTML report from stored results")
+    report.add_argument("results_dirs", nargs="+")
+    report.add_argument("--out", default="out/report.html")
+    report.set_defaults(func=_cmd_report)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures (zoo, measure, techniques, pruning)")
+    bench.add_argument("name")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
+
+    notebooks = sub.add_parser("notebooks", help="strip, check or refresh the committed notebooks' outputs")
+    notebooks.add_argument("action", choices=["strip", "check", "refresh"])
+    notebooks.add_argument("notebooks", nargs="*")
+    notebooks.set_defaults(func=_cmd_notebooks)
+
+    study = sub.add_parser("study", help="run a study on your own ONNX model and inputs, write a report")
+    study.add_argument("--model", required=True, help="an ONNX file")
+    study.add_argument("--inputs", required=True, help=".npz with one array per model input (or .npy)")
+    study.add_argument("--labels", help=".npy with one label per input row (optional)")
+    study.add_argument("--metric", help="accuracy | f1 | auc | logloss (with --labels); default: output agreement")
+    study.add_argument("--calibration", help=".npz of other representative inputs for static int8 calibration")
+    study.add_argument("--recipe", action="append", metavar="RECIPE",
+                       help='repeatable, e.g. "quantize(scheme=dynamic-int8, runtime=onnxruntime)"; '
+                            "default: the ONNX recipe set")
+    study.add_argument("--max-p99-ms", type=float, default=None)
+    study.add_argument("--max-quality-drop", type=float, default=None,
+                       help="in the metric's units (0.01 = 1 point of accuracy or of output agreement)")
+    study.add_argument("--objective", default="cost", choices=["cost", "latency", "size"])
+    study.add_argument("--price-per-hour", default="cpu-small", type=_parse_value,
+                       help="USD per hour of the machine, or a preset name (cpu-small, cpu-large, gpu-h100)")
+    study.add_argument("--smoke", action="store_true", help="tiny measurement settings (CI)")
+    study.add_argument("--out", default="optlab-study")
+    study.set_defaults(func=_cmd_study)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

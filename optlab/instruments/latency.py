@@ -1,0 +1,346 @@
+"""Measure a candidate honestly: latency percentiles with intervals, a throughput sweep,
+size, peak memory and cold start, recorded with the batch size, threads and machine.
+
+`measure(candidate, inputs, Workload())` returns a `Measurement`; `.to_row()` is one
+tidy row of scalars, while the raw samples stay in the dataclass (and its JSON).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from optlab.data.datasets import Batch, trim_padding
+from optlab.instruments.coldstart import ColdStart, ColdStartError, cold_start
+from optlab.instruments.environment import Environment, environment, physical_cores
+from optlab.instruments.footprint import footprint
+from optlab.instruments.timing import LatencyStats, TimedRun, summarize, time_calls
+from optlab.models.candidate import Candidate
+
+Inputs = Batch | Sequence[Batch]
+
+
+class MeasurementError(ValueError):
+    """A candidate cannot be measured (bad inputs, or its predict fails, returns NaN or
+    the wrong batch size). The message names the candidate and the problem."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How to measure. `batch_size=None` times the given requests as they are (their real
+    batch mix); an int cuts batches of that many rows from the inputs."""
+
+    batch_size: int | None = 1
+    throughput_batch_sizes: tuple[int, ...] = (1, 32, 256)
+    threads: int = field(default_factory=physical_cores)
+    warmup: int = 10
+    min_samples: int = 100
+    max_samples: int = 10_000
+    budget_s: float = 2.0  # latency loop, after warm-up
+    sweep_budget_s: float = 1.0  # each throughput batch size
+    rel_ci: float = 0.10  # stop when p99's 95% interval is this narrow; wider is flagged noisy
+    cold_start_repeats: int = 5
+    memory: bool = True
+    cold_start: bool = True
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self):
+        def positive_int(name: str, value: Any) -> None:
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Workload.{name}={value!r} must be a positive integer")
+
+        if self.batch_size is not None:
+            positive_int("batch_size", self.batch_size)
+        object.__setattr__(self, "throughput_batch_sizes", tuple(int(b) for b in self.throughput_batch_sizes))
+        for size in self.throughput_batch_sizes:
+            positive_int("throughput_batch_sizes", size)
+        for name in ("threads", "min_samples", "max_samples", "cold_start_repeats", "n_boot"):
+            positive_int(name, getattr(self, name))
+        if self.warmup < 0:
+            raise ValueError(f"Workload.warmup={self.warmup!r} must be >= 0")
+        if self.max_samples < self.min_samples:
+            raise ValueError(f"Workload.max_samples ({self.max_samples}) must be >= min_samples ({self.min_samples})")
+        if self.budget_s <= 0 or self.sweep_budget_s <= 0 or not 0 < self.rel_ci < 1:
+            raise ValueError("Workload.budget_s and sweep_budget_s must be > 0 and rel_ci in (0, 1)")
+
+    @classmethod
+    def smoke(cls, **overrides: Any) -> "Workload":
+        """A tiny setting for CI and notebook smoke runs (cold start taken once)."""
+        settings = dict(throughput_batch_sizes=(1, 8), warmup=2, min_samples=10, max_samples=200, budget_s=0.2,
+                        sweep_budget_s=0.1, cold_start_repeats=1, n_boot=200)
+        return cls(**{**settings, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "throughput_batch_sizes": list(self.throughput_batch_sizes)}
+
+
+@dataclass
+class SweepPoint:
+    """Per-batch latency and throughput at one batch size."""
+
+    batch_size: int
+    samples: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput_per_s: float  # rows per second: batch_size * calls / time spent in calls
+    samples_ns: list[int] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class Measurement:
+    """Everything measured about one candidate. Units are in the field names."""
+
+    candidate: str
+    env: Environment
+    complete: bool = True
+    stop_reason: str | None = None
+    batch_size: int | None = None
+    rows_per_call: float | None = None
+    threads: int | None = None
+    warmup: int = 0
+    latency: LatencyStats | None = None
+    sweep: list[SweepPoint] = field(default_factory=list)
+    size_bytes: int | None = None
+    param_count: int | None = None
+    zero_fraction: float | None = None
+    cold: ColdStart | None = None
+    notes: list[str] = field(default_factory=list)
+    cold_start_error: str | None = None  # the fresh process failed: latency stands, these figures are missing
+    measured_at: str = ""
+    samples_ns: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def throughput(self) -> SweepPoint | None:
+        return max(self.sweep, key=lambda point: point.throughput_per_s, default=None)
+
+    def to_row(self) -> dict[str, Any]:
+        """One flat dict of scalars (no raw samples) for a tidy DataFrame row."""
+        row: dict[str, Any] = {"candidate": self.candidate, "complete": self.complete, "stop_reason": self.stop_reason,
+                               "batch_size": self.batch_size, "rows_per_call": self.rows_per_call,
+                               "threads": self.threads, "warmup": self.warmup}
+        stats = {f.name: (getattr(self.latency, f.name) if self.latency else None) for f in fields(LatencyStats)}
+        row.update(stats, samples=stats["samples"] or 0)
+        best = self.throughput
+        row["throughput_per_s"] = best.throughput_per_s if best else None
+        row["throughput_batch_size"] = best.batch_size if best else None
+        for point in self.sweep:
+            row[f"p50_b{point.batch_size}_ms"] = point.p50_ms
+            row[f"p99_b{point.batch_size}_ms"] = point.p99_ms
+            row[f"throughput_b{point.batch_size}_per_s"] = point.throughput_per_s
+        row.update(size_bytes=self.size_bytes, size_mb=None if self.size_bytes is None else self.size_bytes / 1e6,
+                   param_count=self.param_count, zero_fraction=self.zero_fraction)
+        cold = self.cold
+        row["peak_rss_mb"] = cold.peak_rss_mb if cold else None
+        row["start_rss_mb"] = cold.start_rss_mb if cold else None
+        timed = cold is not None and cold.cold_start_ms is not None
+        for key in ("cold_start_ms", "cold_start_min_ms", "cold_start_max_ms"):
+            row[key] = getattr(cold, key) if timed else None
+        for phase in ("startup", "import", "load", "first_call"):
+            row[f"cold_start_{phase}_ms"] = getattr(cold, f"{phase}_ms") if timed else None
+        row["cold_start_repeats"] = cold.repeats if timed else 0
+        row["cold_start_imports_torch"] = cold.imports_torch if cold else None
+        row.update(self.env.to_dict())
+        row.update(measured_at=self.measured_at, notes="; ".join(self.notes))
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(env=self.env.to_dict(), latency=None if self.latency is None else asdict(self.latency),
+                    sweep=[asdict(point) for point in self.sweep], cold=None if self.cold is None else self.cold.to_dict())
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+        data = dict(data)
+        data["env"] = Environment.from_dict(data["env"])
+        data["latency"] = None if data.get("latency") is None else LatencyStats(**data["latency"])
+        data["sweep"] = [SweepPoint(**point) for point in data.get("sweep", [])]
+        data["cold"] = None if data.get("cold") is None else ColdStart.from_dict(data["cold"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "Measurement":
+        return cls.from_dict(json.loads(text))
+
+
+def _rows(batch: Batch) -> int:
+    sizes = {np.shape(value)[0] if np.ndim(value) else None for value in batch.values()}
+    if len(sizes) != 1 or None in sizes:
+        raise MeasurementError(f"inputs have inconsistent batch dimensions {sorted(map(str, sizes))}; every array "
+                               "in a batch must have the examples on axis 0")
+    return int(sizes.pop())
+
+
+def _pool(inputs: Sequence[Batch]) -> Batch:
+    """Concatenate requests row-wise; token arrays of different lengths are zero-padded
+    (attention_mask 0 = padding) and trimmed again when batches are cut."""
+    pooled: Batch = {}
+    for name in inputs[0]:
+        arrays = [np.asarray(batch[name]) for batch in inputs]
+        if len({a.shape[1:] for a in arrays}) > 1:
+            if any(a.ndim != 2 for a in arrays):
+                raise MeasurementError(f"input {name!r} has differently shaped rows across requests and is not a "
+                                       "2-D token array; pass a single Batch or same-shaped requests")
+            width = max(a.shape[1] for a in arrays)
+            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays]
+        pooled[name] = np.concatenate(arrays, axis=0)
+    return pooled
+
+
+def make_batches(inputs: Inputs, batch_size: int | None, *, max_batches: int | None = None,
+                 name: str = "candidate") -> list[Batch]:
+    """Distinct batches of `batch_size` rows cut from `inputs` (a Batch or a list of requests),
+    cycling rows when there are fewer than needed; `None` keeps the requests as given.
+    By default up to 64 batches (fewer for big batches), so real input lengths vary."""
+    if isinstance(inputs, dict):
+        requests = [inputs]
+    else:
+        requests = list(inputs or [])
+    if not requests or not all(isinstance(batch, dict) and batch for batch in requests):
+        raise MeasurementError(f"{name}: empty inputs; pass a Batch (dict of arrays) or a non-empty list of them, "
+                               "e.g. data.requests or data.test.inputs")
+    if any(_rows(batch) == 0 for batch in requests):
+        raise MeasurementError(f"{name}: an input batch has 0 rows; give at least one example per batch")
+    if batch_size is None:
+        return requests
+    if max_batches is None:
+        max_batches = max(1, min(64, 4096 // batch_size))
+    pool = requests[0] if len(requests) == 1 else _pool(requests)
+    rows = _rows(pool)
+    batches = []
+    for k in range(min(max_batches, max(1, math.ceil(rows / batch_size)))):
+        index = (np.arange(batch_size) + k * batch_size) % rows
+        batches.append(trim_padding({key: np.ascontiguousarray(value[index]) for key, value in pool.items()}))
+    return batches
+
+
+def _checker(name: str):
+    def check(output: Any, batch: Batch) -> None:
+        array = np.asarray(output)
+        rows = _rows(batch)
+        if array.ndim == 0 or array.shape[0] != rows:
+            raise MeasurementError(f"{name}: predict returned shape {array.shape} for a batch of {rows} rows; the "
+                                   "output must be batch-first (rows on axis 0)")
+        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+            raise MeasurementError(f"{name}: predict returned NaN or infinite values for a batch of {rows} rows")
+    return check
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Set torch's intra-op threads for the block, only if torch is already imported."""
+    torch = sys.modules.get("torch")
+    if torch is None or not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _sync(candidate: Candidate):
+    if not str(candidate.device).startswith("cuda"):
+        return None
+    import torch  # a CUDA candidate is a torch candidate; never reached for ORT on CPU
+
+    return torch.cuda.synchronize
+
+
+def _time(candidate: Candidate, batches: list[Batch], workload: Workload, *, budget_s: float, warmup: int,
+          min_samples: int) -> TimedRun:
+    try:
+        return time_calls(candidate.predict_fn, batches, warmup=warmup, min_samples=min_samples,
+                          max_samples=max(workload.max_samples, min_samples), budget_s=budget_s,
+                          rel_ci=workload.rel_ci, sync=_sync(candidate), check=_checker(candidate.name))
+    except MeasurementError:
+        raise
+    except Exception as error:
+        raise MeasurementError(f"{candidate.name}: predict raised {type(error).__name__}: {error}") from error
+
+
+def measure(candidate: Candidate, inputs: Inputs, workload: Workload | None = None) -> Measurement:
+    """Latency at `workload.batch_size`, the throughput sweep, size, and (when enabled
+    and the candidate has a `loader`) peak memory and cold start in fresh processes.
+    Ctrl-C returns what was measured so far with `complete=False`."""
+    workload = workload or Workload()
+    name = candidate.name
+    batches = make_batches(inputs, workload.batch_size, name=name)
+    result = Measurement(candidate=name, env=environment(str(candidate.device)), batch_size=workload.batch_size,
+                         rows_per_call=float(np.mean([_rows(b) for b in batches])), threads=workload.threads,
+                         measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    result.size_bytes = candidate.size_bytes
+    result.param_count, result.zero_fraction = footprint(candidate.model, candidate.artifact_path)
+    if candidate.runtime != "torch" and "threads" not in candidate.meta:
+        result.notes.append("threads: the runtime session's own setting applies (candidate.meta has no 'threads')")
+
+    with torch_threads(workload.threads):
+        run = _time(candidate, batches, workload, budget_s=workload.budget_s, warmup=workload.warmup,
+                    min_samples=workload.min_samples)
+        result.stop_reason, result.warmup = run.stop_reason, run.warmup
+        result.samples_ns = run.samples_ns.tolist()
+        result.latency = summarize(run.samples_ns, rel_ci=workload.rel_ci, n_boot=workload.n_boot, seed=workload.seed)
+        if not run.complete:
+            return _incomplete(result, "latency")
+        for size in workload.throughput_batch_sizes:
+            point_run = _time(candidate, make_batches(inputs, size, name=name), workload,
+                              budget_s=workload.sweep_budget_s, warmup=min(workload.warmup, 3),
+                              min_samples=min(workload.min_samples, 20))
+            if len(point_run.samples_ns):
+                result.sweep.append(_sweep_point(size, point_run.samples_ns))
+            if not point_run.complete:
+                return _incomplete(result, f"throughput at batch {size}")
+
+    if workload.memory or workload.cold_start:
+        if not candidate.loader:
+            result.notes.append("memory and cold start skipped: the candidate has no loader")
+        else:
+            probe = batches[:1] + [make_batches(inputs, size, max_batches=1, name=name)[0]
+                                   for size in workload.throughput_batch_sizes]
+            try:
+                cold = cold_start(candidate.loader, candidate.artifact_path, candidate.loader_options, probe,
+                                  repeats=workload.cold_start_repeats if workload.cold_start else 1, name=name,
+                                  threads=workload.threads)
+            except KeyboardInterrupt:
+                return _incomplete(result, "cold start")
+            except ColdStartError as error:
+                # Keep the latency figures already measured: the row says why these two are missing.
+                first_line = str(error).strip().splitlines()[0]
+                result.notes.append(f"memory and cold start failed in a fresh process: {first_line}")
+                result.cold_start_error = str(error)
+                return result
+            if not workload.cold_start:  # one run, for memory only: its start-up figures are not cold-start data
+                cold = replace(cold, cold_start_ms=None, cold_start_min_ms=None, cold_start_max_ms=None, repeats=0)
+            if not workload.memory:
+                cold = replace(cold, peak_rss_mb=None, start_rss_mb=None)
+            result.cold = cold
+    return result
+
+
+def _sweep_point(batch_size: int, samples_ns: np.ndarray) -> SweepPoint:
+    ms = samples_ns / 1e6
+    p50, p90, p99 = np.quantile(ms, [0.5, 0.9, 0.99])
+    return SweepPoint(batch_size=batch_size, samples=int(len(ms)), p50_ms=float(p50), p90_ms=float(p90),
+                      p99_ms=float(p99), mean_ms=float(ms.mean()),
+                      throughput_per_s=float(batch_size * len(ms) / (samples_ns.sum() / 1e9)),
+                      samples_ns=samples_ns.tolist())
+
+
+def _incomplete(result: Measurement, phase: str) -> Measurement:
+    result.complete = False
+    result.notes.append(f"interrupted during {phase}: the figures cover what was measured before")
+    return result

@@ -1,0 +1,185 @@
+"""Reference models: built from a config, trained here from scratch in seconds, cached on disk.
+
+`get("digits")` returns a trained model in eval mode, from the cache when a model with the
+same architecture, training config, data and seed was trained before (state_dict saved
+with torch.save, loaded with weights_only=True, checked by a sha256 sidecar).
+`baseline(model)` wraps one as the eager fp32 `Candidate` every study compares against.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optlab.data.datasets import Batch, Dataset, load
+from optlab.models.candidate import Candidate
+
+VERSION = 2
+SIZES = {"digits": ("teacher", "student"), "bids": ("teacher", "student"), "intents": ("teacher", "student")}
+ARCH = {
+    ("digits", "teacher"): {"channels": [16, 32, 32], "pool_after": [1, 2], "hidden": 128},
+    ("digits", "student"): {"channels": [8, 16], "pool_after": [0, 1], "hidden": 32},
+    ("bids", "teacher"): {"embed_dim": 16, "hidden": [256, 128], "dropout": 0.0},
+    ("bids", "student"): {"embed_dim": 8, "hidden": [64], "dropout": 0.0},
+    ("intents", "teacher"): {"layers": 4, "hidden": 64, "heads": 4, "intermediate": 128},
+    ("intents", "student"): {"layers": 2, "hidden": 64, "heads": 4, "intermediate": 128},
+}
+# Training settings, full and smoke (smoke also trains on the smaller smoke data).
+TRAINING = {
+    ("digits", False): {"epochs": 10, "lr": 5e-3, "batch_size": 128},
+    ("digits", True): {"epochs": 5, "lr": 1e-2, "batch_size": 128},
+    ("bids", False): {"epochs": 3, "lr": 2e-3, "batch_size": 512, "weight_decay": 1e-4},
+    ("bids", True): {"epochs": 6, "lr": 3e-3, "batch_size": 512, "weight_decay": 1e-4},
+    ("intents", False): {"epochs": 2, "lr": 4e-3, "batch_size": 64, "warmup_fraction": 0.1},
+    ("intents", True): {"epochs": 2, "lr": 4e-3, "batch_size": 64, "warmup_fraction": 0.1},
+}
+# Training runs on one thread: the same weights on any machine (reduction order depends on
+# the thread count), and no slowdown from oversubscription when other work shares the cores.
+TRAIN_THREADS = 1
+TRAINED: Counter = Counter()  # (dataset, size, smoke) -> trainings run in this process (cache hits add nothing)
+
+
+def _check(dataset: str, size: str) -> None:
+    if dataset not in SIZES:
+        raise ValueError(f"unknown dataset {dataset!r}; valid names: {', '.join(SIZES)}")
+    if size not in SIZES[dataset]:
+        raise ValueError(f"unknown size {size!r} for {dataset!r}; valid sizes: {', '.join(SIZES[dataset])}")
+
+
+def spec(dataset: str, size: str, data: Dataset | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild the architecture without the data: name, size, constructor kwargs."""
+    _check(dataset, size)
+    data = data if data is not None else load(dataset, smoke=True)
+    kwargs = dict(ARCH[(dataset, size)])
+    if dataset == "digits":
+        kwargs["num_classes"] = data.num_classes
+    elif dataset == "bids":
+        kwargs |= {"cardinalities": data.meta["cardinalities"], "numeric_mean": data.meta["numeric_mean"],
+                   "numeric_std": data.meta["numeric_std"]}
+    else:
+        kwargs |= {"vocab_size": data.meta["vocab_size"], "num_classes": data.num_classes,
+                   "max_length": data.meta["max_length"]}
+    return {"dataset": dataset, "size": size, "kwargs": kwargs}
+
+
+def from_spec(model_spec: dict[str, Any]):
+    """Build an untrained model from a `spec()` dict (what a fresh process does to reload one)."""
+    from optlab.models.architectures import ARCHITECTURES
+
+    model = ARCHITECTURES[model_spec["dataset"]](**model_spec["kwargs"])
+    model.optlab_spec = model_spec
+    return model.eval()
+
+
+def build(dataset: str, size: str = "teacher", data: Dataset | None = None, seed: int = 0):
+    """An untrained model of `size` for `dataset` (weights initialised from `seed`)."""
+    import torch
+
+    model_spec = spec(dataset, size, data)
+    torch.manual_seed(seed)
+    return from_spec(model_spec)
+
+
+def param_count(model) -> int:
+    """Number of parameters (buffers such as BatchNorm statistics excluded)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _cache_paths(dataset: str, size: str, smoke: bool, seed: int, data: Dataset) -> tuple[Path, dict]:
+    from optlab.data.cache import cache_dir
+
+    key = {"version": VERSION, "spec": spec(dataset, size, data), "training": TRAINING[(dataset, smoke)],
+           "data": data.fingerprint, "seed": seed}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    tag = "-smoke" if smoke else ""
+    return cache_dir("models") / f"{dataset}-{size}{tag}-seed{seed}-{digest}.pt", key
+
+
+def get(dataset: str, size: str = "teacher", smoke: bool = False, seed: int = 0, data: Dataset | None = None,
+        fresh: bool = False):
+    """A trained reference model in eval mode, trained now (and cached) or loaded from the cache.
+
+    `data` defaults to `load(dataset, smoke=smoke)`; `fresh=True` retrains even when cached.
+    The training log is on `model.optlab_train_log` (a dict).
+    """
+    import torch
+
+    from optlab.data import cache
+    from optlab.models.training import train
+
+    _check(dataset, size)
+    data = data if data is not None else load(dataset, smoke=smoke)
+    path, key = _cache_paths(dataset, size, smoke, seed, data)
+    record = path.with_suffix(".json")
+    if not fresh and cache.is_valid(path) and cache.is_valid(record):
+        info = json.loads(record.read_text())
+        model = from_spec(info["key"]["spec"])
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.optlab_train_log = info["train_log"]
+        return model.eval()
+    model = build(dataset, size, data, seed=seed)
+    log = train(model, data, seed=seed, threads=TRAIN_THREADS, **TRAINING[(dataset, smoke)])
+    TRAINED[(dataset, size, smoke)] += 1
+    cache.write_checked(path, lambda tmp: torch.save(model.state_dict(), tmp))
+    info = {"key": key, "train_log": log.to_dict(), "param_count": param_count(model)}
+    cache.write_checked(record, lambda tmp: tmp.write_text(json.dumps(info, indent=1, sort_keys=True)))
+    model.optlab_train_log = info["train_log"]
+    return model.eval()
+
+
+def _predictor(model):
+    import torch
+
+    from optlab.models.training import to_tensors
+
+    def predict(batch: Batch) -> np.ndarray:
+        with torch.inference_mode():
+            return model(**to_tensors(batch)).float().numpy()
+
+    return predict
+
+
+def baseline(model, name: str = "baseline") -> Candidate:
+    """The model as an eager fp32 PyTorch Candidate (torch.inference_mode), reloadable in a fresh process.
+
+    The state_dict (+ a spec JSON beside it) is saved under the cache's `candidates/` folder;
+    `optlab.models.zoo:load_predict(artifact_path)` rebuilds the predictor from them.
+    """
+    import torch
+
+    from optlab.data import cache
+
+    model_spec = getattr(model, "optlab_spec", None)
+    state = model.state_dict()
+    digest = hashlib.sha256()
+    for k, v in state.items():
+        digest.update(k.encode())
+        digest.update(v.detach().cpu().contiguous().numpy().tobytes())
+    folder = cache.cache_dir("candidates", f"{name}-{digest.hexdigest()[:16]}")
+    path = folder / "model.pt"
+    if not cache.is_valid(path):
+        cache.write_checked(path, lambda tmp: torch.save(state, tmp))
+    if model_spec is not None:
+        (folder / "spec.json").write_text(json.dumps(model_spec, sort_keys=True))
+    model.eval()
+    return Candidate(name=name, predict_fn=_predictor(model), family="baseline", runtime="torch", device="cpu",
+                     model=model, artifact_path=path,
+                     loader="optlab.models.zoo:load_predict" if model_spec is not None else None,
+                     meta={"param_count": param_count(model), "dtype": "float32", "mode": "eager",
+                           "dataset": None if model_spec is None else model_spec["dataset"]})
+
+
+def load_predict(path, threads: int | None = None):
+    """Rebuild a baseline's predictor from its artifact (model.pt + spec.json beside it)."""
+    import torch
+
+    path = Path(path)
+    if threads:
+        torch.set_num_threads(int(threads))
+    model = from_spec(json.loads((path.parent / "spec.json").read_text()))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return _predictor(model.eval())

@@ -1,0 +1,18 @@
+"""Recipes say *what* to do to a model (small frozen dataclasses); sweeps build lists of them."""
+from optlab.recipes.presets import ONNX_RECIPES
+from optlab.recipes.recipe import (
+                                   Chain,
+                                   Compile,
+                                   Distill,
+                                   Prune,
+                                   Quantize,
+                                   Recipe,
+                                   UnsupportedRecipe,
+                                   from_dict,
+                                   from_json,
+                                   parse,
+)
+from optlab.recipes.sweeps import sweep
+
+__all__ = ["Recipe", "Quantize", "Compile", "Prune", "Distill", "Chain", "UnsupportedRecipe", "from_dict", "from_json",
+           "parse", "sweep", "ONNX_RECIPES"]

@@ -1,0 +1,155 @@
+"""Fingerprints: what a stored result depends on, hashed, so a re-run can skip it safely.
+
+A row's fingerprint is sha256 over the recipe JSON, the model's bytes, the data's
+fingerprint, the workload and the machine (device, CPU model and flags, and the versions
+of torch, onnxruntime and optlab). Change any of them and the row is measured again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from typing import Any
+
+from optlab.data.hashing import sha256_json, sha256_tree
+
+file_fingerprint = sha256_tree
+
+
+def _module_fingerprint(model: Any) -> str:
+    import torch
+
+    digest = hashlib.sha256()
+    digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        if not isinstance(tensor, torch.Tensor):
+            digest.update(repr(tensor).encode())
+            continue
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        try:
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        except (RuntimeError, TypeError):  # tensor subclasses (packed/quantized weights)
+            import io
+
+            buffer = io.BytesIO()
+            torch.save(tensor, buffer)
+            digest.update(buffer.getvalue())
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: Any) -> str:
+    """sha256 of a model: a torch module's state_dict bytes (plus its class), an ONNX file's
+    bytes (`OnnxModel` or a path), or a Candidate's model / artifact."""
+    from optlab.models.candidate import Candidate, OnnxModel
+
+    if isinstance(model, Candidate):
+        if model.model is not None:
+            return model_fingerprint(model.model)
+        if model.artifact_path is not None:
+            return file_fingerprint(model.artifact_path)
+        raise ValueError(f"cannot fingerprint candidate {model.name!r}: it has neither a model nor an "
+                         f"artifact_path; give the Candidate its model (e.g. zoo.baseline(module))")
+    if isinstance(model, OnnxModel):
+        return file_fingerprint(model.path)
+    if isinstance(model, (str, os.PathLike)):
+        return file_fingerprint(model)
+    if hasattr(model, "state_dict"):
+        return _module_fingerprint(model)
+    raise TypeError(f"cannot fingerprint a {type(model).__name__}; pass a torch.nn.Module, an OnnxModel, "
+                    f"a file path or a Candidate")
+
+
+def workload_key(workload: Any) -> Any:
+    """A JSON-able description of the workload (every field of the dataclass)."""
+    if workload is None:
+        return None
+    if dataclasses.is_dataclass(workload) and not isinstance(workload, type):
+        return {"type": type(workload).__name__, **dataclasses.asdict(workload)}
+    if hasattr(workload, "to_dict"):
+        return workload.to_dict()
+    return repr(workload)
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+    model, flags = "", []
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = sorted(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), flags
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _device() -> str:
+    """'cpu', or 'cuda:<name>' when a GPU is visible to torch (torch imported only if present)."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return "cpu"
+
+
+@functools.lru_cache(maxsize=1)
+def machine() -> dict[str, Any]:
+    """What a measurement depends on about this machine and its software."""
+    from optlab import __version__
+
+    cpu_model, flags = _cpu_info()
+    return {
+        "device": _device(),
+        "cpu_model": cpu_model,
+        "cpu_flags_sha256": hashlib.sha256(" ".join(flags).encode()).hexdigest(),
+        "cores": os.cpu_count(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "python": ".".join(map(str, sys.version_info[:2])),
+        "torch_version": _version("torch"),
+        "onnxruntime_version": _version("onnxruntime"),
+        "optlab_version": __version__,
+    }
+
+
+def key(*, recipe_json: str, model: str, data: str, workload: Any, machine_info: dict[str, Any]) -> dict[str, Any]:
+    """The parts a row's fingerprint is made of (stored next to the row to explain a re-run)."""
+    return {"recipe": json.loads(recipe_json), "model": model, "data": data,
+            "workload": workload_key(workload), "machine": machine_info}
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    """sha256 hex of `key(...)` output."""
+    return sha256_json(parts)
+
+
+def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Which top-level parts of two keys differ (e.g. ['model', 'machine.torch_version'])."""
+    changed = []
+    for part in sorted(set(old) | set(new)):
+        a, b = old.get(part), new.get(part)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{part}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            changed.append(part)
+    return changed

@@ -1,0 +1,1 @@
+"""Views read DataFrames only: plots, the live widgets and the HTML report."""

@@ -1,0 +1,243 @@
+"""A study (or several) as one self-contained HTML file, and the compact headline table.
+
+The report needs no network: charts are embedded as SVG images rendered by vl-convert
+(base64 data URLs), there is no JavaScript, and every user string is escaped.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import math
+import platform
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_SLA = {"max_p99_ms": None, "max_quality_drop": 0.01, "objective": "cost"}
+
+# column -> (header with unit, python format)
+HEADLINE: dict[str, tuple[str, str]] = {
+    "candidate": ("candidate", "{}"),
+    "p50_ms": ("p50 (ms)", "{:.3f}"),
+    "p99_ms": ("p99 (ms)", "{:.3f}"),
+    "throughput_per_s": ("throughput (/s)", "{:,.0f}"),
+    "size_mb": ("size (MB)", "{:.3f}"),
+    "quality": ("quality", "{:.4f}"),
+    "quality_drop": ("drop", "{:+.4f}"),
+    "agreement": ("agreement", "{:.4f}"),
+    "cost_per_1m_usd": ("cost per 1M ($)", "{:,.4f}"),
+}
+FULL_EXTRA: dict[str, tuple[str, str]] = {
+    "family": ("family", "{}"), "runtime": ("runtime", "{}"), "device": ("device", "{}"),
+    "status": ("status", "{}"), "p95_ms": ("p95 (ms)", "{:.3f}"), "peak_rss_mb": ("peak RSS (MB)", "{:.1f}"),
+    "cold_start_ms": ("cold start (ms)", "{:,.1f}"), "metric": ("metric", "{}"),
+    "quality_drop_ci_low": ("drop CI low", "{:+.4f}"), "quality_drop_ci_high": ("drop CI high", "{:+.4f}"),
+    "error": ("error", "{}"),
+}
+ENVIRONMENT_COLUMNS = ("cpu_model", "cpu_flags", "cores", "logical_cores", "device", "gpu_name", "torch_version",
+                       "onnxruntime_version", "python_version", "platform")
+
+
+def headline_table(df):
+    """The compact table for a README or closing note: candidate, p50/p99 ms, throughput,
+    size, quality, drop, agreement, cost per 1M; error rows left out, reference rows kept
+    with a `status` column. Numbers stay numbers (rounded)."""
+    import pandas as pd
+
+    from optlab.views.plots import drawable
+
+    if df is None or len(df) == 0:
+        return pd.DataFrame(columns=list(HEADLINE))
+    rows = drawable(df)
+    columns = [c for c in HEADLINE if c in rows.columns]
+    if "candidate" not in columns:
+        raise ValueError("headline_table needs a 'candidate' column; pass a Study's `.results`.")
+    if (rows["status"] == "reference").any():
+        columns.append("status")
+    out = rows[columns].copy()
+    digits = {"p50_ms": 3, "p99_ms": 3, "throughput_per_s": 0, "size_mb": 3, "quality": 4, "quality_drop": 4,
+              "agreement": 4, "cost_per_1m_usd": 4}
+    for column, n in digits.items():
+        if column in out.columns:
+            out[column] = pd.to_numeric(out[column], errors="coerce").round(n)
+    return out.reset_index(drop=True)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    try:
+        text = fmt.format(value)
+    except (ValueError, TypeError):
+        text = str(value)
+    return html.escape(text)
+
+
+def table_html(df, *, index: bool = False, formats: Mapping[str, tuple[str, str]] | None = None) -> str:
+    """An escaped HTML table; known columns get headers with units and number formats."""
+    formats = {**HEADLINE, **FULL_EXTRA, **(formats or {})}
+    head = ([""] if index else []) + [formats.get(str(c), (str(c), "{}"))[0] for c in df.columns]
+    parts = ['<table class="optlab"><thead><tr>']
+    parts += [f"<th>{html.escape(h)}</th>" for h in head]
+    parts.append("</tr></thead><tbody>")
+    for key, row in df.iterrows():
+        cells = [f"<th>{html.escape(str(key))}</th>"] if index else []
+        for column, value in row.items():
+            fmt = formats.get(str(column), (None, "{}"))[1]
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            cells.append(f'<td{" class=num" if numeric else ""}>{_cell(value, fmt)}</td>')
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def _frames(df_or_frames) -> dict[str, Any]:
+    import pandas as pd
+
+    if isinstance(df_or_frames, pd.DataFrame):
+        return {"results": df_or_frames}
+    if hasattr(df_or_frames, "results") and not isinstance(df_or_frames, Mapping):
+        return {"study": df_or_frames.results}
+    if isinstance(df_or_frames, Mapping):
+        out = {}
+        for name, value in df_or_frames.items():
+            frame = value.results if hasattr(value, "results") else value
+            if not isinstance(frame, pd.DataFrame):
+                raise TypeError(f"write_report: {name!r} is a {type(value).__name__}; pass DataFrames or Studies")
+            out[str(name)] = frame
+        return out
+    if isinstance(df_or_frames, (list, tuple)):
+        return _frames({f"study {i + 1}": f for i, f in enumerate(df_or_frames)})
+    raise TypeError("write_report takes a DataFrame, a Study, or a dict {name: DataFrame or Study}; "
+                    f"got {type(df_or_frames).__name__}")
+
+
+def _img(chart) -> str:
+    from optlab.views.plots import to_svg
+
+    data = base64.b64encode(to_svg(chart).encode("utf-8")).decode("ascii")
+    return f'<img class="chart" alt="chart" src="data:image/svg+xml;base64,{data}"/>'
+
+
+def _environment(frames: dict[str, Any], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    env: dict[str, Any] = {}
+    for frame in frames.values():
+        ok = frame[frame["status"] != "reference"] if "status" in frame.columns else frame
+        for column in ENVIRONMENT_COLUMNS:
+            if column in ok.columns and column not in env:
+                values = ok[column].dropna()
+                if len(values):
+                    env[column] = values.iloc[0]
+    if not env:
+        try:
+            from optlab.instruments.environment import environment
+
+            env = environment().to_dict()
+        except Exception:  # noqa: BLE001 - a report without a machine description is still a report
+            env = {"platform": platform.platform(), "python_version": platform.python_version()}
+    if given:
+        env.update(given.to_dict() if hasattr(given, "to_dict") else dict(given))
+    return env
+
+
+def _recommendation_html(frame, sla: Mapping[str, Any]) -> str:
+    from optlab.study.frontier import recommend
+
+    try:
+        rec = recommend(frame, max_p99_ms=sla.get("max_p99_ms"), max_quality_drop=sla.get("max_quality_drop"),
+                        objective=sla.get("objective", "cost"))
+    except ValueError as error:
+        return f'<p class="rec none">No recommendation: {html.escape(str(error))}</p>', None
+    css = "rec" if rec.met else "rec unmet"
+    text = f'<p class="{css}"><b>Recommendation:</b> {html.escape(rec.explanation)}</p>'
+    if rec.rejected:
+        items = "".join(f"<li>{html.escape(r.candidate)}: {html.escape('; '.join(r.reasons))}</li>"
+                        for r in rec.rejected)
+        text += f"<details><summary>Why not the others</summary><ul>{items}</ul></details>"
+    return text, rec.candidate
+
+
+def _sla_words(sla: Mapping[str, Any]) -> str:
+    parts = []
+    if sla.get("max_p99_ms") is not None:
+        parts.append(f"p99 &le; {html.escape(str(sla['max_p99_ms']))} ms")
+    if sla.get("max_quality_drop") is not None:
+        parts.append(f"quality drop &le; {html.escape(str(sla['max_quality_drop']))}")
+    parts.append(f"objective: {html.escape(str(sla.get('objective', 'cost')))}")
+    return ", ".join(parts)
+
+
+_CSS = """
+body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{margin-bottom:.2em} .meta{color:#666} table.optlab{border-collapse:collapse;margin:1em 0;font-size:13px}
+table.optlab th,table.optlab td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}
+table.optlab td.num{text-align:right;font-variant-numeric:tabular-nums} img.chart{max-width:100%;margin:.5em 0}
+.rec{background:#eef7ee;padding:.6em;border-left:4px solid #2ca02c}
+.rec.unmet,.rec.none{background:#fff4e5;border-left-color:#ff7f0e}
+"""
+
+
+def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report",
+                 sla: Mapping[str, Any] | None = None, environment: Mapping[str, Any] | None = None,
+                 x: str = "p99_ms", y: str = "quality", timings=None) -> Path:
+    """Write one self-contained HTML file: per study, the recommendation under `sla`
+    (default: quality drop <= 0.01, cheapest), the Pareto chart, and the trade-off table;
+    then the combined table, the run times of the notebooks (`timings`, a DataFrame) if
+    given, and the environment. Returns the path written."""
+    import pandas as pd
+
+    from optlab.views.plots import drawable, pareto_chart
+
+    frames = _frames(df_or_frames)
+    sla = {**DEFAULT_SLA, **(dict(sla) if sla else {})}
+    unknown = set(sla) - set(DEFAULT_SLA)
+    if unknown:
+        raise ValueError(f"write_report sla has unknown key(s) {sorted(unknown)}; use {sorted(DEFAULT_SLA)}")
+    env = _environment(frames, environment)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f'<p class="meta">Generated {stamp} by optlab. SLA: {_sla_words(sla)}.</p>']
+    combined = []
+    for name, frame in frames.items():
+        body.append(f"<h2>{html.escape(name)}</h2>")
+        if len(frame) == 0:
+            body.append("<p>No results.</p>")
+            continue
+        rec_html, chosen = _recommendation_html(frame, sla)
+        body.append(rec_html)
+        if len(drawable(frame)) and x in frame.columns and y in frame.columns:
+            chart = pareto_chart(frame, x=x, y=y, max_p99_ms=sla["max_p99_ms"],
+                                 max_quality_drop=sla["max_quality_drop"], recommended=chosen,
+                                 title=f"{name}: {y} vs {x}")
+            body.append(_img(chart))
+        errors = frame[frame["status"] == "error"] if "status" in frame.columns else frame.iloc[0:0]
+        if len(errors):
+            items = "".join(f"<li>{html.escape(str(r.get('candidate')))}: {html.escape(str(r.get('error')))}</li>"
+                            for r in errors.to_dict("records"))
+            body.append(f"<p>Failed candidates (left out of charts):</p><ul>{items}</ul>")
+        combined.append(frame.assign(study=name))
+    if combined:
+        table = pd.concat(combined, ignore_index=True)
+        columns = ["study", *[c for c in [*HEADLINE, *FULL_EXTRA] if c in table.columns]]
+        body.append("<h2>All candidates</h2>")
+        body.append(table_html(table[columns]))
+    if timings is not None and len(timings):
+        body.append("<h2>Notebook run times</h2>")
+        body.append(table_html(pd.DataFrame(timings)))
+    body.append("<h2>Environment</h2>")
+    env_frame = pd.DataFrame({"value": [str(v) for v in env.values()]}, index=[str(k) for k in env])
+    body.append(table_html(env_frame, index=True))
+    document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+                + "\n".join(body) + "</body></html>\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document, encoding="utf-8")
+    return path

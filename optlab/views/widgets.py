@@ -1,0 +1,446 @@
+"""Live trade-off widgets: thin holders of state over a Study and optlab.views.plots.
+
+Two kinds of control, on purpose:
+- views (SLA limits, price, objective, families, x axis) re-filter and re-rank rows that are
+  already measured: instant, no measurement;
+- experiments (technique picker, sparsity, bits, calibration, temperature) only choose;
+  the Run button builds those recipes and runs them in the kernel's main thread (a
+  background thread would steal a core from the code being timed). The chart still gains
+  each point as it finishes: widget updates are sent while the cell runs.
+Headless (no kernel, OPTLAB_HEADLESS=1, papermill/nbconvert/nbval) the widgets show a
+static chart and a table instead.
+"""
+from __future__ import annotations
+
+import html
+import os
+from typing import Any, Callable
+
+TECHNIQUES = ("quantize", "prune", "distill", "compile")
+CALIBRATIONS = ("dynamic", "minmax", "entropy", "percentile")
+BITS = (16, 8, 4)
+
+
+def is_headless() -> bool:
+    """True where no live frontend can show widgets: OPTLAB_HEADLESS=1, no IPython kernel,
+    or a kernel started by papermill / nbconvert / nbval."""
+    flag = os.environ.get("OPTLAB_HEADLESS", "").strip().lower()
+    if flag in ("1", "true", "yes"):
+        return True
+    if flag in ("0", "false", "no"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return True
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return True
+    try:
+        import psutil
+
+        parent = " ".join(psutil.Process().parent().cmdline())
+    except Exception:  # noqa: BLE001 - no parent info: assume a live frontend
+        return False
+    return any(tool in parent for tool in ("papermill", "nbconvert", "nbval", "nbclient"))
+
+
+def _results(source) -> Any:
+    return source.results if hasattr(source, "results") else source
+
+
+def _svg_img(chart) -> str:
+    import base64
+
+    from optlab.views.plots import to_svg
+
+    data = base64.b64encode(to_svg(chart).encode("utf-8")).decode("ascii")
+    return f'<img alt="chart" src="data:image/svg+xml;base64,{data}"/>'
+
+
+def _static_bundle(chart, table, heading: str = "") -> dict[str, Any]:
+    """A bundle every notebook viewer can show: the chart as an embedded SVG plus a table
+    (text/html), the Vega-Lite spec, and plain text."""
+    from optlab.views.report import table_html
+
+    spec = chart.to_dict(validate=True)
+    body = (f"<div>{heading}{_svg_img(chart)}{table_html(table)}</div>")
+    return {
+        "text/html": body,
+        "application/vnd.vegalite.v5+json": spec,
+        "text/plain": f"{heading and html.unescape(_strip_tags(heading))}\n{table.to_string(max_rows=40)}",
+    }
+
+
+def _strip_tags(text: str) -> str:
+    import re
+
+    return re.sub(r"<[^>]+>", "", text)
+
+
+class TradeoffExplorer:
+    """A live Pareto chart with SLA / price / objective / family views, a recommendation, a
+    details pane for the clicked point, and technique pickers with a Run button.
+
+    study: a Study (Run enabled) or a results DataFrame (views only).
+    State for code and tests: `.recommendation` (optlab.study.frontier.Recommendation or None),
+    `.chart_data` (the rows drawn, with `meets_sla` and `recommended` columns), `.chart`
+    (the altair chart) and `.jchart` (its JupyterChart).
+    """
+
+    def __init__(self, study, *, x: str = "p99_ms", y: str = "quality", max_p99_ms: float | None = None,
+                 max_quality_drop: float | None = 0.01, objective: str = "cost",
+                 price_per_hour_usd: float | None = None, utilisation: float | None = None):
+        import altair as alt
+        import ipywidgets as w
+
+        from optlab.study.frontier import OBJECTIVES
+
+        self.study = study
+        self._has_runner = hasattr(study, "run") and hasattr(study, "subscribe")
+        price = getattr(getattr(study, "price", None), "price_per_hour_usd", None)
+        self._utilisation = utilisation or getattr(study, "utilisation", None) or 0.5
+        style = {"description_width": "initial"}
+
+        # views
+        self.max_p99_ms = w.FloatText(value=float(max_p99_ms or 0.0), step=0.1, description="max p99 (ms, 0 = none)",
+                                      style=style, layout=w.Layout(width="230px"))
+        self.max_quality_drop = w.FloatText(value=float(max_quality_drop or 0.0), step=0.005,
+                                            description="max quality drop (0 = none)", style=style,
+                                            layout=w.Layout(width="250px"))
+        self.price_per_hour = w.FloatText(value=float(price_per_hour_usd or price or 0.10), step=0.05,
+                                          description="price $/hour", style=style, layout=w.Layout(width="180px"))
+        self.objective = w.Dropdown(options=list(OBJECTIVES), value=objective, description="optimise",
+                                    layout=w.Layout(width="200px"))
+        self.x_axis = w.ToggleButtons(options=[("p99 latency", "p99_ms"), ("throughput", "throughput_per_s")],
+                                      value=x if x in ("p99_ms", "throughput_per_s") else "p99_ms")
+        self._x_custom = x if x not in ("p99_ms", "throughput_per_s") else None
+        self.y = y
+        self.families = w.SelectMultiple(options=[], description="families", rows=4)
+        self.views = (self.max_p99_ms, self.max_quality_drop, self.price_per_hour, self.objective,
+                      self.x_axis, self.families)
+
+        # experiments
+        self.techniques = w.SelectMultiple(options=list(TECHNIQUES), value=("quantize",), description="techniques",
+                                           rows=4)
+        self.bits = w.Dropdown(options=list(BITS), value=8, description="bits")
+        self.calibration = w.Dropdown(options=list(CALIBRATIONS), value="dynamic", description="calibration")
+        self.sparsity = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="sparsity")
+        self.structured = w.Checkbox(value=False, description="structured pruning")
+        self.temperature = w.FloatSlider(value=4.0, min=1.0, max=10.0, step=0.5, description="temperature")
+        self.run_button = w.Button(description="Run", button_style="primary", icon="play",
+                                   disabled=not self._has_runner,
+                                   tooltip="build and measure the chosen candidates" if self._has_runner
+                                   else "pass a Study (not a DataFrame) to run experiments")
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="progress")
+        self.status = w.HTML()
+        self.experiments = (self.techniques, self.bits, self.calibration, self.sparsity, self.structured,
+                            self.temperature, self.run_button)
+
+        self.recommendation_html = w.HTML()
+        self.details = w.HTML("<i>click a point for its figures</i>")
+        self.recommendation = None
+        self.chart_data = None
+        self.chart = None
+        self._chart_key = None
+        self._sync_families()
+        self.chart = self._build_chart()
+        self.jchart = alt.JupyterChart(self.chart)
+        self._watch_selection()
+        self._refresh()
+
+        for control in self.views:
+            control.observe(self._on_view, names="value")
+        self.run_button.on_click(self._on_run)
+        self.widget = self._layout()
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def x(self) -> str:
+        return self._x_custom or self.x_axis.value
+
+    def _limits(self) -> tuple[float | None, float | None]:
+        p99, drop = self.max_p99_ms.value, self.max_quality_drop.value
+        return (p99 if p99 and p99 > 0 else None), (drop if drop and drop > 0 else None)
+
+    def results(self):
+        """The study's rows with costs at the current price (reference rows keep their own)."""
+        import pandas as pd
+
+        from optlab.study.costs import with_costs
+
+        df = _results(self.study)
+        if df is None or len(df) == 0:
+            return pd.DataFrame(columns=["candidate", "family", "status", self.x, self.y])
+        if self.price_per_hour.value and self.price_per_hour.value > 0 and "throughput_per_s" in df.columns:
+            prices = pd.Series(float(self.price_per_hour.value), index=df.index)
+            if "reference_price_per_hour_usd" in df.columns and "status" in df.columns:
+                own = pd.to_numeric(df["reference_price_per_hour_usd"], errors="coerce")
+                prices = prices.where(~((df["status"] == "reference") & own.notna()), own)
+            df = with_costs(df, prices.to_numpy(), utilisation=self._utilisation)
+        return df
+
+    def _sync_families(self) -> None:
+        df = _results(self.study)
+        found = [] if df is None or "family" not in getattr(df, "columns", []) else \
+            sorted({str(f) for f in df["family"].dropna()})
+        known = list(self.families.options)
+        new = [f for f in found if f not in known]
+        if new:
+            chosen = tuple(self.families.value) + tuple(new)
+            self.families.options = known + new
+            self.families.value = chosen
+
+    def _visible(self, df):
+        from optlab.views.plots import drawable
+
+        rows = drawable(df)
+        if "family" in rows.columns and self.families.options:
+            rows = rows[rows["family"].astype(str).isin(self.families.value)]
+        return rows.reset_index(drop=True)
+
+    def _recommend(self, rows):
+        from optlab.study.frontier import recommend
+
+        max_p99, max_drop = self._limits()
+        try:
+            return recommend(rows, max_p99_ms=max_p99, max_quality_drop=max_drop, objective=self.objective.value)
+        except ValueError as error:
+            self._recommend_error = str(error)
+            return None
+
+    def _build_chart(self):
+        from optlab.views.plots import pareto_chart
+
+        df = self.results()
+        rows = self._visible(df)
+        self._recommend_error = None
+        self.recommendation = self._recommend(rows) if len(rows) else None
+        chosen = getattr(self.recommendation, "candidate", None)
+        max_p99, max_drop = self._limits()
+        rows = rows.copy()
+        rows["meets_sla"] = True
+        if max_p99 is not None and "p99_ms" in rows.columns:
+            rows["meets_sla"] &= rows["p99_ms"].astype(float) <= max_p99
+        if max_drop is not None and "quality_drop" in rows.columns:
+            rows["meets_sla"] &= rows["quality_drop"].astype(float).fillna(0.0) <= max_drop
+        rows["recommended"] = rows["candidate"] == chosen if len(rows) else []
+        self.chart_data = rows
+        return pareto_chart(rows, x=self.x, y=self.y, max_p99_ms=max_p99, max_quality_drop=max_drop,
+                            recommended=chosen or "")
+
+    def _refresh(self, data_changed: bool = True) -> None:
+        """Re-rank and redraw. When only SLA limits or the objective moved, just the chart's
+        params change (no re-embed); new rows, prices, families or axes send a new spec."""
+        self.chart = self._build_chart()
+        max_p99, max_drop = self._limits()
+        key = (self.x, max_p99 is None, max_drop is None, tuple(self.families.value),
+               self.price_per_hour.value, len(self.chart_data))
+        if data_changed or key != self._chart_key:
+            self.jchart.chart = self.chart
+            self._watch_selection()
+        else:
+            params = self.jchart.params
+            if max_p99 is not None:
+                params.max_p99_ms = float(max_p99)
+            if max_drop is not None:
+                params.max_quality_drop = float(max_drop)
+            params.recommended = getattr(self.recommendation, "candidate", None) or ""
+        self._chart_key = key
+        self._show_recommendation()
+
+    def _show_recommendation(self) -> None:
+        rec = self.recommendation
+        if rec is None:
+            text = self._recommend_error or "no results yet: run the study"
+            self.recommendation_html.value = f"<b>Recommendation:</b> {html.escape(text)}"
+            return
+        colour = "#1a7f37" if rec.met else "#b35900"
+        self.recommendation_html.value = (f'<b>Recommendation:</b> <span style="color:{colour}">'
+                                          f"{html.escape(rec.explanation)}</span>")
+
+    # -- views ----------------------------------------------------------------------------
+    def _on_view(self, change) -> None:
+        data_changed = change["owner"] in (self.price_per_hour, self.x_axis, self.families)
+        self._refresh(data_changed=data_changed)
+
+    # -- selection details -------------------------------------------------------------------
+    def _watch_selection(self) -> None:
+        from optlab.views.plots import SELECTION
+
+        selections = self.jchart.selections
+        if SELECTION in selections.trait_names():
+            selections.observe(self._on_pick, names=SELECTION)
+
+    def _on_pick(self, change) -> None:
+        value = getattr(change["new"], "value", None) or []
+        names = [v.get("candidate") for v in value if isinstance(v, dict)]
+        self.show_details(names[0] if names else None)
+
+    def show_details(self, candidate: str | None) -> None:
+        """Fill the details pane with one candidate's figures (what a click on its point does)."""
+        from optlab.views.report import table_html
+
+        if candidate is None or self.chart_data is None:
+            self.details.value = "<i>click a point for its figures</i>"
+            return
+        df = self.results()
+        rows = df[df["candidate"] == candidate]
+        if rows.empty:
+            self.details.value = f"<i>{html.escape(str(candidate))} is not in the results</i>"
+            return
+        row = rows.iloc[-1].dropna()
+        skip = {"recipe_json", "error_traceback", "fingerprint"}
+        frame = row[[k for k in row.index if k not in skip]].to_frame(name="value")
+        self.details.value = f"<b>{html.escape(str(candidate))}</b>" + table_html(frame, index=True)
+
+    # -- experiments --------------------------------------------------------------------------
+    def chosen_recipes(self) -> list:
+        """The recipes the experiment controls describe, one per selected technique."""
+        from optlab.recipes.recipe import Compile, Distill, Prune, Quantize
+
+        out = []
+        for technique in self.techniques.value:
+            if technique == "quantize":
+                bits, calibration = self.bits.value, self.calibration.value
+                if bits == 16:
+                    out.append(Quantize("bf16", runtime="torch"))
+                elif bits == 4:
+                    out.append(Quantize("weight-only-int4", runtime="inc"))
+                elif calibration == "dynamic":
+                    out.append(Quantize("dynamic-int8", runtime="onnxruntime"))
+                else:
+                    out.append(Quantize("static-int8", runtime="onnxruntime", calibration=calibration))
+            elif technique == "prune":
+                out.append(Prune(sparsity=round(float(self.sparsity.value), 4), structured=self.structured.value))
+            elif technique == "distill":
+                out.append(Distill(temperature=float(self.temperature.value)))
+            elif technique == "compile":
+                out.append(Compile(runtime="onnxruntime"))
+        return out
+
+    def _set_busy(self, busy: bool) -> None:
+        for control in (*self.experiments, *self.views):
+            control.disabled = busy or (control is self.run_button and not self._has_runner)
+
+    def _on_run(self, _button=None) -> None:
+        """Build and measure the chosen candidates in this (the kernel's main) thread."""
+        if not self._has_runner:
+            self.status.value = "<i>this explorer was given a DataFrame: pass a Study to run experiments</i>"
+            return
+        recipes = self.chosen_recipes()
+        if not recipes:
+            self.status.value = "<i>pick at least one technique</i>"
+            return
+        self._set_busy(True)
+        self.progress.value, self.progress.max = 0, max(1, len(recipes))
+        self.status.value = f"running {html.escape(', '.join(r.name for r in recipes))} ..."
+        unsubscribe = self.study.subscribe(self._on_event)
+        try:
+            self.study.run(recipes=recipes)
+            self.status.value = "done"
+        except Exception as error:  # noqa: BLE001 - show it in the widget; controls come back
+            self.status.value = f'<span style="color:#b00">run failed: {html.escape(f"{type(error).__name__}: {error}")}</span>'
+        finally:
+            if callable(unsubscribe):
+                unsubscribe()
+            self._set_busy(False)
+            self._sync_families()
+            self._refresh()
+
+    def _on_event(self, event) -> None:
+        self.progress.max = max(1, int(getattr(event, "total", self.progress.max)))
+        self.progress.value = min(int(getattr(event, "done", self.progress.value + 1)), self.progress.max)
+        self._sync_families()
+        self._refresh()
+
+    # -- display ------------------------------------------------------------------------------
+    def _layout(self):
+        import ipywidgets as w
+
+        views = w.VBox([w.HTML("<b>Views</b> (re-rank measured results)"),
+                        w.HBox([self.max_p99_ms, self.max_quality_drop]),
+                        w.HBox([self.price_per_hour, self.objective]), self.x_axis, self.families])
+        experiments = w.VBox([w.HTML("<b>Experiments</b> (build and measure on Run)"),
+                              w.HBox([self.techniques, w.VBox([self.bits, self.calibration])]),
+                              w.HBox([self.sparsity, self.structured]), self.temperature,
+                              w.HBox([self.run_button, self.progress]), self.status])
+        return w.VBox([w.HBox([views, experiments]), self.recommendation_html,
+                       w.HBox([self.jchart, self.details])])
+
+    def table(self):
+        from optlab.views.report import headline_table
+
+        return headline_table(self.chart_data)
+
+    def static_bundle(self) -> dict[str, Any]:
+        return _static_bundle(self.chart, self.table(), self.recommendation_html.value)
+
+    def show(self):
+        """Display the live widget, or (headless) the static chart and table."""
+        from IPython.display import display
+
+        if is_headless():
+            display(self.static_bundle(), raw=True)
+        else:
+            display(self.widget)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        if is_headless():
+            return self.static_bundle()
+        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
+        return {**self.static_bundle(), **bundle}
+
+
+class LiveChart:
+    """A Pareto chart that gains a point as each candidate of a study finishes
+    (`study.subscribe`). Live it is a JupyterChart; headless `show()` updates a display
+    in place, so the saved notebook ends with the final chart."""
+
+    def __init__(self, study, **chart_options: Any):
+        import altair as alt
+
+        self.study = study
+        self.options = {"x": "p99_ms", "y": "quality", **chart_options}
+        self.chart = self._build()
+        self.jchart = alt.JupyterChart(self.chart)
+        self._handle = None
+        self._unsubscribe: Callable[[], None] | None = study.subscribe(self.update)
+
+    def _build(self, df=None):
+        from optlab.views.plots import pareto_chart
+
+        df = _results(self.study) if df is None else df
+        return pareto_chart(df, **self.options)
+
+    def update(self, event=None) -> None:
+        """Redraw from the study's rows (called by the study after each candidate)."""
+        self.chart = self._build(getattr(event, "results", None))
+        self.jchart.chart = self.chart
+        if self._handle is not None:
+            self._handle.update(self._static(), raw=True)
+
+    def close(self) -> None:
+        """Stop following the study."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _static(self) -> dict[str, Any]:
+        from optlab.views.report import headline_table
+
+        return _static_bundle(self.chart, headline_table(_results(self.study)))
+
+    def show(self):
+        from IPython.display import display
+
+        if is_headless():
+            self._handle = display(self._static(), raw=True, display_id=True)
+        else:
+            display(self.jchart)
+        return self
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        if is_headless():
+            return self._static()
+        return {**self._static(), **dict(self.jchart._repr_mimebundle_(include=include, exclude=exclude) or {})}

@@ -1,0 +1,101 @@
+"""The timing loop and its statistics, checked on recorded synthetic samples (no wall clock
+in the assertions)."""
+import numpy as np
+import pytest
+
+from optlab.bench.measure import TRUE_P50_MS, TRUE_P99_MS, draw_latencies_ms
+from optlab.instruments.timing import bootstrap_quantile_ci, is_stable, quantile_ci_order_stats, summarize, time_calls
+
+
+def test_summarize_recovers_injected_mixture_quantiles():
+    samples_ns = (draw_latencies_ms(20_000, seed=1) * 1e6).astype(np.int64)
+    stats = summarize(samples_ns, n_boot=300)
+    assert stats.samples == 20_000
+    assert stats.p50_ms == pytest.approx(TRUE_P50_MS, rel=0.02)
+    assert stats.p99_ms == pytest.approx(TRUE_P99_MS, rel=0.05)
+    assert stats.p50_ci_low_ms <= stats.p50_ms <= stats.p50_ci_high_ms
+    assert stats.p99_ci_low_ms <= stats.p99_ms <= stats.p99_ci_high_ms
+    assert stats.p99_ci_low_ms <= TRUE_P99_MS <= stats.p99_ci_high_ms
+    assert stats.min_ms <= stats.p50_ms <= stats.p90_ms <= stats.p95_ms <= stats.p99_ms <= stats.max_ms
+    assert stats.mean_ms == pytest.approx(samples_ns.mean() / 1e6)
+    assert stats.std_ms == pytest.approx(samples_ns.std(ddof=1) / 1e6)
+    assert not stats.noisy
+
+
+def test_small_tailed_sample_is_flagged_noisy():
+    samples_ns = (draw_latencies_ms(150, seed=2) * 1e6).astype(np.int64)
+    assert summarize(samples_ns, n_boot=200).noisy
+    assert summarize(np.full(500, 1_000_000), n_boot=100).noisy is False
+
+
+def test_summarize_of_nothing_is_none_and_is_deterministic():
+    assert summarize([]) is None
+    samples = (draw_latencies_ms(1000) * 1e6).astype(np.int64)
+    assert summarize(samples, seed=3) == summarize(samples, seed=3)
+
+
+def test_bootstrap_interval_covers_the_true_median_of_a_normal():
+    values = np.random.default_rng(0).normal(10.0, 1.0, 4000)
+    (low, high), = bootstrap_quantile_ci(values, (0.5,), n_boot=400)
+    assert low < 10.0 < high and high - low < 0.2
+
+
+def test_order_statistic_interval_brackets_the_quantile():
+    ordered = np.arange(1000, dtype=float)
+    low, high = quantile_ci_order_stats(ordered, 0.5)
+    assert low < 500 < high and high - low < 100
+    assert quantile_ci_order_stats(ordered[:5], 0.99) == (3.0, 4.0)
+
+
+def test_stability_rule():
+    assert is_stable(np.full(200, 1000), 0.1)
+    assert not is_stable((draw_latencies_ms(120, seed=4) * 1e6).astype(np.int64), 0.1)
+
+
+def test_time_calls_stop_reasons_and_sample_count():
+    batches = [np.zeros(1)]
+    run = time_calls(lambda b: b, batches, warmup=3, min_samples=10, max_samples=50, budget_s=60, rel_ci=1e-9)
+    assert (run.stop_reason, len(run.samples_ns), run.warmup) == ("max_samples", 50, 3)
+    assert run.samples_ns.dtype == np.int64 and (run.samples_ns >= 0).all()
+    run = time_calls(lambda b: b, batches, min_samples=10, max_samples=100_000, budget_s=60, rel_ci=0.99)
+    assert run.stop_reason in ("stable", "max_samples") and run.complete
+    run = time_calls(lambda b: sum(range(1000)), batches, min_samples=5, max_samples=10**7, budget_s=0.01)
+    assert run.stop_reason == "budget" and len(run.samples_ns) >= 1
+
+
+def test_time_calls_cycles_batches_and_checks_warmup_outputs():
+    seen, checked = [], []
+    time_calls(seen.append, [1, 2, 3], warmup=2, min_samples=4, max_samples=4, budget_s=60,
+               check=lambda out, batch: checked.append(batch))
+    assert seen == [1, 2, 1, 2, 3, 1] and checked == [1, 2]
+
+
+def test_time_calls_keeps_samples_on_keyboard_interrupt():
+    calls = {"n": 0}
+
+    def predict(batch):
+        calls["n"] += 1
+        if calls["n"] > 12:
+            raise KeyboardInterrupt
+
+    run = time_calls(predict, [0], warmup=2, min_samples=100, max_samples=1000, budget_s=60)
+    assert run.stop_reason == "interrupted" and not run.complete and len(run.samples_ns) == 10
+
+
+def test_time_calls_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="at least one batch"):
+        time_calls(lambda b: b, [])
+    with pytest.raises(ValueError, match="min_samples"):
+        time_calls(lambda b: b, [0], min_samples=10, max_samples=5)
+
+
+def test_harness_overhead_sanity_bound():
+    run = time_calls(lambda b: None, [None], warmup=10, min_samples=2000, max_samples=2000, budget_s=60)
+    assert np.median(run.samples_ns) < 100_000  # 100 us: a loose bound that never flakes
+
+
+def test_synced_loop_calls_sync_around_each_call():
+    events = []
+    time_calls(lambda b: events.append("call"), [0], warmup=1, min_samples=3, max_samples=3, budget_s=60,
+               sync=lambda: events.append("sync"))
+    assert events == ["call", "sync"] + ["sync", "call", "sync"] * 3

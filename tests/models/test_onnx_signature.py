@@ -1,0 +1,68 @@
+"""Signatures of real ONNX files of several shapes, and inputs checked against them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optlab.models.onnx_signature import InputMismatch, conform, read_signature
+from optlab.testing import TinyCNN, TokenClassifier, TwoHeads, cnn_inputs, export, feature_inputs, token_inputs
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("user-models")
+    return {
+        "cnn": export(TinyCNN(), cnn_inputs(), root / "cnn.onnx"),
+        "tokens": export(TokenClassifier(), token_inputs(), root / "tokens.onnx", dynamic_seq=True),
+        "two_heads": export(TwoHeads(), feature_inputs(), root / "two_heads.onnx", output_names=("scores", "value")),
+        "opset11": export(TinyCNN(), cnn_inputs(), root / "cnn11.onnx", opset=11),
+    }
+
+
+def test_reads_names_dtypes_and_dynamic_axes(onnx_files):
+    cnn = read_signature(onnx_files["cnn"])
+    assert cnn.input_names == ("image",) and cnn.inputs[0].dtype == "float32"
+    assert cnn.inputs[0].shape == ("batch", 1, 8, 8)
+    tokens = read_signature(onnx_files["tokens"])
+    assert tokens.input_names == ("input_ids", "attention_mask")
+    assert [s.dtype for s in tokens.inputs] == ["int64", "int64"]
+    assert tokens.inputs[0].shape == ("batch", "sequence")
+    two = read_signature(onnx_files["two_heads"])
+    assert two.output_names == ("scores", "value")
+    assert read_signature(onnx_files["opset11"]).opset == 11
+
+
+def test_conform_casts_within_a_kind_and_accepts_any_dynamic_size(onnx_files):
+    sig = read_signature(onnx_files["tokens"])
+    given = {k: v.astype(np.int32) for k, v in token_inputs(rows=3, seq=40).items()}
+    out = conform(given, sig)
+    assert out["input_ids"].dtype == np.int64 and out["input_ids"].shape == (3, 40)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"pixels": np.zeros((2, 1, 8, 8), np.float32)}, "missing ['image'], unexpected ['pixels']"),
+    ({"image": np.zeros((2, 1, 8, 8), np.int64)}, "dtype int64 but the model expects float32"),
+    ({"image": np.zeros((2, 8, 8), np.float32)}, "has 3 dimensions"),
+    ({"image": np.zeros((2, 1, 9, 8), np.float32)}, "axis 2 has size 9 but the model fixes it to 8"),
+])
+def test_mismatches_say_what_the_model_expects(onnx_files, bad, message):
+    with pytest.raises(InputMismatch) as err:
+        conform(bad, read_signature(onnx_files["cnn"]))
+    assert message in str(err.value)
+    assert "image: float32[batch, 1, 8, 8]" in str(err.value)
+
+
+def test_rows_must_agree_across_inputs(onnx_files):
+    given = token_inputs(rows=4)
+    given["attention_mask"] = given["attention_mask"][:3]
+    with pytest.raises(InputMismatch, match="number of rows"):
+        conform(given, read_signature(onnx_files["tokens"]))
+
+
+def test_not_an_onnx_file_is_named(tmp_path):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(b"\x00not a protobuf at all" * 10)
+    with pytest.raises(ValueError, match="is not a valid ONNX model"):
+        read_signature(bogus)
+    with pytest.raises(FileNotFoundError, match="ONNX model not found"):
+        read_signature(tmp_path / "missing.onnx")

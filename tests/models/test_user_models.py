@@ -1,0 +1,157 @@
+"""Analysts' models: real ONNX files of several shapes through the wrapper and a small study."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from optlab.instruments.latency import Workload
+from optlab.models.user_models import CalibrationOnBenchmarkData, from_module, from_onnx
+from optlab.recipes.recipe import Compile, Prune, Quantize
+from optlab.study.study import Study
+from optlab.testing import (
+    ScoresOnly,
+    TinyCNN,
+    TokenClassifier,
+    TwoHeads,
+    cnn_inputs,
+    export,
+    feature_inputs,
+    token_inputs,
+)
+
+WORKLOAD = Workload.smoke(memory=False, cold_start=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("byom")
+    torch.manual_seed(0)
+    return {
+        "cnn": export(TinyCNN(), cnn_inputs(), root / "cnn.onnx"),
+        "tokens": export(TokenClassifier(), token_inputs(), root / "tokens.onnx", dynamic_seq=True),
+        "two_heads": export(TwoHeads(), feature_inputs(), root / "two_heads.onnx", output_names=("scores", "value")),
+        "opset11": export(TinyCNN(), cnn_inputs(), root / "cnn11.onnx", opset=11),
+    }
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationOnBenchmarkData)
+        return fn(*args, **kwargs)
+
+
+def _study(baseline, data, recipes, tmp_path):
+    return Study(baseline, data, recipes, workload=WORKLOAD, results_dir=tmp_path / "results", progress=False).run()
+
+
+def test_cnn_without_labels_quality_is_agreement(files, tmp_path):
+    baseline, data = _quiet(from_onnx, files["cnn"], cnn_inputs(rows=64))
+    assert data.task == "outputs" and baseline.runtime == "onnxruntime"
+    results = _study(baseline, data, [Compile("onnxruntime", graph_level="basic"),
+                                      Quantize("dynamic-int8", runtime="onnxruntime")], tmp_path)
+    assert list(results["status"]) == ["ok", "ok", "ok"], results["error"].tolist()
+    assert results.loc[0, "quality"] == pytest.approx(1.0) and results.loc[0, "quality_drop"] == pytest.approx(0.0)
+    assert results.loc[1, "agreement"] == pytest.approx(1.0)  # fp32 on another graph level
+    assert 0.5 < results.loc[2, "agreement"] <= 1.0 and results.loc[2, "metric"] == "agreement"
+
+
+def test_cnn_with_labels_uses_the_task_metric(files, tmp_path):
+    inputs = cnn_inputs(rows=64)
+    labels = np.random.default_rng(1).integers(0, 10, 64)
+    baseline, data = _quiet(from_onnx, files["opset11"], inputs, labels=labels, metric="accuracy")
+    results = _study(baseline, data, [Quantize("static-int8", runtime="onnxruntime", calibration_samples=32)], tmp_path)
+    assert list(results["status"]) == ["ok", "ok"] and set(results["metric"]) == {"accuracy"}
+    assert results.loc[0, "quality"] == pytest.approx((TinyCNN_predictions(baseline, inputs) == labels).mean())
+
+
+def TinyCNN_predictions(baseline, inputs):
+    return baseline.predict(inputs).argmax(axis=1)
+
+
+def test_two_int64_inputs_and_a_dynamic_sequence(files, tmp_path):
+    baseline, data = _quiet(from_onnx, files["tokens"], token_inputs(rows=48, seq=30),
+                            calibration=token_inputs(rows=16, seq=20, seed=3))
+    assert data.calibration.inputs["input_ids"].shape == (16, 20)
+    results = _study(baseline, data, [Quantize("dynamic-int8", runtime="onnxruntime"), Prune(0.5)], tmp_path)
+    assert list(results["status"]) == ["ok", "ok", "error"]
+    assert results.loc[2, "error"].startswith("UnsupportedRecipe")  # pruning needs a torch module
+
+
+def test_two_outputs_are_compared_one_by_one(files, tmp_path):
+    baseline, data = _quiet(from_onnx, files["two_heads"], feature_inputs(rows=40))
+    assert [o["name"] for o in data.meta["outputs"]] == ["scores", "value"]
+    assert baseline.predict(feature_inputs(rows=3)).shape == (3, 5)  # 4 scores + 1 value, flattened
+    results = _study(baseline, data, [Quantize("dynamic-int8", runtime="onnxruntime")], tmp_path)
+    assert list(results["status"]) == ["ok", "ok"]
+    assert results.loc[1, "quality"] == pytest.approx(results.loc[1, "agreement"])
+
+
+def test_a_callable_metric_with_labels(files, tmp_path):
+    inputs = feature_inputs(rows=40)
+    target = np.random.default_rng(2).normal(size=40)
+
+    def neg_mse(labels, outputs):
+        return -float(np.mean((outputs[:, -1] - labels) ** 2))
+
+    baseline, data = _quiet(from_onnx, files["two_heads"], inputs, labels=target, metric=neg_mse)
+    results = _study(baseline, data, [Compile("onnxruntime", graph_level="basic")], tmp_path)
+    assert set(results["metric"]) == {"neg_mse"}
+    assert results.loc[1, "quality_drop"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_torch_module_takes_every_recipe(tmp_path):
+    torch.manual_seed(0)
+    baseline, data = _quiet(from_module, ScoresOnly().eval(), feature_inputs(rows=40))
+    results = _study(baseline, data, [Prune(0.5, finetune_epochs=0), Quantize("dynamic-int8", runtime="onnxruntime")],
+                     tmp_path)
+    assert list(results["status"]) == ["ok", "ok", "ok"], results["error"].tolist()
+
+
+def test_calibration_on_benchmark_data_warns(files):
+    with pytest.warns(CalibrationOnBenchmarkData, match="flatters"):
+        from_onnx(files["cnn"], cnn_inputs(rows=8))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"labels": np.zeros(7)}, "labels were given without a metric"),
+    ({"labels": np.zeros(7), "metric": "accuracy"}, "labels have shape \\[7\\] but the inputs have 8 rows"),
+    ({"metric": "accuracy"}, "needs labels"),
+    ({"labels": np.zeros(8), "metric": "auc"}, "expects one click score per row"),
+    ({"labels": np.zeros(8), "metric": "bleu"}, "unknown metric 'bleu'"),
+])
+def test_bad_labels_and_metrics_are_named(files, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _quiet(from_onnx, files["cnn"], cnn_inputs(rows=8), **kwargs)
+
+
+def test_wrong_inputs_list_what_the_model_expects(files):
+    with pytest.raises(ValueError, match=r"missing \['image'\].*image: float32\[batch, 1, 8, 8\]"):
+        _quiet(from_onnx, files["cnn"], {"pixels": np.zeros((4, 1, 8, 8), np.float32)})
+
+
+def test_command_line_writes_results_and_report(files, tmp_path):
+    np.savez(tmp_path / "inputs.npz", **cnn_inputs(rows=32))
+    np.save(tmp_path / "labels.npy", np.random.default_rng(0).integers(0, 10, 32))
+    out = tmp_path / "study"
+    done = subprocess.run([sys.executable, "-m", "optlab.cli", "study", "--model", str(files["cnn"]), "--inputs",
+                           str(tmp_path / "inputs.npz"), "--labels", str(tmp_path / "labels.npy"), "--metric",
+                           "accuracy", "--recipe", "compile(runtime=onnxruntime, graph_level=basic)", "--recipe",
+                           "quantize(scheme=dynamic-int8, runtime=onnxruntime)", "--max-p99-ms", "50",
+                           "--max-quality-drop", "0.5", "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "results.csv").exists() and (out / "report.html").exists()
+    assert "quantize(scheme=dynamic-int8, runtime=onnxruntime)" in done.stdout
+
+
+def test_command_line_refuses_a_pickle_checkpoint(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"not loaded")
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 2)))
+    done = subprocess.run([sys.executable, "-m", "optlab.cli", "study", "--model", str(tmp_path / "model.pt"),
+                           "--inputs", str(tmp_path / "x.npz")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "does not unpickle checkpoints" in done.stderr

@@ -1,0 +1,110 @@
+"""Pareto front and SLA recommendation on hand-made rows."""
+import pandas as pd
+import pytest
+
+from optlab.study.frontier import pareto_front, pareto_mask, recommend
+
+
+def rows(*points, **extra):
+    """points: (candidate, p99_ms, quality[, status])."""
+    data = []
+    for point in points:
+        name, p99, quality, *status = point
+        data.append({"candidate": name, "p99_ms": p99, "quality": quality, "status": status[0] if status else "ok"})
+    return pd.DataFrame(data)
+
+
+def test_front_drops_dominated_points_and_keeps_exact_ties():
+    df = rows(("slow-good", 10.0, 0.95), ("fast-bad", 1.0, 0.80), ("mid", 5.0, 0.90),
+              ("dominated", 6.0, 0.85),        # slower and worse than mid
+              ("same-x-worse", 5.0, 0.88),     # same latency as mid, lower quality
+              ("same-y-slower", 12.0, 0.95),   # same quality as slow-good, slower
+              ("tie", 5.0, 0.90),              # exact tie with mid: both stay
+              ("broken", 0.1, 0.99, "error"),  # error rows never count
+              ("missing", None, 0.99))         # missing values never count
+    front = pareto_front(df)
+    assert front["candidate"].tolist() == ["fast-bad", "mid", "tie", "slow-good"]
+    assert pareto_mask(df).sum() == 4
+
+
+def test_front_directions_and_reference_rows():
+    df = rows(("a", 1.0, 0.9), ("b", 2.0, 0.7), ("ref", 0.5, 0.95, "reference"))
+    # maximise x, minimise y: b has larger x and smaller y -> dominates a
+    assert pareto_front(df, minimize_x=False, maximize_y=False)["candidate"].tolist() == ["b"]
+    assert pareto_front(df)["candidate"].tolist() == ["a"]
+    assert pareto_front(df, include_reference=True)["candidate"].tolist() == ["ref"]
+    with pytest.raises(ValueError, match="column 'cost' is not in the results"):
+        pareto_front(df, x="cost")
+
+
+def table():
+    return pd.DataFrame([
+        {"candidate": "baseline", "family": "baseline", "status": "ok", "p99_ms": 10.0, "quality": 0.95,
+         "quality_drop": 0.0, "agreement": 1.0, "cost_per_1m_usd": 2.0, "size_bytes": 4e6},
+        {"candidate": "int8", "family": "quantization", "status": "ok", "p99_ms": 4.0, "quality": 0.945,
+         "quality_drop": 0.005, "quality_drop_ci_low": -0.002, "quality_drop_ci_high": 0.012, "agreement": 0.99,
+         "cost_per_1m_usd": 0.8, "size_bytes": 1e6},
+        {"candidate": "pruned", "family": "pruning", "status": "ok", "p99_ms": 3.0, "quality": 0.90,
+         "quality_drop": 0.05, "agreement": 0.93, "cost_per_1m_usd": 0.5, "size_bytes": 2e6},
+        {"candidate": "bf16", "family": "quantization", "status": "ok", "p99_ms": 6.0, "quality": 0.95,
+         "quality_drop": 0.0, "agreement": 0.999, "cost_per_1m_usd": 1.0, "size_bytes": 2e6},
+        {"candidate": "cuda", "family": "compilation", "status": "error", "error": "UnsupportedRecipe: no CUDA"},
+    ])
+
+
+def test_recommend_picks_cheapest_within_constraints_and_explains():
+    rec = recommend(table(), max_p99_ms=5, max_quality_drop=0.01, objective="cost")
+    assert rec.met and rec.candidate == "int8"
+    assert "int8" in rec.explanation and "cost per 1M" in rec.explanation and "2.50x" in rec.explanation
+    assert "0.50 pp" in rec.explanation  # the drop in percentage points, with its interval
+    reasons = {r.candidate: r.reasons for r in rec.rejected}
+    assert reasons["pruned"] == ("quality drop 5.00 pp > 1.00 pp",)
+    assert reasons["baseline"] == ("p99 10 ms > 5 ms",)
+    assert "UnsupportedRecipe" in reasons["cuda"][0]
+    assert set(rec.rejected_frame()["candidate"]) == {"baseline", "pruned", "bf16", "cuda"}
+    # other objectives
+    assert recommend(table(), max_quality_drop=0.01, objective="latency").candidate == "int8"
+    assert recommend(table(), objective="size").candidate == "int8"
+    assert recommend(table(), objective="cost").candidate == "pruned"
+    assert recommend(table(), max_quality_drop=0.0, objective="cost").candidate == "bf16"
+
+
+def test_recommend_explains_a_miss_and_the_closest():
+    rec = recommend(table(), max_p99_ms=2, max_quality_drop=0.01)
+    assert not rec.met and rec.row is None
+    assert rec.unmet == ("max_p99_ms",)
+    assert "nothing meets p99 <= 2 ms" in rec.explanation and "pruned at 3 ms" in rec.explanation
+    assert rec.closest["candidate"] == "int8"  # 4 ms is 1x over; pruned also breaks the quality limit
+    rec = recommend(table(), max_p99_ms=3.5, max_quality_drop=0.01)
+    assert not rec.met and rec.unmet == ()
+    assert "none meets all" in rec.explanation
+
+
+def test_cost_objective_falls_back_to_throughput_without_prices():
+    df = table().drop(columns=["cost_per_1m_usd"]).assign(throughput_per_s=[100, 300, 500, 200, None])
+    assert recommend(df, max_quality_drop=0.01).candidate == "int8"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(objective="speed"), "unknown objective 'speed'"),
+    (dict(max_p99_ms=0), "positive latency in milliseconds"),
+    (dict(max_p99_ms=-5), "positive latency in milliseconds"),
+    (dict(max_quality_drop=1), "use 0.01 for 1 percentage point"),
+    (dict(max_quality_drop=-0.01), "must be >= 0"),
+    (dict(min_agreement=99), r"fraction in \[0, 1\]"),
+])
+def test_bad_constraints_are_explained(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        recommend(table(), **kwargs)
+
+
+def test_empty_or_all_failed():
+    with pytest.raises(ValueError, match="no results yet"):
+        recommend(pd.DataFrame(columns=["candidate", "status", "p99_ms", "quality"]))
+    with pytest.raises(ValueError, match="no successful candidate"):
+        recommend(table()[table()["status"] == "error"])
+
+
+def test_front_with_duplicate_index_labels():
+    df = pd.concat([rows(("a", 1.0, 0.8)), rows(("b", 2.0, 0.7)), rows(("c", 3.0, 0.9))])  # index 0, 0, 0
+    assert pareto_front(df)["candidate"].tolist() == ["a", "c"]

@@ -1,0 +1,235 @@
+"""Study: baseline + recipes -> tidy rows, isolated failures, crash-safe resume, reference rows.
+
+Runs real recipes on the zoo's tiny digits student (trained once, cached on disk)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from optlab.data import datasets
+from optlab.instruments.latency import Workload
+from optlab.models import zoo
+from optlab.recipes.recipe import Compile, Quantize
+from optlab.study.executor import InProcessExecutor
+from optlab.study.store import MANIFEST, IncompatibleStore
+from optlab.study.study import COLUMNS, Study, StudyEvent
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = Workload.smoke(threads=1, throughput_batch_sizes=(8,), memory=False, cold_start=False)
+FIVE = [Quantize("dynamic-int8"), Quantize("bf16"), Compile(graph_level="basic"), Compile(graph_level="all"),
+        Compile(provider="cuda")]  # no CUDA here: UnsupportedRecipe
+
+
+class LoggingExecutor(InProcessExecutor):
+    """The executor seam, used to record which tasks really ran."""
+
+    def __init__(self):
+        self.ran = []
+
+    def run(self, fn, tasks):
+        for task in tasks:
+            self.ran.append(task.name)
+            yield fn(task)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.load("digits", smoke=True)
+
+
+@pytest.fixture(scope="module")
+def model(digits):
+    return zoo.get("digits", "student", smoke=True, data=digits)
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory, digits, model):
+    """One study of five recipes (one fails), run once for the tests below."""
+    results_dir = tmp_path_factory.mktemp("five")
+    executor = LoggingExecutor()
+    study = Study(model, digits, FIVE, workload=FAST, results_dir=results_dir, executor=executor, progress=False)
+    events = []
+    study.subscribe(events.append)
+    study.subscribe(lambda event: 1 / 0)  # a broken widget must not stop the study
+    with pytest.warns(RuntimeWarning, match="subscriber raised"):
+        df = study.run()
+    return study, df, events, executor
+
+
+def test_five_recipes_one_failing(five):
+    study, df, events, executor = five
+    assert len(df) == 6 and list(df.columns[:len(COLUMNS)]) == list(COLUMNS)
+    assert df["candidate"].iloc[0] == "baseline" and df["family"].iloc[0] == "baseline"
+    assert df["status"].tolist() == ["ok"] * 5 + ["error"]
+    error = df.iloc[5]
+    assert error["recipe"] == "compile(runtime=onnxruntime, provider=cuda)" and error["error"].startswith("UnsupportedRecipe: ")
+    assert error["error_type"] == "UnsupportedRecipe" and error["error_stage"] == "apply"
+    ok = df[df["status"] == "ok"]
+    for column in ("p50_ms", "p99_ms", "throughput_per_s", "quality", "quality_drop", "quality_drop_ci_low",
+                   "agreement", "size_bytes", "cost_per_1m_usd"):
+        assert ok[column].notna().all(), column
+    assert ok["quality_drop"].iloc[0] == 0 and ok["agreement"].iloc[0] == 1
+    assert {json.loads(r)["kind"] for r in df["recipe_json"]} == {"baseline", "quantize", "compile"}
+    assert set(df["family"]) == {"baseline", "quantization", "compilation"}
+    # one event per finished row, in order, with the results so far
+    assert [e.candidate for e in events] == df["candidate"].tolist()
+    assert all(isinstance(e, StudyEvent) and not e.cached for e in events)
+    assert [len(e.results) for e in events] == [1, 2, 3, 4, 5, 6] and events[-1].done == events[-1].total == 6
+    assert len(study.callback_errors) == 6
+    assert len(list((study.results_dir / "rows").glob("*.json"))) == 6
+    assert executor.ran == ["baseline"] + [r.name for r in FIVE]
+
+
+def test_rerun_skips_stored_rows_and_retries_errors_on_request(five, digits, model):
+    study, df, _, _ = five
+    again = LoggingExecutor()
+    rerun = Study(model, digits, FIVE, workload=FAST, results_dir=study.results_dir, executor=again, progress=False)
+    events = []
+    rerun.subscribe(events.append)
+    df2 = rerun.run()
+    assert again.ran == [] and df2["cached"].all() and len(events) == 6 and all(e.cached for e in events)
+    assert df2["fingerprint"].tolist() == df["fingerprint"].tolist()
+    assert df2["p99_ms"].fillna(-1).tolist() == df["p99_ms"].fillna(-1).tolist()
+    rerun.run(retry_errors=True)
+    assert again.ran == ["compile(runtime=onnxruntime, provider=cuda)"]
+    # another workload is another measurement: everything would run again
+    other = Study(model, digits, FIVE, workload=Workload.smoke(threads=1, batch_size=4, memory=False,
+                                                                  cold_start=False), results_dir=study.results_dir)
+    assert not {t.fingerprint for t, _ in other._tasks()} & set(df["fingerprint"])
+
+
+def test_recommend_and_frontier_on_real_rows(five):
+    study, df, _, _ = five
+    rec = study.recommend(max_p99_ms=1e4, max_quality_drop=0.05, objective="latency")
+    assert rec.met and rec.row["p99_ms"] == df[df["status"] == "ok"]["p99_ms"].min()
+    assert "compile(runtime=onnxruntime, provider=cuda)" in {r.candidate for r in rec.rejected}
+    front = study.frontier()
+    assert len(front) >= 1 and (front["status"] == "ok").all()
+    with pytest.raises(ValueError, match="unknown objective"):
+        study.recommend(objective="fastest")
+    with pytest.raises(ValueError, match="use 0.01 for 1 percentage point"):
+        study.recommend(max_quality_drop=2)
+    costly = study.set_price("gpu-h100").results
+    assert (costly["cost_per_1m_usd"].dropna() > df["cost_per_1m_usd"].dropna()).all()
+    study.set_price(None)
+
+
+def test_reference_rows_are_labelled_and_never_cache_hits(five, digits, model, tmp_path):
+    study, _, _, _ = five
+    executor = LoggingExecutor()
+    local = Study(model, digits, [], workload=FAST, results_dir=tmp_path / "local",
+                  executor=executor, progress=False)
+    reference = local.load_reference(study.results_dir, label="H100", price_per_hour_usd="gpu-h100")
+    assert len(reference) == 5 and (reference["status"] == "reference").all() and (reference["source"] == "H100").all()
+    assert reference["candidate"].str.endswith("[H100]").all()
+    assert (reference["price_per_hour_usd"] == 4.0).all()
+    df = local.run()  # the reference folder holds this very fingerprint, yet the baseline is measured here
+    assert executor.ran == ["baseline"]
+    assert df["status"].tolist() == ["ok"] + ["reference"] * 5
+    assert local.recommend().row["source"] == "local"
+    assert len(list((tmp_path / "local" / "rows").glob("*.json"))) == 1
+
+
+def test_incompatible_results_folder(digits, model, tmp_path):
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": "optlab-store", "format_version": 99}))
+    with pytest.raises(IncompatibleStore, match="format version 99.*upgrade optlab"):
+        Study(model, digits, [], workload=FAST, results_dir=tmp_path)
+
+
+def test_bad_input(digits, model, tmp_path):
+    empty = Study(model, digits, [], workload=FAST, results_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="no results yet"):
+        empty.recommend()
+    with pytest.raises(TypeError, match="takes recipes"):
+        empty.add(["quantize"])
+    with pytest.raises(TypeError, match="Candidate or a torch.nn.Module"):
+        Study("model.pt", digits, results_dir=tmp_path)
+    with pytest.raises(ValueError, match="positive number of US dollars"):
+        Study(model, digits, results_dir=tmp_path, price_per_hour_usd=0)
+    assert len(empty.add([Compile(), Compile()]).recipes) == 1  # duplicates ignored
+
+
+def test_memory_and_cold_start_are_measured(digits, model, tmp_path):
+    workload = Workload.smoke(threads=1, memory=True, cold_start=True, cold_start_repeats=1)
+    df = Study(model, digits, [], workload=workload, results_dir=tmp_path, progress=False).run()
+    assert df["status"].tolist() == ["ok"]
+    assert df["peak_rss_mb"].iloc[0] > 0 and df["cold_start_ms"].iloc[0] > 0
+
+
+KILL_SCRIPT = textwrap.dedent('''
+    import os, sys, time
+    from optlab.data import datasets as data
+    from optlab.models import zoo
+    from optlab.study.executor import InProcessExecutor
+    from optlab.instruments.latency import Workload
+    from optlab.recipes.recipe import Compile, Quantize
+    from optlab.study.study import Study
+
+    results_dir, log, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+
+    class Logged(InProcessExecutor):
+        def run(self, fn, tasks):
+            for task in tasks:
+                with open(log, "a") as handle:
+                    handle.write(task.name + "\\n"); handle.flush(); os.fsync(handle.fileno())
+                row = fn(task)
+                time.sleep(delay)  # the candidate stays "in flight" a while
+                yield row
+
+    d = data.load("digits", smoke=True)
+    model = zoo.get("digits", "student", smoke=True, data=d)
+    recipes = [Compile(graph_level=level) for level in ("disabled", "basic", "extended", "all")]
+    recipes.append(Quantize("bf16"))
+    Study(model, d, recipes, workload=Workload.smoke(threads=1, memory=False, cold_start=False),
+          results_dir=results_dir, executor=Logged(), progress=False).run()
+''')
+
+
+def test_sigkill_mid_study_then_resume_runs_only_the_missing(tmp_path, model):
+    script, log, results = tmp_path / "kill.py", tmp_path / "ran.log", tmp_path / "results"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, str(script), str(results), str(log), "0.6"], env=env, cwd=ROOT)
+    rows = results / "rows"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and len(list(rows.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the study finished before it could be killed"
+    stored = {json.loads(p.read_text())["row"]["recipe"] for p in rows.glob("*.json")}
+    first_run = log.read_text().splitlines()
+    assert 2 <= len(stored) < 6
+
+    log.unlink()
+    subprocess.run([sys.executable, str(script), str(results), str(log), "0"], env=env, cwd=ROOT, check=True,
+                   timeout=300)
+    second_run = log.read_text().splitlines()
+    everything = ["baseline", "compile(runtime=onnxruntime, graph_level=disabled)",
+                  "compile(runtime=onnxruntime, graph_level=basic)", "compile(runtime=onnxruntime, graph_level=extended)",
+                  "compile(runtime=onnxruntime)", "quantize(scheme=bf16, runtime=torch)"]
+    assert sorted(second_run) == sorted(set(everything) - stored)  # only what was missing ran again
+    assert set(first_run) - stored <= set(second_run)  # the candidate in flight was lost, and only it
+    final = {json.loads(p.read_text())["row"]["recipe"] for p in rows.glob("*.json")}
+    assert final == set(everything)
+    assert not list(rows.glob(".*.tmp"))
+
+
+def test_ctrl_c_propagates_and_the_study_can_run_again(digits, model, tmp_path):
+    class Interrupted(InProcessExecutor):
+        def run(self, fn, tasks):
+            raise KeyboardInterrupt
+            yield  # a generator, like a real executor
+
+    study = Study(model, digits, [], workload=FAST, results_dir=tmp_path, executor=Interrupted(), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        study.run()
+    assert len(study.results) == 0 and not list((tmp_path / "rows").glob("*.json"))
+    study.executor = InProcessExecutor()
+    assert study.run()["status"].tolist() == ["ok"]  # not stuck in "already running"

@@ -1,0 +1,138 @@
+"""optlab.views.plots on hand-made results frames (plots never compute, so no model is needed)."""
+import functools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+alt = pytest.importorskip("altair")
+
+from optlab.testing import latency_samples, results_frame
+from optlab.views import plots
+
+
+def batch_frame() -> pd.DataFrame:
+    return pd.DataFrame({"candidate": np.repeat(["baseline", "ort-int8", "trt-fp16 [H100]"], 4),
+                         "status": np.repeat(["ok", "ok", "reference"], 4),
+                         "batch_size": [1, 8, 32, 128] * 3,
+                         "throughput_per_s": [500, 3000, 6000, 7000, 900, 5000, 9000, 12000, 4e3, 3e4, 8e4, 1e5],
+                         "p99_ms": [2, 3, 6, 20, 1, 2, 4, 12, .3, .4, .6, 1.5]})
+
+
+@functools.lru_cache(maxsize=1)
+def all_charts():
+    df = results_frame()
+    return {
+        "pareto": plots.pareto_chart(df, max_p99_ms=2.6, max_quality_drop=0.03, recommended="ort-int8"),
+        "pareto_throughput": plots.pareto_chart(df, x="throughput_per_s", max_p99_ms=2.6, max_quality_drop=0.03),
+        "pareto_drop_axis": plots.pareto_chart(df, y="quality_drop", max_quality_drop=0.03),
+        "pareto_plain": plots.pareto_chart(df),
+        "latency_box": plots.latency_chart(latency_samples()),
+        "latency_ecdf": plots.latency_chart(latency_samples(), kind="ecdf"),
+        "throughput": plots.throughput_chart(batch_frame()),
+        "p99_vs_batch": plots.throughput_chart(batch_frame(), y="p99_ms"),
+        "sweep": plots.sweep_chart(df, "sparsity"),
+        "sweep_two": plots.sweep_chart(df, "sparsity", y=["quality", "p99_ms"]),
+        "size": plots.size_chart(df),
+    }
+
+
+def datasets(spec: dict) -> list[list[dict]]:
+    return list(spec.get("datasets", {}).values())
+
+
+def all_candidates(spec: dict) -> set:
+    return {r.get("candidate") for rows in datasets(spec) for r in rows} - {None}
+
+
+@pytest.mark.parametrize("name", list(all_charts()))
+def test_every_chart_validates_and_drops_error_rows(name):
+    spec = all_charts()[name].to_dict(validate=True)
+    names = all_candidates(spec)
+    assert "broken-int4" not in names
+    assert spec["config"]["font"].startswith("DejaVu Sans")  # one theme everywhere
+
+
+def test_reference_rows_are_distinct_labelled_and_off_the_frontier():
+    spec = plots.pareto_chart(results_frame()).to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    assert points["encoding"]["shape"]["scale"]["range"] == ["circle", "diamond"]
+    labels = [layer for layer in spec["layer"] if layer["mark"]["type"] == "text"]
+    label_rows = spec["datasets"][labels[0]["data"]["name"]]
+    assert [r["label"] for r in label_rows] == ["trt-fp16 [H100] (reference)"]
+    line = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "line")
+    frontier = {r["candidate"] for r in spec["datasets"][line["data"]["name"]]}
+    assert frontier == {"baseline", "ort-int8"}  # prune-0.5 is dominated; reference excluded
+
+
+def test_frontier_follows_throughput_direction():
+    spec = plots.pareto_chart(results_frame(), x="throughput_per_s").to_dict(validate=True)
+    line = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "line")
+    assert {r["candidate"] for r in spec["datasets"][line["data"]["name"]]} == {"baseline", "ort-int8"}
+
+
+def test_sla_and_recommendation_are_params_the_widget_can_move():
+    spec = plots.pareto_chart(results_frame(), max_p99_ms=2.6, max_quality_drop=0.03,
+                              recommended="ort-int8").to_dict(validate=True)
+    params = {p["name"]: p for p in spec["params"]}
+    assert params["max_p99_ms"]["value"] == 2.6
+    assert params["max_quality_drop"]["value"] == 0.03
+    assert params["recommended"]["value"] == "ort-int8"
+    assert params[plots.SELECTION]["select"]["type"] == "point"
+    region = spec["layer"][0]
+    assert region["mark"]["type"] == "rect"
+    assert region["encoding"]["x"]["datum"] == {"expr": "max_p99_ms"}
+    # quality floor = baseline quality - allowed drop
+    assert region["encoding"]["y"]["datum"]["expr"].startswith("0.95 - max_quality_drop")
+    assert any(layer.get("transform") == [{"filter": "datum.candidate == recommended"}] for layer in spec["layer"])
+
+
+def test_tooltips_carry_every_figure():
+    spec = plots.pareto_chart(results_frame()).to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    fields = {t["field"] for t in points["encoding"]["tooltip"]}
+    assert {"p50_ms", "p99_ms", "throughput_per_s", "size_mb", "quality", "quality_drop", "agreement",
+            "cost_per_1m_usd", "runtime", "status"} <= fields
+
+
+def test_exports_png_and_svg(tmp_path):
+    chart = all_charts()["pareto"]
+    png = plots.save(chart, tmp_path / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    svg = plots.save(chart, tmp_path / "pareto.svg").read_text()
+    assert "<svg" in svg and "recommended" in svg and "(reference)" in svg
+    assert plots.save(chart, tmp_path / "pareto.json").stat().st_size > 100
+    with pytest.raises(ValueError, match=r"\.svg, \.png"):
+        plots.save(chart, tmp_path / "pareto.pdf")
+
+
+def test_missing_columns_name_the_problem_and_the_fix():
+    with pytest.raises(ValueError, match=r"needs the column\(s\) \['p99_ms'\].*Study's `.results`"):
+        plots.pareto_chart(pd.DataFrame({"candidate": ["a"], "quality": [0.9]}))
+    with pytest.raises(ValueError, match="kind='box' or kind='ecdf'"):
+        plots.latency_chart(latency_samples(), kind="violin")
+
+
+def test_empty_and_statusless_frames_still_validate():
+    from optlab.study.study import _empty_frame
+
+    plots.pareto_chart(_empty_frame(), max_p99_ms=1.0, max_quality_drop=0.01, recommended="").to_dict(validate=True)
+    bare = results_frame().drop(columns=["status"]).iloc[:4]
+    spec = plots.pareto_chart(bare).to_dict(validate=True)
+    assert all_candidates(spec) == {"baseline", "ort-int8", "prune-0.5", "prune-0.8"}
+
+
+def test_missing_sizes_do_not_hide_points():
+    df = results_frame()
+    df.loc[1, "size_mb"] = math.nan
+    spec = plots.pareto_chart(df).to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    rows = spec["datasets"][points["data"]["name"]] if "data" in points else datasets(spec)[0]
+    assert all(r["mark_size_mb"] is not None for r in rows)
+
+
+def test_theme_is_registered_and_bare_strips_it_for_composition():
+    assert "optlab" in alt.theme.names()
+    chart = alt.hconcat(plots.bare(plots.size_chart(results_frame())), plots.bare(all_charts()["throughput"]))
+    chart.to_dict(validate=True)

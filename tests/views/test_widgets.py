@@ -1,0 +1,161 @@
+"""optlab.views.widgets: views re-rank without measuring; Run measures in this thread; headless fallback."""
+import os
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")
+
+from optlab.recipes.recipe import Distill, Prune  # noqa: E402
+from optlab.testing import results_frame
+from optlab.views import widgets
+from optlab.views.plots import SELECTION  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def explorer():
+    return widgets.TradeoffExplorer(results_frame(), max_p99_ms=3.0, max_quality_drop=0.01)
+
+
+def test_builds_its_widget_tree_without_a_kernel(explorer):
+    import ipywidgets as w
+
+    assert isinstance(explorer.widget, w.VBox)
+    assert isinstance(explorer.max_p99_ms, w.FloatText)
+    assert isinstance(explorer.max_quality_drop, w.FloatText)
+    assert explorer.jchart in explorer.widget.children[-1].children
+    assert explorer.run_button.disabled  # a DataFrame has nothing to run
+    assert set(explorer.families.value) == {"baseline", "quantization", "pruning", "compilation"}
+
+
+def test_sla_views_rerank_and_move_chart_params(explorer):
+    assert explorer.recommendation.candidate == "ort-int8"
+    assert explorer.jchart.params.recommended == "ort-int8"
+    assert explorer.chart_data.set_index("candidate")["recommended"]["ort-int8"]
+    spec_before = explorer.jchart.spec
+
+    explorer.max_p99_ms.value = 1.0  # what the browser does: assign the trait
+    assert explorer.recommendation.candidate is None and not explorer.recommendation.met
+    assert explorer.jchart.params.max_p99_ms == 1.0
+    assert explorer.jchart.params.recommended == ""
+    meets = explorer.chart_data[explorer.chart_data["meets_sla"]]
+    assert list(meets["candidate"]) == ["trt-fp16 [H100]"]  # fast enough, but another machine's figure
+    assert explorer.jchart.spec == spec_before  # only params moved: no re-embed
+    assert "No candidate meets" in explorer.recommendation_html.value
+
+    explorer.max_p99_ms.value = 3.0
+    explorer.max_quality_drop.value = 0.05
+    assert explorer.recommendation.candidate == "ort-int8"
+    explorer.objective.value = "latency"
+    assert explorer.recommendation.candidate == "ort-int8"
+    explorer.max_quality_drop.value = 0.0  # 0 = no limit
+    assert explorer.jchart.params.recommended == explorer.recommendation.candidate
+
+
+def test_family_and_price_views_change_the_chart_data(explorer):
+    explorer.families.value = ("baseline", "pruning")
+    assert set(explorer.chart_data["candidate"]) == {"baseline", "prune-0.5", "prune-0.8"}
+    assert explorer.recommendation.candidate == "baseline"
+    names = {r.get("candidate") for rows in explorer.jchart.spec["datasets"].values() for r in rows}
+    assert "ort-int8" not in names
+
+    cost = explorer.chart_data.set_index("candidate")["cost_per_1m_usd"]["baseline"]
+    explorer.price_per_hour.value = explorer.price_per_hour.value * 2
+    assert explorer.chart_data.set_index("candidate")["cost_per_1m_usd"]["baseline"] == pytest.approx(2 * cost)
+
+
+def test_clicking_a_point_shows_its_details(explorer):
+    # The browser reports a click through the JupyterChart's selection state.
+    explorer.jchart._vl_selections = {SELECTION: {"value": {"vlPoint": {"or": [{"candidate": "prune-0.5"}]}},
+                                                  "store": []}}
+    assert "prune-0.5" in explorer.details.value and "p99_ms" in explorer.details.value
+    explorer.families.value = ("baseline", "pruning")  # a new spec: the watch must survive it
+    explorer.jchart._vl_selections = {SELECTION: {"value": {"vlPoint": {"or": [{"candidate": "baseline"}]}},
+                                                  "store": []}}
+    assert explorer.details.value.startswith("<b>baseline</b>")
+
+
+def test_headless_gives_static_chart_and_table(explorer, monkeypatch):
+    monkeypatch.setenv("OPTLAB_HEADLESS", "1")
+    assert widgets.is_headless()
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" not in bundle
+    assert "data:image/svg+xml;base64," in bundle["text/html"] and "<table" in bundle["text/html"]
+    assert "ort-int8" in bundle["text/plain"]
+    assert bundle["application/vnd.vegalite.v5+json"]["params"]
+
+    monkeypatch.setenv("OPTLAB_HEADLESS", "0")  # a live frontend: the widget, with the static fallback
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "text/html" in bundle
+
+
+def test_no_kernel_counts_as_headless(monkeypatch):
+    monkeypatch.delenv("OPTLAB_HEADLESS", raising=False)
+    assert widgets.is_headless()  # pytest has no IPython kernel
+
+
+# --- a real tiny study -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from optlab.data import datasets as data
+    from optlab.instruments.latency import Workload
+    from optlab.models import zoo
+    from optlab.study.study import Study
+
+    ds = data.load("digits", smoke=True)
+    model = zoo.get("digits", size="student", smoke=True, data=ds)
+    workload = Workload.smoke(memory=False, cold_start=False, threads=1)
+    study = Study(model, ds, workload=workload, results_dir=tmp_path_factory.mktemp("study"), progress=False)
+    study.run()
+    return study
+
+
+def test_run_button_measures_chosen_recipes_with_controls_disabled(study):
+    explorer = widgets.TradeoffExplorer(study, max_quality_drop=0.05)
+    assert not explorer.run_button.disabled
+    explorer.techniques.value = ("prune",)
+    explorer.sparsity.value = 0.3
+    assert explorer.chosen_recipes() == [Prune(sparsity=0.3)]
+    # plus one recipe that fails (a "student" teacher cannot distil into the larger "teacher")
+    explorer.chosen_recipes = lambda: [Prune(sparsity=0.3, finetune_epochs=0), Distill(student="teacher")]
+    during = []
+    study.subscribe(lambda event: during.append((explorer.run_button.disabled, explorer.max_p99_ms.disabled,
+                                                 explorer.sparsity.disabled, len(explorer.chart_data))))
+    explorer.run_button.click()  # the click handler, in this thread
+
+    assert during and all(d[0] and d[1] and d[2] for d in during)
+    assert [d[3] for d in during] == sorted(d[3] for d in during)  # points appear as they finish
+    assert not explorer.run_button.disabled and not explorer.max_p99_ms.disabled and not explorer.sparsity.disabled
+    assert explorer.progress.value == explorer.progress.max
+    results = study.results.set_index("candidate")
+    assert results.loc[Prune(sparsity=0.3, finetune_epochs=0).name, "status"] == "ok"
+    assert (results["status"] == "error").sum() == 1
+    assert Prune(sparsity=0.3, finetune_epochs=0).name in set(explorer.chart_data["candidate"])
+    assert explorer.recommendation is not None
+    assert "done" in explorer.status.value
+
+
+def test_controls_come_back_when_the_run_raises(study):
+    explorer = widgets.TradeoffExplorer(study)
+    explorer.techniques.value = ("prune",)
+    study._running = True  # run() refuses a second concurrent run
+    try:
+        explorer._on_run(explorer.run_button)
+    finally:
+        study._running = False
+    assert "run failed" in explorer.status.value and "already running" in explorer.status.value
+    assert not explorer.run_button.disabled and not explorer.max_quality_drop.disabled
+
+
+def test_live_chart_follows_study_events(study):
+    live = widgets.LiveChart(study, max_quality_drop=0.05)
+    before = len(live.chart.to_dict()["datasets"])
+    assert before
+    study.run(recipes=[Prune(sparsity=0.2, finetune_epochs=0)])
+    names = {r.get("candidate") for rows in live.jchart.spec["datasets"].values() for r in rows}
+    assert Prune(sparsity=0.2, finetune_epochs=0).name in names
+    live.close()
+    assert live.update not in study._subscribers
