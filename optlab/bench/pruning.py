@@ -69,7 +69,7 @@ def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS) -
                 "params_after")
             row["status"] = "reference" if recipe is None else "ok"
             row["meta"] = {k: v for k, v in cand.meta.items() if isinstance(v, (int, float, str, bool, type(None)))}
-        except Exception as error:  # one failing recipe is a row with its error; the others still run
+        except Exception as error:  # noqa: BLE001 - one failing recipe is a row with its error; the others still run
             row.update(candidate=getattr(recipe, "name", "teacher"), status="error",
                        error=f"{type(error).__name__}: {error}"[:300])
         rows.append(row)
@@ -125,7 +125,7 @@ def targets(t, smoke: bool) -> list[str]:
         max_drop = 0.005 if d == "bids" else 0.01
         unit = "AUC" if d == "bids" else "accuracy"
 
-        def quality(r) -> str:
+        def quality(r, d=d, unit=unit) -> str:
             return f"{unit} drop {r['drop']:+.4f}" if d == "bids" else f"{unit} drop {r['drop'] * 100:+.2f} pp"
 
         structured = [c for c in rows.index if "structured=True" in c and f"sparsity={STRUCTURED_TARGET:g}" in c]
@@ -163,10 +163,12 @@ def targets(t, smoke: bool) -> list[str]:
                              f"(drop CI {scratch_ci[0]:+.4f}..{scratch_ci[1]:+.4f}) vs distilled {kd['quality']:.4f} "
                              f"(drop CI {kd_ci[0]:+.4f}..{kd_ci[1]:+.4f}), {gap:+.4f}: {verdict}")
         limit = BUILD_LIMIT_S[smoke]
-        slow = t[(t["dataset"] == d) & (t["status"] == "ok") & (t["build_s"] > limit) & ~t["candidate"].str.contains("->")]
+        slow = t[
+            (t["dataset"] == d) & (t["status"] == "ok") & (t["build_s"] > limit) & ~t["candidate"].str.contains("->")
+        ]
         lines.append(f"[{d}] every single recipe built in <= {limit:g}s: " + (
             "MET" if slow.empty else "MISSED (" + ", ".join(f"{c} {s}s" for c, s in
-                                                          zip(slow["candidate"], slow["build_s"])) + ")"))
+                                                          zip(slow["candidate"], slow["build_s"], strict=False)) + ")"))
     return lines
 
 

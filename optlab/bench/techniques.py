@@ -73,7 +73,7 @@ def run_dataset(name: str, smoke: bool, workdir: Path) -> list[dict[str, Any]]:
             row.update(ev.evaluate(cand, data, ref, n_boot=200).to_row())
             row["status"] = "reference" if recipe is None else "ok"
             row["meta"] = {k: v for k, v in cand.meta.items() if k in ("inc_config", "tuning_trials", "compile_s")}
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - one failing recipe is a row with its error
             row.update(candidate=getattr(recipe, "name", "baseline"), status="error",
                        error=f"{type(error).__name__}: {error}"[:300])
         rows.append(row)
@@ -125,10 +125,13 @@ def targets(t) -> list[str]:
     lines = []
     base = lambda d: f"{d}-baseline"  # noqa: E731
     ort_fp32 = Compile("onnxruntime").name
-    int8_ort = [Quantize("dynamic-int8", runtime="onnxruntime").name, Quantize("static-int8", runtime="onnxruntime").name]
+    int8_ort = [
+        Quantize("dynamic-int8", runtime="onnxruntime").name,
+        Quantize("static-int8", runtime="onnxruntime").name,
+    ]
     inc_static = Quantize("static-int8", runtime="inc").name
     for d in sorted(set(t["dataset"])):
-        def check(label, value, goal):
+        def check(label, value, goal, d=d):
             verdict = "n/a" if value is None else ("MET" if value >= goal else "MISSED")
             shown = "n/a" if value is None else f"{value:.2f}x"
             lines.append(f"[{d}] {label}: {shown} (target >= {goal}x) {verdict}")

@@ -15,7 +15,7 @@ def _splits(inputs: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dic
     parts = np.split(order, cuts)
     names = ("train", "validation", "test", "calibration")
     return {name: Split({k: v[np.sort(p)] for k, v in inputs.items()}, labels[np.sort(p)])
-            for name, p in zip(names, parts)}
+            for name, p in zip(names, parts, strict=False)}
 
 
 def digits_dataset(seed: int = 0, rows: int | None = None) -> Dataset:

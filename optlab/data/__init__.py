@@ -1,1 +1,2 @@
-"""The bottom layer: datasets (generators, splits, request streams), a user's inputs, content hashes and the on-disk cache."""
+"""The bottom layer: datasets (generators, splits, request streams), a user's inputs,
+content hashes, calibration subsets and the on-disk cache."""

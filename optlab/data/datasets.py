@@ -92,7 +92,9 @@ def load(name: str, *, smoke: bool = False, seed: int = 0) -> Dataset:
     for split in ("train", "validation", "test"):
         n = len(arrays[f"{split}/labels"])
         keep = min(n, SMOKE_ROWS[name].get(split, n)) if smoke else n
-        splits[split] = Split({k: arrays[f"{split}/{k}"][:keep] for k in INPUTS[name]}, arrays[f"{split}/labels"][:keep])
+        splits[split] = Split(
+            {k: arrays[f"{split}/{k}"][:keep] for k in INPUTS[name]}, arrays[f"{split}/labels"][:keep]
+        )
     rng = np.random.default_rng(seed + 7919)
     n_train_full = len(arrays["train/labels"])
     calibration_idx = np.sort(rng.permutation(n_train_full)[:CALIBRATION_ROWS[name]])
@@ -244,7 +246,9 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         if key.endswith(".utf8"):
             base = key[:-5]
             data, offsets = value.tobytes(), raw[base + ".offsets"]
-            arrays[base] = np.array([data[a:b].decode() for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
+            arrays[base] = np.array(
+                [data[a:b].decode() for a, b in zip(offsets[:-1], offsets[1:], strict=False)], dtype=object
+            )
         elif not key.endswith(".offsets"):
             arrays[key] = value
     return arrays, meta

@@ -1,1 +1,2 @@
-"""Instruments that read a candidate without changing it: latency (timing, cold start, footprint, environment, pipeline profile) and quality (metrics, agreement, portability)."""
+"""Instruments read a candidate without changing it: latency (timing, cold start,
+footprint, environment, pipeline profile) and quality (metrics, agreement, portability)."""

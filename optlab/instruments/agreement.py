@@ -48,7 +48,7 @@ def compare(candidate: np.ndarray, baseline: np.ndarray, layout: list[dict[str, 
         raise ValueError(f"candidate outputs have shape {candidate.shape} but the baseline's are {baseline.shape}; "
                          f"a recipe changed the model's outputs")
     rows, summaries = [], []
-    for spec, (cand, base) in zip(layout, zip(_parts(candidate, layout), _parts(baseline, layout))):
+    for spec, cand, base in zip(layout, _parts(candidate, layout), _parts(baseline, layout), strict=True):
         agree = per_row_agreement(cand[1], base[1], spec.get("kind", "values"))
         rows.append(agree)
         diff = np.abs(cand[1] - base[1])

@@ -72,7 +72,7 @@ def run(spec):
         for batch in batches[1:]:
             predict(batch)
         report.update(peak_rss_bytes=peak_rss_bytes(), torch_imported="torch" in sys.modules, ok=True)
-    except BaseException as error:  # report every failure to the parent, then exit non-zero
+    except BaseException as error:  # noqa: BLE001 - report every failure to the parent, then exit non-zero
         report.update(ok=False, phase=phase, error=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc(limit=8))
     return report

@@ -87,7 +87,7 @@ def _gpu_name(device: str) -> str | None:
     torch = sys.modules["torch"]
     try:
         return str(torch.cuda.get_device_name(torch.device(device)))
-    except Exception:  # no CUDA driver here: the name is unknown, not an error
+    except Exception:  # noqa: BLE001 - no CUDA driver here: the name is unknown, not an error
         return None
 
 

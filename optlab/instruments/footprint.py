@@ -28,7 +28,7 @@ def torch_footprint(module: Any) -> tuple[int, float | None]:
         if zeros is not None:
             try:
                 zeros += int((tensor.detach() == 0).sum())
-            except Exception:  # packed/quantized tensor subclasses: zeros are not countable
+            except Exception:  # noqa: BLE001 - packed/quantized tensor subclasses: zeros are not countable
                 zeros = None
     return count, (zeros / count if count and zeros is not None else None)
 

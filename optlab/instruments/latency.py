@@ -154,8 +154,12 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data.update(env=self.env.to_dict(), latency=None if self.latency is None else asdict(self.latency),
-                    sweep=[asdict(point) for point in self.sweep], cold=None if self.cold is None else self.cold.to_dict())
+        data.update(
+            env=self.env.to_dict(),
+            latency=None if self.latency is None else asdict(self.latency),
+            sweep=[asdict(point) for point in self.sweep],
+            cold=None if self.cold is None else self.cold.to_dict(),
+        )
         return data
 
     @classmethod

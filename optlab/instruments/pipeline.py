@@ -28,7 +28,9 @@ class Stage:
 def bid_requests(data, n: int = 200, seed: int = 0) -> list[str]:
     """JSON bid requests, one impression each, rebuilt from the test split's rows
     (the ids are rendered as the strings an exchange would send)."""
-    fields = data.meta.get("categorical_fields") or [f"field{i}" for i in range(data.test.inputs["categorical"].shape[1])]
+    fields = data.meta.get("categorical_fields") or [
+        f"field{i}" for i in range(data.test.inputs["categorical"].shape[1])
+    ]
     numeric_names = data.meta.get("numeric_fields") or [f"num{i}" for i in range(data.test.inputs["numeric"].shape[1])]
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(data.test), size=min(n, len(data.test)), replace=False)
@@ -37,19 +39,21 @@ def bid_requests(data, n: int = 200, seed: int = 0) -> list[str]:
     for i, row in enumerate(rows):
         requests.append(json.dumps({
             "id": f"req-{int(row)}",
-            "imp": [{"id": "1", **{f: f"{f}-{int(v)}" for f, v in zip(fields, cats[i])}}],
-            "ext": {n_: float(v) for n_, v in zip(numeric_names, nums[i])},
+            "imp": [{"id": "1", **{f: f"{f}-{int(v)}" for f, v in zip(fields, cats[i], strict=False)}}],
+            "ext": {n_: float(v) for n_, v in zip(numeric_names, nums[i], strict=False)},
         }))
     return requests
 
 
 def bid_pipeline(candidate, data) -> list[Stage]:
     """The three stages of answering one bid request with `candidate` as the click model."""
-    fields = data.meta.get("categorical_fields") or [f"field{i}" for i in range(data.test.inputs["categorical"].shape[1])]
+    fields = data.meta.get("categorical_fields") or [
+        f"field{i}" for i in range(data.test.inputs["categorical"].shape[1])
+    ]
     numeric_names = data.meta.get("numeric_fields") or [f"num{i}" for i in range(data.test.inputs["numeric"].shape[1])]
     cardinalities = data.meta.get("cardinalities") or [int(data.train.inputs["categorical"][:, j].max()) + 1
                                                         for j in range(len(fields))]
-    vocab = [{f"{f}-{v}": v for v in range(card)} for f, card in zip(fields, cardinalities)]
+    vocab = [{f"{f}-{v}": v for v in range(card)} for f, card in zip(fields, cardinalities, strict=False)]
 
     def preprocess(request: str) -> tuple[str, float, Batch]:
         message = json.loads(request)

@@ -29,7 +29,9 @@ def check_drift(results, check: DriftCheck = DriftCheck(), *, candidates=None):
     if candidates is not None:
         missing = sorted(set(candidates) - set(rows["candidate"]))
         if missing:
-            raise DriftError(f"no measured result for {missing}; they failed or were not run, so their drift is unknown")
+            raise DriftError(
+                f"no measured result for {missing}; they failed or were not run, so their drift is unknown"
+            )
         rows = rows[rows["candidate"].isin(candidates)]
     rows = rows[["candidate", "runtime", "max_abs_diff", "agreement"]].copy()
     rows["drift_ok"] = (rows["max_abs_diff"] <= check.max_abs_diff) & (rows["agreement"] >= check.min_agreement)

@@ -1,1 +1,2 @@
-"""Things that predict: Candidate, the model zoo and its architectures, training, a user's ONNX / torch models, ONNX signatures, and the fresh-process runtime loaders."""
+"""Things that predict: Candidate, the model zoo and its architectures, training, a user's
+ONNX / torch models, ONNX signatures, and the fresh-process runtime loaders."""

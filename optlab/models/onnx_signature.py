@@ -118,7 +118,7 @@ def conform(batch: Batch, signature: OnnxSignature) -> Batch:
         if array.ndim != len(spec.shape):
             raise InputMismatch(f"input {spec.name!r} has {array.ndim} dimensions {list(array.shape)} but the "
                                 f"model expects {len(spec.shape)}. The model expects {expected}; given {given}")
-        for axis, (want, got) in enumerate(zip(spec.shape, array.shape)):
+        for axis, (want, got) in enumerate(zip(spec.shape, array.shape, strict=False)):
             if isinstance(want, int) and want != got:
                 raise InputMismatch(f"input {spec.name!r} axis {axis} has size {got} but the model fixes it to "
                                     f"{want}. The model expects {expected}; given {given}")

@@ -43,8 +43,10 @@ def ort_session(path: str | os.PathLike, *, threads: int | None = None, graph_le
         raise ValueError(f"provider={provider!r}; choose one of {tuple(ORT_PROVIDERS)}")
     name = ORT_PROVIDERS[provider]
     if name not in ort.get_available_providers():
-        raise RuntimeError(f"{name} is not available in this onnxruntime build "
-                           f"(available: {ort.get_available_providers()}); install onnxruntime-gpu or use provider='cpu'")
+        raise RuntimeError(
+            f"{name} is not available in this onnxruntime build "
+            f"(available: {ort.get_available_providers()}); install onnxruntime-gpu or use provider='cpu'"
+        )
     options = ort.SessionOptions()
     options.graph_optimization_level = {
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -65,7 +65,9 @@ def _batch_order(split: Split, batch_size: int, rng: np.random.Generator) -> lis
     if mask is not None:
         lengths = mask.sum(axis=1)
         chunk = batch_size * 32
-        perm = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in np.split(perm, range(chunk, len(perm), chunk))])
+        perm = np.concatenate(
+            [c[np.argsort(lengths[c], kind="stable")] for c in np.split(perm, range(chunk, len(perm), chunk))]
+        )
     batches = [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 

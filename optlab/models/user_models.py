@@ -90,7 +90,9 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
     sample = baseline.predict(take(inputs, slice(0, min(n, 4))))
     widths = _output_widths(baseline, sample)
     names = list(output_names or [f"output{i}" for i in range(len(widths))])
-    layout = [{"name": nm, "width": w, "kind": "scores" if w > 1 else "values"} for nm, w in zip(names, widths)]
+    layout = [
+        {"name": nm, "width": w, "kind": "scores" if w > 1 else "values"} for nm, w in zip(names, widths, strict=False)
+    ]
     meta: dict[str, Any] = {"outputs": layout, "labelled": labels is not None, "source": "user"}
     if labels is not None and metric is None:
         raise ValueError("labels were given without a metric; pass metric='accuracy' | 'f1' | 'auc' | 'logloss' "

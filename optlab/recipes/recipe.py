@@ -208,7 +208,8 @@ class Compile(Recipe):
     mode: str = "default"  # torch.compile: default | reduce-overhead | max-autotune
     freezing: bool = True  # torch.compile: Inductor freezing (constant-folds weights)
     dynamic: bool | None = None  # torch.compile: None = torch's automatic dynamic shapes (specialize,
-    # then one dynamic graph after the first new shape); True forces dynamic (slow on CPU here); False recompiles per shape
+    # then one dynamic graph after the first new shape); True forces dynamic (slow on CPU here);
+    # False recompiles per shape
 
     def __post_init__(self):
         _check_choice("Compile", "runtime", self.runtime, ("onnxruntime", "openvino", "torch.compile"))
@@ -310,7 +311,7 @@ class Chain(Recipe):
         for step in steps:
             if not isinstance(step, Recipe) or isinstance(step, Chain):
                 raise ValueError(f"Chain steps must be recipes (not nested chains); got {step!r}")
-        for before, after in zip(steps, steps[1:]):
+        for before, after in zip(steps, steps[1:], strict=False):
             if after.stage < before.stage:
                 raise ValueError(
                     f"Chain order: {after.name} ({STAGE_NAMES[after.stage]}) cannot follow {before.name} "

@@ -38,7 +38,7 @@ def sweep(recipe: Recipe, **ranges: Iterable[Any]) -> list[Recipe]:
     out: list[Recipe] = []
     seen: set[str] = set()
     for combo in itertools.product(*values.values()):
-        varied = _replace(recipe, dict(zip(values, combo)))
+        varied = _replace(recipe, dict(zip(values, combo, strict=False)))
         if varied.name not in seen:
             seen.add(varied.name)
             out.append(varied)

@@ -70,7 +70,7 @@ def _environment_row(device: str) -> dict[str, Any]:
         from optlab.instruments.environment import environment
 
         return environment(device).to_dict()
-    except Exception:  # describing the machine must never hide the real error
+    except Exception:  # noqa: BLE001 - describing the machine must never hide the real error
         return {"device": device}
 
 

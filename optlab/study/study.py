@@ -92,7 +92,9 @@ class Study:
 
             workload = Workload()
         if executor is not None and not callable(getattr(executor, "run", None)):
-            raise TypeError("executor must have a run(fn, tasks) method yielding rows (see optlab.study.executor.Executor)")
+            raise TypeError(
+                "executor must have a run(fn, tasks) method yielding rows (see optlab.study.executor.Executor)"
+            )
         self.baseline = baseline
         self.data = data
         self.workload = workload

@@ -1,1 +1,2 @@
-"""Techniques that make candidates from recipes: one private handler module per toolkit, dispatched by `registry.apply`."""
+"""Techniques make candidates from recipes: one private handler module per toolkit,
+dispatched by `registry.apply`."""

@@ -87,7 +87,7 @@ def _torch_compile(recipe: Compile, model: Any, data: Any, threads, workdir) -> 
     loader = "optlab.models.runtimes:load_torch_compiled"
     try:
         save_module(module, path)
-    except Exception:  # e.g. a torchao-quantized module: weights only, no fresh-process loader
+    except Exception:  # noqa: BLE001 - e.g. a torchao-quantized module: weights only, no fresh-process loader
         import torch
 
         torch.save(module.state_dict(), path)

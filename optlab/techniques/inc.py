@@ -204,7 +204,7 @@ def _static_int8(inc, recipe: Quantize, model: Any, data: Any, threads, workdir)
         torch.export.save(torch.export.export(quantized, args, dynamic_shapes=shapes), str(path))
         loader = "optlab.models.runtimes:load_torch_compiled"
         options = {"threads": threads, "positional": tuple(names), "dynamic": False}
-    except Exception as error:  # keep a weights-only artifact so size_bytes still means something
+    except Exception as error:  # noqa: BLE001 - keep a weights-only artifact so size_bytes still means something
         path = path.with_suffix(".pt")
         torch.save(quantized.state_dict(), path)
         loader, options = None, {}

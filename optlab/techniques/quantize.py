@@ -85,6 +85,6 @@ def _torchao_dynamic_int8(module: Any) -> dict[str, Any]:
             quantize_(module, IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
                       filter_fn=lambda m, fqn: isinstance(m, torch.nn.Embedding))
             meta["quantized_embedding"] = embeddings
-        except Exception as error:  # older torchao: embeddings stay fp32
+        except Exception as error:  # noqa: BLE001 - older torchao: embeddings stay fp32
             meta["embedding_error"] = f"{type(error).__name__}: {error}"[:200]
     return meta

@@ -58,7 +58,7 @@ def positional(module: Any, names: list[str]) -> Any:
             self.keys = tuple(keys)
 
         def forward(self, *xs):
-            return self.inner(**dict(zip(self.keys, xs)))
+            return self.inner(**dict(zip(self.keys, xs, strict=False)))
 
     return Positional(module, names).eval()
 

@@ -340,7 +340,9 @@ class TradeoffExplorer:
             self.study.run(recipes=recipes)
             self.status.value = "done"
         except Exception as error:  # noqa: BLE001 - show it in the widget; controls come back
-            self.status.value = f'<span style="color:#b00">run failed: {html.escape(f"{type(error).__name__}: {error}")}</span>'
+            self.status.value = (
+                f'<span style="color:#b00">run failed: {html.escape(f"{type(error).__name__}: {error}")}</span>'
+            )
         finally:
             if callable(unsubscribe):
                 unsubscribe()

@@ -14,6 +14,7 @@ def test_environment_describes_cpu_and_versions():
 
 
 def test_describing_never_imports_torch():
-    code = "import sys; from optlab.instruments.environment import environment; environment('cuda'); print('torch' in sys.modules)"
+    code = ("import sys; from optlab.instruments.environment import environment; environment('cuda'); "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

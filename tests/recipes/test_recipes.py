@@ -1,4 +1,6 @@
 """Recipes: validation, names, JSON round trips, Chain order, the registry and UnsupportedRecipe."""
+import dataclasses
+
 import pytest
 
 from optlab.recipes import recipe as recipes
@@ -68,7 +70,7 @@ def test_autocast_only_for_torch_half_precision():
 
 
 def test_recipes_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         Quantize("bf16").scheme = "fp16"
 
 

@@ -68,7 +68,9 @@ def test_five_recipes_one_failing(five):
     assert df["candidate"].iloc[0] == "baseline" and df["family"].iloc[0] == "baseline"
     assert df["status"].tolist() == ["ok"] * 5 + ["error"]
     error = df.iloc[5]
-    assert error["recipe"] == "compile(runtime=onnxruntime, provider=cuda)" and error["error"].startswith("UnsupportedRecipe: ")
+    assert error["recipe"] == "compile(runtime=onnxruntime, provider=cuda)" and error["error"].startswith(
+        "UnsupportedRecipe: "
+    )
     assert error["error_type"] == "UnsupportedRecipe" and error["error_stage"] == "apply"
     ok = df[df["status"] == "ok"]
     for column in ("p50_ms", "p99_ms", "throughput_per_s", "quality", "quality_drop", "quality_drop_ci_low",
@@ -211,9 +213,14 @@ def test_sigkill_mid_study_then_resume_runs_only_the_missing(tmp_path, model):
     subprocess.run([sys.executable, str(script), str(results), str(log), "0"], env=env, cwd=ROOT, check=True,
                    timeout=300)
     second_run = log.read_text().splitlines()
-    everything = ["baseline", "compile(runtime=onnxruntime, graph_level=disabled)",
-                  "compile(runtime=onnxruntime, graph_level=basic)", "compile(runtime=onnxruntime, graph_level=extended)",
-                  "compile(runtime=onnxruntime)", "quantize(scheme=bf16, runtime=torch)"]
+    everything = [
+        "baseline",
+        "compile(runtime=onnxruntime, graph_level=disabled)",
+        "compile(runtime=onnxruntime, graph_level=basic)",
+        "compile(runtime=onnxruntime, graph_level=extended)",
+        "compile(runtime=onnxruntime)",
+        "quantize(scheme=bf16, runtime=torch)",
+    ]
     assert sorted(second_run) == sorted(set(everything) - stored)  # only what was missing ran again
     assert set(first_run) - stored <= set(second_run)  # the candidate in flight was lost, and only it
     final = {json.loads(p.read_text())["row"]["recipe"] for p in rows.glob("*.json")}

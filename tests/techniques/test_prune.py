@@ -121,7 +121,7 @@ def test_structured_shrinks_layers_keeps_head_and_exports(fixture, request, tmp_
     head = dict(candidate.model.named_modules())[meta["output_layer"]]
     original_head = dict(model.named_modules())[meta["output_layer"]]
     assert head.out_features == original_head.out_features
-    for new, old in zip(candidate.model.modules(), model.modules()):
+    for new, old in zip(candidate.model.modules(), model.modules(), strict=False):
         if isinstance(old, nn.Embedding):
             assert new.weight.shape == old.weight.shape, "embeddings must keep their vocabulary and width"
     batch = next(data.test.batches(16))

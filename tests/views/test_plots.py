@@ -2,11 +2,10 @@
 import functools
 import math
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import pytest
-
-alt = pytest.importorskip("altair")
 
 from optlab.testing import latency_samples, results_frame
 from optlab.views import plots
