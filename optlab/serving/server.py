@@ -1,0 +1,301 @@
+"""An in-process server around any Candidate: a bounded request queue, worker threads that form
+batches by a policy, admission control that sheds what cannot be served in time, and counts.
+
+Workers are threads: a model call in numpy, ONNX Runtime or torch releases the interpreter lock,
+so `workers` calls run at once. `workers x threads_per_worker` must fit the cores: the server
+refuses (or, with `oversubscribe="clamp"`, lowers the threads and says so in `notes`).
+Every request gets exactly one `Reply` through its `on_done` callback: served ("ok"), "shed"
+(queue full, or its deadline cannot be met), "error" (the model raised) or "timeout" (still
+queued when the server stopped). Timestamps are `time.monotonic_ns()` (one clock for all processes).
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from optlab.instruments.latency import torch_threads
+from optlab.serving.policies import Admission, DynamicBatching, Policy
+
+OK, SHED_QUEUE_FULL, SHED_DEADLINE, ERROR, TIMEOUT = range(5)
+STATUS = ("ok", "shed_queue_full", "shed_deadline", "error", "timeout")
+_EWMA = 0.2
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one request. `batch_size` is the number of requests served in the same model
+    call (0 for a cache hit or a request that never reached the model)."""
+
+    request_id: int
+    status: int
+    start_ns: int
+    done_ns: int
+    batch_size: int
+    output: Any = None
+    error: str | None = None
+
+    @property
+    def status_name(self) -> str:
+        return STATUS[self.status]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), the budget for workers x threads."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def plan_threads(workers: int, threads_per_worker: int, cores: int, oversubscribe: str) -> tuple[int, list[str]]:
+    """The threads per worker to use and notes; refuses an oversubscribed plan unless told to clamp."""
+    if any(int(n) != n or n < 1 for n in (workers, threads_per_worker)):
+        raise ValueError(f"workers and threads_per_worker must be integers >= 1, "
+                         f"got {workers} and {threads_per_worker}")
+    if workers * threads_per_worker <= cores:
+        return threads_per_worker, []
+    if oversubscribe != "clamp" or workers > cores:
+        hint = "" if workers > cores else ", or pass oversubscribe='clamp'"
+        raise ValueError(f"{workers} workers x {threads_per_worker} threads = {workers * threads_per_worker} threads "
+                         f"on {cores} cores would oversubscribe them; lower workers or threads_per_worker "
+                         f"(workers <= {cores}){hint}")
+    clamped = max(1, cores // workers)
+    return clamped, [f"threads per worker clamped from {threads_per_worker} to {clamped}: "
+                     f"{workers} workers on {cores} cores"]
+
+
+def concat(payloads: list[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """One batch from several requests (axis 0), padding trailing axes with zeros where lengths differ
+    (text of different lengths); returns the batch and each request's row count."""
+    rows = [len(next(iter(p.values()))) for p in payloads]
+    batch = {}
+    for key in payloads[0]:
+        arrays = [p[key] for p in payloads]
+        shape = np.max([a.shape for a in arrays], axis=0)
+        if any(a.shape[1:] != tuple(shape[1:]) for a in arrays):
+            arrays = [np.pad(a, [(0, 0)] + [(0, int(s) - d) for s, d in zip(shape[1:], a.shape[1:], strict=True)])
+                      for a in arrays]
+        batch[key] = np.concatenate(arrays, axis=0)
+    return batch, rows
+
+
+def split(output: Any, rows: list[int]) -> list[Any]:
+    """Each request's rows of a batched output (an array, or a tuple/list of arrays)."""
+    cuts = np.cumsum(rows)[:-1]
+    if isinstance(output, (tuple, list)):
+        return list(zip(*(np.split(np.asarray(o), cuts) for o in output), strict=True))
+    return np.split(np.asarray(output), cuts)
+
+
+@dataclass
+class _Request:
+    request_id: int
+    payload: dict[str, np.ndarray]
+    scheduled_ns: int
+    enqueued_ns: int
+    deadline_ns: int | None
+    on_done: Callable[[Reply], None]
+    key: Any = None
+
+
+@dataclass
+class Server:
+    """Serve `model` (a Candidate or any `predict(batch)` callable) with `policy` on `workers` threads.
+
+    Use as a context manager (`with Server(candidate) as server: server.submit(...)`), or call
+    `start()` and `stop()`. `cache` (a `ResultCache`) answers repeated request keys without the model;
+    `preprocess` runs on each request in the worker before batching (where a feature cache sits)."""
+
+    model: Any
+    policy: Policy = field(default_factory=DynamicBatching)
+    workers: int = 1
+    threads_per_worker: int = 1
+    admission: Admission = field(default_factory=Admission)
+    oversubscribe: str = "refuse"  # or "clamp"
+    cores: int | None = None
+    cache: Any = None
+    preprocess: Callable[[dict], dict] | None = None
+
+    def __post_init__(self):
+        self._predict = getattr(self.model, "predict", self.model)
+        if not callable(self._predict):
+            raise TypeError(f"Server needs a Candidate or a callable predict(batch), got {type(self.model).__name__}")
+        self.cores = int(self.cores or available_cores())
+        self.threads_per_worker, self.notes = plan_threads(self.workers, self.threads_per_worker, self.cores,
+                                                           self.oversubscribe)
+        meta_threads = getattr(self.model, "meta", {}).get("threads") if hasattr(self.model, "meta") else None
+        if meta_threads and self.workers * int(meta_threads) > self.cores:
+            self.notes.append(f"the candidate's own session uses {meta_threads} threads: {self.workers} workers x "
+                              f"{meta_threads} > {self.cores} cores; rebuild it with threads={self.threads_per_worker}")
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._running = False
+        self._counts = [0] * len(STATUS)
+        self._count_lock = threading.Lock()
+        self._service_ns = 0.0  # EWMA of one model call
+        self._batch_sizes: collections.Counter[int] = collections.Counter()
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def name(self) -> str:
+        return f"{self.policy.name} x{self.workers}"
+
+    # ---- life cycle ----------------------------------------------------------------------
+    def start(self) -> "Server":
+        if self._running:
+            return self
+        self._stack.enter_context(torch_threads(self.threads_per_worker))
+        self._running = True
+        self._threads = [threading.Thread(target=self._work, name=f"optlab-worker-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the workers (each finishes its current call) and answer what is still queued "timeout"."""
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            left = list(self._queue)
+            self._queue.clear()
+        now = time.monotonic_ns()
+        for request in left:
+            self._reply(request, TIMEOUT, now, now, 0)
+        self._stack.close()
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- requests ------------------------------------------------------------------------
+    def submit(self, payload: dict[str, np.ndarray], request_id: int = 0, *, scheduled_ns: int | None = None,
+               on_done: Callable[[Reply], None] | None = None, key: Any = None) -> None:
+        """Queue one request. `scheduled_ns` (default: now) is when the client meant to send it: its
+        deadline counts from there. `key` names the request for the result cache."""
+        now = time.monotonic_ns()
+        scheduled_ns = now if scheduled_ns is None else scheduled_ns
+        deadline_ms = self.admission.deadline_ms
+        deadline_ns = None if deadline_ms is None else scheduled_ns + int(deadline_ms * 1e6)
+        request = _Request(request_id, payload, scheduled_ns, now, deadline_ns, on_done or _ignore, key)
+        if self.cache is not None and key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._reply(request, OK, now, time.monotonic_ns(), 0, hit)
+                return
+        with self._cond:
+            queued = len(self._queue)
+            if not self._running:
+                status = TIMEOUT
+            elif queued >= self.admission.queue_limit:
+                status = SHED_QUEUE_FULL
+            elif deadline_ns is not None and now + self._expected_wait_ns(queued + 1) > deadline_ns:
+                status = SHED_DEADLINE
+            else:
+                self._queue.append(request)
+                self._cond.notify()
+                return
+        self._reply(request, status, now, now, 0)
+
+    def _expected_wait_ns(self, position: int) -> float:
+        """Time until a request at `position` in the queue is answered, from the measured call time
+        (optimistic: calls under way are not counted, so only surely-late requests are shed)."""
+        per_round = self.policy.max_batch * self.workers
+        return -(-position // per_round) * self._service_ns
+
+    def counts(self) -> dict[str, int]:
+        with self._count_lock:
+            return dict(zip(STATUS, self._counts, strict=True))
+
+    def batch_size_histogram(self) -> dict[int, int]:
+        """Model calls by number of requests in the call."""
+        with self._count_lock:
+            return dict(sorted(self._batch_sizes.items()))
+
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    # ---- workers -------------------------------------------------------------------------
+    def _reply(self, request: _Request, status: int, start_ns: int, done_ns: int, batch_size: int,
+               output: Any = None, error: str | None = None) -> None:
+        with self._count_lock:
+            self._counts[status] += 1
+        request.on_done(Reply(request.request_id, status, start_ns, done_ns, batch_size, output, error))
+
+    def _take_batch(self) -> list[_Request] | None:
+        max_batch, max_wait_ns = self.policy.max_batch, int(self.policy.max_wait_ms * 1e6)
+        with self._cond:
+            while not self._queue:
+                if not self._running:
+                    return None
+                self._cond.wait(0.1)
+            batch = [self._queue.popleft()]
+            flush_at = batch[0].enqueued_ns + max_wait_ns
+            while len(batch) < max_batch:
+                if self._queue:
+                    batch.append(self._queue.popleft())
+                    continue
+                remaining = flush_at - time.monotonic_ns()
+                if remaining <= 0 or not self._running:
+                    break
+                self._cond.wait(remaining / 1e9)
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            start = time.monotonic_ns()
+            live = []
+            for request in batch:  # a request that can no longer make its deadline is shed now
+                if request.deadline_ns is not None and start + self._service_ns > request.deadline_ns:
+                    self._reply(request, SHED_DEADLINE, start, start, 0)
+                else:
+                    live.append(request)
+            if live:
+                self._serve(live, start)
+
+    def _serve(self, batch: list[_Request], start: int) -> None:
+        try:
+            payloads = [r.payload for r in batch]
+            if self.preprocess is not None:
+                payloads = [self.preprocess(p) for p in payloads]
+            if len(payloads) == 1:
+                outputs = [self._predict(payloads[0])]
+            else:
+                merged, rows = concat(payloads)
+                outputs = split(self._predict(merged), rows)
+        except Exception as exc:  # noqa: BLE001 - a failing model answers its requests "error"; the server goes on
+            done = time.monotonic_ns()
+            message = f"{type(exc).__name__}: {exc}"
+            for request in batch:
+                self._reply(request, ERROR, start, done, len(batch), error=message)
+            return
+        done = time.monotonic_ns()
+        self._service_ns = (done - start) if not self._service_ns else (
+            (1 - _EWMA) * self._service_ns + _EWMA * (done - start))
+        with self._count_lock:
+            self._batch_sizes[len(batch)] += 1
+        for request, output in zip(batch, outputs, strict=True):
+            if self.cache is not None and request.key is not None:
+                self.cache.put(request.key, output)
+            self._reply(request, OK, start, done, len(batch), output)
+
+
+def _ignore(_reply: Reply) -> None:
+    return None

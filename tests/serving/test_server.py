@@ -1,0 +1,125 @@
+"""The server: batching limits, admission control counts, errors and the core budget."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from optlab.serving.policies import Admission, DynamicBatching, NoBatching, StaticBatching, parse_policy
+from optlab.serving.server import ERROR, OK, STATUS, Server, concat, split
+
+
+def sleepy(seconds: float):
+    """A model of known cost that releases the interpreter lock (time.sleep), scoring row sums."""
+    def predict(batch):
+        time.sleep(seconds)
+        return batch["x"].sum(axis=1, keepdims=True)
+    return predict
+
+
+def collect():
+    replies, lock, done = [], threading.Lock(), threading.Event()
+
+    def on_done(reply):
+        with lock:
+            replies.append(reply)
+    return replies, on_done, done
+
+
+def wait_for(replies, n, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while len(replies) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(replies) == n, f"{len(replies)} of {n} replies within {timeout_s} s"
+
+
+def request(i, rows=1):
+    return {"x": np.full((rows, 3), float(i), dtype=np.float32)}
+
+
+def test_dynamic_batches_stay_within_limits_and_outputs_go_to_their_requests():
+    replies, on_done, _ = collect()
+    with Server(sleepy(0.005), DynamicBatching(max_batch=4, max_wait_ms=2.0), workers=1) as server:
+        for i in range(60):
+            server.submit(request(i, rows=1 + i % 3), i, on_done=on_done)
+        wait_for(replies, 60)
+    histogram = server.batch_size_histogram()
+    assert set(histogram) <= {1, 2, 3, 4} and max(histogram) == 4  # a burst fills batches up to the limit
+    assert sum(size * calls for size, calls in histogram.items()) == 60
+    for reply in replies:
+        assert reply.status == OK
+        assert reply.output.shape == (1 + reply.request_id % 3, 1)
+        np.testing.assert_allclose(reply.output, 3.0 * reply.request_id)
+
+
+def test_no_batching_serves_one_at_a_time_and_static_waits_for_full_batches():
+    for policy, sizes in ((NoBatching(), {1}), (StaticBatching(batch_size=5, flush_ms=1000), {5})):
+        replies, on_done, _ = collect()
+        with Server(sleepy(0.001), policy) as server:
+            for i in range(20):
+                server.submit(request(i), i, on_done=on_done)
+            wait_for(replies, 20)
+        assert set(server.batch_size_histogram()) == sizes
+
+
+def test_shedding_counts_add_up():
+    replies, on_done, _ = collect()
+    server = Server(sleepy(0.01), NoBatching(), admission=Admission(queue_limit=5, deadline_ms=40))
+    with server:
+        for i in range(200):
+            server.submit(request(i), i, on_done=on_done)
+            time.sleep(0.0005)
+        wait_for(replies, 200)
+    counts = server.counts()
+    assert sum(counts.values()) == 200
+    assert counts["shed_queue_full"] > 0 and counts["ok"] > 0
+    assert [STATUS[r.status] for r in replies].count("ok") == counts["ok"]
+    late = [r for r in replies if r.status == OK and r.done_ns - r.start_ns > 0 and r.done_ns > 0]
+    assert late  # served requests carry their timestamps
+    shed = [r for r in replies if r.status != OK]
+    assert all(r.output is None and r.batch_size == 0 for r in shed)
+
+
+def test_a_failing_model_answers_error_and_the_server_goes_on():
+    def flaky(batch):
+        if batch["x"][0, 0] % 2:
+            raise RuntimeError("odd request")
+        return batch["x"]
+    replies, on_done, _ = collect()
+    with Server(flaky, NoBatching()) as server:
+        for i in range(10):
+            server.submit(request(i), i, on_done=on_done)
+        wait_for(replies, 10)
+    assert server.counts()["error"] == 5 and server.counts()["ok"] == 5
+    assert all("odd request" in r.error for r in replies if r.status == ERROR)
+
+
+def test_oversubscribed_cores_are_refused_or_clamped_with_a_note():
+    with pytest.raises(ValueError, match="oversubscribe"):
+        Server(sleepy(0), workers=2, threads_per_worker=2, cores=2)
+    server = Server(sleepy(0), workers=2, threads_per_worker=2, cores=2, oversubscribe="clamp")
+    assert server.threads_per_worker == 1 and "clamped" in server.notes[0]
+    with pytest.raises(ValueError, match="workers <= 2"):
+        Server(sleepy(0), workers=3, cores=2, oversubscribe="clamp")
+
+
+def test_bad_policies_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        DynamicBatching(max_batch=4, max_wait_ms=-1)
+    with pytest.raises(ValueError, match=">= 1"):
+        DynamicBatching(max_batch=0)
+    assert parse_policy("dynamic(max_batch=32, max_wait_ms=2)") == DynamicBatching(32, 2.0)
+    assert parse_policy("none") == NoBatching()
+    with pytest.raises(ValueError, match="unknown batching policy"):
+        parse_policy("greedy")
+
+
+def test_concat_pads_text_and_split_restores_rows():
+    a = {"ids": np.ones((2, 3), np.int64)}
+    b = {"ids": np.ones((1, 5), np.int64)}
+    batch, rows = concat([a, b])
+    assert batch["ids"].shape == (3, 5) and rows == [2, 1] and batch["ids"][0, 4] == 0
+    parts = split(np.arange(3), rows)
+    assert [p.tolist() for p in parts] == [[0, 1], [2]]
