@@ -3,6 +3,13 @@ size, peak memory and cold start, recorded with the batch size, threads and mach
 
 `measure(candidate, inputs, Workload())` returns a `Measurement`; `.to_row()` is one
 tidy row of scalars, while the raw samples stay in the dataclass (and its JSON).
+
+Cost decides what is timed: a throughput batch size whose single call would take more than
+`SWEEP_MAX_CALL_SHARE` of `Workload.sweep_budget_s` is skipped with a note (an 11 MB model
+took 9.5 s per batch-256 call, so a 1 s "budget" became minutes), and a `deadline` (a
+study's time limit) shortens the loops and skips what no longer fits. `noisy` is also set
+when other processes used the machine while the latency loop ran (see `contention`), or
+when the candidate's own repeat at the same batch size disagrees.
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import datetime as _dt
 import json
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Sequence
 
@@ -18,12 +26,18 @@ import numpy as np
 
 from optlab.data.datasets import Batch, trim_padding
 from optlab.instruments.coldstart import ColdStart, ColdStartError, cold_start
+from optlab.instruments.contention import Busy, BusyWindow
 from optlab.instruments.environment import Environment, environment, physical_cores
 from optlab.instruments.footprint import footprint
 from optlab.instruments.timing import LatencyStats, TimedRun, summarize, time_calls
 from optlab.models.candidate import Candidate
 
 Inputs = Batch | Sequence[Batch]
+
+SWEEP_MAX_CALL_SHARE = 0.25  # no sweep call may cost more than this share of sweep_budget_s
+SWEEP_MIN_SAMPLES = 5  # a sweep point that cannot get this many calls in its budget is skipped
+REPEAT_DISAGREEMENT = 1.5  # latency p50 and the sweep's p50 at the same batch size differ by more: noisy
+COLD_START_OVERHEAD_S = 1.5  # a fresh interpreter plus a runtime import, for the time-limit estimate
 
 
 class MeasurementError(ValueError):
@@ -114,6 +128,10 @@ class Measurement:
     zero_fraction: float | None = None
     cold: ColdStart | None = None
     notes: list[str] = field(default_factory=list)
+    skipped_batch_sizes: list[int] = field(default_factory=list)  # sweep sizes too costly for the budget
+    busy_other_cpu_share: float | None = None  # other processes' share of all cores during the latency loop
+    cpu_steal_share: float | None = None
+    repeat_p50_ratio: float | None = None  # sweep p50 / latency p50 at the same batch size (1.0 = agree)
     cold_start_error: str | None = None  # the fresh process failed: latency stands, these figures are missing
     measured_at: str = ""
     samples_ns: list[int] = field(default_factory=list, repr=False)
@@ -148,6 +166,9 @@ class Measurement:
             row[f"cold_start_{phase}_ms"] = getattr(cold, f"{phase}_ms") if timed else None
         row["cold_start_repeats"] = cold.repeats if timed else 0
         row["cold_start_imports_torch"] = cold.imports_torch if cold else None
+        row.update(busy_other_cpu_share=self.busy_other_cpu_share, cpu_steal_share=self.cpu_steal_share,
+                   repeat_p50_ratio=self.repeat_p50_ratio,
+                   skipped_batch_sizes=",".join(map(str, self.skipped_batch_sizes)) or None)
         row.update(self.env.to_dict())
         row.update(measured_at=self.measured_at, notes="; ".join(self.notes))
         return row
@@ -277,9 +298,16 @@ def _time(candidate: Candidate, batches: list[Batch], workload: Workload, *, bud
         raise MeasurementError(f"{candidate.name}: predict raised {type(error).__name__}: {error}") from error
 
 
-def measure(candidate: Candidate, inputs: Inputs, workload: Workload | None = None) -> Measurement:
+def _remaining(deadline: float | None) -> float:
+    return math.inf if deadline is None else deadline - time.monotonic()
+
+
+def measure(candidate: Candidate, inputs: Inputs, workload: Workload | None = None, *,
+            deadline: float | None = None) -> Measurement:
     """Latency at `workload.batch_size`, the throughput sweep, size, and (when enabled
     and the candidate has a `loader`) peak memory and cold start in fresh processes.
+    `deadline` (a `time.monotonic()` instant, e.g. a study's time limit) shortens the
+    latency loop and skips sweep points and cold starts that no longer fit, with notes.
     Ctrl-C returns what was measured so far with `complete=False`."""
     workload = workload or Workload()
     name = candidate.name
@@ -293,46 +321,150 @@ def measure(candidate: Candidate, inputs: Inputs, workload: Workload | None = No
         result.notes.append("threads: the runtime session's own setting applies (candidate.meta has no 'threads')")
 
     with torch_threads(workload.threads):
-        run = _time(candidate, batches, workload, budget_s=workload.budget_s, warmup=workload.warmup,
+        budget = min(workload.budget_s, max(_remaining(deadline) * 0.5, 0.05))
+        if budget < workload.budget_s:
+            result.notes.append(f"latency loop shortened to {budget:.2f} s by the study's time limit")
+        window = BusyWindow.start()
+        run = _time(candidate, batches, workload, budget_s=budget, warmup=workload.warmup,
                     min_samples=workload.min_samples)
+        busy = window.stop()
         result.stop_reason, result.warmup = run.stop_reason, run.warmup
         result.samples_ns = run.samples_ns.tolist()
         result.latency = summarize(run.samples_ns, rel_ci=workload.rel_ci, n_boot=workload.n_boot, seed=workload.seed)
         if not run.complete:
+            _flag_noise(result, busy)
             return _incomplete(result, "latency")
+        call_s = (result.latency.p50_ms / 1e3, result.rows_per_call) if result.latency else None
         for size in workload.throughput_batch_sizes:
-            point_run = _time(candidate, make_batches(inputs, size, name=name), workload,
-                              budget_s=workload.sweep_budget_s, warmup=min(workload.warmup, 3),
-                              min_samples=min(workload.min_samples, 20))
+            try:
+                point_run, call_s = _sweep(candidate, inputs, size, workload, call_s, result, deadline)
+            except KeyboardInterrupt:
+                _flag_noise(result, busy)
+                return _incomplete(result, f"throughput at batch {size}")
+            if point_run is None:
+                continue
             if len(point_run.samples_ns):
                 result.sweep.append(_sweep_point(size, point_run.samples_ns))
             if not point_run.complete:
+                _flag_noise(result, busy)
                 return _incomplete(result, f"throughput at batch {size}")
+    _flag_noise(result, busy)
 
     if workload.memory or workload.cold_start:
         if not candidate.loader:
             result.notes.append("memory and cold start skipped: the candidate has no loader")
         else:
-            probe = batches[:1] + [make_batches(inputs, size, max_batches=1, name=name)[0]
-                                   for size in workload.throughput_batch_sizes]
-            try:
-                cold = cold_start(candidate.loader, candidate.artifact_path, candidate.loader_options, probe,
-                                  repeats=workload.cold_start_repeats if workload.cold_start else 1, name=name,
-                                  threads=workload.threads)
-            except KeyboardInterrupt:
-                return _incomplete(result, "cold start")
-            except ColdStartError as error:
-                # Keep the latency figures already measured: the row says why these two are missing.
-                first_line = str(error).strip().splitlines()[0]
-                result.notes.append(f"memory and cold start failed in a fresh process: {first_line}")
-                result.cold_start_error = str(error)
-                return result
-            if not workload.cold_start:  # one run, for memory only: its start-up figures are not cold-start data
-                cold = replace(cold, cold_start_ms=None, cold_start_min_ms=None, cold_start_max_ms=None, repeats=0)
-            if not workload.memory:
-                cold = replace(cold, peak_rss_mb=None, start_rss_mb=None)
-            result.cold = cold
+            _cold(candidate, inputs, batches, workload, result, deadline)
     return result
+
+
+def _flag_noise(result: Measurement, busy: Busy) -> None:
+    """Set `noisy` (and say why in the notes) when the machine was busy or a repeat disagrees."""
+    result.busy_other_cpu_share, result.cpu_steal_share = busy.other_cpu_share, busy.steal_share
+    reasons = []
+    if busy.contended:
+        reasons.append(busy.describe())
+    same = [p for p in result.sweep if p.batch_size == result.batch_size]
+    if result.latency is not None and same and result.latency.p50_ms > 0:
+        ratio = same[0].p50_ms / result.latency.p50_ms
+        result.repeat_p50_ratio = ratio
+        if not 1 / REPEAT_DISAGREEMENT <= ratio <= REPEAT_DISAGREEMENT:
+            reasons.append(f"the repeat at batch {result.batch_size} measured p50 {same[0].p50_ms:.3g} ms against "
+                           f"{result.latency.p50_ms:.3g} ms in the latency loop")
+    if reasons and result.latency is not None:
+        result.latency = replace(result.latency, noisy=True)
+        result.notes.append("noisy: " + "; ".join(reasons))
+
+
+def _probe(candidate: Candidate, batch: Batch) -> float:
+    """One checked call (it doubles as a warm-up); returns its seconds."""
+    sync, check = _sync(candidate), _checker(candidate.name)
+    start = time.perf_counter()
+    try:
+        output = candidate.predict_fn(batch)
+        if sync is not None:
+            sync()
+    except MeasurementError:
+        raise
+    except Exception as error:
+        raise MeasurementError(f"{candidate.name}: predict raised {type(error).__name__}: {error}") from error
+    seconds = time.perf_counter() - start
+    check(output, batch)
+    return seconds
+
+
+def _sweep(candidate: Candidate, inputs: Inputs, size: int, workload: Workload, call_s: tuple[float, float] | None,
+           result: Measurement, deadline: float | None) -> tuple[Any, tuple[float, float] | None]:
+    """Time one sweep point unless one call costs more than its share of the budget (or the
+    deadline is near). `call_s` is (seconds, rows) of the last known call, to extrapolate from."""
+    budget = workload.sweep_budget_s
+    allowed = SWEEP_MAX_CALL_SHARE * budget
+    remaining = _remaining(deadline)
+
+    def skip(why: str):
+        result.skipped_batch_sizes.append(size)
+        result.notes.append(f"throughput at batch {size} skipped: {why}")
+        return None, call_s
+
+    estimate = call_s[0] * size / max(call_s[1], 1.0) if call_s else None
+    if estimate is not None and estimate > 4 * allowed:
+        return skip(f"one call would take ~{estimate:.2g} s (extrapolated), over {SWEEP_MAX_CALL_SHARE:.0%} of the "
+                    f"{budget:g} s sweep budget; raise Workload.sweep_budget_s to include it")
+    if remaining < 2 * budget:
+        return skip(f"the study's time limit leaves {max(remaining, 0):.1f} s")
+    batch_list = make_batches(inputs, size, name=candidate.name)
+    seconds = _probe(candidate, batch_list[0])
+    if seconds > allowed:  # the first call at a new shape can be slow: look once more
+        seconds = min(seconds, _probe(candidate, batch_list[0]))
+    call_s = (seconds, float(size))
+    if seconds > allowed:
+        return skip(f"one call takes {seconds:.2g} s, over {SWEEP_MAX_CALL_SHARE:.0%} of the {budget:g} s sweep "
+                    f"budget; raise Workload.sweep_budget_s to include it")
+    fits = int(budget / max(seconds, 1e-9))
+    run = _time(candidate, batch_list, workload, budget_s=budget,
+                warmup=min(workload.warmup, 3) if seconds * 20 < budget else 1,
+                min_samples=max(SWEEP_MIN_SAMPLES, min(workload.min_samples, 20, fits)))
+    if len(run.samples_ns):
+        call_s = (float(np.median(run.samples_ns)) / 1e9, float(size))
+    return run, call_s
+
+
+def _cold(candidate: Candidate, inputs: Inputs, batches: list[Batch], workload: Workload, result: Measurement,
+          deadline: float | None) -> None:
+    """Peak memory and cold start in fresh processes, as many repeats as the deadline allows."""
+    name = candidate.name
+    measured = list(result.sweep)
+    probe = batches[:1] + [make_batches(inputs, p.batch_size, max_batches=1, name=name)[0] for p in measured]
+    repeats = workload.cold_start_repeats if workload.cold_start else 1
+    per_run = COLD_START_OVERHEAD_S + sum(p.p50_ms for p in measured) / 1e3
+    if result.latency is not None:
+        per_run += result.latency.p50_ms / 1e3
+    remaining = _remaining(deadline)
+    fit = repeats if math.isinf(remaining) else int(remaining // per_run)
+    if fit < 1:
+        result.notes.append(f"memory and cold start skipped: the study's time limit leaves too little time "
+                            f"(~{per_run:.1f} s per fresh process)")
+        return
+    if fit < repeats:
+        result.notes.append(f"cold start: {fit} of {repeats} repeats (the study's time limit)")
+        repeats = fit
+    try:
+        cold = cold_start(candidate.loader, candidate.artifact_path, candidate.loader_options, probe,
+                          repeats=repeats, name=name, threads=workload.threads)
+    except KeyboardInterrupt:
+        _incomplete(result, "cold start")
+        return
+    except ColdStartError as error:
+        # Keep the latency figures already measured: the row says why these two are missing.
+        first_line = str(error).strip().splitlines()[0]
+        result.notes.append(f"memory and cold start failed in a fresh process: {first_line}")
+        result.cold_start_error = str(error)
+        return
+    if not workload.cold_start:  # one run, for memory only: its start-up figures are not cold-start data
+        cold = replace(cold, cold_start_ms=None, cold_start_min_ms=None, cold_start_max_ms=None, repeats=0)
+    if not workload.memory:
+        cold = replace(cold, peak_rss_mb=None, start_rss_mb=None)
+    result.cold = cold
 
 
 def _sweep_point(batch_size: int, samples_ns: np.ndarray) -> SweepPoint:

@@ -219,7 +219,8 @@ def test_row_keys_are_stable(linear):
                 "cold_start_max_ms", "cold_start_startup_ms", "cold_start_import_ms", "cold_start_load_ms",
                 "cold_start_first_call_ms", "cold_start_repeats", "cold_start_imports_torch", "cpu_model",
                 "cpu_flags", "cores", "logical_cores", "torch_version", "onnxruntime_version", "python_version",
-                "platform", "device", "gpu_name", "measured_at", "notes"}
+                "platform", "device", "gpu_name", "measured_at", "notes", "busy_other_cpu_share", "cpu_steal_share",
+                "repeat_p50_ratio", "skipped_batch_sizes"}
     sweep = {f"{k}_b{b}_{u}" for b in (1, 4) for k, u in (("p50", "ms"), ("p99", "ms"), ("throughput", "per_s"))}
     assert set(row) == expected | sweep
     assert not math.isnan(row["p50_ms"])
@@ -245,3 +246,53 @@ def test_importing_the_instruments_stays_light():
             "print(sorted(m for m in ('torch', 'onnxruntime', 'onnx', 'sklearn', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def sleepy(seconds_per_row):
+    """A candidate whose call costs `seconds_per_row` per row (sleeping: no CPU used)."""
+    import time
+
+    def predict(batch):
+        time.sleep(seconds_per_row * len(batch["x"]))
+        return batch["x"][:, :3]
+    return Candidate("sleepy", predict)
+
+
+def test_sweep_skips_batch_sizes_whose_call_costs_too_much_of_the_budget():
+    workload = Workload.smoke(memory=False, cold_start=False, throughput_batch_sizes=(1, 8, 256), sweep_budget_s=0.2,
+                              budget_s=0.1, min_samples=5, n_boot=50)
+    m = measure(sleepy(0.001), inputs(300), workload)
+    assert [p.batch_size for p in m.sweep] == [1, 8] and m.skipped_batch_sizes == [256]
+    row = m.to_row()
+    assert row["skipped_batch_sizes"] == "256" and "p50_b256_ms" not in row
+    assert "throughput at batch 256 skipped" in row["notes"] and "sweep_budget_s" in row["notes"]
+
+
+def test_a_deadline_shortens_the_latency_loop_and_skips_the_sweep(linear):
+    import time
+
+    m = measure(torch_candidate(linear), inputs(), Workload.smoke(budget_s=5, sweep_budget_s=5, n_boot=50, memory=False,
+                                                                  cold_start=False),
+                deadline=time.monotonic() + 1.0)
+    assert m.complete and m.latency is not None and m.sweep == [] and m.skipped_batch_sizes == [1, 8]
+    assert "shortened" in m.to_row()["notes"] and "time limit leaves" in m.to_row()["notes"]
+
+
+def test_a_cpu_hog_in_another_process_makes_the_row_noisy(linear):
+    import os
+    import subprocess
+    import time
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.5)  # let them start spinning
+        m = measure(torch_candidate(linear), inputs(), Workload.smoke(budget_s=1.0, min_samples=100_000,
+                                                                      max_samples=200_000, memory=False,
+                                                                      cold_start=False, n_boot=50))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    row = m.to_row()
+    assert row["busy_other_cpu_share"] > 0.25 and row["noisy"] is True
+    assert "other processes used" in row["notes"]
