@@ -38,6 +38,7 @@ def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS) -
     zoo = importlib.import_module("optlab.models.zoo")
     from optlab.data.datasets import load
     from optlab.instruments.latency import Workload, measure
+    from optlab.models import weights
     from optlab.models.runtimes import quiet_torch_logs
     from optlab.techniques.registry import apply
 
@@ -65,7 +66,7 @@ def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS) -
             paired = measure(base, data.test.inputs, workload).to_row()
             row.update(ref_p50_ms=paired["p50_ms"], ref_throughput_b256_per_s=paired["throughput_b256_per_s"])
             row.update(ev.evaluate(cand, data, ref, n_boot=200).to_row())
-            row["params"] = zoo.param_count(cand.model) if hasattr(cand.model, "parameters") else cand.meta.get(
+            row["params"] = weights.param_count(cand.model) if hasattr(cand.model, "parameters") else cand.meta.get(
                 "params_after")
             row["status"] = "reference" if recipe is None else "ok"
             row["meta"] = {k: v for k, v in cand.meta.items() if isinstance(v, (int, float, str, bool, type(None)))}

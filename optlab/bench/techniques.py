@@ -215,12 +215,10 @@ def profile(name: str, smoke: bool, workdir: Path) -> None:
 
 
 def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
-    return " ".join(f for f in wanted if f in flags) or "none of the AVX-512/AMX set"
+    """The speed-relevant CPU flags, as every optlab row records them."""
+    from optlab.instruments.environment import environment
+
+    return environment().cpu_flags or "none of the AVX2/AVX-512/AMX set"
 
 
 def main(argv: list[str]) -> int:

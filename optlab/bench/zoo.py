@@ -74,14 +74,14 @@ def bag_of_words_accuracy(data) -> float:
 def run(smoke: bool = False, fresh: bool = True, datasets=None):
     """Yield one row per model (and per reference baseline) as it finishes."""
     from optlab.data import datasets as optlab_data
-    from optlab.models import zoo
+    from optlab.models import weights, zoo
 
     for name in datasets or zoo.SIZES:
         data = optlab_data.load(name, smoke=smoke)
         for size in zoo.SIZES[name]:
             model = zoo.get(name, size, smoke=smoke, data=data, fresh=fresh)
             metric_name, value = metric(data, logits(model, data.test))
-            yield ({"dataset": name, "model": size, "params": zoo.param_count(model),
+            yield ({"dataset": name, "model": size, "params": weights.param_count(model),
                          "train_s": model.optlab_train_log["train_s"], "metric": metric_name, "test": value})
         start = time.perf_counter()
         if name == "bids":

@@ -57,6 +57,7 @@ def physical_cores() -> int:
 
 
 def package_version(name: str) -> str | None:
+    """The installed version of a distribution (`torch`, `onnxruntime`), or None."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -64,7 +65,8 @@ def package_version(name: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _cpuinfo() -> tuple[str, frozenset[str]]:
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The CPU model name and every flag the kernel reports (read once from /proc/cpuinfo)."""
     model, flags = platform.processor() or platform.machine(), frozenset()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
@@ -93,7 +95,7 @@ def _gpu_name(device: str) -> str | None:
 
 def environment(device: str = "cpu") -> Environment:
     """Describe this machine for a measurement on `device` ("cpu", "cuda", "cuda:0")."""
-    model, flags = _cpuinfo()
+    model, flags = cpu_info()
     return Environment(
         cpu_model=model,
         cpu_flags=" ".join(flag for flag in SPEED_FLAGS if flag in flags),

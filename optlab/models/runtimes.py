@@ -174,12 +174,14 @@ def load_torch(path: str | os.PathLike, *, threads: int | None = None, input_dty
 
 def compile_module(module, *, mode: str = "default", freezing: bool = True, dynamic: bool | None = None):
     """torch.compile with Inductor freezing on or off (freezing constant-folds weights and is
-    what makes PT2E int8 fast on CPU)."""
+    what makes PT2E int8 fast on CPU). Freezing travels in this compile's own Inductor options
+    (with the mode's options merged in, since torch.compile takes one or the other), so the
+    process-wide `torch._inductor.config.freezing` is never changed."""
     import torch
-    import torch._inductor.config as inductor_config
+    from torch._inductor import list_mode_options
 
-    inductor_config.freezing = bool(freezing)
-    return torch.compile(module, mode=None if mode == "default" else mode, dynamic=dynamic)
+    options = {**(list_mode_options(mode) if mode != "default" else {}), "freezing": bool(freezing)}
+    return torch.compile(module, options=options, dynamic=dynamic)
 
 
 def _register_quantized_ops() -> None:

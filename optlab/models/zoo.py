@@ -7,7 +7,6 @@ with torch.save, loaded with weights_only=True, checked by a sha256 sidecar).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from optlab.data.datasets import Batch, Dataset, load
+from optlab.data.hashing import sha256_json
+from optlab.models import weights
 from optlab.models.candidate import Candidate
 
 VERSION = 2
@@ -84,17 +85,12 @@ def build(dataset: str, size: str = "teacher", data: Dataset | None = None, seed
     return from_spec(model_spec)
 
 
-def param_count(model) -> int:
-    """Number of parameters (buffers such as BatchNorm statistics excluded)."""
-    return int(sum(p.numel() for p in model.parameters()))
-
-
 def _cache_paths(dataset: str, size: str, smoke: bool, seed: int, data: Dataset) -> tuple[Path, dict]:
     from optlab.data.cache import cache_dir
 
     key = {"version": VERSION, "spec": spec(dataset, size, data), "training": TRAINING[(dataset, smoke)],
            "data": data.fingerprint, "seed": seed}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    digest = sha256_json(key)[:16]
     tag = "-smoke" if smoke else ""
     return cache_dir("models") / f"{dataset}-{size}{tag}-seed{seed}-{digest}.pt", key
 
@@ -125,7 +121,7 @@ def get(dataset: str, size: str = "teacher", smoke: bool = False, seed: int = 0,
     log = train(model, data, seed=seed, threads=TRAIN_THREADS, **TRAINING[(dataset, smoke)])
     TRAINED[(dataset, size, smoke)] += 1
     cache.write_checked(path, lambda tmp: torch.save(model.state_dict(), tmp))
-    info = {"key": key, "train_log": log.to_dict(), "param_count": param_count(model)}
+    info = {"key": key, "train_log": log.to_dict(), "param_count": weights.param_count(model)}
     cache.write_checked(record, lambda tmp: tmp.write_text(json.dumps(info, indent=1, sort_keys=True)))
     model.optlab_train_log = info["train_log"]
     return model.eval()
@@ -155,11 +151,7 @@ def baseline(model, name: str = "baseline") -> Candidate:
 
     model_spec = getattr(model, "optlab_spec", None)
     state = model.state_dict()
-    digest = hashlib.sha256()
-    for k, v in state.items():
-        digest.update(k.encode())
-        digest.update(v.detach().cpu().contiguous().numpy().tobytes())
-    folder = cache.cache_dir("candidates", f"{name}-{digest.hexdigest()[:16]}")
+    folder = cache.cache_dir("candidates", f"{name}-{weights.digest(model)[:16]}")
     path = folder / "model.pt"
     if not cache.is_valid(path):
         cache.write_checked(path, lambda tmp: torch.save(state, tmp))
@@ -169,7 +161,7 @@ def baseline(model, name: str = "baseline") -> Candidate:
     return Candidate(name=name, predict_fn=_predictor(model), family="baseline", runtime="torch", device="cpu",
                      model=model, artifact_path=path,
                      loader="optlab.models.zoo:load_predict" if model_spec is not None else None,
-                     meta={"param_count": param_count(model), "dtype": "float32", "mode": "eager",
+                     meta={"param_count": weights.param_count(model), "dtype": "float32", "mode": "eager",
                            "dataset": None if model_spec is None else model_spec["dataset"]})
 
 

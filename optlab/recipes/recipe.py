@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 
 class UnsupportedRecipe(Exception):
@@ -48,6 +48,9 @@ class Recipe:
     kind: ClassVar[str] = "recipe"
     family: ClassVar[str] = ""
     shown: ClassVar[tuple[str, ...]] = ()  # fields always in the name, even at their default
+    # field -> (where it applies, predicate): a field set away from its default where it does not
+    # apply is refused at construction, so it can never change a name or a fingerprint for nothing.
+    applies: ClassVar[dict[str, tuple[str, Callable[[Any], bool]]]] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -57,6 +60,15 @@ class Recipe:
     @property
     def stage(self) -> int:
         raise NotImplementedError
+
+    def _check_applies(self) -> None:
+        defaults = {f.name: f.default for f in fields(self)}
+        for name, (where, predicate) in self.applies.items():
+            if getattr(self, name) != defaults[name] and not predicate(self):
+                context = ", ".join(f"{f}={getattr(self, f)!r}" for f in ("runtime", "scheme") if hasattr(self, f))
+                raise ValueError(f"{type(self).__name__}.{name}={getattr(self, name)!r} does not apply here "
+                                 f"({context}): it applies only to {where}; leave it at its default "
+                                 f"({defaults[name]!r})")
 
     @property
     def name(self) -> str:
@@ -71,10 +83,15 @@ class Recipe:
         return f"{self.kind}({', '.join(parts)})"
 
     def params(self) -> dict[str, Any]:
+        """Every field, defaults included."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.params()}
+        """The kind and the fields that are set (required, or away from their default): what a
+        fingerprint is made of, so adding a defaulted field to a recipe keeps stored rows valid."""
+        set_fields = {f.name: getattr(self, f.name) for f in fields(self)
+                      if f.default is dataclasses.MISSING or getattr(self, f.name) != f.default}
+        return {"kind": self.kind, **set_fields}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -145,6 +162,10 @@ def _parse_value(text: str) -> Any:
 
 # --- the recipes -------------------------------------------------------------------
 
+def _calibrates(recipe: Any) -> bool:
+    return recipe.scheme == "static-int8" or (recipe.runtime == "inc" and recipe.algorithm == "gptq")
+
+
 QUANT_SCHEMES = {
     "torch": ("bf16", "fp16", "dynamic-int8"),
     "onnxruntime": ("dynamic-int8", "static-int8", "fp16"),
@@ -172,6 +193,23 @@ class Quantize(Recipe):
     tolerable_loss: float = 0.01  # autotune: relative accuracy loss allowed
     autocast: bool = False  # torch bf16/fp16: autocast (fp32 weights) instead of casting the model
 
+    applies: ClassVar = {
+        "calibration": ("runtime='onnxruntime' with scheme='static-int8'",
+                        lambda r: r.runtime == "onnxruntime" and r.scheme == "static-int8"),
+        "per_channel": ("runtime='onnxruntime' with an int8 scheme",
+                        lambda r: r.runtime == "onnxruntime" and r.scheme in ("dynamic-int8", "static-int8")),
+        "calibration_samples": ("scheme='static-int8', or runtime='inc' with algorithm='gptq'", _calibrates),
+        "calibration_data": ("scheme='static-int8', or runtime='inc' with algorithm='gptq'", _calibrates),
+        "algorithm": ("runtime='inc' with a weight-only scheme",
+                      lambda r: r.runtime == "inc" and r.scheme.startswith("weight-only")),
+        "group_size": ("runtime='inc' with a weight-only scheme or autotune",
+                       lambda r: r.runtime == "inc" and r.scheme != "static-int8"),
+        "tolerable_loss": ("runtime='inc' with scheme='autotune'",
+                           lambda r: r.runtime == "inc" and r.scheme == "autotune"),
+        "autocast": ("runtime='torch' with scheme 'bf16' or 'fp16'",
+                     lambda r: r.runtime == "torch" and r.scheme in ("bf16", "fp16")),
+    }
+
     def __post_init__(self):
         _check_choice("Quantize", "runtime", self.runtime, tuple(QUANT_SCHEMES))
         _check_choice("Quantize", "scheme", self.scheme, QUANT_SCHEMES[self.runtime])
@@ -184,9 +222,7 @@ class Quantize(Recipe):
             _check_range("Quantize", "group_size", self.group_size, 1, 4096, integer=True)
         _check_range("Quantize", "tolerable_loss", self.tolerable_loss, 0.0, 1.0, high_open=True)
         _check_choice("Quantize", "autocast", self.autocast, (False, True))
-        if self.autocast and not (self.runtime == "torch" and self.scheme in ("bf16", "fp16")):
-            raise ValueError(f"Quantize.autocast=True only applies to runtime='torch' with scheme 'bf16' or "
-                             f"'fp16'; got runtime={self.runtime!r}, scheme={self.scheme!r}")
+        self._check_applies()
 
     @property
     def stage(self) -> int:
@@ -211,6 +247,15 @@ class Compile(Recipe):
     # then one dynamic graph after the first new shape); True forces dynamic (slow on CPU here);
     # False recompiles per shape
 
+    applies: ClassVar = {
+        "graph_level": ("runtime='onnxruntime'", lambda r: r.runtime == "onnxruntime"),
+        "provider": ("runtime='onnxruntime' (OpenVINO and torch.compile run on the CPU here)",
+                     lambda r: r.runtime == "onnxruntime"),
+        "mode": ("runtime='torch.compile'", lambda r: r.runtime == "torch.compile"),
+        "freezing": ("runtime='torch.compile'", lambda r: r.runtime == "torch.compile"),
+        "dynamic": ("runtime='torch.compile'", lambda r: r.runtime == "torch.compile"),
+    }
+
     def __post_init__(self):
         _check_choice("Compile", "runtime", self.runtime, ("onnxruntime", "openvino", "torch.compile"))
         _check_choice("Compile", "graph_level", self.graph_level, ("disabled", "basic", "extended", "all"))
@@ -218,6 +263,7 @@ class Compile(Recipe):
         _check_choice("Compile", "mode", self.mode, ("default", "reduce-overhead", "max-autotune"))
         _check_choice("Compile", "freezing", self.freezing, (False, True))
         _check_choice("Compile", "dynamic", self.dynamic, (None, False, True))
+        self._check_applies()
 
     @property
     def stage(self) -> int:

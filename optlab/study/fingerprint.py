@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -17,31 +16,9 @@ import sys
 from typing import Any
 
 from optlab.data.hashing import sha256_json, sha256_tree
+from optlab.instruments.environment import cpu_info, package_version
 
 file_fingerprint = sha256_tree
-
-
-def _module_fingerprint(model: Any) -> str:
-    import torch
-
-    digest = hashlib.sha256()
-    digest.update(f"{type(model).__module__}.{type(model).__qualname__}".encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        if not isinstance(tensor, torch.Tensor):
-            digest.update(repr(tensor).encode())
-            continue
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        try:
-            flat = tensor.detach().cpu().contiguous().reshape(-1)
-            digest.update(flat.view(torch.uint8).numpy().tobytes())
-        except (RuntimeError, TypeError):  # tensor subclasses (packed/quantized weights)
-            import io
-
-            buffer = io.BytesIO()
-            torch.save(tensor, buffer)
-            digest.update(buffer.getvalue())
-    return digest.hexdigest()
 
 
 def model_fingerprint(model: Any) -> str:
@@ -61,7 +38,9 @@ def model_fingerprint(model: Any) -> str:
     if isinstance(model, (str, os.PathLike)):
         return file_fingerprint(model)
     if hasattr(model, "state_dict"):
-        return _module_fingerprint(model)
+        from optlab.models import weights
+
+        return weights.digest(model)
     raise TypeError(f"cannot fingerprint a {type(model).__name__}; pass a torch.nn.Module, an OnnxModel, "
                     f"a file path or a Candidate")
 
@@ -75,31 +54,6 @@ def workload_key(workload: Any) -> Any:
     if hasattr(workload, "to_dict"):
         return workload.to_dict()
     return repr(workload)
-
-
-def _cpu_info() -> tuple[str, list[str]]:
-    model, flags = "", []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and not model:
-                    model = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = sorted(value.split())
-                if model and flags:
-                    break
-    except OSError:
-        pass
-    return model or platform.processor() or platform.machine(), flags
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _device() -> str:
@@ -118,16 +72,16 @@ def machine() -> dict[str, Any]:
     """What a measurement depends on about this machine and its software."""
     from optlab import __version__
 
-    cpu_model, flags = _cpu_info()
+    cpu_model, flags = cpu_info()
     return {
         "device": _device(),
         "cpu_model": cpu_model,
-        "cpu_flags_sha256": hashlib.sha256(" ".join(flags).encode()).hexdigest(),
+        "cpu_flags_sha256": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest(),
         "cores": os.cpu_count(),
         "platform": f"{platform.system()}-{platform.machine()}",
         "python": ".".join(map(str, sys.version_info[:2])),
-        "torch_version": _version("torch"),
-        "onnxruntime_version": _version("onnxruntime"),
+        "torch_version": package_version("torch"),
+        "onnxruntime_version": package_version("onnxruntime"),
         "optlab_version": __version__,
     }
 

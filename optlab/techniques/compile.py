@@ -16,28 +16,11 @@ from optlab.recipes.recipe import Compile, UnsupportedRecipe
 from optlab.techniques.onnx_export import as_onnx
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import example_batch, require_module, save_module
-from optlab.techniques.workdirs import artifact_file, resolve_workdir
+from optlab.techniques.workdirs import artifact_file
 
 
-@register(Compile)
-def apply_compile(recipe: Compile, model: Any, data: Any, *, threads: int | None = None,
-                  workdir=None) -> Candidate:
-    workdir = resolve_workdir(workdir)
-    if recipe.provider == "cuda" and recipe.runtime != "onnxruntime":
-        raise UnsupportedRecipe(f"{recipe.name}: provider='cuda' is only wired for runtime='onnxruntime'")
-    start = time.perf_counter()
-    if recipe.runtime == "onnxruntime":
-        candidate = _onnxruntime(recipe, model, data, threads, workdir)
-    elif recipe.runtime == "openvino":
-        candidate = _openvino(recipe, model, data, threads, workdir)
-    else:
-        candidate = _torch_compile(recipe, model, data, threads, workdir)
-    candidate.meta["apply_s"] = round(time.perf_counter() - start, 3)
-    candidate.meta.setdefault("threads", threads)
-    return candidate
-
-
-def _onnxruntime(recipe: Compile, model: Any, data: Any, threads, workdir) -> Candidate:
+@register(Compile, runtime="onnxruntime")
+def apply_onnxruntime(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:
     import onnxruntime as ort
 
     from optlab.models.runtimes import ORT_PROVIDERS, ort_predict_fn, ort_session
@@ -57,7 +40,8 @@ def _onnxruntime(recipe: Compile, model: Any, data: Any, threads, workdir) -> Ca
         meta={"providers": session.get_providers(), "graph_level": recipe.graph_level})
 
 
-def _openvino(recipe: Compile, model: Any, data: Any, threads, workdir) -> Candidate:
+@register(Compile, runtime="openvino")
+def apply_openvino(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:
     try:
         import openvino  # noqa: F401
     except ImportError as error:
@@ -74,7 +58,8 @@ def _openvino(recipe: Compile, model: Any, data: Any, threads, workdir) -> Candi
         meta={"openvino_version": openvino.__version__, "inference_precision": "f32"})
 
 
-def _torch_compile(recipe: Compile, model: Any, data: Any, threads, workdir) -> Candidate:
+@register(Compile, runtime="torch.compile")
+def apply_torch_compile(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:
     if isinstance(model, OnnxModel):
         raise UnsupportedRecipe(f"{recipe.name} needs a torch.nn.Module, got an ONNX model ({model.path}); "
                                 f"put torch.compile before ONNX steps or use Compile('onnxruntime')")

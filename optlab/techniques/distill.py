@@ -37,7 +37,7 @@ def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None
     if threads:
         torch.set_num_threads(int(threads))
     from optlab.data.datasets import Split
-    from optlab.models import training, zoo
+    from optlab.models import training, weights, zoo
 
     teacher = model
     if data.name not in zoo.SIZES:
@@ -49,7 +49,7 @@ def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None
         raise ValueError(f"Distill.student={recipe.student!r} is not a size the zoo defines for "
                          f"{data.name!r}; choose one of: {', '.join(sizes)}")
     student = zoo.build(data.name, recipe.student, data=data, seed=0)
-    teacher_params, student_params = zoo.param_count(teacher), zoo.param_count(student)
+    teacher_params, student_params = weights.param_count(teacher), weights.param_count(student)
     if student_params > teacher_params:
         raise ValueError(f"student {recipe.student!r} ({student_params:,} parameters) is larger than its "
                          f"teacher ({teacher_params:,}); distil into a smaller size from zoo.SIZES[{data.name!r}]")

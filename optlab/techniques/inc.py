@@ -20,6 +20,7 @@ from optlab.data.calibration import calibration_rows
 from optlab.instruments import metrics
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
+from optlab.techniques.registry import register
 from optlab.techniques.torch_io import (
     TEXT_AXES,
     example_batch,
@@ -56,10 +57,10 @@ def _import_inc():
     return inc
 
 
+@register(Quantize, runtime="inc")
 def apply_inc(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
     require_module(model, recipe)
     inc = _import_inc()
-    start = time.perf_counter()
     if recipe.scheme == "static-int8":
         candidate = _static_int8(inc, recipe, model, data, threads, workdir)
     else:
@@ -76,7 +77,6 @@ def apply_inc(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=
             name=recipe.name, predict_fn=torch_predict_fn(module), family="quantization",
             runtime="inc", device="cpu", recipe=recipe, model=module, artifact_path=path,
             loader="optlab.models.runtimes:load_torch", loader_options={"threads": threads, **extra}, meta=meta)
-    candidate.meta["apply_s"] = round(time.perf_counter() - start, 3)
     return candidate
 
 
@@ -116,13 +116,12 @@ def _weight_only(inc, recipe: Quantize, module: Any, data: Any, bits: int) -> tu
 
 
 def _batch_ms(predict, batch: dict[str, np.ndarray], repeats: int = 5) -> float:
-    predict(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predict(batch)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+    """Median milliseconds of one call on `batch`: the speed axis INC's autotune lacks, timed by
+    optlab's own harness."""
+    from optlab.instruments.timing import time_calls
+
+    run = time_calls(predict, [batch], warmup=1, min_samples=repeats, max_samples=repeats, budget_s=3600.0)
+    return float(np.median(run.samples_ns)) / 1e6
 
 
 def _autotune(inc, recipe: Quantize, model: Any, data: Any, threads) -> tuple[Any, dict]:

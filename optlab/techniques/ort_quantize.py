@@ -19,6 +19,7 @@ from optlab.data.calibration import calibration_rows
 from optlab.models.candidate import Candidate, OnnxModel
 from optlab.recipes.recipe import Quantize
 from optlab.techniques.onnx_export import as_onnx, gemm_to_matmul
+from optlab.techniques.registry import register
 from optlab.techniques.workdirs import artifact_file
 
 # Gather covers embedding tables: without it a tabular model keeps most of its bytes in fp32.
@@ -27,6 +28,7 @@ STATIC_OPS = ["Conv", "Gemm", "MatMul", "Gather", "Relu", "Add", "Mul", "Concat"
               "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "AveragePool", "GlobalAveragePool"]
 
 
+@register(Quantize, runtime="onnxruntime")
 def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir: Path) -> Candidate:
     from optlab.models.runtimes import load_onnxruntime
 

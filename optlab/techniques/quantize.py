@@ -2,43 +2,28 @@
 
 runtime="torch": bf16/fp16 (cast the model, or autocast with fp32 weights) and dynamic int8
 for linear layers through torchao (`Int8DynamicActivationInt8WeightConfig`; embeddings get
-int8 weight-only). runtime="onnxruntime" lives in `ort_quantize`, runtime="inc" in `inc`.
+int8 weight-only). runtime="onnxruntime" lives in `ort_quantize`, runtime="inc" in `inc`: each
+registers for its runtime.
 The caller's model is never mutated (deep copy first).
 """
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import Quantize
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import require_module, save_module
-from optlab.techniques.workdirs import artifact_file, resolve_workdir
+from optlab.techniques.workdirs import artifact_file
 
 
-@register(Quantize)
-def apply_quantize(recipe: Quantize, model: Any, data: Any, *, threads: int | None = None,
-                   workdir=None) -> Candidate:
-    workdir = resolve_workdir(workdir)
-    if recipe.runtime == "onnxruntime":
-        from optlab.techniques.ort_quantize import apply_ort_quantize as apply_runtime
-    elif recipe.runtime == "inc":
-        from optlab.techniques.inc import apply_inc as apply_runtime
-    else:
-        apply_runtime = apply_torch_quantize
-    candidate = apply_runtime(recipe, model, data, threads=threads, workdir=workdir)
-    candidate.meta.setdefault("threads", threads)
-    return candidate
-
-
+@register(Quantize, runtime="torch")
 def apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
     from optlab.models.runtimes import quiet_torch_logs, torch_predict_fn
 
     quiet_torch_logs()
     require_module(model, recipe)
-    start = time.perf_counter()
     module = copy.deepcopy(model).eval()
     meta: dict[str, Any] = {}
     options: dict[str, Any] = {}
@@ -57,7 +42,6 @@ def apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=Non
         meta.update(_torchao_dynamic_int8(module))
     path = artifact_file(workdir, recipe.name, ".pt")
     options.update(save_module(module, path, original=model))
-    meta["apply_s"] = round(time.perf_counter() - start, 3)
     return Candidate(
         name=recipe.name, predict_fn=torch_predict_fn(module, input_dtype=options.get("input_dtype"),
                                                       autocast=options.get("autocast")),

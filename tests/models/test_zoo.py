@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from optlab.bench.zoo import logits, metric
-from optlab.models import zoo
+from optlab.models import weights, zoo
 from optlab.models.training import to_tensors
 
 
@@ -45,7 +45,7 @@ def test_logits_shapes_on_requests(name, request):
 def test_student_smaller_than_teacher(digits_data, bids_data, intents_data):
     for name, data in (("digits", digits_data), ("bids", bids_data), ("intents", intents_data)):
         teacher, student = zoo.build(name, "teacher", data), zoo.build(name, "student", data)
-        assert zoo.param_count(student) < zoo.param_count(teacher)
+        assert weights.param_count(student) < weights.param_count(teacher)
     bert = zoo.build("intents", "teacher", intents_data).bert
     assert bert.config.num_hidden_layers == 4
     assert zoo.build("intents", "student", intents_data).bert.config.num_hidden_layers == 2
@@ -112,7 +112,7 @@ def test_baseline_candidate_and_fresh_loader(digits_data, digits_model):
     out = cand.predict(batch)
     assert isinstance(out, np.ndarray) and out.shape == (len(batch["pixels"]), 10)
     assert cand.family == "baseline" and cand.runtime == "torch" and cand.size_bytes > 10_000
-    assert cand.meta["param_count"] == zoo.param_count(digits_model)
+    assert cand.meta["param_count"] == weights.param_count(digits_model)
     module, func = cand.loader.split(":")
     predict = getattr(importlib.import_module(module), func)(cand.artifact_path, **cand.loader_options)
     np.testing.assert_allclose(predict(batch), out, rtol=1e-5, atol=1e-6)

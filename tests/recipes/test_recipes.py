@@ -4,8 +4,7 @@ import dataclasses
 import pytest
 
 from optlab.recipes import recipe as recipes
-from optlab.recipes.recipe import Chain, Compile, Distill, Prune, Quantize, UnsupportedRecipe, from_json
-from optlab.techniques.registry import apply, register
+from optlab.recipes.recipe import Chain, Compile, Distill, Prune, Quantize, from_json
 
 ALL = [
     Quantize("bf16"), Quantize("bf16", autocast=True), Quantize("dynamic-int8"),
@@ -91,50 +90,6 @@ def test_unknown_kind_in_json_lists_valid_kinds():
         recipes.from_dict({"kind": "sparsify"})
 
 
-def test_registry_dispatches_lazily_by_type():
-    from optlab.techniques import compile as compile_module
-    from optlab.techniques import quantize as quantize_module
-    from optlab.techniques import registry
-
-    assert registry.handler(Quantize) is quantize_module.apply_quantize
-    assert registry.handler(Compile) is compile_module.apply_compile
-
-
-def test_register_and_apply_custom_recipe(tmp_path):
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Noop(recipes.Recipe):
-        kind = "noop-test"
-
-        @property
-        def stage(self):
-            return recipes.STAGE_RUNTIME
-
-    seen = {}
-
-    @register(Noop)
-    def apply_noop(recipe, model, data, *, threads=None, workdir=None):
-        seen.update(model=model, threads=threads, workdir=workdir)
-        return "candidate"
-
-    assert apply(Noop(), "model", None, threads=3, workdir=tmp_path) == "candidate"
-    assert seen == {"model": "model", "threads": 3, "workdir": tmp_path}
-    recipes._RECIPE_KINDS.pop("noop-test", None)
-    from optlab.techniques import registry
-    registry._APPLIERS.pop(Noop, None)
-
-
-def test_apply_rejects_non_recipes():
-    with pytest.raises(TypeError, match="needs a Recipe"):
-        apply("bf16", None, None)
-
-
-def test_unsupported_recipe_is_an_exception_with_reason():
-    error = UnsupportedRecipe("no CUDA here")
-    assert isinstance(error, Exception) and "no CUDA" in str(error)
-
-
 def test_parse_is_the_inverse_of_name():
     from optlab.recipes.recipe import Chain, Compile, Distill, Prune, Quantize, parse
 
@@ -153,3 +108,59 @@ def test_parse_names_what_is_wrong():
         parse("squash(level=3)")
     with pytest.raises(ValueError, match="not field=value with a field of Quantize"):
         parse("quantize(bits=4)")
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: Quantize("bf16", per_channel=True), "per_channel"),
+    (lambda: Quantize("dynamic-int8", runtime="onnxruntime", calibration="entropy"), "calibration"),
+    (lambda: Quantize("weight-only-int4", runtime="inc", tolerable_loss=0.1), "tolerable_loss"),
+    (lambda: Quantize("fp16", runtime="onnxruntime", group_size=64), "group_size"),
+    (lambda: Compile("openvino", provider="cuda"), "provider"),
+    (lambda: Compile("onnxruntime", mode="max-autotune"), "mode"),
+    (lambda: Compile("torch.compile", graph_level="basic"), "graph_level"),
+])
+def test_fields_that_do_not_apply_are_refused_at_construction(make, field):
+    with pytest.raises(ValueError, match=rf"\.{field}=.* does not apply here .*leave it at its default"):
+        make()
+
+
+def test_fields_that_apply_are_accepted():
+    assert Quantize("static-int8", runtime="onnxruntime", calibration="entropy", per_channel=True)
+    assert Quantize("weight-only-int4", runtime="inc", algorithm="gptq", calibration_samples=64, group_size=64)
+    assert Compile("torch.compile", mode="max-autotune", freezing=False, dynamic=True)
+
+
+def test_to_dict_holds_only_what_is_set_and_round_trips():
+    recipe = Quantize("static-int8", runtime="onnxruntime", per_channel=True)
+    assert recipe.to_dict() == {"kind": "quantize", "scheme": "static-int8", "runtime": "onnxruntime",
+                                "per_channel": True}
+    assert recipes.from_json(recipe.to_json()) == recipe
+
+
+def test_adding_a_defaulted_field_keeps_the_fingerprint():
+    from dataclasses import dataclass, field
+
+    from optlab.study import fingerprint
+
+    def key(recipe):
+        return fingerprint.fingerprint(fingerprint.key(recipe_json=recipe.to_json(), model="m", data="d",
+                                                       workload=None, machine_info={}))
+
+    saved = dict(recipes._RECIPE_KINDS)
+    try:
+        @dataclass(frozen=True)
+        class Before(recipes.Recipe):
+            kind = "fingerprint-test"
+            strength: float = 0.5
+
+        @dataclass(frozen=True)
+        class After(recipes.Recipe):  # the next release adds a field with a default
+            kind = "fingerprint-test"
+            strength: float = 0.5
+            new_knob: tuple = field(default=())
+
+        assert key(Before()) == key(After()) and key(Before(0.7)) == key(After(0.7))
+        assert key(After(0.7, new_knob=(1,))) != key(Before(0.7))
+    finally:
+        recipes._RECIPE_KINDS.clear()
+        recipes._RECIPE_KINDS.update(saved)

@@ -80,10 +80,9 @@ def test_torch_compile_rejects_onnx_model(digits, tmp_path):
         apply(Compile("torch.compile"), OnnxModel(tmp_path / "x.onnx"), data, workdir=tmp_path)
 
 
-def test_cuda_with_openvino_is_unsupported(digits, tmp_path):
-    model, data = digits
-    with pytest.raises(UnsupportedRecipe, match="cuda"):
-        apply(Compile("openvino", provider="cuda"), model, data, workdir=tmp_path)
+def test_cuda_with_openvino_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="provider='cuda' does not apply here"):
+        Compile("openvino", provider="cuda")
 
 
 @pytest.mark.slow
