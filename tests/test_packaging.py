@@ -69,3 +69,43 @@ def test_readme_gives_exactly_two_commands_and_ci_runs_the_test_one():
 def test_environment_yml_uses_the_same_pins():
     text = (ROOT / "environment.yml").read_text()
     assert "-c constraints.txt" in text and "python=3.11" in text
+
+
+def test_the_package_list_matches_the_tree():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "optlab").rglob("__init__.py")}
+    assert found | {"optlab.data.generators"} == listed, "pyproject's [tool.setuptools] packages and optlab/ differ"
+
+
+def test_a_wheel_installs_and_loads_every_dataset_outside_the_checkout(tmp_path):
+    """A plain (non-editable) install finds the dataset generators: built offline, installed with
+    --no-deps into a fresh virtual environment that sees this environment's packages, and run
+    from a folder that is not the checkout."""
+    import site
+    import venv
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-q", "-w", str(wheels), str(ROOT)], check=True, capture_output=True, text=True)
+    (wheel,) = wheels.glob("optlab-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    child_site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                check=True, capture_output=True, text=True).stdout.strip()
+    # This environment's packages, as a plain path entry: its optlab (an editable install) is not
+    # picked up, because a path entry does not run the .pth hooks inside it.
+    (Path(child_site) / "project-env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                    "-q", str(wheel)], check=True, capture_output=True, text=True)
+    code = ("import optlab, optlab.data.datasets as d; "
+            "print(optlab.__file__); "
+            "print(*[f'{n}:{len(d.load(n, smoke=True).test)}' for n in d.DATASETS])")
+    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OPTLAB_CACHE": str(tmp_path / "cache"),
+                              "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    installed, sizes = out.stdout.splitlines()
+    assert str(env_dir) in installed and str(ROOT) not in installed, installed
+    assert [s.split(":")[0] for s in sizes.split()] == ["digits", "bids", "intents"]
+    assert all(int(s.split(":")[1]) > 0 for s in sizes.split())
