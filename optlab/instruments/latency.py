@@ -319,6 +319,7 @@ def measure(candidate: Candidate, inputs: Inputs, workload: Workload | None = No
     result.param_count, result.zero_fraction = footprint(candidate.model, candidate.artifact_path)
     if candidate.runtime != "torch" and "threads" not in candidate.meta:
         result.notes.append("threads: the runtime session's own setting applies (candidate.meta has no 'threads')")
+    result.notes.extend(str(note) for note in candidate.meta.get("notes", ()))  # what building it noted
 
     with torch_threads(workload.threads):
         budget = min(workload.budget_s, max(_remaining(deadline) * 0.5, 0.05))

@@ -12,9 +12,12 @@ from optlab.techniques.torch_io import TEXT_AXES, example_batch, input_names, po
 OPSET = 17
 
 
-def export_onnx(model: Any, data: Any, path: Path, *, dynamo: bool = False) -> OnnxModel:
+def export_onnx(model: Any, data: Any, path: Path, *, dynamo: bool = False,
+                notes: list[str] | None = None) -> OnnxModel:
     """Export `model` to `path`. The TorchScript exporter (dynamo=False) is the default: it is
-    stable for these models and needs no onnxscript; dynamo=True is the fallback when it fails."""
+    stable for these models and needs no onnxscript; dynamo=True is the fallback when it fails.
+    When the fallback runs, the first exporter's error goes into `notes` (and into the error
+    raised when the fallback fails too), so it is never lost."""
     import torch
 
     names = input_names(data)
@@ -28,11 +31,23 @@ def export_onnx(model: Any, data: Any, path: Path, *, dynamo: bool = False) -> O
         warnings.simplefilter("ignore")
         try:
             _export(torch, wrapped, args, path, names, axes, dynamo)
-        except Exception:
+        except Exception as first:
             if dynamo:
                 raise
-            _export(torch, wrapped, args, path, names, axes, True)
+            reason = f"{type(first).__name__}: {_first_line(first)}"
+            try:
+                _export(torch, wrapped, args, path, names, axes, True)
+            except Exception as second:
+                raise RuntimeError(f"ONNX export failed: the TorchScript exporter raised {reason}; the dynamo "
+                                   f"exporter then raised {type(second).__name__}: {_first_line(second)}") from second
+            if notes is not None:
+                notes.append(f"ONNX export: the TorchScript exporter failed ({reason}); exported with dynamo=True")
     return OnnxModel(path=path, input_names=tuple(names), output_names=("logits",))
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else "")[:limit]
 
 
 def _export(torch, wrapped, args, path, names, axes, dynamo: bool) -> None:
@@ -46,8 +61,9 @@ def _export(torch, wrapped, args, path, names, axes, dynamo: bool) -> None:
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def as_onnx(model: Any, data: Any, workdir: Path) -> OnnxModel:
-    """An OnnxModel as is, or an nn.Module exported (fp32) into `workdir` first."""
+def as_onnx(model: Any, data: Any, workdir: Path, *, notes: list[str] | None = None) -> OnnxModel:
+    """An OnnxModel as is, or an nn.Module exported (fp32) into `workdir` first (what the export
+    had to work around goes into `notes`)."""
     if isinstance(model, OnnxModel):
         if not Path(model.path).exists():
             from optlab.recipes.recipe import UnsupportedRecipe
@@ -65,7 +81,7 @@ def as_onnx(model: Any, data: Any, workdir: Path) -> OnnxModel:
     while path.exists():
         n += 1
         path = workdir / f"model-fp32-{n}.onnx"
-    return export_onnx(model, data, path)
+    return export_onnx(model, data, path, notes=notes)
 
 
 def gemm_to_matmul(proto: Any) -> Any:

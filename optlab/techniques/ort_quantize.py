@@ -3,12 +3,15 @@ split with MinMax / Entropy / Percentile, per-tensor or per-channel) and fp16 gr
 
 An nn.Module is exported to ONNX (fp32) first; the result's `.model` is an OnnxModel so a
 following `Compile("onnxruntime", ...)` step can pick a graph level for it.
+
+Graphs from other exporters are made quantizable first (Constant-node weights lifted to
+initializers, ORT's pre-processing), and every int8 artifact is checked afterwards: the count
+of quantized operators and the share of weights stored as integers go into the candidate's
+meta and notes; an "int8" artifact with no integer weight is an UnsupportedRecipe, never a row
+that claims int8. What the quantizer logs is collected into one note, not printed.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,8 @@ import numpy as np
 
 from optlab.data.calibration import calibration_rows
 from optlab.models.candidate import Candidate, OnnxModel
-from optlab.recipes.recipe import Quantize
+from optlab.recipes.recipe import Quantize, UnsupportedRecipe
+from optlab.techniques import onnx_graph
 from optlab.techniques.onnx_export import as_onnx, gemm_to_matmul
 from optlab.techniques.registry import register
 from optlab.techniques.workdirs import artifact_file
@@ -33,15 +37,29 @@ def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None,
     from optlab.models.runtimes import load_onnxruntime
 
     start = time.perf_counter()
-    source = as_onnx(model, data, workdir)
+    notes: list[str] = []
+    source = as_onnx(model, data, workdir, notes=notes)
     out = artifact_file(workdir, recipe.name, ".onnx")
     meta: dict[str, Any] = {"source_onnx": str(source.path)}
-    if recipe.scheme == "dynamic-int8":
-        meta.update(_dynamic(recipe, source.path, out, workdir))
-    elif recipe.scheme == "static-int8":
-        meta.update(_static(recipe, source.path, out, data, workdir))
-    else:
-        meta.update(_fp16(source.path, out))
+    with onnx_graph.captured_output(notes):
+        prepared = _prepared(Path(source.path), workdir, notes, preprocess=recipe.scheme != "fp16")
+        try:
+            if recipe.scheme == "dynamic-int8":
+                meta.update(_dynamic(recipe, prepared, out, workdir))
+            elif recipe.scheme == "static-int8":
+                meta.update(_static(recipe, prepared, out, data))
+            else:
+                meta.update(_fp16(prepared, out))
+        finally:
+            if prepared != Path(source.path):
+                prepared.unlink(missing_ok=True)
+    if recipe.scheme != "fp16":
+        meta.update(_checked(out, recipe, notes))
+    source_bytes, out_bytes = Path(source.path).stat().st_size, out.stat().st_size
+    if out_bytes > source_bytes:
+        notes.append(f"the {recipe.scheme} artifact ({out_bytes / 1e6:.3f} MB) is larger than its fp32 source "
+                     f"({source_bytes / 1e6:.3f} MB)")
+    meta["notes"] = notes
     meta["apply_s"] = round(time.perf_counter() - start, 3)
     options = {"threads": threads, "graph_level": "all", "provider": "cpu"}
     return Candidate(
@@ -51,34 +69,67 @@ def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None,
         loader="optlab.models.runtimes:load_onnxruntime", loader_options=options, meta=meta)
 
 
-def _preprocessed(source: Path, workdir: Path) -> Path:
-    """ORT's recommended pre-processing (shape inference + graph clean-up); the raw graph if it fails."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def _prepared(source: Path, workdir: Path, notes: list[str], *, preprocess: bool) -> Path:
+    """The graph the quantizer gets: Constant-node weights lifted to initializers and (int8)
+    ORT's pre-processing applied; `source` itself when nothing changed."""
+    import onnx
 
-    target = workdir / (source.stem + "-pre.onnx")
-    previous = os.getcwd()
-    try:
-        # Symbolic shape inference writes sym_shape_infer_temp.onnx (+ a <uuid>.data file) into the
-        # current directory, and leaves them behind when it fails: keep them in the workdir.
-        os.chdir(workdir)
-        quant_pre_process(str(source.resolve()), str(target.resolve()), skip_symbolic_shape=False)
-        return target
-    except Exception:
+    proto = onnx.load(str(source))
+    proto, lifted = onnx_graph.lift_constants(proto)
+    if lifted:
+        notes.append(f"{lifted} Constant-node weights lifted to initializers (onnx-ir) so the quantizer sees them")
+    if not preprocess and not lifted:
         return source
-    finally:
-        os.chdir(previous)
+    if preprocess:
+        staged = workdir / (source.stem + "-pre.onnx")
+        proto = onnx_graph.preprocess(proto, staged, notes)
+        staged.unlink(missing_ok=True)
+    target = workdir / (source.stem + "-prepared.onnx")
+    onnx.save(proto, str(target))
+    return target
+
+
+def _checked(out: Path, recipe: Quantize, notes: list[str]) -> dict[str, Any]:
+    """What the quantizer did to the artifact; no integer weight at all is an UnsupportedRecipe."""
+    import onnx
+
+    proto = onnx.load(str(out))
+    report = onnx_graph.quantization_report(proto)
+    if report["quantized_weight_elements"] == 0:
+        left = onnx_graph.constant_weights(proto)
+        weighted = sorted({n.op_type for n in proto.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "Gather")})
+        if left:
+            why = f"{left} weights are Constant nodes optlab could not lift to initializers"
+        elif not weighted:
+            why = f"the graph has no MatMul/Gemm/Conv/Gather among its {len(proto.graph.node)} nodes"
+        else:
+            why = f"ONNX Runtime skipped every weight of its {', '.join(weighted)} nodes"
+        logged = next((n for n in notes if " logged " in n), "")
+        message = (f"the quantizer quantized nothing ({recipe.scheme}): {why}; the artifact has "
+                   f"{report['quantized_ops']} quantized operators and no integer weight. {logged}")
+        raise UnsupportedRecipe(message.strip())
+    notes.append(onnx_graph.describe_report(report))
+    return report
+
+
+def _graph_inputs(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers]
 
 
 def _dynamic(recipe: Quantize, source: Path, out: Path, workdir: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    proto = gemm_to_matmul(onnx.load(str(_preprocessed(source, workdir))))
+    proto = gemm_to_matmul(onnx.load(str(source)))
     rewritten = workdir / (out.stem + "-matmul.onnx")
     onnx.save(proto, str(rewritten))
     quantize_dynamic(str(rewritten), str(out), op_types_to_quantize=DYNAMIC_OPS, per_channel=recipe.per_channel,
                      reduce_range=False, weight_type=QuantType.QInt8,
-                     extra_options={"MatMulConstBOnly": True})
+                     extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
     rewritten.unlink(missing_ok=True)
     return {"format": "dynamic (MatMulInteger / DynamicQuantizeLinear)", "op_types": DYNAMIC_OPS,
             "per_channel": recipe.per_channel}
@@ -105,8 +156,8 @@ class _Reader:
         self.position = 0
 
 
-def _static(recipe: Quantize, source: Path, out: Path, data: Any, workdir: Path) -> dict[str, Any]:
-    import onnx
+def _static(recipe: Quantize, source: Path, out: Path, data: Any) -> dict[str, Any]:
+    from onnx import TensorProto
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -119,16 +170,15 @@ def _static(recipe: Quantize, source: Path, out: Path, data: Any, workdir: Path)
         pass
 
     rows = calibration_rows(data, recipe.calibration_samples, recipe.calibration_data)
-    names = [i.name for i in onnx.load(str(source), load_external_data=False).graph.input]
+    names = _graph_inputs(source)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[recipe.calibration]
-    pre = _preprocessed(source, workdir)
-    with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print progress lines
-        quantize_static(
-            str(pre), str(out), Reader(rows, names), quant_format=QuantFormat.QDQ, op_types_to_quantize=STATIC_OPS,
-            per_channel=recipe.per_channel, reduce_range=False, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=method,
-            extra_options={"CalibMovingAverage": False, "CalibPercentile": 99.99})
+    quantize_static(  # its progress prints and log lines are collected by the caller
+        str(source), str(out), Reader(rows, names), quant_format=QuantFormat.QDQ, op_types_to_quantize=STATIC_OPS,
+        per_channel=recipe.per_channel, reduce_range=False, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, calibrate_method=method,
+        extra_options={"CalibMovingAverage": False, "CalibPercentile": 99.99,
+                       "DefaultTensorType": TensorProto.FLOAT})
     return {"format": "QDQ (U8 activations, S8 weights)", "calibration": recipe.calibration,
             "calibration_rows": len(rows), "calibration_data": recipe.calibration_data,
             "per_channel": recipe.per_channel, "op_types": STATIC_OPS}

@@ -1,0 +1,113 @@
+"""ONNX Runtime quantization on graphs as other exporters write them (built with onnx.helper):
+weights in Constant nodes are lifted and really quantized, the artifact is checked (quantized
+operators, integer weight share), a graph with nothing to quantize is refused, pre-processing
+failures are notes, and the quantizer's log lines never reach the terminal."""
+import os
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+
+from optlab.models.user_models import from_onnx
+from optlab.recipes.recipe import Quantize, UnsupportedRecipe
+from optlab.techniques import onnx_graph
+from optlab.techniques.registry import apply
+from optlab.testing import _save_onnx, constant_weight_mlp_inputs, constant_weight_mlp_onnx
+
+ORT = dict(runtime="onnxruntime")
+
+
+def _wrap(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no calibration set given: expected here
+        return from_onnx(path, constant_weight_mlp_inputs(rows=64), threads=1)
+
+
+@pytest.fixture()
+def constant_graph(tmp_path):
+    path = constant_weight_mlp_onnx(tmp_path / "const.onnx")
+    assert onnx_graph.constant_weights(onnx.load(str(path))) == 3  # w1, b1, w2 (b2 is too small to be a weight)
+    return path
+
+
+def test_constant_weights_are_lifted_and_dynamic_int8_quantizes_them(constant_graph, tmp_path):
+    baseline, data = _wrap(constant_graph)
+    candidate = apply(Quantize("dynamic-int8", **ORT), baseline.model, data, workdir=tmp_path / "work")
+    meta = candidate.meta
+    assert meta["quantized_op_types"].get("MatMulInteger", 0) == 2
+    assert meta["quantized_weight_share"] > 0.9  # w1 and w2 in int8; only the small biases stay fp32
+    assert any("Constant-node weights lifted" in note for note in meta["notes"])
+    assert any(note.startswith("int8 check: ") for note in meta["notes"])
+    batch = data.test.take(slice(0, 16)).inputs
+    base, cand = baseline.predict(batch), candidate.predict(batch)
+    assert not np.allclose(base, cand)  # int8 arithmetic really ran
+    assert (base.argmax(1) == cand.argmax(1)).mean() >= 0.75
+
+
+def test_static_int8_on_constant_weights_prints_nothing(constant_graph, tmp_path, capfd):
+    baseline, data = _wrap(constant_graph)
+    candidate = apply(Quantize("static-int8", calibration="minmax", **ORT), baseline.model, data,
+                      workdir=tmp_path / "work")
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)
+    assert candidate.meta["quantized_op_types"].get("DequantizeLinear", 0) >= 2
+    assert candidate.meta["quantized_weight_share"] > 0.9
+
+
+def test_preprocessing_failure_is_a_note_and_leaves_no_file_in_cwd(tmp_path, monkeypatch):
+    path = constant_weight_mlp_onnx(tmp_path / "scaler.onnx", scaler=True)  # ORT's shape inference fails on it
+    baseline, data = _wrap(path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    candidate = apply(Quantize("dynamic-int8", **ORT), baseline.model, data, workdir=tmp_path / "work")
+    assert os.getcwd() == str(cwd)
+    assert list(cwd.iterdir()) == []  # no sym_shape_infer_temp.onnx
+    assert any("symbolic shape inference failed" in note for note in candidate.meta["notes"])
+    assert candidate.meta["quantized_weight_share"] > 0.9
+
+
+def test_a_graph_with_nothing_to_quantize_is_refused(tmp_path):
+    from onnx import helper
+
+    from optlab.testing import _constant, _onnx_dim
+
+    nodes = [_constant("offset", np.linspace(-1, 1, 16).reshape(1, 16)),
+             helper.make_node("Add", ["x", "offset"], ["y"]), helper.make_node("Relu", ["y"], ["logits"])]
+    path = _save_onnx(nodes, [_onnx_dim("x", ["N", 16])], [_onnx_dim("logits", ["N", 16])], tmp_path / "add.onnx")
+    baseline, data = _wrap(path)
+    with pytest.raises(UnsupportedRecipe, match="the quantizer quantized nothing .*no MatMul/Gemm/Conv/Gather"):
+        apply(Quantize("dynamic-int8", **ORT), baseline.model, data, workdir=tmp_path / "work")
+
+
+def test_quantization_report_counts_nothing_in_an_fp32_graph(constant_graph):
+    report = onnx_graph.quantization_report(onnx.load(str(constant_graph)))
+    assert report["quantized_ops"] == 0 and report["quantized_weight_share"] == 0.0
+    assert report["float_weight_elements"] == 16 * 32 + 32 + 32 * 4
+
+
+def test_log_lines_are_counted_and_deduplicated():
+    lines = [f"Expected bias 'layer{i}.bias' to be an initializer" for i in range(64)] + ["other"]
+    note = onnx_graph.summarize_lines(lines, "onnxruntime quantizer")
+    assert note.startswith("onnxruntime quantizer logged 65 lines (2 distinct")
+    assert "x64" in note
+    assert onnx_graph.summarize_lines(["", "Collecting tensor data and making histogram ..."], "q") is None
+
+
+def test_captured_output_restores_logging_and_stderr(capfd):
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    notes = []
+    with onnx_graph.captured_output(notes, "test"):
+        logging.warning("failed to infer the type of tensor: abc. Skip")
+        os.write(2, b"C-level line\n")
+        print("a print")
+        warnings.warn("a warning", UserWarning, stacklevel=1)
+    sys.stderr.write("")
+    assert root.handlers == handlers
+    assert capfd.readouterr() == ("", "")
+    assert len(notes) == 1 and "logged 4 lines" in notes[0]
