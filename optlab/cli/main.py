@@ -171,7 +171,7 @@ def _cmd_study(args) -> int:
     except (ValueError, FileNotFoundError, TypeError) as error:
         raise SystemExit(f"optlab study: {error}") from None
     out = Path(args.out)
-    workload = Workload.smoke() if args.smoke else Workload(budget_s=1.0, sweep_budget_s=0.5, cold_start_repeats=3)
+    workload = Workload.smoke() if args.smoke else Workload.workshop()
     study = Study(baseline, data, recipes, workload=workload, results_dir=out / "results",
                   price_per_hour_usd=args.price_per_hour)
     results = study.run()

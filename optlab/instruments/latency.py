@@ -91,6 +91,12 @@ class Workload:
                         sweep_budget_s=0.1, cold_start_repeats=1, n_boot=200)
         return cls(**{**settings, **overrides})
 
+    @classmethod
+    def workshop(cls, **overrides: Any) -> "Workload":
+        """The walkthroughs' default setting: about a second per candidate's latency loop, half a
+        second per batch size of the sweep, cold start taken three times."""
+        return cls(**{**dict(budget_s=1.0, sweep_budget_s=0.5, cold_start_repeats=3), **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "throughput_batch_sizes": list(self.throughput_batch_sizes)}
 
