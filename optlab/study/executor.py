@@ -5,6 +5,12 @@ A Study turns each pending recipe into a `Task` and hands the tasks, with one fu
 the other. Any object with the same `run(fn, tasks)` method can take its place (a process
 pool, a cluster engine) as long as it yields each finished row as soon as it has it:
 the Study stores the row and emits its event in this process, in arrival order.
+
+Each task's dependency chatter (Python warnings, log records, ONNX Runtime's C-level log
+lines) is captured, counted and de-duplicated into the row's `notes` and `warnings_count`
+instead of flooding the terminal, unless the context is verbose. A task that starts after
+the context's deadline (a study's time limit) returns a `status="skipped"` row, which
+claims no measurement and is never stored.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtim
 
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import Recipe
+from optlab.study.captured import capture
 
 BASELINE_RECIPE_JSON = '{"kind": "baseline"}'
 MAX_TRACEBACK_CHARS = 4000
@@ -43,6 +50,9 @@ class TaskContext:
     workload: Any  # optlab.instruments.latency.Workload
     inputs: Any  # what `measure` times: data.requests by default
     baseline_outputs: Any  # the baseline's test-split outputs, computed once
+    deadline: float | None = None  # time.monotonic() instant after which no task starts (a study's time limit)
+    verbose: bool = False  # print dependencies' warnings as they come instead of capturing them
+    stop_note: str = "not run: the study's time limit was reached"
 
 
 @runtime_checkable
@@ -80,12 +90,33 @@ def recipe_fields(recipe: Recipe | None) -> dict[str, Any]:
     return {"recipe": recipe.name, "recipe_json": recipe.to_json(), "family": type(recipe).family}
 
 
+def skipped_row(context: TaskContext, task: Task, note: str) -> dict[str, Any]:
+    """A row for a candidate that was not produced (time limit, interruption): no figures."""
+    row = {"candidate": context.baseline.name or "baseline" if task.recipe is None else task.name,
+           "status": "skipped", "error": note, "notes": note, "runtime": getattr(task.recipe, "runtime", None),
+           "fingerprint": task.fingerprint, "source": "local"}
+    row.update(recipe_fields(task.recipe))
+    return row
+
+
 def run_task(context: TaskContext, task: Task) -> dict[str, Any]:
     """Apply the recipe, measure and evaluate the candidate -> one results row.
 
     Any Exception (UnsupportedRecipe included) becomes an error row naming its stage, type
     and message; KeyboardInterrupt, and a measurement cut short by one, propagate.
+    Dependencies' warnings are captured into the row's notes (see `optlab.study.captured`).
     """
+    if context.deadline is not None and time.monotonic() >= context.deadline:
+        return skipped_row(context, task, context.stop_note)
+    with capture(verbose=context.verbose) as captured:
+        row = _produce(context, task)
+    row["warnings_count"] = captured.count
+    if captured.count:
+        row["notes"] = "; ".join(part for part in (row.get("notes"), captured.summary()) if part)
+    return row
+
+
+def _produce(context: TaskContext, task: Task) -> dict[str, Any]:
     from optlab.instruments.latency import measure
     from optlab.instruments.quality import evaluate
     from optlab.techniques import registry
@@ -102,7 +133,7 @@ def run_task(context: TaskContext, task: Task) -> dict[str, Any]:
                                              threads=context.workload.threads, workdir=task.workdir)
         timings["apply_s"] = time.perf_counter() - started
         stage = "measure"
-        measurement = measure(candidate, context.inputs, context.workload)
+        measurement = measure(candidate, context.inputs, context.workload, deadline=context.deadline)
         if not measurement.complete:
             raise KeyboardInterrupt(f"measuring {task.name} was interrupted")
         timings["measure_s"] = time.perf_counter() - started - timings["apply_s"]

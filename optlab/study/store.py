@@ -13,9 +13,16 @@ stray temp file that readers ignore, so a study loses at most the candidate in f
 and no repair step is needed (an append-only .jsonl can end in a torn line). It also lets
 several writers (a distributed executor) share a folder without a lock. The format is
 plain JSON, readable without optlab.
+
+One folder, one study: `bind(identity)` records the study's identity (the baseline's and
+the data's fingerprints) in the manifest the first time, and refuses another study's
+folder afterwards, so two baselines never end up in one table. `lock()` (a `filelock`
+lock file) lets one study run write a folder at a time: a second process fails at once
+with a message naming the holder, or waits `timeout_s` for it.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -34,6 +41,18 @@ ROWS = "rows"
 
 class IncompatibleStore(ValueError):
     """A results folder this optlab cannot read (another format or format version)."""
+
+
+class OtherStudyFolder(IncompatibleStore):
+    """The results folder holds another study's rows (another baseline or data set)."""
+
+
+class StoreBusy(RuntimeError):
+    """Another study run holds the results folder's lock."""
+
+
+LOCK = ".optlab.lock"
+LOCK_OWNER = ".optlab.lock.owner.json"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -152,6 +171,73 @@ class Store:
                 continue
             if pid != os.getpid() and not _pid_alive(pid):
                 tmp.unlink(missing_ok=True)
+
+    # -- one folder, one study ----------------------------------------------------------
+    def bind(self, identity: dict[str, Any], *, fix: str = "") -> None:
+        """Bind this folder to one study: `identity` maps parts ("baseline", "data") to
+        fingerprints; `fix` is appended to the error (e.g. a subfolder to use instead).
+        The first bind writes it to the manifest; a different one raises OtherStudyFolder.
+        A folder written before binding existed is bound if its rows agree with `identity`."""
+        if self.read_only:
+            raise PermissionError(f"{self.path} was opened read-only; it is never bound")
+        bound = self.manifest.get("study")
+        if bound is None:
+            bound = self._identity_from_rows(identity)
+        if bound is not None and any(bound.get(part) != value for part, value in identity.items()
+                                     if part in ("baseline", "data")):
+            differs = [part for part in ("baseline", "data") if bound.get(part) != identity.get(part)]
+            theirs = ", ".join(f"{part} {str(bound.get(part))[:12]}" for part in differs)
+            ours = ", ".join(f"{part} {str(identity.get(part))[:12]}" for part in differs)
+            named = f" ('{bound['name']}')" if bound.get("name") else ""
+            raise OtherStudyFolder(
+                f"results folder {self.path} holds another study's results{named}: {theirs}; this study has {ours}. "
+                f"Pass another results_dir{fix or ''} (or delete the folder to start over)")
+        if self.manifest.get("study") != {**(bound or {}), **identity}:
+            self.manifest = {**self.manifest, "study": {**(bound or {}), **identity}}
+            atomic_write_json(self.path / MANIFEST, self.manifest)
+
+    def _identity_from_rows(self, identity: dict[str, Any]) -> dict[str, Any] | None:
+        """The identity older rows (written before binding) agree on, or None for an empty folder."""
+        seen = {(record.get("key") or {}).get("model") for record in self.records()} - {None}
+        data = {(record.get("key") or {}).get("data") for record in self.records()} - {None}
+        if not seen and not data:
+            return None
+        if len(seen) > 1 or len(data) > 1:
+            return {"baseline": "several baselines", "data": "several data sets"}
+        return {"baseline": next(iter(seen), identity.get("baseline")), "data": next(iter(data), identity.get("data"))}
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float = 0.0) -> Iterator[None]:
+        """Hold the folder's write lock for the block. Another holder: wait up to `timeout_s`
+        (0: fail at once), then raise StoreBusy naming it (pid, host, since when)."""
+        from filelock import FileLock, Timeout
+
+        if self.read_only:
+            raise PermissionError(f"{self.path} was opened read-only; it is never locked")
+        lock = FileLock(os.fspath(self.path / LOCK), timeout=max(float(timeout_s), 0.0))
+        try:
+            lock.acquire()
+        except Timeout:
+            owner = self._lock_owner()
+            waited = f" after waiting {timeout_s:g} s" if timeout_s > 0 else ""
+            raise StoreBusy(f"results folder {self.path} is being written by another study run{owner}{waited}; "
+                            f"wait for it to finish, or pass another results_dir") from None
+        try:
+            import socket
+
+            atomic_write_json(self.path / LOCK_OWNER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                       "since": _now()})
+            yield
+        finally:
+            (self.path / LOCK_OWNER).unlink(missing_ok=True)
+            lock.release()
+
+    def _lock_owner(self) -> str:
+        try:
+            owner = json.loads((self.path / LOCK_OWNER).read_text(encoding="utf-8"))
+            return f" (pid {owner['pid']} on {owner['host']}, since {owner['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
 
     # -- records ----------------------------------------------------------------------
     def _record_path(self, fingerprint: str) -> Path:

@@ -10,12 +10,23 @@ workload, machine and library versions), so a killed study resumes where it stop
 Error rows are stored too and are NOT re-run by default (an UnsupportedRecipe fails the
 same way each time; a changed environment changes the fingerprint anyway): pass
 `retry_errors=True` to run them again.
+
+A study tells the truth under pressure: `time_limit_s` bounds the whole run (no candidate
+starts after it; one still running is stopped shortly after), Ctrl-C stops it too, and in
+both cases `results` names what was not run (`status="skipped"` rows, never stored, so the
+next run produces them). One results folder holds one study (baseline and data) and one
+run at a time (a lock); dependencies' warnings go into each row's notes unless `verbose`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import os
 import re
+import signal
+import threading
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -27,8 +38,21 @@ from optlab.recipes.recipe import Recipe
 from optlab.study import costs as costs_module
 from optlab.study import fingerprint as fp
 from optlab.study import frontier as frontier_module
-from optlab.study.executor import BASELINE_RECIPE_JSON, Executor, InProcessExecutor, Task, TaskContext, run_task
+from optlab.study.executor import (
+    BASELINE_RECIPE_JSON,
+    Executor,
+    InProcessExecutor,
+    Task,
+    TaskContext,
+    run_task,
+    skipped_row,
+)
 from optlab.study.store import Store
+
+# A candidate still running when the time limit passes is stopped this long after it
+# (a share of the limit, at least HARD_STOP_MIN_S), then the study returns what it has.
+HARD_STOP_SHARE = 0.2
+HARD_STOP_MIN_S = 2.0
 
 # Always present in `Study.results`, in this order; every other column follows.
 COLUMNS = (
@@ -78,7 +102,8 @@ class Study:
                  results_dir: str | os.PathLike = "optlab-results", executor: Executor | None = None,
                  inputs: Any = None, price_per_hour_usd: Any = None,
                  utilisation: float = costs_module.DEFAULT_UTILISATION, requests_per_s: float | None = None,
-                 retry_errors: bool = False, progress: bool = True):
+                 retry_errors: bool = False, progress: bool = True, time_limit_s: float | None = None,
+                 verbose: bool = False, lock_timeout_s: float = 0.0):
         if not isinstance(baseline, Candidate):
             if not hasattr(baseline, "state_dict"):
                 raise TypeError(f"baseline must be a Candidate or a torch.nn.Module; got {type(baseline).__name__}")
@@ -91,6 +116,11 @@ class Study:
             from optlab.instruments.latency import Workload
 
             workload = Workload()
+        if time_limit_s is not None and (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float))
+                                         or not math.isfinite(time_limit_s) or time_limit_s <= 0):
+            raise ValueError(f"time_limit_s={time_limit_s!r} must be a positive number of seconds (or None: no limit)")
+        if not isinstance(lock_timeout_s, (int, float)) or lock_timeout_s < 0:
+            raise ValueError(f"lock_timeout_s={lock_timeout_s!r} must be >= 0 seconds")
         if executor is not None and not callable(getattr(executor, "run", None)):
             raise TypeError(
                 "executor must have a run(fn, tasks) method yielding rows (see optlab.study.executor.Executor)"
@@ -102,6 +132,13 @@ class Study:
         self.executor = executor or InProcessExecutor()
         self.retry_errors = retry_errors
         self.progress = progress
+        self.time_limit_s = None if time_limit_s is None else float(time_limit_s)
+        self.verbose = bool(verbose)
+        self.lock_timeout_s = float(lock_timeout_s)
+        self.stop_reason: str | None = None  # "time limit" or "interrupted" when the last run stopped early
+        self._skipped: dict[str, dict[str, Any]] = {}  # fingerprint -> skipped row (never stored)
+        self._alarm_armed = False
+        self._time_up = False
         self.results_dir = Path(results_dir)
         self.store = Store(self.results_dir)
         self.recipes: list[Recipe] = []
@@ -179,54 +216,127 @@ class Study:
     # -- running ------------------------------------------------------------------------
     def run(self, recipes: Iterable[Recipe] | Recipe | None = None, *, retry_errors: bool | None = None):
         """Add `recipes` (if given), then produce every missing row: the baseline and each
-        recipe not stored yet. Returns `results`. Ctrl-C stops after storing what finished."""
+        recipe not stored yet. Returns `results`.
+
+        With `time_limit_s`, it returns when the limit is reached; Ctrl-C stops it too
+        (KeyboardInterrupt is raised again). Either way what finished is stored and the
+        rows not produced appear in `results` with status "skipped"; `stop_reason` says why.
+        """
         if self._running:
             raise RuntimeError("this study is already running (run() was called from a callback?); wait for it")
         if recipes is not None:
             self.add(recipes)
         retry = self.retry_errors if retry_errors is None else retry_errors
+        deadline = None if self.time_limit_s is None else time.monotonic() + self.time_limit_s
         self._running = True
+        self.stop_reason, self._skipped = None, {}
         try:
-            self._model_fp = None  # the model may have changed in place since the last run
-            tasks = self._tasks()
-            pending, cached = [], []
-            for task, key in tasks:
-                row = self._cached(task.fingerprint, retry)
-                (cached if row is not None else pending).append((task, key) if row is None else row)
-            self._rows = {row["fingerprint"]: {**row, "cached": True} for row in cached}
-            total, done = len(tasks), len(cached)
-            for row in cached:
-                self._emit(row, done, total, cached=True)
-            if pending:
-                self._run_pending(pending, done, total)
+            with self.store.lock(self.lock_timeout_s):
+                self._model_fp = None  # the model may have changed in place since the last run
+                self._bind()
+                tasks = self._tasks()
+                pending, cached = [], []
+                for task, key in tasks:
+                    row = self._cached(task.fingerprint, retry)
+                    (cached if row is not None else pending).append((task, key) if row is None else row)
+                self._rows = {row["fingerprint"]: {**row, "cached": True} for row in cached}
+                total, done = len(tasks), len(cached)
+                for row in cached:
+                    self._emit(row, done, total, cached=True)
+                if pending:
+                    self._run_pending(pending, done, total, deadline)
         finally:
             self._running = False
         return self.results
 
-    def _run_pending(self, pending: list[tuple[Task, dict[str, Any]]], done: int, total: int) -> None:
+    def _bind(self) -> None:
+        """One folder, one study: refuse a folder that holds another baseline's or data set's rows."""
+        model = self._key(BASELINE_RECIPE_JSON)["model"]
+        name = self.baseline.name or "baseline"
+        subfolder = self.results_dir / f"{_slug(name, 40)}-{model[:8]}"
+        self.store.bind({"baseline": model, "data": str(self.data.fingerprint), "name": name},
+                        fix=f", e.g. results_dir={os.fspath(subfolder)!r}")
+
+    def _run_pending(self, pending: list[tuple[Task, dict[str, Any]]], done: int, total: int,
+                     deadline: float | None) -> None:
         from tqdm.auto import tqdm
 
         keys = {task.fingerprint: key for task, key in pending}
-        context = TaskContext(self.baseline, self.data, self.workload, self._inputs(), self._baseline_outputs())
+        limit_note = (f"not run: the study's time limit ({self.time_limit_s:g} s) was reached"
+                      if self.time_limit_s is not None else "not run: the study stopped early")
+        context = TaskContext(self.baseline, self.data, self.workload, self._inputs(), self._baseline_outputs(),
+                              deadline=deadline, verbose=self.verbose, stop_note=limit_note)
         bar = tqdm(total=total, initial=done, desc="optlab study", unit="candidate", disable=not self.progress)
         try:
-            rows = self.executor.run(functools.partial(run_task, context), [task for task, _ in pending])
-            for row in rows:
-                fingerprint = row.get("fingerprint")
-                if fingerprint not in keys:
-                    raise RuntimeError(f"the executor returned a row for an unknown task {fingerprint!r}")
-                self.store.put(fingerprint, row, keys.pop(fingerprint))
-                self._rows[fingerprint] = {**row, "cached": False}
-                done += 1
-                bar.set_postfix_str(f"{row.get('candidate')}: {row.get('status')}", refresh=False)
-                bar.update(1)
-                self._emit(row, done, total, cached=False)
+            with self._hard_stop(deadline):
+                rows = self.executor.run(functools.partial(run_task, context), [task for task, _ in pending])
+                for row in rows:
+                    fingerprint = row.get("fingerprint")
+                    if fingerprint not in keys:
+                        raise RuntimeError(f"the executor returned a row for an unknown task {fingerprint!r}")
+                    if row.get("status") == "skipped":  # claims nothing: shown, never stored
+                        keys.pop(fingerprint)
+                        self._skipped[fingerprint] = row
+                        self.stop_reason = "time limit"
+                        continue
+                    self.store.put(fingerprint, row, keys.pop(fingerprint))
+                    self._rows[fingerprint] = {**row, "cached": False}
+                    done += 1
+                    bar.set_postfix_str(f"{row.get('candidate')}: {row.get('status')}", refresh=False)
+                    bar.update(1)
+                    self._emit(row, done, total, cached=False)
         except KeyboardInterrupt:
-            bar.write(f"optlab: study interrupted; {done} of {total} rows are stored in {self.results_dir} "
-                      f"(run() again to continue)")
-            raise
+            self.stop_reason = "time limit" if self._time_up else "interrupted"
+            note = limit_note if self._time_up else "not run: the study was interrupted (Ctrl-C)"
+            for task, _ in pending:
+                if task.fingerprint in keys:
+                    self._skipped[task.fingerprint] = skipped_row(context, task, note)
+            bar.write(f"optlab: study {'stopped at its time limit' if self._time_up else 'interrupted'}; "
+                      f"{done} of {total} rows are stored in {self.results_dir} (run() again to continue); "
+                      f"not run: {', '.join(self.skipped)}")
+            if not self._time_up:
+                raise
         finally:
             bar.close()
+        if self.stop_reason == "time limit" and not self._time_up and self.progress:
+            print(f"optlab: the study's time limit ({self.time_limit_s:g} s) was reached; not run: "
+                  f"{', '.join(self.skipped)} (run() again to continue)")
+
+    @contextlib.contextmanager
+    def _hard_stop(self, deadline: float | None):
+        """Stop a candidate still running a little after the deadline (SIGALRM -> KeyboardInterrupt,
+        so it is handled like Ctrl-C). Only in the main thread on POSIX; elsewhere the limit is
+        kept between candidates and inside measurements only."""
+        self._time_up = False
+        usable = (deadline is not None and hasattr(signal, "setitimer")
+                  and threading.current_thread() is threading.main_thread())
+        if not usable:
+            yield
+            return
+
+        def on_alarm(signum, frame):
+            if self._alarm_armed:
+                self._alarm_armed = False
+                self._time_up = True
+                raise KeyboardInterrupt("optlab: the study's time limit was reached")
+
+        grace = max(HARD_STOP_MIN_S, HARD_STOP_SHARE * (self.time_limit_s or 0.0))
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(deadline + grace - time.monotonic(), 0.01))
+        self._alarm_armed = True
+        try:
+            yield
+        finally:
+            self._alarm_armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    @property
+    def skipped(self) -> list[str]:
+        """Names of the candidates the last run did not produce (time limit or Ctrl-C)."""
+        order = {task.fingerprint: i for i, (task, _) in enumerate(self._tasks())} if self._skipped else {}
+        rows = sorted(self._skipped.values(), key=lambda r: order.get(r["fingerprint"], len(order)))
+        return [str(r.get("candidate")) for r in rows]
 
     def _inputs(self) -> Any:
         if self.inputs is not None:
@@ -262,8 +372,9 @@ class Study:
     def results(self):
         """All rows so far (baseline first, then recipes in order, then reference rows),
         with cost columns from the current price. A fresh DataFrame each time."""
-        order = {task.fingerprint: i for i, (task, _) in enumerate(self._tasks())} if self._rows else {}
-        local = sorted((r for f, r in self._rows.items() if f in order), key=lambda r: order[r["fingerprint"]])
+        produced = {**self._skipped, **self._rows}
+        order = {task.fingerprint: i for i, (task, _) in enumerate(self._tasks())} if produced else {}
+        local = sorted((r for f, r in produced.items() if f in order), key=lambda r: order[r["fingerprint"]])
         return self._frame(local + self._reference)
 
     def _frame(self, rows: list[dict[str, Any]]):

@@ -237,6 +237,8 @@ def test_ctrl_c_propagates_and_the_study_can_run_again(digits, model, tmp_path):
     study = Study(model, digits, [], workload=FAST, results_dir=tmp_path, executor=Interrupted(), progress=False)
     with pytest.raises(KeyboardInterrupt):
         study.run()
-    assert len(study.results) == 0 and not list((tmp_path / "rows").glob("*.json"))
+    assert not list((tmp_path / "rows").glob("*.json"))  # nothing stored: nothing was measured
+    assert study.results["status"].tolist() == ["skipped"] and study.stop_reason == "interrupted"
+    assert study.skipped == ["baseline"] and "interrupted" in study.results["error"].iloc[0]
     study.executor = InProcessExecutor()
     assert study.run()["status"].tolist() == ["ok"]  # not stuck in "already running"
