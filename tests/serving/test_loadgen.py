@@ -1,0 +1,139 @@
+"""The load generator against a service of known cost (time.sleep releases the interpreter lock)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from optlab.serving import loadgen
+from optlab.serving.policies import Admission, NoBatching
+from optlab.serving.queueing import lindley_waits, pollaczek_khinchine_wait
+from optlab.serving.schedules import Burst, Closed, Gamma, Poisson, Replay, arrivals, read_trace
+from optlab.serving.server import Server
+
+SERVICE_S = 0.005
+PAYLOADS = [{"x": np.zeros((1, 4), np.float32)}]
+
+
+def sleepy(batch):
+    time.sleep(SERVICE_S)
+    return batch["x"]
+
+
+@pytest.fixture(scope="module")
+def mg1_run():
+    """One worker at 50% load, >= 2,000 requests (~20 s): used by the Lindley and P-K checks."""
+    return loadgen.run(Server(sleepy, NoBatching()), PAYLOADS, Poisson(100, duration_s=21), seed=0)
+
+
+def test_each_wait_matches_a_lindley_replay_of_the_same_arrivals(mg1_run):
+    frame = mg1_run.requests
+    assert len(frame) >= 2000 and (frame.status == "ok").all()
+    arrival_ms = frame.scheduled_s.to_numpy() * 1e3
+    replayed = lindley_waits(arrival_ms, frame.service_ms.to_numpy())
+    error = np.abs(frame.wait_ms.to_numpy() - replayed)
+    assert np.median(error) <= 0.1 * frame.service_ms.mean(), f"median error {np.median(error):.3f} ms"
+
+
+def test_mean_wait_at_half_load_matches_pollaczek_khinchine(mg1_run):
+    frame = mg1_run.requests
+    service_s = frame.service_ms.to_numpy() / 1e3
+    span_s = frame.scheduled_s.max() - frame.scheduled_s.min()
+    rate = (len(frame) - 1) / span_s
+    expected_s = pollaczek_khinchine_wait(rate, service_s.mean(), service_s.var())
+    measured_s = frame.wait_ms.mean() / 1e3
+    assert 0.4 <= rate * service_s.mean() <= 0.6
+    assert abs(measured_s / expected_s - 1) <= 0.20, \
+        f"mean wait {measured_s * 1e3:.3f} ms vs P-K {expected_s * 1e3:.3f} ms"
+    assert mg1_run.summary["p99_ci_low_ms"] <= mg1_run.summary["p99_ms"] <= mg1_run.summary["p99_ci_high_ms"]
+
+
+def test_throughput_saturates_at_workers_over_service_time():
+    result = loadgen.run(Server(sleepy, NoBatching(), workers=2, cores=2), PAYLOADS,
+                         Poisson(1000, duration_s=1.5), saturation_s=2.0)
+    capacity = 2 / SERVICE_S
+    assert 0.8 * capacity <= result.summary["achieved_per_s"] <= 1.02 * capacity, result
+    assert result.summary["offered_per_s"] == 1000
+
+
+def test_over_saturation_stops_early_and_says_so():
+    begun = time.monotonic()
+    result = loadgen.run(Server(sleepy, NoBatching()), PAYLOADS, Poisson(1000, duration_s=20), saturation_s=0.5)
+    assert result.summary["stopped_early"] and "over-saturated" in result.summary["stop_reason"]
+    assert time.monotonic() - begun < 8
+    assert result.summary["requests"] == result.summary["ok"] + result.summary["timeouts"] + result.summary["shed"]
+
+
+def test_deadline_shedding_counts_add_up_under_overload():
+    server = Server(sleepy, NoBatching(), admission=Admission(queue_limit=20, deadline_ms=30))
+    result = loadgen.run(server, PAYLOADS, Poisson(400, duration_s=1.0))
+    s = result.summary
+    assert s["shed"] > 0 and s["ok"] > 0 and not s["stopped_early"]
+    assert s["requests"] == s["ok"] + s["shed_queue_full"] + s["shed_deadline"] + s["errors"] + s["timeouts"]
+    assert s["p99_ms"] <= 30 + 2 * SERVICE_S * 1e3  # what is served is served in time; the rest is counted
+
+
+def test_a_failing_model_ends_the_run_with_its_error_count():
+    def broken(batch):
+        raise ValueError("weights missing")
+    result = loadgen.run(Server(broken, NoBatching()), PAYLOADS, Poisson(200, duration_s=0.5))
+    assert result.summary["errors"] == result.summary["requests"] > 0
+    assert any("failed inside the model" in note for note in result.notes)
+
+
+def test_closed_loop_keeps_its_concurrency():
+    result = loadgen.run(Server(sleepy, NoBatching()), PAYLOADS, Closed(3, duration_s=1.0))
+    assert 0.75 / SERVICE_S <= result.summary["achieved_per_s"] <= 1.02 / SERVICE_S
+    assert result.summary["p50_ms"] >= 2.5 * SERVICE_S * 1e3  # two requests ahead of each one
+
+
+def test_poisson_gaps_pass_a_distribution_test():
+    times = arrivals(Poisson(500, duration_s=10), seed=3)
+    gaps = np.diff(times)
+    assert stats.kstest(gaps, "expon", args=(0, 1 / 500)).pvalue > 0.01
+    assert abs(len(times) / 10 / 500 - 1) < 0.05
+
+
+def test_gamma_burstiness_sets_the_spread_of_gaps():
+    for burstiness in (0.25, 1.0, 4.0):
+        gaps = np.diff(arrivals(Gamma(1000, burstiness=burstiness, duration_s=20), seed=1))
+        cv = gaps.std() / gaps.mean()
+        assert abs(cv / (1 / np.sqrt(burstiness)) - 1) < 0.1
+        assert abs(gaps.mean() * 1000 - 1) < 0.05
+
+
+def test_burst_raises_the_rate_for_its_window():
+    times = arrivals(Burst(200, peak_factor=4, steady_s=2, burst_s=1, after_s=2), seed=0)
+    rate = lambda lo, hi: ((times >= lo) & (times < hi)).sum() / (hi - lo)  # noqa: E731
+    assert 3.0 <= rate(2, 3) / rate(0, 2) <= 5.0 and 0.7 <= rate(3, 5) / rate(0, 2) <= 1.4
+
+
+def test_replay_reads_a_trace_and_refuses_bad_ones(tmp_path):
+    trace = tmp_path / "trace.txt"
+    trace.write_text("10.0\n10.1\n10.25\n")
+    np.testing.assert_allclose(read_trace(trace), [0, 0.1, 0.25])
+    np.testing.assert_allclose(arrivals(Replay(str(trace), speed=2.0)), [0, 0.05, 0.125])
+    result = loadgen.run(Server(sleepy, NoBatching()), PAYLOADS, Replay(str(trace)))
+    assert result.summary["ok"] == 3
+    np.testing.assert_allclose(result.requests.scheduled_s, [0, 0.1, 0.25], atol=1e-6)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        read_trace(tmp_path / "empty.txt")
+    (tmp_path / "unsorted.txt").write_text("1\n3\n2\n")
+    with pytest.raises(ValueError, match="not sorted.*line 3"):
+        read_trace(tmp_path / "unsorted.txt")
+
+
+def test_loads_the_generator_cannot_produce_are_refused():
+    with pytest.raises(ValueError, match="more than this generator can produce"):
+        loadgen.run(Server(sleepy), PAYLOADS, Poisson(5e6, duration_s=1))
+    with pytest.raises(ValueError, match="> 0"):
+        Poisson(0)
+
+
+def test_series_counts_every_request_once():
+    result = loadgen.run(Server(sleepy, NoBatching()), PAYLOADS, Poisson(100, duration_s=1.0), series_bin_s=0.25)
+    assert result.series["sent"].sum() == result.summary["requests"]
+    assert result.series["ok"].sum() == result.summary["ok"]
