@@ -17,6 +17,7 @@ FAMILY_COLORS = ("#4c4c4c", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728
 _EXTRA_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 SHAPES = {"ok": "circle", "reference": "diamond"}
 SELECTION = "pick"  # name of the click selection on Pareto points (JupyterChart.selections.pick)
+POINTS = "candidates"  # name of the Pareto chart's point layer: its SVG group has class "candidates_marks"
 
 # Every figure a tooltip may show, with its d3 format; only columns present are used.
 FIGURES: dict[str, str | None] = {
@@ -213,12 +214,13 @@ def pareto_chart(df, x: str = "p99_ms", y: str = "quality", *, max_p99_ms: float
     params, faded = [], []
     if max_p99_ms is not None:
         params.append(alt.param(name="max_p99_ms", value=float(max_p99_ms)))
-        if "p99_ms" in data.columns:
-            faded.append("datum.p99_ms > max_p99_ms")
+        if "p99_ms" in data.columns:  # as optlab.study.frontier: not measured breaks the limit
+            faded.append("!isValid(datum.p99_ms) || datum.p99_ms > max_p99_ms")
     if max_quality_drop is not None:
         params.append(alt.param(name="max_quality_drop", value=float(max_quality_drop)))
-        if "quality_drop" in data.columns:
-            faded.append("datum.quality_drop > max_quality_drop")
+        if "quality_drop" in data.columns:  # as frontier: the baseline's drop is 0, a missing one fails
+            faded.append("(datum.family != 'baseline' && !isValid(datum.quality_drop)) "
+                         "|| datum.quality_drop > max_quality_drop")
     if recommended is not None:
         params.append(alt.param(name="recommended", value=str(recommended)))
     pick = alt.selection_point(name=SELECTION, fields=["candidate"], on="click", clear="dblclick")
@@ -244,7 +246,7 @@ def pareto_chart(df, x: str = "p99_ms", y: str = "quality", *, max_p99_ms: float
     )
     if "mark_size_mb" in data.columns:
         enc["size"] = alt.Size("mark_size_mb:Q", title="size (MB)", scale=alt.Scale(range=[60, 600]))
-    points = alt.Chart(data).mark_point(filled=True).encode(**enc).add_params(pick)
+    points = alt.Chart(data, name=POINTS).mark_point(filled=True).encode(**enc).add_params(pick)
     layers.append(points)
 
     refs = data[data["status"] == "reference"]
@@ -420,15 +422,15 @@ def size_chart(df, value: str = "size_mb", *, title: str | None = None, width: i
 
 def to_svg(chart) -> str:
     """Render with vl-convert (no browser, no network)."""
-    import vl_convert as vlc
+    from optlab.views.rendering import to_svg as _to_svg
 
-    return vlc.vegalite_to_svg(chart.to_dict(validate=True))
+    return _to_svg(chart)
 
 
 def to_png(chart, scale: float = 2.0) -> bytes:
-    import vl_convert as vlc
+    from optlab.views.rendering import to_png as _to_png
 
-    return vlc.vegalite_to_png(chart.to_dict(validate=True), scale=scale)
+    return _to_png(chart, scale=scale)
 
 
 def save(chart, path: str | Path) -> Path:

@@ -5,7 +5,6 @@ The report needs no network: charts are embedded as SVG images rendered by vl-co
 """
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import math
@@ -119,13 +118,6 @@ def _frames(df_or_frames) -> dict[str, Any]:
                     f"got {type(df_or_frames).__name__}")
 
 
-def _img(chart) -> str:
-    from optlab.views.plots import to_svg
-
-    data = base64.b64encode(to_svg(chart).encode("utf-8")).decode("ascii")
-    return f'<img class="chart" alt="chart" src="data:image/svg+xml;base64,{data}"/>'
-
-
 def _environment(frames: dict[str, Any], given: Mapping[str, Any] | None) -> dict[str, Any]:
     env: dict[str, Any] = {}
     for frame in frames.values():
@@ -194,6 +186,7 @@ def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report"
     import pandas as pd
 
     from optlab.views.plots import drawable, pareto_chart
+    from optlab.views.rendering import svg_img
 
     frames = _frames(df_or_frames)
     sla = {**DEFAULT_SLA, **(dict(sla) if sla else {})}
@@ -216,7 +209,7 @@ def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report"
             chart = pareto_chart(frame, x=x, y=y, max_p99_ms=sla["max_p99_ms"],
                                  max_quality_drop=sla["max_quality_drop"], recommended=chosen,
                                  title=f"{name}: {y} vs {x}")
-            body.append(_img(chart))
+            body.append(svg_img(chart))
         errors = frame[frame["status"] == "error"] if "status" in frame.columns else frame.iloc[0:0]
         if len(errors):
             items = "".join(f"<li>{html.escape(str(r.get('candidate')))}: {html.escape(str(r.get('error')))}</li>"

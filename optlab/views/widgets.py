@@ -13,61 +13,32 @@ static chart and a table instead.
 from __future__ import annotations
 
 import html
-import os
+import math
 from typing import Any, Callable
+
+from optlab.views.rendering import is_headless, jupyter_chart, picture_bundle, svg_img, widget_bundle
+
+__all__ = ["TradeoffExplorer", "LiveChart", "is_headless"]
 
 TECHNIQUES = ("quantize", "prune", "distill", "compile")
 CALIBRATIONS = ("dynamic", "minmax", "entropy", "percentile")
 BITS = (16, 8, 4)
-
-
-def is_headless() -> bool:
-    """True where no live frontend can show widgets: OPTLAB_HEADLESS=1, no IPython kernel,
-    or a kernel started by papermill / nbconvert / nbval."""
-    flag = os.environ.get("OPTLAB_HEADLESS", "").strip().lower()
-    if flag in ("1", "true", "yes"):
-        return True
-    if flag in ("0", "false", "no"):
-        return False
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return True
-    shell = get_ipython()
-    if shell is None or getattr(shell, "kernel", None) is None:
-        return True
-    try:
-        import psutil
-
-        parent = " ".join(psutil.Process().parent().cmdline())
-    except Exception:  # noqa: BLE001 - no parent info: assume a live frontend
-        return False
-    return any(tool in parent for tool in ("papermill", "nbconvert", "nbval", "nbclient"))
+DETAILS_MAX_HEIGHT_PX = 300  # the details pane scrolls past this; the explorer stays <= 900 px tall
 
 
 def _results(source) -> Any:
     return source.results if hasattr(source, "results") else source
 
 
-def _svg_img(chart) -> str:
-    import base64
-
-    from optlab.views.plots import to_svg
-
-    data = base64.b64encode(to_svg(chart).encode("utf-8")).decode("ascii")
-    return f'<img alt="chart" src="data:image/svg+xml;base64,{data}"/>'
-
-
 def _static_bundle(chart, table, heading: str = "") -> dict[str, Any]:
-    """A bundle every notebook viewer can show: the chart as an embedded SVG plus a table
-    (text/html), the Vega-Lite spec, and plain text."""
+    """A bundle every notebook viewer can show with no JavaScript: the chart as an embedded
+    SVG plus a table (text/html), the chart's PNG and Vega-Lite v6 spec, and plain text."""
     from optlab.views.report import table_html
 
-    spec = chart.to_dict(validate=True)
-    body = (f"<div>{heading}{_svg_img(chart)}{table_html(table)}</div>")
+    body = f"<div>{heading}{svg_img(chart)}{table_html(table)}</div>"
     return {
+        **picture_bundle(chart),
         "text/html": body,
-        "application/vnd.vegalite.v5+json": spec,
         "text/plain": f"{heading and html.unescape(_strip_tags(heading))}\n{table.to_string(max_rows=40)}",
     }
 
@@ -78,11 +49,70 @@ def _strip_tags(text: str) -> str:
     return re.sub(r"<[^>]+>", "", text)
 
 
+def _number(row, column: str) -> float:
+    try:
+        value = float(row.get(column))
+    except (TypeError, ValueError):
+        return math.nan
+    return value
+
+
+def _figure(row, column: str, fmt: str, low: str | None = None, high: str | None = None) -> str | None:
+    """`value [low, high]` with the 95% interval when the row has one; None when not measured."""
+    value = _number(row, column)
+    if math.isnan(value):
+        return None
+    text = fmt.format(value)
+    if low and high and not (math.isnan(_number(row, low)) or math.isnan(_number(row, high))):
+        text += f" [{fmt.format(_number(row, low))}, {fmt.format(_number(row, high))}]"
+    return text
+
+
+# (label, column, format, interval low, interval high): the handful a person wants for one candidate
+DETAILS = (
+    ("p50 (ms) [95% CI]", "p50_ms", "{:.3f}", "p50_ci_low_ms", "p50_ci_high_ms"),
+    ("p95 (ms)", "p95_ms", "{:.3f}", None, None),
+    ("p99 (ms) [95% CI]", "p99_ms", "{:.3f}", "p99_ci_low_ms", "p99_ci_high_ms"),
+    ("throughput (/s)", "throughput_per_s", "{:,.0f}", None, None),
+    ("size (MB)", "size_mb", "{:.3f}", None, None),
+    ("peak memory (MB)", "peak_rss_mb", "{:.1f}", None, None),
+    ("quality", "quality", "{:.4f}", None, None),
+    ("quality drop [95% CI]", "quality_drop", "{:+.4f}", "quality_drop_ci_low", "quality_drop_ci_high"),
+    ("agreement", "agreement", "{:.4f}", None, None),
+    ("cost per 1M ($)", "cost_per_1m_usd", "{:,.4f}", None, None),
+)
+
+
+def details_html(row: dict[str, Any]) -> str:
+    """One candidate's figures as a short table in a bounded-height box (what a click shows)."""
+    name = html.escape(str(row.get("candidate")))
+    lines = []
+    for label, column, fmt, low, high in DETAILS:
+        text = _figure(row, column, fmt, low, high)
+        if text is not None:
+            lines.append((label, text))
+    what = " · ".join(str(row[k]) for k in ("family", "runtime", "device", "status")
+                      if row.get(k) is not None and str(row.get(k)) not in ("", "nan"))
+    for label, column in (("metric", "metric"), ("error", "error"), ("notes", "notes")):
+        value = row.get(column)
+        if value is not None and str(value) not in ("", "nan", "None"):
+            text = str(value)
+            lines.append((label, text if len(text) <= 240 else text[:237] + "..."))
+    cells = "".join(f"<tr><th style='text-align:left;padding-right:8px'>{html.escape(k)}</th>"
+                    f"<td>{html.escape(v)}</td></tr>" for k, v in lines)
+    return (f'<div class="optlab-details" style="max-height:{DETAILS_MAX_HEIGHT_PX}px;overflow-y:auto;'
+            f'max-width:380px;font-size:12px"><b>{name}</b><br><small>{html.escape(what)}</small>'
+            f"<table>{cells}</table></div>")
+
+
 class TradeoffExplorer:
     """A live Pareto chart with SLA / price / objective / family views, a recommendation, a
     details pane for the clicked point, and technique pickers with a Run button.
 
-    study: a Study (Run enabled) or a results DataFrame (views only).
+    study: a Study (Run enabled) or a results DataFrame (views only). Built on a Study, the
+    explorer shows every row the study has and follows it (`study.subscribe`): each point
+    appears as it is measured, whether the study runs from the Run button, `study.run()` in
+    this or a later cell, or after `study.add(...)`. `close()` stops following.
     State for code and tests: `.recommendation` (optlab.study.frontier.Recommendation or None),
     `.chart_data` (the rows drawn, with `meets_sla` and `recommended` columns), `.chart`
     (the altair chart) and `.jchart` (its JupyterChart).
@@ -91,7 +121,6 @@ class TradeoffExplorer:
     def __init__(self, study, *, x: str = "p99_ms", y: str = "quality", max_p99_ms: float | None = None,
                  max_quality_drop: float | None = 0.01, objective: str = "cost",
                  price_per_hour_usd: float | None = None, utilisation: float | None = None):
-        import altair as alt
         import ipywidgets as w
 
         from optlab.study.frontier import OBJECTIVES
@@ -138,14 +167,15 @@ class TradeoffExplorer:
                             self.temperature, self.run_button)
 
         self.recommendation_html = w.HTML()
-        self.details = w.HTML("<i>click a point for its figures</i>")
+        self.details = w.HTML("<i>click a point for its figures</i>",
+                              layout=w.Layout(max_height=f"{DETAILS_MAX_HEIGHT_PX + 20}px", overflow="hidden"))
         self.recommendation = None
         self.chart_data = None
         self.chart = None
         self._chart_key = None
         self._sync_families()
         self.chart = self._build_chart()
-        self.jchart = alt.JupyterChart(self.chart)
+        self.jchart = jupyter_chart(self.chart)
         self._watch_selection()
         self._refresh()
 
@@ -153,6 +183,17 @@ class TradeoffExplorer:
             control.observe(self._on_view, names="value")
         self.run_button.on_click(self._on_run)
         self.widget = self._layout()
+        self._unsubscribe: Callable[[], None] | None = (
+            study.subscribe(self._on_event) if self._has_runner else None)
+        if self._has_runner:  # rows the study already has count as done
+            self.progress.max = len(getattr(study, "recipes", ())) + 1
+            self.progress.value = min(len(_results(study).query("status != 'reference'")), self.progress.max)
+
+    def close(self) -> None:
+        """Stop following the study (the widgets stay as they are)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     # -- state ----------------------------------------------------------------------------
     @property
@@ -164,20 +205,27 @@ class TradeoffExplorer:
         return (p99 if p99 and p99 > 0 else None), (drop if drop and drop > 0 else None)
 
     def results(self):
-        """The study's rows with costs at the current price (reference rows keep their own)."""
+        """The rows with costs at the price box's price. Costs belong to the study
+        (`Study.set_price`: a derived view, nothing is re-measured; reference rows keep their own
+        price); a bare DataFrame is priced with `optlab.study.costs.with_costs`."""
         import pandas as pd
 
         from optlab.study.costs import with_costs
 
-        df = _results(self.study)
+        price = self.price_per_hour.value
+        priced = bool(price and price > 0)
+        if hasattr(self.study, "set_price"):
+            current = getattr(getattr(self.study, "price", None), "price_per_hour_usd", None)
+            if priced and current != price:
+                self.study.set_price(float(price), utilisation=self.study.utilisation,
+                                     requests_per_s=getattr(self.study, "requests_per_s", None))
+            df = self.study.results
+        else:
+            df = self.study
+            if df is not None and len(df) and priced and "throughput_per_s" in df.columns:
+                df = with_costs(df, float(price), utilisation=self._utilisation)
         if df is None or len(df) == 0:
             return pd.DataFrame(columns=["candidate", "family", "status", self.x, self.y])
-        if self.price_per_hour.value and self.price_per_hour.value > 0 and "throughput_per_s" in df.columns:
-            prices = pd.Series(float(self.price_per_hour.value), index=df.index)
-            if "reference_price_per_hour_usd" in df.columns and "status" in df.columns:
-                own = pd.to_numeric(df["reference_price_per_hour_usd"], errors="coerce")
-                prices = prices.where(~((df["status"] == "reference") & own.notna()), own)
-            df = with_costs(df, prices.to_numpy(), utilisation=self._utilisation)
         return df
 
     def _sync_families(self) -> None:
@@ -219,15 +267,25 @@ class TradeoffExplorer:
         chosen = getattr(self.recommendation, "candidate", None)
         max_p99, max_drop = self._limits()
         rows = rows.copy()
-        rows["meets_sla"] = True
-        if max_p99 is not None and "p99_ms" in rows.columns:
-            rows["meets_sla"] &= rows["p99_ms"].astype(float) <= max_p99
-        if max_drop is not None and "quality_drop" in rows.columns:
-            rows["meets_sla"] &= rows["quality_drop"].astype(float).fillna(0.0) <= max_drop
+        rows["meets_sla"] = rows["candidate"].isin(self._meeting(rows)) if len(rows) else []
         rows["recommended"] = rows["candidate"] == chosen if len(rows) else []
         self.chart_data = rows
         return pareto_chart(rows, x=self.x, y=self.y, max_p99_ms=max_p99, max_quality_drop=max_drop,
                             recommended=chosen or "")
+
+    def _meeting(self, rows) -> set[str]:
+        """Candidates (reference rows included) that meet the SLA, as optlab.study.frontier judges
+        them: the passing ones of a recommendation under the same limits."""
+        from optlab.study.frontier import recommend
+
+        max_p99, max_drop = self._limits()
+        try:
+            rec = recommend(rows, max_p99_ms=max_p99, max_quality_drop=max_drop, objective="latency",
+                            include_reference=True)
+        except ValueError:
+            return set()
+        chosen = {rec.candidate} if rec.met and rec.candidate is not None else set()
+        return chosen | {r.candidate for r in rec.rejected if r.meets_constraints}
 
     def _refresh(self, data_changed: bool = True) -> None:
         """Re-rank and redraw. When only SLA limits or the objective moved, just the chart's
@@ -278,9 +336,8 @@ class TradeoffExplorer:
         self.show_details(names[0] if names else None)
 
     def show_details(self, candidate: str | None) -> None:
-        """Fill the details pane with one candidate's figures (what a click on its point does)."""
-        from optlab.views.report import table_html
-
+        """Fill the details pane with one candidate's figures (what a click on its point does):
+        latency percentiles with intervals, throughput, size, quality and its interval, cost, notes."""
         if candidate is None or self.chart_data is None:
             self.details.value = "<i>click a point for its figures</i>"
             return
@@ -289,10 +346,7 @@ class TradeoffExplorer:
         if rows.empty:
             self.details.value = f"<i>{html.escape(str(candidate))} is not in the results</i>"
             return
-        row = rows.iloc[-1].dropna()
-        skip = {"recipe_json", "error_traceback", "fingerprint"}
-        frame = row[[k for k in row.index if k not in skip]].to_frame(name="value")
-        self.details.value = f"<b>{html.escape(str(candidate))}</b>" + table_html(frame, index=True)
+        self.details.value = details_html(rows.iloc[-1].to_dict())
 
     # -- experiments --------------------------------------------------------------------------
     def chosen_recipes(self) -> list:
@@ -335,7 +389,7 @@ class TradeoffExplorer:
         self._set_busy(True)
         self.progress.value, self.progress.max = 0, max(1, len(recipes))
         self.status.value = f"running {html.escape(', '.join(r.name for r in recipes))} ..."
-        unsubscribe = self.study.subscribe(self._on_event)
+        unsubscribe = None if self._unsubscribe is not None else self.study.subscribe(self._on_event)
         try:
             self.study.run(recipes=recipes)
             self.status.value = "done"
@@ -390,8 +444,7 @@ class TradeoffExplorer:
     def _repr_mimebundle_(self, include=None, exclude=None):
         if is_headless():
             return self.static_bundle()
-        bundle = dict(self.widget._repr_mimebundle_(include=include, exclude=exclude) or {})
-        return {**self.static_bundle(), **bundle}
+        return {**self.static_bundle(), **widget_bundle(self.widget, include=include, exclude=exclude)}
 
 
 class LiveChart:
@@ -400,12 +453,10 @@ class LiveChart:
     in place, so the saved notebook ends with the final chart."""
 
     def __init__(self, study, **chart_options: Any):
-        import altair as alt
-
         self.study = study
         self.options = {"x": "p99_ms", "y": "quality", **chart_options}
         self.chart = self._build()
-        self.jchart = alt.JupyterChart(self.chart)
+        self.jchart = jupyter_chart(self.chart)
         self._handle = None
         self._unsubscribe: Callable[[], None] | None = study.subscribe(self.update)
 
@@ -445,4 +496,4 @@ class LiveChart:
     def _repr_mimebundle_(self, include=None, exclude=None):
         if is_headless():
             return self._static()
-        return {**self._static(), **dict(self.jchart._repr_mimebundle_(include=include, exclude=exclude) or {})}
+        return {**self._static(), **widget_bundle(self.jchart, include=include, exclude=exclude)}

@@ -1,4 +1,5 @@
 """optlab.views.widgets: views re-rank without measuring; Run measures in this thread; headless fallback."""
+import base64
 import os
 
 import pytest
@@ -8,7 +9,7 @@ pytest.importorskip("anywidget")
 
 from optlab.recipes.recipe import Distill, Prune  # noqa: E402
 from optlab.testing import results_frame
-from optlab.views import widgets
+from optlab.views import rendering, widgets
 from optlab.views.plots import SELECTION  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,11 +71,15 @@ def test_clicking_a_point_shows_its_details(explorer):
     # The browser reports a click through the JupyterChart's selection state.
     explorer.jchart._vl_selections = {SELECTION: {"value": {"vlPoint": {"or": [{"candidate": "prune-0.5"}]}},
                                                   "store": []}}
-    assert "prune-0.5" in explorer.details.value and "p99_ms" in explorer.details.value
+    details = explorer.details.value
+    assert "<b>prune-0.5</b>" in details and "p99 (ms)" in details and "quality drop" in details
+    assert details.count("<tr>") <= 14  # a handful of figures, not every column
+    assert "max-height:" in details  # a bounded box: a click never makes the explorer grow without limit
+    assert "fingerprint" not in details and "recipe_json" not in details
     explorer.families.value = ("baseline", "pruning")  # a new spec: the watch must survive it
     explorer.jchart._vl_selections = {SELECTION: {"value": {"vlPoint": {"or": [{"candidate": "baseline"}]}},
                                                   "store": []}}
-    assert explorer.details.value.startswith("<b>baseline</b>")
+    assert "<b>baseline</b>" in explorer.details.value
 
 
 def test_headless_gives_static_chart_and_table(explorer, monkeypatch):
@@ -84,7 +89,10 @@ def test_headless_gives_static_chart_and_table(explorer, monkeypatch):
     assert "application/vnd.jupyter.widget-view+json" not in bundle
     assert "data:image/svg+xml;base64," in bundle["text/html"] and "<table" in bundle["text/html"]
     assert "ort-int8" in bundle["text/plain"]
-    assert bundle["application/vnd.vegalite.v5+json"]["params"]
+    # a picture for kernel-less viewers, and the spec under the Vega-Lite version altair wrote (never "v5")
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+    assert bundle[rendering.SPEC_MIMETYPE]["params"] and "v6" in bundle[rendering.SPEC_MIMETYPE]["$schema"]
+    assert not any("vegalite.v5" in key for key in bundle)
 
     monkeypatch.setenv("OPTLAB_HEADLESS", "0")  # a live frontend: the widget, with the static fallback
     bundle = explorer._repr_mimebundle_()
@@ -159,3 +167,45 @@ def test_live_chart_follows_study_events(study):
     assert Prune(sparsity=0.2, finetune_epochs=0).name in names
     live.close()
     assert live.update not in study._subscribers
+
+
+def test_sla_membership_is_the_frontiers_not_evaluated_quality_fails():
+    frame = results_frame()
+    frame.loc[frame["candidate"] == "prune-0.5", "quality_drop"] = None  # quality not evaluated
+    explorer = widgets.TradeoffExplorer(frame, max_quality_drop=0.05)
+    meets = explorer.chart_data.set_index("candidate")["meets_sla"]
+    assert not meets["prune-0.5"]  # frontier: "quality not evaluated" breaks a quality limit
+    assert meets["baseline"] and meets["ort-int8"]
+    rejected = {r.candidate: r.reasons for r in explorer.recommendation.rejected}
+    assert "quality not evaluated" in rejected["prune-0.5"]
+
+
+def test_explorer_follows_runs_it_did_not_start(study):
+    """Built before the study runs, the explorer gains each point from study.run() and study.add()."""
+    explorer = widgets.TradeoffExplorer(study, max_quality_drop=0.05)
+    before = set(explorer.chart_data["candidate"])
+    assert before == set(study.results.query("status != 'error'")["candidate"])
+    seen = []
+    study.subscribe(lambda event: seen.append(len(explorer.chart_data)))
+    recipe = Prune(sparsity=0.4, finetune_epochs=0)
+    study.add(recipe)
+    study.run()  # not the Run button: another cell
+    assert recipe.name in set(explorer.chart_data["candidate"])
+    assert seen and max(seen) == len(explorer.chart_data)
+    names = {r.get("candidate") for rows in explorer.jchart.spec["datasets"].values() for r in rows}
+    assert recipe.name in names
+    assert explorer.progress.value == explorer.progress.max
+    assert "no results yet" not in explorer.recommendation_html.value
+    explorer.close()
+    assert explorer._on_event not in study._subscribers
+
+
+def test_price_box_prices_through_the_study(study):
+    explorer = widgets.TradeoffExplorer(study, max_quality_drop=0.05)
+    explorer.price_per_hour.value = 0.40
+    assert study.price.price_per_hour_usd == pytest.approx(0.40)
+    ours = explorer.chart_data.set_index("candidate")["cost_per_1m_usd"]
+    theirs = study.results.set_index("candidate")["cost_per_1m_usd"]
+    assert ours["baseline"] == pytest.approx(theirs["baseline"])
+    explorer.close()
+    study.set_price("cpu-small")

@@ -1,0 +1,44 @@
+"""optlab.views.rendering: charts draw offline and keep a picture for kernel-less viewers."""
+import base64
+
+import altair as alt
+import pytest
+
+from optlab.testing import results_frame
+from optlab.views import plots, rendering
+
+
+@pytest.fixture
+def chart():
+    return plots.pareto_chart(results_frame(), max_p99_ms=3.0, max_quality_drop=0.01, recommended="ort-int8")
+
+
+def test_importing_views_switches_altair_to_the_offline_renderer():
+    assert alt.renderers.active == rendering.RENDERER
+
+
+def test_headless_chart_output_is_a_picture_and_a_v6_spec(chart, monkeypatch):
+    monkeypatch.setenv("OPTLAB_HEADLESS", "1")
+    bundle = chart._repr_mimebundle_()
+    bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG")
+    assert "v6" in bundle[rendering.SPEC_MIMETYPE]["$schema"]
+    assert rendering.WIDGET_MIMETYPE not in bundle
+    assert not any("vegalite.v5" in key or key == "text/html" for key in bundle)  # no CDN <script>
+
+
+def test_live_chart_output_is_an_offline_widget_with_the_picture(chart, monkeypatch):
+    monkeypatch.setenv("OPTLAB_HEADLESS", "0")
+    bundle = chart._repr_mimebundle_()
+    bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert rendering.WIDGET_MIMETYPE in bundle and "image/png" in bundle
+    assert alt.JupyterChart._is_offline
+    esm = alt.JupyterChart._esm
+    assert "esm.sh" not in esm and "cdn.jsdelivr" not in esm  # vega ships in the bundle
+
+
+def test_svg_img_is_the_one_embedding(chart):
+    tag = rendering.svg_img(chart)
+    assert tag.startswith('<img class="chart"') and "data:image/svg+xml;base64," in tag
+    svg = base64.b64decode(tag.split("base64,")[1].split('"')[0]).decode()
+    assert "candidates_marks" in svg  # the point layer, by name
