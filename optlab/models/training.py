@@ -80,7 +80,8 @@ def train(model, data: Split | Dataset, *, epochs: int, lr: float, batch_size: i
 
     `on_epoch(epoch, log)` is called after each epoch; returning True stops training.
     `max_seconds` stops after the step that passes the budget. `threads` sets torch's thread
-    count for the run (restored after). The model is left in eval mode.
+    count for the run and `seed` torch's RNG inside it: both are restored after. The model is
+    left in eval mode.
     """
     import torch
 
@@ -88,9 +89,10 @@ def train(model, data: Split | Dataset, *, epochs: int, lr: float, batch_size: i
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _train(model, data, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn, seed=seed,
-                      max_seconds=max_seconds, on_epoch=on_epoch, weight_decay=weight_decay,
-                      warmup_fraction=warmup_fraction, clip_grad_norm=clip_grad_norm)
+        with torch.random.fork_rng(devices=[]):
+            return _train(model, data, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn, seed=seed,
+                          max_seconds=max_seconds, on_epoch=on_epoch, weight_decay=weight_decay,
+                          warmup_fraction=warmup_fraction, clip_grad_norm=clip_grad_norm)
     finally:
         torch.set_num_threads(previous_threads)
 

@@ -81,8 +81,9 @@ def build(dataset: str, size: str = "teacher", data: Dataset | None = None, seed
     import torch
 
     model_spec = spec(dataset, size, data)
-    torch.manual_seed(seed)
-    return from_spec(model_spec)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        return from_spec(model_spec)
 
 
 def _cache_paths(dataset: str, size: str, smoke: bool, seed: int, data: Dataset) -> tuple[Path, dict]:

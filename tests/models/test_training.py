@@ -100,3 +100,12 @@ def test_threads_restored(digits_data):
     before = torch.get_num_threads()
     train(Linear(), _small(digits_data, 128), epochs=1, lr=1e-3, batch_size=64, threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_seeded_training_and_model_building_leave_the_callers_rng_alone(digits_data):
+    from optlab.models import zoo
+
+    state = torch.random.get_rng_state()
+    train(Linear(), _small(digits_data, 128), epochs=1, lr=1e-3, batch_size=64, seed=123)
+    zoo.build("digits", "student", data=digits_data, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
