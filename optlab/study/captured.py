@@ -89,15 +89,18 @@ def _is_console(handler: logging.Handler) -> bool:
 
 @contextlib.contextmanager
 def _logging_captured(captured: Captured) -> Iterator[None]:
+    root = logging.getLogger()
     swapped: list[tuple[logging.Logger, list[logging.Handler]]] = []
-    loggers = [logging.getLogger()] + [obj for obj in logging.Logger.manager.loggerDict.values()
-                                       if isinstance(obj, logging.Logger)]
+    loggers = [root] + [obj for obj in logging.Logger.manager.loggerDict.values() if isinstance(obj, logging.Logger)]
     for logger in loggers:
-        if not logger.handlers:
+        if not logger.handlers and logger is not root:
             continue
         replaced = [(_Collector(captured, handler.level) if _is_console(handler) else handler)
                     for handler in logger.handlers]
-        if logger is logging.getLogger() or replaced != logger.handlers:
+        if logger is root and not any(isinstance(h, _Collector) for h in replaced):
+            replaced.append(_Collector(captured))  # records reaching the root are captured even beside
+            # other (file, notebook, test) handlers, which keep receiving them
+        if replaced != logger.handlers:
             swapped.append((logger, logger.handlers))
             logger.handlers = replaced
     last_resort = logging.lastResort
