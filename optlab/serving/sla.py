@@ -1,0 +1,163 @@
+"""Throughput at the SLA (goodput) and a configuration search, as Triton's Model Analyzer does.
+
+`throughput_at_sla` finds the highest offered load whose p99 stays within the limit: it brackets
+(doubling or halving the rate until one probe passes and one fails), then bisects between them
+in log space. Each probe is an open-loop Poisson run long enough for a valid p99 (>= 662 requests,
+MLPerf LoadGen's own minimum) that must also not stop early or fail more than `max_failed_rate`
+of its requests. Every probe is kept, so the measured latency-vs-load curve can be drawn.
+`search_configs` does this for each policy x workers x threads and ranks them.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from optlab.serving import loadgen
+from optlab.serving.policies import Admission, NoBatching, Policy
+from optlab.serving.schedules import Poisson
+from optlab.serving.server import Server
+
+MIN_P99_REQUESTS = 662
+
+
+@dataclass(frozen=True)
+class SlaSearch:
+    """How to search: the limit, the probes' length and the precision asked for."""
+
+    max_p99_ms: float = 10.0
+    min_requests: int = MIN_P99_REQUESTS
+    probe_s: float = 1.0
+    max_failed_rate: float = 0.01
+    rel_tol: float = 0.05
+    start_per_s: float = 100.0
+    min_per_s: float = 1.0
+    max_per_s: float = 100_000.0
+    max_probes: int = 20
+
+    def __post_init__(self):
+        if not self.max_p99_ms > 0:
+            raise ValueError(f"max_p99_ms must be > 0, got {self.max_p99_ms!r}")
+        if self.min_requests < MIN_P99_REQUESTS:
+            raise ValueError(f"min_requests must be >= {MIN_P99_REQUESTS} for a valid p99 (LoadGen's minimum), "
+                             f"got {self.min_requests}")
+        if not 0 < self.rel_tol < 1:
+            raise ValueError(f"rel_tol must be in (0, 1), got {self.rel_tol!r}")
+
+
+@dataclass
+class SlaResult:
+    """The highest passing offered load (0 when none passed) and every probe."""
+
+    throughput_per_s: float
+    p99_ms: float  # at that load
+    curve: pd.DataFrame
+    search: SlaSearch
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def met(self) -> bool:
+        return self.throughput_per_s > 0
+
+    def row(self) -> dict[str, Any]:
+        return {"throughput_at_sla_per_s": self.throughput_per_s, "p99_at_sla_load_ms": self.p99_ms,
+                "max_p99_ms": self.search.max_p99_ms, "sla_met": self.met, "probes": len(self.curve),
+                "note": "; ".join(self.notes)}
+
+
+Probe = Callable[[float], dict[str, Any]]
+
+
+def passes(summary: dict[str, Any], search: SlaSearch) -> bool:
+    return bool(summary["p99_ms"] <= search.max_p99_ms and not summary["stopped_early"]
+                and summary["failed_rate"] <= search.max_failed_rate and summary["requests"] >= search.min_requests)
+
+
+def throughput_at_sla(probe: Probe, search: SlaSearch = SlaSearch()) -> SlaResult:
+    """Bracket, then bisect, the offered load with `probe(rate) -> summary row` (see `server_probe`)."""
+    rows: list[dict[str, Any]] = []
+
+    def measure(rate: float) -> bool:
+        summary = dict(probe(rate))
+        ok = passes(summary, search)
+        rows.append({**summary, "offered_per_s": rate, "passed": ok})
+        return ok
+
+    low = high = None
+    rate = search.start_per_s
+    if measure(rate):
+        low = rate
+        while high is None and len(rows) < search.max_probes and rate < search.max_per_s:
+            rate = min(rate * 2, search.max_per_s)
+            if measure(rate):
+                low = rate
+            else:
+                high = rate
+    else:
+        high = rate
+        while low is None and len(rows) < search.max_probes and rate > search.min_per_s:
+            rate = max(rate / 2, search.min_per_s)
+            if measure(rate):
+                low = rate
+            else:
+                high = rate
+    notes = []
+    while low is not None and high is not None and high / low - 1 > search.rel_tol and len(rows) < search.max_probes:
+        middle = math.sqrt(low * high)
+        if measure(middle):
+            low = middle
+        else:
+            high = middle
+    curve = pd.DataFrame(rows).sort_values("offered_per_s", kind="stable").reset_index(drop=True)
+    if low is None:
+        closest = curve.loc[curve["p99_ms"].idxmin()] if curve["p99_ms"].notna().any() else curve.iloc[0]
+        notes.append(f"nothing meets p99 <= {search.max_p99_ms:g} ms: the closest probe, "
+                     f"{closest['offered_per_s']:.4g}/s, had p99 {closest['p99_ms']:.3g} ms; "
+                     "raise the limit or choose a faster candidate or policy")
+        return SlaResult(0.0, float(closest["p99_ms"]), curve, search, notes)
+    if high is None:
+        notes.append(f"still within the SLA at the highest load probed ({low:.4g}/s): a lower bound")
+    elif high / low - 1 > search.rel_tol:
+        notes.append(f"stopped after {len(rows)} probes between {low:.4g}/s and {high:.4g}/s")
+    best = curve[curve["offered_per_s"] == low].iloc[-1]
+    return SlaResult(float(low), float(best["p99_ms"]), curve, search, notes)
+
+
+def server_probe(make_server: Callable[[], Server], requests: Sequence[dict], search: SlaSearch, *,
+                 seed: int = 0, headroom_per_s: float | None = None, keys=None) -> Probe:
+    """A probe that offers Poisson load to a fresh server from `make_server()` for at least
+    `search.min_requests` requests (and `search.probe_s` seconds)."""
+    def probe(rate: float) -> dict[str, Any]:
+        expected = 1.2 * search.min_requests + 4 * math.sqrt(search.min_requests)
+        load = Poisson(rate, duration_s=max(search.probe_s, expected / rate))
+        return loadgen.run(make_server(), requests, load, seed=seed, headroom_per_s=headroom_per_s,
+                           keys=keys, saturation_s=0.5).summary
+    return probe
+
+
+def search_configs(model: Any, requests: Sequence[dict], *, policies: Sequence[Policy] = (NoBatching(),),
+                   workers: Sequence[int] = (1,), threads_per_worker: Sequence[int] = (1,),
+                   search: SlaSearch = SlaSearch(), admission: Admission | None = None, seed: int = 0,
+                   headroom_per_s: float | None = None) -> pd.DataFrame:
+    """Throughput at the SLA for every policy x workers x threads that fits the cores, best first
+    (configurations that would oversubscribe the cores are listed with the reason, not run)."""
+    rows = []
+    for policy, n_workers, threads in itertools.product(policies, workers, threads_per_worker):
+        config = {"policy": policy.name, "workers": n_workers, "threads_per_worker": threads}
+        try:
+            Server(model, policy, workers=n_workers, threads_per_worker=threads)
+        except ValueError as exc:
+            rows.append({**config, "throughput_at_sla_per_s": float("nan"), "sla_met": False, "note": str(exc)})
+            continue
+
+        def make(policy=policy, n_workers=n_workers, threads=threads):
+            return Server(model, policy, workers=n_workers, threads_per_worker=threads,
+                          admission=admission or Admission())
+        result = throughput_at_sla(server_probe(make, requests, search, seed=seed, headroom_per_s=headroom_per_s),
+                                   search)
+        rows.append({**config, **result.row(), "curve": result.curve})
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("throughput_at_sla_per_s", ascending=False, na_position="last").reset_index(drop=True)

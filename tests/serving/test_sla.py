@@ -1,0 +1,57 @@
+"""Throughput at the SLA: the search finds the knee of a known curve and says when nothing passes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optlab.serving.policies import DynamicBatching, NoBatching
+from optlab.serving.sla import SlaSearch, search_configs, throughput_at_sla
+
+KNEE = 1234.0
+
+
+def synthetic(rate: float) -> dict:
+    """p99 flat at 2 ms below the knee, then climbing steeply: it crosses 10 ms at KNEE * 1.08."""
+    p99 = 2.0 if rate <= KNEE else 2.0 + 100.0 * (rate / KNEE - 1.0)
+    return {"p99_ms": p99, "stopped_early": False, "failed_rate": 0.0, "requests": 700}
+
+
+@pytest.mark.parametrize("start", [10.0, 100.0, 50_000.0])
+def test_finds_the_knee_of_a_synthetic_curve_from_either_side(start):
+    search = SlaSearch(max_p99_ms=10.0, rel_tol=0.02, start_per_s=start)
+    result = throughput_at_sla(synthetic, search)
+    crossing = KNEE * 1.08
+    assert crossing / 1.02 <= result.throughput_per_s <= crossing
+    assert result.p99_ms <= 10.0 and result.met
+    assert result.curve["offered_per_s"].is_monotonic_increasing and result.curve["passed"].any()
+    assert len(result.curve) <= search.max_probes
+
+
+def test_an_sla_nothing_meets_names_the_closest_probe():
+    result = throughput_at_sla(synthetic, SlaSearch(max_p99_ms=1.0, min_per_s=50.0))
+    assert not result.met and result.throughput_per_s == 0
+    assert "nothing meets p99 <= 1 ms" in result.notes[0] and "2 ms" in result.notes[0]
+
+
+def test_probes_too_short_for_a_p99_never_pass():
+    short = lambda rate: {**synthetic(rate), "requests": 100}  # noqa: E731
+    assert not throughput_at_sla(short, SlaSearch(min_per_s=50.0)).met
+    with pytest.raises(ValueError, match="662"):
+        SlaSearch(min_requests=100)
+
+
+def test_config_search_ranks_batching_above_one_at_a_time():
+    import time
+
+    def model(batch):  # a call costs 2 ms whatever its size: batching multiplies throughput
+        time.sleep(0.002)
+        return batch["x"]
+    payloads = [{"x": np.zeros((1, 2), np.float32)}]
+    search = SlaSearch(max_p99_ms=20.0, probe_s=0.3, rel_tol=0.5, start_per_s=300.0, max_probes=5)
+    frame = search_configs(model, payloads, policies=[NoBatching(), DynamicBatching(8, 2.0)], workers=[1, 3],
+                           search=search)
+    assert frame.iloc[0]["policy"].startswith("dynamic") and frame.iloc[0]["sla_met"]
+    ran = frame.dropna(subset=["throughput_at_sla_per_s"])
+    none = ran[ran.policy == "none"].throughput_at_sla_per_s.max()
+    assert frame.iloc[0]["throughput_at_sla_per_s"] >= 2 * none
+    assert frame["note"].str.contains("oversubscribe").any()  # 3 workers on <= 2 cores are listed, not run
