@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from optlab.study import fingerprint as fp
-from optlab.study.store import FORMAT_VERSION, MANIFEST, IncompatibleStore, Store
+from optlab.study.store import FORMAT_VERSION, MANIFEST, IncompatibleStore, OtherStudyFolder, Store, StoreBusy
 
 FP = "ab" * 32
 
@@ -91,3 +91,60 @@ def test_fingerprint_changes_with_every_part(tmp_path):
     onnx_file.write_bytes(b"abc")
     assert fp.model_fingerprint(onnx_file) == fp.file_fingerprint(onnx_file)
     assert os.path.exists(onnx_file)
+
+
+def identity(baseline="a", data="d", name="mlp"):
+    return {"baseline": baseline * 64, "data": data * 64, "name": name}
+
+
+def test_a_folder_is_bound_to_one_study(tmp_path):
+    Store(tmp_path).bind(identity())
+    Store(tmp_path).bind(identity(name="renamed"))  # same baseline and data: the same study
+    assert json.loads((tmp_path / MANIFEST).read_text())["study"]["baseline"] == "a" * 64
+    with pytest.raises(OtherStudyFolder) as error:
+        Store(tmp_path).bind(identity(baseline="b"), fix=", e.g. results_dir='x/lstm'")
+    message = str(error.value)
+    assert "\n" not in message and "another study's results ('renamed')" in message
+    assert "baseline aaaaaaaaaaaa; this study has baseline bbbbbbbbbbbb" in message
+    assert "Pass another results_dir, e.g. results_dir='x/lstm'" in message
+    with pytest.raises(OtherStudyFolder, match="data dddddddddddd; this study has data eeeeeeeeeeee"):
+        Store(tmp_path).bind(identity(data="e"))
+
+
+def test_a_folder_written_before_binding_is_judged_by_its_rows(tmp_path):
+    Store(tmp_path).put(FP, {"candidate": "x"}, key={"model": "a" * 64, "data": "d" * 64})
+    Store(tmp_path).bind(identity())  # the rows agree: bound
+    other = tmp_path / "other"
+    Store(other).put(FP, {"candidate": "x"}, key={"model": "c" * 64, "data": "d" * 64})
+    with pytest.raises(OtherStudyFolder, match="baseline cccccccccccc"):
+        Store(other).bind(identity())
+
+
+HOLD = """
+import sys, time
+from optlab.study.store import Store
+with Store(sys.argv[1]).lock():
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    print("releasing", flush=True)
+"""
+
+
+def test_a_second_process_on_the_same_folder_fails_with_a_message_or_waits(tmp_path):
+    import subprocess
+    import sys
+
+    Store(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path), "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreBusy, match=f"being written by another study run \\(pid {holder.pid} on .*"
+                                            f"wait for it to finish, or pass another results_dir"):
+            with Store(tmp_path).lock():
+                pass
+        with Store(tmp_path).lock(timeout_s=60):  # waits for the holder to finish
+            assert holder.stdout.readline().strip() == "releasing"  # it got the lock only after the holder let go
+        assert holder.wait(timeout=30) == 0
+    finally:
+        holder.kill()
+        holder.wait()

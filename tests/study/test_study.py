@@ -17,7 +17,7 @@ from optlab.instruments.latency import Workload
 from optlab.models import zoo
 from optlab.recipes.recipe import Compile, Quantize
 from optlab.study.executor import InProcessExecutor
-from optlab.study.store import MANIFEST, IncompatibleStore
+from optlab.study.store import MANIFEST, IncompatibleStore, OtherStudyFolder, Store
 from optlab.study.study import COLUMNS, Study, StudyEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,3 +242,32 @@ def test_ctrl_c_propagates_and_the_study_can_run_again(digits, model, tmp_path):
     assert study.skipped == ["baseline"] and "interrupted" in study.results["error"].iloc[0]
     study.executor = InProcessExecutor()
     assert study.run()["status"].tolist() == ["ok"]  # not stuck in "already running"
+
+
+def test_another_studys_folder_is_refused_before_any_work(five, digits, digits_model):
+    study = five[0]
+    stored = set(Store(study.results_dir).fingerprints())
+    other = Study(digits_model, digits, [Quantize("bf16")], workload=FAST, results_dir=study.results_dir,
+                  progress=False)
+    with pytest.raises(OtherStudyFolder, match=r"holds another study's results \('baseline'\): baseline "):
+        other.run()
+    assert set(Store(study.results_dir).fingerprints()) == stored
+
+
+def test_time_limit_names_what_was_not_run_and_the_next_run_completes(digits, model, tmp_path):
+    study = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path, progress=False, time_limit_s=1.0)
+    df = study.run()
+    assert study.stop_reason == "time limit" and len(df) == 4
+    assert set(df["status"]) <= {"ok", "skipped"} and (df["status"] == "skipped").sum() >= 1
+    skipped = df[df["status"] == "skipped"]
+    assert skipped["error"].str.contains("time limit \\(1 s\\)").all() and skipped["p99_ms"].isna().all()
+    assert study.skipped == skipped["candidate"].tolist()
+    assert len(Store(tmp_path)) == (df["status"] == "ok").sum()  # skipped rows are never stored
+    again = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path, progress=False).run()
+    assert again["status"].tolist() == ["ok"] * 4 and again["cached"].tolist()[:1] == [df["status"].iloc[0] == "ok"]
+
+
+def test_bad_time_limit_is_refused(digits, model, tmp_path):
+    for bad in (0, -1, float("nan"), "20", True):
+        with pytest.raises(ValueError, match="time_limit_s=.* must be a positive number"):
+            Study(model, digits, [], results_dir=tmp_path, time_limit_s=bad)
