@@ -1,0 +1,184 @@
+"""End to end in a real JupyterLab and Chromium, with no network but loopback.
+
+For each notebook: a temporary copy, JupyterLab from this environment on 127.0.0.1 (free port,
+token), Run All in smoke mode, driven by Playwright in Debian's `chromium`. JupyterLab, its
+kernels and the browser run inside a network namespace that has only `lo` (`unshare -n`), and
+the browser blocks (and the test fails on) every request that is not to that server: a CDN or
+esm.sh dependency fails here. The saved-notebook case executes 00_tour headless as the main job
+does and opens the result with no kernel: every chart must still be drawn. Screenshots go to
+test-artifacts/browser/. The work is in drive_lab.py (run as a script in the namespace); this
+module checks what it saw. Each server lives at most SERVER_LIMIT_S.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("drive_lab.py")
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = os.environ.get("OPTLAB_CHROMIUM", "/usr/bin/chromium")
+SERVER_LIMIT_S = 170  # the server is stopped by then, also when a step fails (3 minutes with teardown)
+FADED, SOLID = 0.35, 0.95  # the Pareto chart's point opacity outside / inside the SLA
+INSTALL_HINT = ("Debian's chromium is needed for the browser test: run `python3.11 dev.py setup` as root "
+                "(it runs `apt-get install -y chromium`), or `sudo apt-get install -y chromium`; "
+                "set OPTLAB_CHROMIUM to use another Chromium binary.")
+
+
+def _require_browser() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing. {INSTALL_HINT}", pytrace=False)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.fail("playwright is not installed: `python3.11 dev.py setup` installs the test extra",
+                    pytrace=False)
+
+
+def _namespace_prefix() -> list[str]:
+    """`unshare -n` (root) or `unshare -rn` (an unprivileged user namespace): a loopback-only network."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.fail("`unshare` (util-linux) is missing: the browser test runs JupyterLab and Chromium in a "
+                    "loopback-only network namespace; `apt-get install -y util-linux`", pytrace=False)
+    prefix = [unshare, "-n"] if os.geteuid() == 0 else [unshare, "-rn"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.fail(f"cannot create a loopback-only network namespace ({' '.join(prefix)}: "
+                    f"{probe.stderr.strip()}); run the tests as root or allow user namespaces", pytrace=False)
+    return [*prefix, "--"]
+
+
+def _drive(tmp_path: Path, mode: str, notebook: str, source: str | None = None) -> dict:
+    _require_browser()
+    root = tmp_path / "lab"
+    root.mkdir()
+    if mode == "live":
+        shutil.copy(ROOT / "notebooks" / notebook, root / notebook)
+    name = notebook if mode == "live" else f"executed_{notebook}"
+    artifacts = ARTIFACTS / f"{mode}-{Path(notebook).stem}"
+    shutil.rmtree(artifacts, ignore_errors=True)
+    job = {"mode": mode, "root": str(root), "notebook": name, "out": str(tmp_path / "result.json"),
+           "artifacts": str(artifacts), "python": sys.executable, "chromium": CHROMIUM,
+           "deadline_s": SERVER_LIMIT_S, "netns": True, "source": source}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    started = time.monotonic()
+    proc = subprocess.Popen([*_namespace_prefix(), sys.executable, str(DRIVER), str(tmp_path / "job.json")],
+                            cwd=root, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        output, _ = proc.communicate(timeout=SERVER_LIMIT_S + 20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the namespace's whole process group: server, kernels, browser
+        output, _ = proc.communicate()
+        pytest.fail(f"the browser run passed {SERVER_LIMIT_S + 20} s and was killed; output:\n{output[-3000:]}")
+    result_path = tmp_path / "result.json"
+    if not result_path.exists():
+        pytest.fail(f"the driver wrote no result (exit {proc.returncode}):\n{output[-3000:]}")
+    result = json.loads(result_path.read_text())
+    result["test_wall_s"] = round(time.monotonic() - started, 1)
+    result["server_log"] = (root / ".lab-home" / "server.log").read_text()[-3000:] \
+        if (root / ".lab-home" / "server.log").exists() else ""
+    (artifacts / "result.json").write_text(json.dumps(result, indent=1))
+    print(f"{mode} {notebook}: {result['test_wall_s']} s; screenshots in {artifacts}")
+    return result
+
+
+def _check_clean(result: dict) -> None:
+    """Nothing failed, nothing reached off the server, no console or page errors, server stopped."""
+    assert not result["errors"], f"{result['errors']}\nserver log:\n{result['server_log']}"
+    assert not result.get("internet_reachable"), "the namespace reached the internet: it is not loopback-only"
+    assert result["blocked"] == [], f"the page tried to load from off the server: {result['blocked']}"
+    assert result["page_errors"] == [], result["page_errors"]
+    assert result["console_errors"] == [], result["console_errors"]
+    assert result["bad_text"] == [], f"error or loading text in the notebook: {result['bad_text']}"
+    assert result["server_stopped"]
+
+
+def _expected_faded(rows: list[dict], max_p99_ms: float | None, max_drop: float | None) -> dict[str, bool]:
+    """Which points the SLA fades, by optlab.study.frontier's rules (missing figures fail a limit)."""
+    out = {}
+    for row in rows:
+        p99, drop = row["p99_ms"], row["quality_drop"]
+        drop = 0.0 if drop is None and row["family"] == "baseline" else drop
+        slow = max_p99_ms is not None and (p99 is None or p99 > max_p99_ms)
+        worse = max_drop is not None and (drop is None or drop > max_drop + 1e-12)
+        out[row["candidate"]] = slow or worse
+    return out
+
+
+def _measured(result: dict) -> list[dict]:
+    def number(value):
+        return None if value in (None, "None", "nan", "NaN") else float(value)
+
+    rows = [r for r in result["kernel_rows"] if r["status"] in ("ok", "reference")]
+    return [{**r, "p99_ms": number(r["p99_ms"]), "quality_drop": number(r["quality_drop"])} for r in rows]
+
+
+def test_tour_runs_live_offline_in_jupyterlab(tmp_path):
+    result = _drive(tmp_path, "live", "00_tour.ipynb")
+    _check_clean(result)
+    state = result["run_state"]
+    assert state["errors"] == [] and state["executed"] == state["code_cells"], state
+    measured = _measured(result)
+    assert len(measured) >= 5, result["kernel_print"]  # baseline + 4 recipes in smoke mode
+
+    # The explorer was created before study.run(): it must hold every measured point anyway.
+    assert result["explorer_found"] == 1
+    initial = result["explorer_initial"]
+    assert sorted(p["candidate"] for p in initial["points"]) == sorted(r["candidate"] for r in measured)
+    assert "no results yet" not in initial["recommendation"]
+    assert {"baseline", "quantization", "pruning", "compilation"} <= set(initial["families"])
+
+    # Static charts drew as Vega views: the Pareto chart with one point per measured candidate.
+    assert len(result["static_charts"]) == result["static_charts_expected"] >= 1
+    assert any(chart["points"] == len(measured) for chart in result["static_charts"])
+    assert all(chart["marks"] > 0 for chart in result["static_charts"])
+
+    # max p99 through the box: the text and the faded points follow the SLA.
+    sla = result["kernel_sla"]
+    tiny, large = result["explorer_steps"]
+    assert "No candidate meets" in tiny["recommendation"] and "p99" in tiny["recommendation"]
+    assert large["recommendation"] != tiny["recommendation"] and "No candidate meets" not in large["recommendation"]
+    for step in (tiny, large):
+        want = _expected_faded(measured, step["max_p99_ms"], sla["max_quality_drop"])
+        seen = {p["candidate"]: p["opacity"] == FADED for p in step["points"]}
+        assert seen == want, (step["max_p99_ms"], seen, want)
+    assert all(p["opacity"] == FADED for p in tiny["points"])
+    assert any(p["opacity"] == SOLID for p in large["points"])
+
+    # A click fills a short details pane and the explorer stays <= 900 px tall.
+    click = result["click"]
+    assert click["details_before"] == 0 and click["details_after"] == 1
+    assert "p99 (ms)" in click["details_text"]
+    assert click["explorer_height_px"] <= 900, click
+
+
+def test_quantization_notebook_draws_its_charts_offline(tmp_path):
+    result = _drive(tmp_path, "live", "01_quantization.ipynb")
+    _check_clean(result)
+    state = result["run_state"]
+    assert state["errors"] == [] and state["executed"] == state["code_cells"], state
+    measured = _measured(result)
+    assert len(result["static_charts"]) == result["static_charts_expected"] >= 2
+    assert all(chart["marks"] > 0 for chart in result["static_charts"])
+    assert any(chart["points"] == len(measured) for chart in result["static_charts"])
+    assert not list((tmp_path / "lab").glob("nc_workspace")), "INC left nc_workspace/ in the notebook's folder"
+
+
+def test_saved_tour_shows_every_chart_without_a_kernel(tmp_path):
+    result = _drive(tmp_path, "saved", "00_tour.ipynb", source=str(ROOT / "notebooks" / "00_tour.ipynb"))
+    _check_clean(result)
+    assert result["kernel_status"] == "none"
+    # the explorer (chart in its HTML) and the Pareto chart at least, each a decoded picture
+    assert result["saved_chart_outputs"] >= 2
+    drawn = [image for image in result["saved_images"] if image["complete"] and image["width"] > 100]
+    assert len(drawn) >= result["saved_chart_outputs"], result["saved_images"]
