@@ -69,7 +69,9 @@ def run_dataset(name: str, smoke: bool, workdir: Path) -> list[dict[str, Any]]:
                                                      workdir=workdir / name)
             row["build_s"] = round(time.perf_counter() - started, 1)
             row.update(cand.describe())
-            row.update(measure(cand, inputs, workload).to_row())
+            measured = measure(cand, inputs, workload)
+            point = measured.at_batch(256)
+            row.update(measured.to_row(), throughput_b256_per_s=None if point is None else point.throughput_per_s)
             row.update(ev.evaluate(cand, data, ref, n_boot=200).to_row())
             row["status"] = "reference" if recipe is None else "ok"
             row["meta"] = {k: v for k, v in cand.meta.items() if k in ("inc_config", "tuning_trials", "compile_s")}

@@ -146,6 +146,10 @@ class Measurement:
     def throughput(self) -> SweepPoint | None:
         return max(self.sweep, key=lambda point: point.throughput_per_s, default=None)
 
+    def at_batch(self, batch_size: int) -> SweepPoint | None:
+        """The sweep's point at `batch_size`, or None when it was not measured (or skipped)."""
+        return next((point for point in self.sweep if point.batch_size == batch_size), None)
+
     def to_row(self) -> dict[str, Any]:
         """One flat dict of scalars (no raw samples) for a tidy DataFrame row."""
         row: dict[str, Any] = {"candidate": self.candidate, "complete": self.complete, "stop_reason": self.stop_reason,
@@ -156,10 +160,8 @@ class Measurement:
         best = self.throughput
         row["throughput_per_s"] = best.throughput_per_s if best else None
         row["throughput_batch_size"] = best.batch_size if best else None
-        for point in self.sweep:
-            row[f"p50_b{point.batch_size}_ms"] = point.p50_ms
-            row[f"p99_b{point.batch_size}_ms"] = point.p99_ms
-            row[f"throughput_b{point.batch_size}_per_s"] = point.throughput_per_s
+        # The sweep stays long-form: one JSON record per batch size (reshape.batch_sweep expands it).
+        row["sweep_json"] = json.dumps([asdict(point) for point in self.sweep])
         row.update(size_bytes=self.size_bytes, size_mb=None if self.size_bytes is None else self.size_bytes / 1e6,
                    param_count=self.param_count, zero_fraction=self.zero_fraction)
         cold = self.cold

@@ -3,9 +3,6 @@ long form, and ratios against the baseline. Pure DataFrame transforms; nothing i
 from __future__ import annotations
 
 import json
-import re
-
-_SWEEP = re.compile(r"^(p50|p99|throughput)_b(\d+)_(ms|per_s)$")
 
 
 def with_params(df, *names: str):
@@ -22,21 +19,20 @@ def with_params(df, *names: str):
 
 
 def batch_sweep(df):
-    """One row per (candidate, batch size) from the `p50_b{n}_ms` / `p99_b{n}_ms` /
-    `throughput_b{n}_per_s` columns a Measurement writes."""
+    """The throughput sweep in long form: one row per (candidate, batch size), expanded from the
+    `sweep_json` records a Measurement writes (rows without a sweep, such as errors, add none)."""
     import pandas as pd
 
-    sizes = sorted({int(m.group(2)) for c in df.columns if (m := _SWEEP.match(c))})
     keep = [c for c in ("candidate", "family", "runtime", "status", "source") if c in df.columns]
+    figures = ["batch_size", "throughput_per_s", "p50_ms", "p99_ms"]
     rows = []
     for _, row in df.iterrows():
-        for size in sizes:
-            throughput = row.get(f"throughput_b{size}_per_s")
-            if throughput is None or pd.isna(throughput):
-                continue
-            rows.append({**{k: row[k] for k in keep}, "batch_size": size, "throughput_per_s": throughput,
-                         "p50_ms": row.get(f"p50_b{size}_ms"), "p99_ms": row.get(f"p99_b{size}_ms")})
-    return pd.DataFrame(rows, columns=[*keep, "batch_size", "throughput_per_s", "p50_ms", "p99_ms"])
+        text = row.get("sweep_json")
+        if not isinstance(text, str) or not text:
+            continue
+        for point in json.loads(text):
+            rows.append({**{k: row[k] for k in keep}, **{f: point.get(f) for f in figures}})
+    return pd.DataFrame(rows, columns=[*keep, *figures])
 
 
 def versus_baseline(df, columns=("p50_ms", "p99_ms", "throughput_per_s", "size_mb")):
