@@ -12,6 +12,7 @@ BENCHES = {
     "measure": "optlab.bench.measure",
     "techniques": "optlab.bench.techniques",
     "pruning": "optlab.bench.pruning",
+    "serving": "optlab.bench.serving",
 }
 
 
