@@ -5,11 +5,17 @@ start the process, import the loader module, load the artifact (build the sessio
 make the first prediction, then predict the remaining batches. Each run reports its
 phase times and its peak resident memory, so the notebook's own memory never pollutes
 the figure. "Cold" means a fresh process; the operating system's file cache stays warm.
+
+The child dies with this process (see coldstart_child.die_with_parent). Its inputs go to
+a temp folder named after this process's pid (`optlab-coldstart-<pid>-*`); a folder left
+by a process that was killed is removed at the next start (`clean_stale_temp_folders`).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +28,8 @@ import numpy as np
 
 CHILD = Path(__file__).with_name("coldstart_child.py")
 PHASES = ("startup", "import", "load", "first_call")
+TEMP_PREFIX = "optlab-coldstart-"
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
 
 
 class ColdStartError(ValueError):
@@ -69,6 +77,36 @@ def _write_inputs(path: Path, batches: Sequence[dict[str, np.ndarray]]) -> list[
     return [list(batch) for batch in batches]
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temp_folders(folder: str | os.PathLike | None = None) -> list[Path]:
+    """Remove cold-start temp folders whose creating process is gone (killed mid-run);
+    returns the folders removed. `folder` is where they were made (default: the temp dir)."""
+    base = Path(folder) if folder is not None else Path(tempfile.gettempdir())
+    removed = []
+    try:
+        candidates = list(base.glob(TEMP_PREFIX + "*"))
+    except OSError:
+        return removed
+    for path in candidates:
+        match = _TEMP_NAME.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def run_once(loader: str, artifact_path: str | os.PathLike | None, loader_options: dict[str, Any],
              batches: Sequence[dict[str, np.ndarray]], *, name: str = "candidate", threads: int | None = None,
              timeout_s: float = 300.0, workdir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -82,9 +120,11 @@ def run_once(loader: str, artifact_path: str | os.PathLike | None, loader_option
     except TypeError as error:
         raise ColdStartError(f"{name}: loader_options must be JSON-serialisable to reach a fresh process "
                              f"({error}); pass paths and numbers, not objects") from None
-    with tempfile.TemporaryDirectory(prefix="optlab-coldstart-", dir=workdir) as tmp:
+    clean_stale_temp_folders(workdir)
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=workdir) as tmp:
         tmp = Path(tmp)
-        spec = {"loader": loader, "artifact_path": None if artifact_path is None else os.fspath(artifact_path),
+        spec = {"parent_pid": os.getpid(), "loader": loader,
+                "artifact_path": None if artifact_path is None else os.fspath(artifact_path),
                 "loader_options": loader_options, "inputs": os.fspath(tmp / "inputs.npz"),
                 "batches": _write_inputs(tmp / "inputs.npz", batches), "result": os.fspath(tmp / "result.json")}
         (tmp / "spec.json").write_text(json.dumps(spec), encoding="utf-8")

@@ -4,6 +4,10 @@ artifact, predict, and report the phase times and the peak resident memory.
 It imports only the standard library before the loader (numpy comes after, to read the
 inputs), so the import figure is the loader module's own, and it is run by path through
 runpy so that not even the optlab package is imported on its behalf.
+
+It dies with its parent: on Linux the kernel sends it SIGKILL when the parent goes
+(prctl PR_SET_PDEATHSIG); elsewhere a daemon thread polls the parent's pid. A SIGKILLed
+study therefore leaves no orphan running on (its temp folder is cleaned by the next start).
 """
 import time
 
@@ -11,6 +15,7 @@ T_START_NS = time.monotonic_ns()
 
 import importlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
@@ -43,6 +48,34 @@ def peak_rss_bytes():
 def rss_bytes():
     current = _proc_status_bytes("VmRSS")
     return current if current is not None else peak_rss_bytes()
+
+
+PR_SET_PDEATHSIG = 1
+SIGKILL = 9
+
+
+def die_with_parent(parent_pid):
+    """Exit when the process that started us is gone (it may already be: check after arming)."""
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(3)  # the parent died before we could arm: nobody is waiting for this run
+    if not armed and parent_pid:
+        import threading
+
+        def watch():
+            while os.getppid() == parent_pid:
+                time.sleep(0.2)
+            os._exit(3)
+
+        threading.Thread(target=watch, name="optlab-parent-watch", daemon=True).start()
 
 
 def run(spec):
@@ -81,6 +114,7 @@ def run(spec):
 def main(spec_path):
     with open(spec_path, encoding="utf-8") as handle:
         spec = json.load(handle)
+    die_with_parent(spec.get("parent_pid"))
     report = run(spec)
     with open(spec["result"], "w", encoding="utf-8") as handle:
         json.dump(report, handle)

@@ -75,3 +75,82 @@ def test_child_driver_imports_only_the_standard_library():
             "print(sorted(m for m in ('torch', 'numpy', 'optlab') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+SLOW_LOADER = textwrap.dedent('''
+    import os
+    import time
+
+    def load(path, pid_file):
+        with open(pid_file, "w") as handle:
+            handle.write(str(os.getpid()))
+        time.sleep(120)
+        return lambda batch: batch["x"]
+''')
+
+PARENT = textwrap.dedent('''
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from optlab.instruments.coldstart import run_once
+    run_once("slow_loader:load", None, {"pid_file": sys.argv[2]}, [{"x": np.ones((2, 4), np.float32)}],
+             workdir=sys.argv[3])
+''')
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_sigkill_of_the_parent_takes_the_child_along_and_its_temp_folder_is_cleaned_next_time(tmp_path):
+    import os
+    import signal
+    import time
+
+    from optlab.instruments.coldstart import TEMP_PREFIX, clean_stale_temp_folders
+
+    (tmp_path / "slow_loader.py").write_text(SLOW_LOADER)
+    pid_file, work = tmp_path / "child.pid", tmp_path / "work"
+    work.mkdir()
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path), str(pid_file), str(work)])
+    child = None
+    try:
+        for _ in range(600):  # the child is loading (sleeping) once it wrote its pid
+            if pid_file.exists() and pid_file.read_text():
+                child = int(pid_file.read_text())
+                break
+            time.sleep(0.1)
+        assert child is not None, "the cold-start child never started"
+        folders = list(work.glob(TEMP_PREFIX + "*"))
+        assert len(folders) == 1 and folders[0].name.startswith(f"{TEMP_PREFIX}{parent.pid}-")
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        for _ in range(50):
+            if _gone(child):
+                break
+            time.sleep(0.1)
+        assert _gone(child), "the cold-start child outlived its SIGKILLed parent"
+        assert folders[0].exists()  # a SIGKILL runs no clean-up ...
+        assert clean_stale_temp_folders(work) == folders and not folders[0].exists()  # ... the next start does
+    finally:
+        parent.kill()
+        parent.wait()
+        if child is not None and not _gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_cleaning_keeps_folders_of_live_processes(tmp_path):
+    import os
+
+    from optlab.instruments.coldstart import TEMP_PREFIX, clean_stale_temp_folders
+
+    mine = tmp_path / f"{TEMP_PREFIX}{os.getpid()}-abc"
+    other = tmp_path / "optlab-something-else"
+    mine.mkdir()
+    other.mkdir()
+    assert clean_stale_temp_folders(tmp_path) == [] and mine.exists() and other.exists()
