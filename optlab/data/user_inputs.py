@@ -81,16 +81,38 @@ def _concat(batches: list[Batch], where: str) -> Batch:
 
 
 def _check_not_empty(batch: Batch) -> None:
+    """Every array needs rows on its first axis; a scalar (rank 0) is allowed as a constant input
+    (a sample rate) as long as some other array holds rows."""
     if not batch:
         raise ValueError("the inputs are empty (no arrays); save at least one array per model input")
+    if all(np.ndim(array) == 0 for array in batch.values()):
+        raise ValueError(f"every input is a scalar ({sorted(batch)}); at least one input needs rows on its "
+                         f"first axis (one example per row)")
     for name, array in batch.items():
-        if array.ndim == 0 or array.shape[0] == 0:
+        if np.ndim(array) and array.shape[0] == 0:
             raise ValueError(f"input {name!r} has no rows (shape {list(array.shape)}); the first axis is the "
                              f"batch axis and needs at least one example")
 
 
+def check_finite(batch: Batch, what: str = "input") -> None:
+    """Refuse NaN or infinite values, naming each input and how many it holds: a model fed NaN
+    fails (or silently outputs NaN) far from the cause."""
+    problems = []
+    for name, value in batch.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "fc":
+            continue
+        nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+        if nan or inf:
+            problems.append(f"{what} {name!r} has {nan} NaN and {inf} infinite values (of {array.size})")
+    if problems:
+        raise ValueError("; ".join(problems) + "; clean or impute them before wrapping (e.g. np.nan_to_num, or "
+                                               "drop those rows)")
+
+
 def rows(batch: Batch) -> int:
-    return int(next(iter(batch.values())).shape[0])
+    """Rows of a batch-first batch (its first array with a first axis)."""
+    return int(next(np.shape(v)[0] for v in batch.values() if np.ndim(v)))
 
 
 def take(batch: Batch, index) -> Batch:

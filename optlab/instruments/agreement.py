@@ -1,10 +1,20 @@
 """Quality without labels: how far a candidate's outputs moved from the baseline's.
 
-For an analyst's model (task "outputs"), each named output is compared on its own: top-1
-agreement for class scores, cosine similarity per row otherwise, with max and mean
-absolute differences. The study's `quality` is the mean of those per-output agreements
-(1.0 = identical), so `quality_drop` reads as "how much did int8 change my outputs". When
-labels and a metric callable are given, that metric is the quality instead.
+For an analyst's model (task "outputs"), each named output is compared on its own, by its kind
+(declared, or inferred from its shape when the model was wrapped; see
+optlab.models.user_models.OUTPUT_KINDS):
+
+- classes (N, C): 1/0 per row, same top-1 class;
+- sequence (N, T, C): the share of positions with the same top-1 class per row, plus the rate of
+  rows whose whole sequence is identical (`identical_rate`);
+- dense (N, ..., H, W): IoU per row of the maps thresholded at 0.5 (probabilities in [0, 1]) or
+  0 (logits), plus the share of equal pixels (`pixel_agreement`);
+- values (regression, embeddings): cosine similarity per row.
+
+Every output also gets its relative error (||candidate - baseline|| / ||baseline||, mean over
+rows) and max / mean absolute differences. The study's `quality` is the mean of the per-row
+agreements over outputs (1.0 = identical), so `quality_drop` reads as "how much did int8 change
+my outputs". When labels and a metric callable are given, that metric is the quality instead.
 """
 from __future__ import annotations
 
@@ -12,32 +22,91 @@ from typing import Any, Callable
 
 import numpy as np
 
+KIND_ALIASES = {"scores": "classes"}  # the name older stored layouts use
+
 
 def output_layout(meta: dict[str, Any], width: int) -> list[dict[str, Any]]:
-    """[{name, width, kind}] for the flattened outputs; one "output" spanning all if unknown."""
+    """[{name, width, shape, kind}] for the flattened outputs; one "output" spanning all if unknown."""
     layout = meta.get("outputs")
     if layout:
         return list(layout)
-    return [{"name": "output", "width": width, "kind": "scores" if width > 1 else "values"}]
+    return [{"name": "output", "width": width, "kind": "classes" if width > 1 else "values"}]
 
 
 def _parts(outputs: np.ndarray, layout: list[dict[str, Any]]):
     start = 0
     for spec in layout:
-        yield spec, outputs[:, start:start + int(spec["width"])]
+        part = outputs[:, start:start + int(spec["width"])]
+        shape = spec.get("shape")
+        yield spec, part.reshape(len(part), *shape) if shape else part
         start += int(spec["width"])
 
 
-def per_row_agreement(candidate: np.ndarray, baseline: np.ndarray, kind: str) -> np.ndarray:
-    """1/0 per row for class scores (same top-1), cosine similarity per row otherwise."""
-    if kind == "scores" and candidate.shape[1] > 1:
-        return (candidate.argmax(axis=1) == baseline.argmax(axis=1)).astype(np.float64)
+def _cosine(candidate: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    candidate, baseline = candidate.reshape(len(candidate), -1), baseline.reshape(len(baseline), -1)
     dot = (candidate * baseline).sum(axis=1)
     norms = np.linalg.norm(candidate, axis=1) * np.linalg.norm(baseline, axis=1)
     same = np.isclose(candidate, baseline).all(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 0.0)
     return np.where(same, 1.0, cosine)
+
+
+def _top1(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    candidate, baseline = candidate.reshape(len(candidate), -1), baseline.reshape(len(baseline), -1)
+    if candidate.shape[1] == 1:  # one score per row: the same side of zero
+        return ((candidate[:, 0] > 0) == (baseline[:, 0] > 0)).astype(np.float64), {}
+    return (candidate.argmax(axis=1) == baseline.argmax(axis=1)).astype(np.float64), {}
+
+
+def _sequence(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    same = candidate.argmax(axis=-1) == baseline.argmax(axis=-1)  # (N, T)
+    same = same.reshape(len(same), -1)
+    return same.mean(axis=1), {"identical_rate": float(same.all(axis=1).mean())}
+
+
+def _dense(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    probabilities = baseline.min() >= 0.0 and baseline.max() <= 1.0
+    threshold = 0.5 if probabilities else 0.0
+    cand = (candidate > threshold).reshape(len(candidate), -1)
+    base = (baseline > threshold).reshape(len(baseline), -1)
+    union = (cand | base).sum(axis=1)
+    iou = np.where(union > 0, (cand & base).sum(axis=1) / np.maximum(union, 1), 1.0)
+    return iou.astype(np.float64), {"pixel_agreement": float((cand == base).mean()), "threshold": threshold}
+
+
+def _values(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    return _cosine(candidate, baseline), {}
+
+
+# kind -> (per-row agreement and extra figures, what the figure is called)
+MEASURES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict]], str]] = {
+    "classes": (_top1, "top-1 agreement"),
+    "sequence": (_sequence, "per-position top-1 agreement"),
+    "dense": (_dense, "IoU of thresholded maps"),
+    "values": (_values, "cosine similarity"),
+}
+
+
+def per_row_agreement(candidate: np.ndarray, baseline: np.ndarray, kind: str) -> np.ndarray:
+    """Per-row agreement of one output by its kind (see the module docstring)."""
+    return MEASURES[_kind(kind)][0](candidate, baseline)[0]
+
+
+def _kind(kind: str) -> str:
+    kind = KIND_ALIASES.get(kind, kind)
+    if kind not in MEASURES:
+        raise ValueError(f"unknown output kind {kind!r}; choose one of {sorted(MEASURES)}")
+    return kind
+
+
+def relative_error(candidate: np.ndarray, baseline: np.ndarray) -> float:
+    """Mean over rows of ||candidate - baseline|| / ||baseline|| (0 where both are zero)."""
+    candidate, baseline = candidate.reshape(len(candidate), -1), baseline.reshape(len(baseline), -1)
+    diff, norm = np.linalg.norm(candidate - baseline, axis=1), np.linalg.norm(baseline, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(norm > 0, diff / np.where(norm > 0, norm, 1.0), np.where(diff > 0, np.inf, 0.0))
+    return float(ratio.mean()) if ratio.size else 0.0
 
 
 def compare(candidate: np.ndarray, baseline: np.ndarray, layout: list[dict[str, Any]]) -> tuple[np.ndarray, list]:
@@ -48,15 +117,17 @@ def compare(candidate: np.ndarray, baseline: np.ndarray, layout: list[dict[str, 
         raise ValueError(f"candidate outputs have shape {candidate.shape} but the baseline's are {baseline.shape}; "
                          f"a recipe changed the model's outputs")
     rows, summaries = [], []
-    for spec, cand, base in zip(layout, _parts(candidate, layout), _parts(baseline, layout), strict=True):
-        agree = per_row_agreement(cand[1], base[1], spec.get("kind", "values"))
+    for (spec, cand), (_, base) in zip(_parts(candidate, layout), _parts(baseline, layout), strict=True):
+        kind = _kind(spec.get("kind", "values"))
+        measure, label = MEASURES[kind]
+        agree, extra = measure(cand, base)
         rows.append(agree)
-        diff = np.abs(cand[1] - base[1])
-        summaries.append({"slice": "output", "group": spec["name"], "rows": int(len(agree)),
-                          "measure": "top-1 agreement" if spec.get("kind") == "scores" else "cosine similarity",
-                          "quality": float(agree.mean()), "baseline_quality": 1.0, "drop": float(1.0 - agree.mean()),
+        diff = np.abs(cand - base)
+        summaries.append({"slice": "output", "group": spec["name"], "rows": int(len(agree)), "kind": kind,
+                          "measure": label, "quality": float(agree.mean()), "baseline_quality": 1.0,
+                          "drop": float(1.0 - agree.mean()), "relative_error": relative_error(cand, base),
                           "max_abs_diff": float(diff.max()) if diff.size else 0.0,
-                          "mean_abs_diff": float(diff.mean()) if diff.size else 0.0})
+                          "mean_abs_diff": float(diff.mean()) if diff.size else 0.0, **extra})
     return np.mean(rows, axis=0), summaries
 
 

@@ -120,6 +120,8 @@ class Quality:
     worst_slice_drop: float | None = None
     worst_slice_rows: int | None = None
     n_boot: int = 0
+    output_kinds: str | None = None  # analysts' models: how each output was compared ("name=kind (why)")
+    relative_error: float | None = None  # analysts' models: the largest per-output mean relative error
     slices: list[dict[str, Any]] = field(default_factory=list)  # per group: rows, quality, baseline, drop
 
     def to_row(self) -> dict[str, Any]:
@@ -241,9 +243,14 @@ def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_s
     if baseline is None:
         return quality
     quality.baseline, base = _logits(baseline, data, split, batch_size, "baseline")
-    per_row, quality.slices = agreement.compare(cand, base, agreement.output_layout(data.meta, cand.shape[1]))
+    layout = agreement.output_layout(data.meta, cand.shape[1])
+    per_row, quality.slices = agreement.compare(cand, base, layout)
     quality.agreement = float(per_row.mean())
     quality.max_abs_diff = max(s["max_abs_diff"] for s in quality.slices)
+    quality.relative_error = max(s["relative_error"] for s in quality.slices)
+    quality.output_kinds = ", ".join(
+        f"{s['group']}={s['kind']}" + (f" ({spec['source']})" if spec.get("source") else "")
+        for s, spec in zip(quality.slices, layout, strict=True))
     if metric_fn is not None and labels is not None:
         quality.baseline_quality = float(metric_fn(labels, base))
         quality.quality_drop = quality.baseline_quality - quality.quality

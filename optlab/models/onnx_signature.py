@@ -1,5 +1,13 @@
 """Read an ONNX file's inputs and outputs (names, dtypes, shapes with dynamic axes) and check
-a user's batches against them, with errors that list what the model expects."""
+a user's batches against them, with errors that list what the model expects.
+
+Exporters write "any size" as a named axis, an unnamed one, or `dim_value: -1` (or 0): all of
+them are dynamic here. Not every input is batched on axis 0: a scalar (a sample rate) is a
+constant, repeated for every request, and a recurrent state may be batched on axis 1. Each
+input's batch axis (`None` for a constant) is declared by the user or inferred where the graph
+or the data leaves one answer (`batch_axes`); `batch_first` then wraps the graph so that every
+input and output is batch-first, and the rest of optlab slices and concatenates rows on axis 0.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,8 +63,10 @@ def _spec(value) -> TensorSpec:
     tensor_type = value.type.tensor_type
     dims: list[Dim] = []
     for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
             dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_value"):  # -1 or 0: "any size" for several exporters; ONNX Runtime runs it
+            dims.append(None)
         elif dim.HasField("dim_param"):
             dims.append(dim.dim_param)
         else:
@@ -95,9 +105,14 @@ _COMPATIBLE = {  # what a user may pass for each model dtype; we cast losslessly
 }
 
 
-def conform(batch: Batch, signature: OnnxSignature) -> Batch:
+Axes = dict[str, int | None]  # input or output name -> its batch axis (None: a constant, not batched)
+
+
+def conform(batch: Batch, signature: OnnxSignature, axes: Axes | None = None) -> Batch:
     """Check `batch` against the signature and cast dtypes of the same kind (float64 ->
-    float32, int32 -> int64). Raises InputMismatch listing expected vs given."""
+    float32, int32 -> int64). `axes` gives each input's batch axis (default 0; None for a
+    constant). Raises InputMismatch listing expected vs given."""
+    axes = axes or {}
     expected = "; ".join(spec.describe() for spec in signature.inputs)
     given = "; ".join(f"{k}: {np.asarray(v).dtype}{list(np.shape(v))}" for k, v in batch.items())
     names = set(signature.input_names)
@@ -107,7 +122,7 @@ def conform(batch: Batch, signature: OnnxSignature) -> Batch:
                             f"The model expects {expected}; given {given}. Rename the arrays (e.g. the "
                             f"keys of the .npz file) to the model's input names")
     out: Batch = {}
-    rows = None
+    rows, first = None, None
     for spec in signature.inputs:
         array = np.asarray(batch[spec.name])
         if array.dtype.name != spec.dtype:
@@ -122,8 +137,146 @@ def conform(batch: Batch, signature: OnnxSignature) -> Batch:
             if isinstance(want, int) and want != got:
                 raise InputMismatch(f"input {spec.name!r} axis {axis} has size {got} but the model fixes it to "
                                     f"{want}. The model expects {expected}; given {given}")
-        if array.ndim and rows is not None and array.shape[0] != rows:
-            raise InputMismatch(f"inputs disagree on the number of rows (axis 0): {given}")
-        rows = array.shape[0] if array.ndim else rows
+        axis = axes.get(spec.name, 0)
+        if axis is not None and array.ndim:
+            if axis >= array.ndim:
+                raise InputMismatch(f"input {spec.name!r} has no axis {axis} (shape {list(array.shape)}); "
+                                    f"declare its batch axis with batch_axes={{{spec.name!r}: <axis or None>}}")
+            if rows is not None and array.shape[axis] != rows:
+                raise InputMismatch(f"inputs disagree on the number of rows: {first!r} has {rows}, {spec.name!r} "
+                                    f"has {array.shape[axis]} on its batch axis {axis} (given {given}); declare "
+                                    f"batch_axes={{{spec.name!r}: <axis>}} (None for a constant) if axis {axis} "
+                                    f"is not its batch axis")
+            if rows is None:
+                rows, first = array.shape[axis], spec.name
         out[spec.name] = array
+    if rows is None:
+        raise InputMismatch(f"no input has a batch axis (given {given}): at least one input must hold rows")
     return out
+
+
+def batch_axes(signature: OnnxSignature, batch: Batch, declared: Axes | None = None) -> Axes:
+    """Each input's batch axis: `declared` first; a rank-0 input is a constant (None); else the
+    axis carrying the batch symbol most inputs share on axis 0 (a state [layers, batch, hidden]
+    -> 1); else, when axis 0 is fixed by the model, its one dynamic axis; else 0."""
+    declared = dict(declared or {})
+    unknown = sorted(set(declared) - set(signature.input_names))
+    if unknown:
+        raise ValueError(f"batch_axes names {unknown}, which are not inputs of the model; its inputs are "
+                         f"{list(signature.input_names)}")
+    symbol = _batch_symbol(signature.inputs)
+    axes: Axes = {}
+    for spec in signature.inputs:
+        given = np.asarray(batch[spec.name]) if spec.name in batch else None
+        if spec.name in declared:
+            axis = declared[spec.name]
+            valid = isinstance(axis, (int, np.integer)) and 0 <= axis < max(len(spec.shape), 1)
+            if axis is not None and not valid:
+                raise ValueError(f"batch_axes[{spec.name!r}]={axis!r}: give an axis in 0..{len(spec.shape) - 1} "
+                                 f"of {spec.describe()}, or None for a constant input")
+            axes[spec.name] = None if axis is None else int(axis)
+        elif len(spec.shape) == 0 or (given is not None and given.ndim == 0):
+            axes[spec.name] = None
+        else:
+            axes[spec.name] = _inferred_axis(spec.shape, symbol)
+    return axes
+
+
+def output_axes(signature: OnnxSignature) -> Axes:
+    """Each output's batch axis, by the same rules as the inputs' (a next state batched on axis 1)."""
+    symbol = _batch_symbol(signature.inputs)
+    return {spec.name: _inferred_axis(spec.shape, symbol) if spec.shape else None for spec in signature.outputs}
+
+
+def _batch_symbol(specs) -> str | None:
+    names = [spec.shape[0] for spec in specs if spec.shape and isinstance(spec.shape[0], str)]
+    return max(set(names), key=names.count) if names else None
+
+
+def _inferred_axis(shape: tuple[Dim, ...], symbol: str | None) -> int:
+    if symbol is not None and symbol in shape:
+        return shape.index(symbol)
+    if shape and isinstance(shape[0], int):
+        dynamic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
+        if len(dynamic) == 1:
+            return dynamic[0]
+    return 0
+
+
+def to_rows(batch: Batch, axes: Axes) -> Batch:
+    """The batch with every input batch-first: its batch axis moved to 0, a constant repeated once
+    per row (rows come from the batched inputs)."""
+    rows = next(np.asarray(v).shape[axes.get(k, 0)] for k, v in batch.items() if axes.get(k, 0) is not None)
+    out: Batch = {}
+    for name, value in batch.items():
+        axis = axes.get(name, 0)
+        array = np.asarray(value)
+        out[name] = (np.repeat(array[None], rows, axis=0) if axis is None
+                     else np.ascontiguousarray(np.moveaxis(array, axis, 0)) if axis else array)
+    return out
+
+
+def needs_adapter(inputs: Axes, outputs: Axes) -> bool:
+    return any(axis != 0 for axis in list(inputs.values()) + list(outputs.values()))
+
+
+def batch_first(source: str | Path, target: str | Path, inputs: Axes, outputs: Axes) -> Path:
+    """Write `source` wrapped so every input and output is batch-first: a Transpose in front of
+    each input batched on another axis, a Gather of row 0 for each constant (given once per row),
+    a Transpose behind each output batched on another axis. The model's own nodes are unchanged."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    renames: dict[str, str] = {}
+    front, back = [], []
+    zero = "optlab_row0"
+    for value in graph.input:
+        axis = inputs.get(value.name, 0)
+        if axis == 0:
+            continue
+        inner = renames[value.name] = f"{value.name}__model"
+        dims = list(value.type.tensor_type.shape.dim)
+        if axis is None:
+            front.append(helper.make_node("Gather", [value.name, zero], [inner], axis=0, name=f"{value.name}_row0"))
+            new = [onnx.TensorShapeProto.Dimension(dim_param="batch")] + dims
+        else:
+            perm = list(range(1, axis + 1)) + [0] + list(range(axis + 1, len(dims)))
+            front.append(helper.make_node("Transpose", [value.name], [inner], perm=perm, name=f"{value.name}_to_model"))
+            new = [dims[axis]] + dims[:axis] + dims[axis + 1:]
+        _set_dims(value, new)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    for value in graph.output:
+        axis = outputs.get(value.name, 0)
+        if not axis:
+            continue
+        inner = f"{value.name}__model"
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name == value.name:
+                    node.output[i] = inner
+        dims = list(value.type.tensor_type.shape.dim)
+        perm = [axis] + [i for i in range(len(dims)) if i != axis]
+        back.append(helper.make_node("Transpose", [inner], [value.name], perm=perm, name=f"{value.name}_batch_first"))
+        _set_dims(value, [dims[i] for i in perm])
+    if any(axis is None for axis in inputs.values()):
+        graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int64), zero))
+    nodes = front + list(graph.node) + back
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return Path(target)
+
+
+def _set_dims(value, dims) -> None:
+    shape = value.type.tensor_type.shape
+    copies = [type(d)() for d in dims]
+    for copy, dim in zip(copies, dims, strict=True):
+        copy.CopyFrom(dim)
+    del shape.dim[:]
+    shape.dim.extend(copies)

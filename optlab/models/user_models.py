@@ -8,6 +8,16 @@ inputs, becomes a study's baseline Candidate and Dataset.
 The same inputs are the benchmark workload and, unless `calibration=` is given, the
 calibration set for static quantization (with a warning: that flatters the result).
 A model file is never unpickled: ONNX files are protobuf, torch modules come as objects.
+
+Checked when wrapped, before any work: NaN/inf inputs (named, counted), labels that are not
+class indices for a class metric, each output's kind (class scores, sequences of class scores,
+dense maps, values: see `OUTPUT_KINDS`; declare it with `output_kinds=` where the shape alone
+is ambiguous), and each input's batch axis (`batch_axes=`: a constant such as a sample rate is
+`None`, a recurrent state batched on axis 1 is `1`; inferred where the graph leaves one answer).
+
+Fine-tuning recipes (pruning with fine-tuning) never train on the rows quality is measured on:
+`finetune_share=0.25` holds a quarter of the rows out for training (the test split is the
+rest); without it they refuse with a message.
 """
 from __future__ import annotations
 
@@ -18,12 +28,29 @@ from typing import Any, Callable
 import numpy as np
 
 from optlab.data.datasets import Batch, Dataset, Split
-from optlab.data.user_inputs import as_batch, load_labels, rows, take
+from optlab.data.user_inputs import as_batch, check_finite, load_labels, rows, take
 from optlab.models.candidate import Candidate, OnnxModel
-from optlab.models.onnx_signature import OnnxSignature, conform, read_signature
+from optlab.models.onnx_signature import (
+    OnnxSignature,
+    batch_first,
+    conform,
+    needs_adapter,
+    output_axes,
+    read_signature,
+    to_rows,
+)
+from optlab.models.onnx_signature import batch_axes as infer_batch_axes
 
 NAMED_METRICS = {"accuracy": "multiclass", "f1": "multiclass", "auc": "binary", "logloss": "binary"}
 REQUEST_BATCH_SIZES = (1, 1, 1, 2, 4, 8, 16, 32)  # a realistic mix: mostly single requests
+# How a candidate's output is compared with the baseline's (optlab.instruments.agreement):
+OUTPUT_KINDS = {
+    "classes": "class scores (N, C): top-1 agreement",
+    "sequence": "class scores per position (N, T, C): per-position top-1 and the rate of identical sequences",
+    "dense": "a dense map (N, ..., H, W): IoU of the thresholded maps and relative error",
+    "values": "regression values or embeddings: cosine similarity, relative and max abs error",
+}
+SEED = 0
 
 
 class CalibrationOnBenchmarkData(UserWarning):
@@ -45,23 +72,62 @@ def onnx_candidate(path: str | Path, *, threads: int | None = None, name: str = 
 
 
 def from_onnx(path: str | Path, inputs: Any, *, labels: Any = None, metric: str | Callable | None = None,
-              calibration: Any = None, threads: int | None = None, name: str = "user") -> tuple[Candidate, Dataset]:
-    """Wrap an ONNX file and inputs (npz path, dict, ndarray, DataFrame or batch callable)."""
-    signature = read_signature(path)
-    batch = conform(as_batch(inputs, signature.input_names), signature)
-    baseline = onnx_candidate(path, threads=threads, signature=signature)
-    baseline.meta["output_widths"] = _onnx_output_widths(signature, take(batch, slice(0, 2)))
+              calibration: Any = None, threads: int | None = None, name: str = "user",
+              batch_axes: dict[str, int | None] | None = None, output_kinds: dict[str, str] | None = None,
+              finetune_share: float | None = None) -> tuple[Candidate, Dataset]:
+    """Wrap an ONNX file and inputs (npz path, dict, ndarray, DataFrame or batch callable).
+
+    `batch_axes` declares inputs not batched on axis 0 ({"state": 1}) and constants ({"sr": None});
+    `output_kinds` declares how an output is compared ({"logits": "sequence"}, see OUTPUT_KINDS)."""
+    original = signature = read_signature(path)
+    raw = as_batch(inputs, signature.input_names)
+    axes = infer_batch_axes(signature, raw, batch_axes) if set(raw) == set(signature.input_names) else {}
+    batch = to_rows(conform(raw, signature, axes), axes)
+    outputs = output_axes(signature)
+    notes: list[str] = []
+    if needs_adapter(axes, outputs):
+        signature, notes = _batch_first_signature(signature, axes, outputs)
+    check_finite(batch)
+    baseline = onnx_candidate(signature.path, threads=threads, signature=signature)
+    sample = take(batch, slice(0, 2))
+    baseline.meta["output_shapes"] = _onnx_output_shapes(signature, sample)
+    baseline.meta["output_widths"] = [int(np.prod(s)) for s in baseline.meta["output_shapes"]]
     calibration_batch = None
     if calibration is not None:
-        calibration_batch = conform(as_batch(calibration, signature.input_names), signature)
+        calibration_batch = to_rows(conform(as_batch(calibration, original.input_names), original, axes), axes)
+        check_finite(calibration_batch, "calibration input")
+    hints = {n: ("values", f"a state batched on axis {a}") for n, a in outputs.items() if a}
     data = user_dataset(batch, baseline, labels=labels, metric=metric, calibration=calibration_batch,
-                        output_names=signature.output_names, name=name)
+                        output_names=signature.output_names, name=name, output_kinds=output_kinds,
+                        finetune_share=finetune_share, hints=hints)
+    baseline.meta["notes"] = notes + data.meta["notes"]
     return baseline, data
 
 
+def _batch_first_signature(signature: OnnxSignature, axes, outputs) -> tuple[OnnxSignature, list[str]]:
+    """The model wrapped batch-first (in the cache, named by the file's content and the axes)."""
+    from optlab.data.cache import cache_dir
+    from optlab.data.hashing import sha256_file, sha256_json
+
+    key = sha256_json({"file": sha256_file(signature.path), "inputs": axes, "outputs": outputs})[:16]
+    target = cache_dir("user-models") / f"{signature.path.stem}-batch-first-{key}.onnx"
+    if not target.is_file():
+        partial = target.with_suffix(".partial")
+        batch_first(signature.path, partial, axes, outputs)
+        partial.replace(target)
+    moved = [f"{n} (batch axis {a})" for n, a in {**axes, **outputs}.items() if a]
+    constants = [n for n, a in axes.items() if a is None]
+    parts = (["constant inputs given once and repeated per row: " + ", ".join(constants)] if constants else []) + \
+            (["moved to batch-first: " + ", ".join(moved)] if moved else [])
+    note = f"the model runs inside a batch-first wrapper ({'; '.join(parts)}); every candidate is built from it"
+    return read_signature(target), [note]
+
+
 def from_module(module: Any, inputs: Any, *, labels: Any = None, metric: str | Callable | None = None,
-                calibration: Any = None, name: str = "user") -> tuple[Candidate, Dataset]:
-    """Wrap a torch.nn.Module called as `module(**batch)`; every recipe applies to it."""
+                calibration: Any = None, name: str = "user", output_kinds: dict[str, str] | None = None,
+                finetune_share: float | None = None) -> tuple[Candidate, Dataset]:
+    """Wrap a torch.nn.Module called as `module(**batch)`; every recipe applies to it. Its output
+    is named "output0" (for `output_kinds`)."""
     import inspect
 
     from optlab.models import zoo
@@ -76,24 +142,36 @@ def from_module(module: Any, inputs: Any, *, labels: Any = None, metric: str | C
     if missing:
         raise ValueError(f"the module's forward() needs {missing} but the inputs hold {sorted(batch)}; "
                          f"name the arrays after forward()'s arguments")
+    scalars = [k for k, v in batch.items() if np.ndim(v) == 0]
+    if scalars:
+        raise ValueError(f"inputs {scalars} are scalars; a torch module gets one row per example on axis 0 "
+                         f"(repeat the value per row, or export the model to ONNX and declare batch_axes)")
+    check_finite(batch)
     baseline = zoo.baseline(module.eval())
     calibration_batch = as_batch(calibration, names) if calibration is not None else None
-    data = user_dataset(batch, baseline, labels=labels, metric=metric, calibration=calibration_batch, name=name)
+    if calibration_batch is not None:
+        check_finite(calibration_batch, "calibration input")
+    data = user_dataset(batch, baseline, labels=labels, metric=metric, calibration=calibration_batch, name=name,
+                        output_kinds=output_kinds, finetune_share=finetune_share)
+    baseline.meta["notes"] = list(data.meta["notes"])
     return baseline, data
 
 
 def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metric: str | Callable | None = None,
-                 calibration: Batch | None = None, output_names=None, name: str = "user") -> Dataset:
+                 calibration: Batch | None = None, output_names=None, name: str = "user",
+                 output_kinds: dict[str, str] | None = None, finetune_share: float | None = None,
+                 hints: dict[str, tuple[str, str]] | None = None) -> Dataset:
     """A Dataset over the user's rows: they are the test split (quality), the requests
-    (speed) and, without `calibration`, the calibration split."""
+    (speed) and, without `calibration`, the calibration split. With `finetune_share`, that
+    share of the rows (a fixed random draw) is the train split and the test split is the rest."""
     n = rows(inputs)
     sample = baseline.predict(take(inputs, slice(0, min(n, 4))))
-    widths = _output_widths(baseline, sample)
-    names = list(output_names or [f"output{i}" for i in range(len(widths))])
-    layout = [
-        {"name": nm, "width": w, "kind": "scores" if w > 1 else "values"} for nm, w in zip(names, widths, strict=False)
-    ]
-    meta: dict[str, Any] = {"outputs": layout, "labelled": labels is not None, "source": "user"}
+    shapes = _output_shapes(baseline, sample)
+    names = list(output_names or [f"output{i}" for i in range(len(shapes))])
+    layout = output_layout(names, shapes, output_kinds, hints)
+    notes = ["outputs compared as: " + ", ".join(f"{o['name']}={o['kind']} ({o['source']})" for o in layout)]
+    meta: dict[str, Any] = {"outputs": layout, "labelled": labels is not None, "source": "user", "notes": notes}
+    widths = [o["width"] for o in layout]
     if labels is not None and metric is None:
         raise ValueError("labels were given without a metric; pass metric='accuracy' | 'f1' | 'auc' | 'logloss' "
                          "or a callable metric(labels, outputs) -> float (higher is better)")
@@ -114,14 +192,13 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
         if task == "binary" and widths[0] != 1:
             raise ValueError(f"metric={metric!r} expects one click score per row but the model outputs "
                              f"{widths[0]} values; use metric='accuracy' for class scores")
-        if task == "multiclass" and (label_array.min() < 0 or label_array.max() >= widths[0]):
-            raise ValueError(f"labels range over [{label_array.min()}, {label_array.max()}] but the model scores "
-                             f"{widths[0]} classes; labels must be class indices 0..{widths[0] - 1}")
+        label_array = class_labels(label_array, metric, 2 if task == "binary" else widths[0])
     elif callable(metric):
         meta.update(metric_fn=metric, metric_name=getattr(metric, "__name__", "metric"))
     elif metric is not None:
         raise TypeError(f"metric must be a name or a callable; got {type(metric).__name__}")
     split = Split(inputs, label_array)
+    train, test = _train_and_test(split, finetune_share, meta)
     if calibration is None:
         warnings.warn("no calibration set given: static quantization calibrates on the benchmark inputs, which "
                       "flatters its accuracy; pass calibration=... with other representative samples",
@@ -138,25 +215,115 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
     from optlab.data.datasets import content_fingerprint
     from optlab.data.hashing import sha256_json
 
-    dataset = Dataset(name=name, task=task, num_classes=num_classes, train=split, validation=split, test=split,
+    dataset = Dataset(name=name, task=task, num_classes=num_classes, train=train, validation=test, test=test,
                       calibration=calibration_split, requests=requests, slices={}, meta=meta)
-    # The arrays (calibration included) and the metric: a new callable metric changes every row's quality.
+    # The arrays (calibration included), the metric and the output kinds: each changes every row's quality.
     dataset.fingerprint = sha256_json({"arrays": content_fingerprint(dataset),
-                                       "metric": str(meta.get("metric_name", metric))})
+                                       "metric": str(meta.get("metric_name", metric)),
+                                       "outputs": [(o["name"], o["kind"]) for o in layout]})
     return dataset
 
 
-def _onnx_output_widths(signature: OnnxSignature, sample: Batch) -> list[int]:
-    """Width of each output once flattened per row (a model may have several outputs)."""
+def _train_and_test(split: Split, share: float | None, meta: dict[str, Any]) -> tuple[Split, Split]:
+    """No separate training data: without `share` the train split is empty (fine-tuning refuses);
+    with it, that share of the rows trains and quality is measured on the others only."""
+    n = len(split)
+    if share is None or share == 0:
+        meta["finetune_rows"] = 0
+        return split.take(np.arange(0)), split
+    if not isinstance(share, (int, float)) or not 0 < share < 1:
+        raise ValueError(f"finetune_share={share!r}: give a share of the rows in (0, 1), e.g. 0.25, held out for "
+                         f"fine-tuning; quality is then measured on the other rows")
+    count = int(round(n * share))
+    if count < 1 or n - count < 2:
+        raise ValueError(f"finetune_share={share} of {n} rows leaves {count} rows to train on and {n - count} to "
+                         f"measure quality on; give more rows or another share")
+    order = np.random.default_rng(SEED).permutation(n)
+    train_rows, test_rows = np.sort(order[:count]), np.sort(order[count:])
+    meta.update(finetune_rows=int(count), finetune_share=float(share))
+    meta["notes"].append(f"fine-tuning trains on {count} of the {n} given rows (finetune_share={share}); quality "
+                         f"is measured on the other {n - count} rows, which nothing trained on")
+    return split.take(train_rows), split.take(test_rows)
+
+
+def class_labels(labels: np.ndarray, metric: str, classes: int) -> np.ndarray:
+    """Labels for a class metric as int64 class indices, refusing what would be silently truncated."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f":
+        bad = ~np.isfinite(labels)
+        if bad.any():
+            raise ValueError(f"labels hold {int(bad.sum())} NaN or infinite values; metric={metric!r} needs a class "
+                             f"index for every row")
+        fractional = labels != np.round(labels)
+        if fractional.any():
+            raise ValueError(f"labels hold {int(fractional.sum())} non-integer values (e.g. "
+                             f"{labels[fractional][0]!r}); metric={metric!r} needs class indices 0..{classes - 1}, "
+                             f"not scores or probabilities (pass a callable metric for continuous targets)")
+    elif labels.dtype.kind not in "iub":
+        raise ValueError(f"labels have dtype {labels.dtype}; metric={metric!r} needs integer class indices "
+                         f"0..{classes - 1}")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"labels range over [{labels.min()}, {labels.max()}] but the model scores "
+                         f"{classes} classes; labels must be class indices 0..{classes - 1}")
+    return labels
+
+
+def output_layout(names: list[str], shapes: list[tuple[int, ...]], declared: dict[str, str] | None = None,
+                  hints: dict[str, tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """[{name, width, shape, kind, source}] per output: the declared kind, else what the graph
+    says (`hints`: name -> (kind, why), e.g. a recurrent state), else the kind its per-row shape
+    implies; a per-row shape of rank 2 (N, A, B) is ambiguous and must be declared."""
+    hints = dict(hints or {})
+    declared = dict(declared or {})
+    unknown = sorted(set(declared) - set(names))
+    if unknown:
+        raise ValueError(f"output_kinds names {unknown}, which are not outputs of the model; its outputs are "
+                         f"{names}")
+    layout = []
+    for name, shape in zip(names, shapes, strict=True):
+        shape = tuple(int(d) for d in shape)
+        if name in declared:
+            kind, source = declared[name], "declared"
+            if kind not in OUTPUT_KINDS:
+                raise ValueError(f"output_kinds[{name!r}]={kind!r}; choose one of: " +
+                                 "; ".join(f"{k!r} ({v})" for k, v in OUTPUT_KINDS.items()))
+            if kind == "sequence" and len(shape) != 2:
+                raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'sequence' needs (T, C)")
+            if kind == "classes" and len(shape) != 1:
+                raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'classes' needs (C,)")
+        elif name in hints:
+            kind, source = hints[name][0], f"inferred: {hints[name][1]}"
+        else:
+            kind, source = _inferred_kind(name, shape), f"inferred from shape (N, {', '.join(map(str, shape))})"
+        layout.append({"name": name, "width": int(np.prod(shape)) if shape else 1, "shape": list(shape),
+                       "kind": kind, "source": source})
+    return layout
+
+
+def _inferred_kind(name: str, shape: tuple[int, ...]) -> str:
+    if len(shape) == 0 or int(np.prod(shape)) == 1:
+        return "values"
+    if len(shape) == 1:
+        return "classes"
+    if len(shape) == 2:
+        dims = ", ".join(map(str, shape))
+        raise ValueError(f"output {name!r} has shape (N, {dims}): class scores per position or a dense map? Declare "
+                         f"it: output_kinds={{{name!r}: 'sequence'}} (per-position top-1) or {{{name!r}: 'dense'}} "
+                         f"(thresholded IoU) or {{{name!r}: 'values'}} (cosine)")
+    return "dense"
+
+
+def _onnx_output_shapes(signature: OnnxSignature, sample: Batch) -> list[tuple[int, ...]]:
+    """Per-row shape of each output (a model may have several outputs)."""
     from optlab.models.runtimes import ort_session
 
     outputs = ort_session(signature.path, threads=1).run(None, sample)
-    return [int(np.prod(np.shape(o)[1:])) if np.ndim(o) > 1 else 1 for o in outputs]
+    return [tuple(int(d) for d in np.shape(o)[1:]) for o in outputs]
 
 
-def _output_widths(baseline: Candidate, sample: np.ndarray) -> list[int]:
-    declared = baseline.meta.get("output_widths")
+def _output_shapes(baseline: Candidate, sample: np.ndarray) -> list[tuple[int, ...]]:
+    declared = baseline.meta.get("output_shapes")
     if declared:
-        return list(declared)
-    return [int(np.prod(np.shape(sample)[1:])) if np.ndim(sample) > 1 else 1]
-
+        return [tuple(s) for s in declared]
+    return [tuple(int(d) for d in np.shape(sample)[1:])]

@@ -50,3 +50,20 @@ def test_labels_of_the_wrong_length_are_named(tmp_path):
     assert load_labels(tmp_path / "y.npy", 5).shape == (5,)
     with pytest.raises(ValueError, match="labels have shape \\[5\\] but the inputs have 4 rows"):
         load_labels(tmp_path / "y.npy", 4)
+
+
+def test_a_scalar_is_allowed_beside_inputs_with_rows_but_not_alone():
+    batch = as_batch({"x": np.zeros((3, 2)), "sr": np.array(16000)})
+    assert batch["sr"].shape == ()
+    with pytest.raises(ValueError, match="every input is a scalar"):
+        as_batch({"sr": np.array(16000)})
+
+
+def test_nan_and_inf_are_named_by_input_and_count():
+    from optlab.data.user_inputs import check_finite
+
+    x = np.zeros((4, 3))
+    x[0, 0], x[1, 2], x[2, 1] = np.nan, np.nan, np.inf
+    with pytest.raises(ValueError, match=r"input 'x' has 2 NaN and 1 infinite values \(of 12\); clean or impute"):
+        check_finite({"x": x, "ids": np.ones((4, 2), dtype=np.int64), "ok": np.ones(4)})
+    check_finite({"x": np.ones((2, 2))})  # nothing to say

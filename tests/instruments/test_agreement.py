@@ -35,3 +35,42 @@ def test_bootstrap_interval_brackets_the_mean():
     values = np.r_[np.ones(90), np.zeros(10)]
     low, high = bootstrap_mean_ci(values, n_boot=500)
     assert low < 0.9 < high and high - low < 0.2
+
+
+def test_a_sequence_is_compared_per_position_not_flattened():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(20, 8, 5))
+    cand = base + rng.normal(0, 0.01, base.shape)  # tiny noise: every position keeps its argmax here
+    cand[0, 3] = cand[0, 3][::-1]  # one position of one row flips
+    layout = [{"name": "scores", "width": 40, "shape": [8, 5], "kind": "sequence"}]
+    per_row, (summary,) = compare(cand.reshape(20, -1), base.reshape(20, -1), layout)
+    flips = int((cand[0, 3].argmax() != base[0, 3].argmax()))
+    assert summary["measure"] == "per-position top-1 agreement"
+    assert summary["quality"] == pytest.approx(1 - flips / 160)
+    assert summary["identical_rate"] == pytest.approx(1 - flips / 20)
+    # the same outputs scored as one flattened vector of class scores: a different question
+    flat = per_row_agreement(cand.reshape(20, -1), base.reshape(20, -1), "classes").mean()
+    assert summary["kind"] == "sequence" and 0.0 <= flat <= 1.0
+
+
+def test_a_dense_map_uses_iou_of_thresholded_maps_and_relative_error():
+    base = np.zeros((2, 1, 4, 4))
+    base[:, 0, :2, :2] = 0.9  # 4 "on" pixels per map (probabilities)
+    cand = base.copy()
+    cand[0, 0, 0, 2] = 0.8  # one extra pixel in row 0
+    per_row, (summary,) = compare(cand.reshape(2, -1), base.reshape(2, -1),
+                                  [{"name": "prob", "width": 16, "shape": [1, 4, 4], "kind": "dense"}])
+    assert per_row.tolist() == pytest.approx([4 / 5, 1.0])
+    assert summary["threshold"] == 0.5 and summary["pixel_agreement"] == pytest.approx(31 / 32)
+    assert summary["relative_error"] == pytest.approx((0.8 / np.linalg.norm(base[0])) / 2)
+
+
+def test_values_report_cosine_and_relative_error():
+    base = np.array([[3.0, 4.0], [1.0, 0.0]])
+    per_row, (summary,) = compare(base * 1.1, base, [{"name": "v", "width": 2, "kind": "values"}])
+    assert per_row == pytest.approx([1.0, 1.0]) and summary["relative_error"] == pytest.approx(0.1)
+
+
+def test_an_unknown_kind_is_named():
+    with pytest.raises(ValueError, match="unknown output kind 'boxes'"):
+        per_row_agreement(np.zeros((2, 2)), np.zeros((2, 2)), "boxes")

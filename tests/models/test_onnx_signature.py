@@ -66,3 +66,54 @@ def test_not_an_onnx_file_is_named(tmp_path):
         read_signature(bogus)
     with pytest.raises(FileNotFoundError, match="ONNX model not found"):
         read_signature(tmp_path / "missing.onnx")
+
+
+# --- graphs as other exporters write them (issue 13) ---------------------------------------------
+
+def test_a_minus_one_batch_dimension_is_dynamic(tmp_path):
+    from optlab.testing import constant_weight_mlp_inputs, constant_weight_mlp_onnx
+
+    signature = read_signature(constant_weight_mlp_onnx(tmp_path / "m.onnx", batch_dim=-1))
+    assert signature.inputs[0].shape == (None, 16) and signature.outputs[0].shape == (None, 4)
+    assert conform(constant_weight_mlp_inputs(rows=16), signature)["x"].shape == (16, 16)
+
+
+def test_a_scalar_and_a_state_batched_on_axis_1_are_inferred(tmp_path):
+    from optlab.models.onnx_signature import batch_axes, output_axes
+    from optlab.testing import streaming_inputs, streaming_onnx
+
+    signature = read_signature(streaming_onnx(tmp_path / "s.onnx"))
+    given = streaming_inputs(rows=6)
+    assert batch_axes(signature, given) == {"x": 0, "sr": None, "state": 1}
+    assert output_axes(signature) == {"logits": 0, "state_out": 1}
+    assert batch_axes(signature, given, {"state": 2}) == {"x": 0, "sr": None, "state": 2}  # declared wins
+    with pytest.raises(InputMismatch, match="'state' has 8 on its batch axis 2.*batch_axes"):
+        conform(given, signature, batch_axes(signature, given, {"state": 2}))
+    with pytest.raises(ValueError, match=r"batch_axes names \['hidden'\], which are not inputs"):
+        batch_axes(signature, given, {"hidden": 1})
+    with pytest.raises(ValueError, match=r"batch_axes\['state'\]=5: give an axis in 0..2"):
+        batch_axes(signature, given, {"state": 5})
+
+
+def test_the_batch_first_wrapper_computes_what_the_model_computes(tmp_path):
+    import onnxruntime as ort
+
+    from optlab.models.onnx_signature import batch_axes, batch_first, output_axes, to_rows
+    from optlab.testing import streaming_inputs, streaming_onnx
+
+    path = streaming_onnx(tmp_path / "s.onnx")
+    signature = read_signature(path)
+    given = streaming_inputs(rows=5)
+    axes, outputs = batch_axes(signature, given), output_axes(signature)
+    wrapped = batch_first(path, tmp_path / "w.onnx", axes, outputs)
+    rows = to_rows(conform(given, signature, axes), axes)
+    assert rows["sr"].shape == (5,) and rows["state"].shape == (5, 2, 8)
+    assert all(spec.shape[0] == spec_batch for spec, spec_batch in
+               zip(read_signature(wrapped).inputs, ("N", "batch", "N"), strict=True))
+    logits, state = ort.InferenceSession(str(path)).run(None, given)
+    logits_w, state_w = ort.InferenceSession(str(wrapped)).run(None, rows)
+    np.testing.assert_allclose(logits_w, logits, rtol=1e-6)
+    np.testing.assert_allclose(state_w, np.moveaxis(state, 1, 0), rtol=1e-6)
+    # row i of the wrapped model alone equals row i of the whole batch: requests can slice rows
+    one = ort.InferenceSession(str(wrapped)).run(None, {k: v[2:3] for k, v in rows.items()})[0]
+    np.testing.assert_allclose(one[0], logits_w[2], rtol=1e-5)

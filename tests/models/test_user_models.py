@@ -155,3 +155,72 @@ def test_command_line_refuses_a_pickle_checkpoint(tmp_path):
     done = subprocess.run([sys.executable, "-m", "optlab.cli", "study", "--model", str(tmp_path / "model.pt"),
                            "--inputs", str(tmp_path / "x.npz")], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "does not unpickle checkpoints" in done.stderr
+
+
+# --- graphs as other exporters write them, and bad input at wrap time (issue 13) ------------------
+
+def test_a_streaming_model_with_a_scalar_and_a_state_on_axis_1_is_studied(tmp_path):
+    from optlab.testing import streaming_inputs, streaming_onnx
+
+    baseline, data = _quiet(from_onnx, streaming_onnx(tmp_path / "s.onnx"), streaming_inputs(rows=32))
+    assert any("batch-first wrapper" in note and "sr" in note for note in baseline.meta["notes"])
+    assert [(o["name"], o["kind"]) for o in data.meta["outputs"]] == [("logits", "classes"), ("state_out", "values")]
+    assert all(np.shape(r["sr"])[0] == np.shape(r["x"])[0] for r in data.requests)  # constants repeated per row
+    results = _study(baseline, data, [Quantize("dynamic-int8", runtime="onnxruntime")], tmp_path)
+    assert list(results["status"]) == ["ok", "ok"], results["error"].tolist()
+    assert results.loc[1, "agreement"] > 0.9 and "int8 check" in results.loc[1, "notes"]
+
+
+def test_a_minus_one_batch_axis_loads(tmp_path):
+    from optlab.testing import constant_weight_mlp_inputs, constant_weight_mlp_onnx
+
+    path = constant_weight_mlp_onnx(tmp_path / "m.onnx", batch_dim=-1)
+    baseline, data = _quiet(from_onnx, path, constant_weight_mlp_inputs(rows=16))
+    assert baseline.predict(data.test.take(slice(0, 3)).inputs).shape == (3, 4)
+
+
+def test_a_sequence_output_must_be_declared_and_is_then_compared_per_position(tmp_path):
+    from optlab.testing import sequence_onnx
+
+    path = sequence_onnx(tmp_path / "seq.onnx")
+    inputs = {"x": np.random.default_rng(0).normal(size=(40, 8, 6)).astype(np.float32)}
+    with pytest.raises(ValueError, match=r"'scores' has shape \(N, 8, 5\).*\{'scores': 'sequence'\}"):
+        _quiet(from_onnx, path, inputs)
+    baseline, data = _quiet(from_onnx, path, inputs, output_kinds={"scores": "sequence"})
+    results = _study(baseline, data, [Quantize("fp16", runtime="onnxruntime")], tmp_path)
+    assert list(results["status"]) == ["ok", "ok"], results["error"].tolist()
+    assert results.loc[1, "output_kinds"] == "scores=sequence (declared)"
+    assert results.loc[1, "agreement"] > 0.95 and results.loc[1, "quality_drop"] < 0.05  # fp16 barely moves
+
+
+def test_a_dense_map_output_is_inferred(tmp_path):
+    from optlab.testing import dense_map_onnx
+
+    inputs = {"image": np.random.default_rng(0).normal(size=(24, 1, 8, 8)).astype(np.float32)}
+    baseline, data = _quiet(from_onnx, dense_map_onnx(tmp_path / "dense.onnx"), inputs)
+    assert data.meta["outputs"][0]["kind"] == "dense"
+    results = _study(baseline, data, [Compile("onnxruntime", graph_level="basic")], tmp_path)
+    assert results.loc[1, "agreement"] == pytest.approx(1.0)
+    assert results.loc[1, "output_kinds"] == "prob=dense (inferred from shape (N, 1, 8, 8))"
+
+
+def test_nan_inputs_are_named_at_wrap_time(files):
+    inputs = cnn_inputs(rows=8)
+    inputs["image"][0, 0, 0, :3] = np.nan
+    with pytest.raises(ValueError, match="input 'image' has 3 NaN and 0 infinite values"):
+        _quiet(from_onnx, files["cnn"], inputs)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.linspace(0, 2, 8), "non-integer values"),
+    (np.r_[np.zeros(7), np.nan], "NaN or infinite"),
+    (np.array(list("abcdefgh")), "needs integer class indices"),
+])
+def test_labels_that_are_not_class_indices_are_refused(files, labels, message):
+    with pytest.raises(ValueError, match=message):
+        _quiet(from_onnx, files["cnn"], cnn_inputs(rows=8), labels=labels, metric="accuracy")
+
+
+def test_float_labels_that_are_whole_numbers_are_accepted(files):
+    _, data = _quiet(from_onnx, files["cnn"], cnn_inputs(rows=8), labels=np.arange(8.0), metric="accuracy")
+    assert data.test.labels.dtype == np.int64 and data.test.labels.tolist() == list(range(8))
