@@ -49,10 +49,12 @@ def to_tensors(batch: Batch) -> dict:
 
 
 def default_loss(model, inputs: dict, labels):
-    """Cross-entropy for (N, C) logits; binary cross-entropy with logits for (N,) logits."""
+    """Cross-entropy for (N, C) logits; binary cross-entropy with logits for (N,) and (N, 1) logits."""
     import torch.nn.functional as F
 
     logits = model(**inputs)
+    if logits.ndim == 2 and logits.shape[1] == 1:  # one score per row: a binary model, not one class
+        logits = logits[:, 0]
     if logits.ndim == 1:
         return F.binary_cross_entropy_with_logits(logits, labels.float())
     return F.cross_entropy(logits, labels.long())

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from optlab.instruments.latency import torch_threads
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import Distill
+from optlab.techniques.prune import require_training_rows
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import require_module
 from optlab.techniques.workdirs import artifact_file, resolve_workdir
@@ -32,10 +34,17 @@ _LAYER_KEY = re.compile(r"^(?P<prefix>.*encoder\.layers?\.)(?P<index>\d+)(?P<res
 @register(Distill)
 def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None = None,
                   workdir: Path | None = None) -> Candidate:
-    """Train a fresh `recipe.student` for `data` from the teacher `model` (never mutated)."""
+    """Train a fresh `recipe.student` for `data` from the teacher `model` (never mutated); torch's
+    thread count is `threads` for the call and restored after."""
     require_module(model, recipe)
-    if threads:
-        torch.set_num_threads(int(threads))
+    require_training_rows(data, what=f"{recipe.name} trains a student", fix="or compare your own smaller model "
+                          "as a candidate")
+    with torch_threads(threads):
+        return _apply_distill(recipe, model, data, threads=threads, workdir=workdir)
+
+
+def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None,
+                   workdir: Path | None) -> Candidate:
     from optlab.data.datasets import Split
     from optlab.models import training, weights, zoo
 

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from optlab.instruments.latency import torch_threads
 from optlab.models.candidate import Candidate
-from optlab.recipes.recipe import Prune
+from optlab.recipes.recipe import Prune, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import require_module
 from optlab.techniques.workdirs import artifact_file, resolve_workdir
@@ -30,10 +31,16 @@ MIN_ZERO_FRACTION_TO_PACK = 0.05  # below this a bitmask costs more than it save
 @register(Prune)
 def apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None = None,
                 workdir: Path | None = None) -> Candidate:
-    """Prune a copy of `model` to `recipe.sparsity`, fine-tune it, save it -> Candidate."""
+    """Prune a copy of `model` to `recipe.sparsity`, fine-tune it, save it -> Candidate (torch's
+    thread count is `threads` for the call and restored after)."""
     require_module(model, recipe)
-    if threads:
-        torch.set_num_threads(int(threads))
+    require_training_rows(data, what=f"{recipe.name} fine-tunes for {recipe.finetune_epochs} epoch(s)",
+                          fix="or Prune(..., finetune_epochs=0)", needed=recipe.finetune_epochs > 0)
+    with torch_threads(threads):
+        return _apply_prune(recipe, model, data, threads=threads, workdir=workdir)
+
+
+def _apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None, workdir: Path | None) -> Candidate:
     from optlab.models.training import to_tensors
 
     example = to_tensors(_example_batch(data))
@@ -46,13 +53,15 @@ def apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None = N
                             "target_sparsity": recipe.sparsity,
                             "scope": recipe.scope, "structured": recipe.structured,
                             "finetune_epochs": recipe.finetune_epochs, "output_layer": _name_of(pruned, output)}
+    train_on = finetune_split(model, data) if recipe.finetune_epochs > 0 else None
+    meta["notes"] = finetune_notes(data) if recipe.finetune_epochs > 0 else []
     if recipe.structured:
         meta.update(prune_structured(pruned, example, recipe.sparsity, scope=recipe.scope, keep=[output],
                                      layers=layers))
-        meta.update(_finetune(pruned, data, recipe))
+        meta.update(_finetune(pruned, data, recipe, train_on))
     else:
         meta.update(prune_unstructured(pruned, layers, recipe.sparsity, scope=recipe.scope,
-                                       finetune=lambda m: meta.update(_finetune(m, data, recipe))))
+                                       finetune=lambda m: meta.update(_finetune(m, data, recipe, train_on))))
     pruned.eval()
     meta["params_after"] = param_count(pruned)
     meta["param_reduction"] = 1.0 - meta["params_after"] / max(params_before, 1)
@@ -187,7 +196,47 @@ def _head_ratio(sparsity: float, attention: list[nn.Module]) -> float:
 
 # --- fine-tuning --------------------------------------------------------------------
 
-def _finetune(model: nn.Module, data: Any, recipe: Prune) -> dict[str, Any]:
+def require_training_rows(data: Any, *, what: str, fix: str, needed: bool = True) -> None:
+    """Refuse, before any work, to fine-tune on an analyst's data that has no rows apart from the
+    ones quality is measured on (training on them would flatter the result)."""
+    meta = getattr(data, "meta", {}) or {}
+    if needed and meta.get("source") == "user" and len(data.train) == 0:
+        raise UnsupportedRecipe(f"{what}, but this data has no rows apart from the {len(data.test)} that quality is "
+                                f"measured on; wrap it with finetune_share=0.25 (from_onnx/from_module) to hold out "
+                                f"a quarter of the rows for fine-tuning (quality is then measured on the rest), {fix}")
+
+
+def finetune_split(teacher: nn.Module, data: Any) -> Any:
+    """What fine-tuning learns from: the train split with its labels, or, for an analyst's data
+    without class labels (task "outputs"), the train split with the unpruned model's outputs as
+    targets (distillation by logit matching) instead of labels it does not have."""
+    if getattr(data, "task", None) != "outputs":
+        return data.train
+    from optlab.data.datasets import Split
+    from optlab.models.runtimes import torch_predict_fn
+
+    predict = torch_predict_fn(teacher.eval())
+    targets = np.concatenate([np.asarray(predict(batch), dtype=np.float32).reshape(len(next(iter(batch.values()))), -1)
+                              for batch in data.train.batches(256)])
+    return Split(data.train.inputs, targets)
+
+
+def finetune_notes(data: Any) -> list[str]:
+    meta = getattr(data, "meta", {}) or {}
+    notes = [n for n in meta.get("notes", ()) if n.startswith("fine-tuning trains on")]
+    if getattr(data, "task", None) == "outputs":
+        notes.append("fine-tuned on the unpruned model's outputs (mean squared error on the outputs: no class "
+                     "labels to learn from)")
+    return notes
+
+
+def _match_outputs(model: nn.Module, inputs: dict, targets) -> Any:
+    """Logit matching: mean squared error between the model's flattened outputs and the teacher's."""
+    outputs = model(**inputs)
+    return torch.nn.functional.mse_loss(outputs.reshape(len(outputs), -1).float(), targets.float())
+
+
+def _finetune(model: nn.Module, data: Any, recipe: Prune, train_on: Any = None) -> dict[str, Any]:
     """Recover accuracy for `recipe.finetune_epochs` epochs with the zoo's optimiser settings,
     within a wall-clock budget (TrainingDiverged propagates on a NaN/inf loss)."""
     if recipe.finetune_epochs == 0:
@@ -196,8 +245,11 @@ def _finetune(model: nn.Module, data: Any, recipe: Prune) -> dict[str, Any]:
 
     settings = finetune_settings(data)
     lr = recipe.finetune_lr if recipe.finetune_lr is not None else settings["lr"]
-    log = training.train(model, data, epochs=recipe.finetune_epochs, lr=lr, batch_size=settings["batch_size"],
-                         weight_decay=settings["weight_decay"], seed=0, max_seconds=settings["max_seconds"])
+    train_on = train_on if train_on is not None else data.train
+    loss_fn = _match_outputs if getattr(data, "task", None) == "outputs" else None
+    log = training.train(model, train_on, epochs=recipe.finetune_epochs, lr=lr, batch_size=settings["batch_size"],
+                         weight_decay=settings["weight_decay"], seed=0, max_seconds=settings["max_seconds"],
+                         loss_fn=loss_fn)
     model.eval()
     return {"finetune_lr": lr, "finetune_s": round(log.train_s, 3), "finetune_epochs_run": log.epochs,
             "finetune_stopped_by": log.stopped_by, "finetune_final_loss": log.final_loss}

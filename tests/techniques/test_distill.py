@@ -144,3 +144,14 @@ def test_diverging_distillation_raises(digits, tmp_path):
     teacher, data = digits
     with pytest.raises(TrainingDiverged):
         apply(Distill(epochs=3, lr=1e6), teacher, data, workdir=tmp_path)
+
+
+def test_threads_are_restored_after_distilling(digits, tmp_path):
+    teacher, data = digits
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        apply(Distill(epochs=1), teacher, data, threads=1, workdir=tmp_path)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -180,3 +180,91 @@ def test_model_without_prunable_layers_is_rejected(model, digits, tmp_path):
 def test_sparsity_out_of_range_is_rejected(sparsity):
     with pytest.raises(ValueError, match="sparsity"):
         Prune(sparsity)
+
+
+# --- an analyst's model and data (issue 13): never fine-tune on the evaluation rows ----------------
+
+class Clicker(nn.Module):
+    """An analyst's binary model with one score per row: (N, 1) logits."""
+
+    def __init__(self, features=6, hidden=32):
+        super().__init__()
+        self.body = nn.Linear(features, hidden)
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, features):
+        return self.head(torch.relu(self.body(features)))
+
+
+def _byom(module, rows=120, **kwargs):
+    import warnings
+
+    from optlab.models.user_models import from_module
+    from optlab.testing import feature_inputs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return from_module(module.eval(), feature_inputs(rows=rows), **kwargs)
+
+
+def test_byom_fine_tuning_without_a_training_share_is_refused_before_work(tmp_path):
+    from optlab.recipes.recipe import UnsupportedRecipe
+
+    torch.manual_seed(0)
+    baseline, data = _byom(Clicker())
+    with pytest.raises(UnsupportedRecipe, match="no rows apart from the 120 that quality is measured on.*"
+                                                "finetune_share=0.25.*finetune_epochs=0"):
+        apply(Prune(0.5), baseline.model, data, workdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # refused before any artifact was written
+    apply(Prune(0.5, finetune_epochs=0), baseline.model, data, workdir=tmp_path)  # nothing trains: fine
+
+
+def test_byom_fine_tuning_share_is_held_out_from_quality(tmp_path):
+    from optlab.instruments.latency import Workload
+    from optlab.study.study import Study
+
+    torch.manual_seed(0)
+    labels = np.random.default_rng(0).integers(0, 2, 120)
+    baseline, data = _byom(Clicker(), labels=labels, metric="auc", finetune_share=0.25)
+    assert len(data.train) == 30 and len(data.test) == 90
+    train_rows = {tuple(r) for r in data.train.inputs["features"].round(6)}
+    assert not train_rows & {tuple(r) for r in data.test.inputs["features"].round(6)}
+    results = Study(baseline, data, [Prune(0.5)], workload=Workload.smoke(memory=False, cold_start=False),
+                    results_dir=tmp_path / "r", progress=False).run()
+    assert list(results["status"]) == ["ok", "ok"], results["error"].tolist()  # (N, 1) + labels: no "Target 1"
+    assert set(results["rows"]) == {90}
+    assert "fine-tuning trains on 30 of the 120 given rows" in results.loc[1, "notes"]
+
+
+def test_byom_unlabelled_pruning_learns_from_the_baseline_outputs(tmp_path):
+    torch.manual_seed(0)
+    baseline, data = _byom(Clicker(), finetune_share=0.3)
+    candidate = apply(Prune(0.5, finetune_epochs=2), baseline.model, data, workdir=tmp_path)
+    assert np.isfinite(candidate.meta["finetune_final_loss"])
+    assert any("unpruned model's outputs" in note for note in candidate.meta["notes"])
+    batch = data.test.inputs
+    assert candidate.predict(batch).shape == baseline.predict(batch).shape == (len(data.test), 1)
+
+
+class FlatClicker(Clicker):
+    def forward(self, features):
+        return super().forward(features)[:, 0]  # (N,) logits
+
+
+def test_byom_binary_vector_output_fine_tunes(tmp_path):
+    torch.manual_seed(0)
+    labels = np.random.default_rng(1).integers(0, 2, 120)
+    baseline, data = _byom(FlatClicker(), labels=labels, metric="auc", finetune_share=0.25)
+    candidate = apply(Prune(0.5), baseline.model, data, workdir=tmp_path)
+    assert np.isfinite(candidate.meta["finetune_final_loss"])
+
+
+def test_threads_are_restored_after_pruning(digits, tmp_path):
+    model, data = digits
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        apply(Prune(0.3, finetune_epochs=1), model, data, threads=1, workdir=tmp_path)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
