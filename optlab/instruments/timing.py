@@ -4,6 +4,12 @@
 preallocated list, until the p50 and p99 estimates are stable, the budget is spent or
 `max_samples` is reached. `summarize` turns raw samples into percentiles with bootstrap
 confidence intervals. Both are plain numpy, so they can be checked on recorded samples.
+
+Warm-up on an accelerator is not a fixed count: a GPU that sat idle runs its first calls at
+idle clocks (345 MHz against 1980 MHz under load on an H200), and ten calls left the first
+measurement up to 30% off. With `warmup="auto"`, and whenever a `sync` is given, warm-up goes
+on in windows of calls until the median latency of the last `WARMUP_WINDOWS` windows agrees
+within `WARMUP_REL_TOL` (`warmup_settled`), or `warmup_max_s` is spent.
 """
 from __future__ import annotations
 
@@ -17,6 +23,10 @@ import numpy as np
 
 STOP_REASONS = ("stable", "budget", "max_samples", "interrupted")
 _Z95 = 1.959963984540054
+WARMUP_WINDOW_S = 0.05  # each warm-up window runs calls for at least this long (and >= 3 calls)
+WARMUP_WINDOWS = 3  # this many consecutive windows must agree
+WARMUP_REL_TOL = 0.03  # within this share of their median
+WARMUP_MIN_S = 0.2  # an auto warm-up never ends sooner: clocks ramp over tens of milliseconds
 
 
 @dataclass
@@ -26,6 +36,8 @@ class TimedRun:
     samples_ns: np.ndarray  # int64, one per timed call
     stop_reason: str  # one of STOP_REASONS
     warmup: int  # warm-up calls made
+    warmup_s: float = 0.0  # seconds spent warming up
+    warmup_settled: bool | None = None  # auto warm-up: latency settled (False: warmup_max_s ran out first)
 
     @property
     def complete(self) -> bool:
@@ -54,28 +66,50 @@ def is_stable(samples_ns: np.ndarray, rel_ci: float) -> bool:
     return True
 
 
+def warmup_settled(window_medians_ns: Sequence[float], *, windows: int = WARMUP_WINDOWS,
+                   rel_tol: float = WARMUP_REL_TOL) -> bool:
+    """True when the last `windows` window medians agree within `rel_tol` of their median and
+    the last one is no faster than the others by more than that (still speeding up = not warm)."""
+    if len(window_medians_ns) < windows:
+        return False
+    last = np.asarray(window_medians_ns[-windows:], dtype=np.float64)
+    centre = float(np.median(last))
+    return centre > 0 and float(last.max() - last.min()) <= rel_tol * centre
+
+
 def time_calls(
     fn: Callable[[Any], Any],
     batches: Sequence[Any],
     *,
-    warmup: int = 10,
+    warmup: int | str = 10,
     min_samples: int = 100,
     max_samples: int = 10_000,
     budget_s: float = 2.0,
     rel_ci: float = 0.10,
     sync: Callable[[], Any] | None = None,
     check: Callable[[Any, Any], None] | None = None,
+    warmup_max_s: float = 5.0,
 ) -> TimedRun:
     """Time `fn(batch)` cycling through `batches`; `check(output, batch)` validates each
     warm-up output (never called inside the timed loop). `sync` (e.g.
-    torch.cuda.synchronize) is called before and after each timed call. A
-    KeyboardInterrupt stops the loop and returns the samples so far, marked interrupted."""
+    torch.cuda.synchronize) is called before and after each timed call.
+
+    `warmup` calls come first; with `warmup="auto"` or a `sync` (a device whose clocks ramp),
+    warm-up then goes on until the latency settles (`warmup_settled`) or `warmup_max_s` is
+    spent, so `warmup` is a minimum there. A KeyboardInterrupt stops the loop and returns the
+    samples so far, marked interrupted."""
     if not batches:
         raise ValueError("time_calls needs at least one batch; pass a non-empty list of inputs")
     if min_samples < 1 or max_samples < min_samples:
         raise ValueError(f"need 1 <= min_samples <= max_samples, got {min_samples} and {max_samples}")
+    auto = warmup == "auto" or sync is not None
+    if warmup == "auto":
+        warmup = 1
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup={warmup!r} must be a number of calls (>= 0) or 'auto'")
     n_batches = len(batches)
-    done_warmup = 0
+    done_warmup, settled = 0, None
+    started = time.perf_counter()
     try:
         for done_warmup in range(1, max(warmup, 1) + 1):
             batch = batches[(done_warmup - 1) % n_batches]
@@ -84,12 +118,46 @@ def time_calls(
                 sync()
             if check is not None:
                 check(output, batch)
+        if auto:
+            deadline_ns = time.perf_counter_ns() + int(max(warmup_max_s, 0.0) * 1e9)
+            extra, settled = _settle(fn, batches, n_batches, done_warmup, sync, deadline_ns)
+            done_warmup += extra
     except KeyboardInterrupt:
-        return TimedRun(np.zeros(0, dtype=np.int64), "interrupted", done_warmup - 1)
+        return TimedRun(np.zeros(0, dtype=np.int64), "interrupted", done_warmup - 1,
+                        time.perf_counter() - started, settled)
+    warmup_s = time.perf_counter() - started
     gc.collect()
     loop = _timed_loop if sync is None else _timed_loop_synced
     samples, count, stop = loop(fn, batches, n_batches, min_samples, max_samples, budget_s, rel_ci, sync)
-    return TimedRun(np.asarray(samples[:count], dtype=np.int64), stop, done_warmup)
+    return TimedRun(np.asarray(samples[:count], dtype=np.int64), stop, done_warmup, warmup_s, settled)
+
+
+def _settle(fn, batches, n_batches, done, sync, deadline_ns) -> tuple[int, bool]:
+    """Warm-up windows (synced when `sync` is given) until `warmup_settled` or `deadline_ns`
+    (a perf_counter_ns instant); returns (calls made, settled)."""
+    perf = time.perf_counter_ns
+    medians: list[float] = []
+    calls, first = 0, perf()
+    while True:
+        window: list[int] = []
+        window_end = perf() + int(WARMUP_WINDOW_S * 1e9)
+        while (len(window) < 3 or perf() < window_end) and perf() < deadline_ns:
+            batch = batches[(done + calls) % n_batches]
+            if sync is not None:
+                sync()
+            start = perf()
+            fn(batch)
+            if sync is not None:
+                sync()
+            window.append(perf() - start)
+            calls += 1
+        if window:
+            medians.append(float(np.median(window)))
+        now = perf()
+        if (now - first) >= WARMUP_MIN_S * 1e9 and warmup_settled(medians):
+            return calls, True
+        if now >= deadline_ns:
+            return calls, False
 
 
 def _next_check(count: int) -> int:

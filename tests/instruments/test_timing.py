@@ -1,10 +1,19 @@
 """The timing loop and its statistics, checked on recorded synthetic samples (no wall clock
 in the assertions)."""
+import time
+
 import numpy as np
 import pytest
 
 from optlab.bench.measure import TRUE_P50_MS, TRUE_P99_MS, draw_latencies_ms
-from optlab.instruments.timing import bootstrap_quantile_ci, is_stable, quantile_ci_order_stats, summarize, time_calls
+from optlab.instruments.timing import (
+    bootstrap_quantile_ci,
+    is_stable,
+    quantile_ci_order_stats,
+    summarize,
+    time_calls,
+    warmup_settled,
+)
 
 
 def test_summarize_recovers_injected_mixture_quantiles():
@@ -96,6 +105,41 @@ def test_harness_overhead_sanity_bound():
 
 def test_synced_loop_calls_sync_around_each_call():
     events = []
-    time_calls(lambda b: events.append("call"), [0], warmup=1, min_samples=3, max_samples=3, budget_s=60,
-               sync=lambda: events.append("sync"))
-    assert events == ["call", "sync"] + ["sync", "call", "sync"] * 3
+    run = time_calls(lambda b: events.append("call"), [0], warmup=1, min_samples=3, max_samples=3, budget_s=60,
+                     sync=lambda: events.append("sync"), warmup_max_s=0.0)
+    # the fixed warm-up call, then the (cut-short) auto warm-up window, then 3 timed calls, each synced both sides
+    assert events[:2] == ["call", "sync"] and events[-9:] == ["sync", "call", "sync"] * 3
+    assert events[2:-9] == ["sync", "call", "sync"] * (run.warmup - 1) and run.warmup_settled is False
+
+
+def test_warmup_settled_rule_on_recorded_window_medians():
+    ramp = [3000, 2200, 1500, 1100, 1010, 1000, 1005]  # clocks ramping up, then flat (ns)
+    assert not any(warmup_settled(ramp[:n]) for n in range(7))
+    assert warmup_settled(ramp)
+    assert not warmup_settled([1000, 1000]) and not warmup_settled([0, 0, 0])
+    assert not warmup_settled([1000, 1100, 1000], rel_tol=0.05) and warmup_settled([1000, 1100, 1000], rel_tol=0.2)
+
+
+def test_auto_warmup_runs_until_a_slow_start_has_passed():
+    # A call that starts slow and speeds up over its first 60 calls (a GPU's clocks ramping from
+    # idle), then holds: a fixed 10-call warm-up would time the ramp; the auto warm-up must run past it.
+    calls = {"n": 0}
+
+    def predict(batch):
+        calls["n"] += 1
+        until = time.perf_counter() + max(0.001, 0.007 - 0.0001 * calls["n"])
+        while time.perf_counter() < until:  # busy-wait: a steady duration, unlike sleep's timer slack
+            pass
+
+    run = time_calls(predict, [0], warmup="auto", min_samples=20, max_samples=20, budget_s=60)
+    assert run.warmup > 60 and run.warmup_settled is True and run.warmup_s >= 0.2
+    assert len(run.samples_ns) == 20 and calls["n"] == run.warmup + 20
+    fixed = time_calls(lambda b: None, [0], warmup=10, min_samples=5, max_samples=5, budget_s=60)
+    assert fixed.warmup == 10 and fixed.warmup_settled is None  # CPU default: a fixed count, unchanged
+
+
+def test_warmup_rejects_bad_values():
+    with pytest.raises(ValueError, match="warmup="):
+        time_calls(lambda b: b, [0], warmup="soon")
+    with pytest.raises(ValueError, match="warmup="):
+        time_calls(lambda b: b, [0], warmup=-1)
