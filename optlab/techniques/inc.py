@@ -10,9 +10,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -30,13 +33,29 @@ from optlab.techniques.torch_io import (
     require_module,
     save_module,
 )
-from optlab.techniques.workdirs import artifact_file
+from optlab.techniques.workdirs import artifact_file, resolve_workdir
+
+WORKSPACE = "nc_workspace"  # INC's working folder: always under optlab's work directory
+
+
+@contextlib.contextmanager
+def _inc_workspace(folder: str | os.PathLike) -> Iterator[Path]:
+    """Point INC's global workspace (default `./nc_workspace/<time>/` in the current directory)
+    at `folder/nc_workspace` while INC runs; the previous setting comes back afterwards."""
+    from neural_compressor.common.base_config import options
+
+    path = Path(folder) / WORKSPACE
+    previous = options._workspace
+    options.workspace = str(path) + os.sep
+    try:
+        yield path
+    finally:
+        options.workspace = previous
 
 
 def _import_inc():
     """Import INC's torch API without its INFO/WARNING start-up lines (it reads LOGLEVEL once)."""
     import logging
-    import os
 
     from optlab.models.runtimes import quiet_torch_logs
 
@@ -44,7 +63,9 @@ def _import_inc():
     previous = os.environ.get("LOGLEVEL")
     os.environ["LOGLEVEL"] = "ERROR"
     try:
-        import neural_compressor.torch.quantization as inc
+        # Importing INC's layer-wise helpers creates its workspace folder: put it under the cache.
+        with _inc_workspace(resolve_workdir(None)):
+            import neural_compressor.torch.quantization as inc
     except ImportError as error:
         raise UnsupportedRecipe(f"Intel Neural Compressor is not installed ({error}); "
                                 f"pip install neural-compressor-pt") from error
@@ -61,6 +82,12 @@ def _import_inc():
 def apply_inc(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
     require_module(model, recipe)
     inc = _import_inc()
+    workdir = resolve_workdir(workdir)
+    with _inc_workspace(workdir):
+        return _apply(inc, recipe, model, data, threads, workdir)
+
+
+def _apply(inc, recipe: Quantize, model: Any, data: Any, threads, workdir: Path) -> Candidate:
     if recipe.scheme == "static-int8":
         candidate = _static_int8(inc, recipe, model, data, threads, workdir)
     else:
