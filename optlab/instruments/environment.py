@@ -3,6 +3,11 @@
 Every latency figure is recorded next to this, because the same model runs at very
 different speeds on CPUs with and without AVX-512 VNNI, AMX or bf16 support. Versions
 come from package metadata, so describing the environment never imports torch.
+
+On a CUDA device the GPU's model, driver, memory, clocks (now and maximum), temperature and
+power are read through NVML (`pynvml`, from the nvidia-ml-py package) when it is installed,
+imported only then; without it, from torch if torch is already imported (name, memory,
+compute capability). Without a GPU every GPU field is None.
 """
 from __future__ import annotations
 
@@ -36,6 +41,15 @@ class Environment:
     platform: str
     device: str
     gpu_name: str | None = None
+    gpu_driver: str | None = None
+    gpu_memory_mb: float | None = None  # total device memory
+    gpu_compute_capability: str | None = None  # "9.0" (torch only)
+    gpu_sm_clock_mhz: int | None = None  # when described: a GPU at rest reads its idle clock
+    gpu_sm_clock_max_mhz: int | None = None
+    gpu_memory_clock_mhz: int | None = None
+    gpu_temperature_c: int | None = None
+    gpu_power_w: float | None = None
+    gpu_power_limit_w: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,15 +96,96 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     return model or "unknown", flags
 
 
-def _gpu_name(device: str) -> str | None:
+GPU_FIELDS = ("gpu_name", "gpu_driver", "gpu_memory_mb", "gpu_compute_capability", "gpu_sm_clock_mhz",
+              "gpu_sm_clock_max_mhz", "gpu_memory_clock_mhz", "gpu_temperature_c", "gpu_power_w", "gpu_power_limit_w")
+
+
+def _device_index(device: str) -> int:
+    _, _, index = device.partition(":")
+    return int(index) if index.isdigit() else 0
+
+
+def _nvml_index(cuda_index: int) -> int | str:
+    """CUDA's index -> NVML's (they differ under CUDA_VISIBLE_DEVICES); a UUID is returned as is."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if cuda_index < len(visible):
+        entry = visible[cuda_index]
+        return int(entry) if entry.isdigit() else entry
+    return cuda_index
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def nvml_gpu_info(device: str = "cuda") -> dict[str, Any]:
+    """GPU fields read through NVML, or {} when NVML (nvidia-ml-py, or the driver) is missing.
+    Each reading that the device does not support is left out, not guessed."""
+    try:
+        import pynvml
+    except ImportError:
+        return {}
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver (NVMLError_LibraryNotFound/DriverNotLoaded): no GPU here
+        return {}
+    try:
+        index = _nvml_index(_device_index(device))
+        handle = (pynvml.nvmlDeviceGetHandleByUUID(index) if isinstance(index, str)
+                  else pynvml.nvmlDeviceGetHandleByIndex(index))
+        readings = {
+            "gpu_name": lambda: _text(pynvml.nvmlDeviceGetName(handle)),
+            "gpu_driver": lambda: _text(pynvml.nvmlSystemGetDriverVersion()),
+            "gpu_memory_mb": lambda: round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20, 1),
+            "gpu_sm_clock_mhz": lambda: int(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)),
+            "gpu_sm_clock_max_mhz": lambda: int(pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)),
+            "gpu_memory_clock_mhz": lambda: int(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM)),
+            "gpu_temperature_c": lambda: int(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)),
+            "gpu_power_w": lambda: round(pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0, 1),
+            "gpu_power_limit_w": lambda: round(pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0, 1),
+        }
+        info: dict[str, Any] = {}
+        for name, read in readings.items():
+            try:
+                info[name] = read()
+            except Exception:  # noqa: BLE001 - NVMLError_NotSupported on this device: leave it out
+                pass
+        return info
+    except Exception:  # noqa: BLE001 - no such device index: nothing to report
+        return {}
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _torch_gpu_info(device: str) -> dict[str, Any]:
     # Only asks CUDA when torch is already imported: describing never pulls in torch.
-    if not device.startswith("cuda") or "torch" not in sys.modules:
-        return None
+    if "torch" not in sys.modules:
+        return {}
     torch = sys.modules["torch"]
     try:
-        return str(torch.cuda.get_device_name(torch.device(device)))
-    except Exception:  # noqa: BLE001 - no CUDA driver here: the name is unknown, not an error
-        return None
+        if not torch.cuda.is_available():
+            return {}
+        props = torch.cuda.get_device_properties(torch.device(device))
+        return {"gpu_name": str(props.name), "gpu_memory_mb": round(props.total_memory / 2**20, 1),
+                "gpu_compute_capability": f"{props.major}.{props.minor}"}
+    except Exception:  # noqa: BLE001 - no CUDA driver here: unknown, not an error
+        return {}
+
+
+def gpu_info(device: str) -> dict[str, Any]:
+    """Every GPU field (None where unknown) for `device`; all None unless it is a CUDA device."""
+    info = dict.fromkeys(GPU_FIELDS)
+    if not device.startswith("cuda"):
+        return info
+    torch_info = _torch_gpu_info(device)
+    info.update(torch_info)
+    info.update(nvml_gpu_info(device))
+    if torch_info.get("gpu_name"):
+        info["gpu_name"] = torch_info["gpu_name"]  # CUDA's own name for the device it runs on
+    return info
 
 
 def environment(device: str = "cpu") -> Environment:
@@ -106,5 +201,5 @@ def environment(device: str = "cpu") -> Environment:
         python_version=platform.python_version(),
         platform=f"{platform.system()} {platform.machine()}",
         device=device,
-        gpu_name=_gpu_name(device),
+        **gpu_info(device),
     )

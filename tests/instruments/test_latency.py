@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from optlab.instruments.environment import GPU_FIELDS
 from optlab.instruments.latency import Measurement, MeasurementError, Workload, make_batches, measure, torch_threads
 from optlab.models.candidate import Candidate
 
@@ -221,7 +222,7 @@ def test_row_keys_are_stable(linear):
                 "cold_start_first_call_ms", "cold_start_repeats", "cold_start_imports_torch", "cpu_model",
                 "cpu_flags", "cores", "logical_cores", "torch_version", "onnxruntime_version", "python_version",
                 "platform", "device", "gpu_name", "measured_at", "notes", "busy_other_cpu_share", "cpu_steal_share",
-                "repeat_p50_ratio", "skipped_batch_sizes", "sweep_json"}
+                "repeat_p50_ratio", "skipped_batch_sizes", "sweep_json", *GPU_FIELDS}
     assert set(row) == expected
     assert [point["batch_size"] for point in json.loads(row["sweep_json"])] == [1, 4]
     assert not math.isnan(row["p50_ms"])
