@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -18,6 +19,47 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
+STARTED = time.monotonic()  # `optlab study --time-limit-s` counts from here
+REPORT_RESERVE_SHARE = 0.1  # of a time limit, kept for writing results.csv and report.html
+EXIT_USAGE = 2  # bad arguments, like argparse
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
+
+
+class UsageError(Exception):
+    """A command-line problem found before any work starts: one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _number(kind: str, *, minimum: float, inclusive: bool, unit: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give {kind} in {unit}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            raise argparse.ArgumentTypeError(f"{text} must be {bound} ({kind} in {unit})")
+        return value
+    parse.__name__ = kind  # argparse names the type in its messages
+    return parse
+
+
+def _price(text: str):
+    from optlab.study.costs import price
+
+    value = _parse_value(text)
+    try:
+        price(value)
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(str(error).splitlines()[0]) from None
+    return value
 
 
 def walkthrough_notebooks() -> list[Path]:
@@ -149,49 +191,148 @@ def _cmd_notebooks(args) -> int:
     return 1 if failed else 0
 
 
+TORCH_ONLY = "a PyTorch model (it changes or retrains the network's weights)"
+
+
+def _torch_only(recipe) -> str | None:
+    """Why `recipe` cannot run on an ONNX file (None if it can): pruning, distillation,
+    torch quantization and torch.compile need the network as a torch.nn.Module."""
+    from optlab.recipes.recipe import Chain, Compile, Distill, Prune, Quantize
+
+    if isinstance(recipe, Chain):
+        return next((why for why in map(_torch_only, recipe.steps) if why), None)
+    if isinstance(recipe, (Prune, Distill)):
+        return TORCH_ONLY
+    if isinstance(recipe, Quantize) and recipe.runtime != "onnxruntime":
+        return f"a PyTorch model (runtime={recipe.runtime} quantizes torch modules)"
+    if isinstance(recipe, Compile) and recipe.runtime == "torch.compile":
+        return "a PyTorch model (torch.compile compiles torch modules)"
+    return None
+
+
+def _existing(path: str | None, flag: str, suffixes: tuple[str, ...]) -> Path | None:
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.exists():
+        raise UsageError(f"{flag} {path}: no such file")
+    if not file.is_file():
+        raise UsageError(f"{flag} {path} is a folder; give a {' or '.join(suffixes)} file")
+    if file.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {path}: expected a {' or '.join(suffixes)} file, got {file.suffix or 'no suffix'}")
+    return file
+
+
+def _writable_folder(path: Path, flag: str) -> None:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise UsageError(f"{flag} {path}: {folder} is a file, not a folder; choose another {flag}")
+            if not os.access(folder, os.W_OK):
+                raise UsageError(f"{flag} {path}: {folder} is not writable; choose another {flag}")
+            return
+
+
+def _validate_study(args) -> list:
+    """Every flag of `optlab study`, checked before any work starts; returns the recipes."""
+    from optlab.recipes.presets import ONNX_RECIPES
+    from optlab.recipes.recipe import parse
+
+    model = Path(args.model)
+    if model.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
+        raise UsageError(f"{model}: optlab does not unpickle checkpoints (they can run arbitrary code). Export the "
+                         f"model to ONNX (torch.onnx.export), or in Python pass the module object to "
+                         f"optlab.models.user_models.from_module(module, inputs)")
+    _existing(args.model, "--model", (".onnx",))
+    _existing(args.inputs, "--inputs", (".npz", ".npy"))
+    _existing(args.labels, "--labels", (".npy",))
+    _existing(args.calibration, "--calibration", (".npz", ".npy"))
+    if args.labels and not args.metric:
+        raise UsageError("--labels needs --metric (accuracy, f1, auc or logloss) to score predictions against them")
+    if args.metric and not args.labels:
+        raise UsageError(f"--metric {args.metric} needs --labels (a .npy with one label per input row); without "
+                         f"labels quality is the agreement with the original model's outputs")
+    out = Path(args.out)
+    _writable_folder(out, "--out")
+    for name in ("results", "results.csv", "report.html"):
+        target = out / name
+        if target.exists() and target.is_dir() != (name == "results"):
+            raise UsageError(f"--out {out}: {target} is in the way (a {'file' if name == 'results' else 'folder'}); "
+                             f"choose another --out")
+    recipes = []
+    for text in args.recipe or []:
+        try:
+            recipe = parse(text)
+        except (ValueError, TypeError) as error:
+            raise UsageError(f"--recipe {text!r}: {error}") from None
+        why = _torch_only(recipe)
+        if why:
+            raise UsageError(f"--recipe {text!r} needs {why}, and --model {model.name} is an ONNX file; ONNX models "
+                             f"take compile(...) and quantize(..., runtime=onnxruntime) recipes (to prune or distil, "
+                             f"pass the torch module in Python: optlab.models.user_models.from_module)")
+        recipes.append(recipe)
+    return recipes or list(ONNX_RECIPES)
+
+
 def _cmd_study(args) -> int:
+    recipes = _validate_study(args)
+
     import pandas as pd
 
     from optlab.instruments.latency import Workload
     from optlab.models import user_models
-    from optlab.recipes.presets import ONNX_RECIPES
-    from optlab.recipes.recipe import parse
+    from optlab.study.store import IncompatibleStore, StoreBusy
     from optlab.study.study import Study
-    from optlab.views.report import write_report
+    from optlab.views.report import headline_table, write_report
 
     model = Path(args.model)
-    if model.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
-        raise SystemExit(f"{model}: optlab does not unpickle checkpoints (they can run arbitrary code). Export the "
-                         f"model to ONNX (torch.onnx.export), or in Python pass the module object to "
-                         f"optlab.models.user_models.from_module(module, inputs)")
     try:
-        recipes = [parse(text) for text in args.recipe] if args.recipe else list(ONNX_RECIPES)
         baseline, data = user_models.from_onnx(model, args.inputs, labels=args.labels, metric=args.metric,
                                                calibration=args.calibration)
     except (ValueError, FileNotFoundError, TypeError) as error:
-        raise SystemExit(f"optlab study: {error}") from None
+        raise UsageError(" ".join(str(error).split())) from None
     out = Path(args.out)
     workload = Workload.smoke() if args.smoke else Workload.workshop()
+    # The limit counts from the command's start and keeps a share for writing the report.
+    reserve = 0.0 if args.time_limit_s is None else max(1.0, REPORT_RESERVE_SHARE * args.time_limit_s)
     study = Study(baseline, data, recipes, workload=workload, results_dir=out / "results",
-                  price_per_hour_usd=args.price_per_hour)
-    results = study.run()
+                  price_per_hour_usd=args.price_per_hour, time_limit_s=args.time_limit_s, time_limit_from=STARTED,
+                  time_limit_reserve_s=reserve, verbose=args.verbose)
+    interrupted = False
+    try:
+        results = study.run()
+    except (IncompatibleStore, StoreBusy) as error:
+        raise UsageError(str(error)) from None
+    except KeyboardInterrupt:
+        interrupted = True
+        results = study.results
     results.drop(columns=[c for c in results.columns if c.startswith("error_traceback")]).to_csv(
         out / "results.csv", index=False)
-    recommendation = study.recommend(max_p99_ms=args.max_p99_ms, max_quality_drop=args.max_quality_drop,
-                                     objective=args.objective)
+    missing = ""
+    if study.skipped:
+        why = (f"stopped at the {args.time_limit_s:g} s time limit" if study.stop_reason == "time limit"
+               else "interrupted")
+        missing = f"{why}; not run: {', '.join(study.skipped)}"
+    try:
+        explanation = study.recommend(max_p99_ms=args.max_p99_ms, max_quality_drop=args.max_quality_drop,
+                                      objective=args.objective).explanation
+    except ValueError as error:  # no usable rows yet (interrupted before the baseline finished)
+        explanation = f"no recommendation: {error}"
     sla = {"max_p99_ms": args.max_p99_ms, "max_quality_drop": args.max_quality_drop, "objective": args.objective}
-    report = write_report({model.name: results}, out / "report.html", title=f"optlab study: {model.name}", sla=sla)
-    from optlab.views.report import headline_table
+    title = f"optlab study: {model.name}" + (f" ({missing})" if missing else "")
+    report = write_report({model.name: results}, out / "report.html", title=title, sla=sla)
 
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
         print(headline_table(results).to_string(index=False))
-    print(f"\n{recommendation.explanation}\n\nresults: {out / 'results.csv'}\nreport: {report}")
-    return 0
+    print(f"\n{explanation}\n")
+    if missing:
+        print(f"optlab study: {missing} (run the same command again to continue)")
+    print(f"results: {out / 'results.csv'}\nreport: {report}")
+    return EXIT_INTERRUPTED if interrupted else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optlab", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="optlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     main = sub.add_parser("main", help="run every walkthrough notebook and write the report")
@@ -225,18 +366,27 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--model", required=True, help="an ONNX file")
     study.add_argument("--inputs", required=True, help=".npz with one array per model input (or .npy)")
     study.add_argument("--labels", help=".npy with one label per input row (optional)")
-    study.add_argument("--metric", help="accuracy | f1 | auc | logloss (with --labels); default: output agreement")
+    study.add_argument("--metric", choices=["accuracy", "f1", "auc", "logloss"],
+                       help="with --labels; default: agreement with the original model's outputs")
     study.add_argument("--calibration", help=".npz of other representative inputs for static int8 calibration")
     study.add_argument("--recipe", action="append", metavar="RECIPE",
                        help='repeatable, e.g. "quantize(scheme=dynamic-int8, runtime=onnxruntime)"; '
                             "default: the ONNX recipe set")
-    study.add_argument("--max-p99-ms", type=float, default=None)
-    study.add_argument("--max-quality-drop", type=float, default=None,
+    study.add_argument("--max-p99-ms", default=None,
+                       type=_number("a latency", minimum=0, inclusive=False, unit="milliseconds"))
+    study.add_argument("--max-quality-drop", default=None,
+                       type=_number("a quality drop", minimum=0, inclusive=True, unit="the metric's units"),
                        help="in the metric's units (0.01 = 1 point of accuracy or of output agreement)")
     study.add_argument("--objective", default="cost", choices=["cost", "latency", "size"])
-    study.add_argument("--price-per-hour", default="cpu-small", type=_parse_value,
+    study.add_argument("--price-per-hour", default="cpu-small", type=_price,
                        help="USD per hour of the machine, or a preset name (cpu-small, cpu-large, gpu-h100)")
     study.add_argument("--smoke", action="store_true", help="tiny measurement settings (CI)")
+    study.add_argument("--time-limit-s", default=None,
+                       type=_number("a time limit", minimum=0, inclusive=False, unit="seconds"),
+                       help="bound the whole command: no candidate starts after it; results.csv and report.html "
+                            "name what was not run (run the command again to continue)")
+    study.add_argument("--verbose", action="store_true",
+                       help="print dependencies' warnings as they come (default: counted into each row's notes)")
     study.add_argument("--out", default="optlab-study")
     study.set_defaults(func=_cmd_study)
     return parser
@@ -244,7 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as error:
+        sys.stderr.write(f"optlab {args.command}: error: {error}\n")
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

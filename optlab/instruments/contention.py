@@ -41,7 +41,7 @@ class Busy:
         parts = []
         if self.other_cpu_share is not None:
             parts.append(f"other processes used {self.other_cpu_share:.0%} of the machine's CPU")
-        if self.steal_share:
+        if self.steal_share is not None and self.steal_share >= 0.01:
             parts.append(f"CPU steal {self.steal_share:.0%}")
         return " and ".join(parts) + f" during the {self.wall_s:.1f} s timing window"
 

@@ -51,6 +51,7 @@ class TaskContext:
     inputs: Any  # what `measure` times: data.requests by default
     baseline_outputs: Any  # the baseline's test-split outputs, computed once
     deadline: float | None = None  # time.monotonic() instant after which no task starts (a study's time limit)
+    min_start_s: float = 0.0  # no task starts with less than this left before the deadline (a typical task's share)
     verbose: bool = False  # print dependencies' warnings as they come instead of capturing them
     stop_note: str = "not run: the study's time limit was reached"
 
@@ -106,7 +107,7 @@ def run_task(context: TaskContext, task: Task) -> dict[str, Any]:
     and message; KeyboardInterrupt, and a measurement cut short by one, propagate.
     Dependencies' warnings are captured into the row's notes (see `optlab.study.captured`).
     """
-    if context.deadline is not None and time.monotonic() >= context.deadline:
+    if context.deadline is not None and time.monotonic() >= context.deadline - context.min_start_s:
         return skipped_row(context, task, context.stop_note)
     with capture(verbose=context.verbose) as captured:
         row = _produce(context, task)

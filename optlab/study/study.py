@@ -96,6 +96,11 @@ class Study:
     price_per_hour_usd: a number, a preset name from `optlab.study.costs.PRICES`, or a Price;
     None picks "cpu-small" (or "gpu-h100" for a CUDA baseline). Costs are derived columns:
     changing the price never re-runs anything.
+    time_limit_s: bound on the whole run (seconds), counted from `time_limit_from` (a
+    `time.monotonic()` instant; default: when run() starts), keeping `time_limit_reserve_s`
+    for the caller's own work afterwards (the CLI writes its report then).
+    verbose: print dependencies' warnings instead of counting them into each row's notes.
+    lock_timeout_s: how long run() waits for another process holding the results folder.
     """
 
     def __init__(self, baseline: Any, data: Any, recipes: Iterable[Recipe] | Recipe = (), *, workload: Any = None,
@@ -103,7 +108,8 @@ class Study:
                  inputs: Any = None, price_per_hour_usd: Any = None,
                  utilisation: float = costs_module.DEFAULT_UTILISATION, requests_per_s: float | None = None,
                  retry_errors: bool = False, progress: bool = True, time_limit_s: float | None = None,
-                 verbose: bool = False, lock_timeout_s: float = 0.0):
+                 time_limit_from: float | None = None, time_limit_reserve_s: float = 0.0, verbose: bool = False,
+                 lock_timeout_s: float = 0.0):
         if not isinstance(baseline, Candidate):
             if not hasattr(baseline, "state_dict"):
                 raise TypeError(f"baseline must be a Candidate or a torch.nn.Module; got {type(baseline).__name__}")
@@ -119,6 +125,8 @@ class Study:
         if time_limit_s is not None and (isinstance(time_limit_s, bool) or not isinstance(time_limit_s, (int, float))
                                          or not math.isfinite(time_limit_s) or time_limit_s <= 0):
             raise ValueError(f"time_limit_s={time_limit_s!r} must be a positive number of seconds (or None: no limit)")
+        if not isinstance(time_limit_reserve_s, (int, float)) or not time_limit_reserve_s >= 0:
+            raise ValueError(f"time_limit_reserve_s={time_limit_reserve_s!r} must be >= 0 seconds")
         if not isinstance(lock_timeout_s, (int, float)) or lock_timeout_s < 0:
             raise ValueError(f"lock_timeout_s={lock_timeout_s!r} must be >= 0 seconds")
         if executor is not None and not callable(getattr(executor, "run", None)):
@@ -133,6 +141,7 @@ class Study:
         self.retry_errors = retry_errors
         self.progress = progress
         self.time_limit_s = None if time_limit_s is None else float(time_limit_s)
+        self.time_limit_from, self.time_limit_reserve_s = time_limit_from, float(time_limit_reserve_s)
         self.verbose = bool(verbose)
         self.lock_timeout_s = float(lock_timeout_s)
         self.stop_reason: str | None = None  # "time limit" or "interrupted" when the last run stopped early
@@ -227,7 +236,10 @@ class Study:
         if recipes is not None:
             self.add(recipes)
         retry = self.retry_errors if retry_errors is None else retry_errors
-        deadline = None if self.time_limit_s is None else time.monotonic() + self.time_limit_s
+        deadline = None
+        if self.time_limit_s is not None:
+            origin = time.monotonic() if self.time_limit_from is None else self.time_limit_from
+            deadline = origin + self.time_limit_s - self.time_limit_reserve_s
         self._running = True
         self.stop_reason, self._skipped = None, {}
         try:
@@ -262,11 +274,12 @@ class Study:
         from tqdm.auto import tqdm
 
         keys = {task.fingerprint: key for task, key in pending}
-        limit_note = (f"not run: the study's time limit ({self.time_limit_s:g} s) was reached"
+        limit_note = (f"not run: the study's time limit ({self.time_limit_s:.3g} s) was reached"
                       if self.time_limit_s is not None else "not run: the study stopped early")
         context = TaskContext(self.baseline, self.data, self.workload, self._inputs(), self._baseline_outputs(),
                               deadline=deadline, verbose=self.verbose, stop_note=limit_note)
         bar = tqdm(total=total, initial=done, desc="optlab study", unit="candidate", disable=not self.progress)
+        elapsed: list[float] = []
         try:
             with self._hard_stop(deadline):
                 rows = self.executor.run(functools.partial(run_task, context), [task for task, _ in pending])
@@ -281,6 +294,8 @@ class Study:
                         continue
                     self.store.put(fingerprint, row, keys.pop(fingerprint))
                     self._rows[fingerprint] = {**row, "cached": False}
+                    elapsed.append(float(row.get("elapsed_s") or 0.0))
+                    context.min_start_s = 0.5 * sorted(elapsed)[len(elapsed) // 2]  # don't start what can't finish
                     done += 1
                     bar.set_postfix_str(f"{row.get('candidate')}: {row.get('status')}", refresh=False)
                     bar.update(1)
@@ -299,7 +314,7 @@ class Study:
         finally:
             bar.close()
         if self.stop_reason == "time limit" and not self._time_up and self.progress:
-            print(f"optlab: the study's time limit ({self.time_limit_s:g} s) was reached; not run: "
+            print(f"optlab: the study's time limit ({self.time_limit_s:.3g} s) was reached; not run: "
                   f"{', '.join(self.skipped)} (run() again to continue)")
 
     @contextlib.contextmanager
