@@ -33,6 +33,7 @@ _EXPORTS = {
     "Prune": ("optlab.recipes.recipe", "Prune"),
     "Distill": ("optlab.recipes.recipe", "Distill"),
     "Chain": ("optlab.recipes.recipe", "Chain"),
+    "OnDevice": ("optlab.recipes.recipe", "OnDevice"),
     "UnsupportedRecipe": ("optlab.recipes.recipe", "UnsupportedRecipe"),
     "ONNX_RECIPES": ("optlab.recipes.presets", "ONNX_RECIPES"),
     "sweep": ("optlab.recipes.sweeps", "sweep"),

@@ -4,6 +4,7 @@ from optlab.recipes.recipe import (
                                    Chain,
                                    Compile,
                                    Distill,
+                                   OnDevice,
                                    Prune,
                                    Quantize,
                                    Recipe,
@@ -14,5 +15,5 @@ from optlab.recipes.recipe import (
 )
 from optlab.recipes.sweeps import sweep
 
-__all__ = ["Recipe", "Quantize", "Compile", "Prune", "Distill", "Chain", "UnsupportedRecipe", "from_dict", "from_json",
-           "parse", "sweep", "ONNX_RECIPES"]
+__all__ = ["Recipe", "Quantize", "Compile", "Prune", "Distill", "OnDevice", "Chain", "UnsupportedRecipe", "from_dict",
+           "from_json", "parse", "sweep", "ONNX_RECIPES"]

@@ -378,3 +378,62 @@ class Chain(Recipe):
 
     def params(self) -> dict[str, Any]:
         return {"steps": [step.to_dict() for step in self.steps]}
+
+
+GPU_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+GPU_GRAPHS = ("none", "compile", "compile-cudagraphs", "manual")
+GPU_QUANTIZE = ("none", "int8", "float8")
+GPU_SPARSITY = ("none", "2:4")
+
+
+@dataclass(frozen=True)
+class OnDevice(Recipe):
+    """Run the torch model on a GPU: a precision (fp32; TF32 matmuls; bf16/fp16 weights, or
+    autocast over fp32 weights), how its launches are issued (eager; `torch.compile`;
+    `torch.compile(mode="reduce-overhead")`, which replays CUDA graphs; or CUDA graphs captured by
+    hand per input shape, for batch-1 latency), torchao int8/float8 dynamic quantization of the
+    linear layers, and 2:4 semi-structured sparsity of the linear layers (Ampere and newer)."""
+
+    kind: ClassVar[str] = "ondevice"
+    family: ClassVar[str] = "compilation"
+    shown: ClassVar[tuple[str, ...]] = ("device", "precision")
+
+    device: str = "cuda"  # cuda | cuda:N
+    precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16
+    autocast: bool = False  # bf16/fp16 through torch.autocast (fp32 weights) instead of casting the model
+    graphs: str = "none"  # none | compile | compile-cudagraphs | manual
+    quantize: str = "none"  # none | int8 | float8: torchao dynamic activation x weight, linear layers
+    sparsity: str = "none"  # none | 2:4: magnitude 2:4 mask on linear weights, stored semi-structured
+
+    applies: ClassVar = {
+        "autocast": ("precision 'bf16' or 'fp16'", lambda r: r.precision in ("bf16", "fp16")),
+    }
+
+    def __post_init__(self):
+        device = self.device
+        if not (isinstance(device, str) and (device == "cuda" or (device.startswith("cuda:")
+                                                                   and device[5:].isdigit()))):
+            raise ValueError(f"OnDevice.device={device!r} is not a CUDA device; write 'cuda' or 'cuda:N' "
+                             f"(CPU candidates come from the other recipes)")
+        _check_choice("OnDevice", "precision", self.precision, GPU_PRECISIONS)
+        _check_choice("OnDevice", "autocast", self.autocast, (False, True))
+        _check_choice("OnDevice", "graphs", self.graphs, GPU_GRAPHS)
+        _check_choice("OnDevice", "quantize", self.quantize, GPU_QUANTIZE)
+        _check_choice("OnDevice", "sparsity", self.sparsity, GPU_SPARSITY)
+        self._check_applies()
+        if self.quantize == "float8" and (self.precision != "bf16" or self.autocast):
+            raise ValueError("OnDevice.quantize='float8' needs precision='bf16' without autocast (torchao's float8 "
+                             "layers take bf16 activations); set precision='bf16'")
+        if self.quantize == "int8" and (self.precision not in ("fp32", "bf16") or self.autocast):
+            raise ValueError("OnDevice.quantize='int8' needs precision 'fp32' or 'bf16' without autocast; "
+                             "set precision='bf16'")
+        if self.sparsity == "2:4" and (self.precision not in ("bf16", "fp16") or self.autocast):
+            raise ValueError("OnDevice.sparsity='2:4' needs precision 'bf16' or 'fp16' without autocast (the "
+                             "semi-structured kernels take half-precision weights); set precision='bf16'")
+        if self.sparsity != "none" and self.quantize != "none":
+            raise ValueError("OnDevice: choose sparsity or quantize, not both (torchao's int8/float8 layers "
+                             "do not take semi-structured weights here)")
+
+    @property
+    def stage(self) -> int:
+        return STAGE_RUNTIME

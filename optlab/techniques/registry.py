@@ -16,7 +16,8 @@ from optlab.recipes.recipe import Chain, Recipe, UnsupportedRecipe
 from optlab.techniques.workdirs import resolve_workdir
 
 HANDLER_MODULES = ("optlab.techniques.quantize", "optlab.techniques.ort_quantize", "optlab.techniques.inc",
-                   "optlab.techniques.compile", "optlab.techniques.prune", "optlab.techniques.distill")
+                   "optlab.techniques.compile", "optlab.techniques.prune", "optlab.techniques.distill",
+                   "optlab.techniques.gpu")
 _APPLIERS: dict[tuple[type, str | None], Callable[..., Any]] = {}
 
 
