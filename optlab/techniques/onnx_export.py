@@ -105,12 +105,13 @@ def gemm_to_matmul(proto: Any) -> Any:
             weight = np.ascontiguousarray(weight.T)
         new_name = node.input[1] + "_matmul"
         proto.graph.initializer.append(numpy_helper.from_array(weight, new_name))
+        base = node.name or node.output[0]  # unnamed nodes are common: names must stay unique
         if len(node.input) > 2 and node.input[2]:
             mid = node.output[0] + "_mm"
-            nodes.append(helper.make_node("MatMul", [node.input[0], new_name], [mid], name=node.name + "_MatMul"))
-            nodes.append(helper.make_node("Add", [mid, node.input[2]], [node.output[0]], name=node.name + "_Add"))
+            nodes.append(helper.make_node("MatMul", [node.input[0], new_name], [mid], name=base + "_MatMul"))
+            nodes.append(helper.make_node("Add", [mid, node.input[2]], [node.output[0]], name=base + "_Add"))
         else:
-            nodes.append(helper.make_node("MatMul", [node.input[0], new_name], [node.output[0]], name=node.name))
+            nodes.append(helper.make_node("MatMul", [node.input[0], new_name], [node.output[0]], name=base))
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     used = {i for n in proto.graph.node for i in n.input}

@@ -57,18 +57,55 @@ def constant_weights(proto: Any) -> int:
 
 
 def lift_constants(proto: Any) -> tuple[Any, int]:
-    """(proto with Constant-node weights as initializers, how many were lifted). Small
-    constants (shapes, axes, scalars) stay nodes: they are not weights."""
+    """(proto with every Constant-node tensor as an initializer, how many weights of at least
+    MIN_WEIGHT_ELEMENTS were among them). Small ones are lifted too: a 4-element Gemm bias left in a
+    Constant node makes the static quantizer warn ("Expected bias ... to be an initializer") and
+    keep it fp32."""
     import onnx_ir as ir
     from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
     before = constant_weights(proto)
-    if before == 0:
+    if not any(node.op_type == "Constant" for node in proto.graph.node):
         return proto, 0
     model = ir.serde.deserialize_model(proto)
-    LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=MIN_WEIGHT_ELEMENTS)(model)
+    LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
     lifted = ir.serde.serialize_model(model)
     return lifted, before - constant_weights(lifted)
+
+
+# --- tensor types shape inference could not give ------------------------------------------------
+
+def fill_types(proto: Any, feed: dict[str, Any], notes: list[str]) -> Any:
+    """Give every main-graph tensor without a known type (after an operator ONNX shape inference
+    does not know, e.g. ai.onnx.ml's Scaler) the type ONNX Runtime computes for it on `feed`:
+    the quantizer skips untyped tensors and the fp16 converter mixes types around them."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    graph = proto.graph
+    known = {v.name for v in [*graph.input, *graph.output, *graph.value_info]} | {t.name for t in graph.initializer}
+    missing = [name for node in graph.node for name in node.output if name and name not in known]
+    if not missing:
+        return proto
+    probe = onnx.ModelProto.FromString(proto.SerializeToString())
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in missing)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        values = session.run(missing, feed)
+    except Exception as error:  # noqa: BLE001 - typing is a help for the quantizer, not a requirement
+        notes.append(f"{len(missing)} tensors have no inferred type and ONNX Runtime could not give one "
+                     f"({type(error).__name__}: {_first_line(error)}); the quantizer may skip them")
+        return proto
+    for name, value in zip(missing, values, strict=True):
+        array = np.asarray(value)
+        graph.value_info.append(helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(array.dtype), [None] * array.ndim))
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    notes.append(f"types of {len(missing)} tensors shape inference could not infer ({shown}) taken from one "
+                 f"ONNX Runtime run")
+    return proto
 
 
 # --- ORT's pre-processing, no chdir ------------------------------------------------------------

@@ -42,7 +42,8 @@ def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None,
     out = artifact_file(workdir, recipe.name, ".onnx")
     meta: dict[str, Any] = {"source_onnx": str(source.path)}
     with onnx_graph.captured_output(notes):
-        prepared = _prepared(Path(source.path), workdir, notes, preprocess=recipe.scheme != "fp16")
+        prepared = _prepared(Path(source.path), workdir, notes, preprocess=recipe.scheme != "fp16",
+                             sample=_sample(data, source.input_names))
         try:
             if recipe.scheme == "dynamic-int8":
                 meta.update(_dynamic(recipe, prepared, out, workdir))
@@ -69,21 +70,32 @@ def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None,
         loader="optlab.models.runtimes:load_onnxruntime", loader_options=options, meta=meta)
 
 
-def _prepared(source: Path, workdir: Path, notes: list[str], *, preprocess: bool) -> Path:
-    """The graph the quantizer gets: Constant-node weights lifted to initializers and (int8)
-    ORT's pre-processing applied; `source` itself when nothing changed."""
+def _sample(data: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Two rows of the calibration split (else the test split), fed to read tensor types."""
+    split = data.calibration if len(getattr(data, "calibration", ())) else data.test
+    rows = next(split.take(slice(0, 2)).batches(2))
+    return {name: np.ascontiguousarray(rows[name]) for name in (names or rows)}
+
+
+def _prepared(source: Path, workdir: Path, notes: list[str], *, preprocess: bool,
+              sample: dict[str, np.ndarray]) -> Path:
+    """The graph the quantizer gets: Constant-node weights lifted to initializers, (int8) ORT's
+    pre-processing applied, types filled in where shape inference had none; `source` itself
+    when nothing changed."""
     import onnx
 
-    proto = onnx.load(str(source))
-    proto, lifted = onnx_graph.lift_constants(proto)
+    original = onnx.load(str(source))
+    proto, lifted = onnx_graph.lift_constants(original)
     if lifted:
         notes.append(f"{lifted} Constant-node weights lifted to initializers (onnx-ir) so the quantizer sees them")
-    if not preprocess and not lifted:
-        return source
     if preprocess:
         staged = workdir / (source.stem + "-pre.onnx")
         proto = onnx_graph.preprocess(proto, staged, notes)
         staged.unlink(missing_ok=True)
+    before = len(notes)
+    proto = onnx_graph.fill_types(proto, sample, notes)
+    if not preprocess and not lifted and len(notes) == before:
+        return source
     target = workdir / (source.stem + "-prepared.onnx")
     onnx.save(proto, str(target))
     return target

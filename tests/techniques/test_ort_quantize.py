@@ -13,7 +13,8 @@ from optlab.models.user_models import from_onnx
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
 from optlab.techniques import onnx_graph
 from optlab.techniques.registry import apply
-from optlab.testing import _save_onnx, constant_weight_mlp_inputs, constant_weight_mlp_onnx
+from optlab.testing import constant_weight_mlp_inputs, constant_weight_mlp_onnx
+from optlab.testing.graphs import _save_onnx
 
 ORT = dict(runtime="onnxruntime")
 
@@ -71,7 +72,7 @@ def test_preprocessing_failure_is_a_note_and_leaves_no_file_in_cwd(tmp_path, mon
 def test_a_graph_with_nothing_to_quantize_is_refused(tmp_path):
     from onnx import helper
 
-    from optlab.testing import _constant, _onnx_dim
+    from optlab.testing.graphs import _constant, _onnx_dim
 
     nodes = [_constant("offset", np.linspace(-1, 1, 16).reshape(1, 16)),
              helper.make_node("Add", ["x", "offset"], ["y"]), helper.make_node("Relu", ["y"], ["logits"])]
@@ -130,3 +131,36 @@ def test_a_study_on_a_constant_weight_graph_prints_no_onnx_runtime_line(tmp_path
     for notes in results["notes"][1:]:
         assert "Constant-node weights lifted" in notes and "int8 check: " in notes
         assert "symbolic shape inference failed" in notes
+
+
+def _gemm_graph(path):
+    """Unnamed Gemm nodes with Constant weights and biases (a 4-element one too) behind an ai.onnx.ml
+    Scaler: pre-processing fails and shape inference leaves the hidden tensors untyped."""
+    from onnx import helper
+
+    from optlab.testing.graphs import _constant, _onnx_dim
+
+    rng = np.random.default_rng(0)
+    nodes = [_constant("w1", rng.normal(size=(32, 16))), _constant("b1", rng.normal(size=32)),
+             _constant("w2", rng.normal(size=(4, 32))), _constant("b2", rng.normal(size=4)),
+             helper.make_node("Scaler", ["x"], ["xs"], domain="ai.onnx.ml", offset=[0.0] * 16, scale=[1.0] * 16),
+             helper.make_node("Gemm", ["xs", "w1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "gemm", [_onnx_dim("x", ["N", 16])], [_onnx_dim("logits", ["N", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("scheme", ["fp16", "dynamic-int8", "static-int8"])
+def test_untyped_tensors_and_constant_biases_are_handled(scheme, tmp_path):
+    baseline, data = _wrap(_gemm_graph(tmp_path / "gemm.onnx"))
+    candidate = apply(Quantize(scheme, **ORT), baseline.model, data, workdir=tmp_path / "work")
+    notes = " ".join(candidate.meta["notes"])
+    assert "types of 3 tensors shape inference could not infer" in notes
+    assert "Expected bias" not in notes
+    if scheme != "fp16":
+        assert candidate.meta["quantized_weight_share"] > 0.9
+    batch = data.test.take(slice(0, 32)).inputs
+    assert (baseline.predict(batch).argmax(1) == candidate.predict(batch).argmax(1)).mean() >= 0.75
