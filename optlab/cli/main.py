@@ -281,7 +281,7 @@ def _cmd_study(args) -> int:
 
     from optlab.instruments.latency import Workload
     from optlab.models import user_models
-    from optlab.study.store import IncompatibleStore, StoreBusy
+    from optlab.study.store import IncompatibleStore, OtherStudyFolder, StoreBusy
     from optlab.study.study import Study
     from optlab.views.report import headline_table, write_report
 
@@ -301,8 +301,13 @@ def _cmd_study(args) -> int:
     interrupted = False
     try:
         results = study.run()
-    except (IncompatibleStore, StoreBusy) as error:
-        raise UsageError(str(error)) from None
+    except OtherStudyFolder as error:
+        raise UsageError(f"--out {out} {error.difference}; choose another --out (e.g. --out {out / model.stem}) or "
+                         f"delete {out} to start over") from None
+    except StoreBusy as error:
+        raise UsageError(str(error).replace("pass another results_dir", "choose another --out")) from None
+    except IncompatibleStore as error:
+        raise UsageError(f"--out {out}: {error}") from None
     except KeyboardInterrupt:
         interrupted = True
         results = study.results

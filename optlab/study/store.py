@@ -44,7 +44,12 @@ class IncompatibleStore(ValueError):
 
 
 class OtherStudyFolder(IncompatibleStore):
-    """The results folder holds another study's rows (another baseline or data set)."""
+    """The results folder holds another study's rows (another baseline or data set);
+    `difference` says which, without the fix (callers with other words for it use it)."""
+
+    def __init__(self, message: str, difference: str = ""):
+        super().__init__(message)
+        self.difference = difference
 
 
 class StoreBusy(RuntimeError):
@@ -189,9 +194,9 @@ class Store:
             theirs = ", ".join(f"{part} {str(bound.get(part))[:12]}" for part in differs)
             ours = ", ".join(f"{part} {str(identity.get(part))[:12]}" for part in differs)
             named = f" ('{bound['name']}')" if bound.get("name") else ""
-            raise OtherStudyFolder(
-                f"results folder {self.path} holds another study's results{named}: {theirs}; this study has {ours}. "
-                f"Pass another results_dir{fix or ''} (or delete the folder to start over)")
+            difference = f"holds another study's results{named}: {theirs}; this study has {ours}"
+            raise OtherStudyFolder(f"results folder {self.path} {difference}. Pass another results_dir{fix or ''} "
+                                   f"(or delete the folder to start over)", difference)
         if self.manifest.get("study") != {**(bound or {}), **identity}:
             self.manifest = {**self.manifest, "study": {**(bound or {}), **identity}}
             atomic_write_json(self.path / MANIFEST, self.manifest)

@@ -181,3 +181,17 @@ def test_ctrl_c_still_writes_results_and_report(slow, tmp_path):
     assert proc.returncode == 130, stderr[-3000:]
     check_outputs(out, "interrupted")
     assert "interrupted; not run: " in stdout
+
+
+def test_another_studys_folder_is_one_line_naming_both_and_the_fix(files, tmp_path, capsys):
+    from optlab.study.store import Store
+
+    folder, model, inputs, _ = files
+    out = tmp_path / "out"
+    Store(out / "results").bind({"baseline": "f" * 64, "data": "e" * 64, "name": "someone-else"})
+    code, err = run_cli(["study", "--model", str(model), "--inputs", str(inputs), "--out", str(out), "--smoke"],
+                        capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"--out {out} holds another study's results ('someone-else'): baseline ffffffffffff" in err
+    assert f"choose another --out (e.g. --out {out / 'mlp'})" in err
+    assert not list((out / "results" / "rows").glob("*.json"))  # nothing measured

@@ -101,3 +101,23 @@ def test_failing_recipe_is_an_error_row_naming_the_stage(base, digits_data, tmp_
                                         [task(tmp_path, Compile(provider="cuda"))]))
     assert len(rows) == 1 and rows[0]["status"] == "error" and rows[0]["error_stage"] == "apply"
     assert rows[0]["error"].startswith("UnsupportedRecipe: ") and rows[0]["source"] == "local"
+
+
+def test_onnx_runtime_c_level_log_lines_are_captured(tmp_path, capfd):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    unused = numpy_helper.from_array(np.ones(3, np.float32), "unused_weight")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=[unused])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    capfd.readouterr()
+    with capture() as captured:
+        ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert "unused_weight" not in capfd.readouterr().err
+    assert any(source == "onnxruntime" and "unused_weight" in text for source, text in captured.lines), captured.lines
