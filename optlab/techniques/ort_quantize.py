@@ -58,8 +58,8 @@ def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None,
         meta.update(_checked(out, recipe, notes))
     source_bytes, out_bytes = Path(source.path).stat().st_size, out.stat().st_size
     if out_bytes > source_bytes:
-        notes.append(f"the {recipe.scheme} artifact ({out_bytes / 1e6:.3f} MB) is larger than its fp32 source "
-                     f"({source_bytes / 1e6:.3f} MB)")
+        notes.append(f"the {recipe.scheme} artifact ({out_bytes:,} bytes) is larger than its fp32 source "
+                     f"({source_bytes:,} bytes): scales, zero points and extra nodes outweigh what the weights saved")
     meta["notes"] = notes
     meta["apply_s"] = round(time.perf_counter() - start, 3)
     options = {"threads": threads, "graph_level": "all", "provider": "cpu"}

@@ -164,3 +164,13 @@ def test_untyped_tensors_and_constant_biases_are_handled(scheme, tmp_path):
         assert candidate.meta["quantized_weight_share"] > 0.9
     batch = data.test.take(slice(0, 32)).inputs
     assert (baseline.predict(batch).argmax(1) == candidate.predict(batch).argmax(1)).mean() >= 0.75
+
+
+def test_an_artifact_larger_than_its_source_gets_a_note(tmp_path):
+    path = constant_weight_mlp_onnx(tmp_path / "tiny.onnx", features=4, hidden=4, classes=4)
+    baseline, data = from_onnx(path, {"x": np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)},
+                               calibration={"x": np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32)})
+    candidate = apply(Quantize("dynamic-int8", **ORT), baseline.model, data, workdir=tmp_path / "work")
+    assert candidate.size_bytes > path.stat().st_size
+    assert any(note.startswith("the dynamic-int8 artifact (") and "is larger than its fp32 source" in note
+               for note in candidate.meta["notes"])
