@@ -79,7 +79,8 @@ class Lab:
         self.log = open(root / ".lab-home" / "server.log", "w")  # noqa: SIM115 - closed in stop()
         cmd = [python, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
-               "--ServerApp.port_retries=0", "--ServerApp.terminals_enabled=False", "--LabApp.expose_app_in_browser=True",
+               "--ServerApp.port_retries=0", "--ServerApp.terminals_enabled=False",
+               "--LabApp.expose_app_in_browser=True",
                "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
         if os.geteuid() == 0:  # CI containers run as root
             cmd.append("--allow-root")
@@ -352,15 +353,14 @@ def run_saved(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
         image.scroll_into_view_if_needed()
         page.wait_for_timeout(100)
         size = image.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
-        drawn.append({"complete": size[0], "width": size[1], "height": size[2]})
+        output = page.locator(".jp-OutputArea-output").filter(has=image).last
+        drawn.append({"complete": size[0], "width": size[1], "height": size[2],
+                      "screenshot": browser.shot(f"{Path(name).stem}-chart-{i}", output)})
     result["saved_images"] = drawn
     result["bad_text"] = [t for t in BAD_TEXT if t in page.inner_text(".jp-Notebook")]
     result["kernel_status"] = page.evaluate("""() => { const w = window.jupyterapp.shell.currentWidget;
         const s = w.sessionContext; return s.session && s.session.kernel ? s.session.kernel.status : 'none'; }""")
-    result["screenshot_top"] = browser.shot(f"{Path(name).stem}-top")
-    if images.count():
-        images.nth(images.count() - 1).scroll_into_view_if_needed()
-        result["screenshot_last_chart"] = browser.shot(f"{Path(name).stem}-last-chart")
+    result["screenshot_end"] = browser.shot(f"{Path(name).stem}-end")
 
 
 def execute_headless(job: dict) -> None:

@@ -123,55 +123,62 @@ def _measured(result: dict) -> list[dict]:
     return [{**r, "p99_ms": number(r["p99_ms"]), "quality_drop": number(r["quality_drop"])} for r in rows]
 
 
-def test_tour_runs_live_offline_in_jupyterlab(tmp_path):
-    result = _drive(tmp_path, "live", "00_tour.ipynb")
-    _check_clean(result)
-    state = result["run_state"]
-    assert state["errors"] == [] and state["executed"] == state["code_cells"], state
-    measured = _measured(result)
-    assert len(measured) >= 5, result["kernel_print"]  # baseline + 4 recipes in smoke mode
-
-    # The explorer was created before study.run(): it must hold every measured point anyway.
+def _check_explorer(result: dict, measured: list[dict]) -> None:
+    """The explorer, built before study.run(), holds every measured point; editing max p99 in
+    its box changes the recommendation and fades exactly the points the SLA rules out; a click
+    fills a short details pane and the explorer stays <= 900 px tall."""
     assert result["explorer_found"] == 1
     initial = result["explorer_initial"]
     assert sorted(p["candidate"] for p in initial["points"]) == sorted(r["candidate"] for r in measured)
     assert "no results yet" not in initial["recommendation"]
-    assert {"baseline", "quantization", "pruning", "compilation"} <= set(initial["families"])
+    assert {r["family"] for r in measured} <= set(initial["families"])
 
-    # Static charts drew as Vega views: the Pareto chart with one point per measured candidate.
-    assert len(result["static_charts"]) == result["static_charts_expected"] >= 1
-    assert any(chart["points"] == len(measured) for chart in result["static_charts"])
-    assert all(chart["marks"] > 0 for chart in result["static_charts"])
-
-    # max p99 through the box: the text and the faded points follow the SLA.
     sla = result["kernel_sla"]
     tiny, large = result["explorer_steps"]
     assert "No candidate meets" in tiny["recommendation"] and "p99" in tiny["recommendation"]
-    assert large["recommendation"] != tiny["recommendation"] and "No candidate meets" not in large["recommendation"]
+    assert large["recommendation"] != tiny["recommendation"]
     for step in (tiny, large):
         want = _expected_faded(measured, step["max_p99_ms"], sla["max_quality_drop"])
         seen = {p["candidate"]: p["opacity"] == FADED for p in step["points"]}
         assert seen == want, (step["max_p99_ms"], seen, want)
+        assert all(p["opacity"] in (FADED, SOLID) for p in step["points"])
     assert all(p["opacity"] == FADED for p in tiny["points"])
-    assert any(p["opacity"] == SOLID for p in large["points"])
+    if not all(_expected_faded(measured, large["max_p99_ms"], sla["max_quality_drop"]).values()):
+        assert "No candidate meets" not in large["recommendation"]
 
-    # A click fills a short details pane and the explorer stays <= 900 px tall.
     click = result["click"]
     assert click["details_before"] == 0 and click["details_after"] == 1
     assert "p99 (ms)" in click["details_text"]
     assert click["explorer_height_px"] <= 900, click
 
 
-def test_quantization_notebook_draws_its_charts_offline(tmp_path):
-    result = _drive(tmp_path, "live", "01_quantization.ipynb")
+def _check_run(result: dict) -> list[dict]:
     _check_clean(result)
     state = result["run_state"]
     assert state["errors"] == [] and state["executed"] == state["code_cells"], state
     measured = _measured(result)
-    assert len(result["static_charts"]) == result["static_charts_expected"] >= 2
+    assert measured, result["kernel_print"]
+    # Static charts drew as Vega views (SVG marks); the Pareto chart has one point per measured candidate.
+    assert len(result["static_charts"]) == result["static_charts_expected"] >= 1
     assert all(chart["marks"] > 0 for chart in result["static_charts"])
     assert any(chart["points"] == len(measured) for chart in result["static_charts"])
-    assert not list((tmp_path / "lab").glob("nc_workspace")), "INC left nc_workspace/ in the notebook's folder"
+    return measured
+
+
+def test_tour_runs_live_offline_in_jupyterlab(tmp_path):
+    result = _drive(tmp_path, "live", "00_tour.ipynb")
+    measured = _check_run(result)
+    assert len(measured) >= 5  # baseline + 4 recipes in smoke mode
+    _check_explorer(result, measured)
+
+
+def test_quantization_notebook_draws_its_charts_offline(tmp_path):
+    result = _drive(tmp_path, "live", "01_quantization.ipynb")
+    measured = _check_run(result)
+    assert result["static_charts_expected"] >= 2
+    if result["explorer_found"]:
+        _check_explorer(result, measured)
+    assert not list((tmp_path / "lab").rglob("nc_workspace")), "INC left nc_workspace/ in the notebook's folder"
 
 
 def test_saved_tour_shows_every_chart_without_a_kernel(tmp_path):
