@@ -38,10 +38,37 @@ def _run(cmd: list[str], **kwargs) -> None:
     subprocess.run([str(c) for c in cmd], check=True, **kwargs)
 
 
-def setup() -> Path:
-    """Create `.venv` and install optlab with its pinned dependencies, once."""
+CHROMIUM = Path(os.environ.get("OPTLAB_CHROMIUM", "/usr/bin/chromium"))
+
+
+def ensure_browser() -> bool:
+    """Debian's `chromium` for the browser test (Playwright drives it; a browser download at test
+    time fails offline): installed with apt as root when missing, else say how. True if present."""
+    if CHROMIUM.exists():
+        return True
+    how = ("sudo apt-get update && sudo apt-get install -y chromium (Debian/Ubuntu), or install Chromium "
+           "and set OPTLAB_CHROMIUM=/path/to/chromium")
+    apt = shutil.which("apt-get")
+    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print(f"optlab: the browser test needs Chromium at {CHROMIUM}; install it: {how}", flush=True)
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        _run([apt, "update", "-q"], env=env)
+        _run([apt, "install", "-y", "-q", "--no-install-recommends", "chromium"], env=env)
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"optlab: installing chromium with apt failed ({error}); install it: {how}", flush=True)
+        return False
+    return CHROMIUM.exists()
+
+
+def setup(browser: bool = False) -> Path:
+    """Create `.venv` and install optlab with its pinned dependencies, once; with `browser`,
+    also Debian's chromium for the browser test."""
     if sys.version_info < (3, 11):
         sys.exit(f"optlab needs Python >= 3.11; this is {sys.version.split()[0]}. Run it with python3.11.")
+    if browser:
+        ensure_browser()
     python = _venv_python()
     wanted = _fingerprint()
     if python.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
@@ -65,7 +92,7 @@ def main(argv: list[str]) -> int:
         print("usage: python3.11 dev.py main|test|setup [extra args]")
         return 2
     command, extra = argv[0], argv[1:]
-    python = setup()
+    python = setup(browser=command in ("test", "setup"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "OPTLAB_HEADLESS": "1"}
     if command == "setup":
