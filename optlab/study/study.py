@@ -276,12 +276,13 @@ class Study:
         keys = {task.fingerprint: key for task, key in pending}
         limit_note = (f"not run: the study's time limit ({self.time_limit_s:.3g} s) was reached"
                       if self.time_limit_s is not None else "not run: the study stopped early")
-        context = TaskContext(self.baseline, self.data, self.workload, self._inputs(), self._baseline_outputs(),
+        context = TaskContext(self.baseline, self.data, self.workload, self._inputs(), None,
                               deadline=deadline, verbose=self.verbose, stop_note=limit_note)
         bar = tqdm(total=total, initial=done, desc="optlab study", unit="candidate", disable=not self.progress)
         elapsed: list[float] = []
         try:
             with self._hard_stop(deadline):
+                context.baseline_outputs = self._baseline_outputs()  # a slow model's pass counts against the limit
                 rows = self.executor.run(functools.partial(run_task, context), [task for task, _ in pending])
                 for row in rows:
                     fingerprint = row.get("fingerprint")

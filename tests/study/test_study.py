@@ -271,3 +271,24 @@ def test_bad_time_limit_is_refused(digits, model, tmp_path):
     for bad in (0, -1, float("nan"), "20", True):
         with pytest.raises(ValueError, match="time_limit_s=.* must be a positive number"):
             Study(model, digits, [], results_dir=tmp_path, time_limit_s=bad)
+
+
+def test_a_candidate_still_running_at_the_time_limit_is_stopped(digits, model, tmp_path):
+    import dataclasses
+
+    base = zoo.baseline(model, name="hangs-on-big-batches")
+    state = {"finished": False}
+
+    def predict(batch):
+        if len(next(iter(batch.values()))) > 8:  # the evaluation pass: hangs far past the limit
+            time.sleep(60)
+            state["finished"] = True
+        return base.predict_fn(batch)
+
+    study = Study(dataclasses.replace(base, predict_fn=predict), digits, [Quantize("bf16")], workload=FAST,
+                  results_dir=tmp_path, progress=False, time_limit_s=0.5)
+    df = study.run()  # returns (no KeyboardInterrupt escapes) ...
+    assert not state["finished"]  # ... because the sleeping call was stopped, not waited for
+    assert study.stop_reason == "time limit" and df["status"].tolist() == ["skipped", "skipped"]
+    assert len(Store(tmp_path)) == 0
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
