@@ -155,3 +155,19 @@ def test_threads_are_restored_after_distilling(digits, tmp_path):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_byom_distillation_without_training_rows_is_refused_before_work(tmp_path):
+    import warnings
+
+    from optlab.models.user_models import from_module
+    from optlab.recipes.recipe import UnsupportedRecipe
+    from optlab.testing import ScoresOnly, feature_inputs
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        baseline, data = from_module(ScoresOnly().eval(), feature_inputs(rows=40))
+    with pytest.raises(UnsupportedRecipe, match="trains a student, but this data has no rows apart from the 40"):
+        apply(Distill(epochs=1), baseline.model, data, workdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
