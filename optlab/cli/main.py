@@ -394,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print dependencies' warnings as they come (default: counted into each row's notes)")
     study.add_argument("--out", default="optlab-study")
     study.set_defaults(func=_cmd_study)
+    from optlab.cli.serve_bench import add_parser as add_serve_bench  # the serving issue's command
+    add_serve_bench(sub)
     return parser
 
 

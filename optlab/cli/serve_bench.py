@@ -1,0 +1,113 @@
+"""`optlab serve-bench`: throughput at a p99 SLA for an ONNX model served with batching.
+
+    optlab serve-bench --model m.onnx --inputs x.npz --max-p99-ms 10 [--policy dynamic] [--out DIR]
+
+The model as given runs in ONNX Runtime (1 thread per worker) inside optlab's in-process server;
+one-row requests (or `--rows-per-request`) are cut from the inputs; the generator's headroom is
+measured first; then the throughput at the SLA is searched for no batching and for `--policy`.
+Prints the table and writes serve_bench.csv, latency_vs_load.csv, the charts and report.html.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+from pathlib import Path
+
+DEFAULT_POLICY = "dynamic(max_batch=64, max_wait_ms=2)"
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("serve-bench", help="throughput at a p99 SLA of an ONNX model under load, with batching")
+    parser.add_argument("--model", required=True, help="an ONNX file")
+    parser.add_argument("--inputs", required=True, help=".npz with one array per model input (or .npy)")
+    parser.add_argument("--max-p99-ms", type=float, default=10.0, help="the SLA: p99 latency in ms (default 10)")
+    parser.add_argument("--policy", default="dynamic",
+                        help=f"batching policy beside 'none': none, static(batch_size=8), dynamic(max_batch=..., "
+                             f"max_wait_ms=...); 'dynamic' alone is {DEFAULT_POLICY}")
+    parser.add_argument("--workers", type=int, default=1, help="server worker threads (x 1 thread each)")
+    parser.add_argument("--rows-per-request", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="short probes (CI)")
+    parser.add_argument("--out", default="optlab-serve-bench")
+    parser.set_defaults(func=run_command)
+
+
+def _checked(args):
+    from optlab.cli.main import UsageError
+    from optlab.serving.policies import parse_policy
+
+    model, inputs = Path(args.model), Path(args.inputs)
+    if not model.is_file() or model.suffix != ".onnx":
+        raise UsageError(f"--model {model}: not an .onnx file; pass the path of your exported ONNX model")
+    if not inputs.is_file():
+        raise UsageError(f"--inputs {inputs}: no such file; pass an .npz with one array per model input")
+    if not args.max_p99_ms > 0:
+        raise UsageError(f"--max-p99-ms must be > 0, got {args.max_p99_ms}")
+    if args.rows_per_request < 1 or args.workers < 1:
+        raise UsageError("--rows-per-request and --workers must be >= 1")
+    try:
+        policy = parse_policy(DEFAULT_POLICY if args.policy.strip() == "dynamic" else args.policy)
+    except ValueError as exc:
+        raise UsageError(f"--policy: {exc}") from None
+    return model, inputs, policy
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from optlab.data.user_inputs import as_batch
+    from optlab.models.user_models import onnx_candidate
+    from optlab.serving.loadgen import generator_headroom
+    from optlab.serving.policies import NoBatching
+    from optlab.serving.server import Server
+    from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
+    from optlab.views import serving_charts
+
+    model, inputs, policy = _checked(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    candidate = onnx_candidate(model, threads=1)
+    batch = as_batch(str(inputs), list(candidate.model.input_names))
+    rows = len(next(iter(batch.values())))
+    step = args.rows_per_request
+    payloads = [{k: v[i:i + step] for k, v in batch.items()} for i in range(0, min(rows, 2000 * step), step)]
+    candidate.predict(payloads[0])  # fails here, before any load, if the inputs do not fit the model
+    headroom, _ = generator_headroom(sla_ms=args.max_p99_ms, probe_s=0.3 if args.smoke else 1.0,
+                                     start_per_s=2000 if args.smoke else 500, min_per_s=500 if args.smoke else 50)
+    print(f"generator headroom (no-op server, p99 <= {0.1 * args.max_p99_ms:g} ms): {headroom:.0f}/s")
+    search = SlaSearch(max_p99_ms=args.max_p99_ms, probe_s=0.3 if args.smoke else 1.5,
+                       rel_tol=0.5 if args.smoke else 0.08, start_per_s=1000.0, max_probes=3 if args.smoke else 16,
+                       confirm_failures=0 if args.smoke else 1)
+    table, curves = [], []
+    for chosen in dict.fromkeys([NoBatching(), policy]):
+        def make(chosen=chosen):
+            return Server(candidate, chosen, workers=args.workers)
+        result = throughput_at_sla(server_probe(make, payloads, search, headroom_per_s=headroom), search)
+        table.append({"model": model.name, "policy": chosen.name, "workers": args.workers, **result.row(),
+                      "above_half_headroom": result.throughput_per_s > headroom / 2})
+        curves.append(result.curve.assign(label=chosen.name))
+    frame = pd.DataFrame(table)
+    curve = pd.concat(curves, ignore_index=True)
+    frame.to_csv(out / "serve_bench.csv", index=False)
+    curve.to_csv(out / "latency_vs_load.csv", index=False)
+    charts = [serving_charts.latency_vs_load(curve, max_p99_ms=args.max_p99_ms),
+              serving_charts.throughput_at_sla(frame)]
+    for name, chart in zip(("latency_vs_load", "throughput_at_sla"), charts, strict=True):
+        chart.save(str(out / f"{name}.html"))
+    (out / "report.html").write_text(_report(frame, charts, model.name, args.max_p99_ms, headroom))
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(frame[["policy", "workers", "throughput_at_sla_per_s", "p99_at_sla_load_ms", "sla_met", "probes",
+                     "note"]].to_string(index=False))
+    print(f"results: {out / 'serve_bench.csv'}\nreport: {out / 'report.html'}")
+    return 0
+
+
+def _report(frame, charts, model: str, max_p99_ms: float, headroom: float) -> str:
+    """A self-contained page: the table, then each chart's own HTML (altair's, offline-capable) in a frame."""
+    parts = [f"<h1>Serving {html.escape(model)} at p99 &lt;= {max_p99_ms:g} ms</h1>",
+             f"<p>Generator headroom (no-op server): {headroom:.0f} requests/s; figures above half of it carry "
+             "the generator's own delay.</p>", frame.to_html(index=False)]
+    for chart in charts:
+        parts.append(f'<iframe style="border:0" width="560" height="380" srcdoc="{html.escape(chart.to_html())}">'
+                     "</iframe>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>optlab serve-bench</title></head><body>"
+            + "\n".join(parts) + "</body></html>")
