@@ -13,6 +13,8 @@ BENCHES = {
     "techniques": "optlab.bench.techniques",
     "pruning": "optlab.bench.pruning",
     "serving": "optlab.bench.serving",
+    "rtb": "optlab.bench.rtb",
+    "gpu": "optlab.bench.gpu",
 }
 
 

@@ -176,7 +176,7 @@ def transfer_profile(forward: Callable[[dict], Any], batch: dict[str, Any], *, d
     pageable = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
     pinned = {k: v.pin_memory() for k, v in pageable.items()}
     resident = {k: cast(v.to(device)) for k, v in pageable.items()}
-    output = forward(resident)
+    output = forward(resident).clone()  # a CUDA-graph forward reuses its output buffer: keep a copy
     out_pageable = torch.empty(output.shape, dtype=output.dtype)
     out_pinned = torch.empty(output.shape, dtype=output.dtype, pin_memory=True)
 
