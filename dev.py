@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """The README's two commands: `python3.11 dev.py main` and `python3.11 dev.py test`.
 
+For a room without internet: `python3.11 dev.py wheelhouse DIR` (on a connected machine)
+collects every pinned wheel into DIR; `python3.11 dev.py setup --offline DIR` (and `main` /
+`test` with the same option) installs from DIR alone.
+
 Each one first makes sure the project-local virtual environment `.venv` exists and
 matches `pyproject.toml` + `constraints.txt` (reinstalling only when they changed),
 then runs the main job or the whole test suite inside it. Standard library only, so it
@@ -62,11 +66,57 @@ def ensure_browser() -> bool:
     return CHROMIUM.exists()
 
 
-def setup(browser: bool = False) -> Path:
+def pip_source(offline: Path | None) -> list[str]:
+    """pip options for where packages come from: the registry, or only the wheelhouse `offline`."""
+    return [] if offline is None else ["--no-index", "--find-links", str(offline)]
+
+
+def pip_install(python: Path | str, requirements: list[str], offline: Path | None = None,
+                *options: str) -> None:
+    """`pip install` pinned by constraints.txt, from the registry or (offline) the wheelhouse only."""
+    _run([python, "-m", "pip", "--disable-pip-version-check", "install", "-q", *pip_source(offline),
+          "-c", ROOT / "constraints.txt", *options, *requirements])
+
+
+def collect_wheels(python: Path | str, folder: Path, requirements: list[str], *, project: bool = True) -> None:
+    """Wheels for `requirements` (pinned by constraints.txt, with their dependencies; sdists are
+    built into wheels here, so the offline install builds nothing), plus optlab's own wheel."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pip = [python, "-m", "pip", "--disable-pip-version-check"]
+    if requirements:
+        _run([*pip, "wheel", "-q", "-w", folder, "-c", ROOT / "constraints.txt", *requirements])
+    if project:  # built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="optlab-wheel-") as tmp:
+            source = Path(tmp) / "optlab"
+            shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+                ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", "results", "out", "report",
+                "test-artifacts", ".optlab-cache", ".pytest_cache", ".ruff_cache"))
+            _run([*pip, "wheel", "-q", "--no-deps", "-w", folder, source])
+
+
+def wheelhouse(python: Path, folder: Path) -> int:
+    """Every pinned wheel a workshop room needs, in one folder (torch's CPU wheel included): the
+    test extra's closure, the build backend (for the editable install) and pip itself."""
+    start = time.perf_counter()
+    collect_wheels(python, folder, ["torch", "setuptools>=68", "pip", f"{ROOT}[test]"])
+    wheels = list(folder.glob("*.whl"))
+    size = sum(w.stat().st_size for w in wheels) / 1e6
+    print(f"wheelhouse {folder}: {len(wheels)} wheels, {size:,.0f} MB, in {time.perf_counter() - start:.0f} s; "
+          f"install with: python3.11 dev.py setup --offline {folder}", flush=True)
+    return 0
+
+
+def setup(browser: bool = False, offline: Path | None = None) -> Path:
     """Create `.venv` and install optlab with its pinned dependencies, once; with `browser`,
-    also Debian's chromium for the browser test."""
+    also Debian's chromium for the browser test; with `offline`, only from that wheelhouse
+    (`dev.py wheelhouse DIR` made it), never from a registry."""
     if sys.version_info < (3, 11):
         sys.exit(f"optlab needs Python >= 3.11; this is {sys.version.split()[0]}. Run it with python3.11.")
+    if offline is not None and not any(offline.glob("torch-*.whl")):
+        sys.exit(f"--offline {offline}: no torch wheel there; make the folder with `python3.11 dev.py wheelhouse "
+                 f"{offline}` on a machine with internet access")
     if browser:
         ensure_browser()
     python = _venv_python()
@@ -76,23 +126,41 @@ def setup(browser: bool = False) -> Path:
     start = time.perf_counter()
     if not python.exists():
         _run([sys.executable, "-m", "venv", VENV])
-    pip = [python, "-m", "pip", "--disable-pip-version-check"]
     # torch first, pinned: with the constraint in place pip never pulls a multi-GB CUDA build
     # on a CPU-only machine that has the CPU wheel (set PIP_EXTRA_INDEX_URL for the CPU index elsewhere).
-    _run([*pip, "install", "-q", "-c", ROOT / "constraints.txt", "torch"])
-    _run([*pip, "install", "-q", "-c", ROOT / "constraints.txt", "-e", f"{ROOT}[test]"])
+    pip_install(python, ["torch"], offline)
+    pip_install(python, ["-e", f"{ROOT}[test]"], offline)
     STAMP.write_text(wanted)
     print(f"optlab environment ready in {time.perf_counter() - start:.0f} s ({VENV})", flush=True)
     return python
 
 
+def _take_offline(extra: list[str]) -> tuple[Path | None, list[str]]:
+    """Split `--offline DIR` off the extra arguments."""
+    if "--offline" not in extra:
+        return None, extra
+    at = extra.index("--offline")
+    if at + 1 >= len(extra):
+        sys.exit("--offline needs a folder: python3.11 dev.py setup --offline DIR (made by `dev.py wheelhouse DIR`)")
+    folder = Path(extra[at + 1]).resolve()
+    if not folder.is_dir():
+        sys.exit(f"--offline {folder}: no such folder; make it with `python3.11 dev.py wheelhouse {folder}`")
+    return folder, extra[:at] + extra[at + 2:]
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"main", "test", "setup"}:
+    if not argv or argv[0] not in {"main", "test", "setup", "wheelhouse"}:
         print(__doc__)
-        print("usage: python3.11 dev.py main|test|setup [extra args]")
+        print("usage: python3.11 dev.py main|test|setup [--offline DIR] [extra args]\n"
+              "       python3.11 dev.py wheelhouse DIR")
         return 2
     command, extra = argv[0], argv[1:]
-    python = setup(browser=command in ("test", "setup"))
+    if command == "wheelhouse":
+        if len(extra) != 1:
+            sys.exit("usage: python3.11 dev.py wheelhouse DIR (the folder to fill with wheels)")
+        return wheelhouse(setup(), Path(extra[0]).resolve())
+    offline, extra = _take_offline(extra)
+    python = setup(browser=command in ("test", "setup"), offline=offline)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
            "OPTLAB_HEADLESS": "1"}
     if command == "setup":
