@@ -170,6 +170,7 @@ class TradeoffExplorer:
         self.details = w.HTML("<i>click a point for its figures</i>",
                               layout=w.Layout(max_height=f"{DETAILS_MAX_HEIGHT_PX + 20}px", overflow="hidden"))
         self.recommendation = None
+        self._handle = None  # the headless display, updated in place as rows arrive
         self.chart_data = None
         self.chart = None
         self._chart_key = None
@@ -409,6 +410,7 @@ class TradeoffExplorer:
         self.progress.value = min(int(getattr(event, "done", self.progress.value + 1)), self.progress.max)
         self._sync_families()
         self._refresh()
+        self._update_static()
 
     # -- display ------------------------------------------------------------------------------
     def _layout(self):
@@ -433,13 +435,22 @@ class TradeoffExplorer:
         return _static_bundle(self.chart, self.table(), self.recommendation_html.value)
 
     def show(self):
-        """Display the live widget, or (headless) the static chart and table."""
+        """Display the live widget, or (headless) the static chart and table, which then
+        update in place as the study gains rows (so a saved notebook ends with every point)."""
         from IPython.display import display
 
         if is_headless():
-            display(self.static_bundle(), raw=True)
+            self._handle = display(self.static_bundle(), raw=True, display_id=True)
         else:
-            display(self.widget)
+            display(self._repr_mimebundle_(), raw=True)
+        return self
+
+    def _ipython_display_(self) -> None:
+        self.show()
+
+    def _update_static(self) -> None:
+        if self._handle is not None:
+            self._handle.update(self.static_bundle(), raw=True)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         if is_headless():

@@ -209,3 +209,22 @@ def test_price_box_prices_through_the_study(study):
     assert ours["baseline"] == pytest.approx(theirs["baseline"])
     explorer.close()
     study.set_price("cpu-small")
+
+
+def test_headless_display_updates_in_place_as_rows_arrive(study, monkeypatch):
+    """papermill/nbconvert keep the last update of a display: the saved notebook shows every point."""
+    monkeypatch.setenv("OPTLAB_HEADLESS", "1")
+
+    class Handle:  # what IPython's display(..., display_id=True) returns, recording updates
+        bundles: list = []
+
+        def update(self, bundle, raw=False):
+            self.bundles.append(bundle)
+
+    explorer = widgets.TradeoffExplorer(study, max_quality_drop=0.05)
+    explorer._handle = Handle()
+    recipe = Prune(sparsity=0.15, finetune_epochs=0)
+    study.run(recipes=[recipe])
+    assert Handle.bundles and recipe.name in Handle.bundles[-1]["text/plain"]
+    assert "image/png" in Handle.bundles[-1] and "<img" in Handle.bundles[-1]["text/html"]
+    explorer.close()
