@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
           f"{check['utilisation']:.0%}, {check['requests']} requests): measured p99 {check['measured_p99_ms']:.2f} ms "
           f"(95% CI {check['measured_p99_ci_ms'][0]:.2f}-{check['measured_p99_ci_ms'][1]:.2f}), simulated "
           f"{check['simulated_p99_ms']:.2f} ms, ratio {check['ratio']:.2f} [within 20%: {_ok(check['within_20pct'])}]"
-          f"; the path outside the queue (send, decode, preprocess, wake-up) p50 {check['outside_queue_p50_ms']:.2f} ms")
+          f"; outside the queue (send, decode, preprocess, wake-up) p50 {check['outside_queue_p50_ms']:.2f} ms")
 
     traffic = cs.campaign(args.smoke)
     samples = cs.service_samples(result)
