@@ -64,18 +64,24 @@ def _goodput(candidate, payloads, smoke: bool, headroom: float):
     search = SlaSearch(max_p99_ms=SLA_MS, probe_s=0.5 if smoke else 1.5, rel_tol=0.2 if smoke else 0.08,
                        start_per_s=500.0, max_probes=8 if smoke else 14)
     results = {}
-    for policy in (NoBatching(), DynamicBatching(max_batch=64, max_wait_ms=2.0)):
+    for policy in (NoBatching(), DynamicBatching(max_batch=64, max_wait_ms=0.5),
+                   DynamicBatching(max_batch=64, max_wait_ms=2.0)):
         make = lambda policy=policy: Server(candidate, policy)  # noqa: E731
-        results[policy.kind] = (policy, throughput_at_sla(server_probe(make, payloads, search, headroom_per_s=headroom),
-                                                          search))
-    none, dynamic = results["none"][1], results["dynamic"][1]
+        results[policy.name] = (policy, throughput_at_sla(server_probe(make, payloads, search,
+                                                                       headroom_per_s=headroom), search))
+    none = results.pop("none")[1]
+    best = max(results, key=lambda name: results[name][1].throughput_per_s)
+    dynamic = results[best][1]
+    results = {"none": (NoBatching(), none), **results, "dynamic": results[best]}
     ratio = dynamic.throughput_per_s / none.throughput_per_s if none.throughput_per_s else float("nan")
     print(f"2. throughput at p99 <= {SLA_MS:g} ms, bids {candidate.name}, one-row requests:")
-    for policy, result in results.values():
+    for name, (policy, result) in results.items():
+        if name == "dynamic":
+            continue
         flag = "" if result.throughput_per_s <= headroom / 2 else "  [above half the generator's headroom: flagged]"
         print(f"   {policy.name}: {result.throughput_per_s:.0f}/s (p99 {result.p99_ms:.2f} ms, {len(result.curve)} "
               f"probes){flag}{'; ' + '; '.join(result.notes) if result.notes else ''}")
-    print(f"   dynamic / none = {ratio:.2f}x  [target >= 3x: {'ok' if ratio >= 3 else 'MISSED'}]")
+    print(f"   best dynamic / none = {ratio:.2f}x  [target >= 3x: {'ok' if ratio >= 3 else 'MISSED'}]")
     return results
 
 
@@ -112,11 +118,12 @@ def _offline(candidate, payloads, policy, goodput: float, service: dict[int, flo
     closeness = goodput / row["achieved_per_s"]
     print(f"4. throughput at the SLA {goodput:.0f}/s vs LoadGen Offline {row['achieved_per_s']:.0f} samples/s "
           f"({policy.name}): {closeness:.1%} of the model's own limit")
-    per_request_us = 1e6 / goodput if goodput else float("nan")
     if service[1] < 1.0:
-        print(f"   batch-1 service is {service[1] * 1e3:.0f} us (< 1 ms), so the target does not apply: each served "
-              f"request costs {per_request_us:.0f} us of the serving layer at the SLA vs "
-              f"{service[64] * 1e3 / 64:.1f} us of model time per row in a batch of 64")
+        offline_us = 1e6 / row["achieved_per_s"]
+        print(f"   batch-1 service is {service[1] * 1e3:.0f} us (< 1 ms), so the 50% aim does not apply. Per request: "
+              f"{1e6 / goodput:.1f} us at the SLA, {offline_us:.1f} us in Offline, {service[64] * 1e3 / 64:.2f} us "
+              f"of model time in a batch of 64: the rest is the serving layer's per-request overhead "
+              f"(queue, thread hand-off, the generator's socket) and, at the SLA, the tail's margin")
 
 
 def _mg1(smoke: bool) -> None:
