@@ -74,7 +74,8 @@ def run(server: Server, requests: Sequence[dict[str, np.ndarray]], load: Load, *
     if keys is not None and len(keys) < capacity:
         raise ValueError(f"keys has {len(keys)} entries for up to {capacity} requests; pass one key per request")
     state = _State(capacity, closed)
-    limit = max(256, int((offered if offered == offered else 0) * saturation_s))
+    # a closed loop cannot over-saturate: at most `concurrency` requests are ever outstanding
+    limit = capacity + 1 if closed else max(256, int(offered * saturation_s))
     notes: list[str] = []
     server.start()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -166,7 +166,15 @@ def search_configs(model: Any, requests: Sequence[dict], *, policies: Sequence[P
                                    search)
         rows.append({**config, **result.row(), "curve": result.curve})
     frame = pd.DataFrame(rows)
-    return frame.sort_values("throughput_at_sla_per_s", ascending=False, na_position="last").reset_index(drop=True)
+    frame = frame.sort_values("throughput_at_sla_per_s", ascending=False, na_position="last").reset_index(drop=True)
+    ran = frame.dropna(subset=["throughput_at_sla_per_s"])
+    if len(ran) and not ran["sla_met"].any():
+        closest = ran.loc[ran["p99_at_sla_load_ms"].idxmin()]
+        frame.attrs["note"] = (f"no configuration meets p99 <= {search.max_p99_ms:g} ms; the closest is "
+                               f"{closest['policy']} x{closest['workers']} with p99 "
+                               f"{closest['p99_at_sla_load_ms']:.3g} ms at its best probe: raise the limit or serve "
+                               "a faster candidate")
+    return frame
 
 
 def sweep_load(make_server: Callable[[], Server], requests: Sequence[dict], rates: Sequence[float], *,

@@ -137,3 +137,8 @@ def test_series_counts_every_request_once():
     result = loadgen.run(Server(sleepy, NoBatching()), PAYLOADS, Poisson(100, duration_s=1.0), series_bin_s=0.25)
     assert result.series["sent"].sum() == result.summary["requests"]
     assert result.series["ok"].sum() == result.summary["ok"]
+
+
+def test_a_closed_loop_with_many_clients_is_not_called_over_saturated():
+    result = loadgen.run(Server(lambda b: b["x"], NoBatching()), PAYLOADS, Closed(300, duration_s=0.5))
+    assert not result.summary["stopped_early"] and result.summary["ok"] > 300

@@ -68,3 +68,15 @@ def test_config_search_ranks_batching_above_one_at_a_time():
     none = ran[ran.policy == "none"].throughput_at_sla_per_s.max()
     assert frame.iloc[0]["throughput_at_sla_per_s"] >= 2 * none
     assert frame["note"].str.contains("oversubscribe").any()  # 3 workers on <= 2 cores are listed, not run
+
+
+def test_when_no_configuration_meets_the_sla_the_closest_is_named():
+    import time
+
+    def slow(batch):
+        time.sleep(0.005)
+        return batch["x"]
+    search = SlaSearch(max_p99_ms=1.0, probe_s=0.2, min_per_s=200.0, start_per_s=200.0, confirm_failures=0)
+    frame = search_configs(slow, [{"x": np.zeros((1, 1), np.float32)}], policies=[NoBatching()], search=search)
+    assert not frame["sla_met"].any()
+    assert "closest is none x1" in frame.attrs["note"] and "raise the limit" in frame.attrs["note"]
