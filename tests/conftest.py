@@ -67,3 +67,19 @@ def intents_model(intents_data):
     from optlab.models import zoo
 
     return zoo.get("intents", "teacher", smoke=True, data=intents_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_digits():
+    from optlab.testing.tiny import digits_dataset, digits_model, trained
+
+    data = digits_dataset(rows=900)
+    return trained(digits_model(width=32), data, epochs=2), data
+
+
+@pytest.fixture(scope="session")
+def tiny_bids():
+    from optlab.testing.tiny import bids_dataset, bids_model, trained
+
+    data = bids_dataset(rows=2000, vocab=(2000, 500, 50), numeric=4)
+    return trained(bids_model(vocab=(2000, 500, 50), numeric=4, dim=16, width=32), data, epochs=1), data

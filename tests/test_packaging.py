@@ -81,12 +81,19 @@ def test_a_wheel_installs_and_loads_every_dataset_outside_the_checkout(tmp_path)
     """A plain (non-editable) install finds the dataset generators: built offline, installed with
     --no-deps into a fresh virtual environment that sees this environment's packages, and run
     from a folder that is not the checkout."""
+    import shutil
     import site
     import venv
 
+    source = tmp_path / "source"  # a copy: setuptools builds in-tree and would leave build/ in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for folder in ("optlab", "datasets"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-q", "-w", str(wheels), str(ROOT)], check=True, capture_output=True, text=True)
+                    "-q", "-w", str(wheels), str(source)], check=True, capture_output=True, text=True)
     (wheel,) = wheels.glob("optlab-*.whl")
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)

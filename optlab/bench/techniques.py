@@ -40,18 +40,27 @@ def recipes(smoke: bool) -> list[Any]:
     return chosen
 
 
+def reference(name: str, smoke: bool):
+    """(model, data): the zoo's reference model for a dataset and the dataset it was trained on."""
+    from optlab.data.datasets import load
+    from optlab.models import zoo
+
+    data = load(name, smoke=smoke)
+    return zoo.get(name, smoke=smoke, data=data), data
+
+
 def run_dataset(name: str, smoke: bool, workdir: Path) -> list[dict[str, Any]]:
     import importlib
 
     ev = importlib.import_module("optlab.instruments.quality")
     zoo = importlib.import_module("optlab.models.zoo")
-    from optlab.bench.tiny import reference
     from optlab.instruments.latency import Workload, measure
     from optlab.models.runtimes import quiet_torch_logs
     from optlab.techniques.registry import apply
 
     quiet_torch_logs()
-    model, data, source = reference(name, smoke=smoke)
+    model, data = reference(name, smoke=smoke)
+    source = "optlab.models.zoo"
     base = zoo.baseline(model, name=f"{name}-baseline")
     ref = ev.reference(base, data)
     if smoke:
@@ -194,12 +203,11 @@ def torch_op_profile(predict, batch: dict[str, np.ndarray], runs: int = 10, top:
 
 
 def profile(name: str, smoke: bool, workdir: Path) -> None:
-    from optlab.bench.tiny import reference
     from optlab.models.runtimes import torch_predict_fn
     from optlab.recipes.recipe import Compile, Quantize
     from optlab.techniques.registry import apply
 
-    model, data, _ = reference(name, smoke=smoke)
+    model, data = reference(name, smoke=smoke)
     batch = {k: v[:256] for k, v in data.test.inputs.items()}
     for recipe in (Compile("onnxruntime"), Quantize("dynamic-int8", runtime="onnxruntime"),
                    Quantize("static-int8", runtime="onnxruntime")):

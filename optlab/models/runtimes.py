@@ -174,14 +174,31 @@ def load_torch(path: str | os.PathLike, *, threads: int | None = None, input_dty
 
 def compile_module(module, *, mode: str = "default", freezing: bool = True, dynamic: bool | None = None):
     """torch.compile with Inductor freezing on or off (freezing constant-folds weights and is
-    what makes PT2E int8 fast on CPU). Freezing travels in this compile's own Inductor options
-    (with the mode's options merged in, since torch.compile takes one or the other), so the
-    process-wide `torch._inductor.config.freezing` is never changed."""
+    what makes PT2E int8 fast on CPU). Dynamo and Inductor read the process-wide
+    `torch._inductor.config.freezing` while they trace and compile, so the returned callable sets
+    it only around calls that may compile (the first call with each input shape) and restores it:
+    the flag outside those calls is the caller's, and steady-state calls pay one dict look-up."""
     import torch
-    from torch._inductor import list_mode_options
 
-    options = {**(list_mode_options(mode) if mode != "default" else {}), "freezing": bool(freezing)}
-    return torch.compile(module, options=options, dynamic=dynamic)
+    compiled = torch.compile(module, mode=None if mode == "default" else mode, dynamic=dynamic)
+    return _CompileWithFreezing(compiled, bool(freezing))
+
+
+class _CompileWithFreezing:
+    def __init__(self, compiled, freezing: bool):
+        self.compiled, self.freezing, self.seen = compiled, freezing, set()
+
+    def __call__(self, *args, **kwargs):
+        key = (tuple(getattr(a, "shape", None) for a in args),
+               tuple((k, getattr(v, "shape", None)) for k, v in kwargs.items()))
+        if key in self.seen:
+            return self.compiled(*args, **kwargs)
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=self.freezing):
+            out = self.compiled(*args, **kwargs)
+        self.seen.add(key)
+        return out
 
 
 def _register_quantized_ops() -> None:

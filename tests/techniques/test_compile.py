@@ -3,17 +3,16 @@ providers, OpenVINO on the same file, torch.compile on a tiny MLP, and Chains of
 import numpy as np
 import pytest
 
-from optlab.bench.tiny import digits_dataset, digits_model, train
 from optlab.models.candidate import OnnxModel
 from optlab.models.runtimes import torch_predict_fn
 from optlab.recipes.recipe import Chain, Compile, Quantize, UnsupportedRecipe
 from optlab.techniques.registry import apply
+from optlab.testing.tiny import digits_dataset, digits_model
 
 
-@pytest.fixture(scope="module")
-def digits():
-    data = digits_dataset(rows=600)
-    return train(digits_model(width=32), data, epochs=1), data
+@pytest.fixture
+def digits(tiny_digits):
+    return tiny_digits
 
 
 def _batch(data, n):

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-from optlab.bench.tiny import bids_dataset, bids_model, digits_dataset, digits_model, train
 from optlab.models.candidate import OnnxModel
 from optlab.models.runtimes import torch_predict_fn
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
@@ -19,16 +18,14 @@ from optlab.techniques.registry import apply
 ORT = dict(runtime="onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    data = digits_dataset(rows=900)
-    return train(digits_model(width=32), data, epochs=2), data
+@pytest.fixture
+def digits(tiny_digits):
+    return tiny_digits
 
 
-@pytest.fixture(scope="module")
-def bids():
-    data = bids_dataset(rows=2000, vocab=(2000, 500, 50), numeric=4)
-    return train(bids_model(vocab=(2000, 500, 50), numeric=4, dim=16, width=32), data, epochs=1), data
+@pytest.fixture
+def bids(tiny_bids):
+    return tiny_bids
 
 
 def _baseline_size(model, tmp_path):
@@ -154,28 +151,3 @@ def test_ort_quantize_consumes_an_onnx_model(digits, tmp_path):
     candidate = apply(Quantize("dynamic-int8", **ORT), source, data, workdir=tmp_path)
     assert candidate.meta["source_onnx"] == str(source.path)
     _check_close(candidate, model, data, 0.05, 0.95)
-
-
-def test_autotune_records_trials_and_winner(digits, tmp_path):
-    model, data = digits
-    candidate = apply(Quantize("autotune", runtime="inc", tolerable_loss=0.05), model, data, workdir=tmp_path)
-    trials = candidate.meta["tuning_trials"]
-    assert trials[0]["config"] == "baseline fp32" and len(trials) >= 2
-    assert all("batch256_ms" in t for t in trials)
-    assert candidate.meta["inc_config"] in [t["config"] for t in trials[1:] if t["passed"]]
-
-
-@pytest.mark.slow
-def test_inc_static_int8_pt2e_compiled(bids, tmp_path):
-    """export -> PT2E int8 -> torch.compile(freezing): tiny model so Inductor compiles quickly."""
-    model, data = bids
-    candidate = apply(Quantize("static-int8", runtime="inc", calibration_samples=64), model, data, workdir=tmp_path)
-    assert candidate.artifact_path.suffix == ".pt2" and candidate.meta["compile_s"] >= 0
-    _check_close(candidate, model, data, max_abs=0.25, min_agreement=0)
-
-
-def test_gptq_on_a_non_transformer_is_unsupported_with_a_fix(digits, tmp_path):
-    model, data = digits
-    with pytest.raises(UnsupportedRecipe, match="algorithm='rtn'"):
-        apply(Quantize("weight-only-int8", runtime="inc", algorithm="gptq", calibration_samples=16), model, data,
-              workdir=tmp_path)
