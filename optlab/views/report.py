@@ -139,7 +139,8 @@ def _environment(frames: dict[str, Any], given: Mapping[str, Any] | None) -> dic
     return env
 
 
-def _recommendation_html(frame, sla: Mapping[str, Any]) -> str:
+def _recommendation_html(frame, sla: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The recommendation as HTML, and the recommended candidate's name (None when there is none)."""
     from optlab.study.frontier import recommend
 
     try:
