@@ -19,13 +19,10 @@ run at a time (a lock); dependencies' warnings go into each row's notes unless `
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
 import re
-import signal
-import threading
 import time
 import traceback
 import warnings
@@ -47,6 +44,7 @@ from optlab.study.executor import (
     run_task,
     skipped_row,
 )
+from optlab.study.hardstop import HardStop
 from optlab.study.store import Store
 
 # A candidate still running when the time limit passes is stopped this long after it
@@ -146,8 +144,7 @@ class Study:
         self.lock_timeout_s = float(lock_timeout_s)
         self.stop_reason: str | None = None  # "time limit" or "interrupted" when the last run stopped early
         self._skipped: dict[str, dict[str, Any]] = {}  # fingerprint -> skipped row (never stored)
-        self._alarm_armed = False
-        self._time_up = False
+        self._hard_stop = HardStop()
         self.results_dir = Path(results_dir)
         self.store = Store(self.results_dir)
         self.recipes: list[Recipe] = []
@@ -281,7 +278,8 @@ class Study:
         bar = tqdm(total=total, initial=done, desc="optlab study", unit="candidate", disable=not self.progress)
         elapsed: list[float] = []
         try:
-            with self._hard_stop(deadline):
+            grace = max(HARD_STOP_MIN_S, HARD_STOP_SHARE * (self.time_limit_s or 0.0))
+            with self._hard_stop.armed(None if deadline is None else deadline + grace):
                 context.baseline_outputs = self._baseline_outputs()  # a slow model's pass counts against the limit
                 rows = self.executor.run(functools.partial(run_task, context), [task for task, _ in pending])
                 for row in rows:
@@ -302,50 +300,21 @@ class Study:
                     bar.update(1)
                     self._emit(row, done, total, cached=False)
         except KeyboardInterrupt:
-            self.stop_reason = "time limit" if self._time_up else "interrupted"
-            note = limit_note if self._time_up else "not run: the study was interrupted (Ctrl-C)"
+            self.stop_reason = "time limit" if self._hard_stop.fired else "interrupted"
+            note = limit_note if self._hard_stop.fired else "not run: the study was interrupted (Ctrl-C)"
             for task, _ in pending:
                 if task.fingerprint in keys:
                     self._skipped[task.fingerprint] = skipped_row(context, task, note)
-            bar.write(f"optlab: study {'stopped at its time limit' if self._time_up else 'interrupted'}; "
+            bar.write(f"optlab: study {'stopped at its time limit' if self._hard_stop.fired else 'interrupted'}; "
                       f"{done} of {total} rows are stored in {self.results_dir} (run() again to continue); "
                       f"not run: {', '.join(self.skipped)}")
-            if not self._time_up:
+            if not self._hard_stop.fired:
                 raise
         finally:
             bar.close()
-        if self.stop_reason == "time limit" and not self._time_up and self.progress:
+        if self.stop_reason == "time limit" and not self._hard_stop.fired and self.progress:
             print(f"optlab: the study's time limit ({self.time_limit_s:.3g} s) was reached; not run: "
                   f"{', '.join(self.skipped)} (run() again to continue)")
-
-    @contextlib.contextmanager
-    def _hard_stop(self, deadline: float | None):
-        """Stop a candidate still running a little after the deadline (SIGALRM -> KeyboardInterrupt,
-        so it is handled like Ctrl-C). Only in the main thread on POSIX; elsewhere the limit is
-        kept between candidates and inside measurements only."""
-        self._time_up = False
-        usable = (deadline is not None and hasattr(signal, "setitimer")
-                  and threading.current_thread() is threading.main_thread())
-        if not usable:
-            yield
-            return
-
-        def on_alarm(signum, frame):
-            if self._alarm_armed:
-                self._alarm_armed = False
-                self._time_up = True
-                raise KeyboardInterrupt("optlab: the study's time limit was reached")
-
-        grace = max(HARD_STOP_MIN_S, HARD_STOP_SHARE * (self.time_limit_s or 0.0))
-        previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, max(deadline + grace - time.monotonic(), 0.01))
-        self._alarm_armed = True
-        try:
-            yield
-        finally:
-            self._alarm_armed = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
 
     @property
     def skipped(self) -> list[str]:
