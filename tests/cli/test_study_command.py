@@ -195,3 +195,25 @@ def test_another_studys_folder_is_one_line_naming_both_and_the_fix(files, tmp_pa
     assert f"--out {out} holds another study's results ('someone-else'): baseline ffffffffffff" in err
     assert f"choose another --out (e.g. --out {out / 'mlp'})" in err
     assert not list((out / "results" / "rows").glob("*.json"))  # nothing measured
+
+
+def test_a_study_on_a_constant_weight_graph_prints_no_runtime_warning_line(tmp_path):
+    from optlab.testing.graphs import constant_weight_mlp_inputs, constant_weight_mlp_onnx
+
+    model = constant_weight_mlp_onnx(tmp_path / "constant.onnx")
+    inputs, calibration = tmp_path / "inputs.npz", tmp_path / "calibration.npz"
+    np.savez(inputs, **constant_weight_mlp_inputs())
+    np.savez(calibration, **constant_weight_mlp_inputs(seed=2))
+    out = tmp_path / "out"
+    proc = study_command(model, inputs, out, "--smoke", "--calibration", str(calibration),
+                         "--recipe", "quantize(scheme=static-int8, runtime=onnxruntime)",
+                         "--recipe", "quantize(scheme=dynamic-int8, runtime=onnxruntime)")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    printed = stdout + stderr
+    for chatter in ("[W:onnxruntime", "Expected bias", "WARNING:root", "Warning:"):
+        assert chatter not in printed, printed[-3000:]
+    import pandas as pd
+
+    results = pd.read_csv(out / "results.csv")
+    assert results["warnings_count"].notna().all()  # counted for every candidate (zero or more)
