@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     print(f"   optimized / naive = {r_naive:.2f}x [target >= 10x: {_ok(r_naive >= 10)}]; optimized / reasonable = "
           f"{r_reason:.2f}x [target >= 4x: {_ok(r_reason >= 4)}]")
 
-    over_http = cs.goodput_over_http(case)
+    over_http = cs.goodput_over_http(case, ("naive", "reasonable", "optimized"))
     h = over_http.set_index("deployment")
     ceiling = h.loc["constant", "throughput_at_sla_per_s"]
     print("3. over HTTP (service in its own process, 8 keep-alive client connections, open-loop generator):")
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     print(f"   optimized at {share:.0%} of the HTTP ceiling ({ceiling:.0f}/s, constant endpoint, same client) "
           f"[aim >= 60%: {_ok(share >= 0.6)}]; the ceiling is also this client's headroom")
 
-    steady = 0.5 * t["optimized"]
+    steady = cs.steady_rate(inproc)
     result = cs.burst(case, steady)
     s = result.summary
     series = result.series

@@ -1,0 +1,128 @@
+"""Deployments of the bid model: the three preprocessings agree with the dataset's own features, bad
+bid requests are refused with the right status before the model runs, and in process the answers
+are the candidate's."""
+from __future__ import annotations
+
+import json
+import threading
+
+import msgpack
+import numpy as np
+import pytest
+
+from optlab.serving import casestudy
+from optlab.serving.deployments import (
+    MAX_BODY_BYTES,
+    NAIVE,
+    OPTIMIZED,
+    PREPROCESSORS,
+    REASONABLE,
+    BadRequest,
+    BidSchema,
+    Deployment,
+    DeploymentConfig,
+    InProcess,
+)
+
+
+@pytest.fixture(scope="module")
+def schema(bids_data):
+    return BidSchema.from_data(bids_data)
+
+
+@pytest.fixture(scope="module")
+def candidate(bids_model):
+    from optlab.models import zoo
+
+    return zoo.baseline(bids_model)
+
+
+@pytest.mark.parametrize("kind", sorted(PREPROCESSORS))
+def test_preprocessing_rebuilds_the_datasets_features(kind, schema, bids_data):
+    preprocess = PREPROCESSORS[kind](schema)
+    messages, rows = schema.messages(bids_data.test, 200, seed=1)
+    for _ in range(2):  # the second pass is served by the feature cache where there is one
+        features = [preprocess(json.loads(json.dumps(m))) for m in messages]
+        np.testing.assert_array_equal(np.concatenate([f["categorical"] for f in features]),
+                                      bids_data.test.inputs["categorical"][rows])
+        np.testing.assert_allclose(np.concatenate([f["numeric"] for f in features]),
+                                   bids_data.test.inputs["numeric"][rows], rtol=1e-6)
+    if kind == "cached":
+        assert preprocess.feature_cache.cache.hits >= 200
+
+
+def _variants(message):
+    imp = message["imp"][0]
+    return {
+        "missing field": ({**message, "imp": [{k: v for k, v in imp.items() if k != "os"}]}, 422, "imp[0].os"),
+        "no impression": ({**message, "imp": []}, 422, "imp"),
+        "numeric as text": ({**message, "ext": {**message["ext"], "page_depth": "4"}}, 422, "ext.page_depth"),
+        "numeric as bool": ({**message, "ext": {**message["ext"], "frequency": True}}, 422, "ext.frequency"),
+        "missing numeric": ({**message, "ext": {}}, 422, "ext.log_bid_floor"),
+        "id as number": ({**message, "imp": [{**imp, "region": 3}]}, 422, "imp[0].region"),
+        "unknown publisher": ({**message, "imp": [{**imp, "publisher": "publisher-123456"}]}, 404, "publisher-123456"),
+        "unknown creative": ({**message, "imp": [{**imp, "creative": "creative-x"}]}, 422, "creative-x"),
+        "not an object": ([message], 422, "object"),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(PREPROCESSORS))
+def test_bad_requests_are_refused_with_a_status_and_the_field(kind, schema, bids_data):
+    preprocess = PREPROCESSORS[kind](schema)
+    message = schema.messages(bids_data.test, 1, seed=2)[0][0]
+    for name, (bad, status, mention) in _variants(message).items():
+        with pytest.raises(BadRequest) as info:
+            preprocess(bad)
+        assert info.value.status == status, name
+        assert mention in str(info.value), (name, str(info.value))
+
+
+def test_payloads_refuse_garbage_and_oversized_bodies(schema, candidate):
+    for config in (REASONABLE, OPTIMIZED):
+        deployment = Deployment(config, candidate, schema)
+        with pytest.raises(BadRequest) as info:
+            deployment.decode(b"\xc1 not a payload")
+        assert info.value.status == 400
+        with pytest.raises(BadRequest) as info:
+            deployment.decode(b"x" * (MAX_BODY_BYTES + 1))
+        assert info.value.status == 413
+    with pytest.raises(ValueError, match="preprocessing"):
+        DeploymentConfig("x", preprocessing="fast")
+    with pytest.raises(ValueError, match="payload"):
+        DeploymentConfig("x", payload="xml")
+
+
+@pytest.mark.parametrize("config", [NAIVE, OPTIMIZED], ids=lambda c: c.name)
+def test_in_process_answers_are_the_candidates(config, schema, candidate, bids_data):
+    deployment = Deployment(config, candidate, schema)
+    messages, rows = schema.messages(bids_data.test, 40, seed=3)
+    bodies = [deployment.encode(m) for m in messages] + [b"{}" if config.payload == "json" else msgpack.packb({})]
+    replies, done = {}, threading.Event()
+
+    def on_done(reply):
+        replies[reply.request_id] = reply
+        if len(replies) == len(bodies):
+            done.set()
+
+    target = InProcess(deployment).start()
+    try:
+        for i, body in enumerate(bodies):
+            target.submit(body, i, on_done=on_done)
+        assert done.wait(10)
+    finally:
+        target.stop()
+    expected = candidate.predict({k: v[rows] for k, v in bids_data.test.inputs.items()})
+    got = np.array([np.ravel(replies[i].output)[0] for i in range(len(messages))])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert replies[len(messages)].status_name == "error" and "missing field" in replies[len(messages)].error
+    assert target.bad_requests == 1
+
+
+def test_capacity_plan_scales_a_replica_to_its_measured_throughput():
+    samples = np.random.default_rng(0).gamma(2.0, 20e-6, 400)
+    traffic = casestudy.campaign(smoke=True)
+    plan = casestudy.capacity_plan(samples, 2.0, traffic, smoke=True, capacity_per_s=1000.0)
+    fixed = plan.summary.set_index("kind").loc["fixed"]
+    # the spike's ~4,500/s at <= 70% of 1,000/s per replica
+    assert fixed["max_replicas"] == int(np.ceil(traffic.rates().max() / 700.0))
+    assert plan.summary.set_index("kind").loc["reactive", "cost_per_month_usd"] < fixed["cost_per_month_usd"]
