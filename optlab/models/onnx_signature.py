@@ -158,7 +158,9 @@ def conform(batch: Batch, signature: OnnxSignature, axes: Axes | None = None) ->
 def batch_axes(signature: OnnxSignature, batch: Batch, declared: Axes | None = None) -> Axes:
     """Each input's batch axis: `declared` first; a rank-0 input is a constant (None); else the
     axis carrying the batch symbol most inputs share on axis 0 (a state [layers, batch, hidden]
-    -> 1); else, when axis 0 is fixed by the model, its one dynamic axis; else 0."""
+    -> 1); else, when axis 0 is fixed by the model, its one dynamic axis; else 0. An input whose
+    every axis the model fixes, given with another size than the other inputs' rows, is a
+    constant too."""
     declared = dict(declared or {})
     unknown = sorted(set(declared) - set(signature.input_names))
     if unknown:
@@ -179,6 +181,16 @@ def batch_axes(signature: OnnxSignature, batch: Batch, declared: Axes | None = N
             axes[spec.name] = None
         else:
             axes[spec.name] = _inferred_axis(spec.shape, symbol)
+    # an input the model fixes completely (sr: int64[1]) whose size differs from the rows the
+    # dynamic inputs hold cannot be batched: it is a constant
+    rows = {np.shape(batch[s.name])[axes[s.name]] for s in signature.inputs
+            if s.name in batch and axes[s.name] is not None and s.name not in declared
+            and not isinstance(s.shape[axes[s.name]], int) and np.ndim(batch[s.name]) > axes[s.name]}
+    for spec in signature.inputs:
+        fixed = spec.shape and all(isinstance(d, int) for d in spec.shape)
+        if (spec.name not in declared and fixed and len(rows) == 1 and spec.name in batch
+                and np.ndim(batch[spec.name]) and np.shape(batch[spec.name])[0] not in rows):
+            axes[spec.name] = None
     return axes
 
 

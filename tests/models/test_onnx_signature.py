@@ -117,3 +117,20 @@ def test_the_batch_first_wrapper_computes_what_the_model_computes(tmp_path):
     # row i of the wrapped model alone equals row i of the whole batch: requests can slice rows
     one = ort.InferenceSession(str(wrapped)).run(None, {k: v[2:3] for k, v in rows.items()})[0]
     np.testing.assert_allclose(one[0], logits_w[2], rtol=1e-5)
+
+
+def test_a_fully_fixed_input_of_another_size_is_a_constant(tmp_path):
+    import onnx
+
+    from optlab.models.onnx_signature import batch_axes
+    from optlab.testing import streaming_inputs, streaming_onnx
+
+    model = onnx.load(str(streaming_onnx(tmp_path / "s.onnx")))
+    sr = next(v for v in model.graph.input if v.name == "sr")
+    sr.type.tensor_type.shape.dim.add().dim_value = 1  # sr: int64[1], as some exporters write a scalar
+    onnx.save(model, str(tmp_path / "s1.onnx"))
+    signature = read_signature(tmp_path / "s1.onnx")
+    given = dict(streaming_inputs(rows=6), sr=np.array([16000], dtype=np.int64))
+    assert batch_axes(signature, given) == {"x": 0, "sr": None, "state": 1}
+    one_row = dict(streaming_inputs(rows=1), sr=np.array([16000], dtype=np.int64))
+    assert batch_axes(signature, one_row)["sr"] == 0  # one row: batching it is as right as repeating it
