@@ -32,15 +32,11 @@ def recipes(smoke: bool) -> list[Any]:
 
 
 def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS) -> list[dict[str, Any]]:
-    import importlib
-
-    ev = importlib.import_module("optlab.instruments.quality")
-    zoo = importlib.import_module("optlab.models.zoo")
+    from optlab.bench import rows as rows_module
     from optlab.data.datasets import load
     from optlab.instruments.latency import Workload, measure
-    from optlab.models import weights
+    from optlab.models import zoo
     from optlab.models.runtimes import quiet_torch_logs
-    from optlab.techniques.registry import apply
 
     quiet_torch_logs()
     data = load(name, smoke=smoke)
@@ -48,32 +44,21 @@ def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS) -
     teacher = zoo.get(name, smoke=smoke, data=data)
     print(f"  {name}: teacher ready in {time.perf_counter() - started:.1f}s", flush=True)
     base = zoo.baseline(teacher, name=f"{name}-teacher")
-    ref = ev.reference(base, data)
     workload = Workload(batch_size=1, throughput_batch_sizes=(256,), threads=threads, warmup=3,
                         budget_s=0.3 if smoke else 1.0, sweep_budget_s=0.5 if smoke else 1.5, min_samples=10 if smoke
                         else 50, memory=False, cold_start=False, n_boot=200)
+    shared = rows_module.context(base, data, workload, data.test.inputs)
     rows = []
     for recipe in [None] + recipes(smoke):
         started = time.perf_counter()
-        row: dict[str, Any] = {"dataset": name}
-        try:
-            cand = base if recipe is None else apply(recipe, teacher, data, threads=threads, workdir=workdir / name)
-            row["build_s"] = round(time.perf_counter() - started, 1)
-            row.update(cand.describe())
-            measured = measure(cand, data.test.inputs, workload)
-            row.update(measured.to_row(), throughput_b256_per_s=_throughput_at(measured, 256))
+        row = rows_module.bench_row(shared, recipe, workdir / name, dataset=name)
+        row["params"] = row.get("param_count") or row["meta"].get("params_after")
+        row["meta"] = {k: v for k, v in row["meta"].items() if isinstance(v, (int, float, str, bool, type(None)))}
+        if row["status"] in ("ok", "reference"):
             # the teacher again, right after: speedups are paired, so a burst of load on the shared
             # cores hits both sides of a ratio instead of one
             paired = measure(base, data.test.inputs, workload)
             row.update(ref_p50_ms=paired.to_row()["p50_ms"], ref_throughput_b256_per_s=_throughput_at(paired, 256))
-            row.update(ev.evaluate(cand, data, ref, n_boot=200).to_row())
-            row["params"] = weights.param_count(cand.model) if hasattr(cand.model, "parameters") else cand.meta.get(
-                "params_after")
-            row["status"] = "reference" if recipe is None else "ok"
-            row["meta"] = {k: v for k, v in cand.meta.items() if isinstance(v, (int, float, str, bool, type(None)))}
-        except Exception as error:  # noqa: BLE001 - one failing recipe is a row with its error; the others still run
-            row.update(candidate=getattr(recipe, "name", "teacher"), status="error",
-                       error=f"{type(error).__name__}: {error}"[:300])
         rows.append(row)
         print(f"  {name}: {row.get('candidate')} [{row['status']}] {time.perf_counter() - started:.1f}s", flush=True)
     return rows

@@ -50,43 +50,26 @@ def reference(name: str, smoke: bool):
 
 
 def run_dataset(name: str, smoke: bool, workdir: Path) -> list[dict[str, Any]]:
-    import importlib
-
-    ev = importlib.import_module("optlab.instruments.quality")
-    zoo = importlib.import_module("optlab.models.zoo")
-    from optlab.instruments.latency import Workload, measure
+    from optlab.bench import rows as rows_module
+    from optlab.instruments.latency import Workload
+    from optlab.models import zoo
     from optlab.models.runtimes import quiet_torch_logs
-    from optlab.techniques.registry import apply
 
     quiet_torch_logs()
     model, data = reference(name, smoke=smoke)
     source = "optlab.models.zoo"
     base = zoo.baseline(model, name=f"{name}-baseline")
-    ref = ev.reference(base, data)
     if smoke:
         workload = Workload.smoke(throughput_batch_sizes=(256,), threads=THREADS, memory=False, cold_start=False)
     else:
         workload = Workload(batch_size=1, throughput_batch_sizes=(256,), threads=THREADS, budget_s=1.5,
                             sweep_budget_s=1.5, memory=False, cold_start=False, n_boot=200)
-    inputs = data.test.inputs
+    shared = rows_module.context(base, data, workload, data.test.inputs)
     rows = []
     for recipe in [None] + recipes(smoke):
         started = time.perf_counter()
-        row: dict[str, Any] = {"dataset": name, "model_source": source}
-        try:
-            cand = base if recipe is None else apply(recipe, model, data, threads=THREADS,
-                                                     workdir=workdir / name)
-            row["build_s"] = round(time.perf_counter() - started, 1)
-            row.update(cand.describe())
-            measured = measure(cand, inputs, workload)
-            point = measured.at_batch(256)
-            row.update(measured.to_row(), throughput_b256_per_s=None if point is None else point.throughput_per_s)
-            row.update(ev.evaluate(cand, data, ref, n_boot=200).to_row())
-            row["status"] = "reference" if recipe is None else "ok"
-            row["meta"] = {k: v for k, v in cand.meta.items() if k in ("inc_config", "tuning_trials", "compile_s")}
-        except Exception as error:  # noqa: BLE001 - one failing recipe is a row with its error
-            row.update(candidate=getattr(recipe, "name", "baseline"), status="error",
-                       error=f"{type(error).__name__}: {error}"[:300])
+        row = rows_module.bench_row(shared, recipe, workdir / name, dataset=name, model_source=source)
+        row["meta"] = {k: v for k, v in row["meta"].items() if k in ("inc_config", "tuning_trials", "compile_s")}
         rows.append(row)
         print(f"  {name}: {row.get('candidate')} [{row['status']}] {time.perf_counter() - started:.1f}s", flush=True)
     return rows

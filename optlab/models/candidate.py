@@ -8,6 +8,7 @@ and memory measurements) names a `loader`: "module:function" called as
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,7 @@ class Candidate:
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
     def describe(self) -> dict[str, Any]:
-        """Flat metadata for a results row."""
+        """Flat metadata for a results row; what building it recorded (`meta`) rides along as JSON."""
         return {
             "candidate": self.name,
             "family": self.family,
@@ -63,6 +64,7 @@ class Candidate:
             "recipe": getattr(self.recipe, "name", None),
             "artifact_path": None if self.artifact_path is None else os.fspath(self.artifact_path),
             "size_bytes": self.size_bytes,
+            "meta_json": json.dumps(self.meta, sort_keys=True, default=str) if self.meta else None,
         }
 
 
