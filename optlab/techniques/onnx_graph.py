@@ -84,6 +84,10 @@ def fill_types(proto: Any, feed: dict[str, Any], notes: list[str]) -> Any:
     import onnxruntime as ort
     from onnx import helper
 
+    try:  # what ONNX's own shape inference can say first (exporters often store no value_info)
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception as error:  # noqa: BLE001 - a failure here only means more tensors to read from a run
+        notes.append(f"ONNX shape inference failed ({type(error).__name__}: {_first_line(error)})")
     graph = proto.graph
     known = {v.name for v in [*graph.input, *graph.output, *graph.value_info]} | {t.name for t in graph.initializer}
     missing = [name for node in graph.node for name in node.output if name and name not in known]

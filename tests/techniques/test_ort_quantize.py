@@ -174,3 +174,16 @@ def test_an_artifact_larger_than_its_source_gets_a_note(tmp_path):
     assert candidate.size_bytes > path.stat().st_size
     assert any(note.startswith("the dynamic-int8 artifact (") and "is larger than its fp32 source" in note
                for note in candidate.meta["notes"])
+
+
+def test_an_ordinary_exported_graph_gets_no_workaround_notes(tmp_path):
+    from optlab.testing import TinyCNN, cnn_inputs, export
+
+    path = export(TinyCNN().eval(), cnn_inputs(), tmp_path / "cnn.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        baseline, data = from_onnx(path, cnn_inputs(rows=32))
+    fp16 = apply(Quantize("fp16", **ORT), baseline.model, data, workdir=tmp_path / "fp16")
+    assert fp16.meta["notes"] == []
+    int8 = apply(Quantize("dynamic-int8", **ORT), baseline.model, data, workdir=tmp_path / "int8")
+    assert [note.split(":")[0] for note in int8.meta["notes"]] == ["int8 check"]
