@@ -56,8 +56,8 @@ def test_mean_wait_at_half_load_matches_pollaczek_khinchine(mg1_run):
 def test_throughput_saturates_at_workers_over_service_time():
     result = loadgen.run(Server(sleepy, NoBatching(), workers=2, cores=2), PAYLOADS,
                          Poisson(1000, duration_s=1.5), saturation_s=2.0)
-    capacity = 2 / SERVICE_S
-    assert 0.8 * capacity <= result.summary["achieved_per_s"] <= 1.02 * capacity, result
+    capacity = 2 / (result.requests.service_ms.mean() / 1e3)  # a sleep overshoots a little: use what it took
+    assert 0.85 * capacity <= result.summary["achieved_per_s"] <= 1.03 * capacity, result
     assert result.summary["offered_per_s"] == 1000
 
 
@@ -88,7 +88,8 @@ def test_a_failing_model_ends_the_run_with_its_error_count():
 
 def test_closed_loop_keeps_its_concurrency():
     result = loadgen.run(Server(sleepy, NoBatching()), PAYLOADS, Closed(3, duration_s=1.0))
-    assert 0.75 / SERVICE_S <= result.summary["achieved_per_s"] <= 1.02 / SERVICE_S
+    capacity = 1 / (result.requests.service_ms.mean() / 1e3)
+    assert 0.75 * capacity <= result.summary["achieved_per_s"] <= 1.03 * capacity
     assert result.summary["p50_ms"] >= 2.5 * SERVICE_S * 1e3  # two requests ahead of each one
 
 
