@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from optlab.serving import loadgen
-from optlab.serving.policies import Admission, NoBatching, Policy
+from optlab.serving.policies import Admission, NoBatching, Policy, parse_policy
 from optlab.serving.schedules import Poisson
 from optlab.serving.server import Server
 
@@ -190,3 +190,34 @@ def sweep_load(make_server: Callable[[], Server], requests: Sequence[dict], rate
         if result.summary["stopped_early"]:
             break
     return pd.DataFrame(rows)
+
+
+def candidate_frame(candidates: Sequence[Any], requests: Sequence[dict], *,
+                    policies: Sequence[Policy] = (NoBatching(),), workers: Sequence[int] = (1,),
+                    search: SlaSearch = SlaSearch(),
+                    stated_load_per_s: float | None = None, headroom_per_s: float | None = None,
+                    seed: int = 0) -> pd.DataFrame:
+    """Serving figures per candidate, a companion to a study's results (join on `candidate`): its best
+    configuration and throughput at the SLA and, at `stated_load_per_s`, its p99 and shed rate there."""
+    rows = []
+    for candidate in candidates:
+        configs = search_configs(candidate, requests, policies=policies, workers=workers, search=search,
+                                 seed=seed, headroom_per_s=headroom_per_s)
+        best = {k: v for k, v in configs.iloc[0].items() if k != "curve"}
+        row = {"candidate": getattr(candidate, "name", str(candidate)), **best}
+        if stated_load_per_s:
+            server = Server(candidate, parse_policy(best["policy"]), workers=int(best["workers"]))
+            duration = max(search.probe_s, 1.2 * search.min_requests / stated_load_per_s)
+            summary = loadgen.run(server, requests, Poisson(stated_load_per_s, duration_s=duration), seed=seed,
+                                  headroom_per_s=headroom_per_s, saturation_s=0.5).summary
+            row.update(stated_load_per_s=stated_load_per_s, p99_at_stated_load_ms=summary["p99_ms"],
+                       shed_rate_at_stated_load=summary["shed"] / max(summary["requests"], 1),
+                       failed_rate_at_stated_load=summary["failed_rate"])
+        rows.append(row)
+    frame = pd.DataFrame(rows).sort_values("throughput_at_sla_per_s", ascending=False).reset_index(drop=True)
+    if len(frame) and not frame["sla_met"].any():
+        closest = frame.loc[frame["p99_at_sla_load_ms"].idxmin()]
+        frame.attrs["note"] = (f"no candidate meets p99 <= {search.max_p99_ms:g} ms; the closest is "
+                               f"{closest['candidate']} with p99 {closest['p99_at_sla_load_ms']:.3g} ms "
+                               "at its best probe: raise the limit or optimize further")
+    return frame

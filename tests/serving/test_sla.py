@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from optlab.serving.policies import DynamicBatching, NoBatching
-from optlab.serving.sla import SlaSearch, search_configs, throughput_at_sla
+from optlab.serving.sla import SlaSearch, candidate_frame, search_configs, throughput_at_sla
 
 KNEE = 1234.0
 
@@ -80,3 +80,23 @@ def test_when_no_configuration_meets_the_sla_the_closest_is_named():
     frame = search_configs(slow, [{"x": np.zeros((1, 1), np.float32)}], policies=[NoBatching()], search=search)
     assert not frame["sla_met"].any()
     assert "closest is none x1" in frame.attrs["note"] and "raise the limit" in frame.attrs["note"]
+
+
+def test_candidate_frame_ranks_candidates_and_reports_the_stated_load():
+    import time
+
+    from optlab.models.candidate import Candidate
+
+    def cost(seconds):
+        def predict(batch):
+            time.sleep(seconds)
+            return batch["x"]
+        return predict
+    fast, slow = Candidate("fast", cost(0.0005)), Candidate("slow", cost(0.004))
+    search = SlaSearch(max_p99_ms=15.0, probe_s=0.2, rel_tol=0.9, start_per_s=1000.0, max_probes=2,
+                       confirm_failures=0)
+    frame = candidate_frame([slow, fast], [{"x": np.zeros((1, 1), np.float32)}], search=search,
+                            stated_load_per_s=500.0)
+    assert list(frame.candidate) == ["fast", "slow"]
+    assert frame.loc[0, "throughput_at_sla_per_s"] > frame.loc[1, "throughput_at_sla_per_s"]
+    assert {"p99_at_stated_load_ms", "shed_rate_at_stated_load", "policy"} <= set(frame.columns)
