@@ -27,6 +27,7 @@ import http.client
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -283,9 +284,7 @@ def _start_process(spec: dict, sock: socket.socket, port: int, startup_s: float)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5.0)
-        for path in (spec_path, log_path):
-            path.unlink(missing_ok=True)
-        folder.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
 
     try:
         _wait_healthy(port, time.monotonic() + startup_s, lambda: process.poll() is None)
@@ -332,8 +331,17 @@ def main(argv: list[str]) -> int:
     spec_path, fd = argv
     if hasattr(signal, "SIGHUP"):  # die with the parent's session rather than linger
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    parent = os.getppid()
     deployment = _from_spec(json.loads(Path(spec_path).read_text()))
     server = uvicorn.Server(_uvicorn_config(app(deployment)))
+
+    def watch_parent() -> None:  # the service never outlives the process that started it
+        while not server.should_exit:
+            if os.getppid() != parent:
+                server.should_exit = True
+            time.sleep(0.5)
+
+    threading.Thread(target=watch_parent, daemon=True, name="optlab-parent-watch").start()
     server.run(sockets=[socket.socket(fileno=int(fd))])
     return 0
 
