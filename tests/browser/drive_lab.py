@@ -244,7 +244,7 @@ def run_live(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     time.sleep(1.0)
     state = {}
-    while time.monotonic() - started < job.get("run_timeout_s", 120):
+    while time.monotonic() - started < job.get("run_timeout_s", 130):
         state = page.evaluate(JS_RUN_STATE)
         if state["errors"] or (state["executed"] == state["code_cells"] and not state["running"]
                                and state["kernel"] == "idle"):
@@ -353,7 +353,7 @@ def run_saved(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
         image.scroll_into_view_if_needed()
         page.wait_for_timeout(100)
         size = image.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
-        output = page.locator(".jp-OutputArea-output").filter(has=image).last
+        output = image.locator("xpath=ancestor::div[contains(@class, 'jp-OutputArea-output')][1]")
         drawn.append({"complete": size[0], "width": size[1], "height": size[2],
                       "screenshot": browser.shot(f"{Path(name).stem}-chart-{i}", output)})
     result["saved_images"] = drawn

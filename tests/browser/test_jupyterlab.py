@@ -57,10 +57,14 @@ def _namespace_prefix() -> list[str]:
     return [*prefix, "--"]
 
 
-def _drive(tmp_path: Path, mode: str, notebook: str, source: str | None = None) -> dict:
+def _drive(tmp_path: Path, mode: str, notebook: str, source: str | None = None,
+           results: Path | None = None) -> dict:
     _require_browser()
     root = tmp_path / "lab"
     root.mkdir()
+    if results is not None:  # the notebook's results/ folder: a study there resumes from its store
+        results.mkdir(parents=True, exist_ok=True)
+        (root / "results").symlink_to(results, target_is_directory=True)
     if mode == "live":
         shutil.copy(ROOT / "notebooks" / notebook, root / notebook)
     name = notebook if mode == "live" else f"executed_{notebook}"
@@ -165,8 +169,17 @@ def _check_run(result: dict) -> list[dict]:
     return measured
 
 
-def test_tour_runs_live_offline_in_jupyterlab(tmp_path):
-    result = _drive(tmp_path, "live", "00_tour.ipynb")
+@pytest.fixture(scope="module")
+def tour_live(tmp_path_factory) -> tuple[dict, Path]:
+    """00_tour run live once; its results folder is reused by the saved-notebook test (which
+    checks drawing, not measuring: its study resumes from the store instead of timing again)."""
+    tmp = tmp_path_factory.mktemp("tour-live")
+    results = tmp / "results"
+    return _drive(tmp, "live", "00_tour.ipynb", results=results), results
+
+
+def test_tour_runs_live_offline_in_jupyterlab(tour_live):
+    result, _ = tour_live
     measured = _check_run(result)
     assert len(measured) >= 5  # baseline + 4 recipes in smoke mode
     _check_explorer(result, measured)
@@ -181,8 +194,9 @@ def test_quantization_notebook_draws_its_charts_offline(tmp_path):
     assert not list((tmp_path / "lab").rglob("nc_workspace")), "INC left nc_workspace/ in the notebook's folder"
 
 
-def test_saved_tour_shows_every_chart_without_a_kernel(tmp_path):
-    result = _drive(tmp_path, "saved", "00_tour.ipynb", source=str(ROOT / "notebooks" / "00_tour.ipynb"))
+def test_saved_tour_shows_every_chart_without_a_kernel(tmp_path, tour_live):
+    result = _drive(tmp_path, "saved", "00_tour.ipynb", source=str(ROOT / "notebooks" / "00_tour.ipynb"),
+                    results=tour_live[1])
     _check_clean(result)
     assert result["kernel_status"] == "none"
     # the explorer (chart in its HTML) and the Pareto chart at least, each a decoded picture
