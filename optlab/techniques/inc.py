@@ -63,6 +63,10 @@ def _import_inc():
     previous = os.environ.get("LOGLEVEL")
     os.environ["LOGLEVEL"] = "ERROR"
     try:
+        # INC checks at import whether transformers is loaded, and its RTN path names
+        # transformers.Conv1D whenever transformers is loaded later (by anyone): load it first.
+        import transformers  # noqa: F401
+
         # Importing INC's layer-wise helpers creates its workspace folder: put it under the cache.
         with _inc_workspace(resolve_workdir(None)):
             import neural_compressor.torch.quantization as inc

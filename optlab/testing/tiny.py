@@ -89,3 +89,18 @@ def trained(model, data: Dataset, epochs: int = 3, lr: float = 3e-3, batch_size:
 
     train(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     return model.eval()
+
+
+def assert_close_to_model(candidate, model, data, max_abs: float, min_agreement: float, rows: int = 128) -> None:
+    """A candidate's outputs on the first test rows stay within `max_abs` (relative to the logit
+    scale) of the torch model's, float32 and the same shape; class scores keep >= `min_agreement`
+    top-1 agreement."""
+    from optlab.models.runtimes import torch_predict_fn
+
+    batch = {k: v[:rows] for k, v in data.test.inputs.items()}
+    expected = torch_predict_fn(model)(batch)
+    got = candidate.predict(batch)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.abs(got - expected).max() <= max_abs * max(1.0, np.abs(expected).max())
+    if expected.ndim == 2:
+        assert (got.argmax(1) == expected.argmax(1)).mean() >= min_agreement

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from optlab.models.candidate import OnnxModel
-from optlab.models.runtimes import torch_predict_fn
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
 from optlab.techniques.registry import apply
+from optlab.testing.tiny import assert_close_to_model
 
 ORT = dict(runtime="onnxruntime")
 
@@ -34,16 +34,6 @@ def _baseline_size(model, tmp_path):
     path = tmp_path / "fp32.pt"
     torch.save(model, path)
     return path.stat().st_size
-
-
-def _check_close(candidate, model, data, max_abs, min_agreement):
-    batch = {k: v[:128] for k, v in data.test.inputs.items()}
-    expected = torch_predict_fn(model)(batch)
-    got = candidate.predict(batch)
-    assert got.shape == expected.shape and got.dtype == np.float32
-    assert np.abs(got - expected).max() <= max_abs * max(1.0, np.abs(expected).max())
-    if expected.ndim == 2:
-        assert (got.argmax(1) == expected.argmax(1)).mean() >= min_agreement
 
 
 # (recipe, max abs diff relative to the logit scale, min top-1 agreement)
@@ -73,7 +63,7 @@ def test_quantize_digits_close_to_baseline(recipe, max_abs, min_agreement, digit
     assert candidate.runtime == {"torch": "torch", "onnxruntime": "onnxruntime", "inc": "inc"}[recipe.runtime]
     assert candidate.artifact_path.exists() and str(candidate.artifact_path).startswith(str(tmp_path))
     assert candidate.loader and candidate.loader.startswith("optlab.models.runtimes:")
-    _check_close(candidate, model, data, max_abs, min_agreement)
+    assert_close_to_model(candidate, model, data, max_abs, min_agreement)
     if recipe.runtime == "onnxruntime":
         assert isinstance(candidate.model, OnnxModel) and candidate.model.input_names == ("pixels",)
     if recipe.scheme in ("dynamic-int8", "static-int8", "weight-only-int4") or (
@@ -90,7 +80,7 @@ def test_int8_quantizes_embedding_tables(recipe, bids, tmp_path):
     candidate = apply(recipe, model, data, workdir=tmp_path)
     # per-row scales cost more on this tiny 16-wide table than on the reference model
     assert candidate.size_bytes <= 0.4 * _baseline_size(model, tmp_path)
-    _check_close(candidate, model, data, max_abs=0.1, min_agreement=0)
+    assert_close_to_model(candidate, model, data, max_abs=0.1, min_agreement=0)
 
 
 def test_skewed_calibration_uses_one_class(digits, tmp_path):
@@ -150,4 +140,4 @@ def test_ort_quantize_consumes_an_onnx_model(digits, tmp_path):
     source = OnnxModel(exported.meta["source_onnx"], ("pixels",), ("logits",))
     candidate = apply(Quantize("dynamic-int8", **ORT), source, data, workdir=tmp_path)
     assert candidate.meta["source_onnx"] == str(source.path)
-    _check_close(candidate, model, data, 0.05, 0.95)
+    assert_close_to_model(candidate, model, data, 0.05, 0.95)
