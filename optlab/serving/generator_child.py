@@ -6,7 +6,8 @@ away from the server's and, where the machine has more than one core, sits on a 
 
 Protocol on a SOCK_SEQPACKET socket (one message per send): child -> parent `READY`, then per request
 `<qqq` (request id, scheduled and actual send monotonic ns), and `<qqq` (-1, requests sent, 0)
-at the end. Parent -> child: first `<q` t0 (monotonic ns of the run's start), then `S` to stop early,
+at the end. Parent -> child: first `<q` t0 (monotonic ns of the run's start), then `S` to stop early, `B` after
+the last message,
 and in a closed loop `<q...`
 the ids of answered requests. An open loop never waits for answers: a request that is late to leave
 keeps its scheduled time, so the generator cannot hide queueing (coordinated omission).
@@ -52,9 +53,11 @@ def _open_loop(sock: socket.socket, t0: int, offsets: array, end_ns: int) -> int
     return sent
 
 
-def _closed_loop(sock: socket.socket, concurrency: int, max_count: int, end_ns: int) -> int:
+def _closed_loop(sock: socket.socket, t0: int, concurrency: int, max_count: int, end_ns: int) -> int:
     clock, pack, send = time.monotonic_ns, SEND.pack, sock.send
     sent = 0
+    if t0 > clock():
+        time.sleep((t0 - clock()) / 1e9)
     for _ in range(min(concurrency, max_count)):
         now = clock()
         send(pack(sent, now, now))
@@ -67,7 +70,7 @@ def _closed_loop(sock: socket.socket, concurrency: int, max_count: int, end_ns: 
         if not ready:
             continue
         message = sock.recv(65536)
-        if not message or message[:1] == b"S":
+        if not message or message == b"S":
             break
         for _ in range(len(message) // 8):
             if sent >= max_count:
@@ -78,9 +81,25 @@ def _closed_loop(sock: socket.socket, concurrency: int, max_count: int, end_ns: 
     return sent
 
 
+def _await_goodbye(sock: socket.socket, timeout_s: float = 5.0) -> None:
+    """Read what the parent still sends until its `B` (or its close): closing a socket with unread
+    messages would reset the parent's end before it reads our last message."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        ready, _, _ = select.select([sock], [], [], max(0.0, end - time.monotonic()))
+        if not ready:
+            return
+        try:
+            message = sock.recv(65536)
+        except OSError:
+            return
+        if not message or message == b"B":
+            return
+
+
 def _stopped(sock: socket.socket) -> bool:
     message = sock.recv(65536)
-    return not message or message[:1] == b"S"
+    return not message or message == b"S"
 
 
 def main(argv: list[str]) -> int:
@@ -93,10 +112,11 @@ def main(argv: list[str]) -> int:
     (t0,) = struct.unpack("<q", sock.recv(64)[:8])
     end_ns = t0 + int(max_duration_ns)
     if int(concurrency) > 0:
-        sent = _closed_loop(sock, int(concurrency), int(max_count), end_ns)
+        sent = _closed_loop(sock, t0, int(concurrency), int(max_count), end_ns)
     else:
         sent = _open_loop(sock, t0, offsets, end_ns)
     sock.send(SEND.pack(-1, sent, 0))
+    _await_goodbye(sock)
     sock.close()
     return 0
 

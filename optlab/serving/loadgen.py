@@ -140,9 +140,10 @@ class _State:
         self.status[i] = reply.status
         with self.lock:
             self.answered += 1
-        if self.closed and self.sock is not None:
+        sock = self.sock
+        if self.closed and sock is not None:
             try:
-                self.sock.send(struct.pack("<q", i))
+                sock.send(struct.pack("<q", i))
             except OSError:  # the generator has finished and closed its end: nothing waits for this answer
                 pass
 
@@ -162,11 +163,20 @@ def _pump(sock, server, requests, keys, state: _State, limit: int, hard_end_ns: 
                 notes.append("the generator did not finish within its bound; stopped")
                 return "generator timed out"
             continue
+        except ConnectionResetError:  # the generator is gone: what it sent has been handled
+            notes.append("the generator's connection closed before its last message")
+            state.sock = None
+            return reason
         if not message:
             return reason or "generator exited"
         i, scheduled, sent_ns = unpack(message)
         if i < 0:
             state.sent_by_generator = scheduled
+            state.sock = None  # no more answers to the generator: it is done
+            try:
+                sock.send(b"B")
+            except OSError:
+                pass
             return reason
         now = clock()
         state.scheduled[i], state.sent[i], state.received[i] = scheduled, sent_ns, now
