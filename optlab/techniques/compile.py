@@ -30,14 +30,15 @@ def apply_onnxruntime(recipe: Compile, model: Any, data: Any, *, threads=None, w
         raise UnsupportedRecipe(f"{recipe.name}: {wanted} is not available here (onnxruntime "
                                 f"{ort.__version__} has {ort.get_available_providers()}); use provider='cpu' "
                                 f"or install onnxruntime-gpu on a CUDA machine")
-    onnx_model = as_onnx(model, data, workdir)
+    notes: list[str] = []
+    onnx_model = as_onnx(model, data, workdir, notes=notes)
     options = {"threads": threads, "graph_level": recipe.graph_level, "provider": recipe.provider}
     session = ort_session(onnx_model.path, **options)
     return Candidate(
         name=recipe.name, predict_fn=ort_predict_fn(session), family="compilation", runtime="onnxruntime",
         device="cuda" if recipe.provider == "cuda" else "cpu", recipe=recipe, model=onnx_model,
         artifact_path=onnx_model.path, loader="optlab.models.runtimes:load_onnxruntime", loader_options=options,
-        meta={"providers": session.get_providers(), "graph_level": recipe.graph_level})
+        meta={"providers": session.get_providers(), "graph_level": recipe.graph_level, "notes": notes})
 
 
 @register(Compile, runtime="openvino")
@@ -49,13 +50,14 @@ def apply_openvino(recipe: Compile, model: Any, data: Any, *, threads=None, work
             from error
     from optlab.models.runtimes import openvino_predict_fn
 
-    onnx_model = as_onnx(model, data, workdir)
+    notes: list[str] = []
+    onnx_model = as_onnx(model, data, workdir, notes=notes)
     options = {"threads": threads, "precision": "f32"}
     return Candidate(
         name=recipe.name, predict_fn=openvino_predict_fn(onnx_model.path, **options), family="compilation",
         runtime="openvino", device="cpu", recipe=recipe, model=onnx_model, artifact_path=onnx_model.path,
         loader="optlab.models.runtimes:load_openvino", loader_options=options,
-        meta={"openvino_version": openvino.__version__, "inference_precision": "f32"})
+        meta={"openvino_version": openvino.__version__, "inference_precision": "f32", "notes": notes})
 
 
 @register(Compile, runtime="torch.compile")
