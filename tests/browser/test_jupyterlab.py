@@ -191,7 +191,11 @@ def test_quantization_notebook_draws_its_charts_offline(tmp_path):
     assert result["static_charts_expected"] >= 2
     if result["explorer_found"]:
         _check_explorer(result, measured)
-    assert not list((tmp_path / "lab").rglob("nc_workspace")), "INC left nc_workspace/ in the notebook's folder"
+    # INC's nc_workspace/ and every other working file stay under the work directory (results/.../artifacts)
+    assert not (tmp_path / "lab" / "nc_workspace").exists(), "INC left nc_workspace/ in the notebook's folder"
+    stray = {p.name for p in (tmp_path / "lab").iterdir()} - {"01_quantization.ipynb", "results", ".lab-home",
+                                                              ".ipynb_checkpoints"}
+    assert not stray, f"working files left in the notebook's folder: {sorted(stray)}"
 
 
 def test_saved_tour_shows_every_chart_without_a_kernel(tmp_path, tour_live):
