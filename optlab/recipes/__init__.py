@@ -14,6 +14,7 @@ from optlab.recipes.recipe import (
                                    parse,
 )
 from optlab.recipes.sweeps import sweep
+from optlab.recipes.transformers import Optimum
 
 __all__ = ["Recipe", "Quantize", "Compile", "Prune", "Distill", "OnDevice", "Chain", "UnsupportedRecipe", "from_dict",
-           "from_json", "parse", "sweep", "ONNX_RECIPES"]
+           "from_json", "parse", "sweep", "ONNX_RECIPES", "Optimum"]
