@@ -82,7 +82,9 @@ def export(model: Any, data: Any, workdir: Path, notes: list[str]) -> Path:
     hf = hf_model(model)
     folder = workdir / f"hf-{weights.digest(hf)[:12]}"
     onnx_dir = folder / "onnx"
-    if (onnx_dir / "model.onnx").exists():
+    record = folder / "export-notes.json"
+    if (onnx_dir / "model.onnx").exists() and record.exists():
+        notes.extend(json.loads(record.read_text()))
         return onnx_dir
     hf.save_pretrained(folder / "pytorch")
     inputs = set(getattr(data, "input_names", None) or ("input_ids", "attention_mask"))
@@ -102,11 +104,14 @@ def export(model: Any, data: Any, workdir: Path, notes: list[str]) -> Path:
     onnx_config = constructor(hf.config, task=TASK)
     dropped = [name for name in onnx_config.inputs if name not in inputs]
     custom = {"model": _inputs_only(onnx_config, inputs)} if dropped else None
+    exported: list[str] = []
     if dropped:
-        notes.append(f"exported without {', '.join(dropped)} (not in the data)")
-    with onnx_graph.captured_output(notes, source="optimum exporter"):
+        exported.append(f"exported without {', '.join(dropped)} (not in the data)")
+    with onnx_graph.captured_output(exported, source="optimum exporter"):
         main_export(str(folder / "pytorch"), output=onnx_dir, task=TASK, local_files_only=True,
                     custom_onnx_configs=custom, do_validation=True, library_name="transformers")
+    record.write_text(json.dumps(exported))
+    notes.extend(exported)
     return onnx_dir
 
 
