@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     begun = time.monotonic()
     print(f"rtb bench on {_cpu_line()}; SLA p99 <= {cs.SLA_MS:g} ms; price ${cs.PRICE_PER_HOUR_USD}/h per machine")
     case = cs.build(smoke=args.smoke)
-    print("1. model call time (us), one thread:")
+    print("1. model call time (us); ONNX Runtime candidates on one thread, the baseline on torch's default threads:")
     print(case.timings.round(1).to_string(index=False))
     quality = cs.quality_table(case)
     print(f"   chosen for 'optimized': {case.chosen}")
