@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from optlab.instruments.timing import summarize
-from optlab.serving.generator_child import SEND
+from optlab.serving.generator_child import MAX_PER_MESSAGE, SEND
 from optlab.serving.policies import NoBatching
 from optlab.serving.schedules import Closed, Load, Poisson, arrivals
 from optlab.serving.server import OK, STATUS, TIMEOUT, Reply, Server
@@ -154,10 +154,11 @@ def _pump(sock, server, requests, keys, state: _State, limit: int, hard_end_ns: 
     state.sock = sock
     sock.settimeout(0.05)
     n_payloads, reason = len(requests), ""
-    unpack, clock, submit, on_done = SEND.unpack, time.monotonic_ns, server.submit, state.on_done
+    records, clock, submit, on_done = SEND.iter_unpack, time.monotonic_ns, server.submit, state.on_done
+    size = SEND.size * MAX_PER_MESSAGE
     while True:
         try:
-            message = sock.recv(64)
+            message = sock.recv(size)
         except TimeoutError:
             if clock() > hard_end_ns:
                 notes.append("the generator did not finish within its bound; stopped")
@@ -169,25 +170,25 @@ def _pump(sock, server, requests, keys, state: _State, limit: int, hard_end_ns: 
             return reason
         if not message:
             return reason or "generator exited"
-        i, scheduled, sent_ns = unpack(message)
-        if i < 0:
-            state.sent_by_generator = scheduled
-            state.sock = None  # no more answers to the generator: it is done
-            try:
-                sock.send(b"B")
-            except OSError:
-                pass
-            return reason
         now = clock()
-        state.scheduled[i], state.sent[i], state.received[i] = scheduled, sent_ns, now
-        if keys is None:
-            payload, key = requests[i % n_payloads], None
-        else:
-            key = int(keys[i])
-            payload = requests[key % n_payloads]
-            state.keys[i] = key
-        submit(payload, i, scheduled_ns=scheduled, on_done=on_done, key=key)
-        state.submitted += 1
+        for i, scheduled, sent_ns in records(message):
+            if i < 0:
+                state.sent_by_generator = scheduled
+                state.sock = None  # no more answers to the generator: it is done
+                try:
+                    sock.send(b"B")
+                except OSError:
+                    pass
+                return reason
+            state.scheduled[i], state.sent[i], state.received[i] = scheduled, sent_ns, now
+            if keys is None:
+                payload, key = requests[i % n_payloads], None
+            else:
+                key = int(keys[i])
+                payload = requests[key % n_payloads]
+                state.keys[i] = key
+            submit(payload, i, scheduled_ns=scheduled, on_done=on_done, key=key)
+            state.submitted += 1
         if not reason and state.submitted - state.answered > limit:
             reason = (f"over-saturated: {state.submitted - state.answered} requests waiting (more than "
                       f"{saturation_s:g} s of offered load); the server cannot sustain this load")

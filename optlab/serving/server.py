@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -28,10 +28,10 @@ STATUS = ("ok", "shed_queue_full", "shed_deadline", "error", "timeout")
 _EWMA = 0.2
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """The answer to one request. `batch_size` is the number of requests served in the same model
-    call (0 for a cache hit or a request that never reached the model)."""
+    call (0 for a cache hit or a request that never reached the model). A named tuple: one is made
+    per request on the hot path, and tuples are the cheapest immutable records Python has."""
 
     request_id: int
     status: int
@@ -94,15 +94,15 @@ def split(output: Any, rows: list[int]) -> list[Any]:
     return np.split(np.asarray(output), cuts)
 
 
-@dataclass
 class _Request:
-    request_id: int
-    payload: dict[str, np.ndarray]
-    scheduled_ns: int
-    enqueued_ns: int
-    deadline_ns: int | None
-    on_done: Callable[[Reply], None]
-    key: Any = None
+    """A queued request (a slotted class: made once per request on the hot path)."""
+
+    __slots__ = ("request_id", "payload", "scheduled_ns", "enqueued_ns", "deadline_ns", "on_done", "key")
+
+    def __init__(self, request_id: int, payload: dict[str, np.ndarray], scheduled_ns: int, enqueued_ns: int,
+                 deadline_ns: int | None, on_done: Callable[[Reply], None], key: Any = None):
+        self.request_id, self.payload, self.scheduled_ns = request_id, payload, scheduled_ns
+        self.enqueued_ns, self.deadline_ns, self.on_done, self.key = enqueued_ns, deadline_ns, on_done, key
 
 
 @dataclass
