@@ -35,7 +35,8 @@ def _static_bundle(chart, table, heading: str = "") -> dict[str, Any]:
     SVG plus a table (text/html), the chart's PNG and Vega-Lite v6 spec, and plain text."""
     from optlab.views.report import table_html
 
-    body = f"<div>{heading}{svg_img(chart)}{table_html(table)}</div>"
+    # prices carry "$": without these classes JupyterLab's MathJax (v2 / v3 names) typesets text between pairs
+    body = f'<div class="tex2jax_ignore mathjax_ignore">{heading}{svg_img(chart)}{table_html(table)}</div>'
     return {
         **picture_bundle(chart),
         "text/html": body,

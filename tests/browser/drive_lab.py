@@ -254,6 +254,7 @@ def run_live(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
     result["run_state"] = state
     page.wait_for_timeout(1500)  # let the last widget/chart messages draw
     result["bad_text"] = [t for t in BAD_TEXT if t in page.inner_text(".jp-Notebook")]
+    result["typeset_math"] = page.locator(".jp-OutputArea-output mjx-container").count()  # "$" read as LaTeX
 
     code = ("import json as _j\nfor _n in ('study', 'results'):\n    _v = globals().get(_n)\n"
             "    _df = getattr(_v, 'results', _v)\n    if _df is not None and hasattr(_df, 'to_dict'):\n"
@@ -358,6 +359,7 @@ def run_saved(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
                       "screenshot": browser.shot(f"{Path(name).stem}-chart-{i}", output)})
     result["saved_images"] = drawn
     result["bad_text"] = [t for t in BAD_TEXT if t in page.inner_text(".jp-Notebook")]
+    result["typeset_math"] = page.locator(".jp-OutputArea-output mjx-container").count()  # "$" read as LaTeX
     result["kernel_status"] = page.evaluate("""() => { const w = window.jupyterapp.shell.currentWidget;
         const s = w.sessionContext; return s.session && s.session.kernel ? s.session.kernel.status : 'none'; }""")
     result["screenshot_end"] = browser.shot(f"{Path(name).stem}-end")

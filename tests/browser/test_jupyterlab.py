@@ -104,6 +104,7 @@ def _check_clean(result: dict) -> None:
     assert result["page_errors"] == [], result["page_errors"]
     assert result["console_errors"] == [], result["console_errors"]
     assert result["bad_text"] == [], f"error or loading text in the notebook: {result['bad_text']}"
+    assert result["typeset_math"] == 0, "an output's text was typeset as LaTeX (unescaped $ signs)"
     assert result["server_stopped"]
 
 
