@@ -225,7 +225,7 @@ class Energy:
     predictions: int | None = None
     seconds: float | None = None
     mean_power_w: float | None = None
-    idle_power_w: float | None = None  # read before the run, with the GPU at rest
+    idle_power_w: float | None = None  # read before the run, once the readings have settled (at rest)
     above_idle_joules_per_prediction: float | None = None  # (mean - idle power) x time / predictions
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,6 +247,26 @@ def _nvml_handle(device: str):
     index = _nvml_index(_device_index(device))
     return pynvml.nvmlDeviceGetHandleByUUID(index) if isinstance(index, str) else \
         pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
+IDLE_SETTLE_MAX_S = 15.0  # power readings lag and decay after load: wait at most this long for them to settle
+
+
+def _idle_power(pynvml: Any, handle: Any, window_s: float) -> float:
+    """Median power (W) over the first `window_s` window that agrees within 5% with the window
+    before it: a GPU that just ran work reads hundreds of watts for seconds afterwards."""
+    previous = None
+    deadline = time.perf_counter() + IDLE_SETTLE_MAX_S
+    while True:
+        readings = []
+        until = time.perf_counter() + window_s
+        while time.perf_counter() < until:
+            readings.append(pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)
+            time.sleep(0.05)
+        median = float(sorted(readings)[len(readings) // 2])
+        if (previous is not None and abs(median - previous) <= 0.05 * previous) or time.perf_counter() > deadline:
+            return median
+        previous = median
 
 
 def energy_per_prediction(fn: Callable[[], Any], rows_per_call: int, *, device: str = "cuda",
@@ -278,11 +298,7 @@ def energy_per_prediction(fn: Callable[[], Any], rows_per_call: int, *, device: 
         except Exception as error:  # noqa: BLE001 - NVMLError_NotSupported (pre-Volta GPUs)
             return Energy(False, f"this GPU has no total-energy counter ({error})")
         torch.cuda.synchronize()
-        idle = []
-        until = time.perf_counter() + idle_s
-        while time.perf_counter() < until:
-            idle.append(pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)
-            time.sleep(0.05)
+        idle = _idle_power(pynvml, handle, idle_s)
         fn()  # one call so that lazy work (allocation, compilation) stays out of the energy
         torch.cuda.synchronize()
         calls = 0
@@ -299,7 +315,7 @@ def energy_per_prediction(fn: Callable[[], Any], rows_per_call: int, *, device: 
     finally:
         pynvml.nvmlShutdown()
     predictions = calls * int(rows_per_call)
-    idle_w = float(sorted(idle)[len(idle) // 2])
+    idle_w = idle
     mean_w = joules / seconds
     return Energy(True, "", joules / predictions, predictions, round(seconds, 3), round(mean_w, 1), round(idle_w, 1),
                   max(mean_w - idle_w, 0.0) * seconds / predictions)
