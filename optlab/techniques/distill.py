@@ -7,7 +7,6 @@ seed on hard labels only, so a study shows whether distillation actually helped.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optlab.instruments.latency import torch_threads
+from optlab.models import weights
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import Distill
 from optlab.techniques.prune import require_training_rows
@@ -46,7 +46,7 @@ def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None
 def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None,
                    workdir: Path | None) -> Candidate:
     from optlab.data.datasets import Split
-    from optlab.models import training, weights, zoo
+    from optlab.models import training, zoo
 
     teacher = model
     if data.name not in zoo.SIZES:
@@ -130,7 +130,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
 
 def teacher_logits(teacher: nn.Module, data: Any, batch_size: int = 256) -> np.ndarray:
     """The teacher's logits on the train split, computed once per (teacher weights, data)."""
-    key = (weights_fingerprint(teacher), getattr(data, "fingerprint", "") or id(data.train), len(data.train))
+    key = (weights.digest(teacher), getattr(data, "fingerprint", "") or id(data.train), len(data.train))
     if key in _TEACHER_LOGITS:
         _TEACHER_LOGITS.move_to_end(key)
         return _TEACHER_LOGITS[key]
@@ -148,14 +148,6 @@ def teacher_logits(teacher: nn.Module, data: Any, batch_size: int = 256) -> np.n
     while len(_TEACHER_LOGITS) > _TEACHER_CACHE_SIZE:
         _TEACHER_LOGITS.popitem(last=False)
     return logits
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def init_from_teacher(student: nn.Module, teacher: nn.Module) -> int:

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from optlab.instruments.footprint import torch_footprint
 from optlab.instruments.latency import torch_threads
+from optlab.models import weights
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import Prune, UnsupportedRecipe
 from optlab.techniques.registry import register
@@ -48,7 +50,7 @@ def _apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None, w
     pruned.__dict__.pop("optlab_spec", None)  # the zoo's spec no longer describes the pruned shapes
     output = output_layer(pruned, example)
     layers = prunable_layers(pruned, example)
-    params_before = param_count(pruned)
+    params_before = weights.param_count(pruned)
     meta: dict[str, Any] = {"params_before": params_before, "dense_size_bytes_before": dense_size_bytes(pruned),
                             "target_sparsity": recipe.sparsity,
                             "scope": recipe.scope, "structured": recipe.structured,
@@ -63,9 +65,9 @@ def _apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None, w
         meta.update(prune_unstructured(pruned, layers, recipe.sparsity, scope=recipe.scope,
                                        finetune=lambda m: meta.update(_finetune(m, data, recipe, train_on))))
     pruned.eval()
-    meta["params_after"] = param_count(pruned)
+    meta["params_after"] = weights.param_count(pruned)
     meta["param_reduction"] = 1.0 - meta["params_after"] / max(params_before, 1)
-    meta["zero_fraction"] = zero_fraction(pruned)
+    meta["zero_fraction"] = torch_footprint(pruned)[1]
 
     path = artifact_file(resolve_workdir(workdir), recipe.name, ".pt")
     meta["dense_size_bytes"] = dense_size_bytes(pruned)
@@ -329,16 +331,6 @@ def dense_size_bytes(model: nn.Module) -> int:
 
 
 # --- small shared helpers -----------------------------------------------------------
-
-def param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def zero_fraction(model: nn.Module) -> float:
-    """Zeros among all parameters (embeddings, biases, norms included)."""
-    total = param_count(model)
-    return sum(int((p == 0).sum()) for p in model.parameters()) / max(total, 1)
-
 
 def _example_batch(data: Any, rows: int = 8) -> dict[str, np.ndarray]:
     split = data.calibration if len(getattr(data, "calibration", ())) else data.train
