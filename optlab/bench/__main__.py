@@ -15,6 +15,7 @@ BENCHES = {
     "serving": "optlab.bench.serving",
     "rtb": "optlab.bench.rtb",
     "gpu": "optlab.bench.gpu",
+    "transformers": "optlab.bench.transformers",
 }
 
 

@@ -310,3 +310,29 @@ def describe(candidate: Candidate) -> str:
     meta = candidate.meta
     found = ", ".join(k for k, v in meta.get("fusions", {}).items() if v) or "none"
     return json.dumps({"candidate": candidate.name, "preset": meta.get("preset"), "fusions": found})
+
+
+def compare_padding(candidate: Candidate, split: Any, *, batch_size: int = 32, batches: int = 20,
+                    max_length: int = 128, budget_s: float = 1.0):
+    """Padding to the longest row of each batch vs to `max_length`, on the same consecutive rows
+    of `split` (their real, long-tailed lengths): one row per strategy with the padding share,
+    p50 per batch and rows per second (a DataFrame)."""
+    import pandas as pd
+
+    from optlab.instruments.timing import summarize, time_calls
+
+    starts = range(0, min(batches * batch_size, len(split) - batch_size + 1), batch_size)
+    raw = [{k: v[i:i + batch_size] for k, v in split.inputs.items()} for i in starts]
+    if not raw:
+        raise ValueError(f"the split has {len(split)} rows, fewer than one batch of {batch_size}")
+    rows = []
+    for strategy in PADDING:
+        sent = [padded(b, strategy, max_length) for b in raw]
+        run = time_calls(candidate.predict, sent, warmup=3, min_samples=20, max_samples=2000, budget_s=budget_s)
+        p50 = summarize(run.samples_ns, n_boot=200).p50_ms
+        rows.append({"padding": strategy, "tokens_per_batch": float(np.mean([b["input_ids"].size for b in sent])),
+                     "padding_share": float(np.mean([padding_share(b, strategy, max_length) for b in raw])),
+                     "p50_ms": p50, "rows_per_s": batch_size / (p50 / 1e3)})
+    frame = pd.DataFrame(rows)
+    frame["throughput_x"] = frame["rows_per_s"] / frame.loc[frame["padding"] == "max_length", "rows_per_s"].iloc[0]
+    return frame

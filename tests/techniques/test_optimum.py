@@ -137,6 +137,11 @@ def test_padding_to_longest_and_to_max_length_give_the_same_logits(built, tiny):
     assert optimum.padding_share(batch, "max_length") > optimum.padding_share(batch, "longest")
     with pytest.raises(ValueError, match="choose one of"):
         optimum.padded(batch, "bucket")
+    frame = optimum.compare_padding(candidate, data.test, batch_size=16, batches=4, budget_s=0.1)
+    assert list(frame["padding"]) == ["longest", "max_length"]
+    longest_row, fixed_row = frame.iloc[0], frame.iloc[1]
+    assert longest_row["tokens_per_batch"] < fixed_row["tokens_per_batch"] == 16 * 128
+    assert longest_row["padding_share"] < fixed_row["padding_share"] and fixed_row["throughput_x"] == 1.0
 
 
 def test_preset_follows_the_cpu_flags_and_refuses_what_it_cannot_run():
