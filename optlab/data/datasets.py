@@ -166,12 +166,31 @@ def content_fingerprint(dataset: Dataset) -> str:
 # ---- generation and the on-disk cache -------------------------------------------------
 def generator(name: str):
     """The generator module for a dataset: the top-level `datasets/<name>.py`, installed (wheel or
-    editable) as the package `optlab.data.generators`."""
+    editable) as the package `optlab.data.generators`, or read from the source checkout beside
+    `optlab/` when the package runs uninstalled (PYTHONPATH pointing at a clone)."""
     import importlib
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return importlib.import_module(f"optlab.data.generators.{name}")
+    try:
+        return importlib.import_module(f"optlab.data.generators.{name}")
+    except ModuleNotFoundError as error:
+        if error.name not in ("optlab.data.generators", f"optlab.data.generators.{name}"):
+            raise
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "datasets" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"the {name!r} dataset generator is missing: optlab is neither installed "
+                                f"(pip install optlab) nor run from its source checkout ({path} not found)")
+    module_name = f"optlab.data.generators.{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
 
 
 def data_path(name: str, seed: int) -> Path:

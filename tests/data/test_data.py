@@ -141,3 +141,23 @@ def test_cache_reused_and_corrupt_file_rebuilt(tmp_path, monkeypatch):
         f.seek(size // 3)
         f.write(bytes([byte[0] ^ 0xFF]))
     assert load("digits", smoke=True).fingerprint == first.fingerprint
+
+
+def test_generators_load_from_an_uninstalled_checkout(tmp_path):
+    """With optlab on PYTHONPATH but not installed (no package mapping), the generators are read
+    from the checkout's datasets/ folder."""
+    import shutil
+    import site
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copytree(root / "optlab", tmp_path / "optlab", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "datasets", tmp_path / "datasets", ignore=shutil.ignore_patterns("__pycache__"))
+    code = (f"import sys; sys.path[:0] = [{str(tmp_path)!r}]; sys.path += {site.getsitepackages()!r}\n"
+            "import optlab.data.datasets as d\n"
+            "print(d.__file__); print(d.generator('digits').__file__)")
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout.split()
+    assert out == [str(tmp_path / "optlab" / "data" / "datasets.py"), str(tmp_path / "datasets" / "digits.py")]
