@@ -41,6 +41,7 @@ FUSIONS = {
 }
 PRESET_FLAGS = (("avx512_vnni", "avx512_vnni"), ("avx512", "avx512f"), ("avx2", "avx2"))
 MIN_CALIBRATION_ROWS = 8
+NOTES_FILE = "optlab-notes.json"
 
 
 def hf_model(model: Any):
@@ -230,6 +231,8 @@ def apply_optimum(recipe: Optimum, model: Any, data: Any, *, threads=None, workd
                 notes.append("this CPU has no VNNI: int8 matrix products may not beat fp32 here")
     meta["notes"] = notes
     meta["apply_s"] = round(time.perf_counter() - start, 3)
+    # beside the artifact, so a results row (its artifact_path) leads to the preset and fusions
+    (path.parent / NOTES_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k != "apply_s"}, indent=1))
     options = {"threads": threads}
     names = tuple(_graph_inputs(path))
     return Candidate(
@@ -303,6 +306,14 @@ def padding_share(batch: Batch, strategy: str, max_length: int = 128) -> float:
     """The share of token positions in the padded batch that are padding."""
     mask = padded(batch, strategy, max_length)["attention_mask"]
     return float(1.0 - mask.sum() / mask.size)
+
+
+def artifact_notes(artifact_path: str | os.PathLike) -> dict[str, Any]:
+    """What optimum did for the artifact of a results row: level, preset, fusions, notes."""
+    path = Path(artifact_path).parent / NOTES_FILE
+    if not path.exists():
+        raise ValueError(f"{artifact_path} was not built by optlab's optimum handler (no {NOTES_FILE} beside it)")
+    return json.loads(path.read_text())
 
 
 def describe(candidate: Candidate) -> str:
