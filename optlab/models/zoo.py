@@ -35,7 +35,7 @@ TRAINING = {
     ("digits", True): {"epochs": 5, "lr": 1e-2, "batch_size": 128},
     ("bids", False): {"epochs": 3, "lr": 2e-3, "batch_size": 512, "weight_decay": 1e-4},
     ("bids", True): {"epochs": 6, "lr": 3e-3, "batch_size": 512, "weight_decay": 1e-4},
-    ("intents", False): {"epochs": 2, "lr": 4e-3, "batch_size": 64, "warmup_fraction": 0.1},
+    ("intents", False): {"epochs": 3, "lr": 2e-3, "batch_size": 64, "warmup_fraction": 0.1},
     ("intents", True): {"epochs": 2, "lr": 4e-3, "batch_size": 64, "warmup_fraction": 0.1},
 }
 # Training runs on one thread: the same weights on any machine (reduction order depends on
