@@ -2,15 +2,17 @@
 
     optlab serve-bench --model m.onnx --inputs x.npz --max-p99-ms 10 [--policy dynamic] [--out DIR]
 
-The model as given runs in ONNX Runtime (1 thread per worker) inside optlab's in-process server;
-one-row requests (or `--rows-per-request`) are cut from the inputs; the generator's headroom is
-measured first; then the throughput at the SLA is searched for no batching and for `--policy`.
+The model as given runs in ONNX Runtime (1 thread per worker) inside optlab's in-process server,
+and so does each `--recipe` candidate built from it; requests of `--rows-per-request` rows are drawn
+from the inputs' held-out part; the generator's headroom is measured first; then the throughput at
+the SLA is searched for no batching and for `--policy`.
 Prints the table and writes serve_bench.csv, latency_vs_load.csv, the charts and report.html.
 """
 from __future__ import annotations
 
 import argparse
 import html
+import warnings
 from pathlib import Path
 
 DEFAULT_POLICY = "dynamic(max_batch=64, max_wait_ms=2)"
@@ -24,6 +26,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--policy", default="dynamic",
                         help=f"batching policy beside 'none': none, static(batch_size=8), dynamic(max_batch=..., "
                              f"max_wait_ms=...); 'dynamic' alone is {DEFAULT_POLICY}")
+    parser.add_argument("--recipe", action="append", metavar="RECIPE",
+                        help='repeatable: also serve the model optimized by a recipe, e.g. '
+                             '"quantize(scheme=dynamic-int8, runtime=onnxruntime)"')
     parser.add_argument("--workers", type=int, default=1, help="server worker threads (x 1 thread each)")
     parser.add_argument("--rows-per-request", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="short probes (CI)")
@@ -33,6 +38,7 @@ def add_parser(sub) -> None:
 
 def _checked(args):
     from optlab.cli.main import UsageError
+    from optlab.recipes.recipe import parse
     from optlab.serving.policies import parse_policy
 
     model, inputs = Path(args.model), Path(args.inputs)
@@ -48,29 +54,47 @@ def _checked(args):
         policy = parse_policy(DEFAULT_POLICY if args.policy.strip() == "dynamic" else args.policy)
     except ValueError as exc:
         raise UsageError(f"--policy: {exc}") from None
-    return model, inputs, policy
+    try:
+        recipes = [parse(text) for text in args.recipe or []]
+    except ValueError as exc:
+        raise UsageError(f"--recipe: {' '.join(str(exc).split())}") from None
+    return model, inputs, policy, recipes
+
+
+def _candidates(model: Path, inputs: Path, recipes) -> tuple[list, object]:
+    """The model as given (ONNX Runtime, 1 thread) and one candidate per recipe, with the inputs as data."""
+    from optlab.cli.main import UsageError
+    from optlab.models.user_models import CalibrationOnBenchmarkData, from_onnx
+    from optlab.techniques.registry import apply
+
+    calibrates = any(getattr(recipe, "scheme", "") == "static-int8" for recipe in recipes)
+    try:
+        with warnings.catch_warnings():
+            if not calibrates:  # its advice is about static int8 only
+                warnings.simplefilter("ignore", CalibrationOnBenchmarkData)
+            baseline, data = from_onnx(model, str(inputs), threads=1)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        raise UsageError(" ".join(str(error).split())) from None
+    return [baseline] + [apply(recipe, baseline.model, data, threads=1) for recipe in recipes], data
 
 
 def run_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from optlab.data.user_inputs import as_batch
-    from optlab.models.user_models import onnx_candidate
     from optlab.serving.loadgen import generator_headroom
     from optlab.serving.policies import NoBatching
     from optlab.serving.server import Server
     from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
+    from optlab.serving.workloads import single_rows
     from optlab.views import serving_charts
 
-    model, inputs, policy = _checked(args)
+    model, inputs, policy, recipes = _checked(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    candidate = onnx_candidate(model, threads=1)
-    batch = as_batch(str(inputs), list(candidate.model.input_names))
-    rows = len(next(iter(batch.values())))
-    step = args.rows_per_request
-    payloads = [{k: v[i:i + step] for k, v in batch.items()} for i in range(0, min(rows, 2000 * step), step)]
-    candidate.predict(payloads[0])  # fails here, before any load, if the inputs do not fit the model
+    candidates, data = _candidates(model, inputs, recipes)
+    payloads = single_rows(data, 2000, rows=args.rows_per_request)
+    for candidate in candidates:
+        candidate.predict(payloads[0])  # fails here, before any load, if the inputs do not fit the model
     headroom, _ = generator_headroom(sla_ms=args.max_p99_ms, probe_s=0.3 if args.smoke else 1.0,
                                      start_per_s=2000 if args.smoke else 500, min_per_s=500 if args.smoke else 50)
     print(f"generator headroom (no-op server, p99 <= {0.1 * args.max_p99_ms:g} ms): {headroom:.0f}/s")
@@ -78,25 +102,32 @@ def run_command(args: argparse.Namespace) -> int:
                        rel_tol=0.5 if args.smoke else 0.08, start_per_s=1000.0, max_probes=3 if args.smoke else 16,
                        confirm_failures=0 if args.smoke else 1)
     table, curves = [], []
-    for chosen in dict.fromkeys([NoBatching(), policy]):
-        def make(chosen=chosen):
-            return Server(candidate, chosen, workers=args.workers)
-        result = throughput_at_sla(server_probe(make, payloads, search, headroom_per_s=headroom), search)
-        table.append({"model": model.name, "policy": chosen.name, "workers": args.workers, **result.row(),
-                      "above_half_headroom": result.throughput_per_s > headroom / 2})
-        curves.append(result.curve.assign(label=chosen.name))
-    frame = pd.DataFrame(table)
+    for candidate in candidates:
+        for chosen in dict.fromkeys([NoBatching(), policy]):
+            def make(chosen=chosen, candidate=candidate):
+                return Server(candidate, chosen, workers=args.workers)
+            result = throughput_at_sla(server_probe(make, payloads, search, headroom_per_s=headroom), search)
+            label = chosen.name if len(candidates) == 1 else f"{candidate.name} / {chosen.name}"
+            table.append({"candidate": candidate.name, "policy": chosen.name, "label": label,
+                          "workers": args.workers, **result.row(),
+                          "above_half_headroom": result.throughput_per_s > headroom / 2})
+            curves.append(result.curve.assign(label=label))
+    frame = pd.DataFrame(table).sort_values("throughput_at_sla_per_s", ascending=False, kind="stable")
     curve = pd.concat(curves, ignore_index=True)
     frame.to_csv(out / "serve_bench.csv", index=False)
     curve.to_csv(out / "latency_vs_load.csv", index=False)
     charts = [serving_charts.latency_vs_load(curve, max_p99_ms=args.max_p99_ms),
-              serving_charts.throughput_at_sla(frame)]
+              serving_charts.throughput_at_sla(frame, label="label")]
     for name, chart in zip(("latency_vs_load", "throughput_at_sla"), charts, strict=True):
         chart.save(str(out / f"{name}.html"))
     (out / "report.html").write_text(_report(frame, charts, model.name, args.max_p99_ms, headroom))
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-        print(frame[["policy", "workers", "throughput_at_sla_per_s", "p99_at_sla_load_ms", "sla_met", "probes",
-                     "note"]].to_string(index=False))
+        print(frame[["candidate", "policy", "workers", "throughput_at_sla_per_s", "p99_at_sla_load_ms", "sla_met",
+                     "probes", "note"]].to_string(index=False))
+    if not frame["sla_met"].any():
+        best = frame.loc[frame["p99_at_sla_load_ms"].idxmin()]
+        print(f"nothing meets p99 <= {args.max_p99_ms:g} ms; the closest is {best['label']} with p99 "
+              f"{best['p99_at_sla_load_ms']:.3g} ms: raise --max-p99-ms or try --recipe / another --policy")
     print(f"results: {out / 'serve_bench.csv'}\nreport: {out / 'report.html'}")
     return 0
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def single_rows(data, n: int = 1000, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """`n` one-row requests from `data.test` (a Dataset), rows drawn without replacement where possible."""
+def single_rows(data, n: int = 1000, seed: int = 0, rows: int = 1) -> list[dict[str, np.ndarray]]:
+    """`n` requests of `rows` rows each from `data.test` (a Dataset), rows drawn at random (without
+    replacement where the split is large enough)."""
     split = data.test
     if len(split) == 0:
         raise ValueError("the dataset's test split is empty: no requests to serve")
+    if rows < 1:
+        raise ValueError(f"rows per request must be >= 1, got {rows}")
     rng = np.random.default_rng(seed)
-    rows = rng.choice(len(split), size=n, replace=n > len(split))
-    return [{k: np.ascontiguousarray(v[row:row + 1]) for k, v in split.inputs.items()} for row in rows]
+    picks = rng.choice(len(split), size=(n, rows), replace=n * rows > len(split))
+    return [{k: np.ascontiguousarray(v[pick]) for k, v in split.inputs.items()} for pick in picks]
