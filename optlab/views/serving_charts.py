@@ -2,8 +2,8 @@
 
 `latency_vs_load` draws `sla.sweep_load` rows (p99 against offered load, one line per policy, the
 SLA as a rule), `throughput_at_sla` draws `sla.search_configs` rows (or any frame with a label and
-`throughput_at_sla_per_s`), `burst_timeline` draws a `LoadResult.series` (p99 and sheds over time).
-They never measure; they read DataFrames, like the other views.
+`throughput_at_sla_per_s`), `burst_timeline` draws a `LoadResult.series` (p99 and sheds over time),
+`cache_effect` compares runs with and without a cache. They never measure; they read DataFrames, like the other views.
 """
 from __future__ import annotations
 
@@ -62,3 +62,19 @@ def burst_timeline(series, *, max_p99_ms: float | None = None):
         x=alt.X("time_s:Q", title="time (s)"), y=alt.Y("shed:Q", title="shed"))
     return _themed(alt.vconcat(top.properties(height=200, width=420), bottom.properties(height=80, width=420),
                                title="a burst: p99 and sheds over time"))
+
+
+def cache_effect(frame, *, label: str = "label"):
+    """Side-by-side bars of p99 and achieved throughput for runs with and without a cache (one row per
+    run, e.g. `LoadResult.summary` rows), the hit rate in the tooltip."""
+    import altair as alt
+
+    _require(frame, [label, "p99_ms", "achieved_per_s"], "cache_effect")
+    tooltip = [c for c in (label, "p99_ms", "achieved_per_s", "cache_hit_rate", "cache_bytes_used") if c in frame]
+    bars = alt.Chart(frame[[c for c in frame.columns if c in tooltip]]).mark_bar()
+    p99 = bars.encode(x=alt.X("p99_ms:Q", title="p99 latency (ms)"), y=alt.Y(f"{label}:N", title=None),
+                      tooltip=tooltip)
+    throughput = bars.encode(x=alt.X("achieved_per_s:Q", title="achieved (requests/s)"),
+                             y=alt.Y(f"{label}:N", title=None), tooltip=tooltip)
+    return _themed(alt.hconcat(p99.properties(width=220), throughput.properties(width=220),
+                               title="what the cache changes"))

@@ -25,3 +25,10 @@ def test_throughput_and_burst_charts_render_and_name_missing_columns():
     assert len(serving_charts.burst_timeline(series, max_p99_ms=10).to_dict()["vconcat"]) == 2
     with pytest.raises(ValueError, match="p99_ms"):
         serving_charts.latency_vs_load(pd.DataFrame({"label": [], "offered_per_s": []}))
+
+
+def test_cache_effect_draws_p99_and_throughput_side_by_side():
+    runs = pd.DataFrame({"label": ["cache", "no cache"], "p99_ms": [1.0, 4.0], "achieved_per_s": [900.0, 880.0],
+                         "cache_hit_rate": [0.6, float("nan")]})
+    spec = serving_charts.cache_effect(runs).to_dict()
+    assert [panel["encoding"]["x"]["field"] for panel in spec["hconcat"]] == ["p99_ms", "achieved_per_s"]
