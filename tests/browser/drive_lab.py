@@ -37,6 +37,14 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 RESULTS_COLUMNS = ["candidate", "status", "family", "p99_ms", "quality", "quality_drop"]
 
 
+_START = time.monotonic()
+
+
+def log(step: str) -> None:
+    """A timestamped progress line on stderr (the test prints it when something fails)."""
+    print(f"[drive_lab {time.monotonic() - _START:6.1f} s] {step}", file=sys.stderr, flush=True)
+
+
 def loopback_up() -> None:
     """Bring `lo` up in a fresh network namespace (what `ip link set lo up` does)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -77,7 +85,9 @@ class Lab:
         self.base = f"http://127.0.0.1:{self.port}"
         env = lab_env(root)
         self.log = open(root / ".lab-home" / "server.log", "w")  # noqa: SIM115 - closed in stop()
-        cmd = [python, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+        # coreutils' timeout is the last guard: the server dies at the deadline even if this driver is killed
+        cmd = ["timeout", "-k", "10", str(int(deadline_s)), python, "-m", "jupyterlab", "--no-browser",
+               "--ip=127.0.0.1", f"--port={self.port}",
                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
                "--ServerApp.port_retries=0", "--ServerApp.terminals_enabled=False",
                "--LabApp.expose_app_in_browser=True",
@@ -239,18 +249,23 @@ def expected_charts(notebook: Path) -> int:
 def run_live(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
     page, name = browser.page, job["notebook"]
     open_notebook(browser, lab, name)
+    log("notebook open; waiting for the kernel")
     page.wait_for_function(JS_KERNEL_IDLE, timeout=90_000)
+    log("kernel idle; Run All")
     started = time.monotonic()
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     time.sleep(1.0)
     state = {}
     while time.monotonic() - started < job.get("run_timeout_s", 130):
+        if lab.proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab stopped (its {job['deadline_s']} s deadline?) before Run All finished")
         state = page.evaluate(JS_RUN_STATE)
         if state["errors"] or (state["executed"] == state["code_cells"] and not state["running"]
                                and state["kernel"] == "idle"):
             break
         time.sleep(0.5)
     result["run_all_s"] = round(time.monotonic() - started, 1)
+    log(f"Run All ended after {result['run_all_s']} s: {state}")
     result["run_state"] = state
     page.wait_for_timeout(1500)  # let the last widget/chart messages draw
     result["bad_text"] = [t for t in BAD_TEXT if t in page.inner_text(".jp-Notebook")]
@@ -285,6 +300,7 @@ def run_live(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
                        "screenshot": browser.shot(f"{Path(name).stem}-static-{len(static)}", chart)})
     result["static_charts"] = static
     if result["explorer_found"]:
+        log("exploring")
         explore(job, browser, explorer.first, result)
     result["screenshot_end"] = browser.shot(f"{Path(name).stem}-end")
 
@@ -375,6 +391,10 @@ def execute_headless(job: dict) -> None:
 
 
 def main(path: str) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERM from the test still runs `finally`
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a stuck run is
     job = json.loads(Path(path).read_text())
     result: dict = {"mode": job["mode"], "notebook": job["notebook"], "errors": []}
     started = time.monotonic()
@@ -386,11 +406,27 @@ def main(path: str) -> int:
         socket.create_connection(("1.1.1.1", 80), timeout=2).close()
         result["internet_reachable"] = True
     lab = browser = None
+
+    def give_up() -> None:
+        """A browser call that never returns (seen when the server died mid-call) must not hold
+        the test: record it, stop the server, write the result and exit; the test kills the rest."""
+        result["errors"].append(f"the driver passed its {job['deadline_s']} s deadline and gave up")
+        log("deadline passed: giving up")
+        if lab is not None:
+            lab.stop()
+            result["server_stopped"] = lab.proc.poll() is not None
+        Path(job["out"]).write_text(json.dumps(result, indent=1, default=str))
+        os._exit(3)
+
+    watchdog = threading.Timer(job["deadline_s"] + 10, give_up)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         if job["mode"] == "saved" and job.get("source"):
             execute_headless(job)
         lab = Lab(job["python"], Path(job["root"]), job["deadline_s"], kernels=job["mode"] == "live")
         lab.wait_ready()
+        log(f"JupyterLab ready on {lab.base}")
         browser = Browser(job["chromium"], lab.base, artifacts)
         (run_live if job["mode"] == "live" else run_saved)(job, browser, lab, result)
     except Exception as error:  # noqa: BLE001 - recorded for the test to report, with a screenshot
@@ -399,6 +435,7 @@ def main(path: str) -> int:
             with contextlib.suppress(Exception):
                 result["screenshot_failure"] = browser.shot(f"{Path(job['notebook']).stem}-failure")
     finally:
+        log("stopping" + (f" after {result['errors']}" if result["errors"] else ""))
         if browser is not None:
             result.update(blocked=browser.blocked, console_errors=browser.console_errors,
                           page_errors=browser.page_errors)
@@ -407,6 +444,7 @@ def main(path: str) -> int:
             lab.stop()
             result["server_stopped"] = lab.proc.poll() is not None
         result["wall_s"] = round(time.monotonic() - started, 1)
+        watchdog.cancel()
         Path(job["out"]).write_text(json.dumps(result, indent=1, default=str))
     return 0
 

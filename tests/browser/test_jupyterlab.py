@@ -11,6 +11,7 @@ module checks what it saw. Each server lives at most SERVER_LIMIT_S.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -81,14 +82,21 @@ def _drive(tmp_path: Path, mode: str, notebook: str, source: str | None = None,
     try:
         output, _ = proc.communicate(timeout=SERVER_LIMIT_S + 20)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the namespace's whole process group: server, kernels, browser
-        output, _ = proc.communicate()
+        os.killpg(proc.pid, signal.SIGTERM)  # the driver stops the server and the browser in `finally`
+        try:
+            output, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # (the server's own `timeout` guard ends it regardless)
+            output, _ = proc.communicate()
         pytest.fail(f"the browser run passed {SERVER_LIMIT_S + 20} s and was killed; output:\n{output[-3000:]}")
+    with contextlib.suppress(ProcessLookupError):  # whatever the driver left in its group (browser, node)
+        os.killpg(proc.pid, signal.SIGKILL)
     result_path = tmp_path / "result.json"
     if not result_path.exists():
         pytest.fail(f"the driver wrote no result (exit {proc.returncode}):\n{output[-3000:]}")
     result = json.loads(result_path.read_text())
     result["test_wall_s"] = round(time.monotonic() - started, 1)
+    result["driver_log"] = output[-3000:]
     result["server_log"] = (root / ".lab-home" / "server.log").read_text()[-3000:] \
         if (root / ".lab-home" / "server.log").exists() else ""
     (artifacts / "result.json").write_text(json.dumps(result, indent=1))
@@ -98,7 +106,8 @@ def _drive(tmp_path: Path, mode: str, notebook: str, source: str | None = None,
 
 def _check_clean(result: dict) -> None:
     """Nothing failed, nothing reached off the server, no console or page errors, server stopped."""
-    assert not result["errors"], f"{result['errors']}\nserver log:\n{result['server_log']}"
+    assert not result["errors"], (f"{result['errors']}\ndriver:\n{result['driver_log']}\n"
+                                  f"server log:\n{result['server_log']}")
     assert not result.get("internet_reachable"), "the namespace reached the internet: it is not loopback-only"
     assert result["blocked"] == [], f"the page tried to load from off the server: {result['blocked']}"
     assert result["page_errors"] == [], result["page_errors"]
