@@ -34,6 +34,11 @@ def _headroom(smoke: bool) -> float:
     headroom, curve = generator_headroom(sla_ms=SLA_MS, start_per_s=500.0, probe_s=0.3 if smoke else 1.0)
     points = ", ".join(f"{r.offered_per_s:.0f}/s: p99 {r.p99_ms:.2f} ms" for r in curve.itertuples())
     print(f"1. generator headroom (no-op server, p99 <= {0.1 * SLA_MS:g} ms): {headroom:.0f}/s  [{points}]")
+    if not headroom:
+        floor = f"{curve.p99_ms.min():.2f}-{curve.p99_ms.max():.2f} ms"
+        print(f"   no rate passed: a no-op server's p99 is {floor} at every rate tried (the generator's p99 lateness "
+              f"{curve.send_lag_p99_ms.median():.2f} ms): the machine's own stalls set this floor, so every figure "
+              "below is flagged")
     return headroom
 
 
