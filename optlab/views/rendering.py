@@ -119,8 +119,13 @@ def widget_bundle(widget, **options: Any) -> dict[str, Any]:
 
 
 def render(spec: dict[str, Any], **_metadata: Any) -> dict[str, Any]:
-    """altair renderer "optlab": live, an offline JupyterChart plus the picture; headless, the picture."""
-    bundle = picture_bundle(spec)
+    """altair renderer "optlab": live, an offline JupyterChart plus the picture; headless, the picture.
+    A spec vl-convert cannot draw (e.g. data at a URL it cannot reach) still gets its live view
+    and the spec itself, never a failed output."""
+    try:
+        bundle = picture_bundle(spec)
+    except Exception as error:  # noqa: BLE001 - no picture is better than no chart
+        bundle = {SPEC_MIMETYPE: spec, "text/plain": f"<optlab chart: no picture ({type(error).__name__}: {error})>"}
     if is_headless():
         return bundle
     import altair as alt

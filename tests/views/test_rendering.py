@@ -42,3 +42,11 @@ def test_svg_img_is_the_one_embedding(chart):
     assert tag.startswith('<img class="chart"') and "data:image/svg+xml;base64," in tag
     svg = base64.b64decode(tag.split("base64,")[1].split('"')[0]).decode()
     assert "candidates_marks" in svg  # the point layer, by name
+
+
+def test_a_spec_vl_convert_cannot_draw_still_gives_an_output(monkeypatch):
+    monkeypatch.setenv("OPTLAB_HEADLESS", "1")
+    spec = {"$schema": "https://vega.github.io/schema/vega-lite/v6.json", "mark": "no-such-mark",
+            "data": {"values": [{"a": 1}]}, "encoding": {"x": {"field": "a", "type": "quantitative"}}}
+    bundle = rendering.render(spec)
+    assert bundle[rendering.SPEC_MIMETYPE] == spec and "no picture" in bundle["text/plain"]
