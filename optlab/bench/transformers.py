@@ -115,6 +115,7 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
         o2 = cands["O2 fp32"]
         frame = compare_padding(o2, data.test, batch_size=32, batches=30, max_length=max_length, budget_s=budget)
         pad = dict(zip(frame["padding"], frame["rows_per_s"], strict=True))
+        share = dict(zip(frame["padding"], frame["padding_share"], strict=True))
         texts = np.asarray(data.meta["texts"]["test"][:32 * 30], dtype=object)
         tok32 = _tokenize_ms(data.meta["tokenizer_path"], [texts[i:i + 32] for i in range(0, len(texts), 32)],
                              max_length, budget)
@@ -134,15 +135,16 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
               f"{drop:+.2f} pts vs O2 fp32 (target >= -1), worst slice {r['worst']}, preset {out['preset']} "
               f"[{flag_text}]{verdict}")
         out[f"{label} throughput ratio"] = ratio
-    print(f"padding: longest-in-batch vs max_length={max_length} at batch 32 (O2 fp32): "
-          f"{pad['longest'] / pad['max_length']:.2f}x throughput "
-          f"({pad['longest']:.0f} vs {pad['max_length']:.0f} rows/s; padding share "
-          f"{frame['padding_share'].iloc[0]:.0%} vs {frame['padding_share'].iloc[1]:.0%})")
+    print(f"padding at batch 32 (O2 fp32), throughput vs max_length={max_length}: longest-in-batch "
+          f"{pad['longest'] / pad['max_length']:.2f}x, length-bucketed {pad['bucketed'] / pad['max_length']:.2f}x "
+          f"({pad['max_length']:.0f} / {pad['longest']:.0f} / {pad['bucketed']:.0f} rows/s; padding share "
+          f"{share['max_length']:.0%} / {share['longest']:.0%} / {share['bucketed']:.0%})")
     share1 = tok1 / (tok1 + fp32["b1_p50_ms"])
     share32 = tok32 / (tok32 + 32e3 / fp32["b32_rows_s"])
     print(f"tokenization share of a request (fast tokenizer, O2 fp32 model): batch 1 {100 * share1:.0f}% "
           f"({tok1:.3f} ms), batch 32 (batch encode) {100 * share32:.0f}% ({tok32:.3f} ms)")
     out |= {"o2_vs_eager_b1": speed_b1, "padding_ratio": pad["longest"] / pad["max_length"],
+            "bucketed_ratio": pad["bucketed"] / pad["max_length"],
             "tokenize_share_b1": share1, "rows": rows}
     if distill:
         n = len(data.test)
@@ -156,7 +158,8 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
             t_low, t_high = _interval(t_acc, n)
             print(f"student {label}: accuracy {acc:.4f} [{low:.4f}, {high:.4f}] vs teacher {t_acc:.4f} "
                   f"[{t_low:.4f}, {t_high:.4f}]: {100 * acc / t_acc:.1f}% retained, batch 1 p50 "
-                  f"{eager['b1_p50_ms'] / b1:.2f}x faster than the teacher (torch eager)", flush=True)
+                  f"{eager['b1_p50_ms'] / b1:.2f}x faster than the teacher (torch eager); trained "
+                  f"{student.meta.get('epochs_run')} epochs, stopped by {student.meta.get('stopped_by')}", flush=True)
             out[f"student {label}"] = acc
     return out
 

@@ -45,11 +45,20 @@ NOTES_FILE = "optlab-notes.json"
 
 
 def hf_model(model: Any):
-    """The Hugging Face `PreTrainedModel` inside `model` (itself, or the zoo's `BertClassifier.bert`)."""
+    """The Hugging Face `PreTrainedModel` in `model`: itself, the zoo's `BertClassifier.bert`, or
+    a local `save_pretrained` folder (an analyst's model; read with local_files_only, no hub)."""
     from transformers import PreTrainedModel
 
     if isinstance(model, PreTrainedModel):
         return model
+    if isinstance(model, (str, os.PathLike)):
+        folder = Path(model)
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{folder} is not a save_pretrained folder (no config.json); save the model with "
+                             f"model.save_pretrained(folder) or pass the model object")
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
     inner = getattr(model, "bert", None)
     if isinstance(inner, PreTrainedModel):
         return inner
@@ -325,23 +334,28 @@ def describe(candidate: Candidate) -> str:
 
 def compare_padding(candidate: Candidate, split: Any, *, batch_size: int = 32, batches: int = 20,
                     max_length: int = 128, budget_s: float = 1.0):
-    """Padding to the longest row of each batch vs to `max_length`, on the same consecutive rows
-    of `split` (their real, long-tailed lengths): one row per strategy with the padding share,
-    p50 per batch and rows per second (a DataFrame)."""
+    """The same rows of `split` (their real, long-tailed lengths) sent three ways: padded to
+    `max_length`; in arrival order, each batch padded to its longest row; and length-bucketed
+    (rows sorted by length before batching, as a bucketing batcher does), each batch padded to
+    its longest row. One row per strategy: padding share, p50 per batch, rows per second and
+    throughput against max_length (a DataFrame)."""
     import pandas as pd
 
     from optlab.instruments.timing import summarize, time_calls
 
-    starts = range(0, min(batches * batch_size, len(split) - batch_size + 1), batch_size)
-    raw = [{k: v[i:i + batch_size] for k, v in split.inputs.items()} for i in starts]
-    if not raw:
+    n = min(batches * batch_size, len(split)) // batch_size * batch_size
+    if n == 0:
         raise ValueError(f"the split has {len(split)} rows, fewer than one batch of {batch_size}")
+    order = {"max_length": np.arange(n), "longest": np.arange(n),
+             "bucketed": np.argsort(split.inputs["attention_mask"][:n].sum(axis=1), kind="stable")}
     rows = []
-    for strategy in PADDING:
+    for name, index in order.items():
+        raw = [{k: v[index[i:i + batch_size]] for k, v in split.inputs.items()} for i in range(0, n, batch_size)]
+        strategy = "max_length" if name == "max_length" else "longest"
         sent = [padded(b, strategy, max_length) for b in raw]
         run = time_calls(candidate.predict, sent, warmup=3, min_samples=20, max_samples=2000, budget_s=budget_s)
         p50 = summarize(run.samples_ns, n_boot=200).p50_ms
-        rows.append({"padding": strategy, "tokens_per_batch": float(np.mean([b["input_ids"].size for b in sent])),
+        rows.append({"padding": name, "tokens_per_batch": float(np.mean([b["input_ids"].size for b in sent])),
                      "padding_share": float(np.mean([padding_share(b, strategy, max_length) for b in raw])),
                      "p50_ms": p50, "rows_per_s": batch_size / (p50 / 1e3)})
     frame = pd.DataFrame(rows)

@@ -139,10 +139,11 @@ def test_padding_to_longest_and_to_max_length_give_the_same_logits(built, tiny):
     with pytest.raises(ValueError, match="choose one of"):
         optimum.padded(batch, "bucket")
     frame = optimum.compare_padding(candidate, data.test, batch_size=16, batches=4, budget_s=0.1)
-    assert list(frame["padding"]) == ["longest", "max_length"]
-    longest_row, fixed_row = frame.iloc[0], frame.iloc[1]
-    assert longest_row["tokens_per_batch"] < fixed_row["tokens_per_batch"] == 16 * 128
-    assert longest_row["padding_share"] < fixed_row["padding_share"] and fixed_row["throughput_x"] == 1.0
+    assert list(frame["padding"]) == ["max_length", "longest", "bucketed"]
+    fixed_row, longest_row, bucketed_row = (frame.iloc[i] for i in range(3))
+    assert bucketed_row["tokens_per_batch"] <= longest_row["tokens_per_batch"] < fixed_row["tokens_per_batch"]
+    assert fixed_row["tokens_per_batch"] == 16 * 128 and fixed_row["throughput_x"] == 1.0
+    assert bucketed_row["padding_share"] <= longest_row["padding_share"] < fixed_row["padding_share"]
 
 
 def test_preset_follows_the_cpu_flags_and_refuses_what_it_cannot_run():
@@ -154,6 +155,16 @@ def test_preset_follows_the_cpu_flags_and_refuses_what_it_cannot_run():
         optimum.choose_preset("avx512_vnni", frozenset({"avx2"}), "x86_64")
     with pytest.raises(UnsupportedRecipe, match="no optimum quantization preset"):
         optimum.choose_preset("auto", frozenset({"sse4_2"}), "x86_64")
+
+
+def test_a_local_save_pretrained_folder_goes_through_the_same_path(tiny, tmp_path):
+    model, data = tiny
+    model.bert.save_pretrained(tmp_path / "my-model")
+    candidate = apply(Optimum("O2"), str(tmp_path / "my-model"), data, threads=1, workdir=tmp_path / "work")
+    batch = data.requests[2]
+    np.testing.assert_allclose(candidate.predict(batch), _logits(model, batch), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="not a save_pretrained folder"):
+        apply(Optimum("O2"), str(tmp_path), data, workdir=tmp_path / "work")
 
 
 def test_bad_input_gets_a_clear_message(tiny, tmp_path):
