@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -130,10 +130,10 @@ def profiles(case: Case, n: int = 300) -> pd.DataFrame:
 
 
 def search(smoke: bool) -> SlaSearch:
-    """Full: bracket and bisect to 8%. Smoke: one probe at 1,000/s (a pass is a lower bound)."""
+    """Full: bracket and bisect to 10%. Smoke: one probe at 1,000/s (a pass is a lower bound)."""
     if smoke:
         return SlaSearch(max_p99_ms=SLA_MS, probe_s=0.3, start_per_s=1000.0, max_probes=1)
-    return SlaSearch(max_p99_ms=SLA_MS, probe_s=1.5, rel_tol=0.08, start_per_s=400.0, max_probes=14)
+    return SlaSearch(max_p99_ms=SLA_MS, probe_s=1.5, rel_tol=0.1, start_per_s=400.0, max_probes=12)
 
 
 def goodput(case: Case, name: str, transport: str = "in_process", *, port: int | None = None,
@@ -157,22 +157,35 @@ def goodput(case: Case, name: str, transport: str = "in_process", *, port: int |
     return {"deployment": name, "transport": transport, **result.row(), "curve": result.curve}
 
 
-def goodput_over_http(case: Case, names=None) -> pd.DataFrame:
+def goodput_over_http(case: Case, names=None, rounds: int = 1) -> pd.DataFrame:
     """Each deployment in its own service process, plus the constant endpoint, over real sockets;
     also the measured cold start of each service process (spawn to first healthy answer).
+    With `rounds` > 1 the deployments are measured in interleaved rounds and the best round is
+    kept (a stall of a shared machine hits one round, not one deployment); `rounds_per_s` lists all.
     Smoke runs only the optimized deployment and the constant endpoint."""
     names = names or (("optimized",) if case.smoke else ("naive", "reasonable", "optimized"))
     rows = []
-    for name in names:
-        deployment = case.deployments[name]
-        started = time.monotonic()
-        with http.start(spec=http.deployment_spec(deployment), mode="process", startup_s=120) as service:
-            cold_start_s = time.monotonic() - started
-            row = goodput(case, name, "http", port=service.port)
-            rows.append({**row, "cold_start_s": cold_start_s, "stats": service.get("/stats")})
-            if name == names[-1]:
-                rows.append({**goodput(case, "constant", "http", port=service.port), "cold_start_s": float("nan")})
-    return pd.DataFrame(rows)
+    for r in range(rounds):
+        for name in names:
+            deployment = case.deployments[name]
+            started = time.monotonic()
+            with http.start(spec=http.deployment_spec(deployment), mode="process", startup_s=120) as service:
+                cold_start_s = time.monotonic() - started
+                row = goodput(case, name, "http", port=service.port)
+                rows.append({**row, "cold_start_s": cold_start_s, "stats": service.get("/stats"), "round": r})
+                if name == names[-1]:
+                    rows.append({**goodput(case, "constant", "http", port=service.port), "round": r,
+                                 "cold_start_s": float("nan")})
+    return best_rounds(pd.DataFrame(rows))
+
+
+def best_rounds(runs: pd.DataFrame) -> pd.DataFrame:
+    """The best round per deployment (in first-seen order), with every round's figure in `rounds_per_s`."""
+    order = list(dict.fromkeys(runs["deployment"]))
+    best = runs.loc[runs.groupby("deployment", sort=False)["throughput_at_sla_per_s"].idxmax()].set_index("deployment")
+    best["rounds_per_s"] = [", ".join(f"{v:.0f}" for v in runs.loc[runs["deployment"] == d, "throughput_at_sla_per_s"])
+                            for d in best.index]
+    return best.loc[order].reset_index()
 
 
 def steady_rate(goodputs: pd.DataFrame, name: str = "optimized", share: float = 0.5) -> float:
@@ -192,6 +205,15 @@ def burst(case: Case, steady_per_s: float, *, factor: float = 3.0) -> loadgen.Lo
     load = Burst(steady_per_s, factor, steady_s=span, burst_s=span, after_s=span)
     return loadgen.run(InProcess(deployment), deployment.bodies(case.data.test, 2000, seed=3), load,
                        series_bin_s=0.25 if case.smoke else 0.5, label="optimized, burst")
+
+
+def service_run(case: Case, name: str, rate_per_s: float) -> loadgen.LoadResult:
+    """A steady Poisson run of deployment `name` at a moderate `rate_per_s`: the service times a
+    capacity plan starts from (a burst's overload would put its stalls into them)."""
+    deployment = case.deployments[name]
+    n = 700 if case.smoke else 5000
+    return loadgen.run(InProcess(deployment), deployment.bodies(case.data.test, 2000, seed=5),
+                       Poisson(rate_per_s, duration_s=max(0.5, n / rate_per_s)), label=f"{name}, steady")
 
 
 def service_samples(result: loadgen.LoadResult) -> np.ndarray:
@@ -217,6 +239,10 @@ def validate_simulator(case: Case, name: str, utilisation: float = 0.3, *, seed:
     deployment = case.deployments[name]
     if deployment.config.batching.max_batch != 1 or deployment.config.workers != 1:
         raise ValueError("validate the simulator on a one-worker deployment without batching (naive or reasonable)")
+    # one model thread: the same deployment without torch's second thread, whose spin-waits on a
+    # shared 2-core machine add stalls that belong to the machine, not to the queue
+    deployment = Deployment(replace(deployment.config, name=f"{name}, 1 thread", threads_per_worker=1),
+                            deployment.candidate, deployment.schema)
     bodies = deployment.bodies(case.data.test, 2000, seed=4)
     pilot = loadgen.run(InProcess(deployment), bodies, Poisson(300.0, duration_s=0.3 if case.smoke else 1.0), seed=seed)
     rate = utilisation / float(np.nanmean(service_samples(pilot)))
