@@ -102,6 +102,7 @@ def _cross_check(candidate, payloads, policy, rate: float, smoke: bool, headroom
         mine = loadgen.run(Server(candidate, policy), payloads, Poisson(rate, duration_s=queries / rate * 1.05),
                            headroom_per_s=headroom).summary
         ref = loadgen_run(Server(candidate, policy), payloads, "Server", target_qps=rate, target_latency_ms=SLA_MS,
+                          coalesce=True,
                           min_query_count=queries, min_duration_s=queries / rate)
         ours.append(mine["p99_ms"])
         theirs.append(ref["p99_ms"])

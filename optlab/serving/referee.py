@@ -25,8 +25,10 @@ SCENARIOS = ("SingleStream", "Server", "Offline")
 def loadgen_run(server: Server, requests: Sequence[dict[str, np.ndarray]], scenario: str = "Server", *,
                 target_qps: float | None = None, target_latency_ms: float = 10.0, min_query_count: int = 662,
                 min_duration_s: float = 1.0, max_duration_s: float = 60.0, outdir: str | Path | None = None,
-                seed: int = 0) -> dict[str, Any]:
-    """Run one LoadGen scenario in performance mode against `server` (started here, stopped at the end)."""
+                seed: int = 0, coalesce: bool = False) -> dict[str, Any]:
+    """Run one LoadGen scenario in performance mode against `server` (started here, stopped at the end).
+    `coalesce` lets the Server scenario hand queries that are due together to one `issue_query` call
+    (LoadGen's `server_coalesce_queries`): fewer calls into Python at high rates."""
     import mlperf_loadgen as lg
 
     if scenario not in SCENARIOS:
@@ -46,6 +48,7 @@ def loadgen_run(server: Server, requests: Sequence[dict[str, np.ndarray]], scena
     if scenario == "Server":
         settings.server_target_qps = float(target_qps)
         settings.server_target_latency_ns = int(target_latency_ms * 1e6)
+        settings.server_coalesce_queries = coalesce
     elif scenario == "Offline":
         settings.offline_expected_qps = float(target_qps)
     else:

@@ -48,3 +48,9 @@ def test_bad_scenarios_are_refused_and_summaries_parse():
         loadgen_run(Server(score), PAYLOADS, "Server")
     parsed = parse_summary("Result is : VALID\n * Early stopping 90th percentile estimate: 1234\n")
     assert parsed == {"Result is": "VALID", "Early stopping 90th percentile estimate": "1234"}
+
+
+def test_coalesced_server_queries_are_all_answered(tmp_path):
+    row = loadgen_run(Server(score, DynamicBatching(16, 1.0)), PAYLOADS, "Server", target_qps=2000, coalesce=True,
+                      target_latency_ms=250.0, min_query_count=1000, min_duration_s=0.5, outdir=tmp_path)
+    assert row["errors"] == 0 and 1500 <= row["achieved_per_s"] <= 2500
