@@ -71,14 +71,14 @@ def _figure(row, column: str, fmt: str, low: str | None = None, high: str | None
 
 # (label, column, format, interval low, interval high): the handful a person wants for one candidate
 DETAILS = (
-    ("p50 (ms) [95% CI]", "p50_ms", "{:.3f}", "p50_ci_low_ms", "p50_ci_high_ms"),
-    ("p95 (ms)", "p95_ms", "{:.3f}", None, None),
-    ("p99 (ms) [95% CI]", "p99_ms", "{:.3f}", "p99_ci_low_ms", "p99_ci_high_ms"),
+    ("p50 ms [95% CI]", "p50_ms", "{:.3f}", "p50_ci_low_ms", "p50_ci_high_ms"),
+    ("p95 ms", "p95_ms", "{:.3f}", None, None),
+    ("p99 ms [95% CI]", "p99_ms", "{:.3f}", "p99_ci_low_ms", "p99_ci_high_ms"),
     ("throughput (/s)", "throughput_per_s", "{:,.0f}", None, None),
     ("size (MB)", "size_mb", "{:.3f}", None, None),
     ("peak memory (MB)", "peak_rss_mb", "{:.1f}", None, None),
     ("quality", "quality", "{:.4f}", None, None),
-    ("quality drop [95% CI]", "quality_drop", "{:+.4f}", "quality_drop_ci_low", "quality_drop_ci_high"),
+    ("drop [95% CI]", "quality_drop", "{:+.4f}", "quality_drop_ci_low", "quality_drop_ci_high"),
     ("agreement", "agreement", "{:.4f}", None, None),
     ("cost per 1M ($)", "cost_per_1m_usd", "{:,.4f}", None, None),
 )
@@ -99,11 +99,12 @@ def details_html(row: dict[str, Any]) -> str:
         if value is not None and str(value) not in ("", "nan", "None"):
             text = str(value)
             lines.append((label, text if len(text) <= 240 else text[:237] + "..."))
-    cells = "".join(f"<tr><th style='text-align:left;padding-right:8px'>{html.escape(k)}</th>"
-                    f"<td>{html.escape(v)}</td></tr>" for k, v in lines)
+    cell = "padding:1px 6px 1px 0;line-height:1.3;vertical-align:top;text-align:left"
+    cells = "".join(f"<tr><th style='{cell};white-space:nowrap'>{html.escape(k)}</th>"
+                    f"<td style='{cell}'>{html.escape(v)}</td></tr>" for k, v in lines)
     return (f'<div class="optlab-details" style="max-height:{DETAILS_MAX_HEIGHT_PX}px;overflow-y:auto;'
             f'max-width:380px;font-size:12px"><b>{name}</b><br><small>{html.escape(what)}</small>'
-            f"<table>{cells}</table></div>")
+            f"<table style='border-collapse:collapse'>{cells}</table></div>")
 
 
 class TradeoffExplorer:

@@ -336,6 +336,7 @@ def explore(job: dict, browser: Browser, explorer, result: dict) -> None:
     page.mouse.click(box_xy["x"] + box_xy["width"] / 2, box_xy["y"] + box_xy["height"] / 2)
     with contextlib.suppress(Exception):
         explorer.locator(".optlab-details").first.wait_for(timeout=15_000)
+    page.mouse.move(5, 5)  # off the chart: the hover tooltip would cover the screenshot
     page.wait_for_timeout(500)
     root = explorer.locator(".widget-vbox").first
     result["click"] = {"details_before": details_before,

@@ -162,7 +162,7 @@ def _check_explorer(result: dict, measured: list[dict]) -> None:
 
     click = result["click"]
     assert click["details_before"] == 0 and click["details_after"] == 1
-    assert "p99 (ms)" in click["details_text"]
+    assert "p99 ms" in click["details_text"]
     assert click["explorer_height_px"] <= 900, click
 
 
