@@ -91,7 +91,7 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
     b32 = _batches(data.test, 32, 30, "longest", max_length)
     out: dict[str, Any] = {"flags": sorted(f for f in SPEED_FLAGS if f in flags),
                            "preset": cands["O2 dynamic int8"].meta.get("preset")}
-    print(f"{'candidate':<20}{'accuracy':>9}{'drop pts':>9}  {'worst slice (drop pts)':<28}{'b1 p50 ms':>10}"
+    print(f"{'candidate':<20}{'accuracy':>9}{'drop pts':>9}  {'worst length slice (drop pts)':<32}{'b1 p50 ms':>10}"
           f"{'b32 rows/s':>11}  fused", flush=True)
     rows = {}
     with torch_threads(threads):
@@ -107,10 +107,13 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
             q = evaluate(cand, data, ref)
             b1 = float(np.median(b1s[label]))
             t32 = 32 / (float(np.median(b32s[label])) / 1e3)
+            by_length = [e for e in q.slices if e["slice"] == "length" and "drop" in e]
+            worst = max(by_length, key=lambda e: e["drop"]) if by_length else None
             rows[label] = {"accuracy": q.accuracy, "drop": q.quality_drop or 0.0, "b1_p50_ms": b1, "b32_rows_s": t32,
-                           "worst": f"{q.worst_slice} ({100 * (q.worst_slice_drop or 0):+.1f})"}
+                           "worst": "-" if worst is None else
+                           f"length={worst['group']} ({100 * worst['drop']:+.1f}, {worst['rows']} rows)"}
             fused = ",".join(k for k, v in cand.meta.get("fusions", {}).items() if v) or "-"
-            print(f"{label:<20}{q.accuracy:>9.4f}{100 * rows[label]['drop']:>9.2f}  {rows[label]['worst']:<28}"
+            print(f"{label:<20}{q.accuracy:>9.4f}{100 * rows[label]['drop']:>9.2f}  {rows[label]['worst']:<32}"
                   f"{b1:>10.2f}{t32:>11.0f}  {fused}", flush=True)
         o2 = cands["O2 fp32"]
         frame = compare_padding(o2, data.test, batch_size=32, batches=30, max_length=max_length, budget_s=budget)
@@ -132,7 +135,7 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
         verdict = "" if ratio >= 1.3 else " - int8 does not pay here" + (
             " (no VNNI)" if "avx512_vnni" not in out["flags"] else "")
         print(f"target {label} vs O2 fp32, batch 32 throughput: {ratio:.2f}x (target >= 1.3x), accuracy "
-              f"{drop:+.2f} pts vs O2 fp32 (target >= -1), worst slice {r['worst']}, preset {out['preset']} "
+              f"{drop:+.2f} pts vs O2 fp32 (target >= -1), worst length slice {r['worst']}, preset {out['preset']} "
               f"[{flag_text}]{verdict}")
         out[f"{label} throughput ratio"] = ratio
     print(f"padding at batch 32 (O2 fp32), throughput vs max_length={max_length}: longest-in-batch "
