@@ -93,12 +93,13 @@ def _require(df, columns: Iterable[str], chart: str) -> None:
 
 
 def drawable(df):
-    """Rows a chart may draw: error rows out; `status` filled with "ok" where absent."""
+    """Rows a chart may draw: error and skipped rows (no figures) out; `status` filled with "ok"
+    where absent."""
     df = df.copy()
     if "status" not in df.columns:
         df["status"] = "ok"
     df["status"] = df["status"].fillna("ok").astype(str)
-    return df[df["status"] != "error"].reset_index(drop=True)
+    return df[~df["status"].isin(["error", "skipped"])].reset_index(drop=True)
 
 
 def _label(df):

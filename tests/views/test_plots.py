@@ -135,3 +135,11 @@ def test_theme_is_registered_and_bare_strips_it_for_composition():
     assert "optlab" in alt.theme.names()
     chart = alt.hconcat(plots.bare(plots.size_chart(results_frame())), plots.bare(all_charts()["throughput"]))
     chart.to_dict(validate=True)
+
+
+def test_rows_without_figures_are_not_drawn():
+    late = pd.DataFrame([{"candidate": "late", "status": "skipped", "family": "pruning"}])
+    frame = pd.concat([results_frame(), late], ignore_index=True)
+    kept = plots.drawable(frame)
+    assert "late" not in set(kept["candidate"]) and "broken-int4" not in set(kept["candidate"])
+    assert {"baseline", "trt-fp16 [H100]"} <= set(kept["candidate"])
