@@ -1,12 +1,16 @@
 """`optlab serve-bench`: throughput at a p99 SLA for an ONNX model served with batching.
 
     optlab serve-bench --model m.onnx --inputs x.npz --max-p99-ms 10 [--policy dynamic] [--out DIR]
+                       [--study STUDY_OUT] [--recipe RECIPE]...
 
 The model as given runs in ONNX Runtime (1 thread per worker) inside optlab's in-process server,
-and so does each `--recipe` candidate built from it; requests of `--rows-per-request` rows are drawn
+and so does each candidate built from it: the one a study recommends under the same SLA
+(`--study`, the `--out` folder of `optlab study` on this model) and each `--recipe`; requests of
+`--rows-per-request` rows are drawn
 from the inputs' held-out part; the generator's headroom is measured first; then the throughput at
 the SLA is searched for no batching and for `--policy`.
-Prints the table and writes serve_bench.csv, latency_vs_load.csv, the charts and report.html.
+Prints the table and writes serve_bench.csv, latency_vs_load.csv, the charts (SVG) and report.html
+(offline: the charts are embedded pictures, no script from anywhere).
 """
 from __future__ import annotations
 
@@ -29,6 +33,11 @@ def add_parser(sub) -> None:
     parser.add_argument("--recipe", action="append", metavar="RECIPE",
                         help='repeatable: also serve the model optimized by a recipe, e.g. '
                              '"quantize(scheme=dynamic-int8, runtime=onnxruntime)"')
+    parser.add_argument("--study", metavar="STUDY_OUT",
+                        help="also serve the candidate that study recommends under --max-p99-ms (the --out folder "
+                             "of `optlab study` on this model: its results.csv)")
+    parser.add_argument("--max-quality-drop", type=float, default=None,
+                        help="with --study: the quality limit of the recommendation (default: none)")
     parser.add_argument("--workers", type=int, default=1, help="server worker threads (x 1 thread each)")
     parser.add_argument("--rows-per-request", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="short probes (CI)")
@@ -48,6 +57,8 @@ def _checked(args):
         raise UsageError(f"--inputs {inputs}: no such file; pass an .npz with one array per model input")
     if not args.max_p99_ms > 0:
         raise UsageError(f"--max-p99-ms must be > 0, got {args.max_p99_ms}")
+    if args.max_quality_drop is not None and not args.max_quality_drop >= 0:
+        raise UsageError(f"--max-quality-drop must be >= 0 (a fraction: 0.01 = 1 point), got {args.max_quality_drop}")
     if args.rows_per_request < 1 or args.workers < 1:
         raise UsageError("--rows-per-request and --workers must be >= 1")
     try:
@@ -58,7 +69,36 @@ def _checked(args):
         recipes = [parse(text) for text in args.recipe or []]
     except ValueError as exc:
         raise UsageError(f"--recipe: {' '.join(str(exc).split())}") from None
+    if args.study is not None:
+        recommended = recommended_recipe(Path(args.study), args.max_p99_ms, args.max_quality_drop)
+        recipes = [recommended] + [r for r in recipes if r != recommended]
     return model, inputs, policy, recipes
+
+
+def recommended_recipe(study_out: Path, max_p99_ms: float, max_quality_drop: float | None):
+    """The recipe a stored study recommends under the SLA (read from its results.csv, through the
+    study's own `frontier.recommend`); a one-line UsageError when there is none."""
+    import pandas as pd
+
+    from optlab.cli.main import UsageError
+    from optlab.recipes.recipe import from_json
+    from optlab.study.frontier import recommend
+
+    results = study_out / "results.csv"
+    if not results.is_file():
+        raise UsageError(f"--study {study_out}: no results.csv there; pass the --out folder of `optlab study`")
+    frame = pd.read_csv(results)
+    try:
+        choice = recommend(frame, max_p99_ms=max_p99_ms, max_quality_drop=max_quality_drop)
+    except ValueError as error:
+        raise UsageError(f"--study {study_out}: {' '.join(str(error).split())}") from None
+    if not choice.met or choice.candidate is None:
+        raise UsageError(f"--study {study_out}: {choice.explanation}")
+    row = choice.row
+    if not isinstance(row.get("recipe_json"), str) or '"kind": "baseline"' in row["recipe_json"]:
+        raise UsageError(f"--study {study_out}: it recommends the model as given ({choice.candidate}), which "
+                         f"serve-bench serves anyway")
+    return from_json(row["recipe_json"])
 
 
 def _candidates(model: Path, inputs: Path, recipes) -> tuple[list, object]:
@@ -86,7 +126,7 @@ def run_command(args: argparse.Namespace) -> int:
     from optlab.serving.server import Server
     from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
     from optlab.serving.workloads import single_rows
-    from optlab.views import serving_charts
+    from optlab.views import rendering, serving_charts
 
     model, inputs, policy, recipes = _checked(args)
     out = Path(args.out)
@@ -119,7 +159,7 @@ def run_command(args: argparse.Namespace) -> int:
     charts = [serving_charts.latency_vs_load(curve, max_p99_ms=args.max_p99_ms),
               serving_charts.throughput_at_sla(frame, label="label")]
     for name, chart in zip(("latency_vs_load", "throughput_at_sla"), charts, strict=True):
-        chart.save(str(out / f"{name}.html"))
+        (out / f"{name}.svg").write_text(rendering.to_svg(chart))
     (out / "report.html").write_text(_report(frame, charts, model.name, args.max_p99_ms, headroom))
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(frame[["candidate", "policy", "workers", "throughput_at_sla_per_s", "p99_at_sla_load_ms", "sla_met",
@@ -134,11 +174,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _report(frame, charts, model: str, max_p99_ms: float, headroom: float) -> str:
     """A self-contained page: the table, then each chart's own HTML (altair's, offline-capable) in a frame."""
+    from optlab.views import rendering
+
     parts = [f"<h1>Serving {html.escape(model)} at p99 &lt;= {max_p99_ms:g} ms</h1>",
              f"<p>Generator headroom (no-op server): {headroom:.0f} requests/s; figures above half of it carry "
              "the generator's own delay.</p>", frame.to_html(index=False)]
-    for chart in charts:
-        parts.append(f'<iframe style="border:0" width="560" height="380" srcdoc="{html.escape(chart.to_html())}">'
-                     "</iframe>")
+    parts += [rendering.svg_img(chart) for chart in charts]
     return ("<!doctype html><html><head><meta charset='utf-8'><title>optlab serve-bench</title></head><body>"
             + "\n".join(parts) + "</body></html>")
