@@ -7,6 +7,8 @@ refuses (or, with `oversubscribe="clamp"`, lowers the threads and says so in `no
 Every request gets exactly one `Reply` through its `on_done` callback: served ("ok"), "shed"
 (queue full, or its deadline cannot be met), "error" (the model raised) or "timeout" (still
 queued when the server stopped). Timestamps are `time.monotonic_ns()` (one clock for all processes).
+With `BucketedBatching`, requests queue by token-length bucket and each batch is cut to its own
+sequence length before the model call (`optlab.serving.bucketing`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from optlab.instruments.latency import torch_threads
-from optlab.serving.policies import Admission, DynamicBatching, Policy
+from optlab.serving.bucketing import BucketQueue, FifoQueue, fit_width, refuse_fixed_length, request_length
+from optlab.serving.policies import Admission, BucketedBatching, DynamicBatching, Policy
 
 OK, SHED_QUEUE_FULL, SHED_DEADLINE, ERROR, TIMEOUT = range(5)
 STATUS = ("ok", "shed_queue_full", "shed_deadline", "error", "timeout")
@@ -97,12 +100,14 @@ def split(output: Any, rows: list[int]) -> list[Any]:
 class _Request:
     """A queued request (a slotted class: made once per request on the hot path)."""
 
-    __slots__ = ("request_id", "payload", "scheduled_ns", "enqueued_ns", "deadline_ns", "on_done", "key")
+    __slots__ = ("request_id", "payload", "scheduled_ns", "enqueued_ns", "deadline_ns", "on_done", "key",
+                 "length", "bucket")
 
     def __init__(self, request_id: int, payload: dict[str, np.ndarray], scheduled_ns: int, enqueued_ns: int,
                  deadline_ns: int | None, on_done: Callable[[Reply], None], key: Any = None):
         self.request_id, self.payload, self.scheduled_ns = request_id, payload, scheduled_ns
         self.enqueued_ns, self.deadline_ns, self.on_done, self.key = enqueued_ns, deadline_ns, on_done, key
+        self.length = self.bucket = 0
 
 
 @dataclass
@@ -134,7 +139,10 @@ class Server:
         if meta_threads and self.workers * int(meta_threads) > self.cores:
             self.notes.append(f"the candidate's own session uses {meta_threads} threads: {self.workers} workers x "
                               f"{meta_threads} > {self.cores} cores; rebuild it with threads={self.threads_per_worker}")
-        self._queue: collections.deque[_Request] = collections.deque()
+        self._bucketed = isinstance(self.policy, BucketedBatching)
+        if self._bucketed:  # before any work: a graph with a fixed sequence length cannot take trimmed batches
+            refuse_fixed_length(self.model, self.policy)
+        self._queue = BucketQueue(len(self.policy.edges) + 1) if self._bucketed else FifoQueue()
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running = False
@@ -197,6 +205,13 @@ class Server:
             if hit is not None:
                 self._reply(request, OK, now, time.monotonic_ns(), 0, hit)
                 return
+        if self._bucketed:
+            try:
+                request.length = request_length(payload, self.policy.length_key)
+            except ValueError as exc:  # answered like a failing model call: the server goes on
+                self._reply(request, ERROR, now, time.monotonic_ns(), 0, error=str(exc))
+                return
+            request.bucket = self.policy.bucket(request.length)
         with self._cond:
             queued = len(self._queue)
             if not self._running:
@@ -246,8 +261,9 @@ class Server:
             batch = [self._queue.popleft()]
             flush_at = batch[0].enqueued_ns + max_wait_ns
             while len(batch) < max_batch:
-                if self._queue:
-                    batch.append(self._queue.popleft())
+                following = self._queue.pop_next(batch[0])  # bucketed: from the first request's bucket only
+                if following is not None:
+                    batch.append(following)
                     continue
                 remaining = flush_at - time.monotonic_ns()
                 if remaining <= 0 or not self._running:
@@ -275,10 +291,13 @@ class Server:
             payloads = [r.payload for r in batch]
             if self.preprocess is not None:
                 payloads = [self.preprocess(p) for p in payloads]
-            if len(payloads) == 1:
+            if len(payloads) == 1 and not self._bucketed:
                 outputs = [self._predict(payloads[0])]
             else:
                 merged, rows = concat(payloads)
+                if self._bucketed:
+                    width = self.policy.width(batch[0].bucket, max(r.length for r in batch))
+                    merged = fit_width(merged, self.policy.length_key, width)
                 outputs = split(self._predict(merged), rows)
         except Exception as exc:  # noqa: BLE001 - a failing model answers its requests "error"; the server goes on
             done = time.monotonic_ns()
