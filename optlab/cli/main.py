@@ -6,6 +6,7 @@
     optlab bench NAME [--smoke]                 a benchmark that prints figures
     optlab notebooks strip|check|refresh [NB]   keep committed notebooks free of bulky outputs
     optlab study --model M.onnx --inputs X.npz  your own model: a study, a table and a report
+    optlab study --model DIR/ --inputs T.csv --text-column text   your own transformer (save_pretrained folder)
 """
 from __future__ import annotations
 
@@ -233,9 +234,80 @@ def _writable_folder(path: Path, flag: str) -> None:
             return
 
 
+def _is_text_study(args) -> bool:
+    """A save_pretrained folder and a CSV of texts (rather than an ONNX file and arrays)."""
+    return bool(Path(args.model).is_dir() or args.text_column or args.label_column or args.padding or
+                Path(args.inputs).suffix.lower() == ".csv")
+
+
+def _validate_text_inputs(args):
+    """The text path's flags, the folder and the CSV, checked before any weights load (one line each)."""
+    from optlab.models import hf_folder
+
+    model, inputs = Path(args.model), Path(args.inputs)
+    onnx_model = model.suffix.lower() == ".onnx"
+    if args.text_column and (onnx_model or inputs.suffix.lower() in (".npz", ".npy")):
+        given = f"--model {model.name} is an ONNX file" if onnx_model else f"--inputs {inputs.name} holds arrays"
+        raise UsageError(f"--text-column names the column of texts in a CSV for a save_pretrained folder, but {given}; "
+                         f"an ONNX model takes --inputs .npz arrays (tokenize the texts yourself) without "
+                         f"--text-column, a transformer folder takes --model ./folder/ --inputs texts.csv "
+                         f"--text-column NAME")
+    if onnx_model or (model.is_file() and not model.is_dir()):
+        flag = ("--label-column" if args.label_column else "--padding" if args.padding else "--inputs")
+        raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))} is for a save_pretrained folder with a "
+                         f"CSV of texts, but --model {model.name} is a file; an ONNX model takes --inputs .npz "
+                         f"arrays and --labels .npy")
+    if not model.exists():
+        raise UsageError(f"--model {args.model}: no such folder or file")
+    if not args.text_column:
+        given = f"--inputs {inputs.name}" if inputs.suffix.lower() == ".csv" else f"--model {model.name}/ is a folder"
+        raise UsageError(f"{given}: name the CSV column that holds the texts with --text-column NAME (a folder "
+                         f"takes --inputs texts.csv --text-column NAME [--label-column NAME])")
+    if inputs.suffix.lower() != ".csv":
+        raise UsageError(f"--inputs {args.inputs}: a save_pretrained folder reads texts from a .csv file, got "
+                         f"{inputs.suffix or 'no suffix'}")
+    for flag, value, instead in (("--labels", args.labels, "name the CSV's label column: --label-column NAME"),
+                                 ("--metric", args.metric, "with --label-column quality is accuracy, without it the "
+                                                           "agreement with the model as given"),
+                                 ("--calibration", args.calibration, "a held-out part of the CSV calibrates static "
+                                                                     "int8 and is never measured")):
+        if value:
+            raise UsageError(f"{flag} is for ONNX models with array inputs; for a folder and a CSV of texts, "
+                             f"{instead}")
+    try:
+        return hf_folder.check_inputs(model, inputs, text_column=args.text_column, label_column=args.label_column)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        raise UsageError(" ".join(str(error).split())) from None
+
+
+def _load_user_model(args):
+    """(baseline, data) for `optlab study`: an ONNX file with arrays, or a folder with texts."""
+    from optlab.models import hf_folder, user_models
+
+    checked = getattr(args, "text_inputs", None)
+    if checked is not None:
+        return hf_folder.from_folder(checked.folder, args.inputs, padding=args.padding or "longest", checked=checked)
+    return user_models.from_onnx(Path(args.model), args.inputs, labels=args.labels, metric=args.metric,
+                                 calibration=args.calibration)
+
+
+def _print_text_notes(baseline) -> None:
+    """The text path says how it tokenized, padded and split the CSV."""
+    for note in baseline.meta.get("notes", [])[1:]:
+        print(f"texts: {note}")
+
+
+def _print_failures(results) -> None:
+    """The headline table leaves error rows out: name them, with their one-line errors."""
+    if "status" not in results.columns:
+        return
+    for _, row in results[results["status"] == "error"].iterrows():
+        print(f"failed: {row['candidate']}: {' '.join(str(row.get('error')).split())[:300]}")
+
+
 def _validate_study(args) -> list:
     """Every flag of `optlab study`, checked before any work starts; returns the recipes."""
-    from optlab.recipes.presets import ONNX_RECIPES
+    from optlab.recipes.presets import ONNX_RECIPES, OPTIMUM_RECIPES
     from optlab.recipes.recipe import parse
 
     model = Path(args.model)
@@ -243,10 +315,13 @@ def _validate_study(args) -> list:
         raise UsageError(f"{model}: optlab does not unpickle checkpoints (they can run arbitrary code). Export the "
                          f"model to ONNX (torch.onnx.export), or in Python pass the module object to "
                          f"optlab.models.user_models.from_module(module, inputs)")
-    _existing(args.model, "--model", (".onnx",))
-    _existing(args.inputs, "--inputs", (".npz", ".npy"))
-    _existing(args.labels, "--labels", (".npy",))
-    _existing(args.calibration, "--calibration", (".npz", ".npy"))
+    text = _is_text_study(args)
+    args.text_inputs = _validate_text_inputs(args) if text else None
+    if not text:
+        _existing(args.model, "--model", (".onnx",))
+        _existing(args.inputs, "--inputs", (".npz", ".npy"))
+        _existing(args.labels, "--labels", (".npy",))
+        _existing(args.calibration, "--calibration", (".npz", ".npy"))
     if args.labels and not args.metric:
         raise UsageError("--labels needs --metric (accuracy, f1, auc or logloss) to score predictions against them")
     if args.metric and not args.labels:
@@ -265,13 +340,13 @@ def _validate_study(args) -> list:
             recipe = parse(text)
         except (ValueError, TypeError) as error:
             raise UsageError(f"--recipe {text!r}: {error}") from None
-        why = _torch_only(recipe)
+        why = None if text else _torch_only(recipe)  # a folder's baseline is a torch module: every recipe applies
         if why:
             raise UsageError(f"--recipe {text!r} needs {why}, and --model {model.name} is an ONNX file; ONNX models "
                              f"take compile(...) and quantize(..., runtime=onnxruntime) recipes (to prune or distil, "
                              f"pass the torch module in Python: optlab.models.user_models.from_module)")
         recipes.append(recipe)
-    return recipes or list(ONNX_RECIPES)
+    return recipes or list(OPTIMUM_RECIPES if text else ONNX_RECIPES)
 
 
 def _cmd_study(args) -> int:
@@ -280,15 +355,13 @@ def _cmd_study(args) -> int:
     import pandas as pd
 
     from optlab.instruments.latency import Workload
-    from optlab.models import user_models
     from optlab.study.store import IncompatibleStore, OtherStudyFolder, StoreBusy
     from optlab.study.study import Study
     from optlab.views.report import headline_table, write_report
 
     model = Path(args.model)
     try:
-        baseline, data = user_models.from_onnx(model, args.inputs, labels=args.labels, metric=args.metric,
-                                               calibration=args.calibration)
+        baseline, data = _load_user_model(args)
     except (ValueError, FileNotFoundError, TypeError) as error:
         raise UsageError(" ".join(str(error).split())) from None
     out = Path(args.out)
@@ -327,8 +400,11 @@ def _cmd_study(args) -> int:
     title = f"optlab study: {model.name}" + (f" ({missing})" if missing else "")
     report = write_report({model.name: results}, out / "report.html", title=title, sla=sla)
 
+    if args.text_inputs is not None:
+        _print_text_notes(baseline)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
         print(headline_table(results).to_string(index=False))
+    _print_failures(results)
     print(f"\n{explanation}\n")
     if missing:
         print(f"optlab study: {missing} (run the same command again to continue)")
@@ -368,8 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks.set_defaults(func=_cmd_notebooks)
 
     study = sub.add_parser("study", help="run a study on your own ONNX model and inputs, write a report")
-    study.add_argument("--model", required=True, help="an ONNX file")
-    study.add_argument("--inputs", required=True, help=".npz with one array per model input (or .npy)")
+    study.add_argument("--model", required=True, help="an ONNX file, or a save_pretrained folder (model + tokenizer)")
+    study.add_argument("--inputs", required=True,
+                       help=".npz with one array per model input (or .npy); for a folder a .csv of texts")
+    study.add_argument("--text-column", help="for a folder: the CSV column holding the texts")
+    study.add_argument("--label-column", help="for a folder: the CSV column of labels (id2label names or class "
+                                              "indices; optional, default: agreement with the model as given)")
+    study.add_argument("--padding", choices=["longest", "max_length"],
+                       help="for a folder: pad each request batch to its longest text (default) or to max length")
     study.add_argument("--labels", help=".npy with one label per input row (optional)")
     study.add_argument("--metric", choices=["accuracy", "f1", "auc", "logloss"],
                        help="with --labels; default: agreement with the original model's outputs")
