@@ -10,12 +10,18 @@ Prints the issue's targets with the CPU flags beside them:
 - tokenization (the fast `tokenizers` tokenizer, batch encode) as a share of a request;
 - `--distill`: the 2-layer student distilled from the teacher vs trained from scratch, accuracy
   with 95% intervals and the speedup over the teacher.
+
+`python -m optlab.bench transformers --bucketing [--smoke] [--sla-ms 25] [--edges 16,32,64,128]`
+prints only the serving figure instead: throughput at the SLA of the O2 fp32 ONNX candidate on the
+intents requests (their real, long-tailed lengths), plain dynamic batching vs length-bucketed
+batching, same batch limit, wait and threads.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,11 +173,87 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
     return out
 
 
+# --- serving: length-bucketed vs plain dynamic batching at the SLA ------------------------------------
+
+def run_bucketing(smoke: bool = False, threads: int = THREADS, sla_ms: float = 100.0,
+                  edges: tuple[int, ...] = (16, 32, 64, 128), max_batch: int = 8, max_wait_ms: float = 2.0,
+                  rounds: int | None = None) -> dict[str, Any]:
+    """Throughput at p99 <= `sla_ms` (optlab.serving.sla) of the intents teacher's O2 fp32 ONNX candidate
+    serving the dataset's requests, DynamicBatching vs BucketedBatching with the same `max_batch`,
+    `max_wait_ms`, one worker and `threads` threads; `rounds` interleaved searches, the median kept.
+    A request holds several texts (the dataset's request mix), so `max_batch` (requests) stays small:
+    a call's cost grows with rows x padded length, and one call must fit well within the SLA."""
+    from optlab.data.datasets import load
+    from optlab.instruments.environment import cpu_info
+    from optlab.models import zoo
+    from optlab.models.runtimes import quiet_torch_logs
+    from optlab.recipes import Optimum
+    from optlab.serving.bucketing import request_length
+    from optlab.serving.policies import BucketedBatching, DynamicBatching
+    from optlab.serving.server import Server
+    from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
+    from optlab.techniques.registry import apply
+
+    quiet_torch_logs()
+    _, flags = cpu_info()
+    flag_text = ",".join(f for f in SPEED_FLAGS if f in flags) or "no avx2"
+    data = load("intents", smoke=smoke)
+    teacher = zoo.get("intents", "teacher", smoke=smoke, data=data)
+    candidate = apply(Optimum("O2"), teacher, data, threads=threads,
+                      workdir=Path(tempfile.mkdtemp(prefix="optlab-bench-bucketing-")))
+    requests = data.requests
+    lengths = np.array([request_length(r, "attention_mask") for r in requests])
+    rows = np.array([len(r["input_ids"]) for r in requests])
+    policies = {"dynamic": DynamicBatching(max_batch=max_batch, max_wait_ms=max_wait_ms),
+                "bucketed": BucketedBatching(max_batch=max_batch, max_wait_ms=max_wait_ms, edges=edges)}
+    search = SlaSearch(max_p99_ms=sla_ms, probe_s=0.5 if smoke else 1.5, rel_tol=0.25 if smoke else 0.08,
+                       start_per_s=100.0, min_per_s=10.0, max_probes=4 if smoke else 14)
+    rounds = rounds or (1 if smoke else 2)
+    print(f"CPU: {cpu_model()} | flags: {flag_text} | threads: {threads} per server (ONNX Runtime), 1 worker | "
+          f"setting: {'smoke' if smoke else 'full'}", flush=True)
+    print(f"requests: {len(requests)} intents requests, {rows.mean():.2f} rows each, request length (longest row) "
+          f"p50 {np.percentile(lengths, 50):.0f} / p90 {np.percentile(lengths, 90):.0f} / max {lengths.max()} tokens; "
+          f"bucket edges {'/'.join(map(str, edges))}: "
+          + ", ".join(f"{share:.0%}" for share in np.bincount(
+              [policies['bucketed'].bucket(n) for n in lengths], minlength=len(edges) + 1) / len(lengths)),
+          flush=True)
+    found: dict[str, list] = {name: [] for name in policies}
+    for _ in range(rounds):  # interleaved: a shared machine's slow spells hit both alike
+        for name, policy in policies.items():
+            make = lambda policy=policy: Server(candidate, policy, threads_per_worker=threads)  # noqa: E731
+            found[name].append(throughput_at_sla(server_probe(make, requests, search), search))
+    out: dict[str, Any] = {"flags": flag_text, "sla_ms": sla_ms}
+    for name, policy in policies.items():
+        results = sorted(found[name], key=lambda r: r.throughput_per_s)
+        best = results[len(results) // 2]
+        out[name] = best.throughput_per_s
+        notes = "; ".join(best.notes)
+        each = ", ".join(f"{r.throughput_per_s:.0f}" for r in found[name])
+        print(f"{policy.name}: {best.throughput_per_s:.0f} requests/s at p99 <= {sla_ms:g} ms "
+              f"(p99 {best.p99_ms:.2f} ms there; rounds: {each}/s)"
+              f"{' - ' + notes if notes else ''}", flush=True)
+    ratio = out["bucketed"] / out["dynamic"] if out["dynamic"] else float("nan")
+    out["ratio"] = ratio
+    print(f"bucketed / dynamic throughput at p99 <= {sla_ms:g} ms: {ratio:.2f}x "
+          f"(O2 fp32 ONNX, {threads} threads each) [{flag_text}]", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m optlab.bench transformers", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="smoke data and the smoke teacher (CI)")
     parser.add_argument("--threads", type=int, default=THREADS, help="threads for torch and ONNX Runtime alike")
     parser.add_argument("--distill", action="store_true", help="also distill the 2-layer student (trains twice)")
+    parser.add_argument("--bucketing", action="store_true",
+                        help="only the serving figure: bucketed vs plain dynamic batching at the SLA")
+    parser.add_argument("--sla-ms", type=float, default=100.0, help="--bucketing: the p99 limit")
+    parser.add_argument("--edges", default="16,32,64,128", help="--bucketing: the bucket edges in tokens")
+    parser.add_argument("--max-batch", type=int, default=8, help="--bucketing: requests per model call, both policies")
+    parser.add_argument("--wait-ms", type=float, default=2.0, help="--bucketing: max wait, both policies")
     args = parser.parse_args(argv or [])
+    if args.bucketing:
+        run_bucketing(smoke=args.smoke, threads=args.threads, sla_ms=args.sla_ms, max_batch=args.max_batch,
+                      max_wait_ms=args.wait_ms, edges=tuple(int(e) for e in args.edges.split(",")))
+        return 0
     run(smoke=args.smoke, threads=args.threads, distill=args.distill)
     return 0
