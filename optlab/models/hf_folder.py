@@ -117,7 +117,7 @@ def class_ids(values: tuple[str, ...], config: Any, column: str = "label") -> np
             return ids
         bad = sorted({int(i) for i in ids if not 0 <= i < count})
     else:
-        bad = sorted({v for v in values if v not in by_name and v.lower() not in folded and _integer(v) is None})
+        bad = sorted({str(v) for v in values if v not in by_name and v.lower() not in folded and _integer(v) is None})
     shown = ", ".join(map(repr, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
     raise ValueError(f"label column {column!r} holds values the model cannot score: {shown}; its config.json has "
                      f"{count} labels (id2label {known}{', ...' if count > 10 else ''}); use those names or class "
