@@ -118,19 +118,19 @@ def test_bad_folders_are_refused_before_loading(folder, csv, tmp_path):
         hf_folder.check_inputs(folder, texts_frame(12), text_column="text")
 
 
-def test_a_study_from_python_without_labels_measures_agreement(folder, csv, tmp_path):
+def test_a_study_from_python_without_labels_calibrates_on_held_out_rows(folder, csv, tmp_path):
     from optlab.instruments.latency import Workload
     from optlab.recipes import Optimum
     from optlab.study.study import Study
 
     baseline, data = hf_folder.from_folder(folder, csv, text_column="text")
     workload = Workload.smoke(cold_start=False, memory=False)  # each would import optimum in a child: seconds
-    study = Study(baseline, data, [Optimum("O2", quantize="dynamic-int8")], workload=workload,
-                  results_dir=tmp_path / "results")
-    rows = study.run().set_index("candidate")
-    row = rows.loc["optimum(level=O2, quantize=dynamic-int8)"]
+    static = Optimum("O2", quantize="static-int8")
+    rows = Study(baseline, data, [static], workload=workload, results_dir=tmp_path / "results").run()
+    row = rows.set_index("candidate").loc[static.name]
     assert row["status"] == "ok" and row["metric"] == "agreement" and row["agreement"] >= 0.9
-    assert rows.loc["baseline", "runtime"] == "torch" and row["runtime"] == "onnxruntime"
+    assert row["runtime"] == "onnxruntime" and row["rows"] == 48
+    assert json.loads(row["meta_json"])["calibration_rows"] == 12  # all of the held-out rows, none of the 48
 
 
 def test_the_guard_blocks_non_loopback_connections():
