@@ -315,9 +315,9 @@ def _validate_study(args) -> list:
         raise UsageError(f"{model}: optlab does not unpickle checkpoints (they can run arbitrary code). Export the "
                          f"model to ONNX (torch.onnx.export), or in Python pass the module object to "
                          f"optlab.models.user_models.from_module(module, inputs)")
-    text = _is_text_study(args)
-    args.text_inputs = _validate_text_inputs(args) if text else None
-    if not text:
+    texts = _is_text_study(args)
+    args.text_inputs = _validate_text_inputs(args) if texts else None
+    if not texts:
         _existing(args.model, "--model", (".onnx",))
         _existing(args.inputs, "--inputs", (".npz", ".npy"))
         _existing(args.labels, "--labels", (".npy",))
@@ -340,13 +340,13 @@ def _validate_study(args) -> list:
             recipe = parse(text)
         except (ValueError, TypeError) as error:
             raise UsageError(f"--recipe {text!r}: {error}") from None
-        why = None if text else _torch_only(recipe)  # a folder's baseline is a torch module: every recipe applies
+        why = None if texts else _torch_only(recipe)  # a folder's baseline is a torch module: every recipe applies
         if why:
             raise UsageError(f"--recipe {text!r} needs {why}, and --model {model.name} is an ONNX file; ONNX models "
                              f"take compile(...) and quantize(..., runtime=onnxruntime) recipes (to prune or distil, "
                              f"pass the torch module in Python: optlab.models.user_models.from_module)")
         recipes.append(recipe)
-    return recipes or list(OPTIMUM_RECIPES if text else ONNX_RECIPES)
+    return recipes or list(OPTIMUM_RECIPES if texts else ONNX_RECIPES)
 
 
 def _cmd_study(args) -> int:
