@@ -17,6 +17,7 @@ OBJECTIVES: dict[str, tuple[str, str, str]] = {
     "cost": ("cost_per_1m_usd", "min", "cost per 1M predictions"),
     "latency": ("p99_ms", "min", "p99 latency"),
     "size": ("size_bytes", "min", "size on disk"),
+    "served": ("throughput_at_sla_per_s", "max", "throughput at the SLA when served (Study.serve)"),
 }
 
 

@@ -150,6 +150,7 @@ class Study:
         self.recipes: list[Recipe] = []
         self._rows: dict[str, dict[str, Any]] = {}  # fingerprint -> stored local row
         self._reference: list[dict[str, Any]] = []
+        self._serving = None  # serving figures per candidate (optlab.study.serving), joined onto results
         self._subscribers: list[Callable[[StudyEvent], Any]] = []
         self.callback_errors: list[str] = []
         self._warned: set[int] = set()
@@ -362,10 +363,38 @@ class Study:
         local = sorted((r for f, r in produced.items() if f in order), key=lambda r: order[r["fingerprint"]])
         return self._frame(local + self._reference)
 
+    def serve(self, requests=None, *, max_p99_ms: float = 10.0, **options):
+        """Serve each successful candidate in-process and find its throughput at the SLA (p99 <=
+        `max_p99_ms` under open-loop load, per batching policy); `results` gains the serving columns
+        and the explorer can draw them. See `optlab.study.serving.serve` for the options."""
+        from optlab.study.serving import serve
+
+        return serve(self, requests, max_p99_ms=max_p99_ms, **options)
+
+    def set_serving(self, table) -> None:
+        """Attach serving figures (one row per candidate; see `optlab.study.serving.COLUMNS`): a
+        derived view, kept in memory, replaced per candidate, and announced to subscribers."""
+        import pandas as pd
+
+        if "candidate" not in getattr(table, "columns", ()):
+            raise ValueError("set_serving() needs a DataFrame with a 'candidate' column (see Study.serve)")
+        old = self._serving
+        merged = table if old is None else pd.concat([old[~old["candidate"].isin(table["candidate"])], table])
+        self._serving = merged.reset_index(drop=True)
+        if len(table):
+            first = self.results
+            match = first[first["candidate"].isin(table["candidate"])]
+            if len(match):
+                self._emit(match.iloc[-1].to_dict(), len(self._rows), len(self.recipes) + 1, cached=True)
+
     def _frame(self, rows: list[dict[str, Any]]):
         import pandas as pd
 
         df = pd.DataFrame(rows) if rows else _empty_frame()
+        if self._serving is not None and len(df):
+            extra = self._serving.drop(columns=[c for c in self._serving.columns
+                                                if c != "candidate" and c in df.columns])
+            df = df.merge(extra, on="candidate", how="left")
         for column in COLUMNS:
             if column not in df.columns:
                 df[column] = None

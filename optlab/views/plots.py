@@ -27,7 +27,7 @@ FIGURES: dict[str, str | None] = {
     "cold_start_ms": ",.1f", "metric": None, "quality": ".4f", "quality_drop": "+.4f",
     "quality_drop_ci_low": "+.4f", "quality_drop_ci_high": "+.4f", "agreement": ".4f",
     "cost_per_1k_usd": ".6f", "cost_per_1m_usd": ",.4f", "batch_size": "d", "threads": "d",
-    "cpu_model": None,
+    "cpu_model": None, "throughput_at_sla_per_s": ",.0f", "serving_policy": None,
 }
 TITLES = {
     "p50_ms": "p50 latency (ms)", "p95_ms": "p95 latency (ms)", "p99_ms": "p99 latency (ms)",
@@ -36,9 +36,9 @@ TITLES = {
     "quality": "quality (higher is better)", "quality_drop": "quality drop vs baseline",
     "agreement": "agreement with baseline", "cost_per_1m_usd": "cost per 1M predictions (USD)",
     "cost_per_1k_usd": "cost per 1k predictions (USD)", "latency_ms": "latency (ms)",
-    "batch_size": "batch size",
+    "batch_size": "batch size", "throughput_at_sla_per_s": "throughput at the SLA, served (requests/s)",
 }
-_HIGHER_IS_BETTER = ("quality", "agreement", "throughput_per_s")
+_HIGHER_IS_BETTER = ("quality", "agreement", "throughput_per_s", "throughput_at_sla_per_s")
 
 
 def theme() -> dict[str, Any]:

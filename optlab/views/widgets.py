@@ -23,6 +23,8 @@ __all__ = ["TradeoffExplorer", "LiveChart", "is_headless"]
 TECHNIQUES = ("quantize", "prune", "distill", "compile")
 CALIBRATIONS = ("dynamic", "minmax", "entropy", "percentile")
 BITS = (16, 8, 4)
+SERVED_X = "throughput_at_sla_per_s"  # from Study.serve: requests/s a served candidate sustains within the SLA
+X_AXES = (("p99 latency", "p99_ms"), ("throughput", "throughput_per_s"), ("served at SLA", SERVED_X))
 DETAILS_MAX_HEIGHT_PX = 300  # the details pane scrolls past this; the explorer stays <= 900 px tall
 
 
@@ -143,9 +145,10 @@ class TradeoffExplorer:
                                           description="price $/hour", style=style, layout=w.Layout(width="180px"))
         self.objective = w.Dropdown(options=list(OBJECTIVES), value=objective, description="optimise",
                                     layout=w.Layout(width="200px"))
-        self.x_axis = w.ToggleButtons(options=[("p99 latency", "p99_ms"), ("throughput", "throughput_per_s")],
-                                      value=x if x in ("p99_ms", "throughput_per_s") else "p99_ms")
-        self._x_custom = x if x not in ("p99_ms", "throughput_per_s") else None
+        axes = [label_value for label_value in X_AXES if label_value[1] != SERVED_X]
+        self.x_axis = w.ToggleButtons(options=axes, value=x if x in ("p99_ms", "throughput_per_s") else "p99_ms")
+        self._x_custom = x if x not in [value for _, value in X_AXES] else None
+        self._x_wanted = x if x == SERVED_X else None  # chosen once the study has served figures
         self.y = y
         self.families = w.SelectMultiple(options=[], description="families", rows=4)
         self.views = (self.max_p99_ms, self.max_quality_drop, self.price_per_hour, self.objective,
@@ -231,7 +234,18 @@ class TradeoffExplorer:
             return pd.DataFrame(columns=["candidate", "family", "status", self.x, self.y])
         return df
 
+    def _sync_axes(self) -> None:
+        """Offer "served throughput at the SLA" once the study has it (`Study.serve`)."""
+        df = _results(self.study)
+        served = df is not None and SERVED_X in getattr(df, "columns", []) and df[SERVED_X].notna().any()
+        options = [value for _, value in self.x_axis.options]
+        if served and SERVED_X not in options:
+            self.x_axis.options = list(X_AXES)
+            if self._x_wanted == SERVED_X:
+                self.x_axis.value = SERVED_X
+
     def _sync_families(self) -> None:
+        self._sync_axes()
         df = _results(self.study)
         found = [] if df is None or "family" not in getattr(df, "columns", []) else \
             sorted({str(f) for f in df["family"].dropna()})
