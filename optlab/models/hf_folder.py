@@ -236,8 +236,29 @@ def from_folder(folder: str | Path, texts: Any, *, text_column: str = "text", la
     data.meta["notes"].extend(notes)
     baseline.meta["notes"] = list(data.meta["notes"])
     baseline.meta.update(padding=padding, max_length=limit, folder=str(plan.folder))
+    weights = plan.folder / "model.safetensors"
+    if weights.is_file():  # the model as given: its size on disk, and a fresh process loads the folder
+        baseline.artifact_path, baseline.loader = weights, "optlab.models.hf_folder:load_predict"
     data.fingerprint = sha256_json({"user": data.fingerprint, "padding": padding, "max_length": limit})
     return baseline, data
+
+
+def load_predict(path: str | Path, threads: int | None = None):
+    """predict(batch) -> logits from the save_pretrained folder holding `path` (its weights file),
+    for a cold start in a fresh process: transformers' import and the folder's load included."""
+    import torch
+
+    from optlab.models.training import to_tensors
+
+    if threads:
+        torch.set_num_threads(int(threads))  # a fresh process of its own: nothing to restore
+    model = load_classifier(Path(path).parent)
+
+    def predict(batch) -> np.ndarray:
+        with torch.inference_mode():
+            return model(**to_tensors(batch)).float().numpy()
+
+    return predict
 
 
 def _max_length(tokenizer: Any, config: Any, requested: int | None) -> int:

@@ -116,5 +116,7 @@ def test_a_study_on_a_folder_and_a_csv_keeps_going_past_a_failing_candidate(file
     baseline = rows.loc["baseline"]
     assert baseline["status"] == "ok" and baseline["metric"] == "accuracy" and baseline["rows"] == 38
     assert baseline["quality"] >= 0.6 and baseline["runtime"] == "torch"
+    assert baseline["cold_start_ms"] > 0 and baseline["size_bytes"] == (files / "my-model" / "model.safetensors").stat(
+        ).st_size  # a fresh process loaded the folder
     assert "baseline" in printed.split("failed:")[0]  # in the table
     assert (out / "report.html").is_file()

@@ -51,6 +51,11 @@ def test_the_baseline_scores_each_text_as_the_model_does_alone(folder, csv, labe
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert data.task == "multiclass" and data.num_classes == 3 and data.meta["labelled"]
     assert (got.argmax(1) == data.test.labels[:5]).mean() >= 0.6  # a trained tiny model, labels mapped by name
+    assert baseline.artifact_path == folder / "model.safetensors"  # the model as given, reloadable from its folder
+    module, _, function = baseline.loader.partition(":")
+    assert (module, function) == ("optlab.models.hf_folder", "load_predict")
+    np.testing.assert_allclose(hf_folder.load_predict(baseline.artifact_path)(data.requests[3]),
+                               baseline.predict(data.requests[3]), rtol=1e-5, atol=1e-6)
 
 
 def test_calibration_rows_are_never_the_measured_rows(labelled):
