@@ -53,6 +53,7 @@ class TextStudyInputs:
 
     folder: Path
     config: Any
+    tokenizer: Any
     table: TextTable
     label_ids: np.ndarray | None
     test_rows: np.ndarray
@@ -160,13 +161,22 @@ def check_inputs(folder: str | Path, texts: Any, *, text_column: str = "text", l
     config = read_config(folder)
     ids = class_ids(table.labels, config, label_column) if table.labels is not None else None
     test_rows, calibration_rows = held_out(len(table), calibration_share, table.source)
-    return TextStudyInputs(folder, config, table, ids, test_rows, calibration_rows)
+    return TextStudyInputs(folder, config, load_tokenizer(folder), table, ids, test_rows, calibration_rows)
 
 
 def load_tokenizer(folder: Path):
+    """The folder's tokenizer (AutoTokenizer, local files only); it must be able to pad a batch."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{folder}: transformers cannot load its tokenizer ({' '.join(str(error).split())[:200]}); "
+                         f"save it with tokenizer.save_pretrained({str(folder)!r})") from None
+    if tokenizer.pad_token is None:
+        raise ValueError(f"{folder}: the tokenizer has no pad token, so texts cannot be batched; set one and save "
+                         f"it again (e.g. tokenizer.pad_token = tokenizer.eos_token; tokenizer.save_pretrained(...))")
+    return tokenizer
 
 
 def load_classifier(folder: Path):
@@ -210,7 +220,7 @@ def from_folder(folder: str | Path, texts: Any, *, text_column: str = "text", la
         raise ValueError(f"padding={padding!r}; choose one of {PADDINGS}")
     plan = checked or check_inputs(folder, texts, text_column=text_column, label_column=label_column,
                                    calibration_share=calibration_share)
-    tokenizer = load_tokenizer(plan.folder)
+    tokenizer = plan.tokenizer
     limit = _max_length(tokenizer, plan.config, max_length)
     model = load_classifier(plan.folder)
     batch, facts = encode_texts(tokenizer, plan.table.texts, max_length=limit, padding=padding)

@@ -119,6 +119,12 @@ def test_bad_folders_are_refused_before_loading(folder, csv, tmp_path):
     (encoder / "config.json").write_text(json.dumps({**config, "architectures": ["BertModel"]}))
     with pytest.raises(ValueError, match="holds a BertModel, not a sequence classifier"):
         hf_folder.check_inputs(encoder, csv, text_column="text")
+    no_pad = shutil.copytree(folder, tmp_path / "no-pad")
+    settings = json.loads((no_pad / "tokenizer_config.json").read_text())
+    (no_pad / "tokenizer_config.json").write_text(json.dumps({**settings, "pad_token": None}))
+    (no_pad / "special_tokens_map.json").unlink()
+    with pytest.raises(ValueError, match="the tokenizer has no pad token"):
+        hf_folder.check_inputs(no_pad, csv, text_column="text")
     with pytest.raises(ValueError, match="has 12 rows; a study needs at least 16"):
         hf_folder.check_inputs(folder, texts_frame(12), text_column="text")
 
