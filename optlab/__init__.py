@@ -51,6 +51,7 @@ _EXPORTS = {
 _NAMESPACES = {
     "recipes": "optlab.recipes",
     "zoo": "optlab.models.zoo",
+    "reference": "optlab.data.reference",
     "user_models": "optlab.models.user_models",
     "onnx_signature": "optlab.models.onnx_signature",
     "environment": "optlab.instruments.environment",

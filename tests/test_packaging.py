@@ -107,12 +107,17 @@ def test_a_wheel_installs_and_loads_every_dataset_outside_the_checkout(tmp_path)
                     "-q", str(wheel)], check=True, capture_output=True, text=True)
     code = ("import optlab, optlab.data.datasets as d; "
             "print(optlab.__file__); "
-            "print(*[f'{n}:{len(d.load(n, smoke=True).test)}' for n in d.DATASETS])")
+            "print(*[f'{n}:{len(d.load(n, smoke=True).test)}' for n in d.DATASETS]); "
+            "import optlab.data.reference as r, optlab.study.store as s; "
+            "print(*[f'{m}/{n}:{len(s.Store(r.recorded(m, n), read_only=True).records())}' "
+            "for m, ns in r.available().items() for n in ns])")
     out = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OPTLAB_CACHE": str(tmp_path / "cache"),
                               "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
-    installed, sizes = out.stdout.splitlines()
+    installed, sizes, recorded = out.stdout.splitlines()
     assert str(env_dir) in installed and str(ROOT) not in installed, installed
     assert [s.split(":")[0] for s in sizes.split()] == ["digits", "bids", "intents"]
     assert all(int(s.split(":")[1]) > 0 for s in sizes.split())
+    recorded = dict(item.split(":") for item in recorded.split())  # the reference results ship in the wheel
+    assert {"h200/bids", "h200/digits"} <= set(recorded) and all(int(n) > 0 for n in recorded.values()), recorded
