@@ -7,10 +7,13 @@ On a CUDA machine it prints, in one process run:
 - every GPU candidate of the bids model (and a few of digits): throughput at batch 4096 with the
   inputs resident on the GPU and with them coming from host memory, batch-1 p50 both ways, peak
   memory, and agreement with fp32 eager; the targets as ratios;
+- where each candidate's time goes (CPU issue time vs GPU kernel time per call: launch-bound or not);
 - host<->device copies per batch (pinned vs pageable) and their share of end to end;
 - batch size vs throughput up to the memory limit; energy per prediction (NVML) with idle power;
 - 2:4 semi-structured sparsity against dense on a transformer-sized MLP;
-- why ONNX Runtime's CUDA provider was or was not measured.
+- why ONNX Runtime's CUDA provider was or was not measured;
+- with `--sections study-bids,study-digits`: a study of the GPU candidates saved under `--out`/study/<name>,
+  the reference rows notebooks load ("recorded on an H200").
 `--out DIR` writes the figures as JSON and CSV. Without CUDA it says so and exits 0.
 """
 from __future__ import annotations
@@ -261,6 +264,92 @@ def _sweep(rows: dict[str, dict], data, smoke: bool, report: dict) -> None:
     print(f"   peak MiB at the largest: {sweep.rows[-1]['peak_allocated_mb']:,.0f}; stopped: {sweep.stopped}")
 
 
+def _dispatch(rows: dict[str, dict], data, report: dict) -> None:
+    """Where each candidate's time goes at batch 4096 with inputs resident: the CPU time to issue one
+    call (no synchronisation between calls), the GPU kernels it launches and their summed device time
+    (torch.profiler). When the CPU's issue time exceeds the GPU's work, the candidate is launch-bound:
+    only fewer launches (CUDA graphs) make it faster, not cheaper arithmetic (bf16) or fused kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    calls = 50
+    big = _rows_of(data, BATCH, 7)
+    print(f"\n[dispatch] batch {BATCH}, inputs resident, {calls} calls each: CPU issue time vs GPU kernel "
+          "time per call")
+    report["dispatch"] = {}
+    for name, row in rows.items():
+        candidate = row.get("_candidate")
+        if candidate is None:
+            continue
+        forward, resident = candidate.meta["device_forward"], candidate.meta["device_inputs"](big)
+        for _ in range(10):
+            forward(resident)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            forward(resident)
+        issue_us = (time.perf_counter() - start) / calls * 1e6
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                forward(resident)
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        if kernels:
+            gpu_us, per_call = sum(e.device_time for e in kernels) / calls, len(kernels) / calls
+        else:  # this torch attaches kernels to the CPU ops that launched them
+            gpu_us = sum(e.self_device_time_total for e in prof.key_averages()) / calls
+            per_call = sum(len(getattr(e, "kernels", ())) for e in prof.events()) / calls
+        bound = "launch-bound" if issue_us > gpu_us else "GPU-bound"
+        report["dispatch"][name] = {"cpu_issue_us": issue_us, "gpu_kernel_us": gpu_us, "kernels_per_call": per_call,
+                                    "verdict": bound}
+        print(f"   {name:<58} CPU issue {issue_us:8.1f} us  GPU kernels {gpu_us:8.1f} us  "
+              f"{per_call:5.1f} kernels/call  {bound}")
+
+
+def _compile_options(model, data, report: dict) -> None:
+    """bf16 + torch.compile against fp32 eager with the same module at two batch sizes (4096: launch-bound
+    on a slow host CPU; 262,144: GPU-bound), and with Inductor's C++ wrapper, which launches the
+    generated kernels from C++ instead of Python."""
+    import copy
+
+    import torch
+
+    from optlab.instruments.gpu import device_latency
+
+    print("\n[compile options] bids, inputs resident: rows/s of fp32 eager vs bf16 + torch.compile variants")
+    report["compile_options"] = {}
+    fp32 = copy.deepcopy(model).eval().cuda()
+    bf16 = copy.deepcopy(model).eval().cuda().to(torch.bfloat16)
+    variants = {"fp32 eager": (fp32, None), "bf16 eager": (bf16, None),
+                "bf16 compile": (bf16, torch.compile(bf16)),
+                "bf16 compile cpp_wrapper": (bf16, torch.compile(bf16, options={"cpp_wrapper": True})),
+                "bf16 compile reduce-overhead": (bf16, torch.compile(bf16, mode="reduce-overhead"))}
+    for batch in (BATCH, 262_144):
+        rows = _rows_of(data, batch, 8)
+        line = {}
+        for label, (module, compiled) in variants.items():
+            tensors = {k: torch.from_numpy(v).cuda() for k, v in rows.items()}
+            tensors = {k: (t.to(next(module.parameters()).dtype) if t.is_floating_point() else t)
+                       for k, t in tensors.items()}
+            fn = compiled or module
+            try:
+                with torch.inference_mode():
+                    start = time.perf_counter()
+                    fn(**tensors)
+                    first_s = time.perf_counter() - start
+                    p50 = device_latency(lambda f=fn, t=tensors: f(**t), budget_s=1.0).p50_ms
+            except Exception as error:  # noqa: BLE001 - an option this torch lacks is a line, not the end
+                line[label] = {"error": f"{type(error).__name__}: {str(error)[:160]}"}
+                print(f"   batch {batch:>7} {label:<30} ERROR {line[label]['error']}")
+                continue
+            line[label] = {"rows_per_s": batch / (p50 / 1e3), "p50_ms": p50, "first_call_s": first_s}
+            ratio = line[label]["rows_per_s"] / line["fp32 eager"]["rows_per_s"]
+            print(f"   batch {batch:>7} {label:<30} {line[label]['rows_per_s']:>14,.0f} rows/s  p50 {p50:.4f} ms  "
+                  f"{ratio:5.2f}x fp32 eager  (first call {first_s:.1f} s)")
+        report["compile_options"][str(batch)] = line
+
+
 def _energy(rows: dict[str, dict], data, report: dict) -> None:
     from optlab.instruments.gpu import energy_per_prediction
 
@@ -357,6 +446,34 @@ def _onnxruntime_cuda(model, data, report: dict) -> None:
         print(f"   skipped: {error}")
 
 
+STUDY_RECIPES = ({}, {"precision": "tf32"}, {"precision": "bf16"}, {"precision": "fp16"}, {"graphs": "manual"},
+                 {"precision": "bf16", "graphs": "manual"}, {"precision": "bf16", "graphs": "compile"},
+                 {"precision": "bf16", "graphs": "compile-cudagraphs"}, {"precision": "bf16", "quantize": "float8"})
+
+
+def _study(name: str, full: bool, out: Path | None, report: dict) -> None:
+    """The study of `name`'s GPU candidates against the eager fp32 model on this machine's CPU, saved as
+    a results folder that notebooks load with `Study.load_reference(..., label="H200")`."""
+    import tempfile
+
+    from optlab.instruments.latency import Workload
+    from optlab.recipes.recipe import OnDevice
+    from optlab.study.study import Study
+
+    model, data = _reference(name, full)
+    folder = (out / "study" / name) if out else Path(tempfile.mkdtemp()) / name
+    workload = Workload(throughput_batch_sizes=(1, 256, BATCH), budget_s=1.0, sweep_budget_s=0.5, memory=False,
+                        cold_start=False)
+    study = Study(model, data, [OnDevice(**fields) for fields in STUDY_RECIPES], workload=workload,
+                  results_dir=folder, progress=False)
+    results = study.run()
+    columns = ["candidate", "status", "p50_ms", "p99_ms", "throughput_per_s", "quality", "quality_drop", "error"]
+    print(f"\n[study] {name} ({'full' if full else 'smoke'} data): GPU candidates vs eager fp32 on the CPU -> {folder}")
+    print(results[[c for c in columns if c in results.columns]].to_string(index=False, max_colwidth=60))
+    report[f"study_{name}"] = {"folder": str(folder), "rows": int(len(results)),
+                               "ok": int((results["status"] == "ok").sum())}
+
+
 def _reference(name: str, full: bool):
     from optlab.data.datasets import load
     from optlab.models import zoo
@@ -370,7 +487,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--smoke", action="store_true", help="fewer candidates, shorter loops")
     parser.add_argument("--full-data", action="store_true", help="train the reference models on the full datasets")
     parser.add_argument("--out", type=Path, default=None, help="folder for gpu_bench.json")
-    parser.add_argument("--sections", default="gemm,bids,digits,transfers,sweep,energy,sparsity,onnxruntime")
+    parser.add_argument("--sections",
+                        default="gemm,bids,digits,dispatch,compile,transfers,sweep,energy,sparsity,onnxruntime")
     args = parser.parse_args(argv)
     from optlab.instruments.gpu import cuda_status
 
@@ -387,10 +505,16 @@ def main(argv: list[str]) -> int:
     if "gemm" in sections:
         _gemm(report)
     rows: dict[str, dict] = {}
-    if sections & {"bids", "transfers", "sweep", "energy", "onnxruntime"}:
+    if sections & {"bids", "dispatch", "compile", "transfers", "sweep", "energy", "onnxruntime"}:
         model, data = _reference("bids", args.full_data)
+    if sections & {"bids", "dispatch", "transfers", "sweep", "energy", "onnxruntime"}:
         rows = _candidates("bids", model, data, args.smoke, budget, report)
         _targets(rows, report)
+        if "dispatch" in sections:
+            _dispatch(rows, data, report)
+    if "compile" in sections:
+        _compile_options(model, data, report)
+    if rows:
         if "transfers" in sections:
             _transfers(rows, data, report)
         if "sweep" in sections:
@@ -404,6 +528,9 @@ def main(argv: list[str]) -> int:
         _candidates("digits", model, data, args.smoke, budget, report)
     if "sparsity" in sections:
         _sparsity(args.smoke, budget, report)
+    for name in ("bids", "digits"):
+        if f"study-{name}" in sections:
+            _study(name, args.full_data, args.out, report)
     from optlab.instruments.environment import environment
 
     report["environment_end"] = environment("cuda").to_dict()
