@@ -252,7 +252,7 @@ def _validate_text_inputs(args):
                          f"an ONNX model takes --inputs .npz arrays (tokenize the texts yourself) without "
                          f"--text-column, a transformer folder takes --model ./folder/ --inputs texts.csv "
                          f"--text-column NAME")
-    if onnx_model or (model.is_file() and not model.is_dir()):
+    if onnx_model or model.is_file():
         flag = ("--label-column" if args.label_column else "--padding" if args.padding else "--inputs")
         raise UsageError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))} is for a save_pretrained folder with a "
                          f"CSV of texts, but --model {model.name} is a file; an ONNX model takes --inputs .npz "
