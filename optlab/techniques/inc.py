@@ -101,7 +101,7 @@ def _apply(inc, recipe: Quantize, model: Any, data: Any, threads, workdir: Path)
             module, meta = _autotune(inc, recipe, model, data, threads)
         else:
             module, meta = _weight_only(inc, recipe, copy.deepcopy(model).eval(), data,
-                                        bits=8 if recipe.scheme == "weight-only-int8" else 4)
+                                        bits=8 if recipe.scheme == "weight-only-int8" else 4, workdir=workdir)
         path = artifact_file(workdir, recipe.name, ".pt")
         extra = save_module(module, path, original=model)
         candidate = Candidate(
@@ -126,11 +126,13 @@ def _calibrate_fn(data: Any, recipe: Quantize, names: list[str] | None = None):
     return run, len(rows)
 
 
-def _weight_only(inc, recipe: Quantize, module: Any, data: Any, bits: int) -> tuple[Any, dict]:
+def _weight_only(inc, recipe: Quantize, module: Any, data: Any, bits: int, workdir: Path) -> tuple[Any, dict]:
     group = recipe.group_size
     if recipe.algorithm == "gptq":
         run, rows = _calibrate_fn(data, recipe)
-        config = inc.GPTQConfig(bits=bits, group_size=group)
+        # INC's GPTQ resolves `model_path` at construction even when it never reads it (layer-wise
+        # mode only): the default "" sends it to the Hugging Face hub. A local folder keeps it offline.
+        config = inc.GPTQConfig(bits=bits, group_size=group, model_path=str(workdir))
         try:
             prepared = inc.prepare(module, config)
             run(prepared)

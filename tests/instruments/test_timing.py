@@ -8,6 +8,7 @@ import pytest
 from optlab.bench.measure import TRUE_P50_MS, TRUE_P99_MS, draw_latencies_ms
 from optlab.instruments.timing import (
     bootstrap_quantile_ci,
+    first_of_each_shape,
     is_stable,
     quantile_ci_order_stats,
     summarize,
@@ -143,3 +144,15 @@ def test_warmup_rejects_bad_values():
         time_calls(lambda b: b, [0], warmup="soon")
     with pytest.raises(ValueError, match="warmup="):
         time_calls(lambda b: b, [0], warmup=-1)
+
+
+def test_warmup_visits_every_input_shape_before_timing():
+    """Eager runtimes pay a first call per new shape (per-batch padding gives many): every shape
+    is called once in the warm-up, so none of those first calls is timed."""
+    batches = [{"ids": np.zeros((1, length), np.int64)} for length in (8, 8, 16, 8, 32, 64, 16, 128)]
+    calls = []
+    run = time_calls(lambda batch: calls.append(batch["ids"].shape[1]), batches, warmup=2, min_samples=5,
+                     max_samples=20, budget_s=0.5)
+    assert sorted(set(calls[:run.warmup])) == [8, 16, 32, 64, 128]
+    assert run.warmup == 2 + 4  # two plain warm-up calls (both length 8), then 16, 32, 64 and 128 once each
+    assert first_of_each_shape(batches) == [0, 2, 4, 5, 7]

@@ -184,6 +184,21 @@ def test_inc_weight_only_runs_on_the_same_bert(tiny, tmp_path):
     assert got.shape == want.shape and (got.argmax(1) == want.argmax(1)).mean() >= 0.9
 
 
+def test_inc_gptq_and_autotune_on_the_same_bert_stay_offline(tiny, tmp_path):
+    """GPTQ calibrates on the calibration split (INC would otherwise look the model up on the hub);
+    autotune's winner is judged by optlab's evaluator."""
+    model, data = tiny
+    gptq = apply(Quantize("weight-only-int4", runtime="inc", algorithm="gptq", calibration_samples=32), model, data,
+                 workdir=tmp_path / "gptq")
+    assert gptq.meta["inc_config"].startswith("GPTQConfig(bits=4") and gptq.meta["calibration_rows"] == 32
+    batch = data.requests[1]
+    got, want = gptq.predict(batch), _logits(model, batch)
+    assert got.shape == want.shape and (got.argmax(1) == want.argmax(1)).mean() >= 0.5
+    tuned = apply(Quantize("autotune", runtime="inc", tolerable_loss=0.05), model, data, workdir=tmp_path / "tune")
+    trials = tuned.meta["tuning_trials"]
+    assert trials[0]["config"] == "baseline fp32" and tuned.meta["inc_config"] in [t["config"] for t in trials[1:]]
+
+
 def test_the_guard_blocks_non_loopback_connections():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s, pytest.raises(ConnectionRefusedError, match="blocked"):
         s.connect(("198.51.100.7", 443))
