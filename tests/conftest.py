@@ -2,7 +2,8 @@
 
 Fixture names (all smoke settings, session scope): `digits_data`, `bids_data`, `intents_data`
 (optlab.data.Dataset) and `digits_model`, `bids_model`, `intents_model` (trained teacher
-nn.Modules from optlab.models.zoo, eval mode). `optlab_cache` is the session cache folder.
+nn.Modules from optlab.models.zoo, eval mode). `optlab_cache` is the session cache folder;
+`offline` refuses every non-loopback connection for the whole session.
 """
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline():
+    """No test reaches the network: every socket connection except to loopback raises
+    (HF_HUB_OFFLINE alone is a promise of the libraries, not a guarantee)."""
+    from optlab.testing.tiny_text import no_network
+
+    with no_network():
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
