@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 # objective -> (column, "min"|"max", words)
+HIGHER_IS_BETTER = ("throughput_per_s", "throughput_at_sla_per_s")  # objective columns ranked "max"
 OBJECTIVES: dict[str, tuple[str, str, str]] = {
     "cost": ("cost_per_1m_usd", "min", "cost per 1M predictions"),
     "latency": ("p99_ms", "min", "p99 latency"),
@@ -302,7 +303,7 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
 
 
 def _fmt_objective(column: str, objective: str, value: float) -> str:
-    if column == "throughput_per_s":
+    if column in HIGHER_IS_BETTER:
         return f"{value:.4g}/s"
     return _Formatter.objective(objective, value)
 
@@ -316,7 +317,7 @@ def _explain_choice(best: dict, rows: list[dict], column: str, objective: str, w
     if baseline is not None and baseline is not best:
         ours, theirs = _float(best, column), _float(baseline, column)
         if theirs > 0 and ours > 0 and not (math.isnan(ours) or math.isnan(theirs)):
-            ratio = theirs / ours if column != "throughput_per_s" else ours / theirs
+            ratio = ours / theirs if column in HIGHER_IS_BETTER else theirs / ours
             text += f"; {ratio:.2f}x better than the baseline ({_fmt_objective(column, objective, theirs)})"
     details = []
     p99 = _float(best, "p99_ms")

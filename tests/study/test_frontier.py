@@ -85,6 +85,13 @@ def test_cost_objective_falls_back_to_throughput_without_prices():
     assert recommend(df, max_quality_drop=0.01).candidate == "int8"
 
 
+def test_served_objective_ranks_by_throughput_at_the_sla_and_says_how_much_better():
+    df = table().assign(throughput_at_sla_per_s=[2000.0, 8000.0, 16000.0, 1000.0, None])
+    rec = recommend(df, max_quality_drop=0.01, objective="served")  # pruned serves most but drops 5 pp
+    assert rec.candidate == "int8"
+    assert "4.00x better than the baseline (2000/s)" in rec.explanation
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(objective="speed"), "unknown objective 'speed'"),
     (dict(max_p99_ms=0), "positive latency in milliseconds"),

@@ -45,6 +45,9 @@ def test_recommend_by_served_throughput(served):
     choice = study.recommend(objective="served")
     served_per_s = table.set_index("candidate")["throughput_at_sla_per_s"]
     assert served_per_s[choice.candidate] == served_per_s.max()  # ties go to the smaller quality drop
+    if choice.candidate != "baseline":
+        ratio = served_per_s[choice.candidate] / served_per_s["baseline"]
+        assert f"{ratio:.2f}x better than the baseline ({served_per_s['baseline']:.4g}/s)" in choice.explanation
 
 
 def test_explorer_offers_and_draws_served_throughput(served):
