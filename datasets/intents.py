@@ -1,12 +1,17 @@
 """intents: synthetic ad copy labelled with its campaign intent (8 classes).
 
-Each ad is one "core" sentence of its class (templates with slot fillers), plus, often,
-a *negated distractor*: another class's core phrase after a cue ("no need to", "forget",
-"instead of" ...), so counting words is not enough (bag-of-words sees both classes; a
-model that reads order can tell which one is negated). Near-miss classes share words
-("book a demo" / "book your seats" / "book your flight"). Class-neutral filler, a legal
-footer of up to a few hundred words (long tail), typos, casing noise and 2% label noise
-keep the task good-but-not-perfect. A WordPiece tokenizer is trained on the train split.
+Each ad is one "core" sentence of its class (templates with slot fillers). Most ads (v2:
+70%) also carry a *second live offer* of another class, and end with a cancellation that
+names the cancelled offer only by its place ("update: the first offer has ended", "the
+latter deal is sold out"): the intent is the offer that is *not* cancelled, which takes
+composing the whole ad (which offer comes first, what the cancellation refers to). A
+bag-of-words model sees both offers and cannot tell; a model that reads order can, and a
+4-layer BERT learns it within the zoo's budget where a 2-layer one mostly does not. The
+other ads carry *negated distractors* instead: another class's core phrase after a cue ("no
+need to", "forget", "instead of" ...), often from a near-miss class ("book a demo" / "book
+your seats" / "book your flight"). Class-neutral filler, a legal footer of up to a few
+hundred words on some ads (the long tail of lengths), typos, casing noise and 2% label
+noise keep the task good-but-not-perfect. A WordPiece tokenizer is trained on the train split.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import random
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2
 CLASSES = ("app_install", "lead_generation", "retail_sale", "travel_booking",
            "financial_offer", "job_recruitment", "event_promotion", "brand_awareness")
 # Fixed before any model was tuned on it (see datasets/README.md).
@@ -22,9 +27,10 @@ PARAMS = {
     "n": {"train": 16_000, "validation": 2_000, "test": 4_000},
     "distractor_probs": (0.4, 0.45, 0.15),  # 0, 1 or 2 negated distractors
     "near_miss_prob": 0.6,  # a distractor comes from the near-miss class
-    "filler_max": 3, "footer_prob": 0.25, "footer_mean_sentences": 6,
+    "filler_max": 2, "footer_prob": 0.12, "footer_mean_sentences": 6,
     "typo_rate": 0.04, "upper_prob": 0.08, "label_noise": 0.02,
     "vocab_size": 4000, "max_length": 128,
+    "cancel_prob": 0.7,  # two live offers, one cancelled later by its place ("the first offer has ended")
 }
 NEAR_MISS = {0: 2, 1: 6, 2: 3, 3: 2, 4: 1, 5: 4, 6: 1, 7: 2}
 SLOTS = {
@@ -149,15 +155,30 @@ def _typo(word: str, rnd: random.Random) -> str:
     return word[:i] + word[i] + word[i:]
 
 
+# A cancellation names the cancelled offer by its place among the ad's two offers, never by its words.
+ORDINALS = (("first", "earlier", "former", "1st"), ("second", "later", "latter", "2nd"))
+CANCELS = ["update: the {ord} offer has ended", "sorry, the {ord} deal is sold out",
+           "the {ord} offer is no longer available", "correction: the {ord} promotion was cancelled",
+           "please note the {ord} offer has expired", "the {ord} one is gone, sorry"]
+
+
 def _ad(label: int, rnd: random.Random) -> str:
     P = PARAMS
-    parts = [_fill(rnd.choice(CORE[label]), rnd)]
-    k = rnd.choices((0, 1, 2), weights=P["distractor_probs"])[0]
-    for _ in range(k):
-        other = NEAR_MISS[label] if rnd.random() < P["near_miss_prob"] else rnd.choice([c for c in CORE if c != label])
-        parts.append(rnd.choice(CUES) + " " + _fill(rnd.choice(CORE[other]), rnd))
+    own = _fill(rnd.choice(CORE[label]), rnd)
+    parts, cancelled = [own], None
+    if rnd.random() < P["cancel_prob"]:  # two live offers; the one of another class is cancelled at the end
+        cancelled = _fill(rnd.choice(CORE[rnd.choice([c for c in CORE if c != label])]), rnd)
+        parts.append(cancelled)
+    else:
+        for _ in range(rnd.choices((0, 1, 2), weights=P["distractor_probs"])[0]):
+            near = rnd.random() < P["near_miss_prob"]
+            other = NEAR_MISS[label] if near else rnd.choice([c for c in CORE if c != label])
+            parts.append(rnd.choice(CUES) + " " + _fill(rnd.choice(CORE[other]), rnd))
     parts += [_fill(rnd.choice(FILLER), rnd) for _ in range(rnd.randint(0, P["filler_max"]))]
     rnd.shuffle(parts)
+    if cancelled is not None:
+        place = rnd.choice(ORDINALS[int(parts.index(cancelled) > parts.index(own))])
+        parts.append(rnd.choice(CANCELS).replace("{ord}", place))
     text = ". ".join(parts)
     if rnd.random() < P["footer_prob"]:
         n_legal = 1 + int(rnd.expovariate(1 / P["footer_mean_sentences"]))

@@ -3,11 +3,17 @@
 Per model: train time, parameters and the test metric, beside references: digits accuracy
 (target >= 97%); bids AUC beside the oracle AUC (target within 0.02) and a logistic
 regression on one-hot categoricals; intents accuracy beside a bag-of-words linear model.
+Accuracies carry a 95% bootstrap interval over the test rows. For intents the command then
+judges the teacher against issue 16's targets (teacher >= 3 points above the 2-layer student
+and >= 5 above bag-of-words, intervals apart; teacher training <= 90 s full / 15 s smoke)
+and, with `--distill`, adds the student distilled from the teacher (the Distill recipe) and
+its from-scratch control. The machine's load average is printed beside the seconds.
 Trains fresh by default (the cache is overwritten); `--cached` reuses cached models.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 
@@ -31,6 +37,24 @@ def logits(model, split, batch_size: int = 512) -> np.ndarray:
 
     with torch.inference_mode():
         return np.concatenate([model(**to_tensors(b)).numpy() for b in split.batches(batch_size)])
+
+
+TEACHER_TARGETS = {"over_student_points": 3.0, "over_bag_of_words_points": 5.0}
+TEACHER_MAX_TRAIN_S = {False: 90.0, True: 15.0}
+
+
+def accuracy_interval(correct: np.ndarray) -> tuple[float, float]:
+    """95% bootstrap interval of the accuracy, from per-row correctness (0/1)."""
+    from optlab.instruments.agreement import bootstrap_mean_ci
+
+    return bootstrap_mean_ci(np.asarray(correct, dtype=np.float64))
+
+
+def load_average() -> str:
+    try:
+        return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "load average n/a"
 
 
 def metric(data, scores: np.ndarray) -> tuple[str, float]:
@@ -62,37 +86,99 @@ def logistic_regression_auc(data) -> float:
 
 def bag_of_words_accuracy(data) -> float:
     """sklearn TF-IDF unigram bag of words + logistic regression on the raw texts."""
+    return float(bag_of_words_correct(data).mean())
+
+
+def bag_of_words_correct(data) -> np.ndarray:
+    """Per test row, whether the bag-of-words model (TF-IDF unigrams + logistic regression) is right."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     texts = data.meta["texts"]
     vec = TfidfVectorizer().fit(texts["train"])
     lr = LogisticRegression(C=10.0, max_iter=1000).fit(vec.transform(texts["train"]), data.train.labels)
-    return float((lr.predict(vec.transform(texts["test"])) == data.test.labels).mean())
+    return lr.predict(vec.transform(texts["test"])) == data.test.labels
 
 
-def run(smoke: bool = False, fresh: bool = True, datasets=None):
+def _row(name: str, model: str, metric_name: str, value: float, correct=None, **extra) -> dict:
+    row = {"dataset": name, "model": model, "metric": metric_name, "test": value, **extra}
+    if correct is not None:
+        row["low"], row["high"] = accuracy_interval(correct)
+    return row
+
+
+def run(smoke: bool = False, fresh: bool = True, datasets=None, distill: bool = False):
     """Yield one row per model (and per reference baseline) as it finishes."""
     from optlab.data import datasets as optlab_data
     from optlab.models import weights, zoo
 
     for name in datasets or zoo.SIZES:
         data = optlab_data.load(name, smoke=smoke)
+        models = {}
         for size in zoo.SIZES[name]:
-            model = zoo.get(name, size, smoke=smoke, data=data, fresh=fresh)
-            metric_name, value = metric(data, logits(model, data.test))
-            yield ({"dataset": name, "model": size, "params": weights.param_count(model),
-                         "train_s": model.optlab_train_log["train_s"], "metric": metric_name, "test": value})
+            model = models[size] = zoo.get(name, size, smoke=smoke, data=data, fresh=fresh)
+            scores = logits(model, data.test)
+            metric_name, value = metric(data, scores)
+            correct = scores.argmax(axis=1) == data.test.labels if metric_name == "accuracy" else None
+            yield _row(name, size, metric_name, value, correct, params=weights.param_count(model),
+                       train_s=model.optlab_train_log["train_s"], load=load_average())
         start = time.perf_counter()
         if name == "bids":
             yield ({"dataset": name, "model": "oracle (true p)", "metric": "auc", "test": data.meta["oracle_auc"]})
             value = logistic_regression_auc(data)
             yield ({"dataset": name, "model": "logistic regression", "metric": "auc", "test": value,
-                         "train_s": time.perf_counter() - start})
+                    "train_s": time.perf_counter() - start})
         elif name == "intents":
-            value = bag_of_words_accuracy(data)
-            yield ({"dataset": name, "model": "bag-of-words logreg", "metric": "accuracy", "test": value,
-                         "train_s": time.perf_counter() - start})
+            correct = bag_of_words_correct(data)
+            yield _row(name, "bag-of-words logreg", "accuracy", float(correct.mean()), correct,
+                       train_s=time.perf_counter() - start)
+            if distill:
+                yield from _distilled(data, models["teacher"])
+
+
+def _distilled(data, teacher):
+    """The Distill recipe (student initialised from alternate teacher layers, KD loss) and its
+    from-scratch control, both under the recipe's own training budget."""
+    import tempfile
+
+    from optlab.recipes.recipe import Distill
+    from optlab.techniques.registry import apply
+
+    with tempfile.TemporaryDirectory() as workdir:
+        for label, recipe in (("student, distilled", Distill()), ("student, Distill ctrl", Distill(from_scratch=True))):
+            candidate = apply(recipe, teacher, data, workdir=workdir)
+            scores = np.concatenate([candidate.predict(b) for b in data.test.batches(512)])
+            correct = scores.argmax(axis=1) == data.test.labels
+            yield _row(data.name, label, "accuracy", float(correct.mean()), correct,
+                       params=candidate.meta["student_params"], train_s=candidate.meta["train_s"])
+
+
+def verdict(rows: list[dict], smoke: bool) -> list[str]:
+    """Issue 16's teacher targets, judged on the intents rows: one line per target."""
+    by_model = {r["model"]: r for r in rows if r["dataset"] == "intents"}
+    teacher = by_model.get("teacher")
+    if teacher is None:
+        return []
+    lines = []
+    for other, key in (("student", "over_student_points"), ("bag-of-words logreg", "over_bag_of_words_points")):
+        ref = by_model[other]
+        gap = 100 * (teacher["test"] - ref["test"])
+        apart = teacher["low"] > ref["high"]
+        ok = gap >= TEACHER_TARGETS[key] and apart
+        lines.append(f"teacher - {other}: {gap:+.1f} points (target >= {TEACHER_TARGETS[key]:.0f}); intervals "
+                     f"{'apart' if apart else 'overlap'} -> {'MET' if ok else 'NOT MET'}")
+    limit = TEACHER_MAX_TRAIN_S[smoke]
+    lines.append(f"teacher training: {teacher['train_s']:.1f} s (target <= {limit:.0f} s, "
+                 f"{'smoke' if smoke else 'full'}) -> {'MET' if teacher['train_s'] <= limit else 'NOT MET'} "
+                 f"({teacher.get('load', load_average())} when it finished)")
+    if "student, distilled" in by_model:
+        distilled, control = by_model["student, distilled"], by_model["student, Distill ctrl"]
+        apart = distilled["low"] > control["high"] or control["low"] > distilled["high"]
+        lines.append(f"distilled student: {100 * distilled['test']:.1f}% = {distilled['test'] / teacher['test']:.1%} "
+                     f"of the teacher's accuracy; {100 * (distilled['test'] - control['test']):+.1f} points vs the "
+                     f"same student trained without a teacher (intervals "
+                     f"{'apart' if apart else 'overlap'})")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,15 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cached", action="store_true", help="reuse cached models instead of retraining")
     parser.add_argument("--fresh", action="store_true", help="retrain even when cached (the default)")
     parser.add_argument("--datasets", nargs="*", default=None, help="subset of datasets")
+    parser.add_argument("--distill", action="store_true",
+                        help="intents: also the Distill recipe's student and its from-scratch control")
     args = parser.parse_args(argv or [])
     import torch
 
     print(f"CPU: {cpu_model()} | torch threads: {torch.get_num_threads()} | torch {torch.__version__} | "
-          f"setting: {'smoke' if args.smoke else 'full'}")
-    print(f"{'dataset':<9}{'model':<21}{'params':>10}{'train_s':>9}  {'metric':<9}{'test':>8}", flush=True)
-    for r in run(smoke=args.smoke, fresh=not args.cached, datasets=args.datasets):
+          f"setting: {'smoke' if args.smoke else 'full'} | {load_average()}")
+    print(f"{'dataset':<9}{'model':<23}{'params':>10}{'train_s':>9}  {'metric':<9}{'test':>8}  {'95% interval':<17}",
+          flush=True)
+    rows = []
+    for r in run(smoke=args.smoke, fresh=not args.cached, datasets=args.datasets, distill=args.distill):
+        rows.append(r)
         params = f"{r['params']:,}" if "params" in r else "-"
         train_s = f"{r['train_s']:.1f}" if "train_s" in r else "-"
-        print(f"{r['dataset']:<9}{r['model']:<21}{params:>10}{train_s:>9}  {r['metric']:<9}{r['test']:>8.4f}",
-              flush=True)
+        interval = f"[{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else ""
+        print(f"{r['dataset']:<9}{r['model']:<23}{params:>10}{train_s:>9}  {r['metric']:<9}{r['test']:>8.4f}  "
+              f"{interval:<17}", flush=True)
+    for line in verdict(rows, args.smoke):
+        print(line, flush=True)
+    print(f"done | {load_average()}", flush=True)
     return 0

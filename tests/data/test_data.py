@@ -1,6 +1,8 @@
 """optlab.data.datasets: the three offline datasets, their cache (sha256 sidecars) and determinism."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,33 @@ def test_generators_load_from_an_uninstalled_checkout(tmp_path):
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
                          cwd=tmp_path).stdout.split()
     assert out == [str(tmp_path / "optlab" / "data" / "datasets.py"), str(tmp_path / "datasets" / "digits.py")]
+
+
+def test_intents_cancellation_names_the_other_offer_by_its_place(monkeypatch):
+    """v2 ads: two live offers, then "the first/second ... has ended"; the label is the offer left."""
+    import random
+
+    intents = data.generator("intents")
+    for key, value in {"cancel_prob": 1.0, "filler_max": 0, "footer_prob": 0.0, "typo_rate": 0.0,
+                       "upper_prob": 0.0}.items():
+        monkeypatch.setitem(intents.PARAMS, key, value)
+    first_words = set(intents.ORDINALS[0])
+    rnd = random.Random(5)
+    seen = set()
+    for i in range(400):
+        label = i % (len(intents.CLASSES) - 1)  # not brand_awareness: its "{brand}. {slogan}." has a full stop
+        text = intents._ad(label, rnd)
+        own_first = any(re.match(re.escape(t).replace(r"\{", "{").replace(r"\}", "}").format_map(
+            {k: r"(?:(?!\. ).)+?" for k in intents.SLOTS}) + r"\. ", text) for t in intents.CORE[label])
+        ordinal = re.search(r"the (\w+) (?:offer|deal|promotion|one)", text.rsplit(". ", 1)[-1]).group(1)
+        assert own_first == (ordinal not in first_words), text  # the cancelled offer is never the label's
+        seen.add((own_first, ordinal in first_words))
+    assert seen == {(True, False), (False, True)}  # both orders occur
+
+
+def test_intents_share_of_cancelled_offers():
+    intents = data.generator("intents")
+    texts, _ = intents.generate(seed=2, n={"train": 1000})
+    ends = re.compile(r"(has ended|sold out|no longer available|was cancelled|has expired|is gone)")
+    cancelled = [bool(ends.search(t.lower())) for t in texts["train/texts"]]
+    assert abs(np.mean(cancelled) - intents.PARAMS["cancel_prob"]) < 0.06
