@@ -165,8 +165,9 @@ def verdict(rows: list[dict], smoke: bool) -> list[str]:
         gap = 100 * (teacher["test"] - ref["test"])
         apart = teacher["low"] > ref["high"]
         ok = gap >= TEACHER_TARGETS[key] and apart
+        judged = "(the target is for the full setting)" if smoke else ("MET" if ok else "NOT MET")
         lines.append(f"teacher - {other}: {gap:+.1f} points (target >= {TEACHER_TARGETS[key]:.0f}); intervals "
-                     f"{'apart' if apart else 'overlap'} -> {'MET' if ok else 'NOT MET'}")
+                     f"{'apart' if apart else 'overlap'} -> {judged}")
     limit = TEACHER_MAX_TRAIN_S[smoke]
     lines.append(f"teacher training: {teacher['train_s']:.1f} s (target <= {limit:.0f} s, "
                  f"{'smoke' if smoke else 'full'}) -> {'MET' if teacher['train_s'] <= limit else 'NOT MET'} "
