@@ -69,7 +69,8 @@ def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | Non
     meta: dict[str, Any] = {"teacher_params": teacher_params, "student_params": student_params,
                             "params_before": teacher_params, "params_after": student_params,
                             "student": recipe.student, "epochs": epochs, "lr": lr,
-                            "max_seconds": budget["max_seconds"], "from_scratch": recipe.from_scratch}
+                            "batch_size": budget["batch_size"], "warmup_fraction": budget["warmup_fraction"],
+                            "from_scratch": recipe.from_scratch}
     if recipe.from_scratch:
         train_on, loss_fn = data, None
         meta["initialised_from_teacher"] = 0
@@ -80,8 +81,8 @@ def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | Non
         train_on = Split(data.train.inputs, targets)
         loss_fn = KDLoss(task=data.task, temperature=recipe.temperature, alpha=recipe.alpha)
     log = training.train(student, train_on, epochs=epochs, lr=lr, batch_size=budget["batch_size"],
-                         loss_fn=loss_fn, seed=0, max_seconds=budget["max_seconds"],
-                         weight_decay=budget["weight_decay"])
+                         loss_fn=loss_fn, seed=0, weight_decay=budget["weight_decay"],
+                         warmup_fraction=budget["warmup_fraction"], threads=budget["threads"])
     student.eval()
     meta.update({"train_s": round(log.train_s, 3), "epochs_run": log.epochs, "stopped_by": log.stopped_by,
                  "final_loss": log.final_loss})
@@ -170,15 +171,15 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> int:
     return len(copied)
 
 
-STUDENT_MAX_S = {False: 40.0, True: 6.0}  # + the teacher pass: a recipe stays under ~60 s full / ~10 s smoke
-
-
 def student_budget(data: Any) -> dict[str, Any]:
-    """The zoo's training settings for `data` (epochs, lr, batch size, weight decay), capped in
-    wall-clock time. The KD run and its from-scratch control get exactly the same budget."""
+    """The zoo's training settings for `data` (epochs, lr, batch size, weight decay, warm-up) and its
+    training threads: the KD run, its from-scratch control and the zoo's own student get exactly the
+    same steps, so the same student on any machine (a wall-clock cap made the result depend on the
+    machine's speed and load, and gave the slower KD steps fewer of them)."""
     from optlab.models import zoo
 
     smoke = bool(getattr(data, "meta", {}).get("smoke", False))
     base = zoo.TRAINING.get((data.name, smoke), {"epochs": 5, "lr": 1e-3, "batch_size": 64})
     return {"epochs": base["epochs"], "lr": base["lr"], "batch_size": base["batch_size"],
-            "weight_decay": base.get("weight_decay", 0.01), "max_seconds": STUDENT_MAX_S[smoke]}
+            "weight_decay": base.get("weight_decay", 0.01), "warmup_fraction": base.get("warmup_fraction", 0.05),
+            "threads": zoo.TRAIN_THREADS}

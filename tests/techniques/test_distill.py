@@ -39,11 +39,8 @@ def _kl(teacher_logits, student_logits):
     return float(torch.nn.functional.kl_div(s, t, log_target=True, reduction="batchmean"))
 
 
-def test_distilled_student_moves_toward_teacher_and_control_runs(digits, tmp_path, monkeypatch):
+def test_distilled_student_moves_toward_teacher_and_control_runs(digits, tmp_path):
     teacher, data = digits
-    # every epoch runs whatever the machine's load: a wall-clock cap would make the KL check a timing test
-    monkeypatch.setitem(distill.STUDENT_MAX_S, True, 600.0)
-    monkeypatch.setitem(distill.STUDENT_MAX_S, False, 600.0)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     untrained = zoo.build("digits", "student", data, seed=0)
     kd = apply(Distill(epochs=4, temperature=4.0, alpha=0.9), teacher, data, workdir=tmp_path)
@@ -55,7 +52,7 @@ def test_distilled_student_moves_toward_teacher_and_control_runs(digits, tmp_pat
     assert kd.meta["student_params"] < kd.meta["teacher_params"]
     assert control.meta["from_scratch"] and not kd.meta["from_scratch"]
     assert kd.meta["epochs_run"] == control.meta["epochs_run"] == 4
-    for key in ("epochs", "lr", "max_seconds", "student_params"):
+    for key in ("epochs", "lr", "batch_size", "warmup_fraction", "student_params"):
         assert kd.meta[key] == control.meta[key], f"the control must get the same {key}"
     batch = next(data.test.batches(8))
     from optlab.models.runtimes import load_torch
