@@ -139,7 +139,9 @@ def _produce(context: TaskContext, task: Task) -> dict[str, Any]:
             raise KeyboardInterrupt(f"measuring {task.name} was interrupted")
         timings["measure_s"] = time.perf_counter() - started - timings["apply_s"]
         stage = "evaluate"
-        quality = evaluate(candidate, context.data, context.baseline_outputs)
+        # the baseline's test outputs were computed once for the whole run: not predicted again
+        scored = context.baseline_outputs if task.recipe is None and context.baseline_outputs is not None else candidate
+        quality = evaluate(scored, context.data, context.baseline_outputs)
         timings["evaluate_s"] = time.perf_counter() - started - timings["apply_s"] - timings["measure_s"]
         row.update(candidate.describe())
         row.update(measurement.to_row())
