@@ -169,3 +169,22 @@ def test_series_counts_every_request_once():
 def test_a_closed_loop_with_many_clients_is_not_called_over_saturated():
     result = loadgen.run(Server(lambda b: b["x"], NoBatching()), PAYLOADS, Closed(300, duration_s=0.5))
     assert not result.summary["stopped_early"] and result.summary["ok"] > 300
+
+
+def test_generator_headroom_walks_past_a_failing_low_rate(monkeypatch):
+    """A low rate can fail on an idle machine (wake-ups) where higher ones pass: the headroom is the
+    highest passing rate on the ladder, and the search stops after two failures in a row."""
+    from optlab.serving import loadgen as module
+
+    p99_by_rate = {500: 1.2, 1000: 0.4, 2000: 0.5, 4000: 0.9, 8000: 1.5, 16000: 2.5, 32000: 0.3}
+
+    class Fake:
+        def __init__(self, rate):
+            self.summary = {"p99_ms": p99_by_rate[int(rate)], "stopped_early": False, "ok": 700, "requests": 700,
+                            "offered_per_s": rate}
+
+    monkeypatch.setattr(module, "run", lambda server, payloads, load, seed=0: Fake(load.rate_per_s))
+    monkeypatch.setattr(module, "noop_server", lambda: None)
+    best, curve = module.generator_headroom(sla_ms=10.0, start_per_s=500.0, max_per_s=64_000)
+    assert best == 4000
+    assert list(curve["offered_per_s"]) == [500, 1000, 2000, 4000, 8000, 16000]  # 32000 never probed
