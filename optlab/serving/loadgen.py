@@ -313,7 +313,7 @@ def _noop(batch):
 
 
 def generator_headroom(*, sla_ms: float = 10.0, start_per_s: float = 500.0, min_per_s: float = 50.0,
-                       max_per_s: float = 256_000, min_requests: int = 662, probe_s: float = 0.5,
+                       max_per_s: float = 128_000, min_requests: int = 662, probe_s: float = 0.5,
                        seed: int = 0, failures_to_stop: int = 2) -> tuple[float, pd.DataFrame]:
     """The highest offered rate at which a no-op server's p99 stays <= 10% of `sla_ms`, with the
     measured curve. Figures above half of it carry the generator's own delay.
@@ -335,6 +335,7 @@ def generator_headroom(*, sla_ms: float = 10.0, start_per_s: float = 500.0, min_
         return ok
 
     rate, best, failed_in_a_row = start_per_s, 0.0, 0
+    max_per_s = min(max_per_s, MAX_RATE_PER_S)
     while rate <= max_per_s and failed_in_a_row < failures_to_stop:
         if passes(rate):
             best, failed_in_a_row = rate, 0

@@ -50,3 +50,33 @@ class HardStop:
             self._armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def ctrl_c_remembered() -> Iterator[dict[str, bool]]:
+    """While inside, Ctrl-C (SIGINT) is remembered in the yielded dict (`["requested"]`) and then
+    handled as before (KeyboardInterrupt by default). The study checks the flag between
+    candidates: a KeyboardInterrupt that lands in a library's destructor or callback is swallowed
+    there ("Exception ignored in ..."), and without the flag the study would run on. Main thread
+    only (elsewhere the flag stays False); the previous handler is restored on exit."""
+    state = {"requested": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # Ctrl-C is ignored on purpose (or not ours to manage)
+        yield state
+        return
+
+    def on_sigint(signum, frame):
+        state["requested"] = True
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL: Python's own behaviour, as an exception the study can handle
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -44,7 +44,7 @@ from optlab.study.executor import (
     run_task,
     skipped_row,
 )
-from optlab.study.hardstop import HardStop
+from optlab.study.hardstop import HardStop, ctrl_c_remembered
 from optlab.study.store import Store
 
 # A candidate still running when the time limit passes is stopped this long after it
@@ -280,7 +280,8 @@ class Study:
         elapsed: list[float] = []
         try:
             grace = max(HARD_STOP_MIN_S, HARD_STOP_SHARE * (self.time_limit_s or 0.0))
-            with self._hard_stop.armed(None if deadline is None else deadline + grace):
+            with self._hard_stop.armed(None if deadline is None else deadline + grace), \
+                    ctrl_c_remembered() as ctrl_c:
                 context.baseline_outputs = self._baseline_outputs()  # a slow model's pass counts against the limit
                 rows = self.executor.run(functools.partial(run_task, context), [task for task, _ in pending])
                 for row in rows:
@@ -300,6 +301,8 @@ class Study:
                     bar.set_postfix_str(f"{row.get('candidate')}: {row.get('status')}", refresh=False)
                     bar.update(1)
                     self._emit(row, done, total, cached=False)
+                    if ctrl_c["requested"]:  # its KeyboardInterrupt was swallowed where it landed: stop here
+                        raise KeyboardInterrupt("optlab: Ctrl-C")
         except KeyboardInterrupt:
             self.stop_reason = "time limit" if self._hard_stop.fired else "interrupted"
             note = limit_note if self._hard_stop.fired else "not run: the study was interrupted (Ctrl-C)"

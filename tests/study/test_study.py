@@ -292,3 +292,29 @@ def test_a_candidate_still_running_at_the_time_limit_is_stopped(digits, model, t
     assert study.stop_reason == "time limit" and df["status"].tolist() == ["skipped", "skipped"]
     assert len(Store(tmp_path)) == 0
     assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_ctrl_c_swallowed_inside_a_candidate_still_stops_the_study(digits, model, tmp_path):
+    """A KeyboardInterrupt that lands in a library's destructor or callback is lost there; the
+    study remembers the Ctrl-C and stops after the candidate in flight (stored), naming the rest."""
+    import signal as signals
+
+    class SwallowsCtrlC(InProcessExecutor):
+        def run(self, fn, tasks):
+            for i, task in enumerate(tasks):
+                if i == 1:
+                    try:
+                        signals.raise_signal(signals.SIGINT)
+                    except KeyboardInterrupt:
+                        pass  # what "Exception ignored in ..." amounts to
+                yield fn(task)
+
+    before = signals.getsignal(signals.SIGINT)
+    study = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path, executor=SwallowsCtrlC(),
+                  progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        study.run()
+    assert signals.getsignal(signals.SIGINT) is before  # the handler is put back
+    statuses = study.results["status"].tolist()
+    assert statuses[:2] != ["skipped", "skipped"] and statuses.count("skipped") == 2, statuses
+    assert study.stop_reason == "interrupted" and len(list((tmp_path / "rows").glob("*.json"))) == 2
