@@ -8,6 +8,8 @@ nn.Modules from optlab.models.zoo, eval mode). `optlab_cache` is the session cac
 from __future__ import annotations
 
 import os
+import signal
+import warnings
 
 import pytest
 
@@ -23,6 +25,21 @@ def offline():
 
     with no_network():
         yield
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_as_found(request):
+    """Ctrl-C handling is process-wide: a test (or a library it drives) that leaves SIGINT ignored or
+    blocked makes every later Ctrl-C test, and every subprocess started after it (they inherit both),
+    deaf to SIGINT. Put back what was there and name the test that changed it."""
+    handler, mask = signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    now_handler, now_mask = signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    if now_handler is not handler or now_mask != mask:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        warnings.warn(f"{request.node.nodeid} left SIGINT as {now_handler!r} (blocked: "
+                      f"{signal.SIGINT in now_mask}); put back", RuntimeWarning, stacklevel=1)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -125,11 +125,19 @@ def slow(tmp_path_factory):
     return folder / "slow.onnx", inputs
 
 
+def _ctrl_c_as_in_a_shell():
+    """In the child: SIGINT handled and unblocked, as a terminal would start it (an ignored or blocked
+    SIGINT is inherited from whatever started the test run)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 def study_command(model, inputs, out, *extra):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "optlab.cli", "study", "--model", str(model), "--inputs",
                              str(inputs), "--out", str(out), *extra], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_ctrl_c_as_in_a_shell)
 
 
 def check_outputs(out: Path, why: str) -> None:

@@ -309,12 +309,18 @@ def test_ctrl_c_swallowed_inside_a_candidate_still_stops_the_study(digits, model
                         pass  # what "Exception ignored in ..." amounts to
                 yield fn(task)
 
-    before = signals.getsignal(signals.SIGINT)
-    study = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path, executor=SwallowsCtrlC(),
-                  progress=False)
-    with pytest.raises(KeyboardInterrupt):
-        study.run()
-    assert signals.getsignal(signals.SIGINT) is before  # the handler is put back
+    # as in a terminal, whatever started the test run: SIGINT raises KeyboardInterrupt and is not blocked
+    found, mask = signals.signal(signals.SIGINT, signals.default_int_handler), signals.pthread_sigmask(
+        signals.SIG_UNBLOCK, [signals.SIGINT])
+    try:
+        study = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path, executor=SwallowsCtrlC(),
+                      progress=False)
+        with pytest.raises(KeyboardInterrupt):
+            study.run()
+        assert signals.getsignal(signals.SIGINT) is signals.default_int_handler  # the handler is put back
+    finally:
+        signals.signal(signals.SIGINT, found)
+        signals.pthread_sigmask(signals.SIG_SETMASK, mask)
     statuses = study.results["status"].tolist()
     assert statuses[:2] != ["skipped", "skipped"] and statuses.count("skipped") == 2, statuses
     assert study.stop_reason == "interrupted" and len(list((tmp_path / "rows").glob("*.json"))) == 2
