@@ -384,7 +384,7 @@ class Study:
         old = self._serving
         merged = table if old is None else pd.concat([old[~old["candidate"].isin(table["candidate"])], table])
         self._serving = merged.reset_index(drop=True)
-        if len(table):
+        if len(table) and self._subscribers:  # the frame is only built for someone to hear about it
             first = self.results
             match = first[first["candidate"].isin(table["candidate"])]
             if len(match):

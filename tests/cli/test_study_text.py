@@ -9,20 +9,13 @@ import pandas as pd
 import pytest
 
 from optlab.cli.main import _validate_study, build_parser, main
-from optlab.testing.tiny_text import no_network, texts_csv, texts_frame, tiny_bert_folder
-
-
-@pytest.fixture(autouse=True)
-def offline():
-    with no_network():
-        yield
+from optlab.testing.tiny_text import texts_csv, texts_frame, tiny_bert_folder
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("text-cli")
-    with no_network():
-        model = tiny_bert_folder(root / "my-model")
+    model = tiny_bert_folder(root / "my-model")
     texts_csv(root / "texts.csv", rows=48)
     no_config = shutil.copytree(model, root / "no-config")
     (no_config / "config.json").unlink()

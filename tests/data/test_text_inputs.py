@@ -6,13 +6,7 @@ import pandas as pd
 import pytest
 
 from optlab.data.text_inputs import encode_texts, read_text_csv
-from optlab.testing.tiny_text import no_network, texts_csv, tiny_tokenizer
-
-
-@pytest.fixture(autouse=True)
-def offline():
-    with no_network():
-        yield
+from optlab.testing.tiny_text import texts_csv, tiny_tokenizer
 
 
 def test_reads_texts_and_labels_as_strings(tmp_path):

@@ -12,19 +12,12 @@ import pytest
 import torch
 
 from optlab.models import hf_folder
-from optlab.testing.tiny_text import LABELS, no_network, texts_csv, texts_frame, tiny_bert_folder
-
-
-@pytest.fixture(autouse=True)
-def offline():
-    with no_network():
-        yield
+from optlab.testing.tiny_text import LABELS, texts_csv, texts_frame, tiny_bert_folder
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    with no_network():
-        return tiny_bert_folder(tmp_path_factory.mktemp("hf") / "my-model")
+    return tiny_bert_folder(tmp_path_factory.mktemp("hf") / "my-model")
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +27,7 @@ def csv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def labelled(folder, csv):
-    with no_network():
-        return hf_folder.from_folder(folder, csv, text_column="text", label_column="label")
+    return hf_folder.from_folder(folder, csv, text_column="text", label_column="label")
 
 
 def test_the_baseline_scores_each_text_as_the_model_does_alone(folder, csv, labelled):
