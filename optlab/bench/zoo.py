@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="smoke data and training settings (CI)")
     parser.add_argument("--cached", action="store_true", help="reuse cached models instead of retraining")
     parser.add_argument("--fresh", action="store_true", help="retrain even when cached (the default)")
-    parser.add_argument("--datasets", nargs="*", default=None, help="subset of datasets")
+    parser.add_argument("--datasets", nargs="*", default=None, help="subset of datasets (space- or comma-separated)")
     parser.add_argument("--distill", action="store_true",
                         help="intents: also the Distill recipe's student and its from-scratch control")
     args = parser.parse_args(argv or [])
@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'dataset':<9}{'model':<23}{'params':>10}{'train_s':>9}  {'metric':<9}{'test':>8}  {'95% interval':<17}",
           flush=True)
     rows = []
-    for r in run(smoke=args.smoke, fresh=not args.cached, datasets=args.datasets, distill=args.distill):
+    names = [n for a in args.datasets for n in a.split(",") if n] if args.datasets else None
+    for r in run(smoke=args.smoke, fresh=not args.cached, datasets=names, distill=args.distill):
         rows.append(r)
         params = f"{r['params']:,}" if "params" in r else "-"
         train_s = f"{r['train_s']:.1f}" if "train_s" in r else "-"

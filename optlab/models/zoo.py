@@ -19,7 +19,7 @@ from optlab.data.hashing import sha256_json
 from optlab.models import weights
 from optlab.models.candidate import Candidate
 
-VERSION = 2
+VERSION = 3  # 3: fused AdamW; the full intents models train on two threads
 SIZES = {"digits": ("teacher", "student"), "bids": ("teacher", "student"), "intents": ("teacher", "student")}
 ARCH = {
     ("digits", "teacher"): {"channels": [16, 32, 32], "pool_after": [1, 2], "hidden": 128},
@@ -37,12 +37,19 @@ TRAINING = {
     ("bids", True): {"epochs": 6, "lr": 3e-3, "batch_size": 512, "weight_decay": 1e-4},
     # intents v2 (datasets/README.md): 3,000 small steps at a low rate let the 4-layer teacher learn
     # which offer a cancellation leaves; the 2-layer student mostly does not in the same budget.
-    ("intents", False): {"epochs": 3, "lr": 1e-3, "batch_size": 16, "warmup_fraction": 0.1},
+    # Two training threads (the issue's 2 cores): 3,000 steps in about a minute instead of 1.5.
+    ("intents", False): {"epochs": 3, "lr": 1e-3, "batch_size": 16, "warmup_fraction": 0.1, "threads": 2},
     ("intents", True): {"epochs": 3, "lr": 3e-3, "batch_size": 32, "warmup_fraction": 0.1},
 }
-# Training runs on one thread: the same weights on any machine (reduction order depends on
-# the thread count), and no slowdown from oversubscription when other work shares the cores.
+# Training runs on a fixed number of threads, one unless a setting above says "threads": the
+# same weights on any machine (reduction order depends on the thread count, not on the cores),
+# and no slowdown from oversubscription when other work shares the cores.
 TRAIN_THREADS = 1
+
+
+def training(dataset: str, smoke: bool) -> dict[str, Any]:
+    """The training settings of `dataset`'s zoo models (full or smoke), with their thread count."""
+    return {"threads": TRAIN_THREADS} | TRAINING[(dataset, smoke)]
 TRAINED: Counter = Counter()  # (dataset, size, smoke) -> trainings run in this process (cache hits add nothing)
 
 
@@ -121,7 +128,7 @@ def get(dataset: str, size: str = "teacher", smoke: bool = False, seed: int = 0,
         model.optlab_train_log = info["train_log"]
         return model.eval()
     model = build(dataset, size, data, seed=seed)
-    log = train(model, data, seed=seed, threads=TRAIN_THREADS, **TRAINING[(dataset, smoke)])
+    log = train(model, data, seed=seed, **training(dataset, smoke))
     TRAINED[(dataset, size, smoke)] += 1
     cache.write_checked(path, lambda tmp: torch.save(model.state_dict(), tmp))
     info = {"key": key, "train_log": log.to_dict(), "param_count": weights.param_count(model)}

@@ -179,7 +179,8 @@ def student_budget(data: Any) -> dict[str, Any]:
     from optlab.models import zoo
 
     smoke = bool(getattr(data, "meta", {}).get("smoke", False))
-    base = zoo.TRAINING.get((data.name, smoke), {"epochs": 5, "lr": 1e-3, "batch_size": 64})
+    known = (data.name, smoke) in zoo.TRAINING
+    base = zoo.training(data.name, smoke) if known else {"epochs": 5, "lr": 1e-3, "batch_size": 64}
     return {"epochs": base["epochs"], "lr": base["lr"], "batch_size": base["batch_size"],
             "weight_decay": base.get("weight_decay", 0.01), "warmup_fraction": base.get("warmup_fraction", 0.05),
-            "threads": zoo.TRAIN_THREADS}
+            "threads": base.get("threads", zoo.TRAIN_THREADS)}

@@ -138,3 +138,26 @@ def test_offline_loaders_and_zoo(tmp_path, monkeypatch):
             built = zoo.build(name, size, datasets[name])
             with torch.inference_mode():
                 assert built(**to_tensors(datasets[name].requests[0])).ndim >= 1
+
+
+def test_training_settings_carry_their_thread_count_to_train_and_to_distill(digits_data, tmp_path, monkeypatch):
+    """Every setting trains on a fixed thread count (the same weights on any machine); the full intents
+    models on two, the others on TRAIN_THREADS; the Distill budget uses the very same settings."""
+    from optlab.models import training
+    from optlab.techniques.distill import student_budget
+
+    assert zoo.training("intents", False)["threads"] == 2
+    assert zoo.training("digits", True)["threads"] == zoo.TRAIN_THREADS == 1
+    seen = {}
+    real_train = training.train
+
+    def spy(model, data, **kwargs):
+        seen.update(kwargs)
+        return real_train(model, data, **kwargs)
+    monkeypatch.setattr(training, "train", spy)
+    monkeypatch.setenv("OPTLAB_CACHE", str(tmp_path))
+    zoo.get("digits", "student", smoke=True, data=digits_data, fresh=True)
+    assert seen["threads"] == zoo.training("digits", True)["threads"]
+    budget = student_budget(digits_data)
+    assert {k: budget[k] for k in ("epochs", "lr", "batch_size", "threads")} == {
+        k: zoo.training("digits", True)[k] for k in ("epochs", "lr", "batch_size", "threads")}
