@@ -11,6 +11,10 @@ Prints the issue's targets with the CPU flags beside them:
 - `--distill`: the 2-layer student distilled from the teacher vs trained from scratch, accuracy
   with 95% intervals and the speedup over the teacher.
 
+`python -m optlab.bench transformers --widths 64,128,256 [--width-epochs 1]` prints only where int8
+pays: the teacher's shape at several widths, trained here, O2 fp32 vs int8 at batch 32 beside the
+share of fp32 time in matrix products (the only part int8 speeds up; ONNX Runtime's profiler).
+
 `python -m optlab.bench transformers --bucketing [--smoke] [--sla-ms 250] [--edges 16,32,64,128]`
 prints only the serving figures instead: the O2 fp32 ONNX candidate serving the intents requests
 (their real, long-tailed lengths), plain dynamic vs length-bucketed batching with the same batch
@@ -173,6 +177,96 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
     return out
 
 
+# --- where int8 pays: the same BERT at several widths ----------------------------------------------
+
+def run_widths(widths: tuple[int, ...] = (64, 128, 256), epochs: int = 1, smoke: bool = False,
+               threads: int = THREADS, rounds: int = 3) -> list[dict[str, Any]]:
+    """The zoo teacher's shape (4 layers, 4 heads, feed-forward 2x the width) at each width, trained
+    here on the intents train split for `epochs` (the zoo's loop, batch 16, lr 1e-3, `threads`
+    threads; bench-only models, never cached), then optimum O2 fp32, dynamic and static int8 at
+    batch 32 (longest-in-batch padding; interleaved rounds, median): throughput ratio, accuracy
+    drop against O2 fp32 and the worst length slice, and the share of O2 fp32's ONNX Runtime time
+    spent in matrix products, and how much faster dynamic int8 makes them (ONNX Runtime's profiler):
+    int8 speeds up only those, and on narrow layers quantizing the activations eats the gain."""
+    import torch
+
+    from optlab.data.datasets import load
+    from optlab.instruments import op_profile
+    from optlab.instruments.environment import cpu_info
+    from optlab.instruments.latency import torch_threads
+    from optlab.instruments.quality import evaluate, reference
+    from optlab.models import weights, zoo
+    from optlab.models.runtimes import quiet_torch_logs
+    from optlab.models.training import train
+    from optlab.recipes import Optimum
+    from optlab.techniques.registry import apply
+
+    quiet_torch_logs()
+    _, flags = cpu_info()
+    flag_text = ",".join(f for f in SPEED_FLAGS if f in flags) or "no avx2"
+    data = load("intents", smoke=smoke)
+    budget = 1.0 if smoke else 4.0
+    b32 = _batches(data.test, 32, 30, "longest", int(data.meta["max_length"]))
+    print(f"CPU: {cpu_model()} | flags: {flag_text} | threads: {threads} (training, torch and ONNX Runtime) | "
+          f"setting: {'smoke' if smoke else 'full'} | {epochs} epoch(s) per width", flush=True)
+    print(f"{'width':>6}{'params':>10}{'train s':>8}{'fp32 acc':>9}{'fp32 rows/s':>12}{'matmul share':>13}"
+          f"{'matmul int8':>12}  int8 (dynamic; static): throughput vs O2 fp32, accuracy pts, worst length slice",
+          flush=True)
+    out = []
+    for width in widths:
+        spec = zoo.spec("intents", "teacher", data)
+        spec["kwargs"] |= {"hidden": width, "intermediate": 2 * width}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = zoo.from_spec(spec)
+        log = train(model, data, epochs=epochs, lr=1e-3, batch_size=16, warmup_fraction=0.1, threads=threads)
+        ref = reference(zoo.baseline(model, name=f"width-{width}"), data)
+        workdir = tempfile.mkdtemp(prefix=f"optlab-bench-width{width}-")
+        cands = {label: apply(recipe, model, data, threads=threads, workdir=workdir) for label, recipe in
+                 (("fp32", Optimum("O2")), ("dynamic", Optimum("O2", quantize="dynamic-int8")),
+                  ("static", Optimum("O2", quantize="static-int8")))}
+        p50s: dict[str, list[float]] = {k: [] for k in cands}
+        with torch_threads(threads):
+            for _ in range(rounds):
+                for label, cand in cands.items():
+                    p50s[label].append(_p50_ms(cand.predict, b32, budget / rounds))
+        profiles = {k: op_profile.operator_times(cands[k].artifact_path, b32[:10], threads=threads)
+                    for k in ("fp32", "dynamic")}
+        mm = {k: float(f.loc[f["matmul"], "ms_per_pass"].sum()) for k, f in profiles.items()}
+        rest = {k: float(f.loc[~f["matmul"], "ms_per_pass"].sum()) for k, f in profiles.items()}
+        share = op_profile.matmul_share(profiles["fp32"])
+        row: dict[str, Any] = {"width": width, "params": weights.param_count(model), "train_s": log.train_s,
+                               "matmul_share": share, "matmul_int8_x": mm["fp32"] / mm["dynamic"],
+                               "rest_int8_x": rest["fp32"] / rest["dynamic"],
+                               "profile": op_profile.describe(profiles["fp32"])}
+        rows_s = {k: 32 / (float(np.median(v)) / 1e3) for k, v in p50s.items()}
+        accs = {}
+        for label, cand in cands.items():
+            q = evaluate(cand, data, ref)
+            accs[label] = q.accuracy
+            by_length = [e for e in q.slices if e["slice"] == "length" and "drop" in e]
+            worst = max(by_length, key=lambda e: e["drop"]) if by_length else None
+            row[f"{label}_worst"] = "-" if worst is None else f"length={worst['group']} ({100 * worst['drop']:+.1f})"
+        for label in ("dynamic", "static"):
+            row[f"{label}_ratio"] = rows_s[label] / rows_s["fp32"]
+            row[f"{label}_drop_pts"] = 100 * (accs[label] - accs["fp32"])
+        row |= {"fp32_accuracy": accs["fp32"], "fp32_rows_s": rows_s["fp32"]}
+        out.append(row)
+        int8 = "; ".join(f"{row[f'{k}_ratio']:.2f}x, {row[f'{k}_drop_pts']:+.2f}, {row[f'{k}_worst']}"
+                         for k in ("dynamic", "static"))
+        print(f"{width:>6}{row['params']:>10,}{log.train_s:>8.0f}{accs['fp32']:>9.4f}{rows_s['fp32']:>12.0f}"
+              f"{share:>13.0%}{row['matmul_int8_x']:>11.2f}x  {int8}", flush=True)
+        print(f"{'':>6}O2 fp32 time by operator: {row['profile']}; dynamic int8 makes the matrix products "
+              f"{row['matmul_int8_x']:.2f}x faster, the rest {row['rest_int8_x']:.2f}x", flush=True)
+    best = max(out, key=lambda r: max(r["dynamic_ratio"], r["static_ratio"]))
+    verdict = max(best["dynamic_ratio"], best["static_ratio"])
+    print(f"int8 pays most at width {best['width']}: {verdict:.2f}x over O2 fp32 at batch 32 (target >= 1.3x "
+          f"{'met' if verdict >= 1.3 else 'missed'} there) [{flag_text}]. int8 speeds up the matrix products only, "
+          f"and pays when they are large: on narrow layers quantizing the activations costs about what the int8 "
+          f"products save (matmul int8: their own speedup, from ONNX Runtime's profile).", flush=True)
+    return out
+
+
 # --- serving: length-bucketed vs plain dynamic batching at the SLA ------------------------------------
 
 class _TokenCount:
@@ -304,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="smoke data and the smoke teacher (CI)")
     parser.add_argument("--threads", type=int, default=THREADS, help="threads for torch and ONNX Runtime alike")
     parser.add_argument("--distill", action="store_true", help="also distill the 2-layer student (trains twice)")
+    parser.add_argument("--widths", default=None,
+                        help="only where int8 pays: e.g. 64,128,256 (4-layer BERTs trained here, --width-epochs)")
+    parser.add_argument("--width-epochs", type=int, default=1, help="--widths: training epochs per width")
     parser.add_argument("--bucketing", action="store_true",
                         help="only the serving figure: bucketed vs plain dynamic batching at the SLA")
     parser.add_argument("--sla-ms", type=float, default=250.0, help="--bucketing: the p99 limit")
@@ -311,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=8, help="--bucketing: requests per model call, both policies")
     parser.add_argument("--wait-ms", type=float, default=2.0, help="--bucketing: max wait, both policies")
     args = parser.parse_args(argv or [])
+    if args.widths:
+        run_widths(tuple(int(w) for w in args.widths.split(",")), epochs=args.width_epochs, smoke=args.smoke,
+                   threads=args.threads)
+        return 0
     if args.bucketing:
         run_bucketing(smoke=args.smoke, threads=args.threads, sla_ms=args.sla_ms, max_batch=args.max_batch,
                       max_wait_ms=args.wait_ms, edges=tuple(int(e) for e in args.edges.split(",")))

@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--calibration", help=".npz of other representative inputs for static int8 calibration")
     study.add_argument("--recipe", action="append", metavar="RECIPE",
                        help='repeatable, e.g. "quantize(scheme=dynamic-int8, runtime=onnxruntime)"; '
-                            "default: the ONNX recipe set")
+                            "default: the ONNX recipe set for an .onnx file, optimum's (OPTIMUM_RECIPES) for a folder")
     study.add_argument("--max-p99-ms", default=None,
                        type=_number("a latency", minimum=0, inclusive=False, unit="milliseconds"))
     study.add_argument("--max-quality-drop", default=None,

@@ -112,11 +112,15 @@ def export(model: Any, data: Any, workdir: Path, notes: list[str]) -> Path:
         raise UnsupportedRecipe(f"optimum has no ONNX export for model type {config_type!r} "
                                 f"({str(error).splitlines()[0]}); use Compile('onnxruntime') instead") from error
     onnx_config = constructor(hf.config, task=TASK)
+    if getattr(hf.config, "type_vocab_size", 2) < 2:
+        # one token type: token_type_ids can only be zeros, and optimum's exporter would feed it
+        # dummy ids from {0, 1}, out of range for a one-row token-type table
+        inputs.discard("token_type_ids")
     dropped = [name for name in onnx_config.inputs if name not in inputs]
     custom = {"model": _inputs_only(onnx_config, inputs)} if dropped else None
     exported: list[str] = []
     if dropped:
-        exported.append(f"exported without {', '.join(dropped)} (not in the data)")
+        exported.append(f"exported without {', '.join(dropped)} (not in the data, or the model has one token type)")
     with onnx_graph.captured_output(exported, source="optimum exporter"):
         main_export(str(folder / "pytorch"), output=onnx_dir, task=TASK, local_files_only=True,
                     custom_onnx_configs=custom, do_validation=True, library_name="transformers")

@@ -151,6 +151,25 @@ def test_a_local_save_pretrained_folder_goes_through_the_same_path(tiny, tmp_pat
         apply(Optimum("O2"), str(tmp_path), data, workdir=tmp_path / "work")
 
 
+def test_data_with_token_type_ids_for_a_one_token_type_bert_exports_without_them(tiny, tmp_path):
+    """A tokenizer that sends token_type_ids (as BERT tokenizers do) with a model whose token-type
+    table has one row: optimum's dummy ids (0 or 1) would index past it; the export drops the input."""
+    model, data = tiny
+    assert model.bert.config.type_vocab_size == 1
+
+    def with_types(split):
+        return dataclasses.replace(split, inputs=split.inputs | {"token_type_ids": np.zeros_like(
+            split.inputs["input_ids"])})
+    typed = dataclasses.replace(data, train=with_types(data.train), test=with_types(data.test),
+                                calibration=with_types(data.calibration))
+    candidate = apply(Optimum("O1"), model, typed, threads=1, workdir=tmp_path)
+    assert [i.name for i in onnx.load(candidate.meta["exported"]).graph.input] == ["input_ids", "attention_mask"]
+    assert any("one token type" in note for note in candidate.meta["notes"])
+    batch = {k: v[:8] for k, v in typed.test.inputs.items()}
+    np.testing.assert_allclose(candidate.predict(batch), _logits(model, {k: batch[k] for k in data.test.inputs}),
+                               rtol=1e-3, atol=1e-4)
+
+
 def test_bad_input_gets_a_clear_message(tiny, tmp_path):
     model, data = tiny
     with pytest.raises(UnsupportedRecipe, match="needs a Hugging Face transformers model"):
