@@ -143,7 +143,8 @@ def run(smoke: bool = False, threads: int = THREADS, distill: bool = False) -> d
         ratio = r["b32_rows_s"] / fp32["b32_rows_s"]
         drop = 100 * (r["accuracy"] - fp32["accuracy"])
         verdict = "" if ratio >= 1.3 else " - int8 does not pay here" + (
-            " (no VNNI)" if "avx512_vnni" not in out["flags"] else "")
+            " (no VNNI)" if "avx512_vnni" not in out["flags"] else "") + (
+            "; `--widths 64,128,256` shows the width at which it starts to pay")
         print(f"target {label} vs O2 fp32, batch 32 throughput: {ratio:.2f}x (target >= 1.3x), accuracy "
               f"{drop:+.2f} pts vs O2 fp32 (target >= -1), worst length slice {r['worst']}, preset {out['preset']} "
               f"[{flag_text}]{verdict}")

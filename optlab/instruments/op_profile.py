@@ -4,7 +4,9 @@ Why: int8 (and most compiler tricks) speed up the matrix products only. If they 
 share of the time, no quantizer can make the model much faster (Amdahl's law), and the
 profile says so before anyone blames the quantizer or the CPU. `operator_times(path, batches)`
 returns a tidy frame; `matmul_share(frame)` the share spent in matrix-product operators;
-`amdahl_bound(share, factor)` the whole-model speedup if those ran `factor` times faster.
+`amdahl_bound(share, factor)` the whole-model speedup if those ran `factor` times faster;
+`by_candidate({label: path}, batches)` sets candidates side by side (e.g. fp32 vs int8: did the
+products get faster, and did the rest get slower?).
 """
 from __future__ import annotations
 
@@ -87,3 +89,26 @@ def amdahl_bound(share: float, factor: float) -> float:
 def describe(frame, top: int = 5) -> str:
     """One line: the top operators by share, e.g. 'Attention 43%, SkipLayerNormalization 35%, ...'."""
     return ", ".join(f"{r.op_type} {r.share:.0%}" for r in frame.head(top).itertuples())
+
+
+def by_candidate(paths: dict[str, str | os.PathLike], batches: Iterable[dict[str, np.ndarray]], *,
+                 threads: int | None = None, runs: int = 3):
+    """One row per ONNX file in `paths` (label -> path), profiled on the same `batches`: columns
+    candidate, matmul_ms_per_pass, other_ms_per_pass, total_ms_per_pass, matmul_share, top_operators;
+    and against the first row, matmul_x and other_x (how much faster each part got) and total_x."""
+    import pandas as pd
+
+    batches = list(batches)
+    rows = []
+    for label, path in paths.items():
+        frame = operator_times(path, batches, threads=threads, runs=runs)
+        matmul = float(frame.loc[frame["matmul"], "ms_per_pass"].sum())
+        other = float(frame.loc[~frame["matmul"], "ms_per_pass"].sum())
+        rows.append({"candidate": label, "matmul_ms_per_pass": matmul, "other_ms_per_pass": other,
+                     "total_ms_per_pass": matmul + other, "matmul_share": matmul_share(frame),
+                     "top_operators": describe(frame, top=4)})
+    table = pd.DataFrame(rows)
+    first = table.iloc[0]
+    for part in ("matmul", "other", "total"):
+        table[f"{part}_x"] = first[f"{part}_ms_per_pass"] / table[f"{part}_ms_per_pass"]
+    return table

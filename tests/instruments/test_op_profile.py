@@ -36,3 +36,16 @@ def test_amdahl_bound_and_bad_input(mlp):
         op_profile.operator_times(mlp, [])
     with pytest.raises(ValueError, match="runs=0"):
         op_profile.operator_times(mlp, [constant_weight_mlp_inputs(features=64)], runs=0)
+
+
+def test_by_candidate_sets_files_side_by_side_against_the_first(mlp, tmp_path):
+    from optlab.testing.graphs import constant_weight_mlp_onnx
+
+    wider = constant_weight_mlp_onnx(tmp_path / "wider.onnx", features=64, hidden=1024)
+    batches = [constant_weight_mlp_inputs(rows=64, features=64)]
+    table = op_profile.by_candidate({"small": mlp, "wider": wider}, batches, threads=1, runs=2)
+    assert list(table["candidate"]) == ["small", "wider"]
+    first = table.iloc[0]
+    assert first["total_x"] == first["matmul_x"] == 1.0
+    assert (table["total_ms_per_pass"] == table["matmul_ms_per_pass"] + table["other_ms_per_pass"]).all()
+    assert table["matmul_share"].between(0, 1).all()
