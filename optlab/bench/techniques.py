@@ -157,22 +157,11 @@ def targets(t) -> list[str]:
 
 
 def ort_op_profile(path: str | os.PathLike, batch: dict[str, np.ndarray], runs: int = 20, top: int = 8):
-    """Which ONNX Runtime operators take the time (enable_profiling), as (op_type, share, ms/run)."""
-    from optlab.models.runtimes import ort_predict_fn, ort_session
+    """Which ONNX Runtime operators take the time, as (op_type, share, ms/run) (instruments.op_profile)."""
+    from optlab.instruments.op_profile import operator_times
 
-    prefix = os.path.join(tempfile.mkdtemp(prefix="optlab-prof-"), "ort")
-    session = ort_session(path, threads=THREADS, profile_prefix=prefix)
-    predict = ort_predict_fn(session)
-    for _ in range(runs):
-        predict(batch)
-    events = json.loads(Path(session.end_profiling()).read_text())
-    totals: dict[str, float] = {}
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            op = event.get("args", {}).get("op_name", "?")
-            totals[op] = totals.get(op, 0.0) + event["dur"] / 1e3
-    whole = sum(totals.values()) or 1.0
-    return [(op, ms / whole, ms / runs) for op, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:top]]
+    frame = operator_times(path, [batch], threads=THREADS, runs=runs)
+    return [(r.op_type, r.share, r.ms_per_pass) for r in frame.head(top).itertuples()]
 
 
 def torch_op_profile(predict, batch: dict[str, np.ndarray], runs: int = 10, top: int = 8) -> str:
