@@ -1,5 +1,5 @@
 """The package's imports run one way: data -> models -> recipes -> instruments -> techniques ->
-serving -> study -> views -> (testing helpers, benchmarks) -> cli. A module never imports one
+serving -> study -> cases -> views -> (testing helpers, benchmarks) -> cli. A module never imports one
 from a layer above it: not at the top, not lazily inside a function, and not by a dotted name in
 a string (such as a fresh-process loader)."""
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "optlab"
-LAYERS = ["data", "models", "recipes", "instruments", "techniques", "serving", "study", "views", "testing", "bench",
-          "cli"]
+LAYERS = ["data", "models", "recipes", "instruments", "techniques", "serving", "study", "cases", "views", "testing",
+          "bench", "cli"]
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
-RANK["serving"] = RANK["generation"] = RANK["techniques"] + 1
+RANK["generation"] = RANK["serving"]
 DOTTED = re.compile(r"^optlab\.([a-z_]+)[a-z_.]*(:[A-Za-z_]\w*)?$")
 
 

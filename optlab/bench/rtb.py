@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m optlab.bench rtb")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
-    from optlab.serving import casestudy as cs
+    from optlab.cases.rtb import casestudy as cs
     from optlab.serving.capacity import per_minute
 
     pd.set_option("display.width", 160)

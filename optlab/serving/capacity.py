@@ -7,7 +7,7 @@ Two levels, both simpy processes (no hand-written event loop):
   service-time samples (empirical distribution). Validated against Erlang C (`erlang_c_wait`) for
   M/M/c and against a real measured run at one operating point.
 * **Fleet level** (`simulate_day`): a day of traffic at **per-second granularity**: each second
-  brings a Poisson count of requests (`DayTraffic`: a diurnal curve and a campaign spike);
+  brings a Poisson count of requests (any `Traffic`: a case gives its own day's curve);
   replicas start (paying a cold start before they serve), serve and stop under a scaling policy
   (`Fixed`, `Reactive` thresholds + cooldown, `ScaleToZero`); a backlog carries from second to
   second and what cannot be answered within the deadline is shed and counted. A second's p99 is
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -118,39 +118,15 @@ def latency_table(service_samples_s: np.ndarray, servers: int = 1, *, utilisatio
 
 
 # ---- traffic -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DayTraffic:
-    """Bid requests per second over a day: a diurnal curve between `night_per_s` and `peak_per_s`
-    (highest at `peak_hour`), times `spike_factor` during the campaign spike. `seconds` shortens the
-    day for smoke runs (the shape is kept, compressed)."""
+class Traffic(Protocol):
+    """What a simulated day needs from its traffic: `seconds` in the (possibly compressed) day, the
+    mean rate of each second (`rates()`) and Poisson arrivals around it (`counts(seed)`)."""
 
-    night_per_s: float = 300.0
-    peak_per_s: float = 1500.0
-    peak_hour: float = 20.0
-    spike_factor: float = 3.0
-    spike_start_hour: float = 19.0
-    spike_hours: float = 1.0
-    seconds: int = SECONDS_PER_DAY
+    seconds: int
 
-    def __post_init__(self):
-        if not 0 <= self.night_per_s <= self.peak_per_s:
-            raise ValueError(f"need 0 <= night_per_s <= peak_per_s, got {self.night_per_s} and {self.peak_per_s}")
-        if not self.spike_factor >= 1:
-            raise ValueError(f"spike_factor must be >= 1, got {self.spike_factor}")
-        if not 60 <= self.seconds <= SECONDS_PER_DAY:
-            raise ValueError(f"seconds must be in [60, {SECONDS_PER_DAY}], got {self.seconds}")
+    def rates(self) -> np.ndarray: ...
 
-    def rates(self) -> np.ndarray:
-        """The mean rate of each second of the (possibly compressed) day."""
-        hours = np.arange(self.seconds) * 24.0 / self.seconds
-        shape = 0.5 * (1 + np.cos(2 * np.pi * (hours - self.peak_hour) / 24.0))
-        rates = self.night_per_s + (self.peak_per_s - self.night_per_s) * shape
-        spike = (hours >= self.spike_start_hour) & (hours < self.spike_start_hour + self.spike_hours)
-        return np.where(spike, rates * self.spike_factor, rates)
-
-    def counts(self, seed: int = 0) -> np.ndarray:
-        """Arrivals in each second: Poisson counts around `rates()`."""
-        return np.random.default_rng(seed).poisson(self.rates())
+    def counts(self, seed: int = 0) -> np.ndarray: ...
 
 
 # ---- scaling policies ----------------------------------------------------------------------
@@ -287,7 +263,7 @@ class DayResult:
     table: pd.DataFrame  # the request-level latency table used
 
 
-def simulate_day(replica: Replica, traffic: DayTraffic, policies, *, deadline_ms: float = 10.0, seed: int = 0,
+def simulate_day(replica: Replica, traffic: Traffic, policies, *, deadline_ms: float = 10.0, seed: int = 0,
                  table: pd.DataFrame | None = None, table_n: int = 20_000) -> DayResult:
     """One simulated day per scaling policy (same arrivals for each): per second, the replicas
     ready, utilisation, shed requests and p99; cost per month at the replica's price."""
@@ -374,7 +350,7 @@ def _fleet(replica: Replica, counts: np.ndarray, policy, deadline_ms: float, tab
     return frame
 
 
-def _summary(series: pd.DataFrame, policy, replica: Replica, traffic: DayTraffic, deadline_ms: float) -> dict:
+def _summary(series: pd.DataFrame, policy, replica: Replica, traffic: Traffic, deadline_ms: float) -> dict:
     scale = SECONDS_PER_DAY / traffic.seconds  # a compressed (smoke) day is billed as a whole day
     replica_hours = float(series["replicas"].sum()) * scale / 3600.0
     per_day = replica_hours * replica.price_per_hour_usd

@@ -1,29 +1,25 @@
-"""A real HTTP service on 127.0.0.1 (uvicorn + Starlette) around a `Deployment`, and its client.
+"""A real HTTP service on 127.0.0.1 (uvicorn + Starlette) around a `Server`, and its client.
 
-Routes (one service, side by side):
-* `POST /bid` with a JSON body, `POST /bid.msgpack` with a msgpack body: the same bid request,
-  decoded and preprocessed in the handler, scored through the serving subpackage's `Server`
-  (batching, admission control), answered in the request's own format: `{"id", "logit", "pctr"}`.
-* `POST /constant`: reads the body and returns a constant: the HTTP stack's own ceiling.
-* `GET /health`, `GET /stats` (status counts, bad requests by code, the server's counts).
+`app(server, routes, prepare=, answer=)` is the application factory: each POST route has its codec
+(`codecs.CODECS`: JSON, msgpack), `prepare` turns a decoded request into the server's input (or
+refuses it with `BadRequest`: a counted 4xx with a one-line message), `answer` turns a served reply
+into the response object. A shed request answers 503, a model error 500. Every app also has
+`POST /constant` (reads the body, returns a constant: the HTTP stack's own cost), `GET /health` and
+`GET /stats`. An `x-scheduled-ns` header (the client's `time.monotonic_ns()` for when it meant to
+send; one clock for all processes on a machine) gives the deadline its start, as in process.
 
-Bad input (not JSON/msgpack, missing field, wrong type, unknown publisher id, oversized body)
-answers 4xx with a one-line message and is counted; a model error answers 500 only if the model
-itself raised; a shed request answers 503. An `x-scheduled-ns` header (the client's
-`time.monotonic_ns()` for when it meant to send; one clock for all processes on a machine) gives the
-deadline its start, as in process.
-
-`start(...)` runs the service in a background thread (any in-process candidate) or in its own
-process (`python -m optlab.serving.http SPEC.json`: the candidate rebuilt from its `loader`),
-on a loopback port chosen by the OS (the socket is bound before uvicorn starts, so no race);
-startup is bounded, and a service that fails to start raises with its port and error.
-`HttpTarget` is the client side for `loadgen.run`: a pool of keep-alive connections in threads.
+`start(...)` runs an application in a background thread, or in its own process
+(`python -m optlab.serving.http SPEC.json FD`: the application rebuilt by the spec's `factory`,
+a "module:function" name), on a loopback port chosen by the OS (the socket is bound before uvicorn
+starts, so no race); startup is bounded, and a service that fails to start raises with its port and
+error. `HttpTarget` is the client side for `loadgen.run`: a pool of keep-alive connections in threads.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import http.client
+import importlib
 import json
 import os
 import queue
@@ -36,71 +32,49 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import msgpack
-import numpy as np
 
-from optlab.serving.deployments import MAX_BODY_BYTES, PAYLOADS, BadRequest, Deployment
+from optlab.serving.codecs import MAX_BODY_BYTES, BadRequest, Codec
 from optlab.serving.server import ERROR, OK, SHED_DEADLINE, Reply
 
 HOST = "127.0.0.1"
-ROUTES = {"json": "/bid", "msgpack": "/bid.msgpack"}
 
 
 # ---- the application ---------------------------------------------------------------------
-def app(deployment: Deployment):
-    """The Starlette application serving `deployment` (its server starts and stops with the app)."""
-    from contextlib import asynccontextmanager
+def app(server, routes: Mapping[str, Codec], *, prepare: Callable[[Any], Any], answer: Callable[[Any, Reply], Any],
+        name: str = "service", stats: Callable[[], dict] | None = None, max_body_bytes: int = MAX_BODY_BYTES):
+    """A Starlette application around `server` (started and stopped with the app).
+
+    `routes` maps a POST path to the codec its bodies use; per request the handler decodes the body,
+    calls `prepare(message)` for the server's input (raise `BadRequest` to refuse it: a counted 4xx),
+    submits it, and encodes `answer(message, reply)` for a served reply (503 for shed, 500 for a model
+    error). `/constant` answers without any work (the HTTP stack's own cost), `/health` names the
+    service, `/stats` counts statuses and adds `stats()`."""
+    from contextlib import asynccontextmanager  # starlette is imported only where a service runs
 
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    server = deployment.server()
     counts: collections.Counter[str] = collections.Counter()
     constant = Response(b'{"ok":true}', media_type="application/json")
 
-    async def read_body(request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-            raise BadRequest(f"body of {declared} bytes is over the {MAX_BODY_BYTES}-byte limit; send one bid "
-                             "request", 413)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise BadRequest(f"body is over the {MAX_BODY_BYTES}-byte limit; send one bid request", 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def handler(fmt: str):
-        payload = PAYLOADS[fmt]
-
+    def handler(payload: Codec):
         async def score(request):
             try:
-                body = await read_body(request)
-                message = payload.decode(body)
-                features = deployment.preprocess(message)
+                message = payload.decode(await _read_body(request, max_body_bytes))
+                features = prepare(message)
             except BadRequest as exc:
                 counts[f"bad_{exc.status}"] += 1
                 return JSONResponse({"error": str(exc)}, status_code=exc.status)
-            loop = asyncio.get_running_loop()
-            future = loop.create_future()
-
-            def on_done(reply: Reply) -> None:
-                loop.call_soon_threadsafe(_resolve, future, reply)
-
-            scheduled = request.headers.get("x-scheduled-ns")
-            server.submit(features, scheduled_ns=int(scheduled) if scheduled and scheduled.isdigit() else None,
-                          on_done=on_done)
-            reply = await future
+            reply = await _submit(server, features, request.headers.get("x-scheduled-ns"))
             counts[reply.status_name] += 1
             headers = {"x-batch-size": str(reply.batch_size)}
             if reply.status == OK:
-                logit = float(np.ravel(reply.output)[0])
-                answer = {"id": str(message.get("id", "")), "logit": logit, "pctr": float(1 / (1 + np.exp(-logit)))}
-                return Response(payload.encode(answer), media_type=payload.content_type, headers=headers)
+                return Response(payload.encode(answer(message, reply)), media_type=payload.content_type,
+                                headers=headers)
             code = 500 if reply.status == ERROR else 503
             return JSONResponse({"error": reply.error or reply.status_name}, status_code=code, headers=headers)
 
@@ -112,12 +86,12 @@ def app(deployment: Deployment):
         return constant
 
     async def health(request):
-        return JSONResponse({"ok": True, "deployment": deployment.name})
+        return JSONResponse({"ok": True, "deployment": name})
 
-    async def stats(request):
+    async def stats_endpoint(request):
         return JSONResponse({"counts": dict(counts), "server": server.counts(),
                              "batches": {str(k): v for k, v in server.batch_size_histogram().items()},
-                             **deployment.feature_cache_stats()})
+                             **(stats() if stats else {})})
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -127,12 +101,38 @@ def app(deployment: Deployment):
         finally:
             server.stop()
 
-    routes = [Route(ROUTES[fmt], handler(fmt), methods=["POST"]) for fmt in ROUTES]
-    routes += [Route("/constant", constant_endpoint, methods=["POST"]), Route("/health", health),
-               Route("/stats", stats)]
-    application = Starlette(routes=routes, lifespan=lifespan)
+    routes_ = [Route(path, handler(payload), methods=["POST"]) for path, payload in routes.items()]
+    routes_ += [Route("/constant", constant_endpoint, methods=["POST"]), Route("/health", health),
+                Route("/stats", stats_endpoint)]
+    application = Starlette(routes=routes_, lifespan=lifespan)
     application.state.counts, application.state.server = counts, server
     return application
+
+
+async def _read_body(request, max_body_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
+        raise BadRequest(f"body of {declared} bytes is over the {max_body_bytes}-byte limit; send one request", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise BadRequest(f"body is over the {max_body_bytes}-byte limit; send one request", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _submit(server, features, scheduled: str | None) -> Reply:
+    """Hand `features` to the server's threads and wait for its reply without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def on_done(reply: Reply) -> None:
+        loop.call_soon_threadsafe(_resolve, future, reply)
+
+    server.submit(features, scheduled_ns=int(scheduled) if scheduled and scheduled.isdigit() else None,
+                  on_done=on_done)
+    return await future
 
 
 def _resolve(future: asyncio.Future, reply: Reply) -> None:
@@ -217,30 +217,32 @@ def _wait_healthy(port: int, deadline: float, alive) -> None:
     raise ServiceError(f"the service on {HOST}:{port} did not answer /health in time ({error})")
 
 
-def start(deployment: Deployment | None = None, *, spec: dict | None = None, mode: str = "thread", port: int = 0,
+def start(application=None, *, spec: dict | None = None, mode: str = "thread", port: int = 0,
           startup_s: float = 60.0) -> Service:
-    """Serve `deployment` in a background thread (`mode="thread"`), or the deployment described by
-    `spec` (see `deployment_spec`) in its own process (`mode="process"`), on 127.0.0.1."""
+    """Serve an ASGI `application` in a background thread (`mode="thread"`), or the application that
+    `spec["factory"]` ("module:function", called with `spec`) builds in its own process
+    (`mode="process"`), on 127.0.0.1."""
     if mode not in ("thread", "process"):
         raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
+    if mode == "thread" and application is None:
+        raise ValueError("mode='thread' serves an application: pass one (e.g. app(server, routes, ...))")
+    if mode == "process" and not (spec and isinstance(spec.get("factory"), str) and ":" in spec["factory"]):
+        raise ValueError("mode='process' rebuilds the application in the child: pass spec={'factory': "
+                         "'module:function', ...}")
     sock = _listening_socket(port)
     port = sock.getsockname()[1]
     try:
         if mode == "thread":
-            if deployment is None:
-                raise ValueError("mode='thread' serves a Deployment: pass deployment=...")
-            return _start_thread(deployment, sock, port, startup_s)
-        if spec is None:
-            raise ValueError("mode='process' rebuilds the deployment in the child: pass spec=deployment_spec(...)")
+            return _start_thread(application, sock, port, startup_s)
         return _start_process(spec, sock, port, startup_s)
     finally:
         sock.close()  # the thread's server or the child holds its own reference
 
 
-def _start_thread(deployment: Deployment, sock: socket.socket, port: int, startup_s: float) -> Service:
+def _start_thread(application, sock: socket.socket, port: int, startup_s: float) -> Service:
     import uvicorn
 
-    server = uvicorn.Server(_uvicorn_config(app(deployment)))
+    server = uvicorn.Server(_uvicorn_config(application))
     listener = socket.socket(fileno=os.dup(sock.fileno()))
     failure: list[BaseException] = []
 
@@ -295,31 +297,10 @@ def _start_process(spec: dict, sock: socket.socket, port: int, startup_s: float)
     return Service(port, "process", stop)
 
 
-def deployment_spec(deployment: Deployment) -> dict:
-    """What a child process needs to rebuild `deployment`: the candidate's loader and the config."""
-    candidate = deployment.candidate
-    if getattr(candidate, "loader", None) is None or getattr(candidate, "artifact_path", None) is None:
-        raise ValueError(f"candidate {getattr(candidate, 'name', candidate)!r} has no loader/artifact to rebuild it "
-                         "in another process; serve it with mode='thread'")
-    return {"loader": candidate.loader, "artifact_path": str(candidate.artifact_path),
-            "loader_options": {**candidate.loader_options, "threads": deployment.config.threads_per_worker},
-            "name": candidate.name, "config": deployment.config.to_dict(),
-            "schema": {"fields": deployment.schema.fields, "cardinalities": deployment.schema.cardinalities,
-                       "numeric": deployment.schema.numeric}}
-
-
-def _from_spec(spec: dict) -> Deployment:
-    import importlib
-
-    from optlab.models.candidate import Candidate
-    from optlab.serving.deployments import BidSchema, DeploymentConfig
-
-    module, _, function = spec["loader"].partition(":")
-    predict = getattr(importlib.import_module(module), function)(spec["artifact_path"], **spec["loader_options"])
-    candidate = Candidate(spec["name"], predict, artifact_path=Path(spec["artifact_path"]), loader=spec["loader"],
-                          loader_options=spec["loader_options"])
-    schema = BidSchema(**{k: tuple(v) for k, v in spec["schema"].items()})
-    return Deployment(DeploymentConfig(**spec["config"]), candidate, schema)
+def build(spec: dict):
+    """The application `spec["factory"]` ("module:function") builds from `spec`, in this process."""
+    module, _, function = spec["factory"].partition(":")
+    return getattr(importlib.import_module(module), function)(spec)
 
 
 def main(argv: list[str]) -> int:
@@ -332,8 +313,7 @@ def main(argv: list[str]) -> int:
     if hasattr(signal, "SIGHUP"):  # die with the parent's session rather than linger
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
     parent = os.getppid()
-    deployment = _from_spec(json.loads(Path(spec_path).read_text()))
-    server = uvicorn.Server(_uvicorn_config(app(deployment)))
+    server = uvicorn.Server(_uvicorn_config(build(json.loads(Path(spec_path).read_text()))))
 
     def watch_parent() -> None:  # the service never outlives the process that started it
         while not server.should_exit:

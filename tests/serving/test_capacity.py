@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from optlab.cases.rtb.campaign import DayTraffic
 from optlab.serving.capacity import (
-    DayTraffic,
     Fixed,
     Reactive,
     Replica,

@@ -9,8 +9,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from optlab.serving import http, loadgen
-from optlab.serving.deployments import MAX_BODY_BYTES, OPTIMIZED, REASONABLE, BidSchema, Deployment
+from optlab.cases.rtb import service as http
+from optlab.cases.rtb.deployments import MAX_BODY_BYTES, OPTIMIZED, REASONABLE, BidSchema, Deployment
+from optlab.serving import loadgen
 from optlab.serving.schedules import Poisson
 
 

@@ -3,7 +3,7 @@
 A `Deployment` is a candidate plus everything around it that a bidder runs per request: the
 payload format (`json` or `msgpack`, the same bid-request object either way), the feature
 preprocessing, the batching policy, workers and threads, and admission control. The same object
-serves in process (`InProcess`, for `loadgen.run`) and behind HTTP (`optlab.serving.http`), so the
+serves in process (`InProcess`, for `loadgen.run`) and behind HTTP (`optlab.cases.rtb.service`), so the
 two measurements differ only by the sockets.
 
 Preprocessing, by registry (`PREPROCESSORS`):
@@ -23,30 +23,20 @@ Bad input raises `BadRequest` (missing field, wrong type, unknown id) before the
 """
 from __future__ import annotations
 
-import json
 import math
 import operator
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar
 
-import msgpack
 import numpy as np
 
 from optlab.serving.cache import FeatureCache
+from optlab.serving.codecs import CODECS, MAX_BODY_BYTES, BadRequest, Codec, codec
 from optlab.serving.policies import Admission, Policy, parse_policy
 from optlab.serving.server import ERROR, Reply, Server
 
-MAX_BODY_BYTES = 16_384
 _NUMBERS = (float, int)
-
-
-class BadRequest(ValueError):
-    """A bid request the service refuses (HTTP 4xx): `status` and a one-line message."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
 
 
 # ---- the bid request's schema ----------------------------------------------------------------
@@ -84,40 +74,10 @@ class BidSchema:
         return [self.message(cats[i], nums[i], f"req-{int(r)}") for i, r in enumerate(rows)], rows
 
 
-# ---- payload formats -------------------------------------------------------------------------
-def _json_decode(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON ({exc}); send one OpenRTB-style bid request object", 400) from None
-
-
-def _msgpack_decode(body: bytes) -> Any:
-    try:
-        return msgpack.unpackb(body, raw=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise BadRequest(f"body is not valid msgpack ({type(exc).__name__}); send msgpack.packb(bid_request)",
-                         400) from None
-
-
-@dataclass(frozen=True)
-class Payload:
-    name: str
-    content_type: str
-    encode: Callable[[Any], bytes]
-    decode: Callable[[bytes], Any]
-
-
-PAYLOADS: dict[str, Payload] = {
-    "json": Payload("json", "application/json", lambda obj: json.dumps(obj).encode(), _json_decode),
-    "msgpack": Payload("msgpack", "application/msgpack", msgpack.packb, _msgpack_decode),
-}
-
-
-def payload_format(name: str) -> Payload:
-    if name not in PAYLOADS:
-        raise ValueError(f"unknown payload format {name!r}; use one of {', '.join(PAYLOADS)}")
-    return PAYLOADS[name]
+# ---- payload formats: the serving layer's codecs, under the names this case has always used ----
+Payload = Codec
+PAYLOADS: dict[str, Codec] = CODECS
+payload_format = codec
 
 
 # ---- preprocessing ---------------------------------------------------------------------------

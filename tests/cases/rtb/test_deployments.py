@@ -10,8 +10,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from optlab.serving import casestudy
-from optlab.serving.deployments import (
+from optlab.cases.rtb import campaign as casestudy
+from optlab.cases.rtb.deployments import (
     MAX_BODY_BYTES,
     NAIVE,
     OPTIMIZED,

@@ -1,0 +1,86 @@
+"""The bidding service: a `Deployment` behind the serving layer's HTTP app factory.
+
+Routes (one service, side by side): `POST /bid` with a JSON body and `POST /bid.msgpack` with a
+msgpack body: the same bid request, decoded and preprocessed in the handler, scored through the
+deployment's `Server` (batching, admission control), answered in the request's own format:
+`{"id", "logit", "pctr"}`; plus the app factory's `/constant`, `/health` and `/stats` (which adds
+the feature cache's hit rate).
+
+`start(deployment)` serves in a background thread; `start(spec=deployment_spec(deployment),
+mode="process")` in its own process (`python -m optlab.serving.http SPEC FD`, which calls this
+module's `app_from_spec`: the candidate rebuilt from its `loader`). The client side (`HttpTarget`,
+`post`) and the service handle (`Service`, `ServiceError`, `HOST`) are the serving layer's, named
+here too so a caller needs one import.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optlab.cases.rtb.deployments import PAYLOADS, BidSchema, Deployment, DeploymentConfig
+from optlab.models.candidate import Candidate
+from optlab.serving import http
+from optlab.serving.http import HOST, HttpTarget, Service, ServiceError, post
+from optlab.serving.server import Reply
+
+__all__ = ["HOST", "ROUTES", "HttpTarget", "Service", "ServiceError", "app", "app_from_spec", "deployment_spec",
+           "post", "start"]
+
+ROUTES = {"json": "/bid", "msgpack": "/bid.msgpack"}
+FACTORY = "optlab.cases.rtb.service:app_from_spec"
+
+
+def _answer(message: Any, reply: Reply) -> dict[str, Any]:
+    logit = float(np.ravel(reply.output)[0])
+    identifier = str(message.get("id", "")) if isinstance(message, dict) else ""
+    return {"id": identifier, "logit": logit, "pctr": float(1 / (1 + np.exp(-logit)))}
+
+
+def app(deployment: Deployment):
+    """The Starlette application serving `deployment` (its server starts and stops with the app)."""
+    return http.app(deployment.server(), {ROUTES[fmt]: PAYLOADS[fmt] for fmt in ROUTES},
+                    prepare=deployment.preprocess, answer=_answer, name=deployment.name,
+                    stats=deployment.feature_cache_stats)
+
+
+def start(deployment: Deployment | None = None, *, spec: dict | None = None, mode: str = "thread", port: int = 0,
+          startup_s: float = 60.0) -> Service:
+    """Serve `deployment` in a background thread (`mode="thread"`), or the deployment described by
+    `spec` (see `deployment_spec`) in its own process (`mode="process"`), on 127.0.0.1."""
+    if mode == "thread" and deployment is None:
+        raise ValueError("mode='thread' serves a Deployment: pass deployment=...")
+    if mode == "process" and spec is None:
+        raise ValueError("mode='process' rebuilds the deployment in the child: pass spec=deployment_spec(...)")
+    return http.start(app(deployment) if mode == "thread" else None, spec=spec, mode=mode, port=port,
+                      startup_s=startup_s)
+
+
+def deployment_spec(deployment: Deployment) -> dict:
+    """What a child process needs to rebuild `deployment`: the candidate's loader and the config."""
+    candidate = deployment.candidate
+    if getattr(candidate, "loader", None) is None or getattr(candidate, "artifact_path", None) is None:
+        raise ValueError(f"candidate {getattr(candidate, 'name', candidate)!r} has no loader/artifact to rebuild it "
+                         "in another process; serve it with mode='thread'")
+    return {"factory": FACTORY, "loader": candidate.loader, "artifact_path": str(candidate.artifact_path),
+            "loader_options": {**candidate.loader_options, "threads": deployment.config.threads_per_worker},
+            "name": candidate.name, "config": deployment.config.to_dict(),
+            "schema": {"fields": deployment.schema.fields, "cardinalities": deployment.schema.cardinalities,
+                       "numeric": deployment.schema.numeric}}
+
+
+def deployment_from_spec(spec: dict) -> Deployment:
+    """The deployment `deployment_spec` describes, its candidate loaded from the artifact."""
+    module, _, function = spec["loader"].partition(":")
+    predict = getattr(importlib.import_module(module), function)(spec["artifact_path"], **spec["loader_options"])
+    candidate = Candidate(spec["name"], predict, artifact_path=Path(spec["artifact_path"]), loader=spec["loader"],
+                          loader_options=spec["loader_options"])
+    schema = BidSchema(**{k: tuple(v) for k, v in spec["schema"].items()})
+    return Deployment(DeploymentConfig(**spec["config"]), candidate, schema)
+
+
+def app_from_spec(spec: dict):
+    """The application a service process runs (`spec["factory"]` names this function)."""
+    return app(deployment_from_spec(spec))
