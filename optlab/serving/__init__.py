@@ -6,7 +6,9 @@ Modules: `policies` (batching and admission as frozen dataclasses), `server` (qu
 that process), `queueing` (Lindley and Pollaczek-Khinchine, to check measurements against), `cache`
 (result and feature caches, Zipf keys), `sla` (throughput at the SLA, configuration search, serving
 figures per candidate), `referee` (MLPerf LoadGen), `scale_to_zero` (the first request after a fresh
-start), `workloads` (request payloads from a dataset).
+start), `workloads` (request payloads from a dataset), `http` (an HTTP app factory around a server,
+with the codecs of `codecs` and hooks passed in, a service runner and its client), `capacity`
+(capacity planning by simulation, for any day of traffic).
 
 Anything with `start()`, `stop()`, `submit(payload, request_id, scheduled_ns=, on_done=, key=)` and
 the `name`, `policy`, `workers`, `threads_per_worker`, `notes` attributes can be driven by

@@ -32,7 +32,8 @@ import pandas as pd
 import simpy
 
 SECONDS_PER_DAY = 86_400
-DAYS_PER_MONTH = 30
+HOURS_PER_MONTH = 730.0  # 365 * 24 / 12: the month every cost in optlab is quoted for
+DAYS_PER_MONTH = HOURS_PER_MONTH / 24
 
 
 # ---- request level -------------------------------------------------------------------------

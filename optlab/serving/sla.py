@@ -119,10 +119,8 @@ def throughput_at_sla(probe: Probe, search: SlaSearch = SlaSearch()) -> SlaResul
             high = middle
     curve = pd.DataFrame(rows).sort_values("offered_per_s", kind="stable").reset_index(drop=True)
     if low is None:
+        notes.append(no_rate_note(curve, search))
         closest = curve.loc[curve["p99_ms"].idxmin()] if curve["p99_ms"].notna().any() else curve.iloc[0]
-        notes.append(f"nothing meets p99 <= {search.max_p99_ms:g} ms: the closest probe, "
-                     f"{closest['offered_per_s']:.4g}/s, had p99 {closest['p99_ms']:.3g} ms; "
-                     "raise the limit or choose a faster candidate or policy")
         return SlaResult(0.0, float(closest["p99_ms"]), curve, search, notes)
     if high is None:
         notes.append(f"still within the SLA at the highest load probed ({low:.4g}/s): a lower bound")
@@ -130,6 +128,28 @@ def throughput_at_sla(probe: Probe, search: SlaSearch = SlaSearch()) -> SlaResul
         notes.append(f"stopped after {len(rows)} probes between {low:.4g}/s and {high:.4g}/s")
     best = curve[(curve["offered_per_s"] == low) & curve["passed"]].iloc[-1]
     return SlaResult(float(low), float(best["p99_ms"]), curve, search, notes)
+
+
+def why_failed(probe: dict[str, Any], search: SlaSearch) -> str:
+    """Why one probe failed the SLA, in words (its p99 first: the usual reason)."""
+    p99 = probe.get("p99_ms")
+    if p99 is None or not math.isfinite(p99):
+        return "no request was answered"
+    if p99 > search.max_p99_ms:
+        return f"p99 {p99:,.0f} ms" if p99 >= 100 else f"p99 {p99:.3g} ms"
+    if probe.get("stopped_early"):
+        return f"p99 {p99:.3g} ms but the run stopped early (the queue kept growing)"
+    if probe.get("failed_rate", 0) > search.max_failed_rate:
+        return f"p99 {p99:.3g} ms but {probe['failed_rate']:.1%} of requests failed or were shed"
+    return f"p99 {p99:.3g} ms but only {probe.get('requests', 0)} requests (a valid p99 needs {search.min_requests})"
+
+
+def no_rate_note(curve: pd.DataFrame, search: SlaSearch) -> str:
+    """Why no rate met the SLA: what the lowest rate tried did, and what that means."""
+    lowest = curve.sort_values("offered_per_s", kind="stable").iloc[0]
+    return (f"nothing meets p99 <= {search.max_p99_ms:g} ms: at the lowest rate tried "
+            f"({lowest['offered_per_s']:,.4g}/s) {why_failed(dict(lowest), search)}: the machine is busy or the "
+            "SLA too tight; re-run on a quieter machine, raise the limit or choose a faster candidate or policy")
 
 
 def server_probe(make_server: Callable[[], Server], requests: Sequence[dict], search: SlaSearch, *,

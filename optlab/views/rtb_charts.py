@@ -6,30 +6,46 @@ scaling policy). They never measure; they read DataFrames, like the other views.
 """
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 
 from optlab.views.plots import _require, _themed
 
 
 def waterfall(goodputs: pd.DataFrame, *, label: str = "deployment", value: str = "throughput_at_sla_per_s"):
-    """Bars from each step's level to the next (the gain each change brings), in the frame's order."""
+    """Bars from each step's level to the next (the gain each change brings), in the frame's order.
+    A step without a level (no rate met the SLA) is drawn as no bar and labelled with why (its `note`)."""
     import altair as alt
 
     _require(goodputs, [label, value], "waterfall")
-    levels = goodputs[value].astype(float).tolist()
-    rows = [{"step": goodputs[label].iloc[0], "start": 0.0, "end": levels[0], "gain": "start"}]
-    for i in range(1, len(levels)):
-        rows.append({"step": goodputs[label].iloc[i], "start": levels[i - 1], "end": levels[i],
-                     "gain": f"x{levels[i] / levels[i - 1]:.2f}" if levels[i - 1] else "n/a"})
+    levels = [v if v > 0 else None for v in goodputs[value].astype(float).fillna(0.0).tolist()]
+    notes = goodputs["note"].fillna("").astype(str).tolist() if "note" in goodputs else [""] * len(levels)
+    rows, previous = [], None
+    for i, level in enumerate(levels):
+        if level is None:
+            gain = "not measured: " + (notes[i].split(":")[0] if notes[i] else "no rate met the SLA")
+        elif previous is None:
+            gain = "start" if i == 0 else "no earlier level to compare"
+        else:
+            gain = f"x{level / previous:.2f}"
+        rows.append({"step": goodputs[label].iloc[i], "start": previous or 0.0, "end": level or previous or 0.0,
+                     "gain": gain, "why": notes[i] if level is None else ""})
+        previous = level if level is not None else previous
     frame = pd.DataFrame(rows)
     frame["up"] = frame["end"] >= frame["start"]
     chart = alt.Chart(frame).mark_bar().encode(
         x=alt.X("step:N", sort=None, title=None), y=alt.Y("start:Q", title="throughput at p99 <= SLA (requests/s)"),
         y2="end:Q", color=alt.Color("up:N", legend=None, scale=alt.Scale(domain=[True, False],
                                                                         range=["#2ca02c", "#d62728"])),
-        tooltip=["step", "start", "end", "gain"])
+        tooltip=["step", "start", "end", "gain", "why"])
     text = alt.Chart(frame).mark_text(dy=-6).encode(x=alt.X("step:N", sort=None), y="end:Q", text="gain:N")
-    return _themed((chart + text).properties(title="what each step gains", width=360, height=260))
+    missing = [f"{r.step} ({r.why.split(': ')[1] if r.why.count(': ') >= 2 else r.why})" for r in frame.itertuples()
+               if r.why]
+    subtitle = textwrap.wrap("no bar: no rate met the SLA, " + "; ".join(missing) + ". The machine is busy or the "
+                             "SLA too tight (hover a step for more).", 90) if missing else []
+    title = alt.TitleParams("what each step gains", subtitle=subtitle) if subtitle else "what each step gains"
+    return _themed((chart + text).properties(title=title, width=360, height=260))
 
 
 def capacity_day(minutes: pd.DataFrame, *, max_p99_ms: float | None = None):

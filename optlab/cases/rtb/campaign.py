@@ -4,17 +4,18 @@ advice in an agency's words (`recommendation`)."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from optlab.serving import capacity
-from optlab.serving.capacity import SECONDS_PER_DAY
+from optlab.serving.capacity import HOURS_PER_MONTH, SECONDS_PER_DAY
 
 SLA_MS = 10.0
 PRICE_PER_HOUR_USD = 0.085  # stated assumption: one 2-vCPU on-demand cloud VM, per hour
-HOURS_PER_MONTH = 730.0
+TARGET_UTILISATION = 0.7  # the one sizing rule: a machine carries at most 70% of its throughput at the SLA
 
 
 # ---- the campaign's traffic -------------------------------------------------------------------------------
@@ -57,68 +58,69 @@ class DayTraffic:
 def campaign(smoke: bool) -> DayTraffic:
     """The campaign's day: 300-1,500 bid requests/s (diurnal), 3x for an hour at launch (19:00)."""
     return DayTraffic(night_per_s=300, peak_per_s=1500, spike_factor=3.0, spike_start_hour=19,
-                               spike_hours=1, seconds=1440 if smoke else capacity.SECONDS_PER_DAY)
+                      spike_hours=1, seconds=1440 if smoke else SECONDS_PER_DAY)
+
+
+def machines_for(rate_per_s: float, throughput_at_sla_per_s: float) -> int:
+    """The one sizing rule: machines so that none carries more than `TARGET_UTILISATION` of its
+    measured throughput at the SLA (headroom for a stall or a burst within the second)."""
+    if not throughput_at_sla_per_s > 0:
+        raise ValueError("a machine that meets the SLA at no rate cannot be sized for; measure it on a quieter "
+                         "machine (throughput_at_sla_per_s must be > 0)")
+    return max(1, math.ceil(rate_per_s / (TARGET_UTILISATION * throughput_at_sla_per_s)))
 
 
 def capacity_plan(samples_s: np.ndarray, cold_start_s: float, traffic: DayTraffic, *, smoke: bool,
                   capacity_per_s: float | None = None, price_per_hour_usd: float = PRICE_PER_HOUR_USD,
-                  max_utilisation: float = 0.7):
+                  max_utilisation: float | None = None):
     """Fixed (sized for the spike) vs reactive autoscaling vs scale-to-zero for a day of `traffic`.
 
-    `samples_s` give the shape of a replica's service-time distribution; with `capacity_per_s`
-    (the replica's measured throughput at the SLA, e.g. over HTTP) they are scaled so one replica
-    completes that many requests per second when always busy: the whole serving path, not only
-    the model call, is what a replica spends per request."""
+    `samples_s` are a replica's per-request service times measured where the plan runs it
+    (`operating_point`: the same deployment at the per-machine rate of the spike), used as they are.
+    `capacity_per_s` is the machine's measured throughput at the SLA: the fixed plan and the
+    autoscalers' ceilings are sized from it by the one rule (`machines_for`); without it, from the
+    samples' own capacity."""
+    if max_utilisation is not None:
+        warnings.warn("capacity_plan(max_utilisation=...) is ignored: every plan uses the one sizing rule, "
+                      f"TARGET_UTILISATION = {TARGET_UTILISATION:g}", DeprecationWarning, stacklevel=2)
     samples_s = np.asarray(samples_s, np.float64)
     samples_s = samples_s[np.isfinite(samples_s) & (samples_s > 0)]
-    if capacity_per_s:
-        samples_s = samples_s * (1.0 / capacity_per_s) / samples_s.mean()
     replica = capacity.Replica.measured(samples_s, servers=1, cold_start_s=cold_start_s,
                                         price_per_hour_usd=price_per_hour_usd)
-    peak = float(traffic.rates().max())
-    fixed = capacity.replicas_for(peak, replica, max_utilisation)
-    quiet = capacity.replicas_for(float(traffic.rates().min()), replica, max_utilisation)
+    per_machine = capacity_per_s if capacity_per_s and capacity_per_s > 0 else replica.capacity_per_s
+    rates = traffic.rates()
+    fixed = machines_for(float(rates.max()), per_machine)
+    quiet = machines_for(float(rates.min()), per_machine)
     policies = [capacity.Fixed(fixed), capacity.Reactive(quiet, 2 * fixed, interval_s=15, cooldown_s=120),
                 capacity.ScaleToZero(max_replicas=2 * fixed, interval_s=15, cooldown_s=120)]
-    return capacity.simulate_day(replica, traffic, policies, deadline_ms=SLA_MS, table_n=5000 if smoke else 20_000)
+    day = capacity.simulate_day(replica, traffic, policies, deadline_ms=SLA_MS, table_n=5000 if smoke else 20_000)
+    day.summary["per_machine_at_sla_per_s"] = per_machine
+    return day
+
+
+def _missing_reason(row) -> str:
+    """Why a deployment has no throughput at the SLA: its search's own note, else the rule it failed."""
+    note = str(getattr(row, "note", "") or "")
+    return note if note.startswith("nothing meets") else f"no rate tried met p99 <= {SLA_MS:g} ms"
 
 
 def costs(goodputs: pd.DataFrame, traffic: DayTraffic,
           price_per_hour_usd: float = PRICE_PER_HOUR_USD) -> pd.DataFrame:
-    """Cost per million bids at each deployment's throughput at the SLA, and machines/month for the
-    campaign when provisioned for its spike at that throughput (fixed provisioning)."""
+    """Cost per million bids at each deployment's throughput at the SLA, and machines and cost per
+    month for the campaign provisioned for its spike by the one sizing rule (`machines_for`). A
+    deployment that met the SLA at no rate has no figures (NaN) and says why in `note`."""
     rates = traffic.rates()
     monthly_bids = float(rates.mean()) * capacity.SECONDS_PER_DAY * capacity.DAYS_PER_MONTH
     rows = []
     for row in goodputs.itertuples():
-        tput = row.throughput_at_sla_per_s
-        per_million = price_per_hour_usd / (tput * 3600) * 1e6 if tput else float("inf")
-        machines = math.ceil(float(rates.max()) / tput) if tput else float("inf")
+        tput = float(row.throughput_at_sla_per_s)
+        figures = {"cost_per_million_bids_usd": float("nan"), "machines_for_spike": float("nan"),
+                   "cost_per_month_usd": float("nan"), "note": f"not available: {_missing_reason(row)}"}
+        if tput > 0:
+            machines = machines_for(float(rates.max()), tput)
+            figures = {"cost_per_million_bids_usd": price_per_hour_usd / (tput * TARGET_UTILISATION * 3600) * 1e6,
+                       "machines_for_spike": machines, "note": "",
+                       "cost_per_month_usd": machines * price_per_hour_usd * HOURS_PER_MONTH}
         rows.append({"deployment": row.deployment, "transport": row.transport, "throughput_at_sla_per_s": tput,
-                     "cost_per_million_bids_usd": per_million, "machines_for_spike": machines,
-                     "cost_per_month_usd": machines * price_per_hour_usd * HOURS_PER_MONTH,
-                     "bids_per_month": monthly_bids, "price_per_hour_usd": price_per_hour_usd})
+                     **figures, "bids_per_month": monthly_bids, "price_per_hour_usd": price_per_hour_usd})
     return pd.DataFrame(rows)
-
-
-def recommendation(cost_table: pd.DataFrame, plan_summary: pd.DataFrame, quality: pd.DataFrame) -> str:
-    """The advice, as an agency would put it to its client."""
-    transport = "http" if {"naive", "optimized"} <= set(cost_table.loc[cost_table["transport"] == "http", "deployment"]
-                                                       ) else "in_process"
-    rows = cost_table[cost_table["transport"] == transport].set_index("deployment")
-    naive, best = rows.loc["naive"], rows.loc["optimized"]
-    plan = plan_summary.set_index("kind")
-    chosen = plan.loc["reactive"] if plan.loc["reactive", "shed_rate"] <= 0.001 else plan.loc["fixed"]
-    q = quality.set_index("deployment").loc["optimized"]
-    saving = 1 - best["cost_per_month_usd"] / naive["cost_per_month_usd"] if naive["cost_per_month_usd"] else 0
-    return (f"Serve the optimized bidder. It answers every bid request within 10 ms at "
-            f"{best['throughput_at_sla_per_s']:,.0f} requests per second per machine, against "
-            f"{naive['throughput_at_sla_per_s']:,.0f} for the first version, so the campaign needs "
-            f"{best['machines_for_spike']} machine(s) at its launch peak instead of {naive['machines_for_spike']}: "
-            f"about ${best['cost_per_month_usd']:,.0f} a month instead of ${naive['cost_per_month_usd']:,.0f} "
-            f"({saving:.0%} less), ${best['cost_per_million_bids_usd']:.3f} per million bids. Click predictions "
-            f"are as good as before (AUC {q['auc']:.3f}, {q['auc_drop']:+.4f} against the original model, "
-            f"predicted click rate {q['mean_pctr']:.2%} vs {q['observed_ctr']:.2%} observed). For the launch, "
-            f"run it with {chosen['policy']}: in our simulated campaign day it bids on "
-            f"{1 - chosen['shed_rate']:.2%} of requests at about ${chosen['cost_per_month_usd']:,.0f} a month "
-            f"of machines; scale-to-zero saves little here and drops the first requests after every quiet spell.")

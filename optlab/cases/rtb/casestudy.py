@@ -26,15 +26,17 @@ import numpy as np
 import pandas as pd
 
 from optlab.cases.rtb import service as http
+from optlab.cases.rtb.advice import recommendation  # noqa: F401 - step 7, named here for callers
 from optlab.cases.rtb.campaign import (  # noqa: F401 - the case study's steps, one import for its callers
     HOURS_PER_MONTH,
     PRICE_PER_HOUR_USD,
     SLA_MS,
+    TARGET_UTILISATION,
     DayTraffic,
     campaign,
     capacity_plan,
     costs,
-    recommendation,
+    machines_for,
 )
 from optlab.cases.rtb.deployments import NAIVE, OPTIMIZED, REASONABLE, BidSchema, Deployment, InProcess
 from optlab.instruments.pipeline import Stage, profile
@@ -179,10 +181,11 @@ def goodput_over_http(case: Case, names=None, rounds: int = 1) -> pd.DataFrame:
             with http.start(spec=http.deployment_spec(deployment), mode="process", startup_s=120) as service:
                 cold_start_s = time.monotonic() - started
                 row = goodput(case, name, "http", port=service.port)
-                rows.append({**row, "cold_start_s": cold_start_s, "stats": service.get("/stats"), "round": r})
-                if name == names[-1]:
+                stats = {k: v for k, v in service.get("/stats").items() if k != "service_ms"}
+                rows.append({**row, "cold_start_s": cold_start_s, "stats": stats, "round": r})
+                if name == names[-1]:  # the constant endpoint of the same process: its cold start is this one's
                     rows.append({**goodput(case, "constant", "http", port=service.port), "round": r,
-                                 "cold_start_s": float("nan")})
+                                 "cold_start_s": cold_start_s})
     return best_rounds(pd.DataFrame(rows))
 
 
@@ -215,8 +218,7 @@ def burst(case: Case, steady_per_s: float, *, factor: float = 3.0) -> loadgen.Lo
 
 
 def service_run(case: Case, name: str, rate_per_s: float) -> loadgen.LoadResult:
-    """A steady Poisson run of deployment `name` at a moderate `rate_per_s`: the service times a
-    capacity plan starts from (a burst's overload would put its stalls into them)."""
+    """A steady Poisson run of deployment `name` in process at a moderate `rate_per_s`."""
     deployment = case.deployments[name]
     n = 700 if case.smoke else 5000
     return loadgen.run(InProcess(deployment), deployment.bodies(case.data.test, 2000, seed=5),
@@ -228,6 +230,53 @@ def service_samples(result: loadgen.LoadResult) -> np.ndarray:
     frame = result.requests
     served = frame[(frame["status"] == "ok") & (frame["batch_size"] > 0)]
     return (served["service_ms"] / served["batch_size"]).to_numpy() / 1e3
+
+
+@dataclass
+class OperatingPoint:
+    """A deployment measured over HTTP, in its own process, at the rate one machine carries in the plan.
+
+    `samples_s`: per-request service times there, the server's model-call shares scaled to the
+    process's CPU seconds per request at that point (the whole serving path: parsing, framework,
+    codec and model, not only the model call); `summary`: the client's figures at that rate
+    (its p99 is what the plan's simulated p99 at this utilisation should be near)."""
+
+    deployment: str
+    rate_per_s: float
+    samples_s: np.ndarray
+    cpu_per_request_ms: float
+    model_share: float  # the model calls' share of the process's CPU per request
+    summary: dict[str, Any]
+
+    def row(self) -> dict[str, Any]:
+        return {"deployment": self.deployment, "rate_per_s": self.rate_per_s,
+                "cpu_per_request_ms": self.cpu_per_request_ms, "model_share": self.model_share,
+                "measured_p99_ms": self.summary["p99_ms"], "requests": self.summary["requests"],
+                "shed": self.summary["shed"]}
+
+
+def operating_point(case: Case, name: str, rate_per_s: float, *, connections: int = 8) -> OperatingPoint:
+    """Deployment `name` in its own service process under Poisson load at `rate_per_s` over HTTP:
+    the service-time shape and the CPU per request where the plan runs each machine."""
+    deployment = case.deployments[name]
+    bodies = deployment.bodies(case.data.test, 2000, seed=5)
+    n = 700 if case.smoke else 5000
+    with http.start(spec=http.deployment_spec(deployment), mode="process", startup_s=120) as service:
+        before = service.get("/stats")
+        target = http.HttpTarget(service.port, http.ROUTES[deployment.config.payload], connections=connections,
+                                 content_type=deployment.payload.content_type)
+        result = loadgen.run(target, bodies, Poisson(rate_per_s, duration_s=max(0.5, n / rate_per_s)),
+                             label=f"{name} at {rate_per_s:,.0f}/s over HTTP")
+        after = service.get("/stats")
+    served = after["server"]["ok"] - before["server"]["ok"]
+    model_s = np.asarray(after["service_ms"][-served:] if served else [], np.float64) / 1e3
+    if served < 10 or not np.isfinite(model_s).all() or model_s.sum() <= 0:
+        raise RuntimeError(f"{name} served {served} requests at {rate_per_s:,.0f}/s over HTTP: too few to describe "
+                           "a replica; the machine may be too busy, re-run on a quieter one")
+    cpu_per_request_s = (after["cpu_s"] - before["cpu_s"]) / served
+    model_share = float(model_s.mean() / cpu_per_request_s) if cpu_per_request_s > 0 else 1.0
+    samples = model_s * (cpu_per_request_s / model_s.mean()) if cpu_per_request_s > model_s.mean() else model_s
+    return OperatingPoint(name, rate_per_s, samples, cpu_per_request_s * 1e3, min(model_share, 1.0), result.summary)
 
 
 def validate_simulator(case: Case, name: str, utilisation: float = 0.3, *, seed: int = 0) -> dict[str, Any]:
@@ -268,3 +317,57 @@ def validate_simulator(case: Case, name: str, utilisation: float = 0.3, *, seed:
             "measured_p99_ci_ms": (result.summary["p99_ci_low_ms"], result.summary["p99_ci_high_ms"]),
             "simulated_p99_ms": sim_p99, "ratio": sim_p99 / measured, "within_20pct": abs(sim_p99 / measured - 1) <= .2,
             "outside_queue_p50_ms": float(np.median(outside_s) * 1e3), "requests": result.summary["requests"]}
+
+
+@dataclass
+class CampaignPlan:
+    """The capacity plan for a campaign day, or why there is none (`reason`), with the operating
+    point its service times come from and the simulator's p99 there next to the measured one."""
+
+    day: capacity.DayResult | None
+    point: OperatingPoint | None
+    per_machine_per_s: float
+    machines_at_peak: int | None
+    simulated_p99_ms: float | None
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.day is None:
+            return f"capacity plan: not available ({self.reason})"
+        p = self.point
+        return (f"capacity plan: {self.machines_at_peak} machine(s) at the launch peak, each carrying "
+                f"{p.rate_per_s:,.0f} bid requests/s ({TARGET_UTILISATION:.0%} of its {self.per_machine_per_s:,.0f}/s "
+                f"at the SLA over HTTP). Measured there over HTTP: p99 {p.summary['p99_ms']:.2f} ms, "
+                f"{p.cpu_per_request_ms:.3f} ms of CPU per request (the model calls {p.model_share:.0%} of it); "
+                f"the simulator, from these service times, gives p99 {self.simulated_p99_ms:.2f} ms at that load.")
+
+
+def plan_for(case: Case, goodputs: pd.DataFrame, traffic: DayTraffic, *, name: str = "optimized",
+             price_per_hour_usd: float = PRICE_PER_HOUR_USD) -> CampaignPlan:
+    """Size deployment `name` for `traffic` from its throughput at the SLA in `goodputs` (over HTTP
+    where measured), measure its service times over HTTP at the per-machine rate of the spike,
+    and simulate the day's plans from them."""
+    rows = goodputs[goodputs["deployment"] == name]
+    http_rows = rows[rows["transport"] == "http"] if "transport" in rows else rows
+    row = (http_rows if len(http_rows) else rows).iloc[0]
+    per_machine = float(row["throughput_at_sla_per_s"])
+    if not per_machine > 0:
+        note = str(row.get("note", "") or f"no rate met p99 <= {SLA_MS:g} ms")
+        return CampaignPlan(None, None, per_machine, None, None, f"{name} met the SLA at no rate tried: {note}")
+    peak = float(traffic.rates().max())
+    machines = machines_for(peak, per_machine)
+    try:
+        point = operating_point(case, name, peak / machines)
+    except RuntimeError as exc:
+        return CampaignPlan(None, None, per_machine, machines, None, str(exc))
+    cold_start_s = float(row["cold_start_s"]) if "cold_start_s" in row and row["cold_start_s"] > 0 else 5.0
+    day = capacity_plan(point.samples_s, cold_start_s, traffic, smoke=case.smoke, capacity_per_s=per_machine,
+                        price_per_hour_usd=price_per_hour_usd)
+    utilisation = point.rate_per_s * float(np.mean(point.samples_s))
+    simulated = float(np.interp(utilisation, day.table["utilisation"], day.table["p99_ms"]))
+    return CampaignPlan(day, point, per_machine, machines, simulated)
+
+
+def readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table for a person: a missing figure reads "not available" (its row's `note` says why)."""
+    return frame.astype(object).where(frame.notna(), "not available")

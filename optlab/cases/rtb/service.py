@@ -14,7 +14,10 @@ here too so a caller needs one import.
 """
 from __future__ import annotations
 
+import collections
 import importlib
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +42,27 @@ def _answer(message: Any, reply: Reply) -> dict[str, Any]:
     return {"id": identifier, "logit": logit, "pctr": float(1 / (1 + np.exp(-logit)))}
 
 
-def app(deployment: Deployment):
-    """The Starlette application serving `deployment` (its server starts and stops with the app)."""
+def app(deployment: Deployment, *, keep_samples: int = 4096):
+    """The Starlette application serving `deployment` (its server starts and stops with the app).
+
+    `/stats` adds the feature cache's figures, the process's CPU seconds so far (`cpu_s`) and the
+    last `keep_samples` per-request service times (`service_ms`: a model call's time shared by the
+    requests in it): what a capacity plan measures at its operating point."""
+    samples: collections.deque[float] = collections.deque(maxlen=keep_samples)
+
+    def answer(message: Any, reply: Reply) -> dict[str, Any]:
+        if reply.batch_size > 0:
+            samples.append((reply.done_ns - reply.start_ns) / reply.batch_size / 1e6)
+        return _answer(message, reply)
+
+    def stats() -> dict[str, Any]:
+        # a rate of nothing yet (a fresh cache's hit rate) is null: JSON has no nan
+        cache = {k: v if not isinstance(v, float) or math.isfinite(v) else None
+                 for k, v in deployment.feature_cache_stats().items()}
+        return {**cache, "cpu_s": time.process_time(), "service_ms": list(samples)}
+
     return http.app(deployment.server(), {ROUTES[fmt]: PAYLOADS[fmt] for fmt in ROUTES},
-                    prepare=deployment.preprocess, answer=_answer, name=deployment.name,
-                    stats=deployment.feature_cache_stats)
+                    prepare=deployment.preprocess, answer=answer, name=deployment.name, stats=stats)
 
 
 def start(deployment: Deployment | None = None, *, spec: dict | None = None, mode: str = "thread", port: int = 0,

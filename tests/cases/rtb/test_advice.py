@@ -1,0 +1,94 @@
+"""The advice a person reads: no inf or nan when nothing met the SLA (the reason instead), and a plan
+that is over the SLA longer than another is never chosen without saying so."""
+from __future__ import annotations
+
+import re
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optlab.cases.rtb import advice, campaign
+from optlab.serving.server import Server
+from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
+
+UNREADABLE = re.compile(r"\b(inf|nan)\b|\$inf|nan%", re.IGNORECASE)
+
+
+def _slow_model(inputs):
+    time.sleep(0.03)  # a real 30 ms service: no rate can meet p99 <= 10 ms
+    return np.zeros(len(next(iter(inputs.values()))), np.float32)
+
+
+def _quality() -> pd.DataFrame:
+    return pd.DataFrame([{"deployment": "optimized", "auc": 0.71, "auc_drop": 0.001, "mean_pctr": 0.03,
+                          "observed_ctr": 0.031}])
+
+
+@pytest.fixture(scope="module")
+def missed():
+    """A real search against a real server that cannot meet the SLA."""
+    search = SlaSearch(max_p99_ms=10.0, probe_s=0.2, start_per_s=50.0, max_probes=1, confirm_failures=0)
+    requests = [{"x": np.zeros((1, 2), np.float32)}] * 50
+    result = throughput_at_sla(server_probe(lambda: Server(_slow_model), requests, search), search)
+    return {"throughput_at_sla_per_s": result.throughput_per_s, "p99_at_sla_load_ms": result.p99_ms,
+            "note": "; ".join(result.notes)}
+
+
+def test_a_search_nothing_meets_says_why(missed):
+    assert missed["throughput_at_sla_per_s"] == 0
+    assert "at the lowest rate tried" in missed["note"] and "busy or the SLA too tight" in missed["note"]
+    assert re.search(r"p99 \d", missed["note"])
+
+
+def test_costs_and_advice_say_not_available_with_the_reason(missed):
+    goodputs = pd.DataFrame([{**missed, "deployment": name, "transport": "in_process"}
+                             for name in ("naive", "reasonable", "optimized")])
+    table = campaign.costs(goodputs, campaign.campaign(smoke=True))
+    assert table["cost_per_month_usd"].isna().all() and not np.isinf(table.select_dtypes("number")).any().any()
+    assert table["note"].str.startswith("not available: nothing meets p99 <= 10 ms").all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        text = advice.recommendation(table, None, _quality())
+    assert not UNREADABLE.search(text), text
+    assert "not available" in text and "busy or the SLA too tight" in text
+
+
+def test_a_first_version_without_figures_leaves_no_inf_in_the_saving(missed):
+    goodputs = pd.DataFrame([{**missed, "deployment": "naive", "transport": "in_process"},
+                             {"deployment": "optimized", "transport": "in_process", "throughput_at_sla_per_s": 2000.0,
+                              "note": ""}])
+    text = advice.recommendation(campaign.costs(goodputs, campaign.campaign(smoke=True)), None, _quality())
+    assert not UNREADABLE.search(text), text
+    assert "saving against it is not available" in text and "answers 99% of bid requests within 10 ms (p99)" in text
+
+
+def _plans(reactive_over_s: int, reactive_shed: float) -> pd.DataFrame:
+    base = {"served": 0, "cost_per_month_usd": 100.0}
+    return pd.DataFrame([
+        {**base, "policy": "fixed(7)", "kind": "fixed", "shed_rate": 0.0, "seconds_over_sla": 0,
+         "requests_in_seconds_over_sla": 0.0, "cost_per_month_usd": 400.0},
+        {**base, "policy": "reactive(2-14)", "kind": "reactive", "shed_rate": reactive_shed,
+         "seconds_over_sla": reactive_over_s, "requests_in_seconds_over_sla": reactive_over_s / 1440},
+        {**base, "policy": "scale-to-zero", "kind": "scale_to_zero", "shed_rate": 0.02, "seconds_over_sla": 30,
+         "requests_in_seconds_over_sla": 0.02, "cost_per_month_usd": 90.0},
+    ])
+
+
+def test_a_plan_over_the_sla_longer_is_not_picked_on_shed_rate_alone():
+    # the reactive plan sheds nothing but is over the SLA for two thirds of the day
+    ranked = advice.rank_plans(_plans(950, 0.0))
+    assert ranked.iloc[0]["kind"] == "fixed"
+    text = advice.plan_advice(_plans(950, 0.0), bids_per_month=1e9)
+    assert text.startswith("For the launch, run it with fixed(7)") and "missed bids a month" in text
+
+
+def test_when_the_chosen_plan_is_over_the_sla_longer_the_text_says_so():
+    plans = _plans(5, 0.0)
+    plans.loc[0, ["shed_rate", "requests_in_seconds_over_sla"]] = [0.01, 0.0]  # fixed sheds 1%: more bids at risk
+    text = advice.plan_advice(plans, bids_per_month=1e9, value_per_1000_bids_usd=0.05)
+    assert text.startswith("For the launch, run it with reactive(2-14)")
+    assert "fixed(7) is over the SLA for less of the day (0 s) but puts more bids at risk" in text
+    assert "(about 0 missed bids a month, worth $0" in text
