@@ -18,7 +18,7 @@ What it leaves out: load-balancer imbalance between replicas (requests are sprea
 queueing within a second beyond the stationary table (a second starting with a backlog is
 modelled as a fluid), noisy neighbours and machine failures, batching's dependence of the
 service time on the load (a batching replica is given its per-request cost at the measured load),
-and network time between the exchange and the bidder. Prices are per replica-hour, billed from
+and network time between the clients and the service. Prices are per replica-hour, billed from
 the moment a replica starts (cold start included) until it stops.
 """
 from __future__ import annotations

@@ -1,3 +1,4 @@
 """Real-time bidding with a click model: the bid request and its deployments (`deployments`), the
 bidding service over HTTP (`service`), the campaign's traffic, capacity plan and costs (`campaign`),
-the advice in words (`advice`) and the case study's steps (`casestudy`), as notebook 06 and `python -m optlab.bench rtb` run them."""
+the advice in words (`advice`) and the case study's steps (`casestudy`), as notebook 06 and
+`python -m optlab.bench rtb` run them."""
