@@ -358,14 +358,18 @@ def _summary(series: pd.DataFrame, policy, replica: Replica, traffic: Traffic, d
     arrivals, shed = float(series["arrivals"].sum()), float(series["shed"].sum())
     busy = series["arrivals"] > 0
     over = busy & (series["p99_ms"] > deadline_ms)
+    no_replica = busy & ~np.isfinite(series["p99_ms"])
+    served_s = busy & ~no_replica
     served = float(series["served"].sum())
     return {
         "policy": policy.name, "kind": policy.kind, "seconds": traffic.seconds, "arrivals": int(arrivals),
         "served": int(round(served)), "shed": int(round(shed)), "shed_rate": shed / max(arrivals, 1.0),
         "seconds_over_sla": int(over.sum()),
         "requests_in_seconds_over_sla": float(series.loc[over, "arrivals"].sum() / max(arrivals, 1.0)),
-        "worst_p99_ms": float(series.loc[busy, "p99_ms"].max()) if busy.any() else float("nan"),
-        "median_p99_ms": float(series.loc[busy, "p99_ms"].median()) if busy.any() else float("nan"),
+        # a second with arrivals and no replica ready has no p99 (inf in the series): counted on its own
+        "seconds_without_replica": int(no_replica.sum()),
+        "worst_p99_ms": float(series.loc[served_s, "p99_ms"].max()) if served_s.any() else float("nan"),
+        "median_p99_ms": float(series.loc[served_s, "p99_ms"].median()) if served_s.any() else float("nan"),
         "max_replicas": int(series["replicas"].max()), "mean_replicas": float(series["replicas"].mean()),
         "replica_hours_per_day": replica_hours, "price_per_hour_usd": replica.price_per_hour_usd,
         "cost_per_day_usd": per_day, "cost_per_month_usd": per_day * DAYS_PER_MONTH,

@@ -56,6 +56,9 @@ def test_day_counts_every_request_and_bills_replica_hours():
     assert s.loc["fixed", "shed"] > 0
     assert s.loc["reactive", "max_replicas"] > 1
     assert s.loc["reactive", "shed"] < s.loc["fixed", "shed"]
+    # a second with arrivals and no replica ready is counted, never an inf in the summary
+    assert np.isfinite(result.summary.select_dtypes("number").to_numpy(float)).all()
+    assert s.loc["fixed", "seconds_without_replica"] == 0
     # scale-to-zero starts with nothing: its first requests wait a cold start and are shed
     series = result.series[result.series["policy"] == s.loc["scale_to_zero", "policy"]]
     assert series["shed"].iloc[0] == series["arrivals"].iloc[0] > 0

@@ -43,9 +43,12 @@ def plan_advice(plan_summary: pd.DataFrame, bids_per_month: float,
         other = shorter.iloc[0]
         text += (f" {other['policy']} is over the SLA for less of the day ({int(other['seconds_over_sla'])} s) but "
                  f"puts more bids at risk ({other['at_risk_share']:.2%} against {chosen['at_risk_share']:.2%}).")
-    stz = ranked[ranked["kind"] == "scale_to_zero"]
-    if len(stz) and stz.index[0] != 0:
-        text += " Scale-to-zero saves little here and drops the first requests after every quiet spell."
+    others = [f"{r['policy']} about ${r['cost_per_month_usd']:,.0f} a month with {r['at_risk_share']:.2%} of bids at "
+              f"risk and {int(r['seconds_over_sla'])} s over the SLA" for _, r in ranked.iloc[1:].iterrows()]
+    if others:
+        text += " The alternatives: " + "; ".join(others) + "."
+    if (ranked.iloc[1:]["kind"] == "scale_to_zero").any():
+        text += " Scale-to-zero also drops the first requests after every quiet spell (a cold start)."
     return text
 
 
