@@ -224,8 +224,9 @@ def start(application=None, *, spec: dict | None = None, mode: str = "thread", p
     (`mode="process"`), on 127.0.0.1."""
     if mode not in ("thread", "process"):
         raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
-    if mode == "thread" and application is None:
-        raise ValueError("mode='thread' serves an application: pass one (e.g. app(server, routes, ...))")
+    if mode == "thread" and not callable(application):
+        raise ValueError(f"mode='thread' serves an ASGI application, got {type(application).__name__}: pass "
+                         "app(server, routes, ...) (a case's own service module starts its deployments)")
     if mode == "process" and not (spec and isinstance(spec.get("factory"), str) and ":" in spec["factory"]):
         raise ValueError("mode='process' rebuilds the application in the child: pass spec={'factory': "
                          "'module:function', ...}")

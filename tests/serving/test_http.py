@@ -55,7 +55,7 @@ def test_bad_input_is_a_counted_4xx_with_the_hooks_message(service):
 def test_start_refuses_what_it_cannot_run():
     with pytest.raises(ValueError, match="mode must be"):
         http.start(None, mode="fork")
-    with pytest.raises(ValueError, match="serves an application"):
+    with pytest.raises(ValueError, match="serves an ASGI application"):
         http.start(None)
     with pytest.raises(ValueError, match="factory"):
         http.start(spec={"loader": "x"}, mode="process")
