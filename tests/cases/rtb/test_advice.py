@@ -92,3 +92,12 @@ def test_when_the_chosen_plan_is_over_the_sla_longer_the_text_says_so():
     assert text.startswith("For the launch, run it with reactive(2-14)")
     assert "fixed(7) is over the SLA for less of the day (0 s) but puts more bids at risk" in text
     assert "(about 0 missed bids a month, worth $0" in text
+
+
+def test_a_table_for_a_person_reads_not_available_where_a_figure_is_missing():
+    from optlab.cases.rtb import casestudy
+
+    frame = pd.DataFrame({"deployment": ["optimized"], "p99_at_sla_load_ms": [float("nan")], "cold_start_s": [2.5]})
+    shown = casestudy.readable(frame)
+    assert shown.loc[0, "p99_at_sla_load_ms"] == "not available" and shown.loc[0, "cold_start_s"] == 2.5
+    assert not UNREADABLE.search(shown.to_string()) and frame["p99_at_sla_load_ms"].isna().all()
