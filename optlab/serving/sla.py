@@ -186,7 +186,9 @@ def search_configs(model: Any, requests: Sequence[dict], *, policies: Sequence[P
                                    search)
         rows.append({**config, **result.row(), "curve": result.curve})
     frame = pd.DataFrame(rows)
-    frame = frame.sort_values("throughput_at_sla_per_s", ascending=False, na_position="last").reset_index(drop=True)
+    # ties (nothing met the SLA on a busy machine) go to the lower p99: the closest first
+    keys = [k for k in ("throughput_at_sla_per_s", "p99_at_sla_load_ms") if k in frame]  # none ran: no p99
+    frame = frame.sort_values(keys, ascending=[False, True][:len(keys)], na_position="last").reset_index(drop=True)
     ran = frame.dropna(subset=["throughput_at_sla_per_s"])
     if len(ran) and not ran["sla_met"].any():
         closest = ran.loc[ran["p99_at_sla_load_ms"].idxmin()]
@@ -234,7 +236,8 @@ def candidate_frame(candidates: Sequence[Any], requests: Sequence[dict], *,
                        shed_rate_at_stated_load=summary["shed"] / max(summary["requests"], 1),
                        failed_rate_at_stated_load=summary["failed_rate"])
         rows.append(row)
-    frame = pd.DataFrame(rows).sort_values("throughput_at_sla_per_s", ascending=False).reset_index(drop=True)
+    frame = pd.DataFrame(rows).sort_values(["throughput_at_sla_per_s", "p99_at_sla_load_ms"], ascending=[False, True],
+                                           na_position="last").reset_index(drop=True)
     if len(frame) and not frame["sla_met"].any():
         closest = frame.loc[frame["p99_at_sla_load_ms"].idxmin()]
         frame.attrs["note"] = (f"no candidate meets p99 <= {search.max_p99_ms:g} ms; the closest is "
