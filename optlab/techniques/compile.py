@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from optlab.models.candidate import Candidate, OnnxModel
+from optlab.models.runtimes import quiet_torch_logs
 from optlab.recipes.recipe import Compile, UnsupportedRecipe
 from optlab.techniques.onnx_export import as_onnx
 from optlab.techniques.registry import register
@@ -62,13 +63,17 @@ def apply_openvino(recipe: Compile, model: Any, data: Any, *, threads=None, work
 
 @register(Compile, runtime="torch.compile")
 def apply_torch_compile(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:
+    with quiet_torch_logs():  # torchao/Dynamo start-up lines, for this build only
+        return _apply_torch_compile(recipe, model, data, threads=threads, workdir=workdir)
+
+
+def _apply_torch_compile(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:
     if isinstance(model, OnnxModel):
         raise UnsupportedRecipe(f"{recipe.name} needs a torch.nn.Module, got an ONNX model ({model.path}); "
                                 f"put torch.compile before ONNX steps or use Compile('onnxruntime')")
     require_module(model, recipe)
-    from optlab.models.runtimes import compile_module, quiet_torch_logs, torch_predict_fn
+    from optlab.models.runtimes import compile_module, torch_predict_fn
 
-    quiet_torch_logs()
     module = copy.deepcopy(model).eval()
     path = artifact_file(workdir, recipe.name, ".pt")
     loader = "optlab.models.runtimes:load_torch_compiled"

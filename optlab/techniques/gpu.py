@@ -24,6 +24,7 @@ import numpy as np
 
 from optlab.instruments.gpu import cuda_status
 from optlab.models.candidate import Candidate, OnnxModel
+from optlab.models.runtimes import quiet_torch_logs
 from optlab.recipes.recipe import OnDevice, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import example_batch, require_module
@@ -197,14 +198,18 @@ def _torchao(module: Any, scheme: str, torch: Any) -> dict[str, Any]:
 
 @register(OnDevice)
 def apply_on_device(recipe: OnDevice, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
+    with quiet_torch_logs():  # torchao/Dynamo start-up lines, for this build only
+        return _apply_on_device(recipe, model, data, threads=threads, workdir=workdir)
+
+
+def _apply_on_device(recipe: OnDevice, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
     if isinstance(model, OnnxModel):
         raise UnsupportedRecipe(f"{recipe.name} runs a torch.nn.Module; got an ONNX model ({model.path}). For ONNX "
                                 f"on a GPU use Compile(runtime='onnxruntime', provider='cuda')")
     torch = _require_cuda(recipe)
     require_module(model, recipe)
-    from optlab.models.runtimes import compile_module, quiet_torch_logs
+    from optlab.models.runtimes import compile_module
 
-    quiet_torch_logs()
     dtype = getattr(torch, DTYPES[recipe.precision])
     cast_model = recipe.precision in ("bf16", "fp16") and not recipe.autocast
     module = copy.deepcopy(model).eval().to(recipe.device)

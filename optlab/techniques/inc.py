@@ -22,6 +22,7 @@ import numpy as np
 from optlab.data.calibration import calibration_rows
 from optlab.instruments import metrics
 from optlab.models.candidate import Candidate
+from optlab.models.runtimes import quiet_torch_logs
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import (
@@ -55,21 +56,17 @@ def _inc_workspace(folder: str | os.PathLike) -> Iterator[Path]:
 
 def _import_inc():
     """Import INC's torch API without its INFO/WARNING start-up lines (it reads LOGLEVEL once)."""
-    import logging
-
-    from optlab.models.runtimes import quiet_torch_logs
-
-    quiet_torch_logs()
     previous = os.environ.get("LOGLEVEL")
     os.environ["LOGLEVEL"] = "ERROR"
     try:
-        # INC checks at import whether transformers is loaded, and its RTN path names
-        # transformers.Conv1D whenever transformers is loaded later (by anyone): load it first.
-        import transformers  # noqa: F401
+        with quiet_torch_logs():
+            # INC checks at import whether transformers is loaded, and its RTN path names
+            # transformers.Conv1D whenever transformers is loaded later (by anyone): load it first.
+            import transformers  # noqa: F401
 
-        # Importing INC's layer-wise helpers creates its workspace folder: put it under the cache.
-        with _inc_workspace(resolve_workdir(None)):
-            import neural_compressor.torch.quantization as inc
+            # Importing INC's layer-wise helpers creates its workspace folder: put it under the cache.
+            with _inc_workspace(resolve_workdir(None)):
+                import neural_compressor.torch.quantization as inc
     except ImportError as error:
         raise UnsupportedRecipe(f"Intel Neural Compressor is not installed ({error}); "
                                 f"pip install neural-compressor-pt") from error
@@ -78,7 +75,6 @@ def _import_inc():
             os.environ.pop("LOGLEVEL", None)
         else:
             os.environ["LOGLEVEL"] = previous
-    logging.getLogger("neural_compressor").setLevel(logging.ERROR)
     return inc
 
 
@@ -87,7 +83,7 @@ def apply_inc(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=
     require_module(model, recipe)
     inc = _import_inc()
     workdir = resolve_workdir(workdir)
-    with _inc_workspace(workdir):
+    with _inc_workspace(workdir), quiet_torch_logs():
         return _apply(inc, recipe, model, data, threads, workdir)
 
 
