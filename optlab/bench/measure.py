@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch.utils.benchmark import Timer
 
-from optlab.bench.render import Renderer, target, verdict
+from optlab.bench.render import Renderer, missing, target, verdict
 from optlab.instruments.environment import environment
 from optlab.instruments.latency import Workload, measure
 from optlab.instruments.timing import summarize, time_calls
@@ -181,10 +181,16 @@ def candidates_demo(smoke: bool, workdir: Path) -> tuple[Workload, pd.DataFrame]
     return workload, pd.DataFrame(rows)
 
 
+def _shown(value) -> str:
+    if missing(value):
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else f"{value}"
+
+
 def candidate_lines(workload: Workload, frame: pd.DataFrame) -> list[str]:
     lines = [f"4. measure() of a 64-256-10 MLP, batch {workload.batch_size}, threads {workload.threads}:"]
     for row in frame.to_dict(orient="records"):
-        shown = ", ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in KEYS)
+        shown = ", ".join(f"{k}={_shown(row[k])}" for k in KEYS)
         lines.append(textwrap.fill(f"   {row['candidate']}: {shown}", width=110, subsequent_indent="      "))
     return lines
 

@@ -153,7 +153,7 @@ class Renderer:
         self.tables[name] = frame
         shown = frame.drop(columns=[c for c in drop if c in frame.columns])
         with pd.option_context("display.max_rows", 200, "display.width", 250, "display.max_colwidth", 60):
-            self._print(shown.to_string(index=False, **to_string))
+            self._print(shown.to_string(index=False, **{"na_rep": "n/a", **to_string}))
 
     def keep(self, name: str, frame: pd.DataFrame) -> None:
         """A table for the JSON only (raw rows behind a printed summary)."""
