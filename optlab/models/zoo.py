@@ -37,7 +37,7 @@ TRAINING = {
     ("bids", True): {"epochs": 6, "lr": 3e-3, "batch_size": 512, "weight_decay": 1e-4},
     # intents v2 (datasets/README.md): 3,000 small steps at a low rate let the 4-layer teacher learn
     # which offer a cancellation leaves; the 2-layer student mostly does not in the same budget.
-    # Two training threads (the 2 cores): 3,000 steps in about a minute instead of 1.5.
+    # Two training threads, the cores of a workshop laptop: 3,000 steps in about a minute instead of 1.5.
     ("intents", False): {"epochs": 3, "lr": 1e-3, "batch_size": 16, "warmup_fraction": 0.1, "threads": 2},
     ("intents", True): {"epochs": 3, "lr": 3e-3, "batch_size": 32, "warmup_fraction": 0.1},
 }
