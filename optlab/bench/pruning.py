@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from optlab.bench import rows as rows_module
-from optlab.bench.render import Renderer, target
+from optlab.bench.render import Renderer, missing, target, times, verdict
 from optlab.bench.techniques import cpu_flags
 from optlab.data.datasets import load
 from optlab.instruments.latency import Workload, measure
@@ -124,16 +124,16 @@ def _prune_targets(rows: pd.DataFrame, d: str) -> list[dict]:
     structured = [c for c in rows.index if "structured=True" in c and f"sparsity={STRUCTURED_TARGET:g}" in c]
     for c in structured:
         r = rows.loc[c]
-        ok = bool(r["speedup_b256"] >= 1.6 and r["drop"] <= max_drop)
+        ok = None if missing(r["speedup_b256"]) else bool(r["speedup_b256"] >= 1.6 and r["drop"] <= max_drop)
         out.append(target(f"[{d}] {c}: throughput b256 speedup and quality drop", r["speedup_b256"], ok, COMMAND,
-                          f"[{d}] {c}: throughput b256 {r['speedup_b256']:.2f}x (>= 1.6x), {_quality(r, d)} "
+                          f"[{d}] {c}: throughput b256 {times(r['speedup_b256'])} (>= 1.6x), {_quality(r, d)} "
                           f"(<= {max_drop if d == 'bids' else max_drop * 100:g}{'' if d == 'bids' else ' pp'}), "
-                          f"params {r['params_ratio']:.2f} of teacher: {'MET' if ok else 'MISSED'}"))
+                          f"params {r['params_ratio']:.2f} of teacher: {verdict(ok)}"))
     for c in [c for c in rows.index if c.startswith("prune(") and "structured=True" not in c]:
         r = rows.loc[c]
         out.append(target(f"[{d}] {c}: throughput b256 speedup (context)", r["speedup_b256"], None, COMMAND,
                           f"[{d}] {c} (unstructured, zeros): measured sparsity {r['sparsity']:.3f}, artifact "
-                          f"{r['size_ratio']:.2f} of the teacher's, throughput {r['speedup_b256']:.2f}x (dense "
+                          f"{r['size_ratio']:.2f} of the teacher's, throughput {times(r['speedup_b256'])} (dense "
                           f"kernels skip no zeros: expect ~1x), {_quality(r, d)}"))
     return out
 
@@ -143,15 +143,15 @@ def _against_scratch(d: str, kd, scratch) -> dict:
     kd_ci = (kd["drop_ci_low"], kd["drop_ci_high"])
     scratch_ci = (scratch["drop_ci_low"], scratch["drop_ci_high"])
     if kd_ci[1] < scratch_ci[0]:
-        verdict = "distillation beat plain training (the 95% intervals of the drops do not overlap)"
+        finding = "distillation beat plain training (the 95% intervals of the drops do not overlap)"
     elif scratch_ci[1] < kd_ci[0]:
-        verdict = "plain training beat distillation (the 95% intervals of the drops do not overlap)"
+        finding = "plain training beat distillation (the 95% intervals of the drops do not overlap)"
     else:
-        verdict = "no measurable difference: the 95% intervals of the drops overlap"
+        finding = "no measurable difference: the 95% intervals of the drops overlap"
     return target(f"[{d}] distilled vs from scratch, quality gap", gap, None, COMMAND,
                   f"[{d}] same student, same budget, labels only: {kd['metric']} {scratch['quality']:.4f} "
                   f"(drop CI {scratch_ci[0]:+.4f}..{scratch_ci[1]:+.4f}) vs distilled {kd['quality']:.4f} "
-                  f"(drop CI {kd_ci[0]:+.4f}..{kd_ci[1]:+.4f}), {gap:+.4f}: {verdict}")
+                  f"(drop CI {kd_ci[0]:+.4f}..{kd_ci[1]:+.4f}), {gap:+.4f}: {finding}")
 
 
 def _distill_targets(rows: pd.DataFrame, d: str, teacher) -> list[dict]:
@@ -164,7 +164,7 @@ def _distill_targets(rows: pd.DataFrame, d: str, teacher) -> list[dict]:
     out = [target(f"[{d}] distilled student, share of the teacher's quality retained", retained, None, COMMAND,
                   f"[{d}] distilled student: {retained * 100:.1f}% of the teacher's {kd['metric']} retained, "
                   f"{(1 - kd['params_ratio']) * 100:.0f}% fewer parameters, throughput b256 "
-                  f"{kd['speedup_b256']:.2f}x, p50 b1 {kd['speedup_b1']:.2f}x "
+                  f"{times(kd['speedup_b256'])}, p50 b1 {times(kd['speedup_b1'])} "
                   f"(DistilBERT reference: 97% retained, 40% fewer parameters, 60% faster)")]
     if scratch is not None:
         out.append(_against_scratch(d, kd, scratch))

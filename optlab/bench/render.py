@@ -90,6 +90,11 @@ def targets_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows), columns=list(TARGET_COLUMNS))
 
 
+def times(value: Any, digits: int = 2) -> str:
+    """A ratio as "1.23x", or "n/a" when it was not measured (never "nanx")."""
+    return "n/a" if missing(value) else f"{value:.{digits}f}x"
+
+
 def verdict(met: bool | None, yes: str = "MET", no: str = "MISSED", unjudged: str = "n/a") -> str:
     return unjudged if met is None else (yes if met else no)
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from optlab.instruments.environment import _device_index, _nvml_index
 from optlab.instruments.timing import LatencyStats, summarize, time_calls
 
 ENERGY_MIN_S = 5.0  # NVML's energy counter moves in coarse steps: shorter runs read mostly noise
@@ -241,8 +242,6 @@ class Energy:
 
 def _nvml_handle(device: str):
     import pynvml
-
-    from optlab.instruments.environment import _device_index, _nvml_index
 
     index = _nvml_index(_device_index(device))
     return pynvml.nvmlDeviceGetHandleByUUID(index) if isinstance(index, str) else \

@@ -24,7 +24,7 @@ import numpy as np
 
 from optlab.instruments.gpu import cuda_status
 from optlab.models.candidate import Candidate, OnnxModel
-from optlab.models.runtimes import quiet_torch_logs
+from optlab.models.runtimes import compile_module, quiet_torch_logs
 from optlab.recipes.recipe import OnDevice, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import example_batch, require_module
@@ -208,7 +208,6 @@ def _apply_on_device(recipe: OnDevice, model: Any, data: Any, *, threads=None, w
                                 f"on a GPU use Compile(runtime='onnxruntime', provider='cuda')")
     torch = _require_cuda(recipe)
     require_module(model, recipe)
-    from optlab.models.runtimes import compile_module
 
     dtype = getattr(torch, DTYPES[recipe.precision])
     cast_model = recipe.precision in ("bf16", "fp16") and not recipe.autocast

@@ -21,8 +21,9 @@ import numpy as np
 
 from optlab.data.calibration import calibration_rows
 from optlab.instruments import metrics
+from optlab.instruments.timing import time_calls
 from optlab.models.candidate import Candidate
-from optlab.models.runtimes import quiet_torch_logs
+from optlab.models.runtimes import quiet_torch_logs, torch_predict_fn
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import (
@@ -147,15 +148,11 @@ def _weight_only(inc, recipe: Quantize, module: Any, data: Any, bits: int, workd
 def _batch_ms(predict, batch: dict[str, np.ndarray], repeats: int = 5) -> float:
     """Median milliseconds of one call on `batch`: the speed axis INC's autotune lacks, timed by
     optlab's own harness."""
-    from optlab.instruments.timing import time_calls
-
     run = time_calls(predict, [batch], warmup=1, min_samples=repeats, max_samples=repeats, budget_s=3600.0)
     return float(np.median(run.samples_ns)) / 1e6
 
 
 def _autotune(inc, recipe: Quantize, model: Any, data: Any, threads) -> tuple[Any, dict]:
-    from optlab.models.runtimes import torch_predict_fn
-
     try:
         import accelerate  # noqa: F401  (INC's autotune imports it)
     except ImportError as error:

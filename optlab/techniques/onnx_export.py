@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from optlab.models.candidate import OnnxModel
-from optlab.techniques.torch_io import TEXT_AXES, example_batch, input_names, positional, positional_tensors
+from optlab.techniques.torch_io import (
+    TEXT_AXES,
+    example_batch,
+    input_names,
+    positional,
+    positional_tensors,
+    require_module,
+)
 
 OPSET = 17
 
@@ -70,7 +77,6 @@ def as_onnx(model: Any, data: Any, workdir: Path, *, notes: list[str] | None = N
 
             raise UnsupportedRecipe(f"ONNX file {model.path} does not exist")
         return OnnxModel(Path(model.path), tuple(model.input_names), tuple(model.output_names))
-    from optlab.techniques.torch_io import require_module
 
     class _Export:  # only for the error message's recipe name
         name = "ONNX export"

@@ -133,3 +133,19 @@ def test_gpu_candidate_table_and_targets_render_without_a_gpu():
     assert report["targets"]["bf16_compile_vs_fp32_eager_resident"] == 4.0
     assert report["targets"]["bf16_compile_vs_fp32_eager_host"] == 2.0
     assert "4.00x with inputs resident (target >= 3x: met); 2.00x from host memory" in text
+
+
+def test_pruning_targets_say_not_available_for_a_ratio_not_measured():
+    from optlab.bench import pruning
+
+    base = dict(dataset="digits", metric="accuracy", drop_ci_low=0.0, drop_ci_high=0.01, sparsity=np.nan,
+                size_ratio=1.0, params_ratio=1.0, speedup_b1=1.0, build_s=1.0)
+    table = pd.DataFrame([{**base, "candidate": "digits-teacher", "status": "reference", "quality": 0.97,
+                           "drop": 0.0, "speedup_b256": np.nan},
+                          {**base, "candidate": "prune(sparsity=0.5, structured=True)", "status": "ok",
+                           "quality": 0.96, "drop": 0.01, "params_ratio": 0.25, "speedup_b256": np.nan}])
+    found = pruning.targets(table, smoke=True)
+    structured = next(t for t in found if "structured=True" in t["target"])
+    assert structured["met"] is None and structured["figure"] is None
+    assert "throughput b256 n/a (>= 1.6x)" in structured["sentence"] and structured["sentence"].endswith("n/a")
+    assert not any("nan" in t["sentence"] for t in found)
