@@ -21,6 +21,9 @@ import numpy as np
 from optlab.data import cache
 from optlab.data.cache import cache_dir
 
+# sklearn and tokenizers are imported inside the functions that use them: loading a dataset from its
+# cache needs neither.
+
 Batch = dict[str, np.ndarray]
 
 DATASETS = ("digits", "bids", "intents")

@@ -20,6 +20,8 @@ import numpy as np
 
 from optlab.models.runtimes import ort_predict_fn, ort_session
 
+# pandas is imported on use: the profile's table is the only part that needs it.
+
 # Operators that are (or, for the fused attention ops, mostly are) matrix products: what int8 and
 # matrix engines accelerate. Attention counts whole (its QKV projection is most of it at these
 # lengths), so the share and the bound are upper limits.

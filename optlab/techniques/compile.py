@@ -27,6 +27,9 @@ from optlab.techniques.registry import register
 from optlab.techniques.torch_io import example_batch, require_module, save_module
 from optlab.techniques.workdirs import artifact_file
 
+# onnxruntime, OpenVINO and torch are imported in the handler that uses each: heavy optional
+# dependencies; registering the handlers must load none of them.
+
 
 @register(Compile, runtime="onnxruntime")
 def apply_onnxruntime(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:

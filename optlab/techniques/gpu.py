@@ -29,6 +29,9 @@ from optlab.recipes.recipe import OnDevice, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import example_batch, require_module
 
+# torch and torchao are imported on use (after the CUDA check): heavy optional dependencies, and
+# torchao is needed only for its quantizers.
+
 DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture (cuBLAS handles, allocator pools)
 

@@ -23,7 +23,7 @@ from optlab.data.calibration import calibration_rows
 from optlab.instruments import metrics
 from optlab.instruments.timing import time_calls
 from optlab.models.candidate import Candidate
-from optlab.models.runtimes import quiet_torch_logs, torch_predict_fn
+from optlab.models.runtimes import compile_module, quiet_torch_logs, torch_predict_fn
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import (
@@ -36,6 +36,9 @@ from optlab.techniques.torch_io import (
     save_module,
 )
 from optlab.techniques.workdirs import artifact_file, resolve_workdir
+
+# INC, transformers, accelerate and torch are imported on use: heavy optional dependencies that
+# registering the handler must not load (`_import_inc` says why its import order matters).
 
 WORKSPACE = "nc_workspace"  # INC's working folder: always under optlab's work directory
 
@@ -92,8 +95,6 @@ def _apply(inc, recipe: Quantize, model: Any, data: Any, threads, workdir: Path)
     if recipe.scheme == "static-int8":
         candidate = _static_int8(inc, recipe, model, data, threads, workdir)
     else:
-        from optlab.models.runtimes import torch_predict_fn
-
         if recipe.scheme == "autotune":
             module, meta = _autotune(inc, recipe, model, data, threads)
         else:
@@ -201,8 +202,6 @@ def _dynamic_shapes(names: list[str]):
 def _static_int8(inc, recipe: Quantize, model: Any, data: Any, threads, workdir) -> Candidate:
     """export -> prepare (observers) -> calibrate -> convert -> save .pt2 -> torch.compile(freezing)."""
     from neural_compressor.torch.export import export
-
-    from optlab.models.runtimes import compile_module, torch_predict_fn
 
     names = input_names(data)
     module = positional(copy.deepcopy(model).eval(), names)

@@ -12,6 +12,9 @@ from optlab.data.datasets import Dataset, Split
 from optlab.models.runtimes import torch_predict_fn
 from optlab.models.training import train
 
+# torch and sklearn are imported inside the builders: heavy imports that a test using only frames must
+# not pay for.
+
 
 def _splits(inputs: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, Split]:
     n = len(labels)

@@ -12,6 +12,8 @@ import numpy as np
 
 from optlab.models.runtimes import quiet_torch_logs
 
+# torch and transformers are imported inside the builders: heavy optional dependencies.
+
 LABELS = ("billing", "refund", "greeting")
 WORDS = {
     "billing": ("invoice", "charge", "bill", "card", "payment", "price"),
