@@ -138,6 +138,10 @@ class Renderer:
         self.lines.append(text)
         self._print(text)
 
+    def blank(self) -> None:
+        """An empty line between sections: printed, not kept."""
+        self._print("")
+
     def progress(self, text: str) -> None:
         """A progress line: printed, not kept."""
         self._print(text)

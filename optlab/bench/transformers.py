@@ -156,7 +156,7 @@ def targets(result: dict[str, Any]) -> list[dict]:
     speed_b1 = eager["b1_p50_ms"] / fp32["b1_p50_ms"]
     flag_text = ",".join(result["flags"]) or "no avx2"
     out = [target("optimum O2 fp32 vs torch eager fp32, batch 1 p50 ratio", speed_b1, speed_b1 >= 1.5, COMMAND,
-                  f"\ntarget optimum O2 fp32 vs torch eager fp32, batch 1 p50: {speed_b1:.2f}x (target >= 1.5x) "
+                  f"target optimum O2 fp32 vs torch eager fp32, batch 1 p50: {speed_b1:.2f}x (target >= 1.5x) "
                   f"[{flag_text}]")]
     out += [_int8_target(rows[label], fp32, result["flags"], result["preset"])
             for label in ("O2 dynamic int8", "O2 static int8")]
@@ -197,6 +197,7 @@ def student_lines(result: dict[str, Any]) -> list[str]:
 def show(out: Renderer, result: dict[str, Any]) -> None:
     out.table("candidates", CANDIDATES, result["candidates"].to_dict(orient="records"))
     out.keep("padding", result["padding"])
+    out.blank()
     out.targets(targets(result))
     for line in context_lines(result):
         out.say(line)

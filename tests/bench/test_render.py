@@ -149,3 +149,37 @@ def test_pruning_targets_say_not_available_for_a_ratio_not_measured():
     assert structured["met"] is None and structured["figure"] is None
     assert "throughput b256 n/a (>= 1.6x)" in structured["sentence"] and structured["sentence"].endswith("n/a")
     assert not any("nan" in t["sentence"] for t in found)
+
+
+def test_transformer_benches_render_their_tables_and_targets():
+    """The --widths and --bucketing sections and the default targets from made-up figures."""
+    from optlab.bench import bucketing, transformers, widths
+
+    row = {"width": 64, "params": 123456, "train_s": 12.0, "fp32_accuracy": 0.9, "fp32_rows_s": 500.0,
+           "matmul_share": 0.4, "matmul_int8_x": 1.5, "rest_int8_x": 0.9, "profile": "MatMul 40%",
+           "dynamic_ratio": 0.9, "static_ratio": 1.4, "dynamic_drop_pts": -0.1, "static_drop_pts": -0.3,
+           "dynamic_worst": "length=long (+0.5)", "static_worst": "-"}
+    printed = io.StringIO()
+    out = Renderer("transformers", out=printed)
+    widths.show_widths(out, iter([row]), "avx2")
+    assert out.target_rows[-1]["met"] is True and "int8 pays most at width 64: 1.40x" in printed.getvalue()
+    frames = {"tokens": pd.DataFrame([{"policy": p, "policy_name": p, "tokens_per_request": 100.0, "calls": 10,
+                                       "padding_share": 0.5} for p in ("none", "dynamic", "bucketed")]),
+              "capacity": pd.DataFrame([{"policy": p, "policy_name": p, "round": r, "requests_per_s": v}
+                                        for r in range(2) for p, v in (("none", 10.0), ("dynamic", 20.0),
+                                                                       ("bucketed", 30.0))]),
+              "sla": pd.DataFrame([{"policy": p, "policy_name": p, "round": 0, "throughput_per_s": v,
+                                    "p99_ms": 9.0, "probes": 4, "notes": ""} for p, v in (("dynamic", 0.0),
+                                                                                          ("bucketed", 50.0))])}
+    result = {"sla_ms": 250.0, "edges": (16, 32), "threads": 2, "requests": 10, "texts_per_request": 3.0,
+              "length_p50": 20.0, "length_p90": 60.0, "length_max": 128, "bucket_shares": [0.5, 0.3, 0.2], **frames}
+    bucketing.show_bucketing(out, result, "avx2")
+    text = printed.getvalue()
+    assert "capacity bucketed / dynamic: 1.50x" in text
+    assert "not available (dynamic met the SLA at no rate)" in text and "nan" not in text.lower()
+    candidates = pd.DataFrame([{"candidate": c, "accuracy": 0.9, "b1_p50_ms": ms, "b32_rows_per_s": rows,
+                                "worst_length_slice": "-"} for c, ms, rows in
+                               (("torch eager fp32", 2.0, 100.0), ("O2 fp32", 1.0, 200.0),
+                                ("O2 dynamic int8", 1.0, 300.0), ("O2 static int8", 1.0, 200.0))])
+    found = transformers.targets({"candidates": candidates, "flags": ["avx2"], "preset": "avx2"})
+    assert [t["met"] for t in found] == [True, True, False] and found[0]["figure"] == 2.0
