@@ -20,9 +20,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from torch.utils.benchmark import Timer
 
+from optlab.bench.render import Renderer, missing, target, verdict
 from optlab.instruments.environment import environment
+from optlab.instruments.latency import Workload, measure
 from optlab.instruments.timing import summarize, time_calls
+from optlab.models.candidate import Candidate
 
 # Injected latency: 98% fast U(0.20, 0.30) ms, 2% slow U(1.5, 2.5) ms. With a 2% tail the
 # true p99 is the tail's median (2.0 ms); with exactly 1% it would sit in the gap between
@@ -44,22 +50,33 @@ def busy_wait_ns(duration_ns: int) -> None:
         pass
 
 
-def overhead(smoke: bool) -> float:
+COMMAND = "python -m optlab.bench measure"
+KEYS = ("p50_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms", "noisy", "samples", "stop_reason",
+        "throughput_per_s", "throughput_batch_size", "size_bytes", "param_count", "peak_rss_mb",
+        "cold_start_ms", "cold_start_startup_ms", "cold_start_import_ms", "cold_start_load_ms",
+        "cold_start_first_call_ms", "cold_start_imports_torch")
+
+
+def overhead(smoke: bool) -> dict[str, float]:
+    """The harness's own cost per timed call, on an empty callable."""
     run = time_calls(lambda batch: None, [None], warmup=100, min_samples=20_000 if not smoke else 2_000,
                      max_samples=200_000, budget_s=0.5 if smoke else 2.0, rel_ci=0.01)
-    median_us = float(np.median(run.samples_ns)) / 1e3
-    print(f"1. harness overhead per timed call (empty callable, {len(run.samples_ns)} calls): "
-          f"median {median_us:.3f} us, p99 {np.percentile(run.samples_ns, 99) / 1e3:.3f} us "
-          f"[target < 2 us: {'ok' if median_us < 2 else 'MISSED'}]")
-    return median_us
+    return {"calls": len(run.samples_ns), "median_us": float(np.median(run.samples_ns)) / 1e3,
+            "p99_us": float(np.percentile(run.samples_ns, 99)) / 1e3}
 
 
-def against_torch_timer(smoke: bool) -> None:
-    import torch
-    from torch.utils.benchmark import Timer
+def overhead_target(o: dict[str, float]) -> dict:
+    ok = o["median_us"] < 2
+    return target("harness overhead per timed call, median us", o["median_us"], ok, COMMAND,
+                  f"1. harness overhead per timed call (empty callable, {o['calls']} calls): "
+                  f"median {o['median_us']:.3f} us, p99 {o['p99_us']:.3f} us "
+                  f"[target < 2 us: {'ok' if ok else 'MISSED'}]")
 
+
+def against_torch_timer(smoke: bool) -> pd.DataFrame:
+    """optlab's median and mean vs torch's Timer median on two matmul callables (1 thread, interleaved)."""
     torch.set_num_threads(1)
-    print("2. median vs torch.utils.benchmark.Timer.blocked_autorange (same callable, 1 thread, interleaved x3):")
+    rows = []
     for label, size, reps in (("~50 us", 104, 1), ("~1 ms", 256, 3)):
         a = torch.randn(size, size)
 
@@ -76,14 +93,25 @@ def against_torch_timer(smoke: bool) -> None:
             timer = Timer(stmt="fn()", globals={"fn": fn})
             theirs.append(timer.blocked_autorange(min_run_time=0.3 if smoke else 1.0).median * 1e3)
         o, mean, t = float(np.median(ours)), float(np.median(our_means)), float(np.median(theirs))
-        print(f"   {label}: optlab p50 {o:.4f} ms, torch Timer median {t:.4f} ms, ratio {o / t:.3f} "
-              f"[target within 10%: {'ok' if abs(o / t - 1) <= 0.10 else 'MISSED'}]; optlab mean {mean:.4f} ms, "
-              f"ratio {mean / t:.3f}")
-    print("   (Timer's median is a median of block means: on a contended machine it absorbs preemptions and "
-          "tracks optlab's mean, while optlab's per-call p50 stays at the uncontended cost)")
+        rows.append({"callable": label, "optlab_p50_ms": o, "timer_median_ms": t, "ratio": o / t,
+                     "optlab_mean_ms": mean, "mean_ratio": mean / t})
+    return pd.DataFrame(rows)
 
 
-def injected(smoke: bool) -> None:
+def timer_targets(frame: pd.DataFrame) -> list[dict]:
+    out = []
+    for r in frame.to_dict(orient="records"):
+        ok = abs(r["ratio"] - 1) <= 0.10
+        out.append(target(f"optlab p50 / torch Timer median, {r['callable']}", r["ratio"], ok, COMMAND,
+                          f"   {r['callable']}: optlab p50 {r['optlab_p50_ms']:.4f} ms, torch Timer median "
+                          f"{r['timer_median_ms']:.4f} ms, ratio {r['ratio']:.3f} "
+                          f"[target within 10%: {verdict(ok, 'ok')}]; optlab mean {r['optlab_mean_ms']:.4f} ms, "
+                          f"ratio {r['mean_ratio']:.3f}"))
+    return out
+
+
+def injected(smoke: bool) -> dict:
+    """Times busy-waits drawn from a known mixture: the recovered p50/p99 beside the injected and true ones."""
     n = 3_000 if smoke else 20_000
     durations = (draw_latencies_ms(n + 50) * 1e6).astype(np.int64)
     position = iter(range(len(durations)))
@@ -94,15 +122,27 @@ def injected(smoke: bool) -> None:
     run = time_calls(fn, [None], warmup=50, min_samples=n, max_samples=n, budget_s=60.0)
     stats = summarize(run.samples_ns)
     drawn = durations[50:50 + len(run.samples_ns)] / 1e6
-    print(f"3. injected mixture (98% U{FAST_MS} ms, 2% U{SLOW_MS} ms busy-waits; {stats.samples} calls):")
-    for q, measured, true in ((50, stats.p50_ms, TRUE_P50_MS), (99, stats.p99_ms, TRUE_P99_MS)):
-        injected_q = float(np.percentile(drawn, q))
-        print(f"   p{q}: measured {measured:.4f} ms, injected {injected_q:.4f} ms, true {true:.4f} ms; error vs "
-              f"injected {100 * (measured / injected_q - 1):+.2f}%, vs true {100 * (measured / true - 1):+.2f}%")
+    quantiles = pd.DataFrame([{"quantile": q, "measured_ms": m, "injected_ms": float(np.percentile(drawn, q)),
+                               "true_ms": t} for q, m, t in ((50, stats.p50_ms, TRUE_P50_MS),
+                                                             (99, stats.p99_ms, TRUE_P99_MS))])
     excess_ms = run.samples_ns / 1e6 - drawn
-    print(f"   p99 95% CI [{stats.p99_ci_low_ms:.4f}, {stats.p99_ci_high_ms:.4f}] ms, noisy={stats.noisy}; per call, "
-          f"measured - injected: median {1e3 * float(np.median(excess_ms)):.2f} us, "
-          f"{100 * float(np.mean(excess_ms > 0.5)):.2f}% of calls delayed > 0.5 ms (preempted: another process ran)")
+    return {"quantiles": quantiles, "samples": stats.samples, "p99_ci_low_ms": stats.p99_ci_low_ms,
+            "p99_ci_high_ms": stats.p99_ci_high_ms, "noisy": stats.noisy,
+            "excess_median_us": 1e3 * float(np.median(excess_ms)),
+            "delayed_share": float(np.mean(excess_ms > 0.5))}
+
+
+def injected_lines(result: dict) -> list[str]:
+    lines = [f"3. injected mixture (98% U{FAST_MS} ms, 2% U{SLOW_MS} ms busy-waits; {result['samples']} calls):"]
+    for r in result["quantiles"].to_dict(orient="records"):
+        lines.append(f"   p{r['quantile']}: measured {r['measured_ms']:.4f} ms, injected {r['injected_ms']:.4f} ms, "
+                     f"true {r['true_ms']:.4f} ms; error vs injected "
+                     f"{100 * (r['measured_ms'] / r['injected_ms'] - 1):+.2f}%, vs true "
+                     f"{100 * (r['measured_ms'] / r['true_ms'] - 1):+.2f}%")
+    lines.append(f"   p99 95% CI [{result['p99_ci_low_ms']:.4f}, {result['p99_ci_high_ms']:.4f}] ms, "
+                 f"noisy={result['noisy']}; per call, measured - injected: median {result['excess_median_us']:.2f} us, "
+                 f"{100 * result['delayed_share']:.2f}% of calls delayed > 0.5 ms (preempted: another process ran)")
+    return lines
 
 
 LOADER = textwrap.dedent('''
@@ -116,12 +156,8 @@ LOADER = textwrap.dedent('''
 ''')
 
 
-def candidates_demo(smoke: bool, workdir: Path) -> None:
-    import torch
-
-    from optlab.instruments.latency import Workload, measure
-    from optlab.models.candidate import Candidate
-
+def candidates_demo(smoke: bool, workdir: Path) -> tuple[Workload, pd.DataFrame]:
+    """`measure()` of a tiny torch MLP and the same model in ONNX Runtime: one row each."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
     onnx_path = workdir / "mlp.onnx"
@@ -129,7 +165,7 @@ def candidates_demo(smoke: bool, workdir: Path) -> None:
                       dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
     (workdir / "optlab_bench_ort_loader.py").write_text(LOADER)
     sys.path.insert(0, str(workdir))
-    import optlab_bench_ort_loader
+    import optlab_bench_ort_loader  # written just above: the loader a fresh process imports for cold start
 
     def torch_predict(batch):
         with torch.inference_mode():
@@ -141,30 +177,53 @@ def candidates_demo(smoke: bool, workdir: Path) -> None:
                               loader_options={"threads": 1}, meta={"threads": 1})
     inputs = {"x": np.random.default_rng(0).standard_normal((512, 64)).astype(np.float32)}
     workload = Workload.smoke(threads=1) if smoke else Workload(threads=1, cold_start_repeats=3)
-    keys = ("p50_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms", "noisy", "samples", "stop_reason",
-            "throughput_per_s", "throughput_batch_size", "size_bytes", "param_count", "peak_rss_mb",
-            "cold_start_ms", "cold_start_startup_ms", "cold_start_import_ms", "cold_start_load_ms",
-            "cold_start_first_call_ms", "cold_start_imports_torch")
-    print(f"4. measure() of a 64-256-10 MLP, batch {workload.batch_size}, threads {workload.threads}:")
-    for candidate in (eager, ort_candidate):
-        row = measure(candidate, inputs, workload).to_row()
-        shown = ", ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys)
-        print(textwrap.fill(f"   {candidate.name}: {shown}", width=110, subsequent_indent="      "))
+    rows = [{"candidate": c.name, **measure(c, inputs, workload).to_row()} for c in (eager, ort_candidate)]
+    return workload, pd.DataFrame(rows)
+
+
+def _shown(value) -> str:
+    if missing(value):
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else f"{value}"
+
+
+def candidate_lines(workload: Workload, frame: pd.DataFrame) -> list[str]:
+    lines = [f"4. measure() of a 64-256-10 MLP, batch {workload.batch_size}, threads {workload.threads}:"]
+    for row in frame.to_dict(orient="records"):
+        shown = ", ".join(f"{k}={_shown(row[k])}" for k in KEYS)
+        lines.append(textwrap.fill(f"   {row['candidate']}: {shown}", width=110, subsequent_indent="      "))
+    return lines
 
 
 def main(argv: list[str]) -> int:
     smoke = "--smoke" in argv
+    json_path = argv[argv.index("--json") + 1] if "--json" in argv[:-1] else None
+    out = Renderer("measure", " ".join([COMMAND, *argv]))
     env = environment()
-    print(f"optlab measure bench{' (smoke)' if smoke else ''} on {env.cpu_model}, {env.cores} cores, "
-          f"flags: {env.cpu_flags}; torch {env.torch_version}, onnxruntime {env.onnxruntime_version}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"   load average {load:.2f} on {env.logical_cores} logical cores"
-          f"{' (contended: absolute times are noisy; compare ratios)' if load > 0.5 * env.logical_cores else ''}")
-    overhead(smoke)
-    against_torch_timer(smoke)
-    injected(smoke)
+    out.say(f"optlab measure bench{' (smoke)' if smoke else ''} on {env.cpu_model}, {env.cores} cores, "
+            f"flags: {env.cpu_flags}; torch {env.torch_version}, onnxruntime {env.onnxruntime_version}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    shown = "n/a" if load is None else f"{load:.2f}"
+    contended = load is not None and load > 0.5 * env.logical_cores
+    out.say(f"   load average {shown} on {env.logical_cores} logical cores"
+            f"{' (contended: absolute times are noisy; compare ratios)' if contended else ''}")
+    out.targets([overhead_target(overhead(smoke))])
+    out.say("2. median vs torch.utils.benchmark.Timer.blocked_autorange (same callable, 1 thread, interleaved x3):")
+    timer = against_torch_timer(smoke)
+    out.keep("against_torch_timer", timer)
+    out.targets(timer_targets(timer))
+    out.say("   (Timer's median is a median of block means: on a contended machine it absorbs preemptions and "
+            "tracks optlab's mean, while optlab's per-call p50 stays at the uncontended cost)")
+    mixture = injected(smoke)
+    out.keep("injected_quantiles", mixture["quantiles"])
+    for line in injected_lines(mixture):
+        out.say(line)
     with tempfile.TemporaryDirectory(prefix="optlab-bench-") as tmp:
-        candidates_demo(smoke, Path(tmp))
+        workload, frame = candidates_demo(smoke, Path(tmp))
+    out.keep("candidates", frame)
+    for line in candidate_lines(workload, frame):
+        out.say(line)
+    out.write_json(json_path)
     return 0
 
 

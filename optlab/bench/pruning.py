@@ -2,18 +2,31 @@
 
 Prunes (unstructured and structured, a sparsity sweep) and distils the zoo's reference
 teachers, measures every candidate side by side in one run (throughput at batch 256, p50 at
-batch 1, size) and evaluates it against the teacher, then checks the issue's targets as ratios.
+batch 1, size) and evaluates it against the teacher, then checks the speed and quality targets as ratios.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+
+from optlab.bench import rows as rows_module
+from optlab.bench.render import Renderer, missing, target, times, verdict
+from optlab.bench.techniques import cpu_flags
+from optlab.data.datasets import load
+from optlab.instruments.latency import Workload, measure
+from optlab.models import zoo
+from optlab.models.runtimes import quiet_torch_logs
+from optlab.recipes.recipe import Chain, Distill, Prune, Quantize
+from optlab.recipes.sweeps import sweep
 
 THREADS = 2
 BUILD_LIMIT_S = {False: 60.0, True: 10.0}
@@ -21,9 +34,6 @@ STRUCTURED_TARGET = 0.5
 
 
 def recipes(smoke: bool) -> list[Any]:
-    from optlab.recipes.recipe import Chain, Distill, Prune, Quantize
-    from optlab.recipes.sweeps import sweep
-
     structured = sweep(Prune(STRUCTURED_TARGET, structured=True, finetune_epochs=1 if smoke else 3),
                        sparsity=[0.5] if smoke else [0.3, 0.5, 0.7])
     unstructured = sweep(Prune(0.5), sparsity=[0.5] if smoke else [0.5, 0.9])
@@ -31,18 +41,14 @@ def recipes(smoke: bool) -> list[Any]:
     return unstructured + structured + [Distill(), Distill(from_scratch=True), chain]
 
 
-def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS) -> list[dict[str, Any]]:
-    from optlab.bench import rows as rows_module
-    from optlab.data.datasets import load
-    from optlab.instruments.latency import Workload, measure
-    from optlab.models import zoo
-    from optlab.models.runtimes import quiet_torch_logs
-
-    quiet_torch_logs()
+def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS,
+                progress: Callable[[str], None] = lambda _line: None) -> list[dict[str, Any]]:
+    """One row per candidate of `name`'s teacher (the teacher first), each with the teacher re-timed
+    right after it; `progress` hears one line per finished candidate."""
     data = load(name, smoke=smoke)
     started = time.perf_counter()
     teacher = zoo.get(name, smoke=smoke, data=data)
-    print(f"  {name}: teacher ready in {time.perf_counter() - started:.1f}s", flush=True)
+    progress(f"  {name}: teacher ready in {time.perf_counter() - started:.1f}s")
     base = zoo.baseline(teacher, name=f"{name}-teacher")
     workload = Workload(batch_size=1, throughput_batch_sizes=(256,), threads=threads, warmup=3,
                         budget_s=0.3 if smoke else 1.0, sweep_budget_s=0.5 if smoke else 1.5, min_samples=10 if smoke
@@ -60,7 +66,7 @@ def run_dataset(name: str, smoke: bool, workdir: Path, threads: int = THREADS) -
             paired = measure(base, data.test.inputs, workload)
             row.update(ref_p50_ms=paired.to_row()["p50_ms"], ref_throughput_b256_per_s=_throughput_at(paired, 256))
         rows.append(row)
-        print(f"  {name}: {row.get('candidate')} [{row['status']}] {time.perf_counter() - started:.1f}s", flush=True)
+        progress(f"  {name}: {row.get('candidate')} [{row['status']}] {time.perf_counter() - started:.1f}s")
     return rows
 
 
@@ -69,9 +75,8 @@ def _throughput_at(measured, batch_size: int) -> float | None:
     return None if point is None else point.throughput_per_s
 
 
-def table(rows: list[dict[str, Any]]):
-    import pandas as pd
-
+def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The printed table: one row per candidate, ratios against the dataset's teacher."""
     frame = pd.DataFrame(rows)
     for column in ("p50_ms", "throughput_b256_per_s", "quality", "quality_drop", "quality_drop_ci_low",
                    "quality_drop_ci_high", "agreement", "size_bytes",
@@ -105,63 +110,88 @@ def table(rows: list[dict[str, Any]]):
     return out
 
 
-def targets(t, smoke: bool) -> list[str]:
-    lines = []
+COMMAND = "python -m optlab.bench pruning"
+
+
+def _quality(r, d: str) -> str:
+    unit = "AUC" if d == "bids" else "accuracy"
+    return f"{unit} drop {r['drop']:+.4f}" if d == "bids" else f"{unit} drop {r['drop'] * 100:+.2f} pp"
+
+
+def _prune_targets(rows: pd.DataFrame, d: str) -> list[dict]:
+    out = []
+    max_drop = 0.005 if d == "bids" else 0.01
+    structured = [c for c in rows.index if "structured=True" in c and f"sparsity={STRUCTURED_TARGET:g}" in c]
+    for c in structured:
+        r = rows.loc[c]
+        ok = None if missing(r["speedup_b256"]) else bool(r["speedup_b256"] >= 1.6 and r["drop"] <= max_drop)
+        out.append(target(f"[{d}] {c}: throughput b256 speedup and quality drop", r["speedup_b256"], ok, COMMAND,
+                          f"[{d}] {c}: throughput b256 {times(r['speedup_b256'])} (>= 1.6x), {_quality(r, d)} "
+                          f"(<= {max_drop if d == 'bids' else max_drop * 100:g}{'' if d == 'bids' else ' pp'}), "
+                          f"params {r['params_ratio']:.2f} of teacher: {verdict(ok)}"))
+    for c in [c for c in rows.index if c.startswith("prune(") and "structured=True" not in c]:
+        r = rows.loc[c]
+        out.append(target(f"[{d}] {c}: throughput b256 speedup (context)", r["speedup_b256"], None, COMMAND,
+                          f"[{d}] {c} (unstructured, zeros): measured sparsity {r['sparsity']:.3f}, artifact "
+                          f"{r['size_ratio']:.2f} of the teacher's, throughput {times(r['speedup_b256'])} (dense "
+                          f"kernels skip no zeros: expect ~1x), {_quality(r, d)}"))
+    return out
+
+
+def _against_scratch(d: str, kd, scratch) -> dict:
+    gap = kd["quality"] - scratch["quality"]
+    kd_ci = (kd["drop_ci_low"], kd["drop_ci_high"])
+    scratch_ci = (scratch["drop_ci_low"], scratch["drop_ci_high"])
+    if kd_ci[1] < scratch_ci[0]:
+        finding = "distillation beat plain training (the 95% intervals of the drops do not overlap)"
+    elif scratch_ci[1] < kd_ci[0]:
+        finding = "plain training beat distillation (the 95% intervals of the drops do not overlap)"
+    else:
+        finding = "no measurable difference: the 95% intervals of the drops overlap"
+    return target(f"[{d}] distilled vs from scratch, quality gap", gap, None, COMMAND,
+                  f"[{d}] same student, same budget, labels only: {kd['metric']} {scratch['quality']:.4f} "
+                  f"(drop CI {scratch_ci[0]:+.4f}..{scratch_ci[1]:+.4f}) vs distilled {kd['quality']:.4f} "
+                  f"(drop CI {kd_ci[0]:+.4f}..{kd_ci[1]:+.4f}), {gap:+.4f}: {finding}")
+
+
+def _distill_targets(rows: pd.DataFrame, d: str, teacher) -> list[dict]:
+    distilled = [c for c in rows.index if c.startswith("distill(") and "->" not in c]
+    kd = next((rows.loc[c] for c in distilled if "from_scratch=True" not in c), None)
+    scratch = next((rows.loc[c] for c in distilled if "from_scratch=True" in c), None)
+    if kd is None:
+        return []
+    retained = kd["quality"] / teacher["quality"]
+    out = [target(f"[{d}] distilled student, share of the teacher's quality retained", retained, None, COMMAND,
+                  f"[{d}] distilled student: {retained * 100:.1f}% of the teacher's {kd['metric']} retained, "
+                  f"{(1 - kd['params_ratio']) * 100:.0f}% fewer parameters, throughput b256 "
+                  f"{times(kd['speedup_b256'])}, p50 b1 {times(kd['speedup_b1'])} "
+                  f"(DistilBERT reference: 97% retained, 40% fewer parameters, 60% faster)")]
+    if scratch is not None:
+        out.append(_against_scratch(d, kd, scratch))
+    return out
+
+
+def _build_target(t: pd.DataFrame, d: str, smoke: bool) -> dict:
+    limit = BUILD_LIMIT_S[smoke]
+    slow = t[(t["dataset"] == d) & (t["status"] == "ok") & (t["build_s"] > limit) & ~t["candidate"].str.contains("->")]
+    slowest = t[(t["dataset"] == d) & (t["status"] == "ok")]["build_s"].max()
+    return target(f"[{d}] every single recipe built in <= {limit:g}s", slowest, slow.empty, COMMAND,
+                  f"[{d}] every single recipe built in <= {limit:g}s: " + (
+                      "MET" if slow.empty else "MISSED (" + ", ".join(
+                          f"{c} {s}s" for c, s in zip(slow["candidate"], slow["build_s"], strict=False)) + ")"))
+
+
+def targets(t: pd.DataFrame, smoke: bool) -> list[dict]:
+    """The targets table (render.target rows), judged on ratios from the same run."""
+    out = []
     for d in sorted(set(t["dataset"])):
         rows = t[(t["dataset"] == d) & (t["status"] != "error")].set_index("candidate")
         teacher = rows[rows["status"] == "reference"]
         if teacher.empty:
-            lines.append(f"[{d}] no teacher row: nothing to compare")
+            out.append(target(f"[{d}] teacher row", None, None, COMMAND, f"[{d}] no teacher row: nothing to compare"))
             continue
-        teacher = teacher.iloc[0]
-        max_drop = 0.005 if d == "bids" else 0.01
-        unit = "AUC" if d == "bids" else "accuracy"
-
-        def quality(r, d=d, unit=unit) -> str:
-            return f"{unit} drop {r['drop']:+.4f}" if d == "bids" else f"{unit} drop {r['drop'] * 100:+.2f} pp"
-
-        structured = [c for c in rows.index if "structured=True" in c and f"sparsity={STRUCTURED_TARGET:g}" in c]
-        for c in structured:
-            r = rows.loc[c]
-            ok = r["speedup_b256"] >= 1.6 and r["drop"] <= max_drop
-            lines.append(f"[{d}] {c}: throughput b256 {r['speedup_b256']:.2f}x (>= 1.6x), {quality(r)} "
-                         f"(<= {max_drop if d == 'bids' else max_drop * 100:g}{'' if d == 'bids' else ' pp'}), "
-                         f"params {r['params_ratio']:.2f} of teacher: {'MET' if ok else 'MISSED'}")
-        for c in [c for c in rows.index if c.startswith("prune(") and "structured=True" not in c]:
-            r = rows.loc[c]
-            lines.append(f"[{d}] {c} (unstructured, zeros): measured sparsity {r['sparsity']:.3f}, artifact "
-                         f"{r['size_ratio']:.2f} of the teacher's, throughput {r['speedup_b256']:.2f}x (dense kernels "
-                         f"skip no zeros: expect ~1x), {quality(r)}")
-        distilled = [c for c in rows.index if c.startswith("distill(") and "->" not in c]
-        kd = next((rows.loc[c] for c in distilled if "from_scratch=True" not in c), None)
-        scratch = next((rows.loc[c] for c in distilled if "from_scratch=True" in c), None)
-        if kd is not None:
-            retained = kd["quality"] / teacher["quality"]
-            lines.append(f"[{d}] distilled student: {retained * 100:.1f}% of the teacher's {kd['metric']} retained, "
-                         f"{(1 - kd['params_ratio']) * 100:.0f}% fewer parameters, throughput b256 "
-                         f"{kd['speedup_b256']:.2f}x, p50 b1 {kd['speedup_b1']:.2f}x "
-                         f"(DistilBERT reference: 97% retained, 40% fewer parameters, 60% faster)")
-            if scratch is not None:
-                gap = kd["quality"] - scratch["quality"]
-                kd_ci = (kd["drop_ci_low"], kd["drop_ci_high"])
-                scratch_ci = (scratch["drop_ci_low"], scratch["drop_ci_high"])
-                if kd_ci[1] < scratch_ci[0]:
-                    verdict = "distillation beat plain training (the 95% intervals of the drops do not overlap)"
-                elif scratch_ci[1] < kd_ci[0]:
-                    verdict = "plain training beat distillation (the 95% intervals of the drops do not overlap)"
-                else:
-                    verdict = "no measurable difference: the 95% intervals of the drops overlap"
-                lines.append(f"[{d}] same student, same budget, labels only: {kd['metric']} {scratch['quality']:.4f} "
-                             f"(drop CI {scratch_ci[0]:+.4f}..{scratch_ci[1]:+.4f}) vs distilled {kd['quality']:.4f} "
-                             f"(drop CI {kd_ci[0]:+.4f}..{kd_ci[1]:+.4f}), {gap:+.4f}: {verdict}")
-        limit = BUILD_LIMIT_S[smoke]
-        slow = t[
-            (t["dataset"] == d) & (t["status"] == "ok") & (t["build_s"] > limit) & ~t["candidate"].str.contains("->")
-        ]
-        lines.append(f"[{d}] every single recipe built in <= {limit:g}s: " + (
-            "MET" if slow.empty else "MISSED (" + ", ".join(f"{c} {s}s" for c, s in
-                                                          zip(slow["candidate"], slow["build_s"], strict=False)) + ")"))
-    return lines
+        out += _prune_targets(rows, d) + _distill_targets(rows, d, teacher.iloc[0]) + [_build_target(t, d, smoke)]
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -169,31 +199,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--smoke", action="store_true", help="smoke data, one sparsity, short timings")
     parser.add_argument("--datasets", default="digits,bids,intents")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads for building and timing")
-    parser.add_argument("--json", default=None, help="write the rows to this file")
+    parser.add_argument("--json", default=None, help="write the tables (raw rows included) and targets to this file")
     args = parser.parse_args(argv)
-    import platform
-
-    import pandas as pd
-    import torch
-
-    from optlab.bench.techniques import cpu_flags
-
+    out = Renderer("pruning", " ".join([COMMAND, *argv]))
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="optlab-bench-pruning-"))
     rows = []
-    for name in args.datasets.split(","):
-        rows += run_dataset(name, args.smoke, workdir, args.threads)
+    with quiet_torch_logs():
+        for name in args.datasets.split(","):
+            rows += run_dataset(name, args.smoke, workdir, args.threads, out.progress)
     t = table(rows)
-    print(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; threads={args.threads}; "
-          f"torch {torch.__version__}; smoke={args.smoke}")
-    with pd.option_context("display.max_rows", 200, "display.width", 250, "display.max_colwidth", 60):
-        print(t.drop(columns=["error"]).to_string(index=False))
-        errors = t[t["status"] == "error"]
-        if len(errors):
-            print("\nerrors:\n" + errors[["dataset", "candidate", "error"]].to_string(index=False))
-    print("\ntargets (ratios from the same run; others share these cores, so expect noise):")
-    for line in targets(t, args.smoke):
-        print("  " + line)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, default=str, indent=1))
+    out.say(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; threads={args.threads}; "
+            f"torch {torch.__version__}; smoke={args.smoke}")
+    out.keep("rows", pd.DataFrame(rows))
+    out.frame("candidates", t, drop=["error"])
+    errors = t[t["status"] == "error"]
+    if len(errors):
+        out.say("\nerrors:\n" + errors[["dataset", "candidate", "error"]].to_string(index=False))
+    out.say("\ntargets (ratios from the same run; others share these cores, so expect noise):")
+    out.targets(targets(t, args.smoke), indent="  ")
+    out.write_json(args.json)
     return 0

@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from optlab.instruments.quality import reference
 from optlab.study.executor import Task, TaskContext, run_task
 
 
 def context(baseline: Any, data: Any, workload: Any, inputs: Any) -> TaskContext:
     """What every row of one bench run shares: the baseline and its test outputs, computed once."""
-    from optlab.instruments.quality import reference
-
     return TaskContext(baseline=baseline, data=data, workload=workload, inputs=inputs,
                        baseline_outputs=reference(baseline, data))
 

@@ -2,26 +2,39 @@
 
 Builds every quantization/compilation candidate for the reference models, measures them
 side by side in one run (p50/p99 at batch 1, throughput at batch 256, size) and evaluates
-them against the eager fp32 baseline, then checks the issue's targets as ratios.
+them against the eager fp32 baseline, then checks the speed and quality targets as ratios.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
+import pandas as pd
+import torch
+
+from optlab.bench import rows as rows_module
+from optlab.bench.render import Renderer, target
+from optlab.data.datasets import load
+from optlab.instruments.environment import environment
+from optlab.instruments.latency import Workload
+from optlab.instruments.op_profile import operator_times
+from optlab.models import zoo
+from optlab.models.runtimes import quiet_torch_logs, torch_predict_fn
+from optlab.recipes.recipe import Chain, Compile, Quantize
+from optlab.techniques.registry import apply
 
 THREADS = 2
 
 
 def recipes(smoke: bool) -> list[Any]:
-    from optlab.recipes.recipe import Chain, Compile, Quantize
-
     ort = dict(runtime="onnxruntime")
     chosen = [
         Compile("onnxruntime"), Compile("onnxruntime", graph_level="basic"), Compile("openvino"),
@@ -42,20 +55,14 @@ def recipes(smoke: bool) -> list[Any]:
 
 def reference(name: str, smoke: bool):
     """(model, data): the zoo's reference model for a dataset and the dataset it was trained on."""
-    from optlab.data.datasets import load
-    from optlab.models import zoo
-
     data = load(name, smoke=smoke)
     return zoo.get(name, smoke=smoke, data=data), data
 
 
-def run_dataset(name: str, smoke: bool, workdir: Path) -> list[dict[str, Any]]:
-    from optlab.bench import rows as rows_module
-    from optlab.instruments.latency import Workload
-    from optlab.models import zoo
-    from optlab.models.runtimes import quiet_torch_logs
-
-    quiet_torch_logs()
+def run_dataset(name: str, smoke: bool, workdir: Path,
+                progress: Callable[[str], None] = lambda _line: None) -> list[dict[str, Any]]:
+    """One row per candidate of `name`'s reference model (the baseline first); `progress` hears one
+    line per finished candidate."""
     model, data = reference(name, smoke=smoke)
     source = "optlab.models.zoo"
     base = zoo.baseline(model, name=f"{name}-baseline")
@@ -71,13 +78,12 @@ def run_dataset(name: str, smoke: bool, workdir: Path) -> list[dict[str, Any]]:
         row = rows_module.bench_row(shared, recipe, workdir / name, dataset=name, model_source=source)
         row["meta"] = {k: v for k, v in row["meta"].items() if k in ("inc_config", "tuning_trials", "compile_s")}
         rows.append(row)
-        print(f"  {name}: {row.get('candidate')} [{row['status']}] {time.perf_counter() - started:.1f}s", flush=True)
+        progress(f"  {name}: {row.get('candidate')} [{row['status']}] {time.perf_counter() - started:.1f}s")
     return rows
 
 
-def table(rows: list[dict[str, Any]]):
-    import pandas as pd
-
+def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The printed table: one row per candidate, ratios against the dataset's reference row."""
     frame = pd.DataFrame(rows)
     for column in ("p50_ms", "p99_ms", "throughput_b256_per_s", "quality", "quality_drop", "agreement", "logloss",
                    "size_bytes", "build_s"):
@@ -113,60 +119,71 @@ def _ratio(t, dataset: str, a: str, b: str, column: str, inverse: bool = False) 
     return float(y / x) if inverse else float(x / y)
 
 
-def targets(t) -> list[str]:
-    from optlab.recipes.recipe import Compile, Quantize
+COMMAND = "python -m optlab.bench techniques"
 
-    lines = []
-    base = lambda d: f"{d}-baseline"  # noqa: E731
+
+def _check(d: str, label: str, value: float | None, goal: float) -> dict:
+    met = None if value is None else value >= goal
+    shown = "n/a" if value is None else f"{value:.2f}x"
+    verdict = "n/a" if met is None else ("MET" if met else "MISSED")
+    return target(f"[{d}] {label}", value, met, COMMAND, f"[{d}] {label}: {shown} (target >= {goal}x) {verdict}")
+
+
+def _speed_targets(t: pd.DataFrame, d: str) -> list[dict]:
+    base = f"{d}-baseline"
     ort_fp32 = Compile("onnxruntime").name
-    int8_ort = [
-        Quantize("dynamic-int8", runtime="onnxruntime").name,
-        Quantize("static-int8", runtime="onnxruntime").name,
-    ]
     inc_static = Quantize("static-int8", runtime="inc").name
-    for d in sorted(set(t["dataset"])):
-        def check(label, value, goal, d=d):
-            verdict = "n/a" if value is None else ("MET" if value >= goal else "MISSED")
-            shown = "n/a" if value is None else f"{value:.2f}x"
-            lines.append(f"[{d}] {label}: {shown} (target >= {goal}x) {verdict}")
+    int8_ort = [Quantize(scheme, runtime="onnxruntime").name for scheme in ("dynamic-int8", "static-int8")]
+    bf16_names = (Quantize("bf16").name, Quantize("bf16", autocast=True).name)
+    bf16 = [_ratio(t, d, c, base, "thr_b256_per_s") for c in bf16_names]
+    best = [_ratio(t, d, c, ort_fp32, "thr_b256_per_s") for c in int8_ort]
+    return [
+        _check(d, "ORT fp32 vs eager fp32, p50 at batch 1",
+               _ratio(t, d, ort_fp32, base, "p50_b1_ms", inverse=True), 1.5),
+        _check(d, "torch bf16 (best of cast/autocast) vs eager fp32, throughput b256",
+               max([v for v in bf16 if v is not None], default=None), 2.0),
+        _check(d, "INC PT2E static int8 + torch.compile(freezing) vs eager fp32, throughput b256",
+               _ratio(t, d, inc_static, base, "thr_b256_per_s"), 3.0),
+        _check(d, "(context) INC PT2E int8 compiled vs fp32 torch.compile(dynamic=False), throughput b256",
+               _ratio(t, d, inc_static, Compile("torch.compile", dynamic=False).name, "thr_b256_per_s"), 1.0),
+        _check(d, "ORT int8 (best of dynamic/static) vs ORT fp32, throughput b256",
+               max([v for v in best if v is not None], default=None), 1.5),
+    ]
 
-        check("ORT fp32 vs eager fp32, p50 at batch 1", _ratio(t, d, ort_fp32, base(d), "p50_b1_ms", inverse=True), 1.5)
-        bf16 = [_ratio(t, d, c, base(d), "thr_b256_per_s") for c in
-                (Quantize("bf16").name, Quantize("bf16", autocast=True).name)]
-        check("torch bf16 (best of cast/autocast) vs eager fp32, throughput b256",
-              max([v for v in bf16 if v is not None], default=None), 2.0)
-        check("INC PT2E static int8 + torch.compile(freezing) vs eager fp32, throughput b256",
-              _ratio(t, d, inc_static, base(d), "thr_b256_per_s"), 3.0)
-        check("(context) INC PT2E int8 compiled vs fp32 torch.compile(dynamic=False), throughput b256",
-              _ratio(t, d, inc_static, Compile("torch.compile", dynamic=False).name, "thr_b256_per_s"), 1.0)
-        best = [_ratio(t, d, c, ort_fp32, "thr_b256_per_s") for c in int8_ort]
-        check("ORT int8 (best of dynamic/static) vs ORT fp32, throughput b256",
-              max([v for v in best if v is not None], default=None), 1.5)
-        rows = t[(t["dataset"] == d) & t["candidate"].str.contains("int8") & (t["status"] == "ok")]
-        for _, r in rows.iterrows():
-            if d == "bids":
-                ok = r["drop"] <= 0.002 and r["logloss_change_pct"] <= 1.0
-                quality = f"AUC drop {r['drop']:+.4f} (<= 0.002), logloss {r['logloss_change_pct']:+.2f}% (<= 1%)"
-            else:
-                ok = r["drop"] <= 0.005
-                quality = f"accuracy drop {r['drop'] * 100:+.2f} pp (<= 0.5)"
-            size_ok = r["size_ratio"] <= 0.35
-            lines.append(f"[{d}] {r['candidate']}: {quality} {'MET' if ok else 'MISSED'}; "
-                         f"size {r['size_ratio']:.2f} of fp32 (<= 0.35) {'MET' if size_ok else 'MISSED'}")
-    return lines
+
+def _quality_targets(t: pd.DataFrame, d: str) -> list[dict]:
+    out = []
+    rows = t[(t["dataset"] == d) & t["candidate"].str.contains("int8") & (t["status"] == "ok")]
+    for _, r in rows.iterrows():
+        if d == "bids":
+            ok = r["drop"] <= 0.002 and r["logloss_change_pct"] <= 1.0
+            quality = f"AUC drop {r['drop']:+.4f} (<= 0.002), logloss {r['logloss_change_pct']:+.2f}% (<= 1%)"
+        else:
+            ok = r["drop"] <= 0.005
+            quality = f"accuracy drop {r['drop'] * 100:+.2f} pp (<= 0.5)"
+        size_ok = r["size_ratio"] <= 0.35
+        out.append(target(f"[{d}] {r['candidate']}: quality drop and size ratio", r["size_ratio"],
+                          bool(ok and size_ok), COMMAND,
+                          f"[{d}] {r['candidate']}: {quality} {'MET' if ok else 'MISSED'}; "
+                          f"size {r['size_ratio']:.2f} of fp32 (<= 0.35) {'MET' if size_ok else 'MISSED'}"))
+    return out
+
+
+def targets(t: pd.DataFrame) -> list[dict]:
+    """The targets table (render.target rows), judged on ratios from the same run."""
+    out = []
+    for d in sorted(set(t["dataset"])):
+        out += _speed_targets(t, d) + _quality_targets(t, d)
+    return out
 
 
 def ort_op_profile(path: str | os.PathLike, batch: dict[str, np.ndarray], runs: int = 20, top: int = 8):
     """Which ONNX Runtime operators take the time, as (op_type, share, ms/run) (instruments.op_profile)."""
-    from optlab.instruments.op_profile import operator_times
-
     frame = operator_times(path, [batch], threads=THREADS, runs=runs)
     return [(r.op_type, r.share, r.ms_per_pass) for r in frame.head(top).itertuples()]
 
 
 def torch_op_profile(predict, batch: dict[str, np.ndarray], runs: int = 10, top: int = 8) -> str:
-    import torch
-
     predict(batch)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(runs):
@@ -174,33 +191,56 @@ def torch_op_profile(predict, batch: dict[str, np.ndarray], runs: int = 10, top:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
-def profile(name: str, smoke: bool, workdir: Path) -> None:
-    from optlab.models.runtimes import torch_predict_fn
-    from optlab.recipes.recipe import Compile, Quantize
-    from optlab.techniques.registry import apply
-
+def profile(name: str, smoke: bool, workdir: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per-operator time at batch 256: ONNX Runtime's operators for fp32 and int8 (a frame), and
+    torch's profiler tables for eager fp32 and bf16 autocast (as torch prints them)."""
     model, data = reference(name, smoke=smoke)
     batch = {k: v[:256] for k, v in data.test.inputs.items()}
+    ort_rows = []
     for recipe in (Compile("onnxruntime"), Quantize("dynamic-int8", runtime="onnxruntime"),
                    Quantize("static-int8", runtime="onnxruntime")):
         cand = apply(recipe, model, data, threads=THREADS, workdir=workdir / f"{name}-profile")
-        print(f"\n[{name}] ORT operators at batch 256, {recipe.name}:")
-        for op, share, ms in ort_op_profile(cand.artifact_path, batch):
-            print(f"  {op:28s} {share * 100:5.1f}%  {ms:.3f} ms/run")
-    import torch
-
+        ort_rows += [{"dataset": name, "candidate": recipe.name, "op_type": op, "share": share, "ms_per_run": ms}
+                     for op, share, ms in ort_op_profile(cand.artifact_path, batch)]
     torch.set_num_threads(THREADS)
-    for label, predict in (("eager fp32", torch_predict_fn(model)),
-                           ("bf16 autocast", torch_predict_fn(model, autocast="bfloat16"))):
-        print(f"\n[{name}] torch operators at batch 256, {label}:")
-        print(torch_op_profile(predict, batch))
+    predictors = (("eager fp32", torch_predict_fn(model)),
+                  ("bf16 autocast", torch_predict_fn(model, autocast="bfloat16")))
+    tables = {label: torch_op_profile(predict, batch) for label, predict in predictors}
+    return pd.DataFrame(ort_rows), tables
+
+
+def show_profile(out: Renderer, name: str, ort_ops: pd.DataFrame, torch_tables: dict[str, str]) -> None:
+    for candidate, ops in ort_ops.groupby("candidate", sort=False):
+        out.say(f"\n[{name}] ORT operators at batch 256, {candidate}:")
+        for r in ops.itertuples():
+            out.say(f"  {r.op_type:28s} {r.share * 100:5.1f}%  {r.ms_per_run:.3f} ms/run")
+    for label, text in torch_tables.items():
+        out.say(f"\n[{name}] torch operators at batch 256, {label}:")
+        out.say(text)
 
 
 def cpu_flags() -> str:
     """The speed-relevant CPU flags, as every optlab row records them."""
-    from optlab.instruments.environment import environment
-
     return environment().cpu_flags or "none of the AVX2/AVX-512/AMX set"
+
+
+def show(out: Renderer, rows: list[dict[str, Any]], t: pd.DataFrame) -> None:
+    """The table, its errors, the targets and INC's autotune trials, for a reader."""
+    out.say(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; threads={THREADS}; "
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    out.keep("rows", pd.DataFrame(rows))
+    out.frame("candidates", t, drop=["error"])
+    errors = t[t["status"] == "error"]
+    if len(errors):
+        out.say("\nerrors:\n" + errors[["dataset", "candidate", "error"]].to_string(index=False))
+    out.say("\ntargets (ratios from the same run; others share these cores, so expect noise):")
+    out.targets(targets(t), indent="  ")
+    for row in rows:
+        trials = row.get("meta", {}).get("tuning_trials") if isinstance(row.get("meta"), dict) else None
+        if trials:
+            out.say(f"\n[{row['dataset']}] INC autotune trials (winner: {row['meta'].get('inc_config')}):")
+            for trial in trials:
+                out.say(f"   {trial}")
 
 
 def main(argv: list[str]) -> int:
@@ -208,39 +248,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--smoke", action="store_true", help="small data and short timings, no torch.compile")
     parser.add_argument("--profile", action="store_true", help="also print per-operator time (ORT and torch)")
     parser.add_argument("--datasets", default="bids,digits")
-    parser.add_argument("--json", default=None, help="write the rows to this file")
+    parser.add_argument("--json", default=None, help="write the tables (raw rows included) and targets to this file")
     args = parser.parse_args(argv)
-    import pandas as pd
-
+    out = Renderer("techniques", " ".join([COMMAND, *argv]))
     workdir = Path(tempfile.mkdtemp(prefix="optlab-bench-techniques-"))
     rows = []
-    for name in args.datasets.split(","):
-        rows += run_dataset(name, args.smoke, workdir)
-    t = table(rows)
-    import platform
-
-    import onnxruntime
-    import torch
-
-    print(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; threads={THREADS}; "
-          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
-    with pd.option_context("display.max_rows", 200, "display.width", 250, "display.max_colwidth", 60):
-        print(t.drop(columns=["error"]).to_string(index=False))
-        errors = t[t["status"] == "error"]
-        if len(errors):
-            print("\nerrors:\n" + errors[["dataset", "candidate", "error"]].to_string(index=False))
-    print("\ntargets (ratios from the same run; others share these cores, so expect noise):")
-    for line in targets(t):
-        print("  " + line)
-    for row in rows:
-        trials = row.get("meta", {}).get("tuning_trials") if isinstance(row.get("meta"), dict) else None
-        if trials:
-            print(f"\n[{row['dataset']}] INC autotune trials (winner: {row['meta'].get('inc_config')}):")
-            for trial in trials:
-                print("  ", trial)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, default=str, indent=1))
+    with quiet_torch_logs():
+        for name in args.datasets.split(","):
+            rows += run_dataset(name, args.smoke, workdir, out.progress)
+    show(out, rows, table(rows))
     if args.profile:
         for name in args.datasets.split(","):
-            profile(name, args.smoke, workdir)
+            show_profile(out, name, *profile(name, args.smoke, workdir))
+    out.write_json(args.json)
     return 0

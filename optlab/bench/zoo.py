@@ -4,7 +4,7 @@ Per model: train time, parameters and the test metric, beside references: digits
 (target >= 97%); bids AUC beside the oracle AUC (target within 0.02) and a logistic
 regression on one-hot categoricals; intents accuracy beside a bag-of-words linear model.
 Accuracies carry a 95% bootstrap interval over the test rows. For intents the command then
-judges the teacher against issue 16's targets (teacher >= 3 points above the 2-layer student
+judges the teacher against its targets (teacher >= 3 points above the 2-layer student
 and >= 5 above bag-of-words, intervals apart; teacher training <= 90 s full / 15 s smoke)
 and, with `--distill`, adds the student distilled from the teacher (the Distill recipe) and
 its from-scratch control. The machine's load average is printed beside the seconds.
@@ -15,9 +15,24 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
 
 import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from optlab.bench.render import Col, Layout, Renderer, missing, target
+from optlab.data import datasets as optlab_data
+from optlab.instruments.agreement import bootstrap_mean_ci
+from optlab.models import weights, zoo
+from optlab.models.training import to_tensors
+from optlab.recipes.recipe import Distill
+from optlab.techniques.registry import apply
 
 
 def cpu_model() -> str:
@@ -31,10 +46,6 @@ def cpu_model() -> str:
 
 
 def logits(model, split, batch_size: int = 512) -> np.ndarray:
-    import torch
-
-    from optlab.models.training import to_tensors
-
     with torch.inference_mode():
         return np.concatenate([model(**to_tensors(b)).numpy() for b in split.batches(batch_size)])
 
@@ -45,8 +56,6 @@ TEACHER_MAX_TRAIN_S = {False: 90.0, True: 15.0}
 
 def accuracy_interval(correct: np.ndarray) -> tuple[float, float]:
     """95% bootstrap interval of the accuracy, from per-row correctness (0/1)."""
-    from optlab.instruments.agreement import bootstrap_mean_ci
-
     return bootstrap_mean_ci(np.asarray(correct, dtype=np.float64))
 
 
@@ -59,8 +68,6 @@ def load_average() -> str:
 
 def metric(data, scores: np.ndarray) -> tuple[str, float]:
     """(metric name, value) on the test split: AUC for binary, accuracy for multiclass."""
-    from sklearn.metrics import roc_auc_score
-
     if data.task == "binary":
         return "auc", float(roc_auc_score(data.test.labels, scores))
     return "accuracy", float((scores.argmax(axis=1) == data.test.labels).mean())
@@ -68,11 +75,6 @@ def metric(data, scores: np.ndarray) -> tuple[str, float]:
 
 def logistic_regression_auc(data) -> float:
     """sklearn logistic regression on one-hot categoricals (rare values pooled) + standardized numerics."""
-    import scipy.sparse as sp
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
     enc = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5).fit(data.train.inputs["categorical"])
     scaler = StandardScaler().fit(data.train.inputs["numeric"])
 
@@ -84,16 +86,8 @@ def logistic_regression_auc(data) -> float:
     return float(roc_auc_score(data.test.labels, lr.decision_function(features(data.test))))
 
 
-def bag_of_words_accuracy(data) -> float:
-    """sklearn TF-IDF unigram bag of words + logistic regression on the raw texts."""
-    return float(bag_of_words_correct(data).mean())
-
-
 def bag_of_words_correct(data) -> np.ndarray:
     """Per test row, whether the bag-of-words model (TF-IDF unigrams + logistic regression) is right."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
     texts = data.meta["texts"]
     vec = TfidfVectorizer().fit(texts["train"])
     lr = LogisticRegression(C=10.0, max_iter=1000).fit(vec.transform(texts["train"]), data.train.labels)
@@ -109,9 +103,6 @@ def _row(name: str, model: str, metric_name: str, value: float, correct=None, **
 
 def run(smoke: bool = False, fresh: bool = True, datasets=None, distill: bool = False):
     """Yield one row per model (and per reference baseline) as it finishes."""
-    from optlab.data import datasets as optlab_data
-    from optlab.models import weights, zoo
-
     for name in datasets or zoo.SIZES:
         data = optlab_data.load(name, smoke=smoke)
         models = {}
@@ -139,11 +130,6 @@ def run(smoke: bool = False, fresh: bool = True, datasets=None, distill: bool = 
 def _distilled(data, teacher):
     """The Distill recipe (student initialised from alternate teacher layers, KD loss) and its
     from-scratch control, both under the recipe's own training budget."""
-    import tempfile
-
-    from optlab.recipes.recipe import Distill
-    from optlab.techniques.registry import apply
-
     with tempfile.TemporaryDirectory() as workdir:
         for label, recipe in (("student, distilled", Distill()), ("student, Distill ctrl", Distill(from_scratch=True))):
             candidate = apply(recipe, teacher, data, workdir=workdir)
@@ -153,33 +139,49 @@ def _distilled(data, teacher):
                        params=candidate.meta["student_params"], train_s=candidate.meta["train_s"])
 
 
-def verdict(rows: list[dict], smoke: bool) -> list[str]:
-    """Issue 16's teacher targets, judged on the intents rows: one line per target."""
+def verdict(rows: list[dict], smoke: bool) -> list[dict]:
+    """The teacher's targets, judged on the intents rows: one targets-table row per target."""
     by_model = {r["model"]: r for r in rows if r["dataset"] == "intents"}
     teacher = by_model.get("teacher")
     if teacher is None:
         return []
-    lines = []
+    command = f"python -m optlab.bench zoo --datasets intents{' --smoke' if smoke else ''}"
+    out = []
     for other, key in (("student", "over_student_points"), ("bag-of-words logreg", "over_bag_of_words_points")):
         ref = by_model[other]
         gap = 100 * (teacher["test"] - ref["test"])
         apart = teacher["low"] > ref["high"]
         ok = gap >= TEACHER_TARGETS[key] and apart
         judged = "(the target is for the full setting)" if smoke else ("MET" if ok else "NOT MET")
-        lines.append(f"teacher - {other}: {gap:+.1f} points (target >= {TEACHER_TARGETS[key]:.0f}); intervals "
-                     f"{'apart' if apart else 'overlap'} -> {judged}")
+        out.append(target(f"teacher - {other}, accuracy points", gap, None if smoke else ok, command,
+                          f"teacher - {other}: {gap:+.1f} points (target >= {TEACHER_TARGETS[key]:.0f}); intervals "
+                          f"{'apart' if apart else 'overlap'} -> {judged}"))
     limit = TEACHER_MAX_TRAIN_S[smoke]
-    lines.append(f"teacher training: {teacher['train_s']:.1f} s (target <= {limit:.0f} s, "
-                 f"{'smoke' if smoke else 'full'}) -> {'MET' if teacher['train_s'] <= limit else 'NOT MET'} "
-                 f"({teacher.get('load', load_average())} when it finished)")
+    ok = teacher["train_s"] <= limit
+    out.append(target("teacher training seconds", teacher["train_s"], ok, command,
+                      f"teacher training: {teacher['train_s']:.1f} s (target <= {limit:.0f} s, "
+                      f"{'smoke' if smoke else 'full'}) -> {'MET' if ok else 'NOT MET'} "
+                      f"({teacher.get('load', load_average())} when it finished)"))
     if "student, distilled" in by_model:
         distilled, control = by_model["student, distilled"], by_model["student, Distill ctrl"]
         apart = distilled["low"] > control["high"] or control["low"] > distilled["high"]
-        lines.append(f"distilled student: {100 * distilled['test']:.1f}% = {distilled['test'] / teacher['test']:.1%} "
-                     f"of the teacher's accuracy; {100 * (distilled['test'] - control['test']):+.1f} points vs the "
-                     f"same student trained without a teacher (intervals "
-                     f"{'apart' if apart else 'overlap'})")
-    return lines
+        out.append(target("distilled student, share of the teacher's accuracy", distilled["test"] / teacher["test"],
+                          None, command + " --distill",
+                          f"distilled student: {100 * distilled['test']:.1f}% = "
+                          f"{distilled['test'] / teacher['test']:.1%} of the teacher's accuracy; "
+                          f"{100 * (distilled['test'] - control['test']):+.1f} points vs the same student trained "
+                          f"without a teacher (intervals {'apart' if apart else 'overlap'})"))
+    return out
+
+
+def _interval_text(row) -> str:
+    return "" if missing(row.get("low")) else f"[{row['low']:.4f}, {row['high']:.4f}]"
+
+
+TABLE = Layout((Col("dataset", "dataset", 9, "<"), Col("model", "model", 23, "<"),
+                Col("params", "params", 10, spec=","), Col("train_s", "train_s", 9, spec=".1f"),
+                Col("metric", "metric", 9, "<", before="  "), Col("test", "test", 8, spec=".4f"),
+                Col("interval", "95% interval", 17, "<", before="  ", text=_interval_text)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,23 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", nargs="*", default=None, help="subset of datasets (space- or comma-separated)")
     parser.add_argument("--distill", action="store_true",
                         help="intents: also the Distill recipe's student and its from-scratch control")
+    parser.add_argument("--json", default=None, help="write the tables and targets to this file")
     args = parser.parse_args(argv or [])
-    import torch
-
-    print(f"CPU: {cpu_model()} | torch threads: {torch.get_num_threads()} | torch {torch.__version__} | "
-          f"setting: {'smoke' if args.smoke else 'full'} | {load_average()}")
-    print(f"{'dataset':<9}{'model':<23}{'params':>10}{'train_s':>9}  {'metric':<9}{'test':>8}  {'95% interval':<17}",
-          flush=True)
-    rows = []
+    out = Renderer("zoo", "python -m optlab.bench zoo " + " ".join(argv or []))
+    out.say(f"CPU: {cpu_model()} | torch threads: {torch.get_num_threads()} | torch {torch.__version__} | "
+            f"setting: {'smoke' if args.smoke else 'full'} | {load_average()}")
     names = [n for a in args.datasets for n in a.split(",") if n] if args.datasets else None
-    for r in run(smoke=args.smoke, fresh=not args.cached, datasets=names, distill=args.distill):
-        rows.append(r)
-        params = f"{r['params']:,}" if "params" in r else "-"
-        train_s = f"{r['train_s']:.1f}" if "train_s" in r else "-"
-        interval = f"[{r['low']:.4f}, {r['high']:.4f}]" if "low" in r else ""
-        print(f"{r['dataset']:<9}{r['model']:<23}{params:>10}{train_s:>9}  {r['metric']:<9}{r['test']:>8.4f}  "
-              f"{interval:<17}", flush=True)
-    for line in verdict(rows, args.smoke):
-        print(line, flush=True)
-    print(f"done | {load_average()}", flush=True)
+    frame = out.table("models", TABLE, run(smoke=args.smoke, fresh=not args.cached, datasets=names,
+                                           distill=args.distill))
+    out.targets(verdict(frame.to_dict(orient="records"), args.smoke))
+    out.say(f"done | {load_average()}")
+    out.write_json(args.json)
     return 0

@@ -18,16 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+from optlab.cli.errors import UsageError
+from optlab.cli.serve_bench import add_parser as add_serve_bench
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 STARTED = time.monotonic()  # `optlab study --time-limit-s` counts from here
 REPORT_RESERVE_SHARE = 0.1  # of a time limit, kept for writing results.csv and report.html
 EXIT_USAGE = 2  # bad arguments, like argparse
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
-
-
-class UsageError(Exception):
-    """A command-line problem found before any work starts: one line, exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -476,7 +475,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print dependencies' warnings as they come (default: counted into each row's notes)")
     study.add_argument("--out", default="optlab-study")
     study.set_defaults(func=_cmd_study)
-    from optlab.cli.serve_bench import add_parser as add_serve_bench  # the serving issue's command
     add_serve_bench(sub)
     return parser
 

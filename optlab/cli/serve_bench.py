@@ -19,6 +19,15 @@ import html
 import warnings
 from pathlib import Path
 
+from optlab.cli.errors import UsageError
+from optlab.models.user_models import CalibrationOnBenchmarkData, from_onnx
+from optlab.recipes.recipe import from_json, parse
+from optlab.serving.policies import NoBatching, parse_policy
+from optlab.serving.server import Server
+from optlab.serving.workloads import single_rows
+from optlab.study.frontier import recommend
+from optlab.techniques.registry import apply
+
 DEFAULT_POLICY = "dynamic(max_batch=64, max_wait_ms=2)"
 
 
@@ -46,10 +55,6 @@ def add_parser(sub) -> None:
 
 
 def _checked(args):
-    from optlab.cli.main import UsageError
-    from optlab.recipes.recipe import parse
-    from optlab.serving.policies import parse_policy
-
     model, inputs = Path(args.model), Path(args.inputs)
     if not model.is_file() or model.suffix != ".onnx":
         raise UsageError(f"--model {model}: not an .onnx file; pass the path of your exported ONNX model")
@@ -78,11 +83,7 @@ def _checked(args):
 def recommended_recipe(study_out: Path, max_p99_ms: float, max_quality_drop: float | None):
     """The recipe a stored study recommends under the SLA (read from its results.csv, through the
     study's own `frontier.recommend`); a one-line UsageError when there is none."""
-    import pandas as pd
-
-    from optlab.cli.main import UsageError
-    from optlab.recipes.recipe import from_json
-    from optlab.study.frontier import recommend
+    import pandas as pd  # on use: this parser is built for every optlab command
 
     results = study_out / "results.csv"
     if not results.is_file():
@@ -103,10 +104,6 @@ def recommended_recipe(study_out: Path, max_p99_ms: float, max_quality_drop: flo
 
 def _candidates(model: Path, inputs: Path, recipes) -> tuple[list, object]:
     """The model as given (ONNX Runtime, 1 thread) and one candidate per recipe, with the inputs as data."""
-    from optlab.cli.main import UsageError
-    from optlab.models.user_models import CalibrationOnBenchmarkData, from_onnx
-    from optlab.techniques.registry import apply
-
     calibrates = any(getattr(recipe, "scheme", "") == "static-int8" for recipe in recipes)
     try:
         with warnings.catch_warnings():
@@ -119,13 +116,12 @@ def _candidates(model: Path, inputs: Path, recipes) -> tuple[list, object]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # on use, not at the top: `cli.main` builds this parser for every optlab command, and these import
+    # pandas (the SLA search, the load generator) and altair (the charts)
     import pandas as pd
 
     from optlab.serving.loadgen import generator_headroom
-    from optlab.serving.policies import NoBatching
-    from optlab.serving.server import Server
     from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
-    from optlab.serving.workloads import single_rows
     from optlab.views import rendering, serving_charts
 
     model, inputs, policy, recipes = _checked(args)
@@ -174,7 +170,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _report(frame, charts, model: str, max_p99_ms: float, headroom: float) -> str:
     """A self-contained page: the table, then each chart's own HTML (altair's, offline-capable) in a frame."""
-    from optlab.views import rendering
+    from optlab.views import rendering  # on use: altair
 
     parts = [f"<h1>Serving {html.escape(model)} at p99 &lt;= {max_p99_ms:g} ms</h1>",
              f"<p>Generator headroom (no-op server): {headroom:.0f} requests/s; figures above half of it carry "

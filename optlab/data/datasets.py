@@ -6,11 +6,23 @@ forward() and its ONNX graph take) plus labels. A *batch* everywhere in optlab i
 """
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import json
+import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from optlab.data import cache
+from optlab.data.cache import cache_dir
+
+# sklearn and tokenizers are imported inside the functions that use them: loading a dataset from its
+# cache needs neither.
 
 Batch = dict[str, np.ndarray]
 
@@ -151,8 +163,6 @@ _SLICERS = {"digits": _digits_slices, "bids": _bids_slices, "intents": _intents_
 
 def content_fingerprint(dataset: Dataset) -> str:
     """sha256 over every split's arrays (names, dtypes, shapes, bytes)."""
-    import hashlib
-
     h = hashlib.sha256(f"{dataset.name}|{dataset.task}|{dataset.num_classes}".encode())
     for split in ("train", "validation", "test", "calibration"):
         part = getattr(dataset, split)
@@ -168,8 +178,6 @@ def generator(name: str):
     """The generator module for a dataset: the top-level `datasets/<name>.py`, installed (wheel or
     editable) as the package `optlab.data.generators`, or read from the source checkout beside
     `optlab/` when the package runs uninstalled (PYTHONPATH pointing at a clone)."""
-    import importlib
-
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     try:
@@ -177,9 +185,6 @@ def generator(name: str):
     except ModuleNotFoundError as error:
         if error.name not in ("optlab.data.generators", f"optlab.data.generators.{name}"):
             raise
-    import importlib.util
-    import sys
-
     path = Path(__file__).resolve().parents[2] / "datasets" / f"{name}.py"
     if not path.is_file():
         raise FileNotFoundError(f"the {name!r} dataset generator is missing: optlab is neither installed "
@@ -194,11 +199,6 @@ def generator(name: str):
 
 
 def data_path(name: str, seed: int) -> Path:
-    import hashlib
-    import json
-
-    from optlab.data.cache import cache_dir
-
     gen = generator(name)
     params = hashlib.sha256(json.dumps(gen.PARAMS, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return cache_dir("data") / f"{name}-v{gen.VERSION}-{params}-seed{seed}.npz"
@@ -206,8 +206,6 @@ def data_path(name: str, seed: int) -> Path:
 
 def cached_arrays(name: str, seed: int) -> tuple[dict[str, np.ndarray], dict]:
     """All arrays ("split/field") and meta of a dataset, from the verified cache or generated now."""
-    from optlab.data import cache
-
     path = data_path(name, seed)
     tokenizer = path.with_suffix(".tokenizer.json")
     if cache.is_valid(path) and (name != "intents" or cache.is_valid(tokenizer)):
@@ -238,9 +236,6 @@ def cached_arrays(name: str, seed: int) -> tuple[dict[str, np.ndarray], dict]:
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """An .npz with fixed zip timestamps, so the same data gives the same bytes (and sha256)."""
-    import json
-    import zipfile
-
     entries = dict(arrays)
     for key in [k for k, v in entries.items() if v.dtype == object]:  # texts: utf-8 bytes + offsets
         encoded = [str(t).encode() for t in entries.pop(key)]
@@ -255,8 +250,6 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
 
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    import json
-
     with np.load(path, allow_pickle=False) as z:
         raw = {k: z[k] for k in z.files}
     meta = json.loads(raw.pop("__meta__").tobytes().decode())

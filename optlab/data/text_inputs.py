@@ -17,6 +17,8 @@ import numpy as np
 
 from optlab.data.datasets import Batch
 
+# pandas is imported on use: only reading a CSV or parquet of texts needs it.
+
 PADDINGS = ("longest", "max_length")
 SHOWN = 5  # line numbers or values quoted in an error message
 

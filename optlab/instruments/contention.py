@@ -18,6 +18,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+# psutil is imported on use: optional; without it the contention figure is not available, not an
+# error.
+
 # Shares of the whole machine (all logical cores) over the window.
 BUSY_OTHER_THRESHOLD = 0.25  # other processes used more than a quarter of the machine
 STEAL_THRESHOLD = 0.10  # the hypervisor took more than a tenth

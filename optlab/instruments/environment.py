@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
 
+# psutil and pynvml are imported on use: optional (pynvml only on NVIDIA machines), and a missing one
+# means a figure is not available, not an error.
+
 # The instruction-set flags that change inference speed (x86 and Arm names as Linux spells them).
 SPEED_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",

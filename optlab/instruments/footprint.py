@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+# onnx is imported inside the functions that read ONNX files: a heavy import that sizing a torch
+# artifact must not pay for.
+
 
 def _torch_weights(module: Any):
     # torch.nn.utils.prune keeps `weight_orig` as the parameter; the masked `weight` is what runs.

@@ -14,6 +14,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+import numpy as np
+
+from optlab.instruments.environment import _device_index, _nvml_index
 from optlab.instruments.timing import LatencyStats, summarize, time_calls
 
 ENERGY_MIN_S = 5.0  # NVML's energy counter moves in coarse steps: shorter runs read mostly noise
@@ -169,8 +172,6 @@ def transfer_profile(forward: Callable[[dict], Any], batch: dict[str, Any], *, d
     resident tensors, device-to-host copy of its output (pageable vs pinned), each timed alone,
     and the whole chain end to end. `cast(tensor) -> tensor` converts inputs on the device (e.g.
     to bf16) and counts as compute."""
-    import numpy as np
-
     torch = require_cuda("transfer profile")
     cast = cast or (lambda tensor: tensor)
     pageable = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
@@ -241,8 +242,6 @@ class Energy:
 
 def _nvml_handle(device: str):
     import pynvml
-
-    from optlab.instruments.environment import _device_index, _nvml_index
 
     index = _nvml_index(_device_index(device))
     return pynvml.nvmlDeviceGetHandleByUUID(index) if isinstance(index, str) else \

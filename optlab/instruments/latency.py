@@ -32,6 +32,9 @@ from optlab.instruments.footprint import footprint
 from optlab.instruments.timing import LatencyStats, TimedRun, summarize, time_calls
 from optlab.models.candidate import Candidate
 
+# torch is imported inside the functions that use it: a heavy optional dependency that timing an ONNX
+# Runtime or OpenVINO candidate must not load.
+
 Inputs = Batch | Sequence[Batch]
 
 SWEEP_MAX_CALL_SHARE = 0.25  # no sweep call may cost more than this share of sweep_budget_s

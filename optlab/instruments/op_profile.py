@@ -18,6 +18,10 @@ from typing import Iterable
 
 import numpy as np
 
+from optlab.models.runtimes import ort_predict_fn, ort_session
+
+# pandas is imported on use: the profile's table is the only part that needs it.
+
 # Operators that are (or, for the fused attention ops, mostly are) matrix products: what int8 and
 # matrix engines accelerate. Attention counts whole (its QKV projection is most of it at these
 # lengths), so the share and the bound are upper limits.
@@ -36,8 +40,6 @@ def operator_times(path: str | os.PathLike, batches: Iterable[dict[str, np.ndarr
     matmul (in MATMUL_OPS), sorted by time. One more pass runs first, in the same session, and its
     events are dropped (first calls grow the allocator's arenas)."""
     import pandas as pd
-
-    from optlab.models.runtimes import ort_predict_fn, ort_session
 
     batches = list(batches)
     if not batches:

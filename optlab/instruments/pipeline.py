@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from optlab.data.datasets import Batch
+from optlab.instruments.timing import summarize
 
 VALUE_PER_CLICK_USD = 2.0  # what a click is worth to the advertiser, for pricing the bid
 
@@ -81,8 +82,6 @@ def profile(stages: Sequence[Stage], requests: Sequence[Any], *, repeats: int = 
     """Run every request through the stages `repeats` times, timing each stage; one row per
     stage (and a `total` row) with p50/p99 in ms and the stage's share of the mean total."""
     import pandas as pd
-
-    from optlab.instruments.timing import summarize
 
     if not requests:
         raise ValueError("profile() needs at least one request")

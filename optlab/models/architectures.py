@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from optlab.models.runtimes import quiet_torch_logs
+
 
 class DigitsCNN(nn.Module):
     """Conv-BN-ReLU blocks on 8x8 images (max-pool after the blocks in `pool_after`), then an MLP head."""
@@ -59,7 +61,12 @@ class BertClassifier(nn.Module):
     def __init__(self, vocab_size, num_classes, layers=4, hidden=128, heads=4, intermediate=None, max_length=128,
                  dropout=0.1, attn_implementation="sdpa"):
         super().__init__()
-        from transformers import BertConfig, BertForSequenceClassification
+        # transformers is optional and heavy (intents only). Its first import also imports torchao (through
+        # its quantizers), whose PyPI wheel is the CUDA build: on a CPU torch its two CUDA extensions fail to
+        # load with a warning each, and its enums trip torch's pytree deprecation; none of that touches the
+        # CPU paths used here, so that import runs quieted (the loggers are restored right after).
+        with quiet_torch_logs():
+            from transformers import BertConfig, BertForSequenceClassification
 
         config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                             num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden,

@@ -6,7 +6,11 @@ and OpenVINO loaders never import torch, so their cold start does not pay for it
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import numpy as np
@@ -116,8 +120,6 @@ def torch_predict_fn(module, *, input_dtype: str | None = None, autocast: str | 
                      positional: tuple[str, ...] | None = None) -> Predict:
     """predict(batch) for a torch module called as `module(**inputs)` (or positionally, for
     exported graphs), under inference_mode; float inputs cast to `input_dtype`, optional autocast."""
-    import contextlib
-
     import torch
 
     cast = getattr(torch, input_dtype) if input_dtype else None
@@ -138,16 +140,28 @@ def torch_predict_fn(module, *, input_dtype: str | None = None, autocast: str | 
     return predict
 
 
-def quiet_torch_logs() -> None:
-    """Keep harmless torchao/INC start-up lines ("Failed to load _C_mxfp8", accelerator
-    detection) out of notebook output."""
-    import logging
-    import warnings
+QUIET_LOGGERS = ("torchao", "neural_compressor", "torch._dynamo", "torch._inductor", "torch.utils._pytree")
+QUIET_WARNINGS = (".*register_constant.*", ".*To copy construct from a tensor.*")
 
-    for name in ("torchao", "neural_compressor", "torch._dynamo", "torch._inductor", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*register_constant.*")
-    warnings.filterwarnings("ignore", message=".*To copy construct from a tensor.*")
+
+@contextlib.contextmanager
+def quiet_torch_logs() -> Iterator[None]:
+    """Within the block, keep harmless torchao/INC/Dynamo start-up lines ("Failed to load
+    _C_mxfp8", accelerator detection, pytree's register_constant deprecation) out of notebook
+    output: those loggers at ERROR and those warnings ignored. On exit every logger gets its own
+    level back and the warning filters are restored, so the rest of the process logs as it chose."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def load_torch(path: str | os.PathLike, *, threads: int | None = None, input_dtype: str | None = None,
@@ -156,16 +170,16 @@ def load_torch(path: str | os.PathLike, *, threads: int | None = None, input_dty
     (`assign=True` keeps quantized tensor subclasses as they are)."""
     import torch
 
-    quiet_torch_logs()
-    try:  # torchao tensor subclasses must be importable before unpickling
-        import torchao  # noqa: F401
-    except ImportError:
-        pass
-    if skeleton:
-        module = torch.load(skeleton, weights_only=False)
-        module.load_state_dict(torch.load(os.fspath(path), weights_only=False, map_location="cpu"), assign=True)
-    else:
-        module = torch.load(os.fspath(path), weights_only=False, map_location="cpu")
+    with quiet_torch_logs():
+        try:  # torchao tensor subclasses must be importable before unpickling
+            import torchao  # noqa: F401
+        except ImportError:
+            pass
+        if skeleton:
+            module = torch.load(skeleton, weights_only=False)
+            module.load_state_dict(torch.load(os.fspath(path), weights_only=False, map_location="cpu"), assign=True)
+        else:
+            module = torch.load(os.fspath(path), weights_only=False, map_location="cpu")
     module = module.eval()
     if threads:
         torch.set_num_threads(int(threads))
@@ -195,7 +209,7 @@ class _CompileWithFreezing:
             return self.compiled(*args, **kwargs)
         import torch._inductor.config as inductor_config
 
-        with inductor_config.patch(freezing=self.freezing):
+        with inductor_config.patch(freezing=self.freezing), quiet_torch_logs():
             out = self.compiled(*args, **kwargs)
         self.seen.add(key)
         return out
@@ -216,12 +230,12 @@ def load_torch_compiled(path: str | os.PathLike, *, threads: int | None = None, 
     """A saved module (torch.save, or torch.export .pt2) compiled with torch.compile at load."""
     import torch
 
-    quiet_torch_logs()
-    if os.fspath(path).endswith(".pt2"):
-        _register_quantized_ops()
-        module = torch.export.load(os.fspath(path)).module()
-    else:
-        module = torch.load(os.fspath(path), weights_only=False, map_location="cpu").eval()
+    with quiet_torch_logs():
+        if os.fspath(path).endswith(".pt2"):
+            _register_quantized_ops()
+            module = torch.export.load(os.fspath(path)).module()
+        else:
+            module = torch.load(os.fspath(path), weights_only=False, map_location="cpu").eval()
     if threads:
         torch.set_num_threads(int(threads))
     compiled = compile_module(module, mode=mode, freezing=freezing, dynamic=dynamic)

@@ -15,6 +15,9 @@ import numpy as np
 
 from optlab.data.datasets import Batch, Dataset, Split, trim_padding
 
+# torch is imported inside the functions that use it: modules that only name `train` or `to_tensors`
+# (the zoo's specs, the techniques' registry) must not load it.
+
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""

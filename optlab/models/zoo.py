@@ -4,6 +4,9 @@
 same architecture, training config, data and seed was trained before (state_dict saved
 with torch.save, loaded with weights_only=True, checked by a sha256 sidecar).
 `baseline(model)` wraps one as the eager fp32 `Candidate` every study compares against.
+
+torch (and the architectures and training loop built on it) is imported where used: importing the
+zoo for its specs and cache paths must not cost a process torch's import.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from optlab.data import cache
+from optlab.data.cache import cache_dir
 from optlab.data.datasets import Batch, Dataset, load
 from optlab.data.hashing import sha256_json
 from optlab.models import weights
@@ -37,7 +42,7 @@ TRAINING = {
     ("bids", True): {"epochs": 6, "lr": 3e-3, "batch_size": 512, "weight_decay": 1e-4},
     # intents v2 (datasets/README.md): 3,000 small steps at a low rate let the 4-layer teacher learn
     # which offer a cancellation leaves; the 2-layer student mostly does not in the same budget.
-    # Two training threads (the issue's 2 cores): 3,000 steps in about a minute instead of 1.5.
+    # Two training threads, the cores of a workshop laptop: 3,000 steps in about a minute instead of 1.5.
     ("intents", False): {"epochs": 3, "lr": 1e-3, "batch_size": 16, "warmup_fraction": 0.1, "threads": 2},
     ("intents", True): {"epochs": 3, "lr": 3e-3, "batch_size": 32, "warmup_fraction": 0.1},
 }
@@ -78,7 +83,7 @@ def spec(dataset: str, size: str, data: Dataset | None = None) -> dict[str, Any]
 
 def from_spec(model_spec: dict[str, Any]):
     """Build an untrained model from a `spec()` dict (what a fresh process does to reload one)."""
-    from optlab.models.architectures import ARCHITECTURES
+    from optlab.models.architectures import ARCHITECTURES  # on use: torch, which ONNX-only loaders never pay for
 
     model = ARCHITECTURES[model_spec["dataset"]](**model_spec["kwargs"])
     model.optlab_spec = model_spec
@@ -96,8 +101,6 @@ def build(dataset: str, size: str = "teacher", data: Dataset | None = None, seed
 
 
 def _cache_paths(dataset: str, size: str, smoke: bool, seed: int, data: Dataset) -> tuple[Path, dict]:
-    from optlab.data.cache import cache_dir
-
     key = {"version": VERSION, "spec": spec(dataset, size, data), "training": TRAINING[(dataset, smoke)],
            "data": data.fingerprint, "seed": seed}
     digest = sha256_json(key)[:16]
@@ -114,8 +117,7 @@ def get(dataset: str, size: str = "teacher", smoke: bool = False, seed: int = 0,
     """
     import torch
 
-    from optlab.data import cache
-    from optlab.models.training import train
+    from optlab.models.training import train  # on use, as torch
 
     _check(dataset, size)
     data = data if data is not None else load(dataset, smoke=smoke)
@@ -140,7 +142,7 @@ def get(dataset: str, size: str = "teacher", smoke: bool = False, seed: int = 0,
 def _predictor(model):
     import torch
 
-    from optlab.models.training import to_tensors
+    from optlab.models.training import to_tensors  # on use, as torch
 
     def predict(batch: Batch) -> np.ndarray:
         with torch.inference_mode():
@@ -156,8 +158,6 @@ def baseline(model, name: str = "baseline") -> Candidate:
     `optlab.models.zoo:load_predict(artifact_path)` rebuilds the predictor from them.
     """
     import torch
-
-    from optlab.data import cache
 
     model_spec = getattr(model, "optlab_spec", None)
     state = model.state_dict()

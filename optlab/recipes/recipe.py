@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar
 
@@ -125,8 +126,6 @@ def from_json(text: str) -> Recipe:
 def parse(text: str) -> Recipe:
     """The inverse of `Recipe.name`, for command lines: "quantize(scheme=static-int8,
     runtime=onnxruntime)" -> Quantize(...); steps joined by "->" make a Chain."""
-    import re
-
     if "->" in text:
         return Chain(*(parse(part) for part in text.split("->")))
     match = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", text)

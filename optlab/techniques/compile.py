@@ -12,18 +12,28 @@ import time
 from typing import Any
 
 from optlab.models.candidate import Candidate, OnnxModel
+from optlab.models.runtimes import (
+    ORT_PROVIDERS,
+    compile_module,
+    openvino_predict_fn,
+    ort_predict_fn,
+    ort_session,
+    quiet_torch_logs,
+    torch_predict_fn,
+)
 from optlab.recipes.recipe import Compile, UnsupportedRecipe
 from optlab.techniques.onnx_export import as_onnx
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import example_batch, require_module, save_module
 from optlab.techniques.workdirs import artifact_file
 
+# onnxruntime, OpenVINO and torch are imported in the handler that uses each: heavy optional
+# dependencies; registering the handlers must load none of them.
+
 
 @register(Compile, runtime="onnxruntime")
 def apply_onnxruntime(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:
     import onnxruntime as ort
-
-    from optlab.models.runtimes import ORT_PROVIDERS, ort_predict_fn, ort_session
 
     wanted = ORT_PROVIDERS[recipe.provider]
     if wanted not in ort.get_available_providers():
@@ -48,7 +58,6 @@ def apply_openvino(recipe: Compile, model: Any, data: Any, *, threads=None, work
     except ImportError as error:
         raise UnsupportedRecipe(f"{recipe.name}: the openvino package is not installed (pip install openvino)") \
             from error
-    from optlab.models.runtimes import openvino_predict_fn
 
     notes: list[str] = []
     onnx_model = as_onnx(model, data, workdir, notes=notes)
@@ -62,13 +71,16 @@ def apply_openvino(recipe: Compile, model: Any, data: Any, *, threads=None, work
 
 @register(Compile, runtime="torch.compile")
 def apply_torch_compile(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:
+    with quiet_torch_logs():  # torchao/Dynamo start-up lines, for this build only
+        return _apply_torch_compile(recipe, model, data, threads=threads, workdir=workdir)
+
+
+def _apply_torch_compile(recipe: Compile, model: Any, data: Any, *, threads=None, workdir) -> Candidate:
     if isinstance(model, OnnxModel):
         raise UnsupportedRecipe(f"{recipe.name} needs a torch.nn.Module, got an ONNX model ({model.path}); "
                                 f"put torch.compile before ONNX steps or use Compile('onnxruntime')")
     require_module(model, recipe)
-    from optlab.models.runtimes import compile_module, quiet_torch_logs, torch_predict_fn
 
-    quiet_torch_logs()
     module = copy.deepcopy(model).eval()
     path = artifact_file(workdir, recipe.name, ".pt")
     loader = "optlab.models.runtimes:load_torch_compiled"

@@ -24,9 +24,13 @@ import numpy as np
 
 from optlab.instruments.gpu import cuda_status
 from optlab.models.candidate import Candidate, OnnxModel
+from optlab.models.runtimes import compile_module, quiet_torch_logs
 from optlab.recipes.recipe import OnDevice, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import example_batch, require_module
+
+# torch and torchao are imported on use (after the CUDA check): heavy optional dependencies, and
+# torchao is needed only for its quantizers.
 
 DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture (cuBLAS handles, allocator pools)
@@ -197,14 +201,17 @@ def _torchao(module: Any, scheme: str, torch: Any) -> dict[str, Any]:
 
 @register(OnDevice)
 def apply_on_device(recipe: OnDevice, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
+    with quiet_torch_logs():  # torchao/Dynamo start-up lines, for this build only
+        return _apply_on_device(recipe, model, data, threads=threads, workdir=workdir)
+
+
+def _apply_on_device(recipe: OnDevice, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
     if isinstance(model, OnnxModel):
         raise UnsupportedRecipe(f"{recipe.name} runs a torch.nn.Module; got an ONNX model ({model.path}). For ONNX "
                                 f"on a GPU use Compile(runtime='onnxruntime', provider='cuda')")
     torch = _require_cuda(recipe)
     require_module(model, recipe)
-    from optlab.models.runtimes import compile_module, quiet_torch_logs
 
-    quiet_torch_logs()
     dtype = getattr(torch, DTYPES[recipe.precision])
     cast_model = recipe.precision in ("bf16", "fp16") and not recipe.autocast
     module = copy.deepcopy(model).eval().to(recipe.device)

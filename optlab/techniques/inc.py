@@ -21,7 +21,9 @@ import numpy as np
 
 from optlab.data.calibration import calibration_rows
 from optlab.instruments import metrics
+from optlab.instruments.timing import time_calls
 from optlab.models.candidate import Candidate
+from optlab.models.runtimes import compile_module, quiet_torch_logs, torch_predict_fn
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import (
@@ -34,6 +36,9 @@ from optlab.techniques.torch_io import (
     save_module,
 )
 from optlab.techniques.workdirs import artifact_file, resolve_workdir
+
+# INC, transformers, accelerate and torch are imported on use: heavy optional dependencies that
+# registering the handler must not load (`_import_inc` says why its import order matters).
 
 WORKSPACE = "nc_workspace"  # INC's working folder: always under optlab's work directory
 
@@ -55,21 +60,17 @@ def _inc_workspace(folder: str | os.PathLike) -> Iterator[Path]:
 
 def _import_inc():
     """Import INC's torch API without its INFO/WARNING start-up lines (it reads LOGLEVEL once)."""
-    import logging
-
-    from optlab.models.runtimes import quiet_torch_logs
-
-    quiet_torch_logs()
     previous = os.environ.get("LOGLEVEL")
     os.environ["LOGLEVEL"] = "ERROR"
     try:
-        # INC checks at import whether transformers is loaded, and its RTN path names
-        # transformers.Conv1D whenever transformers is loaded later (by anyone): load it first.
-        import transformers  # noqa: F401
+        with quiet_torch_logs():
+            # INC checks at import whether transformers is loaded, and its RTN path names
+            # transformers.Conv1D whenever transformers is loaded later (by anyone): load it first.
+            import transformers  # noqa: F401
 
-        # Importing INC's layer-wise helpers creates its workspace folder: put it under the cache.
-        with _inc_workspace(resolve_workdir(None)):
-            import neural_compressor.torch.quantization as inc
+            # Importing INC's layer-wise helpers creates its workspace folder: put it under the cache.
+            with _inc_workspace(resolve_workdir(None)):
+                import neural_compressor.torch.quantization as inc
     except ImportError as error:
         raise UnsupportedRecipe(f"Intel Neural Compressor is not installed ({error}); "
                                 f"pip install neural-compressor-pt") from error
@@ -78,7 +79,6 @@ def _import_inc():
             os.environ.pop("LOGLEVEL", None)
         else:
             os.environ["LOGLEVEL"] = previous
-    logging.getLogger("neural_compressor").setLevel(logging.ERROR)
     return inc
 
 
@@ -87,7 +87,7 @@ def apply_inc(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=
     require_module(model, recipe)
     inc = _import_inc()
     workdir = resolve_workdir(workdir)
-    with _inc_workspace(workdir):
+    with _inc_workspace(workdir), quiet_torch_logs():
         return _apply(inc, recipe, model, data, threads, workdir)
 
 
@@ -95,8 +95,6 @@ def _apply(inc, recipe: Quantize, model: Any, data: Any, threads, workdir: Path)
     if recipe.scheme == "static-int8":
         candidate = _static_int8(inc, recipe, model, data, threads, workdir)
     else:
-        from optlab.models.runtimes import torch_predict_fn
-
         if recipe.scheme == "autotune":
             module, meta = _autotune(inc, recipe, model, data, threads)
         else:
@@ -151,15 +149,11 @@ def _weight_only(inc, recipe: Quantize, module: Any, data: Any, bits: int, workd
 def _batch_ms(predict, batch: dict[str, np.ndarray], repeats: int = 5) -> float:
     """Median milliseconds of one call on `batch`: the speed axis INC's autotune lacks, timed by
     optlab's own harness."""
-    from optlab.instruments.timing import time_calls
-
     run = time_calls(predict, [batch], warmup=1, min_samples=repeats, max_samples=repeats, budget_s=3600.0)
     return float(np.median(run.samples_ns)) / 1e6
 
 
 def _autotune(inc, recipe: Quantize, model: Any, data: Any, threads) -> tuple[Any, dict]:
-    from optlab.models.runtimes import torch_predict_fn
-
     try:
         import accelerate  # noqa: F401  (INC's autotune imports it)
     except ImportError as error:
@@ -208,8 +202,6 @@ def _dynamic_shapes(names: list[str]):
 def _static_int8(inc, recipe: Quantize, model: Any, data: Any, threads, workdir) -> Candidate:
     """export -> prepare (observers) -> calibrate -> convert -> save .pt2 -> torch.compile(freezing)."""
     from neural_compressor.torch.export import export
-
-    from optlab.models.runtimes import compile_module, torch_predict_fn
 
     names = input_names(data)
     module = positional(copy.deepcopy(model).eval(), names)

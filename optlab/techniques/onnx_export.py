@@ -6,8 +6,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from optlab.models.candidate import OnnxModel
-from optlab.techniques.torch_io import TEXT_AXES, example_batch, input_names, positional, positional_tensors
+from optlab.recipes.recipe import UnsupportedRecipe
+from optlab.techniques.torch_io import (
+    TEXT_AXES,
+    example_batch,
+    input_names,
+    positional,
+    positional_tensors,
+    require_module,
+)
 
 OPSET = 17
 
@@ -66,11 +76,8 @@ def as_onnx(model: Any, data: Any, workdir: Path, *, notes: list[str] | None = N
     had to work around goes into `notes`)."""
     if isinstance(model, OnnxModel):
         if not Path(model.path).exists():
-            from optlab.recipes.recipe import UnsupportedRecipe
-
             raise UnsupportedRecipe(f"ONNX file {model.path} does not exist")
         return OnnxModel(Path(model.path), tuple(model.input_names), tuple(model.output_names))
-    from optlab.techniques.torch_io import require_module
 
     class _Export:  # only for the error message's recipe name
         name = "ONNX export"
@@ -87,8 +94,7 @@ def as_onnx(model: Any, data: Any, workdir: Path, *, notes: list[str] | None = N
 def gemm_to_matmul(proto: Any) -> Any:
     """Rewrite Gemm(A, W, b) with constant W as MatMul + Add: ORT's *dynamic* quantizer
     covers MatMul but not Gemm, which is what nn.Linear exports to."""
-    import numpy as np
-    import onnx
+    import onnx  # on use: onnx's import is heavy and only the export and rewrite paths need it
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in proto.graph.initializer}

@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from optlab.models.candidate import Candidate
+from optlab.models.runtimes import quiet_torch_logs
 from optlab.recipes.recipe import Quantize
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import require_module, save_module
@@ -20,9 +21,13 @@ from optlab.techniques.workdirs import artifact_file
 
 @register(Quantize, runtime="torch")
 def apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
-    from optlab.models.runtimes import quiet_torch_logs, torch_predict_fn
+    with quiet_torch_logs():  # torchao/Dynamo start-up lines, for this build only
+        return _apply_torch_quantize(recipe, model, data, threads=threads, workdir=workdir)
 
-    quiet_torch_logs()
+
+def _apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
+    from optlab.models.runtimes import torch_predict_fn
+
     require_module(model, recipe)
     module = copy.deepcopy(model).eval()
     meta: dict[str, Any] = {}

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+# onnx is imported inside the builders: a heavy import that tests not building graphs must not pay
+# for.
+
 
 def _onnx_dim(name: str, dims) -> object:
     from onnx import TensorProto, helper

@@ -9,6 +9,11 @@ import torch
 from torch import nn
 
 from optlab.data.datasets import Dataset, Split
+from optlab.models.runtimes import torch_predict_fn
+from optlab.models.training import train
+
+# torch and sklearn are imported inside the builders: heavy imports that a test using only frames must
+# not pay for.
 
 
 def _splits(inputs: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict[str, Split]:
@@ -85,8 +90,6 @@ def bids_model(vocab: tuple[int, ...] = (5000, 2000, 500, 50), numeric: int = 8,
 def trained(model, data: Dataset, epochs: int = 3, lr: float = 3e-3, batch_size: int = 128, seed: int = 0):
     """`model` fitted on `data.train` with optlab's training loop (seeded; the caller's RNG and
     thread count are left as they were), in eval mode."""
-    from optlab.models.training import train
-
     train(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     return model.eval()
 
@@ -95,8 +98,6 @@ def assert_close_to_model(candidate, model, data, max_abs: float, min_agreement:
     """A candidate's outputs on the first test rows stay within `max_abs` (relative to the logit
     scale) of the torch model's, float32 and the same shape; class scores keep >= `min_agreement`
     top-1 agreement."""
-    from optlab.models.runtimes import torch_predict_fn
-
     batch = {k: v[:rows] for k, v in data.test.inputs.items()}
     expected = torch_predict_fn(model)(batch)
     got = candidate.predict(batch)

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from optlab.models.runtimes import quiet_torch_logs
+
+# torch and transformers are imported inside the builders: heavy optional dependencies.
+
 LABELS = ("billing", "refund", "greeting")
 WORDS = {
     "billing": ("invoice", "charge", "bill", "card", "payment", "price"),
@@ -22,7 +26,8 @@ FILLER = ("my", "the", "please", "i", "want", "a", "for", "is", "was", "this", "
 def tiny_tokenizer(folder: Path):
     """A lower-casing BertTokenizerFast over this module's words (plus letters as word pieces),
     its vocab.txt written into `folder`; 64 tokens at most."""
-    from transformers import BertTokenizerFast
+    with quiet_torch_logs():  # transformers' first import loads torchao: see models.architectures.BertClassifier
+        from transformers import BertTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -38,7 +43,9 @@ def tiny_bert_folder(folder: Path, *, seed: int = 0, layers: int = 2, hidden: in
     `steps` Adam steps on `texts_frame` rows so that its classes mean something; about a second)
     and `tiny_tokenizer` into `folder`."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+
+    with quiet_torch_logs():  # transformers' first import loads torchao: see models.architectures.BertClassifier
+        from transformers import BertConfig, BertForSequenceClassification
 
     folder = Path(folder)
     tokenizer = tiny_tokenizer(folder)
