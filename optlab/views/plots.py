@@ -12,6 +12,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from optlab.study.columns import COLUMNS, column, higher_is_better
+from optlab.study.columns import title as axis_title
+
 FAMILIES = ("baseline", "quantization", "pruning", "distillation", "compilation", "chain")
 FAMILY_COLORS = ("#4c4c4c", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728")
 _EXTRA_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
@@ -19,26 +22,16 @@ SHAPES = {"ok": "circle", "reference": "diamond"}
 SELECTION = "pick"  # name of the click selection on Pareto points (JupyterChart.selections.pick)
 POINTS = "candidates"  # name of the Pareto chart's point layer: its SVG group has class "candidates_marks"
 
-# Every figure a tooltip may show, with its d3 format; only columns present are used.
-FIGURES: dict[str, str | None] = {
-    "candidate": None, "recipe": None, "family": None, "runtime": None, "device": None,
-    "status": None, "p50_ms": ".3f", "p95_ms": ".3f", "p99_ms": ".3f",
-    "throughput_per_s": ",.0f", "size_mb": ".3f", "peak_rss_mb": ".1f",
-    "cold_start_ms": ",.1f", "metric": None, "quality": ".4f", "quality_drop": "+.4f",
-    "quality_drop_ci_low": "+.4f", "quality_drop_ci_high": "+.4f", "agreement": ".4f",
-    "cost_per_1k_usd": ".6f", "cost_per_1m_usd": ",.4f", "batch_size": "d", "threads": "d",
-    "cpu_model": None, "throughput_at_sla_per_s": ",.0f", "serving_policy": None,
-}
-TITLES = {
-    "p50_ms": "p50 latency (ms)", "p95_ms": "p95 latency (ms)", "p99_ms": "p99 latency (ms)",
-    "throughput_per_s": "throughput (predictions/s)", "size_mb": "size (MB)",
-    "peak_rss_mb": "peak memory (MB)", "cold_start_ms": "cold start (ms)",
-    "quality": "quality (higher is better)", "quality_drop": "quality drop vs baseline",
-    "agreement": "agreement with baseline", "cost_per_1m_usd": "cost per 1M predictions (USD)",
-    "cost_per_1k_usd": "cost per 1k predictions (USD)", "latency_ms": "latency (ms)",
-    "batch_size": "batch size", "throughput_at_sla_per_s": "throughput at the SLA, served (requests/s)",
-}
-_HIGHER_IS_BETTER = ("quality", "agreement", "throughput_per_s", "throughput_at_sla_per_s")
+# Every figure a tooltip may show, in this order; labels and formats come from optlab.study.columns.
+TOOLTIP_COLUMNS = (
+    "candidate", "recipe", "family", "runtime", "device", "status", "noisy", "p50_ms", "p95_ms", "p99_ms",
+    "throughput_per_s", "size_mb", "peak_rss_mb", "cold_start_ms", "metric", "quality", "quality_drop",
+    "quality_drop_ci_low", "quality_drop_ci_high", "agreement", "cost_per_1k_usd", "cost_per_1m_usd",
+    "batch_size", "threads", "cpu_model", "throughput_at_sla_per_s", "serving_policy",
+)
+# Derived views of the Column table, kept under their old names for callers that read them.
+FIGURES: dict[str, str | None] = {name: column(name).d3 for name in TOOLTIP_COLUMNS}
+TITLES: dict[str, str] = {c.name: c.title for c in COLUMNS if c.numeric}
 
 
 def theme() -> dict[str, Any]:
@@ -116,11 +109,13 @@ def _columns(df, wanted: Iterable[str]) -> list[str]:
 
 
 def _tooltip(df, first: Iterable[str] = ()) -> list:
+    """Tooltips titled by column name (units are in the names, and the browser test reads a point's
+    figures back from its aria-label by those names), formatted by the Column table."""
     import altair as alt
 
     out = []
-    for col in _columns(df, [*first, *FIGURES]):
-        fmt = FIGURES.get(col)
+    for col in _columns(df, [*first, *TOOLTIP_COLUMNS]):
+        fmt = getattr(column(col), "d3", None)
         kind = "quantitative" if _is_numeric(df[col]) else "nominal"
         if fmt and kind == "quantitative":
             out.append(alt.Tooltip(field=col, type=kind, format=fmt, title=col))
@@ -160,9 +155,18 @@ def _status_shape():
                      title="measured")
 
 
-def lower_is_better(column: str) -> bool:
-    """Direction of a figure: latencies, sizes, memory, costs and drops go down."""
-    return column not in _HIGHER_IS_BETTER
+def lower_is_better(name: str, metric: str | None = None) -> bool:
+    """Direction of a figure, from the Column table: latencies, sizes, memory, costs and drops go
+    down; quality goes the way its metric does (accuracy up, mae down)."""
+    return not higher_is_better(name, metric)
+
+
+def _metric(df) -> str | None:
+    """The rows' one quality metric (None when absent or mixed): it sets quality's direction."""
+    if "metric" not in df.columns:
+        return None
+    found = {str(m) for m in df["metric"].dropna()}
+    return found.pop() if len(found) == 1 else None
 
 
 def pareto_front(df, x: str, y: str):
@@ -170,7 +174,8 @@ def pareto_front(df, x: str, y: str):
     optlab.study.frontier so the chart and the recommendation agree. Reference rows stay off."""
     from optlab.study.frontier import pareto_front as _front
 
-    return _front(df, x, y, minimize_x=lower_is_better(x), maximize_y=not lower_is_better(y))
+    metric = _metric(df)
+    return _front(df, x, y, minimize_x=lower_is_better(x, metric), maximize_y=not lower_is_better(y, metric))
 
 
 def baseline_quality(df) -> float | None:
@@ -206,7 +211,7 @@ def pareto_chart(df, x: str = "p99_ms", y: str = "quality", *, max_p99_ms: float
     rows = drawable(df)
     base_q = baseline_quality(rows)
     rows["label"] = _label(rows)
-    keep = _columns(rows, ["label", x, y, "size_mb", *FIGURES])
+    keep = _columns(rows, ["label", x, y, "size_mb", *TOOLTIP_COLUMNS])
     data = rows[keep]
     if "size_mb" in data.columns:
         data = data.assign(mark_size_mb=data["size_mb"].fillna(data["size_mb"].min()))
@@ -226,8 +231,8 @@ def pareto_chart(df, x: str = "p99_ms", y: str = "quality", *, max_p99_ms: float
         params.append(alt.param(name="recommended", value=str(recommended)))
     pick = alt.selection_point(name=SELECTION, fields=["candidate"], on="click", clear="dblclick")
 
-    x_enc = alt.X(f"{x}:Q", title=TITLES.get(x, x), scale=alt.Scale(zero=False, nice=True))
-    y_enc = alt.Y(f"{y}:Q", title=TITLES.get(y, y), scale=alt.Scale(zero=False, nice=True))
+    x_enc = alt.X(f"{x}:Q", title=axis_title(x), scale=alt.Scale(zero=False, nice=True))
+    y_enc = alt.Y(f"{y}:Q", title=axis_title(y), scale=alt.Scale(zero=False, nice=True))
     layers = []
 
     region = _sla_region(x, y, max_p99_ms, max_quality_drop, base_q)
@@ -265,7 +270,7 @@ def pareto_chart(df, x: str = "p99_ms", y: str = "quality", *, max_p99_ms: float
 
     chart = alt.layer(*layers).properties(
         width=width, height=height,
-        title=alt.Title(title or f"{TITLES.get(y, y)} vs {TITLES.get(x, x)}",
+        title=alt.Title(title or f"{axis_title(y)} vs {axis_title(x)}",
                         subtitle=_pareto_subtitle(x, y, max_p99_ms, max_quality_drop)))
     if params:
         chart = chart.add_params(*params)
@@ -323,7 +328,7 @@ def latency_chart(samples, kind: str = "box", *, title: str | None = None, width
         order = data.groupby("label")["latency_ms"].median().sort_values().index.tolist()
         chart = alt.Chart(data).mark_boxplot(extent="min-max", size=14).encode(
             y=alt.Y("label:N", title=None, sort=order),
-            x=alt.X("latency_ms:Q", title=TITLES["latency_ms"], scale=alt.Scale(zero=False)),
+            x=alt.X("latency_ms:Q", title=axis_title("latency_ms"), scale=alt.Scale(zero=False)),
             color=color,
         ).properties(width=width, height=alt.Step(26))
     else:
@@ -332,7 +337,7 @@ def latency_chart(samples, kind: str = "box", *, title: str | None = None, width
         ).transform_joinaggregate(n="count()", groupby=["label"]).transform_calculate(
             share="datum.rank / datum.n",
         ).mark_line(interpolate="step-after").encode(
-            x=alt.X("latency_ms:Q", title=TITLES["latency_ms"], scale=alt.Scale(zero=False)),
+            x=alt.X("latency_ms:Q", title=axis_title("latency_ms"), scale=alt.Scale(zero=False)),
             y=alt.Y("share:Q", title="share of requests at or below", axis=alt.Axis(format="%")),
             color=alt.Color("label:N", title="candidate"),
             strokeDash=alt.StrokeDash("status:N", scale=alt.Scale(domain=["ok", "reference"],
@@ -356,15 +361,15 @@ def throughput_chart(df, *, y: str = "throughput_per_s", title: str | None = Non
     data = rows[_columns(rows, ["label", "candidate", "status", "family", "batch_size",
                                 "throughput_per_s", "p50_ms", "p99_ms"])]
     chart = alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("batch_size:Q", title=TITLES["batch_size"], scale=alt.Scale(type="log", base=2)),
-        y=alt.Y(f"{y}:Q", title=TITLES.get(y, y)),
+        x=alt.X("batch_size:Q", title=axis_title("batch_size"), scale=alt.Scale(type="log", base=2)),
+        y=alt.Y(f"{y}:Q", title=axis_title(y)),
         color=alt.Color("label:N", title="candidate"),
         strokeDash=alt.StrokeDash("status:N", scale=alt.Scale(domain=["ok", "reference"],
                                                                range=[[1, 0], [4, 3]]),
                                   title="measured"),
         tooltip=_tooltip(data, ["label"]),
     ).properties(width=width, height=height,
-                 title=title or f"{TITLES.get(y, y)} vs batch size")
+                 title=title or f"{axis_title(y)} vs batch size")
     return _themed(chart)
 
 
@@ -380,14 +385,14 @@ def sweep_chart(df, param: str, y: str | list[str] = "quality", *, series: str =
     rows["label"] = _label(rows)
     if series not in rows.columns:
         rows[series] = "all"
-    data = rows[_columns(rows, ["label", series, param, *ys, *FIGURES])]
+    data = rows[_columns(rows, ["label", series, param, *ys, *TOOLTIP_COLUMNS])]
     color = (_family_color(data) if series == "family"
              else alt.Color(f"{series}:N", title=series))
     panels = []
     for col in ys:
         panels.append(alt.Chart(data).mark_line(point=True).encode(
             x=alt.X(f"{param}:Q", title=param),
-            y=alt.Y(f"{col}:Q", title=TITLES.get(col, col), scale=alt.Scale(zero=False)),
+            y=alt.Y(f"{col}:Q", title=axis_title(col), scale=alt.Scale(zero=False)),
             color=color, detail=f"{series}:N",
             shape=_status_shape(),
             tooltip=_tooltip(data, ["label", param]),
@@ -403,11 +408,11 @@ def size_chart(df, value: str = "size_mb", *, title: str | None = None, width: i
     _require(df, ["candidate", value], "size_chart")
     rows = drawable(df).dropna(subset=[value])
     rows["label"] = _label(rows)
-    data = rows[_columns(rows, ["label", value, *FIGURES])]
+    data = rows[_columns(rows, ["label", value, *TOOLTIP_COLUMNS])]
     y = alt.Y("label:N", title=None, sort=alt.EncodingSortField(value, order="ascending"))
-    fmt = FIGURES.get(value) or ".3f"
+    fmt = getattr(column(value), "d3", None) or ".3f"
     bars = alt.Chart(data).mark_bar().encode(
-        y=y, x=alt.X(f"{value}:Q", title=TITLES.get(value, value)),
+        y=y, x=alt.X(f"{value}:Q", title=axis_title(value)),
         color=_family_color(data),
         opacity=alt.condition("datum.status == 'reference'", alt.value(0.45), alt.value(0.95)),
         tooltip=_tooltip(data, ["label"]),
@@ -415,7 +420,7 @@ def size_chart(df, value: str = "size_mb", *, title: str | None = None, width: i
     labels = alt.Chart(data).mark_text(align="left", dx=3, fontSize=10).encode(
         y=y, x=f"{value}:Q", text=alt.Text(f"{value}:Q", format=fmt))
     chart = alt.layer(bars, labels).properties(width=width, height=alt.Step(22),
-                                               title=title or TITLES.get(value, value))
+                                               title=title or axis_title(value))
     return _themed(chart)
 
 

@@ -16,6 +16,7 @@ import html
 import math
 from typing import Any, Callable
 
+from optlab.study.columns import column
 from optlab.views.rendering import is_headless, jupyter_chart, picture_bundle, svg_img, widget_bundle
 
 __all__ = ["TradeoffExplorer", "LiveChart", "is_headless"]
@@ -60,45 +61,48 @@ def _number(row, column: str) -> float:
     return value
 
 
-def _figure(row, column: str, fmt: str, low: str | None = None, high: str | None = None) -> str | None:
-    """`value [low, high]` with the 95% interval when the row has one; None when not measured."""
-    value = _number(row, column)
-    if math.isnan(value):
+def _figure(row, name: str) -> str | None:
+    """`value [low, high]` with the 95% interval when the row has one; None when not measured
+    (inf included: a figure that could not be had is left out, never printed as inf)."""
+    value = _number(row, name)
+    if not math.isfinite(value):
         return None
-    text = fmt.format(value)
-    if low and high and not (math.isnan(_number(row, low)) or math.isnan(_number(row, high))):
-        text += f" [{fmt.format(_number(row, low))}, {fmt.format(_number(row, high))}]"
+    found = column(name)
+    text = found.format(value)
+    low, high = found.ci or (None, None)
+    if low and high and math.isfinite(_number(row, low)) and math.isfinite(_number(row, high)):
+        text += f" [{found.format(_number(row, low))}, {found.format(_number(row, high))}]"
     return text
 
 
-# (label, column, format, interval low, interval high): the handful a person wants for one candidate
-DETAILS = (
-    ("p50 ms [95% CI]", "p50_ms", "{:.3f}", "p50_ci_low_ms", "p50_ci_high_ms"),
-    ("p95 ms", "p95_ms", "{:.3f}", None, None),
-    ("p99 ms [95% CI]", "p99_ms", "{:.3f}", "p99_ci_low_ms", "p99_ci_high_ms"),
-    ("throughput (/s)", "throughput_per_s", "{:,.0f}", None, None),
-    ("size (MB)", "size_mb", "{:.3f}", None, None),
-    ("peak memory (MB)", "peak_rss_mb", "{:.1f}", None, None),
-    ("quality", "quality", "{:.4f}", None, None),
-    ("drop [95% CI]", "quality_drop", "{:+.4f}", "quality_drop_ci_low", "quality_drop_ci_high"),
-    ("agreement", "agreement", "{:.4f}", None, None),
-    ("cost per 1M ($)", "cost_per_1m_usd", "{:,.4f}", None, None),
-)
+# The handful of figures a person wants for one candidate; labels and formats from optlab.study.columns.
+DETAILS = ("p50_ms", "p95_ms", "p99_ms", "throughput_per_s", "throughput_at_sla_per_s", "size_mb", "peak_rss_mb",
+           "quality", "quality_drop", "agreement", "cost_per_1m_usd")
+
+
+def _detail_label(name: str, row: dict[str, Any]) -> str:
+    found = column(name)
+    low, high = found.ci or (None, None)
+    with_ci = bool(low) and math.isfinite(_number(row, low)) and math.isfinite(_number(row, high))
+    return found.header + (" [95% CI]" if with_ci else "")
 
 
 def details_html(row: dict[str, Any]) -> str:
     """One candidate's figures as a short table in a bounded-height box (what a click shows)."""
     name = html.escape(str(row.get("candidate")))
     lines = []
-    for label, column, fmt, low, high in DETAILS:
-        text = _figure(row, column, fmt, low, high)
+    for figure in DETAILS:
+        text = _figure(row, figure)
         if text is not None:
-            lines.append((label, text))
+            lines.append((_detail_label(figure, row), text))
     what = " · ".join(str(row[k]) for k in ("family", "runtime", "device", "status")
                       if row.get(k) is not None and str(row.get(k)) not in ("", "nan"))
-    for label, column in (("metric", "metric"), ("error", "error"), ("notes", "notes")):
-        value = row.get(column)
-        if value is not None and str(value) not in ("", "nan", "None"):
+    if row.get("noisy") is True:
+        what += " · noisy (measured while the machine was busy)"
+    for label, key in (("recipe", "recipe"), ("metric", "metric"), ("error", "error"), ("notes", "notes")):
+        value = row.get(key)
+        if value is not None and str(value) not in ("", "nan", "None") and not (key == "recipe" and value == row.get(
+                "candidate")):
             text = str(value)
             lines.append((label, text if len(text) <= 240 else text[:237] + "..."))
     cell = "padding:1px 6px 1px 0;line-height:1.3;vertical-align:top;text-align:left"

@@ -72,7 +72,7 @@ def test_clicking_a_point_shows_its_details(explorer):
     explorer.jchart._vl_selections = {SELECTION: {"value": {"vlPoint": {"or": [{"candidate": "prune-0.5"}]}},
                                                   "store": []}}
     details = explorer.details.value
-    assert "<b>prune-0.5</b>" in details and "p99 ms" in details and "drop [95% CI]" in details
+    assert "<b>prune-0.5</b>" in details and "p99 (ms)" in details and "quality drop [95% CI]" in details
     assert details.count("<tr>") <= 14  # a handful of figures, not every column
     assert "max-height:" in details  # a bounded box: a click never makes the explorer grow without limit
     assert "fingerprint" not in details and "recipe_json" not in details
