@@ -199,7 +199,7 @@ def baseline_quality(df) -> float | None:
 def pareto_chart(df, x: str = "p99_ms", y: str = "quality", *, max_p99_ms: float | None = None,
                  max_quality_drop: float | None = None, recommended: str | None = None,
                  frontier: bool = True, title: str | None = None, width: int = 460,
-                 height: int = 300):
+                 height: int = 300, log_x: bool | None = None):
     """Quality against speed: one point per candidate, coloured by family, sized by
     size_mb, the Pareto frontier as a dashed line, the SLA region shaded, points outside
     the SLA faded and the recommended candidate ringed. SLA limits and the recommended
