@@ -91,12 +91,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("p99_ms", "p99 latency", "ms", "{:.3f}", ".3f", "~g", 3, False, ("p99_ci_low_ms", "p99_ci_high_ms"),
            short="p99", log=True),
     Column("latency_ms", "latency", "ms", "{:.3f}", ".3f", "~g", 3, False, log=True),
-    Column("throughput_per_s", "throughput", "predictions/s", "{:,.0f}", ",.0f", "~s", 0, True, short="throughput"),
-    Column("throughput_at_sla_per_s", "throughput at the SLA, served", "requests/s", "{:,.0f}", ",.0f", "~s", 0,
+    Column("throughput_per_s", "throughput", "predictions/s", "{:,.0f}", ",.0f", ",~f", 0, True, short="throughput"),
+    Column("throughput_at_sla_per_s", "throughput at the SLA, served", "requests/s", "{:,.0f}", ",.0f", ",~f", 0,
            True, short="served at SLA"),
     Column("size_mb", "size", "MB", "{:.3f}", ".3f", "~g", 3, False),
-    Column("peak_rss_mb", "peak memory", "MB", "{:.1f}", ".1f", "~s", 1, False),
-    Column("cold_start_ms", "cold start", "ms", "{:,.1f}", ",.1f", "~s", 1, False),
+    Column("peak_rss_mb", "peak memory", "MB", "{:.1f}", ".1f", ",~f", 1, False),
+    Column("cold_start_ms", "cold start", "ms", "{:,.1f}", ",.1f", ",~f", 1, False),
     Column("quality", "quality", "", "{:.4f}", ".4f", "~g", 4, PER_METRIC),
     Column("quality_drop", "quality drop vs baseline", "", "{:+.4f}", "+.4f", "~g", 4, False,
            ("quality_drop_ci_low", "quality_drop_ci_high"), short="quality drop"),
@@ -105,8 +105,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("cost_per_1m_usd", "cost per 1M predictions", "$", "{:,.4f}", ",.4f", "~g", 4, False, short="cost per 1M"),
     Column("batch_size", "batch size", "", "{:d}", "d", "d", 0, None),
     Column("threads", "threads", "", "{:d}", "d", "d", 0, None),
-    Column("offered_per_s", "offered load", "requests/s", "{:,.0f}", ",.0f", "~s", 0, None, short="offered"),
-    Column("achieved_per_s", "achieved", "requests/s", "{:,.0f}", ",.0f", "~s", 0, True),
+    Column("offered_per_s", "offered load", "requests/s", "{:,.0f}", ",.0f", ",~f", 0, None, short="offered"),
+    Column("achieved_per_s", "achieved", "requests/s", "{:,.0f}", ",.0f", ",~f", 0, True),
 )
 
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}

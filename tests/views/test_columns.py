@@ -46,7 +46,7 @@ def test_every_shown_column_has_exactly_one_entry(view):
 
 
 def test_every_field_a_chart_draws_has_one_entry():
-    helpers = {"label", "short_label", "mark_size_mb", "x_offset", "y_offset", "share", "rank", "n"}
+    helpers = set(plots.CHART_FIELDS)
     df = results_frame()
     charts = [plots.pareto_chart(df, max_p99_ms=2.6, max_quality_drop=0.03, recommended="ort-int8"),
               plots.pareto_chart(df, x="throughput_per_s"), plots.size_chart(df)]
