@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from optlab.recipes.recipe import Compile, Distill, Prune, Quantize
 from optlab.study.costs import DEFAULT_UTILISATION, with_costs
 from optlab.study.frontier import OBJECTIVES, Recommendation, recommend
 from optlab.views.plots import drawable
@@ -129,3 +130,26 @@ def frame(records: dict[str, dict]):
     import pandas as pd
 
     return pd.DataFrame(list(records.values()))
+
+
+def recipes_for(techniques, *, bits: int = 8, calibration: str = "dynamic", sparsity: float = 0.5,
+                structured: bool = False, temperature: float = 4.0) -> list:
+    """The recipes the explorer's experiment controls describe, one per chosen technique."""
+    out = []
+    for technique in techniques:
+        if technique == "quantize":
+            if bits == 16:
+                out.append(Quantize("bf16", runtime="torch"))
+            elif bits == 4:
+                out.append(Quantize("weight-only-int4", runtime="inc"))
+            elif calibration == "dynamic":
+                out.append(Quantize("dynamic-int8", runtime="onnxruntime"))
+            else:
+                out.append(Quantize("static-int8", runtime="onnxruntime", calibration=calibration))
+        elif technique == "prune":
+            out.append(Prune(sparsity=round(float(sparsity), 4), structured=structured))
+        elif technique == "distill":
+            out.append(Distill(temperature=float(temperature)))
+        elif technique == "compile":
+            out.append(Compile(runtime="onnxruntime"))
+    return out

@@ -16,7 +16,7 @@ import html
 from typing import Any, Callable
 
 from optlab.views.details import DETAILS, DETAILS_MAX_HEIGHT_PX, details_html
-from optlab.views.explore import ExplorerState, explore, frame, merge_rows
+from optlab.views.explore import ExplorerState, explore, frame, merge_rows, recipes_for
 from optlab.views.live import LiveChart
 from optlab.views.rendering import is_headless, jupyter_chart, static_bundle, widget_bundle
 
@@ -29,7 +29,7 @@ SERVED_X = "throughput_at_sla_per_s"  # from Study.serve: requests/s a served ca
 X_AXES = (("p99 latency", "p99_ms"), ("throughput", "throughput_per_s"), ("served at SLA", SERVED_X))
 # Controls are sized so nothing clips at 1280x800 or 1440x900: descriptions get a fixed width that
 # holds their words, inputs keep room for their numbers, and rows wrap instead of running past the cell.
-VIEW_LABEL_PX, VIEW_WIDTH_PX = 150, 250
+VIEW_LABEL_PX, VIEW_WIDTH_PX = 190, 340  # "max quality drop (0: none)" took 174 px in Chromium
 EXPERIMENT_LABEL_PX, EXPERIMENT_WIDTH_PX = 90, 300
 
 
@@ -129,13 +129,12 @@ class TradeoffExplorer:
         self.objective = w.Dropdown(options=list(OBJECTIVES), value=objective, description="optimise", style=style,
                                     layout=layout)
         axes = [label_value for label_value in X_AXES if label_value[1] != SERVED_X]
-        self.x_axis = w.ToggleButtons(options=axes, value=x if x in ("p99_ms", "throughput_per_s") else "p99_ms",
-                                      description="x axis", style={**style, "button_width": "110px"},
-                                      layout=w.Layout(max_width="100%"))
+        self.x_axis = w.Dropdown(options=axes, value=x if x in ("p99_ms", "throughput_per_s") else "p99_ms",
+                                 description="x axis", style=style, layout=layout)
         self._x_custom = x if x not in [value for _, value in X_AXES] else None
         self._x_wanted = x if x == SERVED_X else None  # chosen once the study has served figures
         self.log_x = w.Checkbox(value=True, description="log latency axis", indent=False,
-                                layout=w.Layout(width="160px"))
+                                layout=w.Layout(width="200px", margin=f"0 0 0 {VIEW_LABEL_PX + 6}px"))
         self.families = w.SelectMultiple(options=[], description="families", rows=4, style=style, layout=layout)
         self.views = (self.max_p99_ms, self.max_quality_drop, self.price_per_hour, self.objective,
                       self.x_axis, self.families, self.log_x)
@@ -153,7 +152,7 @@ class TradeoffExplorer:
         self.sparsity = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="sparsity", style=style,
                                       layout=wide)
         self.structured = w.Checkbox(value=False, description="structured pruning", indent=False,
-                                     layout=w.Layout(width="170px"))
+                                     layout=w.Layout(width="200px", margin=f"0 0 0 {EXPERIMENT_LABEL_PX + 6}px"))
         self.temperature = w.FloatSlider(value=4.0, min=1.0, max=10.0, step=0.5, description="temperature",
                                          style=style, layout=wide)
         self.run_button = w.Button(description="Run", button_style="primary", icon="play",
@@ -306,27 +305,9 @@ class TradeoffExplorer:
     # -- experiments --------------------------------------------------------------------------
     def chosen_recipes(self) -> list:
         """The recipes the experiment controls describe, one per selected technique."""
-        from optlab.recipes.recipe import Compile, Distill, Prune, Quantize
-
-        out = []
-        for technique in self.techniques.value:
-            if technique == "quantize":
-                bits, calibration = self.bits.value, self.calibration.value
-                if bits == 16:
-                    out.append(Quantize("bf16", runtime="torch"))
-                elif bits == 4:
-                    out.append(Quantize("weight-only-int4", runtime="inc"))
-                elif calibration == "dynamic":
-                    out.append(Quantize("dynamic-int8", runtime="onnxruntime"))
-                else:
-                    out.append(Quantize("static-int8", runtime="onnxruntime", calibration=calibration))
-            elif technique == "prune":
-                out.append(Prune(sparsity=round(float(self.sparsity.value), 4), structured=self.structured.value))
-            elif technique == "distill":
-                out.append(Distill(temperature=float(self.temperature.value)))
-            elif technique == "compile":
-                out.append(Compile(runtime="onnxruntime"))
-        return out
+        return recipes_for(self.techniques.value, bits=self.bits.value, calibration=self.calibration.value,
+                           sparsity=self.sparsity.value, structured=self.structured.value,
+                           temperature=self.temperature.value)
 
     def _set_busy(self, busy: bool) -> None:
         for control in (*self.experiments, *self.views):
@@ -374,13 +355,12 @@ class TradeoffExplorer:
     def _layout(self):
         import ipywidgets as w
 
-        views = w.VBox([w.HTML("<b>Views</b> (re-rank measured results)"),
-                        _wrap([self.max_p99_ms, self.max_quality_drop]),
-                        _wrap([self.price_per_hour, self.objective]), _wrap([self.x_axis, self.log_x]),
-                        self.families], layout=w.Layout(margin="0 24px 0 0", max_width="100%"))
+        views = w.VBox([w.HTML("<b>Views</b> (re-rank measured results)"), self.max_p99_ms, self.max_quality_drop,
+                        self.price_per_hour, self.objective, self.x_axis, self.log_x, self.families],
+                       layout=w.Layout(margin="0 24px 0 0", max_width="100%"))
         experiments = w.VBox([w.HTML("<b>Experiments</b> (build and measure on Run)"),
                               _wrap([self.techniques, w.VBox([self.bits, self.calibration])]),
-                              _wrap([self.sparsity, self.structured]), self.temperature,
+                              self.sparsity, self.structured, self.temperature,
                               _wrap([self.run_button, self.progress]), self.status],
                              layout=w.Layout(max_width="100%"))
         return w.VBox([_wrap([views, experiments]), self.recommendation_html,

@@ -269,3 +269,21 @@ def test_headless_display_updates_in_place_as_rows_arrive(study, monkeypatch):
     assert Handle.bundles and recipe.name in Handle.bundles[-1]["text/plain"]
     assert "image/png" in Handle.bundles[-1] and "<img" in Handle.bundles[-1]["text/html"]
     explorer.close()
+
+
+def test_controls_leave_room_for_their_words_and_rows_wrap(explorer):
+    """No clipped description ("max quality drop" read "0." and "temperat..." at 1440x900): each
+    description fits its fixed width at ~7 px a character, inputs keep >= 100 px, rows wrap."""
+    controls = [*explorer.views, *explorer.experiments, explorer.progress]
+    for control in controls:
+        words = getattr(control, "description", "")
+        label = str(getattr(control.style, "description_width", ""))
+        if not words or not label.endswith("px"):  # buttons and checkboxes size to their words
+            continue
+        label_px = int(label.removesuffix("px"))
+        assert len(words) * 7 <= label_px, f"{words!r} needs more than {label_px}px"
+        width = str(control.layout.width or "")
+        if width.endswith("px"):
+            assert int(width.removesuffix("px")) - label_px >= 100, f"{words!r}: the input is too narrow"
+    rows = [explorer.widget.children[0], explorer.widget.children[-1]]
+    assert all(row.layout.flex_flow == "row wrap" for row in rows)
