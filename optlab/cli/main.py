@@ -351,12 +351,10 @@ def _validate_study(args) -> list:
 def _cmd_study(args) -> int:
     recipes = _validate_study(args)
 
-    import pandas as pd
-
     from optlab.instruments.latency import Workload
     from optlab.study.store import IncompatibleStore, OtherStudyFolder, StoreBusy
     from optlab.study.study import Study
-    from optlab.views.report import headline_table, write_report
+    from optlab.views.report import console_table, write_report
 
     model = Path(args.model)
     try:
@@ -401,8 +399,7 @@ def _cmd_study(args) -> int:
 
     if args.text_inputs is not None:
         _print_text_notes(baseline)
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
-        print(headline_table(results).to_string(index=False))
+    print(console_table(results))
     _print_failures(results)
     print(f"\n{explanation}\n")
     if missing:

@@ -12,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from optlab.study.columns import higher_is_better_names
+
 # objective -> (column, "min"|"max", words)
-HIGHER_IS_BETTER = ("throughput_per_s", "throughput_at_sla_per_s")  # objective columns ranked "max"
+HIGHER_IS_BETTER = higher_is_better_names()  # columns ranked "max", from the one Column table
 OBJECTIVES: dict[str, tuple[str, str, str]] = {
     "cost": ("cost_per_1m_usd", "min", "cost per 1M predictions"),
     "latency": ("p99_ms", "min", "p99 latency"),

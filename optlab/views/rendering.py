@@ -19,7 +19,9 @@ Headless (papermill, nbconvert, nbval, no kernel) there is no widget: the pictur
 from __future__ import annotations
 
 import base64
+import html
 import os
+import re
 from typing import Any
 
 RENDERER = "optlab"
@@ -93,6 +95,24 @@ def picture_bundle(chart_or_spec) -> dict[str, Any]:
     title = spec.get("title")
     title = title.get("text") if isinstance(title, dict) else title
     return {"image/png": png, SPEC_MIMETYPE: spec, "text/plain": f"<optlab chart: {title or 'untitled'}>"}
+
+
+def static_bundle(chart, table, heading: str = "") -> dict[str, Any]:
+    """A bundle every notebook viewer can show with no JavaScript: the chart as an embedded
+    SVG plus a table (text/html), the chart's PNG and Vega-Lite v6 spec, and plain text."""
+    from optlab.views.report import table_html
+
+    # prices carry "$": without these classes JupyterLab's MathJax (v2 / v3 names) typesets text between pairs
+    body = f'<div class="tex2jax_ignore mathjax_ignore">{heading}{svg_img(chart)}{table_html(table)}</div>'
+    return {
+        **picture_bundle(chart),
+        "text/html": body,
+        "text/plain": f"{heading and html.unescape(_strip_tags(heading))}\n{table.to_string(max_rows=40)}",
+    }
+
+
+def _strip_tags(text: str) -> str:
+    return re.sub(r"<[^>]+>", "", text)
 
 
 def enable_offline_widgets() -> None:

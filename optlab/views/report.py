@@ -12,27 +12,27 @@ import platform
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
+from optlab.study.columns import column
+
 DEFAULT_SLA = {"max_p99_ms": None, "max_quality_drop": 0.01, "objective": "cost"}
 
-# column -> (header with unit, python format)
-HEADLINE: dict[str, tuple[str, str]] = {
-    "candidate": ("candidate", "{}"),
-    "p50_ms": ("p50 (ms)", "{:.3f}"),
-    "p99_ms": ("p99 (ms)", "{:.3f}"),
-    "throughput_per_s": ("throughput (/s)", "{:,.0f}"),
-    "size_mb": ("size (MB)", "{:.3f}"),
-    "quality": ("quality", "{:.4f}"),
-    "quality_drop": ("drop", "{:+.4f}"),
-    "agreement": ("agreement", "{:.4f}"),
-    "cost_per_1m_usd": ("cost per 1M ($)", "{:,.4f}"),
-}
-FULL_EXTRA: dict[str, tuple[str, str]] = {
-    "family": ("family", "{}"), "runtime": ("runtime", "{}"), "device": ("device", "{}"),
-    "status": ("status", "{}"), "p95_ms": ("p95 (ms)", "{:.3f}"), "peak_rss_mb": ("peak RSS (MB)", "{:.1f}"),
-    "cold_start_ms": ("cold start (ms)", "{:,.1f}"), "metric": ("metric", "{}"),
-    "quality_drop_ci_low": ("drop CI low", "{:+.4f}"), "quality_drop_ci_high": ("drop CI high", "{:+.4f}"),
-    "error": ("error", "{}"),
-}
+# The compact table's columns and the full table's extra ones; headers, formats and digits come
+# from optlab.study.columns (one vocabulary for every view).
+HEADLINE_COLUMNS = ("candidate", "p50_ms", "p99_ms", "throughput_per_s", "size_mb", "quality", "quality_drop",
+                    "agreement", "cost_per_1m_usd")
+FULL_EXTRA_COLUMNS = ("family", "runtime", "device", "status", "noisy", "p95_ms", "peak_rss_mb", "cold_start_ms",
+                      "metric", "quality_drop_ci_low", "quality_drop_ci_high", "error")
+
+
+def _header_and_format(names) -> dict[str, tuple[str, str]]:
+    return {name: (column(name).header, column(name).fmt) for name in names}
+
+
+# column -> (header with unit, python format): derived, kept under their old names for callers
+HEADLINE: dict[str, tuple[str, str]] = _header_and_format(HEADLINE_COLUMNS)
+FULL_EXTRA: dict[str, tuple[str, str]] = _header_and_format(FULL_EXTRA_COLUMNS)
 ENVIRONMENT_COLUMNS = ("cpu_model", "cpu_flags", "cores", "logical_cores", "device", "gpu_name", "torch_version",
                        "onnxruntime_version", "python_version", "platform")
 
@@ -46,25 +46,47 @@ def headline_table(df):
     from optlab.views.plots import drawable
 
     if df is None or len(df) == 0:
-        return pd.DataFrame(columns=list(HEADLINE))
+        return pd.DataFrame(columns=list(HEADLINE_COLUMNS))
     rows = drawable(df)
-    columns = [c for c in HEADLINE if c in rows.columns]
+    columns = [c for c in HEADLINE_COLUMNS if c in rows.columns]
     if "candidate" not in columns:
         raise ValueError("headline_table needs a 'candidate' column; pass a Study's `.results`.")
     if (rows["status"] == "reference").any():
         columns.append("status")
+    if "noisy" in rows.columns and rows["noisy"].fillna(False).astype(bool).any():
+        columns.append("noisy")  # a figure measured on a busy machine says so wherever it is shown
     out = rows[columns].copy()
-    digits = {"p50_ms": 3, "p99_ms": 3, "throughput_per_s": 0, "size_mb": 3, "quality": 4, "quality_drop": 4,
-              "agreement": 4, "cost_per_1m_usd": 4}
-    for column, n in digits.items():
-        if column in out.columns:
-            out[column] = pd.to_numeric(out[column], errors="coerce").round(n)
+    for name in columns:
+        digits = column(name).digits
+        if digits is not None:
+            numbers = pd.to_numeric(out[name], errors="coerce")
+            out[name] = numbers.where(np.isfinite(numbers)).round(digits)  # inf is "not available", never shown
     return out.reset_index(drop=True)
+
+
+def console_table(df) -> str:
+    """The headline table as text for a terminal (the CLI prints it): headers with units and
+    numbers formatted from the Column table; a missing figure prints as "-"."""
+    table = headline_table(df)
+    if len(table) == 0:
+        return "(no results)"
+    headers = [column(name).header for name in table.columns]
+    cells = [[column(name).format(value) or "-" for name, value in row.items()] for _, row in table.iterrows()]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    left = [not column(name).numeric for name in table.columns]
+
+    def line(values):
+        padded = (v.ljust(w) if lft else v.rjust(w) for v, w, lft in zip(values, widths, left, strict=True))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in cells)])
 
 
 def _cell(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, float) and math.isinf(value):
+        return "not available"
     try:
         import pandas as pd
 
@@ -88,8 +110,8 @@ def table_html(df, *, index: bool = False, formats: Mapping[str, tuple[str, str]
     parts.append("</tr></thead><tbody>")
     for key, row in df.iterrows():
         cells = [f"<th>{html.escape(str(key))}</th>"] if index else []
-        for column, value in row.items():
-            fmt = formats.get(str(column), (None, "{}"))[1]
+        for name, value in row.items():
+            fmt = formats.get(str(name), (None, "{}"))[1]
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
             cells.append(f'<td{" class=num" if numeric else ""}>{_cell(value, fmt)}</td>')
         parts.append("<tr>" + "".join(cells) + "</tr>")
@@ -122,11 +144,11 @@ def _environment(frames: dict[str, Any], given: Mapping[str, Any] | None) -> dic
     env: dict[str, Any] = {}
     for frame in frames.values():
         ok = frame[frame["status"] != "reference"] if "status" in frame.columns else frame
-        for column in ENVIRONMENT_COLUMNS:
-            if column in ok.columns and column not in env:
-                values = ok[column].dropna()
+        for name in ENVIRONMENT_COLUMNS:
+            if name in ok.columns and name not in env:
+                values = ok[name].dropna()
                 if len(values):
-                    env[column] = values.iloc[0]
+                    env[name] = values.iloc[0]
     if not env:
         try:
             from optlab.instruments.environment import environment
@@ -219,7 +241,7 @@ def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report"
         combined.append(frame.assign(study=name))
     if combined:
         table = pd.concat(combined, ignore_index=True)
-        columns = ["study", *[c for c in [*HEADLINE, *FULL_EXTRA] if c in table.columns]]
+        columns = ["study", *[c for c in [*HEADLINE_COLUMNS, *FULL_EXTRA_COLUMNS] if c in table.columns]]
         body.append("<h2>All candidates</h2>")
         body.append(table_html(table[columns]))
     if timings is not None and len(timings):

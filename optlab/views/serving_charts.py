@@ -7,7 +7,7 @@ SLA as a rule), `throughput_at_sla` draws `sla.search_configs` rows (or any fram
 """
 from __future__ import annotations
 
-from optlab.views.plots import _require, _themed
+from optlab.views.plots import _position, _require, _themed
 
 
 def latency_vs_load(curve, *, max_p99_ms: float | None = None, label: str = "label"):
@@ -19,8 +19,8 @@ def latency_vs_load(curve, *, max_p99_ms: float | None = None, label: str = "lab
     frame = curve.copy()
     frame["flagged"] = frame.get("below_half_headroom", True).eq(False) if "below_half_headroom" in frame else False
     base = alt.Chart(frame).encode(
-        x=alt.X("offered_per_s:Q", scale=alt.Scale(type="log"), title="offered load (requests/s)"),
-        y=alt.Y("p99_ms:Q", scale=alt.Scale(type="log"), title="p99 latency (ms)"),
+        x=_position("X", "offered_per_s", alt.Scale(type="log")),
+        y=_position("Y", "p99_ms", alt.Scale(type="log")),
         color=alt.Color(f"{label}:N", title="policy"),
         tooltip=[c for c in (label, "offered_per_s", "achieved_per_s", "p50_ms", "p99_ms", "shed", "stopped_early")
                  if c in frame.columns])
@@ -40,7 +40,7 @@ def throughput_at_sla(frame, *, label: str = "policy"):
     _require(frame, [label, "throughput_at_sla_per_s"], "throughput_at_sla")
     data = frame[[c for c in frame.columns if c != "curve"]].dropna(subset=["throughput_at_sla_per_s"])
     chart = alt.Chart(data).mark_bar().encode(
-        x=alt.X("throughput_at_sla_per_s:Q", title="throughput at the SLA (requests/s)"),
+        x=_position("X", "throughput_at_sla_per_s", alt.Scale()),
         y=alt.Y(f"{label}:N", sort="-x", title=None),
         tooltip=[c for c in (label, "throughput_at_sla_per_s", "p99_at_sla_load_ms", "workers", "note")
                  if c in data.columns])
@@ -53,7 +53,7 @@ def burst_timeline(series, *, max_p99_ms: float | None = None):
 
     _require(series, ["time_s", "p99_ms", "shed", "sent"], "burst_timeline")
     top = alt.Chart(series).mark_line(point=True).encode(
-        x=alt.X("time_s:Q", title="time (s)"), y=alt.Y("p99_ms:Q", title="p99 latency (ms)"),
+        x=alt.X("time_s:Q", title="time (s)"), y=_position("Y", "p99_ms", alt.Scale()),
         tooltip=["time_s", "sent", "ok", "shed", "p99_ms"])
     if max_p99_ms is not None:
         top = top + alt.Chart({"values": [{"sla": max_p99_ms}]}).mark_rule(
@@ -72,9 +72,8 @@ def cache_effect(frame, *, label: str = "label"):
     _require(frame, [label, "p99_ms", "achieved_per_s"], "cache_effect")
     tooltip = [c for c in (label, "p99_ms", "achieved_per_s", "cache_hit_rate", "cache_bytes_used") if c in frame]
     bars = alt.Chart(frame[[c for c in frame.columns if c in tooltip]]).mark_bar()
-    p99 = bars.encode(x=alt.X("p99_ms:Q", title="p99 latency (ms)"), y=alt.Y(f"{label}:N", title=None),
-                      tooltip=tooltip)
-    throughput = bars.encode(x=alt.X("achieved_per_s:Q", title="achieved (requests/s)"),
+    p99 = bars.encode(x=_position("X", "p99_ms", alt.Scale()), y=alt.Y(f"{label}:N", title=None), tooltip=tooltip)
+    throughput = bars.encode(x=_position("X", "achieved_per_s", alt.Scale()),
                              y=alt.Y(f"{label}:N", title=None), tooltip=tooltip)
     return _themed(alt.hconcat(p99.properties(width=220), throughput.properties(width=220),
                                title="what the cache changes"))

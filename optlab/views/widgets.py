@@ -13,187 +13,156 @@ static chart and a table instead.
 from __future__ import annotations
 
 import html
-import math
 from typing import Any, Callable
 
-from optlab.views.rendering import is_headless, jupyter_chart, picture_bundle, svg_img, widget_bundle
+from optlab.views.details import DETAILS, DETAILS_MAX_HEIGHT_PX, details_html
+from optlab.views.explore import ExplorerState, explore, frame, merge_rows, recipes_for
+from optlab.views.live import LiveChart
+from optlab.views.rendering import is_headless, jupyter_chart, static_bundle, widget_bundle
 
-__all__ = ["TradeoffExplorer", "LiveChart", "is_headless"]
+__all__ = ["TradeoffExplorer", "LiveChart", "ExplorerState", "explore", "details_html", "DETAILS", "is_headless"]
 
 TECHNIQUES = ("quantize", "prune", "distill", "compile")
 CALIBRATIONS = ("dynamic", "minmax", "entropy", "percentile")
 BITS = (16, 8, 4)
 SERVED_X = "throughput_at_sla_per_s"  # from Study.serve: requests/s a served candidate sustains within the SLA
 X_AXES = (("p99 latency", "p99_ms"), ("throughput", "throughput_per_s"), ("served at SLA", SERVED_X))
-DETAILS_MAX_HEIGHT_PX = 300  # the details pane scrolls past this; the explorer stays <= 900 px tall
+# Controls are sized so nothing clips at 1280x800 or 1440x900: descriptions get a fixed width that
+# holds their words, inputs keep room for their numbers, and rows wrap instead of running past the cell.
+VIEW_LABEL_PX, VIEW_WIDTH_PX = 190, 340  # "max quality drop (0: none)" took 174 px in Chromium
+EXPERIMENT_LABEL_PX, EXPERIMENT_WIDTH_PX = 90, 300
 
 
 def _results(source) -> Any:
     return source.results if hasattr(source, "results") else source
 
 
-def _static_bundle(chart, table, heading: str = "") -> dict[str, Any]:
-    """A bundle every notebook viewer can show with no JavaScript: the chart as an embedded
-    SVG plus a table (text/html), the chart's PNG and Vega-Lite v6 spec, and plain text."""
-    from optlab.views.report import table_html
-
-    # prices carry "$": without these classes JupyterLab's MathJax (v2 / v3 names) typesets text between pairs
-    body = f'<div class="tex2jax_ignore mathjax_ignore">{heading}{svg_img(chart)}{table_html(table)}</div>'
-    return {
-        **picture_bundle(chart),
-        "text/html": body,
-        "text/plain": f"{heading and html.unescape(_strip_tags(heading))}\n{table.to_string(max_rows=40)}",
-    }
+def _style(label_px: int) -> dict[str, str]:
+    return {"description_width": f"{label_px}px"}
 
 
-def _strip_tags(text: str) -> str:
-    import re
+def _layout(width_px: int):
+    import ipywidgets as w
 
-    return re.sub(r"<[^>]+>", "", text)
-
-
-def _number(row, column: str) -> float:
-    try:
-        value = float(row.get(column))
-    except (TypeError, ValueError):
-        return math.nan
-    return value
+    return w.Layout(width=f"{width_px}px", max_width="100%")
 
 
-def _figure(row, column: str, fmt: str, low: str | None = None, high: str | None = None) -> str | None:
-    """`value [low, high]` with the 95% interval when the row has one; None when not measured."""
-    value = _number(row, column)
-    if math.isnan(value):
-        return None
-    text = fmt.format(value)
-    if low and high and not (math.isnan(_number(row, low)) or math.isnan(_number(row, high))):
-        text += f" [{fmt.format(_number(row, low))}, {fmt.format(_number(row, high))}]"
-    return text
+def _wrap(children, **layout):
+    """A row that wraps onto the next line when the cell is narrow (never clips nor scrolls)."""
+    import ipywidgets as w
 
-
-# (label, column, format, interval low, interval high): the handful a person wants for one candidate
-DETAILS = (
-    ("p50 ms [95% CI]", "p50_ms", "{:.3f}", "p50_ci_low_ms", "p50_ci_high_ms"),
-    ("p95 ms", "p95_ms", "{:.3f}", None, None),
-    ("p99 ms [95% CI]", "p99_ms", "{:.3f}", "p99_ci_low_ms", "p99_ci_high_ms"),
-    ("throughput (/s)", "throughput_per_s", "{:,.0f}", None, None),
-    ("size (MB)", "size_mb", "{:.3f}", None, None),
-    ("peak memory (MB)", "peak_rss_mb", "{:.1f}", None, None),
-    ("quality", "quality", "{:.4f}", None, None),
-    ("drop [95% CI]", "quality_drop", "{:+.4f}", "quality_drop_ci_low", "quality_drop_ci_high"),
-    ("agreement", "agreement", "{:.4f}", None, None),
-    ("cost per 1M ($)", "cost_per_1m_usd", "{:,.4f}", None, None),
-)
-
-
-def details_html(row: dict[str, Any]) -> str:
-    """One candidate's figures as a short table in a bounded-height box (what a click shows)."""
-    name = html.escape(str(row.get("candidate")))
-    lines = []
-    for label, column, fmt, low, high in DETAILS:
-        text = _figure(row, column, fmt, low, high)
-        if text is not None:
-            lines.append((label, text))
-    what = " · ".join(str(row[k]) for k in ("family", "runtime", "device", "status")
-                      if row.get(k) is not None and str(row.get(k)) not in ("", "nan"))
-    for label, column in (("metric", "metric"), ("error", "error"), ("notes", "notes")):
-        value = row.get(column)
-        if value is not None and str(value) not in ("", "nan", "None"):
-            text = str(value)
-            lines.append((label, text if len(text) <= 240 else text[:237] + "..."))
-    cell = "padding:1px 6px 1px 0;line-height:1.3;vertical-align:top;text-align:left"
-    cells = "".join(f"<tr><th style='{cell};white-space:nowrap'>{html.escape(k)}</th>"
-                    f"<td style='{cell}'>{html.escape(v)}</td></tr>" for k, v in lines)
-    return (f'<div class="optlab-details" style="max-height:{DETAILS_MAX_HEIGHT_PX}px;overflow-y:auto;'
-            f'max-width:380px;font-size:12px"><b>{name}</b><br><small>{html.escape(what)}</small>'
-            f"<table style='border-collapse:collapse'>{cells}</table></div>")
+    return w.HBox(list(children), layout=w.Layout(flex_flow="row wrap", align_items="flex-start", **layout))
 
 
 class TradeoffExplorer:
     """A live Pareto chart with SLA / price / objective / family views, a recommendation, a
     details pane for the clicked point, and technique pickers with a Run button.
 
-    study: a Study (Run enabled) or a results DataFrame (views only). Built on a Study, the
-    explorer shows every row the study has and follows it (`study.subscribe`): each point
-    appears as it is measured, whether the study runs from the Run button, `study.run()` in
-    this or a later cell, or after `study.add(...)`. `close()` stops following.
-    State for code and tests: `.recommendation` (optlab.study.frontier.Recommendation or None),
-    `.chart_data` (the rows drawn, with `meets_sla` and `recommended` columns), `.chart`
-    (the altair chart) and `.jchart` (its JupyterChart).
+    study: a Study (Run enabled) or a results DataFrame (views only). The explorer keeps its own
+    copy of the rows: built on a Study it takes the study's rows once, then adds the rows each
+    study event carries (`study.subscribe`), so each point appears as it is measured, whether the
+    study runs from the Run button, `study.run()` in this or a later cell, or after
+    `study.add(...)`. It never changes the study: prices are applied to its copy.
+    run: what the Run button calls with the chosen recipes (default: `study.run(recipes=...)`);
+    rows it returns as a DataFrame are added too. `close()` stops following.
+    What is shown is `explore(rows, state)` (optlab.views.explore), a pure function of the rows
+    and `.state` (an ExplorerState). State for code and tests: `.recommendation`
+    (optlab.study.frontier.Recommendation or None), `.chart_data` (the rows drawn, with
+    `meets_sla` and `recommended` columns), `.chart` (the altair chart), `.jchart` (its JupyterChart).
     """
 
     def __init__(self, study, *, x: str = "p99_ms", y: str = "quality", max_p99_ms: float | None = None,
                  max_quality_drop: float | None = 0.01, objective: str = "cost",
-                 price_per_hour_usd: float | None = None, utilisation: float | None = None):
-        import ipywidgets as w
-
-        from optlab.study.frontier import OBJECTIVES
-
+                 price_per_hour_usd: float | None = None, utilisation: float | None = None,
+                 run: Callable[[list], Any] | None = None):
         self.study = study
-        self._has_runner = hasattr(study, "run") and hasattr(study, "subscribe")
-        price = getattr(getattr(study, "price", None), "price_per_hour_usd", None)
+        self._run = run or (getattr(study, "run", None) if hasattr(study, "subscribe") else None)
+        self._has_runner = callable(self._run)
+        self._records = merge_rows({}, self._initial_rows(study))
         self._utilisation = utilisation or getattr(study, "utilisation", None) or 0.5
-        style = {"description_width": "initial"}
-
-        # views
-        self.max_p99_ms = w.FloatText(value=float(max_p99_ms or 0.0), step=0.1, description="max p99 (ms, 0 = none)",
-                                      style=style, layout=w.Layout(width="230px"))
-        self.max_quality_drop = w.FloatText(value=float(max_quality_drop or 0.0), step=0.005,
-                                            description="max quality drop (0 = none)", style=style,
-                                            layout=w.Layout(width="250px"))
-        self.price_per_hour = w.FloatText(value=float(price_per_hour_usd or price or 0.10), step=0.05,
-                                          description="price $/hour", style=style, layout=w.Layout(width="180px"))
-        self.objective = w.Dropdown(options=list(OBJECTIVES), value=objective, description="optimise",
-                                    layout=w.Layout(width="200px"))
-        axes = [label_value for label_value in X_AXES if label_value[1] != SERVED_X]
-        self.x_axis = w.ToggleButtons(options=axes, value=x if x in ("p99_ms", "throughput_per_s") else "p99_ms")
-        self._x_custom = x if x not in [value for _, value in X_AXES] else None
-        self._x_wanted = x if x == SERVED_X else None  # chosen once the study has served figures
+        self._requests_per_s = getattr(study, "requests_per_s", None)
+        price = getattr(getattr(study, "price", None), "price_per_hour_usd", None)
         self.y = y
-        self.families = w.SelectMultiple(options=[], description="families", rows=4)
-        self.views = (self.max_p99_ms, self.max_quality_drop, self.price_per_hour, self.objective,
-                      self.x_axis, self.families)
-
-        # experiments
-        self.techniques = w.SelectMultiple(options=list(TECHNIQUES), value=("quantize",), description="techniques",
-                                           rows=4)
-        self.bits = w.Dropdown(options=list(BITS), value=8, description="bits")
-        self.calibration = w.Dropdown(options=list(CALIBRATIONS), value="dynamic", description="calibration")
-        self.sparsity = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="sparsity")
-        self.structured = w.Checkbox(value=False, description="structured pruning")
-        self.temperature = w.FloatSlider(value=4.0, min=1.0, max=10.0, step=0.5, description="temperature")
-        self.run_button = w.Button(description="Run", button_style="primary", icon="play",
-                                   disabled=not self._has_runner,
-                                   tooltip="build and measure the chosen candidates" if self._has_runner
-                                   else "pass a Study (not a DataFrame) to run experiments")
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="progress")
-        self.status = w.HTML()
-        self.experiments = (self.techniques, self.bits, self.calibration, self.sparsity, self.structured,
-                            self.temperature, self.run_button)
-
-        self.recommendation_html = w.HTML()
-        self.details = w.HTML("<i>click a point for its figures</i>",
-                              layout=w.Layout(max_height=f"{DETAILS_MAX_HEIGHT_PX + 20}px", overflow="hidden"))
+        self._make_views(x, max_p99_ms, max_quality_drop, objective, price_per_hour_usd or price or 0.10)
+        self._make_experiments()
+        self.recommendation_html = _html_widget()
+        self.details = _html_widget("<i>click a point for its figures</i>",
+                              max_height=f"{DETAILS_MAX_HEIGHT_PX + 20}px", overflow="hidden")
         self.recommendation = None
+        self._recommend_error: str | None = None
         self._handle = None  # the headless display, updated in place as rows arrive
         self.chart_data = None
-        self.chart = None
         self._chart_key = None
         self._sync_families()
         self.chart = self._build_chart()
         self.jchart = jupyter_chart(self.chart)
         self._watch_selection()
         self._refresh()
-
         for control in self.views:
             control.observe(self._on_view, names="value")
         self.run_button.on_click(self._on_run)
         self.widget = self._layout()
-        self._unsubscribe: Callable[[], None] | None = (
-            study.subscribe(self._on_event) if self._has_runner else None)
-        if self._has_runner:  # rows the study already has count as done
+        follows = hasattr(study, "subscribe")
+        self._unsubscribe: Callable[[], None] | None = study.subscribe(self._on_event) if follows else None
+        if follows:  # rows the study already has count as done
             self.progress.max = len(getattr(study, "recipes", ())) + 1
-            self.progress.value = min(len(_results(study).query("status != 'reference'")), self.progress.max)
+            local = self.rows.query("status != 'reference'") if "status" in self.rows.columns else self.rows
+            self.progress.value = min(len(local), self.progress.max)
+
+    @staticmethod
+    def _initial_rows(study) -> list[dict]:
+        df = _results(study)
+        return [] if df is None or len(df) == 0 else df.to_dict("records")
+
+    def _make_views(self, x, max_p99_ms, max_quality_drop, objective, price) -> None:
+        import ipywidgets as w
+
+        from optlab.study.frontier import OBJECTIVES
+
+        style, layout = _style(VIEW_LABEL_PX), _layout(VIEW_WIDTH_PX)
+        self.max_p99_ms = w.FloatText(value=float(max_p99_ms or 0.0), step=0.1, description="max p99 ms (0: none)",
+                                      style=style, layout=layout)
+        self.max_quality_drop = w.FloatText(value=float(max_quality_drop or 0.0), step=0.005,
+                                            description="max quality drop (0: none)", style=style, layout=layout)
+        self.price_per_hour = w.FloatText(value=float(price), step=0.05, description="price $/hour", style=style,
+                                          layout=layout)
+        self.objective = w.Dropdown(options=list(OBJECTIVES), value=objective, description="optimise", style=style,
+                                    layout=layout)
+        axes = [label_value for label_value in X_AXES if label_value[1] != SERVED_X]
+        self.x_axis = w.Dropdown(options=axes, value=x if x in ("p99_ms", "throughput_per_s") else "p99_ms",
+                                 description="x axis", style=style, layout=layout)
+        self._x_custom = x if x not in [value for _, value in X_AXES] else None
+        self._x_wanted = x if x == SERVED_X else None  # chosen once the study has served figures
+        self.log_x = w.Checkbox(value=True, description="log latency axis", indent=False,
+                                layout=w.Layout(width="200px", margin=f"0 0 0 {VIEW_LABEL_PX + 6}px"))
+        self.families = w.SelectMultiple(options=[], description="families", rows=4, style=style, layout=layout)
+        self.views = (self.max_p99_ms, self.max_quality_drop, self.price_per_hour, self.objective,
+                      self.x_axis, self.families, self.log_x)
+
+    def _make_experiments(self) -> None:
+        import ipywidgets as w
+
+        style, wide = _style(EXPERIMENT_LABEL_PX), _layout(EXPERIMENT_WIDTH_PX)
+        narrow = _layout(EXPERIMENT_LABEL_PX + 120)
+        self.techniques = w.SelectMultiple(options=list(TECHNIQUES), value=("quantize",), description="techniques",
+                                           rows=4, style=style, layout=narrow)
+        self.bits = w.Dropdown(options=list(BITS), value=8, description="bits", style=style, layout=narrow)
+        self.calibration = w.Dropdown(options=list(CALIBRATIONS), value="dynamic", description="calibration",
+                                      style=style, layout=narrow)
+        self.sparsity = w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05, description="sparsity", style=style,
+                                      layout=wide)
+        self.structured = w.Checkbox(value=False, description="structured pruning", indent=False,
+                                     layout=w.Layout(width="200px", margin=f"0 0 0 {EXPERIMENT_LABEL_PX + 6}px"))
+        self.temperature = w.FloatSlider(value=4.0, min=1.0, max=10.0, step=0.5, description="temperature",
+                                         style=style, layout=wide)
+        self.run_button = w.Button(description="Run", button_style="primary", icon="play",
+                                   disabled=not self._has_runner,
+                                   tooltip="build and measure the chosen candidates" if self._has_runner
+                                   else "pass a Study (not a DataFrame) to run experiments")
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="progress", style=style, layout=narrow)
+        self.status = w.HTML()
+        self.experiments = (self.techniques, self.bits, self.calibration, self.sparsity, self.structured,
+                            self.temperature, self.run_button)
 
     def close(self) -> None:
         """Stop following the study (the widgets stay as they are)."""
@@ -206,38 +175,44 @@ class TradeoffExplorer:
     def x(self) -> str:
         return self._x_custom or self.x_axis.value
 
+    @property
+    def rows(self):
+        """The explorer's copy of the study's rows (as measured; unpriced by the explorer)."""
+        return frame(self._records)
+
     def _limits(self) -> tuple[float | None, float | None]:
         p99, drop = self.max_p99_ms.value, self.max_quality_drop.value
         return (p99 if p99 and p99 > 0 else None), (drop if drop and drop > 0 else None)
 
+    @property
+    def state(self) -> ExplorerState:
+        """What the controls say, as one frozen value."""
+        max_p99, max_drop = self._limits()
+        price = self.price_per_hour.value
+        families = tuple(self.families.value) if self.families.options else None
+        return ExplorerState(max_p99_ms=max_p99, max_quality_drop=max_drop, objective=self.objective.value,
+                             price_per_hour_usd=float(price) if price and price > 0 else None,
+                             utilisation=self._utilisation, requests_per_s=self._requests_per_s,
+                             families=families, x=self.x, y=self.y)
+
     def results(self):
-        """The rows with costs at the price box's price. Costs belong to the study
-        (`Study.set_price`: a derived view, nothing is re-measured; reference rows keep their own
-        price); a bare DataFrame is priced with `optlab.study.costs.with_costs`."""
+        """The rows with costs at the price box's price: a priced copy (the study is not changed;
+        reference rows keep the price of the machine they ran on)."""
+        from optlab.views.explore import priced
+
+        return priced(self._source(), self.state)
+
+    def _source(self):
+        """The rows, or (before any) an empty frame with the columns a chart needs."""
         import pandas as pd
 
-        from optlab.study.costs import with_costs
-
-        price = self.price_per_hour.value
-        priced = bool(price and price > 0)
-        if hasattr(self.study, "set_price"):
-            current = getattr(getattr(self.study, "price", None), "price_per_hour_usd", None)
-            if priced and current != price:
-                self.study.set_price(float(price), utilisation=self.study.utilisation,
-                                     requests_per_s=getattr(self.study, "requests_per_s", None))
-            df = self.study.results
-        else:
-            df = self.study
-            if df is not None and len(df) and priced and "throughput_per_s" in df.columns:
-                df = with_costs(df, float(price), utilisation=self._utilisation)
-        if df is None or len(df) == 0:
-            return pd.DataFrame(columns=["candidate", "family", "status", self.x, self.y])
-        return df
+        rows = self.rows
+        return rows if len(rows) else pd.DataFrame(columns=["candidate", "family", "status", self.x, self.y])
 
     def _sync_axes(self) -> None:
-        """Offer "served throughput at the SLA" once the study has it (`Study.serve`)."""
-        df = _results(self.study)
-        served = df is not None and SERVED_X in getattr(df, "columns", []) and df[SERVED_X].notna().any()
+        """Offer "served throughput at the SLA" once the rows have it (`Study.serve`)."""
+        df = self.rows
+        served = SERVED_X in df.columns and df[SERVED_X].notna().any()
         options = [value for _, value in self.x_axis.options]
         if served and SERVED_X not in options:
             self.x_axis.options = list(X_AXES)
@@ -246,9 +221,8 @@ class TradeoffExplorer:
 
     def _sync_families(self) -> None:
         self._sync_axes()
-        df = _results(self.study)
-        found = [] if df is None or "family" not in getattr(df, "columns", []) else \
-            sorted({str(f) for f in df["family"].dropna()})
+        df = self.rows
+        found = sorted({str(f) for f in df["family"].dropna()}) if "family" in df.columns else []
         known = list(self.families.options)
         new = [f for f in found if f not in known]
         if new:
@@ -256,60 +230,23 @@ class TradeoffExplorer:
             self.families.options = known + new
             self.families.value = chosen
 
-    def _visible(self, df):
-        from optlab.views.plots import drawable
-
-        rows = drawable(df)
-        if "family" in rows.columns and self.families.options:
-            rows = rows[rows["family"].astype(str).isin(self.families.value)]
-        return rows.reset_index(drop=True)
-
-    def _recommend(self, rows):
-        from optlab.study.frontier import recommend
-
-        max_p99, max_drop = self._limits()
-        try:
-            return recommend(rows, max_p99_ms=max_p99, max_quality_drop=max_drop, objective=self.objective.value)
-        except ValueError as error:
-            self._recommend_error = str(error)
-            return None
-
     def _build_chart(self):
         from optlab.views.plots import pareto_chart
 
-        df = self.results()
-        rows = self._visible(df)
-        self._recommend_error = None
-        self.recommendation = self._recommend(rows) if len(rows) else None
+        state = self.state
+        shown = explore(self._source(), state)
+        self.chart_data, self.recommendation, self._recommend_error = shown.data, shown.recommendation, shown.note
         chosen = getattr(self.recommendation, "candidate", None)
-        max_p99, max_drop = self._limits()
-        rows = rows.copy()
-        rows["meets_sla"] = rows["candidate"].isin(self._meeting(rows)) if len(rows) else []
-        rows["recommended"] = rows["candidate"] == chosen if len(rows) else []
-        self.chart_data = rows
-        return pareto_chart(rows, x=self.x, y=self.y, max_p99_ms=max_p99, max_quality_drop=max_drop,
-                            recommended=chosen or "")
-
-    def _meeting(self, rows) -> set[str]:
-        """Candidates (reference rows included) that meet the SLA, as optlab.study.frontier judges
-        them: the passing ones of a recommendation under the same limits."""
-        from optlab.study.frontier import recommend
-
-        max_p99, max_drop = self._limits()
-        try:
-            rec = recommend(rows, max_p99_ms=max_p99, max_quality_drop=max_drop, objective="latency",
-                            include_reference=True)
-        except ValueError:
-            return set()
-        chosen = {rec.candidate} if rec.met and rec.candidate is not None else set()
-        return chosen | {r.candidate for r in rec.rejected if r.meets_constraints}
+        return pareto_chart(self.chart_data, x=self.x, y=self.y, max_p99_ms=state.max_p99_ms,
+                            max_quality_drop=state.max_quality_drop, recommended=chosen or "",
+                            log_x=self.log_x.value)
 
     def _refresh(self, data_changed: bool = True) -> None:
         """Re-rank and redraw. When only SLA limits or the objective moved, just the chart's
         params change (no re-embed); new rows, prices, families or axes send a new spec."""
         self.chart = self._build_chart()
         max_p99, max_drop = self._limits()
-        key = (self.x, max_p99 is None, max_drop is None, tuple(self.families.value),
+        key = (self.x, self.log_x.value, max_p99 is None, max_drop is None, tuple(self.families.value),
                self.price_per_hour.value, len(self.chart_data))
         if data_changed or key != self._chart_key:
             self.jchart.chart = self.chart
@@ -336,7 +273,7 @@ class TradeoffExplorer:
 
     # -- views ----------------------------------------------------------------------------
     def _on_view(self, change) -> None:
-        data_changed = change["owner"] in (self.price_per_hour, self.x_axis, self.families)
+        data_changed = change["owner"] in (self.price_per_hour, self.x_axis, self.families, self.log_x)
         self._refresh(data_changed=data_changed)
 
     # -- selection details -------------------------------------------------------------------
@@ -368,34 +305,17 @@ class TradeoffExplorer:
     # -- experiments --------------------------------------------------------------------------
     def chosen_recipes(self) -> list:
         """The recipes the experiment controls describe, one per selected technique."""
-        from optlab.recipes.recipe import Compile, Distill, Prune, Quantize
-
-        out = []
-        for technique in self.techniques.value:
-            if technique == "quantize":
-                bits, calibration = self.bits.value, self.calibration.value
-                if bits == 16:
-                    out.append(Quantize("bf16", runtime="torch"))
-                elif bits == 4:
-                    out.append(Quantize("weight-only-int4", runtime="inc"))
-                elif calibration == "dynamic":
-                    out.append(Quantize("dynamic-int8", runtime="onnxruntime"))
-                else:
-                    out.append(Quantize("static-int8", runtime="onnxruntime", calibration=calibration))
-            elif technique == "prune":
-                out.append(Prune(sparsity=round(float(self.sparsity.value), 4), structured=self.structured.value))
-            elif technique == "distill":
-                out.append(Distill(temperature=float(self.temperature.value)))
-            elif technique == "compile":
-                out.append(Compile(runtime="onnxruntime"))
-        return out
+        return recipes_for(self.techniques.value, bits=self.bits.value, calibration=self.calibration.value,
+                           sparsity=self.sparsity.value, structured=self.structured.value,
+                           temperature=self.temperature.value)
 
     def _set_busy(self, busy: bool) -> None:
         for control in (*self.experiments, *self.views):
             control.disabled = busy or (control is self.run_button and not self._has_runner)
 
     def _on_run(self, _button=None) -> None:
-        """Build and measure the chosen candidates in this (the kernel's main) thread."""
+        """Build and measure the chosen candidates through the run callback, in this (the kernel's
+        main) thread; points arrive through the study's events while it runs."""
         if not self._has_runner:
             self.status.value = "<i>this explorer was given a DataFrame: pass a Study to run experiments</i>"
             return
@@ -406,22 +326,25 @@ class TradeoffExplorer:
         self._set_busy(True)
         self.progress.value, self.progress.max = 0, max(1, len(recipes))
         self.status.value = f"running {html.escape(', '.join(r.name for r in recipes))} ..."
-        unsubscribe = None if self._unsubscribe is not None else self.study.subscribe(self._on_event)
         try:
-            self.study.run(recipes=recipes)
+            returned = self._run(recipes=recipes)
+            if hasattr(returned, "to_dict") and "candidate" in getattr(returned, "columns", ()):
+                self._records = merge_rows(self._records, returned.to_dict("records"))
             self.status.value = "done"
         except Exception as error:  # noqa: BLE001 - show it in the widget; controls come back
             self.status.value = (
                 f'<span style="color:#b00">run failed: {html.escape(f"{type(error).__name__}: {error}")}</span>'
             )
         finally:
-            if callable(unsubscribe):
-                unsubscribe()
             self._set_busy(False)
             self._sync_families()
             self._refresh()
 
     def _on_event(self, event) -> None:
+        """A study event: add the rows it carries (`event.rows`, or its one `event.row`) and redraw."""
+        rows = getattr(event, "rows", None)
+        rows = list(rows) if rows is not None else [getattr(event, "row", None) or {}]
+        self._records = merge_rows(self._records, [r for r in rows if r.get("candidate") is not None])
         self.progress.max = max(1, int(getattr(event, "total", self.progress.max)))
         self.progress.value = min(int(getattr(event, "done", self.progress.value + 1)), self.progress.max)
         self._sync_families()
@@ -432,15 +355,16 @@ class TradeoffExplorer:
     def _layout(self):
         import ipywidgets as w
 
-        views = w.VBox([w.HTML("<b>Views</b> (re-rank measured results)"),
-                        w.HBox([self.max_p99_ms, self.max_quality_drop]),
-                        w.HBox([self.price_per_hour, self.objective]), self.x_axis, self.families])
+        views = w.VBox([w.HTML("<b>Views</b> (re-rank measured results)"), self.max_p99_ms, self.max_quality_drop,
+                        self.price_per_hour, self.objective, self.x_axis, self.log_x, self.families],
+                       layout=w.Layout(margin="0 24px 0 0", max_width="100%"))
         experiments = w.VBox([w.HTML("<b>Experiments</b> (build and measure on Run)"),
-                              w.HBox([self.techniques, w.VBox([self.bits, self.calibration])]),
-                              w.HBox([self.sparsity, self.structured]), self.temperature,
-                              w.HBox([self.run_button, self.progress]), self.status])
-        return w.VBox([w.HBox([views, experiments]), self.recommendation_html,
-                       w.HBox([self.jchart, self.details])])
+                              _wrap([self.techniques, w.VBox([self.bits, self.calibration])]),
+                              self.sparsity, self.structured, self.temperature,
+                              _wrap([self.run_button, self.progress]), self.status],
+                             layout=w.Layout(max_width="100%"))
+        return w.VBox([_wrap([views, experiments]), self.recommendation_html,
+                       _wrap([self.jchart, self.details])], layout=w.Layout(max_width="100%"))
 
     def table(self):
         from optlab.views.report import headline_table
@@ -448,7 +372,7 @@ class TradeoffExplorer:
         return headline_table(self.chart_data)
 
     def static_bundle(self) -> dict[str, Any]:
-        return _static_bundle(self.chart, self.table(), self.recommendation_html.value)
+        return static_bundle(self.chart, self.table(), self.recommendation_html.value)
 
     def show(self):
         """Display the live widget, or (headless) the static chart and table, which then
@@ -474,53 +398,8 @@ class TradeoffExplorer:
         return {**self.static_bundle(), **widget_bundle(self.widget, include=include, exclude=exclude)}
 
 
-class LiveChart:
-    """A Pareto chart that gains a point as each candidate of a study finishes
-    (`study.subscribe`). Live it is a JupyterChart; headless `show()` updates a display
-    in place, so the saved notebook ends with the final chart."""
+def _html_widget(value: str = "", **layout):
+    """An HTML widget (with an optional layout)."""
+    import ipywidgets as w
 
-    def __init__(self, study, **chart_options: Any):
-        self.study = study
-        self.options = {"x": "p99_ms", "y": "quality", **chart_options}
-        self.chart = self._build()
-        self.jchart = jupyter_chart(self.chart)
-        self._handle = None
-        self._unsubscribe: Callable[[], None] | None = study.subscribe(self.update)
-
-    def _build(self, df=None):
-        from optlab.views.plots import pareto_chart
-
-        df = _results(self.study) if df is None else df
-        return pareto_chart(df, **self.options)
-
-    def update(self, event=None) -> None:
-        """Redraw from the study's rows (called by the study after each candidate)."""
-        self.chart = self._build(getattr(event, "results", None))
-        self.jchart.chart = self.chart
-        if self._handle is not None:
-            self._handle.update(self._static(), raw=True)
-
-    def close(self) -> None:
-        """Stop following the study."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-
-    def _static(self) -> dict[str, Any]:
-        from optlab.views.report import headline_table
-
-        return _static_bundle(self.chart, headline_table(_results(self.study)))
-
-    def show(self):
-        from IPython.display import display
-
-        if is_headless():
-            self._handle = display(self._static(), raw=True, display_id=True)
-        else:
-            display(self.jchart)
-        return self
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        if is_headless():
-            return self._static()
-        return {**self._static(), **widget_bundle(self.jchart, include=include, exclude=exclude)}
+    return w.HTML(value, layout=w.Layout(**layout)) if layout else w.HTML(value)

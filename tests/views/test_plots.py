@@ -53,16 +53,74 @@ def test_every_chart_validates_and_drops_error_rows(name):
     assert spec["config"]["font"].startswith("DejaVu Sans")  # one theme everywhere
 
 
-def test_reference_rows_are_distinct_labelled_and_off_the_frontier():
+def test_reference_rows_are_a_mark_style_in_the_legend_and_off_the_frontier():
     spec = plots.pareto_chart(results_frame()).to_dict(validate=True)
     points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
-    assert points["encoding"]["shape"]["scale"]["range"] == ["circle", "diamond"]
-    labels = [layer for layer in spec["layer"] if layer["mark"]["type"] == "text"]
-    label_rows = spec["datasets"][labels[0]["data"]["name"]]
-    assert [r["label"] for r in label_rows] == ["trt-fp16 [H100] (reference)"]
+    shape = points["encoding"]["shape"]
+    assert shape["scale"]["range"] == ["circle", "diamond"] and shape["legend"] is not None
+    assert not [layer for layer in spec["layer"] if layer["mark"]["type"] == "text"]  # no labels over points
+    rows = spec["datasets"][points["data"]["name"]]
+    assert {r["measured"] for r in rows if r["status"] == "reference"} == {plots.MEASURED[1]}
     line = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "line")
     frontier = {r["candidate"] for r in spec["datasets"][line["data"]["name"]]}
     assert frontier == {"baseline", "ort-int8"}  # prune-0.5 is dominated; reference excluded
+    without = plots.pareto_chart(results_frame().iloc[:4]).to_dict(validate=True)
+    points = next(layer for layer in without["layer"] if layer["mark"]["type"] == "point")
+    assert points["encoding"]["shape"]["legend"] is None  # no reference rows: no legend entry for them
+
+
+def test_latency_axis_is_log_by_default_with_a_toggle():
+    spec = plots.pareto_chart(results_frame()).to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    assert points["encoding"]["x"]["scale"]["type"] == "log"
+    spec = plots.pareto_chart(results_frame(), log_x=False).to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    assert points["encoding"]["x"]["scale"].get("type") != "log"
+    spec = plots.pareto_chart(results_frame(), x="throughput_per_s").to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    assert points["encoding"]["x"]["scale"].get("type") != "log"  # not a latency
+
+
+def test_overlapping_points_are_spread_and_the_pick_is_nearest():
+    df = results_frame()
+    df.loc[df["candidate"] == "prune-0.5", ["p99_ms", "quality"]] = (2.8, 0.95)  # on top of the baseline
+    spec = plots.pareto_chart(df).to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    rows = {r["candidate"]: r for r in spec["datasets"][points["data"]["name"]]}
+    a, b = rows["baseline"], rows["prune-0.5"]
+    assert (a["x_drawn"], a["y_drawn"]) != (b["x_drawn"], b["y_drawn"])
+    assert a["p99_ms"] == b["p99_ms"] == 2.8  # the tooltip keeps the measured figure
+    assert rows["ort-int8"]["x_drawn"] == rows["ort-int8"]["p99_ms"]  # a lone point stays put
+    pick = next(p for p in spec["params"] if p["name"] == plots.SELECTION)
+    assert pick["select"]["nearest"] is True
+
+
+def test_one_point_charts_get_a_domain_around_the_point():
+    spec = plots.pareto_chart(results_frame().iloc[:1]).to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    low, high = points["encoding"]["x"]["scale"]["domain"]
+    assert low < 2.8 < high and low > 0
+    low, high = points["encoding"]["y"]["scale"]["domain"]
+    assert low < 0.95 < high and high - low < 0.2
+
+
+def test_legends_use_short_distinct_labels():
+    names = ["quantize(scheme=static-int8, runtime=onnxruntime, calibration=minmax, calibration_samples=64)",
+             "quantize(scheme=static-int8, runtime=onnxruntime, calibration=entropy, calibration_samples=64)",
+             "prune(sparsity=0.5, structured=True)", "baseline [recorded on an H200]", "baseline"]
+    short = plots.short_labels(names + names[:1])
+    assert short[2] == "prune(0.5, structured)" and short[3] == "baseline [H200]"
+    assert len(set(short[:5])) == 5 and short[5] == short[0]  # distinct, and stable for a repeated name
+    assert all(len(s) <= plots.SHORT_LABEL_CHARS + 3 for s in short)
+
+
+def test_batch_axis_is_integer_and_no_empty_columns_leak():
+    frame = batch_frame().assign(throughput_x=np.nan)
+    spec = plots.throughput_chart(frame).to_dict(validate=True)
+    assert spec["encoding"]["x"]["axis"]["values"] == [1, 8, 32, 128]
+    assert spec["encoding"]["x"]["axis"]["format"] == "d"
+    assert spec["encoding"]["color"]["field"] == "short_label"
+    assert all("throughput_x" not in r for rows in datasets(spec) for r in rows)
 
 
 def test_frontier_follows_throughput_direction():
@@ -84,7 +142,8 @@ def test_sla_and_recommendation_are_params_the_widget_can_move():
     assert region["encoding"]["x"]["datum"] == {"expr": "max_p99_ms"}
     # quality floor = baseline quality - allowed drop
     assert region["encoding"]["y"]["datum"]["expr"].startswith("0.95 - max_quality_drop")
-    assert any(layer.get("transform") == [{"filter": "datum.candidate == recommended"}] for layer in spec["layer"])
+    assert any(layer.get("transform", [{}])[0] == {"filter": "datum.candidate == recommended"}
+               for layer in spec["layer"])
 
 
 def test_tooltips_carry_every_figure():
@@ -100,7 +159,7 @@ def test_exports_png_and_svg(tmp_path):
     png = plots.save(chart, tmp_path / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     svg = plots.save(chart, tmp_path / "pareto.svg").read_text()
-    assert "<svg" in svg and "recommended" in svg and "(reference)" in svg
+    assert "<svg" in svg and "recommended" in svg and plots.MEASURED[1] in svg
     assert plots.save(chart, tmp_path / "pareto.json").stat().st_size > 100
     with pytest.raises(ValueError, match=r"\.svg, \.png"):
         plots.save(chart, tmp_path / "pareto.pdf")

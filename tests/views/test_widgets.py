@@ -2,6 +2,7 @@
 import base64
 import os
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("ipywidgets")
@@ -72,7 +73,7 @@ def test_clicking_a_point_shows_its_details(explorer):
     explorer.jchart._vl_selections = {SELECTION: {"value": {"vlPoint": {"or": [{"candidate": "prune-0.5"}]}},
                                                   "store": []}}
     details = explorer.details.value
-    assert "<b>prune-0.5</b>" in details and "p99 ms" in details and "drop [95% CI]" in details
+    assert "<b>prune-0.5</b>" in details and "p99 (ms)" in details and "quality drop [95% CI]" in details
     assert details.count("<tr>") <= 14  # a handful of figures, not every column
     assert "max-height:" in details  # a bounded box: a click never makes the explorer grow without limit
     assert "fingerprint" not in details and "recipe_json" not in details
@@ -200,15 +201,55 @@ def test_explorer_follows_runs_it_did_not_start(study):
     assert explorer._on_event not in study._subscribers
 
 
-def test_price_box_prices_through_the_study(study):
+def test_price_box_prices_a_copy_never_the_study(study):
+    from optlab.study.costs import with_costs
+
+    before = study.price.price_per_hour_usd
     explorer = widgets.TradeoffExplorer(study, max_quality_drop=0.05)
     explorer.price_per_hour.value = 0.40
-    assert study.price.price_per_hour_usd == pytest.approx(0.40)
+    assert study.price.price_per_hour_usd == before  # the study is not changed by a view
     ours = explorer.chart_data.set_index("candidate")["cost_per_1m_usd"]
-    theirs = study.results.set_index("candidate")["cost_per_1m_usd"]
-    assert ours["baseline"] == pytest.approx(theirs["baseline"])
+    expected = with_costs(study.results, 0.40, utilisation=study.utilisation).set_index("candidate")
+    assert ours["baseline"] == pytest.approx(expected.loc["baseline", "cost_per_1m_usd"])
     explorer.close()
-    study.set_price("cpu-small")
+
+
+def test_explore_is_a_pure_function_of_rows_and_state():
+    frame = results_frame()
+    before = frame.copy()
+    state = widgets.ExplorerState(max_p99_ms=3.0, max_quality_drop=0.01, price_per_hour_usd=0.2,
+                                  families=("baseline", "quantization"))
+    data, recommendation = widgets.explore(frame, state)
+    assert recommendation.candidate == "ort-int8"
+    assert set(data["candidate"]) == {"baseline", "ort-int8"}  # families kept, error row out
+    assert data.set_index("candidate")["meets_sla"].all() and data["recommended"].sum() == 1
+    pd.testing.assert_frame_equal(frame, before)  # priced on a copy
+    again, _ = widgets.explore(frame, state)
+    pd.testing.assert_frame_equal(data, again)
+    with pytest.raises(ValueError, match="objective"):
+        widgets.ExplorerState(objective="fastest")
+
+
+def test_run_is_a_callback_and_event_rows_are_drawn():
+    frame = results_frame().iloc[:4]
+    calls = []
+
+    def run(recipes):
+        calls.append(recipes)
+        extra = results_frame().iloc[[5]].assign(candidate="new-one", status="ok")
+        return extra
+
+    explorer = widgets.TradeoffExplorer(frame, run=run)
+    assert not explorer.run_button.disabled
+    explorer.run_button.click()
+    assert calls and "new-one" in set(explorer.chart_data["candidate"])
+
+    class Event:  # what a study sends: the row it announces
+        row = dict(results_frame().iloc[1].to_dict(), candidate="from-event")
+        done, total = 1, 1
+
+    explorer._on_event(Event())
+    assert "from-event" in set(explorer.chart_data["candidate"])
 
 
 def test_headless_display_updates_in_place_as_rows_arrive(study, monkeypatch):
@@ -228,3 +269,21 @@ def test_headless_display_updates_in_place_as_rows_arrive(study, monkeypatch):
     assert Handle.bundles and recipe.name in Handle.bundles[-1]["text/plain"]
     assert "image/png" in Handle.bundles[-1] and "<img" in Handle.bundles[-1]["text/html"]
     explorer.close()
+
+
+def test_controls_leave_room_for_their_words_and_rows_wrap(explorer):
+    """No clipped description ("max quality drop" read "0." and "temperat..." at 1440x900): each
+    description fits its fixed width at ~7 px a character, inputs keep >= 100 px, rows wrap."""
+    controls = [*explorer.views, *explorer.experiments, explorer.progress]
+    for control in controls:
+        words = getattr(control, "description", "")
+        label = str(getattr(control.style, "description_width", ""))
+        if not words or not label.endswith("px"):  # buttons and checkboxes size to their words
+            continue
+        label_px = int(label.removesuffix("px"))
+        assert len(words) * 7 <= label_px, f"{words!r} needs more than {label_px}px"
+        width = str(control.layout.width or "")
+        if width.endswith("px"):
+            assert int(width.removesuffix("px")) - label_px >= 100, f"{words!r}: the input is too narrow"
+    rows = [explorer.widget.children[0], explorer.widget.children[-1]]
+    assert all(row.layout.flex_flow == "row wrap" for row in rows)
