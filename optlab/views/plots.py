@@ -202,26 +202,23 @@ def pareto_chart(df, x: str = "p99_ms", y: str = "quality", *, max_p99_ms: float
     JupyterChart can move them without resending the data."""
     import altair as alt
 
+    from optlab.study.frontier import sla_constraints, vega_outside
+
     _require(df, ["candidate", x, y], "pareto_chart")
     rows = drawable(df)
     base_q = baseline_quality(rows)
     rows["label"] = _label(rows)
-    keep = _columns(rows, ["label", x, y, "size_mb", *FIGURES])
+    sla = sla_constraints(max_p99_ms=max_p99_ms, max_quality_drop=max_quality_drop)
+    keep = _columns(rows, ["label", x, y, "size_mb", *FIGURES, *(c for rule in sla for c in rule.columns)])
     data = rows[keep]
     if "size_mb" in data.columns:
         data = data.assign(mark_size_mb=data["size_mb"].fillna(data["size_mb"].min()))
     front = pareto_front(data, x, y) if frontier else data.iloc[0:0]
 
-    params, faded = [], []
-    if max_p99_ms is not None:
-        params.append(alt.param(name="max_p99_ms", value=float(max_p99_ms)))
-        if "p99_ms" in data.columns:  # as optlab.study.frontier: not measured breaks the limit
-            faded.append("!isValid(datum.p99_ms) || datum.p99_ms > max_p99_ms")
-    if max_quality_drop is not None:
-        params.append(alt.param(name="max_quality_drop", value=float(max_quality_drop)))
-        if "quality_drop" in data.columns:  # as frontier: the baseline's drop is 0, a missing one fails
-            faded.append("(datum.family != 'baseline' && !isValid(datum.quality_drop)) "
-                         "|| datum.quality_drop > max_quality_drop")
+    # SLA membership is optlab.study.frontier.Constraint's rule, rendered for Vega: text and chart agree
+    params = [alt.param(name=rule.name, value=rule.limit) for rule in sla]
+    outside = vega_outside(sla, data.columns)
+    faded = [outside] if outside else []
     if recommended is not None:
         params.append(alt.param(name="recommended", value=str(recommended)))
     pick = alt.selection_point(name=SELECTION, fields=["candidate"], on="click", clear="dblclick")

@@ -293,16 +293,10 @@ class TradeoffExplorer:
     def _meeting(self, rows) -> set[str]:
         """Candidates (reference rows included) that meet the SLA, as optlab.study.frontier judges
         them: the passing ones of a recommendation under the same limits."""
-        from optlab.study.frontier import recommend
+        from optlab.study.frontier import meeting, sla_constraints
 
         max_p99, max_drop = self._limits()
-        try:
-            rec = recommend(rows, max_p99_ms=max_p99, max_quality_drop=max_drop, objective="latency",
-                            include_reference=True)
-        except ValueError:
-            return set()
-        chosen = {rec.candidate} if rec.met and rec.candidate is not None else set()
-        return chosen | {r.candidate for r in rec.rejected if r.meets_constraints}
+        return meeting(rows, sla_constraints(max_p99_ms=max_p99, max_quality_drop=max_drop))
 
     def _refresh(self, data_changed: bool = True) -> None:
         """Re-rank and redraw. When only SLA limits or the objective moved, just the chart's
