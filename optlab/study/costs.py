@@ -10,6 +10,10 @@ run below saturation to keep p99 latency low):
     machines_needed         = ceil(requests_per_s / (throughput_per_s * utilisation))
     monthly_cost_usd        = machines_needed * price_per_hour_usd * hours_per_month  (730 h)
 
+`throughput_per_s` is each candidate's best point of its batch sweep. Two candidates' costs
+compare like with like only at one batch size: `compare` finds it (a sweep point cut by the time
+budget on one side must not pit batch 32 against batch 1) or says why there is none.
+
 Monthly cost counts whole machines (you rent machines, not fractions); the per-prediction
 costs are the marginal figure. Prices in `PRICES` are illustrative list prices: check your
 provider.

@@ -214,3 +214,28 @@ def test_candidates_without_the_objectives_figure_are_not_measured_not_failing()
     assert rec.candidate == "pruned" and set(rec.not_measured) == {"int8", "bf16"}
     assert "among 2 of 4 candidates meeting p99 <= 100000 ms (2 not measured for cost)" in rec.explanation
     assert {r.candidate for r in rec.rejected if r.meets_constraints} == {"baseline", "int8", "bf16"}
+
+
+def test_the_ratio_to_the_baseline_compares_the_same_batch_size():
+    """The 2.64x case: the candidate's best is batch 32, the baseline's batch-32 point was cut by the
+    sweep budget; the ratio must not pit batch 32 against batch 1."""
+    import json
+
+    def sweep(points):
+        return json.dumps([{"batch_size": b, "throughput_per_s": t} for b, t in points.items()])
+
+    df = pd.DataFrame([
+        {"candidate": "baseline", "family": "baseline", "status": "ok", "p99_ms": 2.0, "quality_drop": 0.0,
+         "throughput_per_s": 2000.0, "throughput_batch_size": 1, "price_per_hour_usd": 0.1,
+         "cost_per_1m_usd": 0.0278, "sweep_json": sweep({1: 2000.0, 8: 4000.0})},
+        {"candidate": "openvino", "family": "compilation", "status": "ok", "p99_ms": 1.0, "quality_drop": 0.0,
+         "throughput_per_s": 5280.0, "throughput_batch_size": 32, "price_per_hour_usd": 0.1,
+         "cost_per_1m_usd": 0.0105, "sweep_json": sweep({1: 2500.0, 8: 5000.0, 32: 5280.0})},
+    ])
+    rec = recommend(df, objective="cost")
+    assert rec.candidate == "openvino" and "2.64x" not in rec.explanation
+    assert ("1.25x better than the baseline at batch 8; compared at batch 8, the largest both measured "
+            "(the baseline's batch 32 point was not measured); separate measurements") in rec.explanation
+    df.loc[0, "sweep_json"] = sweep({64: 100.0})
+    assert "the comparison with the baseline is not available: no batch size was measured for both" \
+        in recommend(df, objective="cost").explanation
