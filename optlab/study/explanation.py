@@ -21,6 +21,7 @@ from typing import Any
 from optlab.study import costs
 
 HIGHER_IS_BETTER = ("throughput_per_s", "throughput_at_sla_per_s")  # objective columns ranked "max"
+INDIFFERENCE = 1.03  # speed ratios within 3% of 1 are too close to call side by side
 
 
 def figure(row: dict, column: str) -> float:
@@ -76,7 +77,9 @@ class Ratio:
 
     @property
     def too_close(self) -> bool:
-        return self.low <= 1.0 <= self.high
+        """The interval includes 1, or reaches within `INDIFFERENCE` of it: a shared machine's
+        interleaved rounds do not separate differences that small."""
+        return self.low <= INDIFFERENCE and self.high >= 1.0 / INDIFFERENCE
 
     def flipped(self) -> "Ratio":
         return Ratio(self.slower, self.faster, 1 / self.estimate, 1 / self.high, 1 / self.low)
@@ -118,8 +121,9 @@ def versus_baseline(best: dict, baseline: dict, column: str, objective: str,
         if ratio.too_close:
             return (f"against the baseline it is too close to call on this machine: {name} and {base} "
                     f"({ratio.interval()}, {side_by_side.how()})")
-        return f"{ratio.estimate:.2f}x faster than the baseline ({ratio.interval()}, {side_by_side.how()})"
-    separate = "" if objective == "size" else "; separate measurements, not re-timed side by side"
+        return (f"{ratio.estimate:.2f}x faster than the baseline (95% CI {ratio.low:.2f}-{ratio.high:.2f}x, "
+                f"{side_by_side.how()})")
+    separate = "" if objective == "size" else ", from separate measurements (not re-timed side by side)"
     swept = costs.sweep_throughputs(best) or costs.sweep_throughputs(baseline)
     if swept and (column == "throughput_per_s" or (objective == "cost" and column == "cost_per_1m_usd")):
         same = costs.compare(best, baseline, names=(name, "the baseline"))
@@ -133,18 +137,21 @@ def versus_baseline(best: dict, baseline: dict, column: str, objective: str,
     if not (ours > 0 and theirs > 0):
         return ""
     times = ours / theirs if column in HIGHER_IS_BETTER else theirs / ours
-    return (f"{times:.2f}x better than the baseline "
-            f"({Formatter.objective(column, objective, theirs)}{separate})")
+    return f"{times:.2f}x better than the baseline ({Formatter.objective(column, objective, theirs)}){separate}"
 
 
 def versus_runner_up(best: dict, runner_up: dict | None, side_by_side: SideBySide | None) -> str:
-    """'too close to call' when the interleaved re-timing cannot tell the first two apart."""
+    """How far ahead of the runner-up side by side; "too close to call" when the interleaved
+    re-timing cannot tell the first two apart."""
     if runner_up is None or side_by_side is None:
         return ""
     name, other = str(best.get("candidate")), str(runner_up.get("candidate"))
     ratio = side_by_side.ratio(name, other)
-    if ratio is None or not ratio.too_close:
+    if ratio is None:
         return ""
+    if not ratio.too_close:
+        return (f"Side by side it ran {ratio.estimate:.2f}x as fast as the runner-up, {other} "
+                f"(95% CI {ratio.low:.2f}-{ratio.high:.2f}x).")
     return (f"Too close to call on this machine: {name} and {other} ({ratio.interval()}, "
             f"{side_by_side.how()}); either will do, or measure on the target machine.")
 
@@ -190,6 +197,7 @@ class Choice:
     objective: str
     words: str
     short: str
+    overtaken: Ratio | None = None  # side by side, `best` ran clearly faster than the one ranked first
 
     @property
     def baseline(self) -> dict | None:
@@ -231,7 +239,11 @@ def explain_choice(choice: Choice, described: str, n_passing: int, n_unranked: i
     if details:
         text += "; " + ", ".join(details)
     text += "."
-    for sentence in (versus_runner_up(best, choice.runner_up, side_by_side),
+    if choice.overtaken is not None:
+        ratio = choice.overtaken
+        text += (f" Side by side on this machine it ran {ratio.estimate:.2f}x as fast as {ratio.slower} "
+                 f"(95% CI {ratio.low:.2f}-{ratio.high:.2f}x), which the separate measurements ranked first.")
+    for sentence in ("" if choice.overtaken else versus_runner_up(best, choice.runner_up, side_by_side),
                      noise([best, baseline, choice.runner_up], side_by_side)):
         if sentence:
             text += " " + sentence

@@ -16,6 +16,7 @@ from optlab.study.explanation import (
     HIGHER_IS_BETTER,
     Choice,
     Formatter,
+    Ratio,
     SideBySide,
     choice_too_close,
     drop,
@@ -365,6 +366,9 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
         failing += [(r, [f"no {words} measured"], 1e6) for r in unranked]
         return _miss(rows, failing, rejected, constraints, objective, fmt, score)
     passing.sort(key=lambda r: (score(r), drop(r), figure(r, "p99_ms"), str(r.get("candidate"))))
+    overtaken = _overtaken(passing, side_by_side)
+    if overtaken is not None:  # side by side, the runner-up ran clearly faster: the separate timings misled
+        passing[0], passing[1] = passing[1], passing[0]
     best = passing[0]
     for row in passing[1:]:
         rejected.append(Rejection(str(row.get("candidate")), (
@@ -373,7 +377,8 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
     rejected += [Rejection(str(r.get("candidate")), (f"meets the constraints; its {short} was not measured",), True)
                  for r in unranked]
     rejected += [Rejection(str(r.get("candidate")), tuple(reasons)) for r, reasons, _ in failing]
-    choice = Choice(best, passing[1] if len(passing) > 1 else None, rows, column, objective, words, short)
+    choice = Choice(best, passing[1] if len(passing) > 1 else None, rows, column, objective, words, short,
+                    overtaken)
     explanation = explain_choice(choice, _describe_constraints(constraints), len(passing), len(unranked), fmt,
                                   side_by_side)
     too_close = choice_too_close(choice, side_by_side)
@@ -381,6 +386,14 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
                           not_measured=tuple(str(r.get("candidate")) for r in unranked), too_close=too_close,
                           side_by_side=side_by_side, runner_up=choice.runner_up,
                           noisy=tuple(noisy_names([best, choice.baseline, choice.runner_up])))
+
+
+def _overtaken(passing: list[dict], side_by_side: SideBySide | None) -> Ratio | None:
+    """The side-by-side ratio of the runner-up over the first-ranked, when it is clearly faster."""
+    if side_by_side is None or len(passing) < 2:
+        return None
+    ratio = side_by_side.ratio(str(passing[1].get("candidate")), str(passing[0].get("candidate")))
+    return ratio if ratio is not None and ratio.estimate > 1 and not ratio.too_close else None
 
 
 def _miss(rows, failing, rejected, constraints, objective, fmt, score) -> Recommendation:

@@ -89,7 +89,7 @@ def test_served_objective_ranks_by_throughput_at_the_sla_and_says_how_much_bette
     df = table().assign(throughput_at_sla_per_s=[2000.0, 8000.0, 16000.0, 1000.0, None])
     rec = recommend(df, max_quality_drop=0.01, objective="served")  # pruned serves most but drops 5 pp
     assert rec.candidate == "int8"
-    assert "4.00x better than the baseline (2000/s; separate measurements" in rec.explanation
+    assert "4.00x better than the baseline (2000/s), from separate measurements" in rec.explanation
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -235,7 +235,7 @@ def test_the_ratio_to_the_baseline_compares_the_same_batch_size():
     rec = recommend(df, objective="cost")
     assert rec.candidate == "openvino" and "2.64x" not in rec.explanation
     assert ("1.25x better than the baseline at batch 8; compared at batch 8, the largest both measured "
-            "(the baseline's batch 32 point was not measured); separate measurements") in rec.explanation
+            "(the baseline's batch 32 point was not measured), from separate measurements") in rec.explanation
     df.loc[0, "sweep_json"] = sweep({64: 100.0})
     assert "the comparison with the baseline is not available: no batch size was measured for both" \
         in recommend(df, objective="cost").explanation
