@@ -248,3 +248,13 @@ def explain_choice(choice: Choice, described: str, n_passing: int, n_unranked: i
         if sentence:
             text += " " + sentence
     return text
+
+
+def noisy_marks(df):
+    """A Series aligned with `df`: "noisy" where a row's timing was flagged noisy, else "" (the
+    marker tables print beside the figures; all "" when the frame has no `noisy` column)."""
+    import pandas as pd
+
+    if "noisy" not in getattr(df, "columns", ()):
+        return pd.Series("", index=df.index, dtype="object")
+    return df["noisy"].map(lambda value: "noisy" if _is_true(value) else "").astype("object")

@@ -12,6 +12,8 @@ import platform
 from pathlib import Path
 from typing import Any, Mapping
 
+from optlab.study.explanation import noisy_marks
+
 DEFAULT_SLA = {"max_p99_ms": None, "max_quality_drop": 0.01, "objective": "cost"}
 
 # column -> (header with unit, python format)
@@ -31,7 +33,7 @@ FULL_EXTRA: dict[str, tuple[str, str]] = {
     "status": ("status", "{}"), "p95_ms": ("p95 (ms)", "{:.3f}"), "peak_rss_mb": ("peak RSS (MB)", "{:.1f}"),
     "cold_start_ms": ("cold start (ms)", "{:,.1f}"), "metric": ("metric", "{}"),
     "quality_drop_ci_low": ("drop CI low", "{:+.4f}"), "quality_drop_ci_high": ("drop CI high", "{:+.4f}"),
-    "error": ("error", "{}"),
+    "error": ("error", "{}"), "noisy": ("noisy", "{}"),
 }
 ENVIRONMENT_COLUMNS = ("cpu_model", "cpu_flags", "cores", "logical_cores", "device", "gpu_name", "torch_version",
                        "onnxruntime_version", "python_version", "platform")
@@ -59,6 +61,9 @@ def headline_table(df):
     for column, n in digits.items():
         if column in out.columns:
             out[column] = pd.to_numeric(out[column], errors="coerce").round(n)
+    marks = noisy_marks(rows)  # timed on a busy machine or with a wide interval: said beside the figures
+    if (marks != "").any():
+        out["noisy"] = marks
     return out.reset_index(drop=True)
 
 
@@ -216,7 +221,7 @@ def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report"
             items = "".join(f"<li>{html.escape(str(r.get('candidate')))}: {html.escape(str(r.get('error')))}</li>"
                             for r in errors.to_dict("records"))
             body.append(f"<p>Failed candidates (left out of charts):</p><ul>{items}</ul>")
-        combined.append(frame.assign(study=name))
+        combined.append(frame.assign(study=name, noisy=noisy_marks(frame)))
     if combined:
         table = pd.concat(combined, ignore_index=True)
         columns = ["study", *[c for c in [*HEADLINE, *FULL_EXTRA] if c in table.columns]]

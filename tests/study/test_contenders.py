@@ -100,3 +100,15 @@ def test_study_recommend_re_times_the_contenders_unless_told_not_to(study):
     assert separate.side_by_side is None
     if separate.candidate != "baseline" and "baseline" in set(study.results["candidate"]):
         assert "from separate measurements (not re-timed side by side)" in separate.explanation
+
+
+def test_noisy_rows_carry_a_marker_in_the_tables_and_the_report(tmp_path):
+    from optlab.views.report import headline_table, write_report
+
+    rows = two_rows().assign(noisy=[False, True, None], busy_other_cpu_share=[0.1, 0.62, None], quality=0.9)
+    table = headline_table(rows).set_index("candidate")
+    assert table["noisy"].to_dict() == {"baseline": "", "a": "noisy", "b": ""}
+    assert "noisy" not in headline_table(two_rows().assign(quality=0.9)).columns  # nothing to say: no column
+    text = write_report(rows, tmp_path / "report.html").read_text()
+    assert "Noisy: a measured while other processes used 62% of the CPU" in text
+    assert "<th>noisy</th>" in text
