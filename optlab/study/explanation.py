@@ -112,6 +112,21 @@ class SideBySide:
 
 # --- sentences -------------------------------------------------------------------------
 
+def best_on(rows: list[dict], constraint: Any, fmt: Formatter) -> str:
+    """Who comes closest on one constraint (an `optlab.study.frontier.Constraint`) nothing meets."""
+    values = [(r, constraint.value(r)) for r in rows if not math.isnan(constraint.value(r))]
+    if not values:
+        return "none was measured on it"
+    if constraint.name == "max_p99_ms":
+        row, v = min(values, key=lambda t: t[1])
+        return f"the fastest is {row.get('candidate')} at {v:.3g} ms"
+    if constraint.name == "max_quality_drop":
+        row, v = min(values, key=lambda t: t[1])
+        return f"the smallest drop is {row.get('candidate')} at {fmt.drop(v)}"
+    row, v = max(values, key=lambda t: t[1])
+    return f"the closest agreement is {row.get('candidate')} at {v:.3f}"
+
+
 def versus_baseline(best: dict, baseline: dict, column: str, objective: str,
                     side_by_side: SideBySide | None) -> str:
     """How the chosen candidate compares with the baseline, like with like."""

@@ -18,6 +18,7 @@ from optlab.study.explanation import (
     Formatter,
     Ratio,
     SideBySide,
+    best_on,
     choice_too_close,
     drop,
     explain_choice,
@@ -298,20 +299,6 @@ def _describe_constraints(constraints: tuple[Constraint, ...]) -> str:
     return " and ".join(c.describe() for c in constraints) or "no constraints"
 
 
-def _best_on(rows: list[dict], constraint: Constraint, fmt: Formatter) -> str:
-    values = [(r, constraint.value(r)) for r in rows if not math.isnan(constraint.value(r))]
-    if not values:
-        return "none was measured on it"
-    if constraint.name == "max_p99_ms":
-        row, v = min(values, key=lambda t: t[1])
-        return f"the fastest is {row.get('candidate')} at {v:.3g} ms"
-    if constraint.name == "max_quality_drop":
-        row, v = min(values, key=lambda t: t[1])
-        return f"the smallest drop is {row.get('candidate')} at {fmt.drop(v)}"
-    row, v = max(values, key=lambda t: t[1])
-    return f"the closest agreement is {row.get('candidate')} at {v:.3f}"
-
-
 # --- recommendation ---------------------------------------------------------------------
 
 def _objective(objective: str, rows: list[dict]) -> tuple[str, str, str, str]:
@@ -402,7 +389,7 @@ def _miss(rows, failing, rejected, constraints, objective, fmt, score) -> Recomm
     unmet = tuple(c for c in constraints if all(c.judge(r)[0] != MEETS for r in rows))
     closest = min(failing, key=lambda t: (t[2], score(t[0])))[0]
     if unmet:
-        parts = [f"nothing meets {c.describe()} ({_best_on(rows, c, fmt)})" for c in unmet]
+        parts = [f"nothing meets {c.describe()} ({best_on(rows, c, fmt)})" for c in unmet]
         head = "No candidate meets the constraints: " + "; ".join(parts) + "."
     else:
         head = f"Each constraint is met by some candidate, but none meets all of {_describe_constraints(constraints)}."
