@@ -27,6 +27,7 @@ from optlab.study.explanation import Ratio, SideBySide
 # Rebuilt candidates, per study, by row fingerprint: asking again (a new SLA) does not rebuild them.
 _BUILT: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
 RETIMED_OBJECTIVES = ("cost", "latency")  # size is not a timing; served throughput is a server's figure
+MAX_REBUILD_S = 20.0  # a contender whose recipe took longer to apply (INC autotune, say) is not rebuilt
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,15 @@ def recommend(study: Any, df: Any, *, retime: bool = True, retiming: Retiming = 
         return first
     rows = [r for r in (first.row, first.runner_up, _baseline_row(df)) if r is not None]
     rows = list({str(r.get("candidate")): r for r in rows if r.get("status", "ok") == "ok"}.values())
-    if len(rows) < 2:
-        return first
+    costly = [r for r in rows if _apply_s(r) > MAX_REBUILD_S and r.get("family") != "baseline"]
+    rows = [r for r in rows if r not in costly]
+    winner_costly = any(r.get("candidate") == first.candidate for r in costly)
+    if len(rows) < 2 or winner_costly:
+        if not costly:
+            return first
+        names = ", ".join(f"{r.get('candidate')} took {_apply_s(r):.0f} s to build" for r in costly)
+        return replace(first, explanation=f"{first.explanation} (Not re-timed side by side: {names}; "
+                                          f"the ratios come from separate measurements.)")
     try:
         side = side_by_side(study, rows, batch_size=_batch_for(first, study), retiming=retiming)
     except Exception as error:  # noqa: BLE001 - the separate measurements still stand, and the words say so
@@ -111,6 +119,14 @@ def candidate_for(study: Any, row: dict) -> Any:
         candidate.name = str(row.get("candidate"))
         built[key] = candidate
     return built[key]
+
+
+def _apply_s(row: dict) -> float:
+    try:
+        value = float(row.get("apply_s"))
+    except (TypeError, ValueError):
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def _baseline_row(df: Any) -> dict | None:

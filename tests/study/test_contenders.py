@@ -112,3 +112,12 @@ def test_noisy_rows_carry_a_marker_in_the_tables_and_the_report(tmp_path):
     text = write_report(rows, tmp_path / "report.html").read_text()
     assert "Noisy: a measured while other processes used 62% of the CPU" in text
     assert "<th>noisy</th>" in text
+
+
+def test_a_contender_too_costly_to_rebuild_is_not_re_timed_and_the_words_say_so():
+    rows = two_rows().assign(apply_s=[0.0, 300.0, 1.0], recipe_json=None)
+    rows = rows[rows["candidate"] != "b"]  # the winner alone with the baseline
+    rec = contenders.recommend(object(), rows)
+    assert rec.side_by_side is None
+    assert "(Not re-timed side by side: a took 300 s to build; the ratios come from separate measurements.)" \
+        in rec.explanation
