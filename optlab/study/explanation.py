@@ -136,6 +136,11 @@ def versus_baseline(best: dict, baseline: dict, column: str, objective: str,
         if ratio.too_close:
             return (f"against the baseline it is too close to call on this machine: {name} and {base} "
                     f"({ratio.interval()}, {side_by_side.how()})")
+        if ratio.estimate < 1:  # the baseline is out of the running (it breaks a constraint), yet faster
+            slower = ratio.flipped()
+            return (f"the baseline ran {slower.estimate:.2f}x as fast as {name} side by side (95% CI "
+                    f"{slower.low:.2f}-{slower.high:.2f}x, {side_by_side.how()}), so the separate measurements "
+                    f"that ranked {name} cheaper or faster do not hold on this machine")
         return (f"{ratio.estimate:.2f}x faster than the baseline (95% CI {ratio.low:.2f}-{ratio.high:.2f}x, "
                 f"{side_by_side.how()})")
     separate = "" if objective == "size" else ", from separate measurements (not re-timed side by side)"

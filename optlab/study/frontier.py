@@ -354,8 +354,10 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
         return _miss(rows, failing, rejected, constraints, objective, fmt, score)
     passing.sort(key=lambda r: (score(r), drop(r), figure(r, "p99_ms"), str(r.get("candidate"))))
     overtaken = _overtaken(passing, side_by_side)
-    if overtaken is not None:  # side by side, the runner-up ran clearly faster: the separate timings misled
-        passing[0], passing[1] = passing[1], passing[0]
+    if overtaken is not None:  # side by side, another ran clearly faster: the separate timings misled
+        ahead = next(r for r in passing if str(r.get("candidate")) == overtaken.faster)
+        passing.remove(ahead)
+        passing.insert(0, ahead)
     best = passing[0]
     for row in passing[1:]:
         rejected.append(Rejection(str(row.get("candidate")), (
@@ -376,11 +378,14 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
 
 
 def _overtaken(passing: list[dict], side_by_side: SideBySide | None) -> Ratio | None:
-    """The side-by-side ratio of the runner-up over the first-ranked, when it is clearly faster."""
+    """The side-by-side ratio over the first-ranked of the contender that ran clearly faster than it
+    (the fastest such), or None."""
     if side_by_side is None or len(passing) < 2:
         return None
-    ratio = side_by_side.ratio(str(passing[1].get("candidate")), str(passing[0].get("candidate")))
-    return ratio if ratio is not None and ratio.estimate > 1 and not ratio.too_close else None
+    first = str(passing[0].get("candidate"))
+    ratios = [side_by_side.ratio(str(r.get("candidate")), first) for r in passing[1:]]
+    ahead = [r for r in ratios if r is not None and r.estimate > 1 and not r.too_close]
+    return max(ahead, key=lambda r: r.estimate, default=None)
 
 
 def _miss(rows, failing, rejected, constraints, objective, fmt, score) -> Recommendation:

@@ -22,7 +22,7 @@ from optlab.testing.graphs import constant_weight_mlp_inputs, constant_weight_ml
 
 def test_interleaved_runner_rotates_turns_and_finds_a_real_difference():
     def fast(batch):
-        return time.sleep(0.0005)
+        return batch
 
     def slow(batch):
         return time.sleep(0.002)
@@ -30,7 +30,7 @@ def test_interleaved_runner_rotates_turns_and_finds_a_real_difference():
     run = time_interleaved({"fast": fast, "slow": slow}, [{"x": np.zeros(1)}], rounds=6, turn_s=0.01)
     assert run.rounds == 6 and all(len(turn) >= 3 for turn in run.samples_ns["fast"])
     estimate, low, high = speed_ratio(run, "fast", "slow")
-    assert low <= estimate <= high and low > 1.5  # sleeps of 0.5 ms and 2 ms: clearly apart, even on a busy machine
+    assert low <= estimate <= high and low > 2  # a no-op against a 2 ms sleep: apart even on a busy machine
     assert speed_ratio(run, "slow", "fast")[0] == pytest.approx(1 / estimate)
     with pytest.raises(ValueError, match="at least two callables"):
         time_interleaved({"fast": fast}, [{"x": np.zeros(1)}])
@@ -48,10 +48,16 @@ def test_the_same_onnx_file_twice_is_too_close_to_call(tmp_path):
     path = constant_weight_mlp_onnx(tmp_path / "mlp.onnx", features=16, hidden=64)
     candidates = {name: Candidate(name, load_onnxruntime(path, threads=1), runtime="onnxruntime")
                   for name in ("a", "b", "baseline")}
-    side = contenders.compare(candidates, constant_weight_mlp_inputs(rows=64), batch_size=8, threads=1,
-                              retiming=contenders.Retiming(rounds=8, turn_s=0.02))
-    ratio = side.ratio("a", "b")
-    assert ratio.too_close, ratio  # one model against itself: no winner to name
+    def retime():
+        return contenders.compare(candidates, constant_weight_mlp_inputs(rows=64), batch_size=8, threads=1,
+                                  retiming=contenders.Retiming(rounds=8, turn_s=0.02))
+
+    # One model against itself: no winner to name. A 95% interval excludes the truth 1 time in 20
+    # by design, so a second, independent re-timing decides (both missing it: 1 in 400).
+    side = retime()
+    if not side.ratio("a", "b").too_close:
+        side = retime()
+    assert side.ratio("a", "b").too_close, side.ratio("a", "b")
     rec = recommend(two_rows(), max_p99_ms=10, side_by_side=side)
     assert rec.candidate == "a" and rec.too_close == ("a", "b")
     assert "Too close to call on this machine: a and b (" in rec.explanation
@@ -121,3 +127,14 @@ def test_a_contender_too_costly_to_rebuild_is_not_re_timed_and_the_words_say_so(
     assert rec.side_by_side is None
     assert "(Not re-timed side by side: a took 300 s to build; the ratios come from separate measurements.)" \
         in rec.explanation
+
+
+def test_a_baseline_faster_side_by_side_takes_the_lead_or_is_said():
+    side = SideBySide(1, 8, (Ratio("a", "b", 1.5, 1.4, 1.6), Ratio("a", "baseline", 0.5, 0.45, 0.55)))
+    rec = recommend(two_rows(), side_by_side=side)  # the baseline meets the constraints: it leads
+    assert rec.candidate == "baseline" and "ran 2.00x as fast as a" in rec.explanation
+    failing = two_rows().assign(p99_ms=[50.0, 1.0, 1.0])  # the baseline breaks the SLA
+    rec = recommend(failing, max_p99_ms=10, side_by_side=side)
+    assert rec.candidate == "a"
+    assert "the baseline ran 2.00x as fast as a side by side (95% CI 1.82-2.22x" in rec.explanation
+    assert "faster than the baseline" not in rec.explanation
