@@ -403,7 +403,7 @@ def _cmd_study(args) -> int:
     if args.text_inputs is not None:
         _print_text_notes(baseline)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
-        print(headline_table(results).to_string(index=False))
+        print(headline_table(results).to_string(index=False, na_rep="n/a"))  # never NaN to a person
     _print_failures(results)
     print(f"\n{explanation}\n")
     if missing:
