@@ -180,8 +180,9 @@ def _order_seed() -> int:
 
 
 def run_tests(python: Path, env: dict, extra: list[str]) -> int:
-    """ruff, then the unit tests in random order, then every notebook once in smoke mode (nbval
-    executes each notebook and checks its marked outputs; the order of its cells must not shuffle)."""
+    """ruff, then the unit tests in random order, then every notebook once in smoke mode beside a CPU
+    hog (nbval executes each notebook and checks its marked outputs; the order of its cells must not
+    shuffle; no cell may show inf, nan or a RuntimeWarning)."""
     env = {**env, "OPTLAB_SMOKE": "1"}
     steps = [[str(python), "-m", "ruff", "check", "optlab", "tests", "datasets", "dev.py"]]
     seed = _order_seed()
@@ -192,8 +193,9 @@ def run_tests(python: Path, env: dict, extra: list[str]) -> int:
     notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
     shutil.rmtree(ROOT / "notebooks" / "results", ignore_errors=True)  # nbval measures afresh, not from a store
     if notebooks:
-        steps.append([str(python), "-m", "pytest", "-p", "no:randomly", "--nbval-lax", *notebooks,
-                      "--durations=10", *extra])
+        # beside a CPU hog, as on a busy laptop; a cell that shows inf/nan or a RuntimeWarning fails (tests/nbhog.py)
+        steps.append([str(python), "-m", "pytest", "-p", "no:randomly", "-p", "tests.nbhog", "--hog", "1",
+                      "--no-inf-nan", "--nbval-lax", *notebooks, "--durations=10", *extra])
     failed = 0
     for step in steps:
         print("+", " ".join(step), flush=True)

@@ -10,12 +10,17 @@ run below saturation to keep p99 latency low):
     machines_needed         = ceil(requests_per_s / (throughput_per_s * utilisation))
     monthly_cost_usd        = machines_needed * price_per_hour_usd * hours_per_month  (730 h)
 
+`throughput_per_s` is each candidate's best point of its batch sweep. Two candidates' costs
+compare like with like only at one batch size: `compare` finds it (a sweep point cut by the time
+budget on one side must not pit batch 32 against batch 1) or says why there is none.
+
 Monthly cost counts whole machines (you rent machines, not fractions); the per-prediction
 costs are the marginal figure. Prices in `PRICES` are illustrative list prices: check your
 provider.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -168,3 +173,65 @@ def with_costs(df, price_per_hour_usd: float | str | Price | Any, *, utilisation
         out["machines_needed"] = machines
         out["monthly_cost_usd"] = machines * prices * hours_per_month
     return out
+
+
+# --- like with like -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SameBatch:
+    """Two candidates' throughput at one batch size both measured (`compare`); `note` says why it
+    is not the first one's own best batch size, when it is not."""
+
+    batch_size: int
+    throughput_per_s: float  # the first candidate's
+    other_throughput_per_s: float
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        """How many times the first candidate's throughput is the other's (cost is its inverse at one price)."""
+        return self.throughput_per_s / self.other_throughput_per_s
+
+
+def sweep_throughputs(row: dict) -> dict[int, float]:
+    """{batch size: predictions per second} from a results row's throughput sweep (`sweep_json`);
+    empty when the row has none (a reference row, an error)."""
+    text = row.get("sweep_json")
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        points = json.loads(text)
+    except ValueError:
+        return {}
+    out = {}
+    for point in points:
+        value = point.get("throughput_per_s")
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+            out[int(point["batch_size"])] = float(value)
+    return out
+
+
+def compare(row: dict, other: dict, *, names: tuple[str, str] = ("the candidate", "the baseline")) \
+        -> SameBatch | str:
+    """Throughput of `row` against `other` at the same batch size, or a sentence saying why no such
+    comparison exists. The batch size is `row`'s best one (`throughput_batch_size`) when `other`
+    measured it too, else the largest both measured: a sweep point cut by the time budget on one
+    side must not pit batch 32 against batch 1."""
+    mine, theirs = sweep_throughputs(row), sweep_throughputs(other)
+    if not mine or not theirs:
+        lacking = names[0] if not mine else names[1]
+        return f"not available: {lacking} has no throughput sweep to compare at one batch size"
+    best = row.get("throughput_batch_size")
+    best = int(best) if isinstance(best, (int, float, np.integer, np.floating)) and math.isfinite(best) \
+        else max(mine, key=mine.get)
+    if best in mine and best in theirs:
+        return SameBatch(best, mine[best], theirs[best])
+    common = sorted(set(mine) & set(theirs))
+    if not common:
+        return (f"not available: no batch size was measured for both ({names[0]}: "
+                f"{', '.join(map(str, sorted(mine)))}; {names[1]}: {', '.join(map(str, sorted(theirs)))})")
+    size = common[-1]
+    missing = names[1] if best not in theirs else names[0]
+    return SameBatch(size, mine[size], theirs[size],
+                     note=f"compared at batch {size}, the largest both measured ({missing}'s batch {best} point "
+                          f"was not measured)")

@@ -12,16 +12,32 @@ from typing import Any
 
 import numpy as np
 
-from optlab.study.columns import higher_is_better_names
+from optlab.study.explanation import (
+    HIGHER_IS_BETTER,
+    Choice,
+    Formatter,
+    Ratio,
+    SideBySide,
+    best_on,
+    choice_too_close,
+    drop,
+    explain_choice,
+    figure,
+    noise,
+    noisy_names,
+)
+
+__all__ = ["HIGHER_IS_BETTER", "OBJECTIVES", "Constraint", "Recommendation", "Rejection", "SideBySide",
+           "meeting", "pareto_front", "pareto_mask", "recommend", "sla_constraints", "sla_status", "vega_outside"]
 
 # objective -> (column, "min"|"max", words)
-HIGHER_IS_BETTER = higher_is_better_names()  # columns ranked "max", from the one Column table
 OBJECTIVES: dict[str, tuple[str, str, str]] = {
     "cost": ("cost_per_1m_usd", "min", "cost per 1M predictions"),
     "latency": ("p99_ms", "min", "p99 latency"),
     "size": ("size_bytes", "min", "size on disk"),
     "served": ("throughput_at_sla_per_s", "max", "throughput at the SLA when served (Study.serve)"),
 }
+SHORT = {"cost": "cost", "latency": "p99 latency", "size": "size", "served": "served throughput"}
 
 
 def pareto_mask(df, x: str = "p99_ms", y: str = "quality", *, minimize_x: bool = True, maximize_y: bool = True,
@@ -84,6 +100,11 @@ class Recommendation:
     rejected: list[Rejection] = field(default_factory=list)
     closest: dict[str, Any] | None = None
     unmet: tuple[str, ...] = ()
+    not_measured: tuple[str, ...] = ()  # meet the constraints but lack the objective's figure
+    too_close: tuple[str, ...] = ()  # the winner and the runner-up, when re-timing could not tell them apart
+    side_by_side: SideBySide | None = None  # the interleaved re-timing the explanation quotes, if any
+    runner_up: dict[str, Any] | None = None
+    noisy: tuple[str, ...] = ()  # candidates in the explanation whose timing was flagged noisy
 
     @property
     def candidate(self) -> str | None:
@@ -148,188 +169,240 @@ def _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement) -> dic
     return constraints
 
 
-def _float(row: dict, column: str) -> float:
-    value = row.get(column)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return value
+# --- SLA membership: one owner ----------------------------------------------------------
+
+MEETS, FAILS, NOT_MEASURED = "meets", "fails", "not measured"
 
 
-def _drop(row: dict) -> float:
-    drop = _float(row, "quality_drop")
-    if math.isnan(drop) and row.get("family") == "baseline":
-        return 0.0
-    return drop
+@dataclass(frozen=True)
+class _Limit:
+    column: str
+    upper: bool  # True: the figure must be <= the limit; False: >= it
+    words: str
 
 
-class _Formatter:
-    def __init__(self, fraction: bool):
-        self.fraction = fraction
-
-    def drop(self, value: float) -> str:
-        return f"{100 * value:.2f} pp" if self.fraction else f"{value:.4g}"
-
-    @staticmethod
-    def objective(objective: str, value: float) -> str:
-        if objective == "cost":
-            return f"${value:.4g}"
-        if objective == "latency":
-            return f"{value:.3g} ms"
-        if objective == "size":
-            return f"{value / 1e6:.3g} MB"
-        return f"{value:.4g}"
+_LIMITS = {
+    "max_p99_ms": _Limit("p99_ms", True, "p99 latency"),
+    "max_quality_drop": _Limit("quality_drop", True, "quality"),
+    "min_agreement": _Limit("agreement", False, "agreement"),
+}
+SERVED_COLUMNS = ("throughput_at_sla_per_s", "serving_max_p99_ms")  # what Study.serve found under load
 
 
-def _violations(row: dict, constraints: dict[str, float], fmt: _Formatter) -> tuple[list[str], float]:
-    """Reasons a row breaks the constraints and a scale-free distance to meeting them."""
-    reasons, distance = [], 0.0
-    if "max_p99_ms" in constraints:
-        limit, p99 = constraints["max_p99_ms"], _float(row, "p99_ms")
-        if math.isnan(p99):
-            reasons.append("p99 latency not measured")
-            distance += 1e6
-        elif p99 > limit:
-            reasons.append(f"p99 {p99:.3g} ms > {limit:g} ms")
-            distance += p99 / limit - 1
-    if "max_quality_drop" in constraints:
-        limit, drop = constraints["max_quality_drop"], _drop(row)
-        if math.isnan(drop):
-            reasons.append("quality not evaluated")
-            distance += 1e6
-        elif drop > limit:
-            reasons.append(f"quality drop {fmt.drop(drop)} > {fmt.drop(limit)}")
-            distance += (drop - limit) / max(limit, 0.005)
-    if "min_agreement" in constraints:
-        limit, agreement = constraints["min_agreement"], _float(row, "agreement")
-        if math.isnan(agreement):
-            reasons.append("agreement not evaluated")
-            distance += 1e6
-        elif agreement < limit:
-            reasons.append(f"agreement {agreement:.3f} < {limit:g}")
-            distance += (limit - agreement) / max(limit, 1e-3)
-    return reasons, distance
+@dataclass(frozen=True)
+class Constraint:
+    """One SLA limit (`name` is its keyword and the charts' Vega param: max_p99_ms,
+    max_quality_drop or min_agreement). It judges a results row (`judge`) and renders the same
+    rule as a Vega expression (`vega_outside`), so a sentence and a chart cannot disagree.
+
+    The rules: a missing figure does not meet a limit (it is "not measured", never assumed); the
+    baseline's quality drop is 0; a candidate that `Study.serve` found serving 0/s within a p99
+    limit at least as loose as this one does not meet it, whatever its loop p99 says."""
+
+    name: str
+    limit: float
+    fraction: bool = True  # quality is a fraction: drops read in percentage points
+
+    def __post_init__(self):
+        if self.name not in _LIMITS:
+            raise ValueError(f"unknown constraint {self.name!r}; choose one of: {', '.join(_LIMITS)}")
+
+    @property
+    def column(self) -> str:
+        return _LIMITS[self.name].column
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the rule reads (a chart must carry them all)."""
+        extra = SERVED_COLUMNS if self.name == "max_p99_ms" else ("family",) if self.column == "quality_drop" else ()
+        return (self.column, *extra)
+
+    def value(self, row: dict) -> float:
+        return drop(row) if self.column == "quality_drop" else figure(row, self.column)
+
+    def describe(self) -> str:
+        if self.name == "max_p99_ms":
+            return f"p99 <= {self.limit:g} ms"
+        if self.name == "max_quality_drop":
+            return f"quality drop <= {Formatter(self.fraction).drop(self.limit)}"
+        return f"agreement >= {self.limit:g}"
+
+    def judge(self, row: dict) -> tuple[str, str, float]:
+        """(MEETS | FAILS | NOT_MEASURED, the reason, a scale-free distance to meeting it)."""
+        value, limit = self.value(row), self.limit
+        if math.isnan(value):
+            what = {"p99_ms": "p99 latency not measured", "quality_drop": "quality not evaluated"}
+            return NOT_MEASURED, what.get(self.column, f"{self.column.replace('_', ' ')} not evaluated"), 1e6
+        served, searched = figure(row, SERVED_COLUMNS[0]), figure(row, SERVED_COLUMNS[1])
+        if self.name == "max_p99_ms" and served <= 0 and searched >= limit:
+            return FAILS, f"serves 0/s within p99 <= {searched:g} ms under load (Study.serve)", 1.0
+        if self.name == "max_p99_ms" and value > limit:
+            return FAILS, f"p99 {value:.3g} ms > {limit:g} ms", value / limit - 1
+        if self.name == "max_quality_drop" and value > limit:
+            fmt = Formatter(self.fraction)
+            return FAILS, f"quality drop {fmt.drop(value)} > {fmt.drop(limit)}", (value - limit) / max(limit, 0.005)
+        if self.name == "min_agreement" and value < limit:
+            return FAILS, f"agreement {value:.3f} < {limit:g}", (limit - value) / max(limit, 1e-3)
+        return MEETS, "", 0.0
+
+    def vega_outside(self, param: bool = True) -> str:
+        """A Vega expression, true where a datum does not meet this limit (the same rule as
+        `judge`); the limit is the chart param named `name` (`param=False`: the number itself)."""
+        limit = self.name if param else repr(float(self.limit))
+        field = f"datum.{self.column}"
+        if self.column == "quality_drop":
+            missing = f"(datum.family != 'baseline' && !isValid({field}))"
+        else:
+            missing = f"!isValid({field})"
+        op = ">" if _LIMITS[self.name].upper else "<"
+        rule = f"{missing} || {field} {op} {limit}"
+        if self.name == "max_p99_ms":
+            served, searched = (f"datum.{c}" for c in SERVED_COLUMNS)
+            rule += f" || (isValid({served}) && {served} <= 0 && {searched} >= {limit})"
+        return rule
 
 
-def _describe_constraints(constraints: dict[str, float], fmt: _Formatter) -> str:
-    words = {"max_p99_ms": lambda v: f"p99 <= {v:g} ms", "max_quality_drop": lambda v: f"quality drop <= {fmt.drop(v)}",
-             "min_agreement": lambda v: f"agreement >= {v:g}"}
-    return " and ".join(words[k](v) for k, v in constraints.items()) or "no constraints"
+def sla_constraints(*, max_p99_ms: float | None = None, max_quality_drop: float | None = None,
+                    min_agreement: float | None = None, fraction: bool = True) -> tuple[Constraint, ...]:
+    """The Constraints for the limits given (None = no such limit)."""
+    given = {"max_p99_ms": max_p99_ms, "max_quality_drop": max_quality_drop, "min_agreement": min_agreement}
+    return tuple(Constraint(name, float(limit), fraction) for name, limit in given.items() if limit is not None)
 
 
-def _best_on(rows: list[dict], constraint: str, fmt: _Formatter) -> str:
-    if constraint == "max_p99_ms":
-        values = [(r, _float(r, "p99_ms")) for r in rows if not math.isnan(_float(r, "p99_ms"))]
-        if values:
-            row, v = min(values, key=lambda t: t[1])
-            return f"the fastest is {row.get('candidate')} at {v:.3g} ms"
-    elif constraint == "max_quality_drop":
-        values = [(r, _drop(r)) for r in rows if not math.isnan(_drop(r))]
-        if values:
-            row, v = min(values, key=lambda t: t[1])
-            return f"the smallest drop is {row.get('candidate')} at {fmt.drop(v)}"
-    elif constraint == "min_agreement":
-        values = [(r, _float(r, "agreement")) for r in rows if not math.isnan(_float(r, "agreement"))]
-        if values:
-            row, v = max(values, key=lambda t: t[1])
-            return f"the closest agreement is {row.get('candidate')} at {v:.3f}"
-    return "none was measured on it"
+def vega_outside(constraints: tuple[Constraint, ...], columns=None, *, param: bool = True) -> str | None:
+    """One Vega expression, true where a datum breaks any of `constraints` (those whose column is
+    in `columns`, when given); None when there is nothing to test."""
+    parts = [f"({c.vega_outside(param)})" for c in constraints if columns is None or c.column in columns]
+    return " || ".join(parts) or None
+
+
+def sla_status(row: dict, constraints: tuple[Constraint, ...]) -> str:
+    """MEETS when every constraint is met, else FAILS (any failure) or NOT_MEASURED."""
+    states = {c.judge(row)[0] for c in constraints}
+    return FAILS if FAILS in states else NOT_MEASURED if NOT_MEASURED in states else MEETS
+
+
+def meeting(df, constraints: tuple[Constraint, ...], *, include_reference: bool = True) -> set[str]:
+    """Names of the successful (and, by default, reference) rows that meet every constraint."""
+    allowed = ("ok", "reference") if include_reference else ("ok",)
+    return {str(r.get("candidate")) for r in df.to_dict("records")
+            if (r.get("status") or "ok") in allowed and sla_status(r, constraints) == MEETS}
+
+
+def _violations(row: dict, constraints: tuple[Constraint, ...]) -> tuple[list[str], float]:
+    """Reasons a row breaks (or cannot be shown to meet) the constraints, and its distance to them."""
+    judged = [c.judge(row) for c in constraints]
+    return [reason for state, reason, _ in judged if state != MEETS], sum(d for state, _, d in judged if state != MEETS)
+
+
+def _describe_constraints(constraints: tuple[Constraint, ...]) -> str:
+    return " and ".join(c.describe() for c in constraints) or "no constraints"
+
+
+# --- recommendation ---------------------------------------------------------------------
+
+def _objective(objective: str, rows: list[dict]) -> tuple[str, str, str, str]:
+    """(column, "min"|"max", words, short words) that rank the rows for `objective`."""
+    column, direction, words = OBJECTIVES[objective]
+    if objective == "cost" and all(math.isnan(figure(r, column)) for r in rows):
+        return "throughput_per_s", "max", "throughput (no price given: it orders cost the same)", "throughput"
+    return column, direction, words, SHORT[objective]
 
 
 def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | None = None,
               objective: str = "cost", min_agreement: float | None = None,
-              include_reference: bool = False) -> Recommendation:
-    """The candidate with the best `objective` ("cost" | "latency" | "size") among those with
-    p99_ms <= max_p99_ms, quality_drop <= max_quality_drop (a fraction: 0.01 = 1 percentage
-    point) and agreement >= min_agreement. The baseline competes too. Ties go to the smaller
-    quality drop, then the lower p99. Without cost columns, "cost" ranks by throughput, which
-    orders cost the same at one price per hour.
+              include_reference: bool = False, side_by_side: SideBySide | None = None) -> Recommendation:
+    """The candidate with the best `objective` ("cost" | "latency" | "size" | "served") among those
+    with p99_ms <= max_p99_ms, quality_drop <= max_quality_drop (a fraction: 0.01 = 1 percentage
+    point) and agreement >= min_agreement (the `Constraint` rules). The baseline competes too. Ties
+    go to the smaller quality drop, then the lower p99. Without cost columns, "cost" ranks by
+    throughput, which orders cost the same at one price per hour. A candidate that meets the
+    constraints but lacks the objective's figure is "not measured", not failing.
+
+    `side_by_side` (from `optlab.study.contenders`): the contenders re-timed interleaved on this
+    machine; the explanation then quotes those ratios and their intervals, and says "too close to
+    call" where an interval includes 1. Without it, ratios say they come from separate measurements.
     """
-    constraints = _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement)
+    limits = _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement)
     if df is None or len(df) == 0:
         raise ValueError("the study has no results yet: run() it (or load rows) before asking for a recommendation")
-    fmt = _Formatter(_quality_is_fraction(df))
-    column, direction, words = OBJECTIVES[objective]
+    fmt = Formatter(_quality_is_fraction(df))
+    constraints = sla_constraints(**limits, fraction=fmt.fraction)
     records = df.to_dict("records")
     errors = [r for r in records if r.get("status") == "error"]
     allowed = ("ok", "reference") if include_reference else ("ok",)
-    rows = [r for r in records if r.get("status", "ok") in allowed]
+    rows = [r for r in records if (r.get("status") or "ok") in allowed]
     if not rows:
         raise ValueError(f"no successful candidate to recommend among {len(records)} rows "
                          f"({len(errors)} errors); fix the failing recipes or run() the study")
-    if objective == "cost" and all(math.isnan(_float(r, column)) for r in rows):
-        column, direction, words = "throughput_per_s", "max", "throughput (no price given: it orders cost the same)"
+    column, direction, words, short = _objective(objective, rows)
 
     def score(row: dict) -> float:
-        value = _float(row, column)
-        if math.isnan(value):
-            return math.inf
-        return value if direction == "min" else -value
+        value = figure(row, column)
+        return math.inf if math.isnan(value) else value if direction == "min" else -value
 
-    rejected: list[Rejection] = [Rejection(str(r.get("candidate")), (f"failed: {r.get('error') or 'error'}",))
-                                 for r in errors]
-    passing, failing = [], []
+    passing, unranked, failing = [], [], []
     for row in rows:
-        reasons, distance = _violations(row, constraints, fmt)
-        if math.isinf(score(row)):
-            reasons.append(f"no {words} measured")
-            distance += 1e6
-        (failing if reasons else passing).append((row, reasons, distance))
-    described = _describe_constraints(constraints, fmt)
-
-    if passing:
-        passing.sort(key=lambda t: (score(t[0]), _drop(t[0]), _float(t[0], "p99_ms"), str(t[0].get("candidate"))))
-        best = passing[0][0]
-        for row, _, _ in passing[1:]:
-            rejected.append(Rejection(str(row.get("candidate")), (
-                f"meets the constraints but its {words} is {_fmt_objective(column, objective, _float(row, column))} "
-                f"vs {_fmt_objective(column, objective, _float(best, column))}",), True))
-        rejected += [Rejection(str(r.get("candidate")), tuple(reasons)) for r, reasons, _ in failing]
-        explanation = _explain_choice(best, rows, column, objective, words, described, len(passing), fmt)
-        return Recommendation(True, best, explanation, objective, constraints, rejected)
-
+        reasons, distance = _violations(row, constraints)
+        if reasons:
+            failing.append((row, reasons, distance))
+        else:
+            (unranked if math.isinf(score(row)) else passing).append(row)
+    rejected = [Rejection(str(r.get("candidate")), (f"failed: {r.get('error') or 'error'}",)) for r in errors]
+    if not passing:
+        failing += [(r, [f"no {words} measured"], 1e6) for r in unranked]
+        return _miss(rows, failing, rejected, constraints, objective, fmt, score)
+    passing.sort(key=lambda r: (score(r), drop(r), figure(r, "p99_ms"), str(r.get("candidate"))))
+    overtaken = _overtaken(passing, side_by_side)
+    if overtaken is not None:  # side by side, another ran clearly faster: the separate timings misled
+        ahead = next(r for r in passing if str(r.get("candidate")) == overtaken.faster)
+        passing.remove(ahead)
+        passing.insert(0, ahead)
+    best = passing[0]
+    for row in passing[1:]:
+        rejected.append(Rejection(str(row.get("candidate")), (
+            f"meets the constraints but its {words} is {Formatter.objective(column, objective, figure(row, column))} "
+            f"vs {Formatter.objective(column, objective, figure(best, column))}",), True))
+    rejected += [Rejection(str(r.get("candidate")), (f"meets the constraints; its {short} was not measured",), True)
+                 for r in unranked]
     rejected += [Rejection(str(r.get("candidate")), tuple(reasons)) for r, reasons, _ in failing]
-    unmet = tuple(k for k in constraints
-                  if all(_violations(r, {k: constraints[k]}, fmt)[0] for r in rows))
+    choice = Choice(best, passing[1] if len(passing) > 1 else None, rows, column, objective, words, short,
+                    overtaken)
+    explanation = explain_choice(choice, _describe_constraints(constraints), len(passing), len(unranked), fmt,
+                                  side_by_side)
+    too_close = choice_too_close(choice, side_by_side)
+    return Recommendation(True, best, explanation, objective, limits, rejected,
+                          not_measured=tuple(str(r.get("candidate")) for r in unranked), too_close=too_close,
+                          side_by_side=side_by_side, runner_up=choice.runner_up,
+                          noisy=tuple(noisy_names([best, choice.baseline, choice.runner_up])))
+
+
+def _overtaken(passing: list[dict], side_by_side: SideBySide | None) -> Ratio | None:
+    """The side-by-side ratio over the first-ranked of the contender that ran clearly faster than it
+    (the fastest such), or None."""
+    if side_by_side is None or len(passing) < 2:
+        return None
+    first = str(passing[0].get("candidate"))
+    ratios = [side_by_side.ratio(str(r.get("candidate")), first) for r in passing[1:]]
+    ahead = [r for r in ratios if r is not None and r.estimate > 1 and not r.too_close]
+    return max(ahead, key=lambda r: r.estimate, default=None)
+
+
+def _miss(rows, failing, rejected, constraints, objective, fmt, score) -> Recommendation:
+    """No candidate meets every constraint: which constraints nothing meets, and the closest."""
+    rejected = rejected + [Rejection(str(r.get("candidate")), tuple(reasons)) for r, reasons, _ in failing]
+    unmet = tuple(c for c in constraints if all(c.judge(r)[0] != MEETS for r in rows))
     closest = min(failing, key=lambda t: (t[2], score(t[0])))[0]
     if unmet:
-        parts = [f"nothing meets {_describe_constraints({k: constraints[k]}, fmt)} "
-                 f"({_best_on(rows, k, fmt)})" for k in unmet]
+        parts = [f"nothing meets {c.describe()} ({best_on(rows, c, fmt)})" for c in unmet]
         head = "No candidate meets the constraints: " + "; ".join(parts) + "."
     else:
-        head = f"Each constraint is met by some candidate, but none meets all of {described}."
+        head = f"Each constraint is met by some candidate, but none meets all of {_describe_constraints(constraints)}."
     reasons = next(reasons for r, reasons, _ in failing if r is closest)
     explanation = f"{head} Closest: {closest.get('candidate')} ({'; '.join(reasons)})."
-    return Recommendation(False, None, explanation, objective, constraints, rejected, closest, unmet)
-
-
-def _fmt_objective(column: str, objective: str, value: float) -> str:
-    if column in HIGHER_IS_BETTER:
-        return f"{value:.4g}/s"
-    return _Formatter.objective(objective, value)
-
-
-def _explain_choice(best: dict, rows: list[dict], column: str, objective: str, words: str, described: str,
-                    n_passing: int, fmt: _Formatter) -> str:
-    name = best.get("candidate")
-    text = (f"{name}: the best {words} ({_fmt_objective(column, objective, _float(best, column))}) among "
-            f"{n_passing} of {len(rows)} candidates meeting {described}")
-    baseline = next((r for r in rows if r.get("family") == "baseline"), None)
-    if baseline is not None and baseline is not best:
-        ours, theirs = _float(best, column), _float(baseline, column)
-        if theirs > 0 and ours > 0 and not (math.isnan(ours) or math.isnan(theirs)):
-            ratio = ours / theirs if column in HIGHER_IS_BETTER else theirs / ours
-            text += f"; {ratio:.2f}x better than the baseline ({_fmt_objective(column, objective, theirs)})"
-    details = []
-    p99 = _float(best, "p99_ms")
-    if not math.isnan(p99):
-        details.append(f"p99 {p99:.3g} ms")
-    drop = _drop(best)
-    if not math.isnan(drop):
-        low, high = _float(best, "quality_drop_ci_low"), _float(best, "quality_drop_ci_high")
-        interval = "" if math.isnan(low) or math.isnan(high) else f" (95% CI {fmt.drop(low)} to {fmt.drop(high)})"
-        details.append(f"quality drop {fmt.drop(drop)}{interval}")
-    if details:
-        text += "; " + ", ".join(details)
-    return text + "."
+    sentence = noise([closest])
+    if sentence:
+        explanation += " " + sentence
+    limits = {c.name: c.limit for c in constraints}
+    return Recommendation(False, None, explanation, objective, limits, rejected, closest,
+                          tuple(c.name for c in unmet), noisy=tuple(noisy_names([closest])))

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable
 
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import Recipe
+from optlab.study import contenders
 from optlab.study import costs as costs_module
 from optlab.study import fingerprint as fp
 from optlab.study import frontier as frontier_module
@@ -439,9 +440,11 @@ class Study:
 
     def recommend(self, *, max_p99_ms: float | None = None, max_quality_drop: float | None = None,
                   objective: str = "cost", **options) -> frontier_module.Recommendation:
-        """The best candidate under the constraints; see `optlab.study.frontier.recommend`."""
-        return frontier_module.recommend(self._nonempty("recommend"), max_p99_ms=max_p99_ms,
-                                         max_quality_drop=max_quality_drop, objective=objective, **options)
+        """The best candidate under the constraints (see `optlab.study.frontier.recommend`), the
+        winner re-timed side by side with the runner-up and the baseline first (`retime=False`
+        skips that; see `optlab.study.contenders`)."""
+        return contenders.recommend(self, self._nonempty("recommend"), max_p99_ms=max_p99_ms,
+                                    max_quality_drop=max_quality_drop, objective=objective, **options)
 
     def _nonempty(self, what: str):
         df = self.results

@@ -12,7 +12,8 @@ from typing import Any, Iterator
 
 from optlab.recipes.recipe import Compile, Distill, Prune, Quantize
 from optlab.study.costs import DEFAULT_UTILISATION, with_costs
-from optlab.study.frontier import OBJECTIVES, Recommendation, recommend
+from optlab.study.frontier import OBJECTIVES, Recommendation, recommend, sla_constraints
+from optlab.study.frontier import meeting as frontier_meeting
 from optlab.views.plots import drawable
 
 REFERENCE_PRICE = "reference_price_per_hour_usd"  # a reference row keeps the price of the machine it ran on
@@ -81,16 +82,9 @@ def visible(results, state: ExplorerState):
 
 
 def meeting(rows, max_p99_ms: float | None, max_quality_drop: float | None) -> set[str]:
-    """Candidates (reference rows included) that meet the SLA, as optlab.study.frontier judges
-    them: the passing ones of a recommendation under the same limits. The one place the explorer
-    decides SLA membership, so a frontier `Constraint` can replace it whole."""
-    try:
-        rec = recommend(rows, max_p99_ms=max_p99_ms, max_quality_drop=max_quality_drop, objective="latency",
-                        include_reference=True)
-    except ValueError:
-        return set()
-    chosen = {rec.candidate} if rec.met and rec.candidate is not None else set()
-    return chosen | {r.candidate for r in rec.rejected if r.meets_constraints}
+    """Candidates (reference rows included) that meet the SLA: optlab.study.frontier's
+    Constraint rule, the same one the chart renders."""
+    return frontier_meeting(rows, sla_constraints(max_p99_ms=max_p99_ms, max_quality_drop=max_quality_drop))
 
 
 def explore(results, state: ExplorerState) -> Exploration:

@@ -16,6 +16,7 @@ import numpy as np
 
 from optlab.study.columns import COLUMNS, column, higher_is_better
 from optlab.study.columns import title as axis_title
+from optlab.study.frontier import SERVED_COLUMNS, sla_constraints, vega_outside
 
 FAMILIES = ("baseline", "quantization", "pruning", "distillation", "compilation", "chain")
 FAMILY_COLORS = ("#4c4c4c", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#d62728")
@@ -400,31 +401,24 @@ def _pareto_data(rows, x: str, y: str):
     rows["label"] = _label(rows)
     rows["short_label"] = short_labels(rows["candidate"])
     rows["measured"] = np.where(rows["status"].to_numpy() == "reference", MEASURED[1], MEASURED[0])
-    data = _tidy(rows[_columns(rows, ["label", "short_label", "measured", x, y, "size_mb", *TOOLTIP_COLUMNS])],
-                 keep=("candidate", x, y))
+    shown = ["label", "short_label", "measured", x, y, "size_mb", "family", *SERVED_COLUMNS, *TOOLTIP_COLUMNS]
+    data = _tidy(rows[_columns(rows, shown)], keep=("candidate", x, y))
     if "size_mb" in data.columns:
         data = data.assign(mark_size_mb=data["size_mb"].fillna(data["size_mb"].min()))
     return data
 
 
 def _sla_params(data, max_p99_ms, max_quality_drop, recommended) -> tuple[list, list[str]]:
-    """The chart's params and the Vega expressions of "outside the SLA" (as optlab.study.frontier
-    judges: a figure not measured breaks its limit; the baseline's drop is 0)."""
+    """The chart's params and the Vega expression of "outside the SLA": the rule of
+    optlab.study.frontier.Constraint itself, so the chart and the sentence cannot disagree."""
     import altair as alt
 
-    params, faded = [], []
-    if max_p99_ms is not None:
-        params.append(alt.param(name="max_p99_ms", value=float(max_p99_ms)))
-        if "p99_ms" in data.columns:
-            faded.append("!isValid(datum.p99_ms) || datum.p99_ms > max_p99_ms")
-    if max_quality_drop is not None:
-        params.append(alt.param(name="max_quality_drop", value=float(max_quality_drop)))
-        if "quality_drop" in data.columns:
-            faded.append("(datum.family != 'baseline' && !isValid(datum.quality_drop)) "
-                         "|| datum.quality_drop > max_quality_drop")
+    sla = sla_constraints(max_p99_ms=max_p99_ms, max_quality_drop=max_quality_drop)
+    params = [alt.param(name=rule.name, value=rule.limit) for rule in sla]
+    outside = vega_outside(sla, data.columns)
     if recommended is not None:
         params.append(alt.param(name="recommended", value=str(recommended)))
-    return params, faded
+    return params, [outside] if outside else []
 
 
 def _points(data, x: str, y: str, x_scale, y_scale, faded: list[str], pick):

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from optlab.study.columns import column
+from optlab.study.explanation import noisy_marks
 
 DEFAULT_SLA = {"max_p99_ms": None, "max_quality_drop": 0.01, "objective": "cost"}
 
@@ -61,6 +62,9 @@ def headline_table(df):
         if digits is not None:
             numbers = pd.to_numeric(out[name], errors="coerce")
             out[name] = numbers.where(np.isfinite(numbers)).round(digits)  # inf is "not available", never shown
+    marks = noisy_marks(rows)  # timed on a busy machine or with a wide interval: said beside the figures
+    if (marks != "").any():
+        out["noisy"] = marks
     return out.reset_index(drop=True)
 
 
@@ -238,7 +242,7 @@ def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report"
             items = "".join(f"<li>{html.escape(str(r.get('candidate')))}: {html.escape(str(r.get('error')))}</li>"
                             for r in errors.to_dict("records"))
             body.append(f"<p>Failed candidates (left out of charts):</p><ul>{items}</ul>")
-        combined.append(frame.assign(study=name))
+        combined.append(frame.assign(study=name, noisy=noisy_marks(frame)))
     if combined:
         table = pd.concat(combined, ignore_index=True)
         columns = ["study", *[c for c in [*HEADLINE_COLUMNS, *FULL_EXTRA_COLUMNS] if c in table.columns]]

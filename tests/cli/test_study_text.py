@@ -112,4 +112,5 @@ def test_a_study_on_a_folder_and_a_csv_keeps_going_past_a_failing_candidate(file
     assert baseline["cold_start_ms"] > 0 and baseline["size_bytes"] == (files / "my-model" / "model.safetensors").stat(
         ).st_size  # a fresh process loaded the folder
     assert "baseline" in printed.split("failed:")[0]  # in the table
+    assert "NaN" not in printed and " nan" not in printed  # a missing figure reads n/a
     assert (out / "report.html").is_file()

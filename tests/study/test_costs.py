@@ -64,3 +64,25 @@ def test_bad_input_is_explained(kwargs, message):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown price preset 'tpu'.*cpu-small"):
         costs.price("tpu")
+
+
+def sweep(**points):
+    """sweep_json for {"b1": throughput, "b32": throughput, ...}."""
+    import json
+
+    return json.dumps([{"batch_size": int(k[1:]), "throughput_per_s": v} for k, v in points.items()])
+
+
+def test_compare_uses_the_same_batch_size_or_says_why_not():
+    openvino = {"throughput_batch_size": 32, "sweep_json": sweep(b1=500.0, b8=2000.0, b32=5280.0)}
+    cut = {"throughput_batch_size": 1, "sweep_json": sweep(b1=2000.0, b8=4000.0)}  # batch 32 cut by the budget
+    full = {"throughput_batch_size": 32, "sweep_json": sweep(b1=2000.0, b8=4000.0, b32=4000.0)}
+    same = costs.compare(openvino, full)
+    assert (same.batch_size, same.ratio, same.note) == (32, pytest.approx(1.32), "")
+    fallback = costs.compare(openvino, cut, names=("openvino", "the baseline"))
+    assert fallback.batch_size == 8 and fallback.ratio == pytest.approx(0.5)  # never 5280 / 2000 = 2.64
+    assert "the largest both measured (the baseline's batch 32 point was not measured)" in fallback.note
+    apart = costs.compare(openvino, {"sweep_json": sweep(b64=100.0)}, names=("openvino", "the baseline"))
+    assert apart.startswith("not available: no batch size was measured for both (openvino: 1, 8, 32; the baseline: 64")
+    assert costs.compare(openvino, {"sweep_json": None}).startswith("not available: the baseline has no throughput")
+    assert costs.sweep_throughputs({"sweep_json": "not json"}) == {}

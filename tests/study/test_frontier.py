@@ -89,7 +89,7 @@ def test_served_objective_ranks_by_throughput_at_the_sla_and_says_how_much_bette
     df = table().assign(throughput_at_sla_per_s=[2000.0, 8000.0, 16000.0, 1000.0, None])
     rec = recommend(df, max_quality_drop=0.01, objective="served")  # pruned serves most but drops 5 pp
     assert rec.candidate == "int8"
-    assert "4.00x better than the baseline (2000/s)" in rec.explanation
+    assert "4.00x better than the baseline (2000/s), from separate measurements" in rec.explanation
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -115,3 +115,127 @@ def test_empty_or_all_failed():
 def test_front_with_duplicate_index_labels():
     df = pd.concat([rows(("a", 1.0, 0.8)), rows(("b", 2.0, 0.7)), rows(("c", 3.0, 0.9))])  # index 0, 0, 0
     assert pareto_front(df)["candidate"].tolist() == ["a", "c"]
+
+
+# --- one owner for SLA membership ---------------------------------------------------------
+
+def vega_eval(expression: str, datum: dict, params: dict) -> bool:
+    """Evaluate the small subset of Vega's expression language Constraint renders, with Vega's
+    semantics for missing fields (undefined/null compare false, isValid is false)."""
+    import math
+    import re
+
+    class Value:
+        def __init__(self, v):
+            self.v = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+        def _cmp(self, other, op):
+            o = other.v if isinstance(other, Value) else other
+            return False if self.v is None or o is None else op(self.v, o)
+
+        def __gt__(self, o):
+            return self._cmp(o, lambda a, b: a > b)
+
+        def __lt__(self, o):
+            return self._cmp(o, lambda a, b: a < b)
+
+        def __ge__(self, o):
+            return self._cmp(o, lambda a, b: a >= b)
+
+        def __le__(self, o):
+            return self._cmp(o, lambda a, b: a <= b)
+
+        def __ne__(self, o):
+            return self.v != (o.v if isinstance(o, Value) else o)
+
+    python = re.sub(r"datum\.(\w+)", r"D('\1')", expression)
+    python = python.replace("&&", " and ").replace("||", " or ").replace("!isValid", " not isValid")
+    scope = {"D": lambda k: Value(datum.get(k)), "isValid": lambda v: v.v is not None, **params}
+    return bool(eval(python, scope))  # noqa: S307 - a test-only evaluator of expressions we rendered
+
+
+SLA_ROWS = [
+    {"candidate": "fast", "family": "quantization", "p99_ms": 3.0, "quality_drop": 0.001},
+    {"candidate": "slow", "family": "quantization", "p99_ms": 30.0, "quality_drop": 0.001},
+    {"candidate": "lossy", "family": "pruning", "p99_ms": 3.0, "quality_drop": 0.2},
+    {"candidate": "baseline", "family": "baseline", "p99_ms": 5.0, "quality_drop": None},
+    {"candidate": "untimed", "family": "quantization", "p99_ms": None, "quality_drop": 0.0},
+    {"candidate": "unscored", "family": "distillation", "p99_ms": 1.0, "quality_drop": None},
+    {"candidate": "starved", "family": "compilation", "p99_ms": 2.0, "quality_drop": 0.0,
+     "throughput_at_sla_per_s": 0.0, "serving_max_p99_ms": 10.0},   # served 0/s within 10 ms
+    {"candidate": "served", "family": "compilation", "p99_ms": 2.0, "quality_drop": 0.0,
+     "throughput_at_sla_per_s": 900.0, "serving_max_p99_ms": 10.0},
+]
+
+
+@pytest.mark.parametrize("limits", [dict(max_p99_ms=10.0, max_quality_drop=0.01), dict(max_p99_ms=4.0),
+                                    dict(max_quality_drop=0.05), dict(max_p99_ms=20.0), dict(min_agreement=0.9)])
+def test_constraint_text_and_vega_expression_agree_on_every_row(limits):
+    from optlab.study.frontier import MEETS, sla_constraints, sla_status, vega_outside
+
+    rules = sla_constraints(**limits)
+    expression = vega_outside(rules)
+    params = {rule.name: rule.limit for rule in rules}
+    for row in SLA_ROWS:
+        row = {"agreement": 0.95 if row["candidate"] != "lossy" else 0.5, **row}
+        meets = sla_status(row, rules) == MEETS
+        assert meets == (not vega_eval(expression, row, params)), (row["candidate"], limits)
+
+
+def test_constraint_rules_missing_figures_and_serving_at_zero():
+    from optlab.study.frontier import FAILS, MEETS, NOT_MEASURED, Constraint, meeting, sla_constraints
+
+    p99 = Constraint("max_p99_ms", 10.0)
+    states = {r["candidate"]: p99.judge(r)[0] for r in SLA_ROWS}
+    assert states["untimed"] == NOT_MEASURED and states["slow"] == FAILS and states["fast"] == MEETS
+    assert states["starved"] == FAILS and "serves 0/s within p99 <= 10 ms" in p99.judge(SLA_ROWS[6])[1]
+    assert Constraint("max_p99_ms", 50.0).judge(SLA_ROWS[6])[0] == MEETS  # a looser limit was never searched
+    drop = Constraint("max_quality_drop", 0.01)
+    assert drop.judge(SLA_ROWS[3])[0] == MEETS and drop.judge(SLA_ROWS[5])[0] == NOT_MEASURED
+    assert p99.vega_outside(param=False).startswith("!isValid(datum.p99_ms) || datum.p99_ms > 10.0")
+    frame = pd.DataFrame(SLA_ROWS).assign(status="ok")
+    assert meeting(frame, sla_constraints(max_p99_ms=10, max_quality_drop=0.01)) == {"fast", "baseline", "served"}
+    with pytest.raises(ValueError, match="unknown constraint 'max_p50_ms'"):
+        Constraint("max_p50_ms", 1.0)
+
+
+def test_a_baseline_serving_nothing_within_the_sla_does_not_meet_it():
+    df = table().assign(throughput_at_sla_per_s=[0.0, 800.0, 900.0, 700.0, None],
+                        serving_max_p99_ms=[10.0, 10.0, 10.0, 10.0, None])
+    rec = recommend(df, max_p99_ms=10, objective="latency")
+    reasons = {r.candidate: r.reasons for r in rec.rejected}
+    assert reasons["baseline"] == ("serves 0/s within p99 <= 10 ms under load (Study.serve)",)
+    assert "among 3 of 4 candidates meeting p99 <= 10 ms" in rec.explanation
+
+
+def test_candidates_without_the_objectives_figure_are_not_measured_not_failing():
+    df = table().assign(cost_per_1m_usd=[2.0, None, 0.5, None, None])
+    rec = recommend(df, max_p99_ms=100000, objective="cost")
+    assert rec.candidate == "pruned" and set(rec.not_measured) == {"int8", "bf16"}
+    assert "among 2 of 4 candidates meeting p99 <= 100000 ms (2 not measured for cost)" in rec.explanation
+    assert {r.candidate for r in rec.rejected if r.meets_constraints} == {"baseline", "int8", "bf16"}
+
+
+def test_the_ratio_to_the_baseline_compares_the_same_batch_size():
+    """The 2.64x case: the candidate's best is batch 32, the baseline's batch-32 point was cut by the
+    sweep budget; the ratio must not pit batch 32 against batch 1."""
+    import json
+
+    def sweep(points):
+        return json.dumps([{"batch_size": b, "throughput_per_s": t} for b, t in points.items()])
+
+    df = pd.DataFrame([
+        {"candidate": "baseline", "family": "baseline", "status": "ok", "p99_ms": 2.0, "quality_drop": 0.0,
+         "throughput_per_s": 2000.0, "throughput_batch_size": 1, "price_per_hour_usd": 0.1,
+         "cost_per_1m_usd": 0.0278, "sweep_json": sweep({1: 2000.0, 8: 4000.0})},
+        {"candidate": "openvino", "family": "compilation", "status": "ok", "p99_ms": 1.0, "quality_drop": 0.0,
+         "throughput_per_s": 5280.0, "throughput_batch_size": 32, "price_per_hour_usd": 0.1,
+         "cost_per_1m_usd": 0.0105, "sweep_json": sweep({1: 2500.0, 8: 5000.0, 32: 5280.0})},
+    ])
+    rec = recommend(df, objective="cost")
+    assert rec.candidate == "openvino" and "2.64x" not in rec.explanation
+    assert ("1.25x better than the baseline at batch 8; compared at batch 8, the largest both measured "
+            "(the baseline's batch 32 point was not measured), from separate measurements") in rec.explanation
+    df.loc[0, "sweep_json"] = sweep({64: 100.0})
+    assert "the comparison with the baseline is not available: no batch size was measured for both" \
+        in recommend(df, objective="cost").explanation
