@@ -458,14 +458,14 @@ def _study(name: str, full: bool, out: Path | None, report: dict) -> None:
 
     from optlab.instruments.latency import Workload
     from optlab.recipes.recipe import OnDevice
-    from optlab.study.study import Study
+    from optlab.study.study import RunOptions, Study
 
     model, data = _reference(name, full)
     folder = (out / "study" / name) if out else Path(tempfile.mkdtemp()) / name
     workload = Workload(throughput_batch_sizes=(1, 256, BATCH), budget_s=1.0, sweep_budget_s=0.5, memory=False,
                         cold_start=False)
     study = Study(model, data, [OnDevice(**fields) for fields in STUDY_RECIPES], workload=workload,
-                  results_dir=folder, progress=False)
+                  results_dir=folder, options=RunOptions(progress=False))
     results = study.run()
     columns = ["candidate", "status", "p50_ms", "p99_ms", "throughput_per_s", "quality", "quality_drop", "error"]
     print(f"\n[study] {name} ({'full' if full else 'smoke'} data): GPU candidates vs eager fp32 on the CPU -> {folder}")

@@ -356,7 +356,7 @@ def _cmd_study(args) -> int:
 
     from optlab.instruments.latency import Workload
     from optlab.study.store import IncompatibleStore, OtherStudyFolder, StoreBusy
-    from optlab.study.study import Study
+    from optlab.study.study import Pricing, RunOptions, Study
     from optlab.views.report import headline_table, write_report
 
     model = Path(args.model)
@@ -369,8 +369,9 @@ def _cmd_study(args) -> int:
     # The limit counts from the command's start and keeps a share for writing the report.
     reserve = 0.0 if args.time_limit_s is None else max(1.0, REPORT_RESERVE_SHARE * args.time_limit_s)
     study = Study(baseline, data, recipes, workload=workload, results_dir=out / "results",
-                  price_per_hour_usd=args.price_per_hour, time_limit_s=args.time_limit_s, time_limit_from=STARTED,
-                  time_limit_reserve_s=reserve, verbose=args.verbose)
+                  pricing=Pricing(args.price_per_hour),
+                  options=RunOptions(time_limit_s=args.time_limit_s, time_limit_from=STARTED,
+                                     time_limit_reserve_s=reserve, verbose=args.verbose))
     interrupted = False
     try:
         results = study.run()
