@@ -37,7 +37,9 @@ def test_every_candidate_gets_its_throughput_at_the_sla(served):
     for row in table.itertuples():
         joined = results.loc[results["candidate"] == row.candidate, "throughput_at_sla_per_s"].item()
         assert joined == row.throughput_at_sla_per_s
-    assert events, "subscribers (the explorer) hear about the new figures"
+    assert len(events) == 1, "subscribers (the explorer) hear about the new figures, once"
+    announced = {row["candidate"]: row["throughput_at_sla_per_s"] for row in events[0].rows}
+    assert announced == table.set_index("candidate")["throughput_at_sla_per_s"].to_dict()
 
 
 def test_recommend_by_served_throughput(served):

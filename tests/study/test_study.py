@@ -1,6 +1,7 @@
 """Study: baseline + recipes -> tidy rows, isolated failures, crash-safe resume, reference rows.
 
 Runs real recipes on the zoo's tiny digits student (trained once, cached on disk)."""
+import inspect
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from optlab.data import datasets
@@ -157,6 +159,41 @@ def test_bad_input(digits, model, tmp_path):
     with pytest.raises(ValueError, match="positive number of US dollars"):
         Study(model, digits, results_dir=tmp_path, pricing=Pricing(0))
     assert len(empty.add([Compile(), Compile()]).recipes) == 1  # duplicates ignored
+    with pytest.raises(TypeError, match="unexpected keyword argument 'time_limit'.*RunOptions"):
+        Study(model, digits, results_dir=tmp_path, time_limit=5)
+    with pytest.raises(TypeError, match="options must be an optlab.study.options.RunOptions"):
+        Study(model, digits, results_dir=tmp_path, options={"progress": False})
+
+
+def test_the_constructor_takes_few_values_and_the_old_keywords_still_work_with_a_warning(digits, model, tmp_path):
+    parameters = inspect.signature(Study.__init__).parameters
+    assert len(parameters) - 1 <= 8, list(parameters)
+    executor = LoggingExecutor()
+    with pytest.warns(DeprecationWarning, match=r"pass options=RunOptions\(executor=\.\.\., progress=\.\.\., "
+                                                 r"time_limit_s=\.\.\.\) and pricing=Pricing\(price_per_hour_usd"):
+        old = Study(model, digits, [], results_dir=tmp_path, executor=executor, progress=False, time_limit_s=30,
+                    price_per_hour_usd=0.3, utilisation=0.25)
+    assert old.options == RunOptions(executor=executor, progress=False, time_limit_s=30)
+    assert old.executor is executor and old.time_limit_s == 30 and old.progress is False
+    assert old.price.price_per_hour_usd == 0.3 and old.utilisation == 0.25 and old.requests_per_s is None
+    # named last, the keyword wins over the value it is folded into
+    with pytest.warns(DeprecationWarning):
+        both = Study(model, digits, [], results_dir=tmp_path, options=RunOptions(progress=False, verbose=True),
+                     pricing=Pricing("cpu-large", requests_per_s=10), verbose=False, utilisation=0.9)
+    assert both.options == RunOptions(progress=False) and both.pricing.requests_per_s == 10
+    assert both.utilisation == 0.9 and both.price.price_per_hour_usd == 1.60
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        both.nope  # noqa: B018 - the attribute lookup is the test
+
+
+def test_events_carry_the_rows_they_announce_priced_as_in_results(five):
+    study, df, events, _ = five
+    assert [len(e.rows) for e in events] == [1] * 6 and all(e.row is e.rows[-1] for e in events)
+    for event, (_, line) in zip(events, df.iterrows(), strict=True):
+        assert event.row["candidate"] == line["candidate"] and event.row["fingerprint"] == line["fingerprint"]
+        for column in ("price_per_hour_usd", "cost_per_1m_usd", "p99_ms"):
+            assert event.row[column] == line[column] or (pd.isna(event.row[column]) and pd.isna(line[column]))
+    assert events[2].results["candidate"].tolist() == df["candidate"].tolist()[:3]  # as it was, read later
 
 
 def test_memory_and_cold_start_are_measured(digits, model, tmp_path):
