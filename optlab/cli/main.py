@@ -192,23 +192,13 @@ def _cmd_notebooks(args) -> int:
     return 1 if failed else 0
 
 
-TORCH_ONLY = "a PyTorch model (it changes or retrains the network's weights)"
-
-
 def _torch_only(recipe) -> str | None:
-    """Why `recipe` cannot run on an ONNX file (None if it can): pruning, distillation,
-    torch quantization and torch.compile need the network as a torch.nn.Module."""
-    from optlab.recipes.recipe import Chain, Compile, Distill, Prune, Quantize
+    """Why `recipe` cannot run on an ONNX file (None if it can), as the techniques say it
+    (`optlab.techniques.torch_io.needs_module`: pruning, distillation, torch quantization, ...)."""
+    from optlab.techniques.torch_io import needs_module
 
-    if isinstance(recipe, Chain):
-        return next((why for why in map(_torch_only, recipe.steps) if why), None)
-    if isinstance(recipe, (Prune, Distill)):
-        return TORCH_ONLY
-    if isinstance(recipe, Quantize) and recipe.runtime != "onnxruntime":
-        return f"a PyTorch model (runtime={recipe.runtime} quantizes torch modules)"
-    if isinstance(recipe, Compile) and recipe.runtime == "torch.compile":
-        return "a PyTorch model (torch.compile compiles torch modules)"
-    return None
+    why = needs_module(recipe)
+    return None if why is None else f"a PyTorch model ({why})"
 
 
 def _existing(path: str | None, flag: str, suffixes: tuple[str, ...]) -> Path | None:
