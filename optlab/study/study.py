@@ -28,10 +28,6 @@ from __future__ import annotations
 import functools
 import os
 import time
-import traceback
-import warnings
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -45,6 +41,7 @@ from optlab.recipes.recipe import Recipe
 from optlab.study import fingerprint as fp
 from optlab.study import frontier as frontier_module
 from optlab.study import serving as serving_module
+from optlab.study.events import StudyEvent, Subscribers
 from optlab.study.executor import (
     BASELINE_RECIPE_JSON,
     InProcessExecutor,
@@ -64,37 +61,6 @@ __all__ = ["COLUMNS", "Pricing", "RunOptions", "Study", "StudyEvent"]
 # (a share of the limit, at least HARD_STOP_MIN_S), then the study returns what it has.
 HARD_STOP_SHARE = 0.2
 HARD_STOP_MIN_S = 2.0
-
-
-@dataclass(frozen=True)
-class StudyEvent:
-    """Sent to subscribers once per finished candidate (and per row loaded from the store, as a
-    reference, or given serving figures). `rows` are the rows it announces, priced and joined as
-    in `results` (`row` is the last of them); `results` is the study's table as it was when the
-    event was sent, built only if read."""
-
-    rows: tuple[dict[str, Any], ...]
-    done: int
-    total: int
-    cached: bool
-    snapshot: tuple[tuple[dict[str, Any], ...], Pricing, Any] = field(repr=False, compare=False)
-
-    @property
-    def row(self) -> dict[str, Any]:
-        return self.rows[-1] if self.rows else {}
-
-    @cached_property
-    def results(self):  # a pandas.DataFrame
-        rows, pricing, extra = self.snapshot
-        return results_table(rows, pricing, extra)
-
-    @property
-    def status(self) -> str:
-        return self.row.get("status", "")
-
-    @property
-    def candidate(self) -> str:
-        return self.row.get("candidate", "")
 
 
 class Study:
@@ -132,9 +98,7 @@ class Study:
         self._rows: dict[str, dict[str, Any]] = {}  # fingerprint -> stored local row
         self._reference: list[dict[str, Any]] = []
         self._extra = None  # figures per candidate computed elsewhere (serving), joined onto results
-        self._subscribers: list[Callable[[StudyEvent], Any]] = []
-        self.callback_errors: list[str] = []
-        self._warned: set[int] = set()
+        self._subscribers = Subscribers()
         self._model_fp: str | None = None
         self._order: dict[str, int] | None = None  # fingerprint -> position of its task (baseline first)
         self._running = False
@@ -191,10 +155,12 @@ class Study:
     def subscribe(self, callback: Callable[[StudyEvent], Any]) -> Callable[[], None]:
         """Call `callback(event: StudyEvent)` after every finished row; returns an unsubscribe
         function. A callback that raises is reported as a warning and never stops the study."""
-        if not callable(callback):
-            raise TypeError("subscribe() needs a callable taking one StudyEvent")
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+        return self._subscribers.add(callback)
+
+    @property
+    def callback_errors(self) -> list[str]:
+        """What subscribers raised (message and traceback), oldest first."""
+        return self._subscribers.errors
 
     # -- fingerprints -------------------------------------------------------------------
     def _key(self, recipe_json: str) -> dict[str, Any]:
@@ -352,17 +318,8 @@ class Study:
         if not self._subscribers or not rows:
             return
         announced = tuple(results_table(rows, self.pricing, self._extra).to_dict("records"))
-        event = StudyEvent(announced, done, total, cached, (tuple(self._ordered_rows()), self.pricing, self._extra))
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception as error:  # noqa: BLE001 - a broken widget must not kill the study
-                message = f"{getattr(callback, '__name__', callback)!s}: {type(error).__name__}: {error}"
-                self.callback_errors.append(message + "\n" + traceback.format_exc())
-                if id(callback) not in self._warned:  # once per callback, not once per row
-                    self._warned.add(id(callback))
-                    warnings.warn(f"optlab: a study subscriber raised (ignored; the study goes on; all errors "
-                                  f"are in study.callback_errors): {message}", RuntimeWarning, stacklevel=3)
+        self._subscribers.send(StudyEvent(announced, done, total, cached,
+                                          (tuple(self._ordered_rows()), self.pricing, self._extra)))
 
     # -- results ------------------------------------------------------------------------
     def _task_order(self) -> dict[str, int]:
