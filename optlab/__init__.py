@@ -44,6 +44,8 @@ _EXPORTS = {
     "gate": ("optlab.instruments.quality", "gate"),
     "apply": ("optlab.techniques.registry", "apply"),
     "Study": ("optlab.study.study", "Study"),
+    "RunOptions": ("optlab.study.options", "RunOptions"),
+    "Pricing": ("optlab.study.table", "Pricing"),
     "TradeoffExplorer": ("optlab.views.widgets", "TradeoffExplorer"),
     "LiveChart": ("optlab.views.widgets", "LiveChart"),
     "write_report": ("optlab.views.report", "write_report"),

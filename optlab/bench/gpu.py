@@ -253,14 +253,14 @@ STUDY_RECIPES = ({}, {"precision": "tf32"}, {"precision": "bf16"}, {"precision":
 def study(name: str, full: bool, out_dir: Path | None) -> tuple[Path, pd.DataFrame]:
     """The study of `name`'s GPU candidates against the eager fp32 model on this machine's CPU, saved as
     a results folder that notebooks load with `Study.load_reference(..., label="H200")`."""
-    from optlab.study.study import Study  # the study layer sits above the benches' usual imports: load on demand
+    from optlab.study.study import RunOptions, Study  # pulls in pandas and the serving stack: on demand
 
     model, data = _reference(name, full)
     folder = (out_dir / "study" / name) if out_dir else Path(tempfile.mkdtemp()) / name
     workload = Workload(throughput_batch_sizes=(1, 256, BATCH), budget_s=1.0, sweep_budget_s=0.5, memory=False,
                         cold_start=False)
     runner = Study(model, data, [OnDevice(**fields) for fields in STUDY_RECIPES], workload=workload,
-                   results_dir=folder, progress=False)
+                   results_dir=folder, options=RunOptions(progress=False))
     return folder, runner.run()
 
 

@@ -191,23 +191,13 @@ def _cmd_notebooks(args) -> int:
     return 1 if failed else 0
 
 
-TORCH_ONLY = "a PyTorch model (it changes or retrains the network's weights)"
-
-
 def _torch_only(recipe) -> str | None:
-    """Why `recipe` cannot run on an ONNX file (None if it can): pruning, distillation,
-    torch quantization and torch.compile need the network as a torch.nn.Module."""
-    from optlab.recipes.recipe import Chain, Compile, Distill, Prune, Quantize
+    """Why `recipe` cannot run on an ONNX file (None if it can), as the techniques say it
+    (`optlab.techniques.torch_io.needs_module`: pruning, distillation, torch quantization, ...)."""
+    from optlab.techniques.torch_io import needs_module
 
-    if isinstance(recipe, Chain):
-        return next((why for why in map(_torch_only, recipe.steps) if why), None)
-    if isinstance(recipe, (Prune, Distill)):
-        return TORCH_ONLY
-    if isinstance(recipe, Quantize) and recipe.runtime != "onnxruntime":
-        return f"a PyTorch model (runtime={recipe.runtime} quantizes torch modules)"
-    if isinstance(recipe, Compile) and recipe.runtime == "torch.compile":
-        return "a PyTorch model (torch.compile compiles torch modules)"
-    return None
+    why = needs_module(recipe)
+    return None if why is None else f"a PyTorch model ({why})"
 
 
 def _existing(path: str | None, flag: str, suffixes: tuple[str, ...]) -> Path | None:
@@ -353,7 +343,7 @@ def _cmd_study(args) -> int:
 
     from optlab.instruments.latency import Workload
     from optlab.study.store import IncompatibleStore, OtherStudyFolder, StoreBusy
-    from optlab.study.study import Study
+    from optlab.study.study import Pricing, RunOptions, Study
     from optlab.views.report import console_table, write_report
 
     model = Path(args.model)
@@ -366,8 +356,9 @@ def _cmd_study(args) -> int:
     # The limit counts from the command's start and keeps a share for writing the report.
     reserve = 0.0 if args.time_limit_s is None else max(1.0, REPORT_RESERVE_SHARE * args.time_limit_s)
     study = Study(baseline, data, recipes, workload=workload, results_dir=out / "results",
-                  price_per_hour_usd=args.price_per_hour, time_limit_s=args.time_limit_s, time_limit_from=STARTED,
-                  time_limit_reserve_s=reserve, verbose=args.verbose)
+                  pricing=Pricing(args.price_per_hour),
+                  options=RunOptions(time_limit_s=args.time_limit_s, time_limit_from=STARTED,
+                                     time_limit_reserve_s=reserve, verbose=args.verbose))
     interrupted = False
     try:
         results = study.run()

@@ -4,7 +4,11 @@ Layout of a results folder::
 
     results_dir/optlab-store.json     manifest: {"format": "optlab-store", "format_version": 1, ...}
     results_dir/rows/<fingerprint>.json   one record per candidate (see `Store.put`)
-    results_dir/artifacts/...         candidates' files (ONNX models, saved modules)
+    results_dir/artifacts/<name>-<fingerprint[:12]>/      a candidate's files (ONNX models, saved modules)
+    results_dir/artifacts/serving/<fingerprint[:12]>/     the same candidate rebuilt for serving
+
+The store owns this layout (`artifacts_dir`, `serving_dir`): the study and its serving figures
+ask it for their folders rather than building paths themselves.
 
 Why one file per row: each record is written to a temporary file, flushed, fsync'ed and
 then `os.replace`d onto its final name, which is atomic. A process killed at any instant
@@ -27,6 +31,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,6 +59,14 @@ class OtherStudyFolder(IncompatibleStore):
 
 class StoreBusy(RuntimeError):
     """Another study run holds the results folder's lock."""
+
+
+ARTIFACTS = "artifacts"
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """`text` as a safe folder-name part (letters, digits and ._=- kept, at most `limit` characters)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")[:limit] or "candidate"
 
 
 LOCK = ".optlab.lock"
@@ -284,6 +297,17 @@ class Store:
             raise PermissionError(f"{self.path} was opened read-only")
         self._record_path(fingerprint).unlink(missing_ok=True)
 
+    # -- artifacts ----------------------------------------------------------------------
+    def artifacts_dir(self, name: str, fingerprint: str) -> Path:
+        """Where the candidate `name` (with this fingerprint) writes its files; not created here."""
+        return self.path / ARTIFACTS / f"{slug(name)}-{fingerprint[:12]}"
+
+    def serving_dir(self, fingerprint: str) -> Path:
+        """A fresh folder for the candidate with this fingerprint rebuilt to be served (created)."""
+        folder = self.path / ARTIFACTS / "serving" / str(fingerprint)[:12]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def records(self) -> list[dict[str, Any]]:
         """Every readable record, oldest first."""
         loaded = (self._load(p) for p in sorted(self.rows_dir.glob("*.json")))
@@ -307,6 +331,25 @@ class Store:
     def __repr__(self) -> str:
         mode = ", read_only" if self.read_only else ""
         return f"Store({os.fspath(self.path)!r}{mode}: {len(self)} rows)"
+
+
+def reference_rows(path: str | os.PathLike, label: str, price_per_hour_usd: float | None = None) -> list[dict]:
+    """The successful rows of another machine's results folder (opened read-only), relabelled as
+    reference rows: status="reference", `source=label`, the candidate named with the label, and
+    that machine's price per hour if given. Errors are left out: they say nothing about this machine."""
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError("load_reference() needs a label naming where the figures come from, e.g. label='H100'")
+    loaded = []
+    for record in Store(path, read_only=True).records():
+        row = dict(record["row"])
+        if row.get("status") not in ("ok", "reference"):
+            continue
+        row.update(status="reference", source=label, cached=False, reference_dir=os.fspath(Path(path)),
+                   candidate=f"{row.get('candidate')} [{label}]", reference_price_per_hour_usd=price_per_hour_usd)
+        loaded.append(row)
+    if not loaded:
+        warnings.warn(f"no successful rows in reference folder {path}", stacklevel=3)
+    return loaded
 
 
 def _pid_alive(pid: int) -> bool:

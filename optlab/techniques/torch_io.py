@@ -1,8 +1,10 @@
 """How torch-level techniques take a model in, feed it, and save what they make.
 
-Shared by quantize, compile, prune, distill, INC and the ONNX exporter: the torch.nn.Module
-check, example inputs in the dataset's input order, a positional wrapper for exporters, and
-saving a module so that a fresh process can load it.
+Shared by quantize, compile, prune, distill, INC and the ONNX exporter: which recipes need a
+torch.nn.Module (`NEEDS_MODULE`, asked through `needs_module` by callers that must refuse such a
+recipe for an exported model before any work, e.g. the CLI) and the check itself, example
+inputs in the dataset's input order, a positional wrapper for exporters, and saving a module
+so that a fresh process can load it.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from optlab.models.candidate import OnnxModel
-from optlab.recipes.recipe import UnsupportedRecipe
+from optlab.recipes.recipe import Chain, Compile, Distill, OnDevice, Prune, Quantize, UnsupportedRecipe
 
 TEXT_AXES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -26,14 +28,36 @@ def example_batch(data: Any, n: int = 2, split: str = "calibration") -> dict[str
     return {k: v[:n] for k, v in rows.inputs.items()}
 
 
+# The recipes whose techniques work on a torch.nn.Module only (each calls `require_module`), by
+# recipe type and runtime (None: every runtime of the type), with why in a few words.
+NEEDS_MODULE: dict[tuple[type, str | None], str] = {
+    (Prune, None): "it changes or retrains the network's weights",
+    (Distill, None): "it changes or retrains the network's weights",
+    (Quantize, "torch"): "runtime=torch quantizes torch modules",
+    (Quantize, "inc"): "runtime=inc quantizes torch modules",
+    (Compile, "torch.compile"): "torch.compile compiles torch modules",
+    (OnDevice, None): "it runs the torch module on the GPU",
+}
+
+
+def needs_module(recipe: Any) -> str | None:
+    """Why `recipe` needs the network as a torch.nn.Module (None if an ONNX model takes it too);
+    a Chain needs one when any of its steps does."""
+    if isinstance(recipe, Chain):
+        return next((why for why in map(needs_module, recipe.steps) if why), None)
+    kind = type(recipe)
+    return NEEDS_MODULE.get((kind, getattr(recipe, "runtime", None))) or NEEDS_MODULE.get((kind, None))
+
+
 def require_module(model: Any, recipe: Any) -> Any:
     """Torch-level recipes need an nn.Module, not an exported graph."""
-    import torch
+    import torch  # lazy: importing this module (e.g. for `needs_module`) must not load torch
 
     if isinstance(model, OnnxModel):
+        why = needs_module(recipe)
         raise UnsupportedRecipe(
-            f"{recipe.name} works on a torch.nn.Module but got an ONNX model ({model.path}); "
-            f"put torch-level steps before ONNX export/runtime steps in the Chain")
+            f"{recipe.name} works on a torch.nn.Module{f' ({why})' if why else ''} but got an ONNX model "
+            f"({model.path}); put torch-level steps before ONNX export/runtime steps in the Chain")
     if not isinstance(model, torch.nn.Module):
         raise UnsupportedRecipe(f"{recipe.name} needs a torch.nn.Module; got {type(model).__name__}")
     return model

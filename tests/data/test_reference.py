@@ -3,7 +3,7 @@ import pytest
 
 from optlab.data import reference
 from optlab.instruments.latency import Workload
-from optlab.study.study import Study
+from optlab.study.study import RunOptions, Study
 
 
 def test_recorded_folders_are_found_by_machine_and_dataset():
@@ -20,7 +20,7 @@ def test_h200_rows_load_beside_local_ones_and_say_where_they_come_from(tiny_digi
     model, data = tiny_digits
     study = Study(model, data, [], workload=Workload.smoke(threads=1, throughput_batch_sizes=(8,), memory=False,
                                                            cold_start=False),
-                  results_dir=tmp_path, progress=False)
+                  results_dir=tmp_path, options=RunOptions(progress=False))
     study.run()
     rows = study.load_reference(reference.recorded("h200", "digits"), label="recorded on an H200")
     assert len(rows) >= 2 and (rows["status"] == "reference").all()

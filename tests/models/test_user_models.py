@@ -12,7 +12,7 @@ import torch
 from optlab.instruments.latency import Workload
 from optlab.models.user_models import CalibrationOnBenchmarkData, from_module, from_onnx
 from optlab.recipes.recipe import Compile, Prune, Quantize
-from optlab.study.study import Study
+from optlab.study.study import RunOptions, Study
 from optlab.testing import (
     ScoresOnly,
     TinyCNN,
@@ -46,7 +46,8 @@ def _quiet(fn, *args, **kwargs):
 
 
 def _study(baseline, data, recipes, tmp_path):
-    return Study(baseline, data, recipes, workload=WORKLOAD, results_dir=tmp_path / "results", progress=False).run()
+    return Study(baseline, data, recipes, workload=WORKLOAD, results_dir=tmp_path / "results",
+                 options=RunOptions(progress=False)).run()
 
 
 def test_cnn_without_labels_quality_is_agreement(files, tmp_path):

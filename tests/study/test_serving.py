@@ -7,7 +7,7 @@ from optlab.instruments.latency import Workload
 from optlab.recipes.recipe import Compile
 from optlab.serving.policies import NoBatching
 from optlab.serving.sla import SlaSearch
-from optlab.study.study import Study
+from optlab.study.study import RunOptions, Study
 
 FAST = Workload.smoke(threads=1, throughput_batch_sizes=(8,), memory=False, cold_start=False)
 # Short probes at a load a tiny model meets easily; the search stops after a few probes.
@@ -18,7 +18,7 @@ SEARCH = SlaSearch(max_p99_ms=50.0, probe_s=0.3, rel_tol=0.5, start_per_s=400.0,
 def served(tiny_bids, tmp_path_factory):
     model, data = tiny_bids
     study = Study(model, data, [Compile(runtime="onnxruntime")], workload=FAST,
-                  results_dir=tmp_path_factory.mktemp("served"), progress=False)
+                  results_dir=tmp_path_factory.mktemp("served"), options=RunOptions(progress=False))
     study.run()
     events = []
     study.subscribe(events.append)
@@ -37,7 +37,9 @@ def test_every_candidate_gets_its_throughput_at_the_sla(served):
     for row in table.itertuples():
         joined = results.loc[results["candidate"] == row.candidate, "throughput_at_sla_per_s"].item()
         assert joined == row.throughput_at_sla_per_s
-    assert events, "subscribers (the explorer) hear about the new figures"
+    assert len(events) == 1, "subscribers (the explorer) hear about the new figures, once"
+    announced = {row["candidate"]: row["throughput_at_sla_per_s"] for row in events[0].rows}
+    assert announced == table.set_index("candidate")["throughput_at_sla_per_s"].to_dict()
 
 
 def test_recommend_by_served_throughput(served):
@@ -69,7 +71,7 @@ def test_explorer_without_serving_figures_offers_only_loop_axes(tiny_bids, tmp_p
     from optlab.views.widgets import SERVED_X, TradeoffExplorer
 
     model, data = tiny_bids
-    study = Study(model, data, [], workload=FAST, results_dir=tmp_path, progress=False)
+    study = Study(model, data, [], workload=FAST, results_dir=tmp_path, options=RunOptions(progress=False))
     study.run()
     explorer = TradeoffExplorer(study)
     try:
@@ -80,7 +82,7 @@ def test_explorer_without_serving_figures_offers_only_loop_axes(tiny_bids, tmp_p
 
 def test_bad_input(tiny_bids, tmp_path, served):
     model, data = tiny_bids
-    empty = Study(model, data, [], workload=FAST, results_dir=tmp_path, progress=False)
+    empty = Study(model, data, [], workload=FAST, results_dir=tmp_path, options=RunOptions(progress=False))
     with pytest.raises(ValueError, match="call study.run"):
         empty.serve(search=SEARCH)
     study, _, _ = served

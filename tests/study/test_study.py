@@ -1,6 +1,7 @@
 """Study: baseline + recipes -> tidy rows, isolated failures, crash-safe resume, reference rows.
 
 Runs real recipes on the zoo's tiny digits student (trained once, cached on disk)."""
+import inspect
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from optlab.data import datasets
@@ -18,7 +20,7 @@ from optlab.models import zoo
 from optlab.recipes.recipe import Compile, Quantize
 from optlab.study.executor import InProcessExecutor
 from optlab.study.store import MANIFEST, IncompatibleStore, OtherStudyFolder, Store
-from optlab.study.study import COLUMNS, Study, StudyEvent
+from optlab.study.study import COLUMNS, Pricing, RunOptions, Study, StudyEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = Workload.smoke(threads=1, throughput_batch_sizes=(8,), memory=False, cold_start=False)
@@ -53,7 +55,8 @@ def five(tmp_path_factory, digits, model):
     """One study of five recipes (one fails), run once for the tests below."""
     results_dir = tmp_path_factory.mktemp("five")
     executor = LoggingExecutor()
-    study = Study(model, digits, FIVE, workload=FAST, results_dir=results_dir, executor=executor, progress=False)
+    study = Study(model, digits, FIVE, workload=FAST, results_dir=results_dir,
+                  options=RunOptions(executor=executor, progress=False))
     events = []
     study.subscribe(events.append)
     study.subscribe(lambda event: 1 / 0)  # a broken widget must not stop the study
@@ -91,7 +94,8 @@ def test_five_recipes_one_failing(five):
 def test_rerun_skips_stored_rows_and_retries_errors_on_request(five, digits, model):
     study, df, _, _ = five
     again = LoggingExecutor()
-    rerun = Study(model, digits, FIVE, workload=FAST, results_dir=study.results_dir, executor=again, progress=False)
+    rerun = Study(model, digits, FIVE, workload=FAST, results_dir=study.results_dir,
+                  options=RunOptions(executor=again, progress=False))
     events = []
     rerun.subscribe(events.append)
     df2 = rerun.run()
@@ -126,7 +130,7 @@ def test_reference_rows_are_labelled_and_never_cache_hits(five, digits, model, t
     study, _, _, _ = five
     executor = LoggingExecutor()
     local = Study(model, digits, [], workload=FAST, results_dir=tmp_path / "local",
-                  executor=executor, progress=False)
+                  options=RunOptions(executor=executor, progress=False))
     reference = local.load_reference(study.results_dir, label="H100", price_per_hour_usd="gpu-h100")
     assert len(reference) == 5 and (reference["status"] == "reference").all() and (reference["source"] == "H100").all()
     assert reference["candidate"].str.endswith("[H100]").all()
@@ -145,7 +149,7 @@ def test_incompatible_results_folder(digits, model, tmp_path):
 
 
 def test_bad_input(digits, model, tmp_path):
-    empty = Study(model, digits, [], workload=FAST, results_dir=tmp_path, progress=False)
+    empty = Study(model, digits, [], workload=FAST, results_dir=tmp_path, options=RunOptions(progress=False))
     with pytest.raises(ValueError, match="no results yet"):
         empty.recommend()
     with pytest.raises(TypeError, match="takes recipes"):
@@ -153,13 +157,48 @@ def test_bad_input(digits, model, tmp_path):
     with pytest.raises(TypeError, match="Candidate or a torch.nn.Module"):
         Study("model.pt", digits, results_dir=tmp_path)
     with pytest.raises(ValueError, match="positive number of US dollars"):
-        Study(model, digits, results_dir=tmp_path, price_per_hour_usd=0)
+        Study(model, digits, results_dir=tmp_path, pricing=Pricing(0))
     assert len(empty.add([Compile(), Compile()]).recipes) == 1  # duplicates ignored
+    with pytest.raises(TypeError, match="unexpected keyword argument 'time_limit'.*RunOptions"):
+        Study(model, digits, results_dir=tmp_path, time_limit=5)
+    with pytest.raises(TypeError, match="options must be an optlab.study.options.RunOptions"):
+        Study(model, digits, results_dir=tmp_path, options={"progress": False})
+
+
+def test_the_constructor_takes_few_values_and_the_old_keywords_still_work_with_a_warning(digits, model, tmp_path):
+    parameters = inspect.signature(Study.__init__).parameters
+    assert len(parameters) - 1 <= 8, list(parameters)
+    executor = LoggingExecutor()
+    with pytest.warns(DeprecationWarning, match=r"pass options=RunOptions\(executor=\.\.\., progress=\.\.\., "
+                                                 r"time_limit_s=\.\.\.\) and pricing=Pricing\(price_per_hour_usd"):
+        old = Study(model, digits, [], results_dir=tmp_path, executor=executor, progress=False, time_limit_s=30,
+                    price_per_hour_usd=0.3, utilisation=0.25)
+    assert old.options == RunOptions(executor=executor, progress=False, time_limit_s=30)
+    assert old.executor is executor and old.time_limit_s == 30 and old.progress is False
+    assert old.price.price_per_hour_usd == 0.3 and old.utilisation == 0.25 and old.requests_per_s is None
+    # named last, the keyword wins over the value it is folded into
+    with pytest.warns(DeprecationWarning):
+        both = Study(model, digits, [], results_dir=tmp_path, options=RunOptions(progress=False, verbose=True),
+                     pricing=Pricing("cpu-large", requests_per_s=10), verbose=False, utilisation=0.9)
+    assert both.options == RunOptions(progress=False) and both.pricing.requests_per_s == 10
+    assert both.utilisation == 0.9 and both.price.price_per_hour_usd == 1.60
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        both.nope  # noqa: B018 - the attribute lookup is the test
+
+
+def test_events_carry_the_rows_they_announce_priced_as_in_results(five):
+    study, df, events, _ = five
+    assert [len(e.rows) for e in events] == [1] * 6 and all(e.row is e.rows[-1] for e in events)
+    for event, (_, line) in zip(events, df.iterrows(), strict=True):
+        assert event.row["candidate"] == line["candidate"] and event.row["fingerprint"] == line["fingerprint"]
+        for column in ("price_per_hour_usd", "cost_per_1m_usd", "p99_ms"):
+            assert event.row[column] == line[column] or (pd.isna(event.row[column]) and pd.isna(line[column]))
+    assert events[2].results["candidate"].tolist() == df["candidate"].tolist()[:3]  # as it was, read later
 
 
 def test_memory_and_cold_start_are_measured(digits, model, tmp_path):
     workload = Workload.smoke(threads=1, memory=True, cold_start=True, cold_start_repeats=1)
-    df = Study(model, digits, [], workload=workload, results_dir=tmp_path, progress=False).run()
+    df = Study(model, digits, [], workload=workload, results_dir=tmp_path, options=RunOptions(progress=False)).run()
     assert df["status"].tolist() == ["ok"]
     assert df["peak_rss_mb"].iloc[0] > 0 and df["cold_start_ms"].iloc[0] > 0
 
@@ -171,7 +210,7 @@ KILL_SCRIPT = textwrap.dedent('''
     from optlab.study.executor import InProcessExecutor
     from optlab.instruments.latency import Workload
     from optlab.recipes.recipe import Compile, Quantize
-    from optlab.study.study import Study
+    from optlab.study.study import RunOptions, Study
 
     results_dir, log, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
 
@@ -189,7 +228,7 @@ KILL_SCRIPT = textwrap.dedent('''
     recipes = [Compile(graph_level=level) for level in ("disabled", "basic", "extended", "all")]
     recipes.append(Quantize("bf16"))
     Study(model, d, recipes, workload=Workload.smoke(threads=1, memory=False, cold_start=False),
-          results_dir=results_dir, executor=Logged(), progress=False).run()
+          results_dir=results_dir, options=RunOptions(executor=Logged(), progress=False)).run()
 ''')
 
 
@@ -234,7 +273,8 @@ def test_ctrl_c_propagates_and_the_study_can_run_again(digits, model, tmp_path):
             raise KeyboardInterrupt
             yield  # a generator, like a real executor
 
-    study = Study(model, digits, [], workload=FAST, results_dir=tmp_path, executor=Interrupted(), progress=False)
+    study = Study(model, digits, [], workload=FAST, results_dir=tmp_path,
+                  options=RunOptions(executor=Interrupted(), progress=False))
     with pytest.raises(KeyboardInterrupt):
         study.run()
     assert not list((tmp_path / "rows").glob("*.json"))  # nothing stored: nothing was measured
@@ -248,14 +288,15 @@ def test_another_studys_folder_is_refused_before_any_work(five, digits, digits_m
     study = five[0]
     stored = set(Store(study.results_dir).fingerprints())
     other = Study(digits_model, digits, [Quantize("bf16")], workload=FAST, results_dir=study.results_dir,
-                  progress=False)
+                  options=RunOptions(progress=False))
     with pytest.raises(OtherStudyFolder, match=r"holds another study's results \('baseline'\): baseline "):
         other.run()
     assert set(Store(study.results_dir).fingerprints()) == stored
 
 
 def test_time_limit_names_what_was_not_run_and_the_next_run_completes(digits, model, tmp_path):
-    study = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path, progress=False, time_limit_s=1.0)
+    study = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path,
+                  options=RunOptions(progress=False, time_limit_s=1.0))
     df = study.run()
     assert study.stop_reason == "time limit" and len(df) == 4
     assert set(df["status"]) <= {"ok", "skipped"} and (df["status"] == "skipped").sum() >= 1
@@ -263,14 +304,15 @@ def test_time_limit_names_what_was_not_run_and_the_next_run_completes(digits, mo
     assert skipped["error"].str.contains("time limit \\(1 s\\)").all() and skipped["p99_ms"].isna().all()
     assert study.skipped == skipped["candidate"].tolist()
     assert len(Store(tmp_path)) == (df["status"] == "ok").sum()  # skipped rows are never stored
-    again = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path, progress=False).run()
+    again = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path,
+                  options=RunOptions(progress=False)).run()
     assert again["status"].tolist() == ["ok"] * 4 and again["cached"].tolist()[:1] == [df["status"].iloc[0] == "ok"]
 
 
 def test_bad_time_limit_is_refused(digits, model, tmp_path):
     for bad in (0, -1, float("nan"), "20", True):
         with pytest.raises(ValueError, match="time_limit_s=.* must be a positive number"):
-            Study(model, digits, [], results_dir=tmp_path, time_limit_s=bad)
+            Study(model, digits, [], results_dir=tmp_path, options=RunOptions(time_limit_s=bad))
 
 
 def test_a_candidate_still_running_at_the_time_limit_is_stopped(digits, model, tmp_path):
@@ -286,7 +328,7 @@ def test_a_candidate_still_running_at_the_time_limit_is_stopped(digits, model, t
         return base.predict_fn(batch)
 
     study = Study(dataclasses.replace(base, predict_fn=predict), digits, [Quantize("bf16")], workload=FAST,
-                  results_dir=tmp_path, progress=False, time_limit_s=0.5)
+                  results_dir=tmp_path, options=RunOptions(progress=False, time_limit_s=0.5))
     df = study.run()  # returns (no KeyboardInterrupt escapes) ...
     assert not state["finished"]  # ... because the sleeping call was stopped, not waited for
     assert study.stop_reason == "time limit" and df["status"].tolist() == ["skipped", "skipped"]
@@ -313,8 +355,8 @@ def test_ctrl_c_swallowed_inside_a_candidate_still_stops_the_study(digits, model
     found, mask = signals.signal(signals.SIGINT, signals.default_int_handler), signals.pthread_sigmask(
         signals.SIG_UNBLOCK, [signals.SIGINT])
     try:
-        study = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path, executor=SwallowsCtrlC(),
-                      progress=False)
+        study = Study(model, digits, FIVE[:3], workload=FAST, results_dir=tmp_path,
+                      options=RunOptions(executor=SwallowsCtrlC(), progress=False))
         with pytest.raises(KeyboardInterrupt):
             study.run()
         assert signals.getsignal(signals.SIGINT) is signals.default_int_handler  # the handler is put back

@@ -116,7 +116,7 @@ def test_captured_output_restores_logging_and_stderr(capfd):
 
 def test_a_study_on_a_constant_weight_graph_prints_no_onnx_runtime_line(tmp_path, capfd):
     from optlab.instruments.latency import Workload
-    from optlab.study.study import Study
+    from optlab.study.study import RunOptions, Study
 
     path = constant_weight_mlp_onnx(tmp_path / "const.onnx", scaler=True)  # pre-processing fails on it, too
     baseline, data = _wrap(path)
@@ -124,7 +124,7 @@ def test_a_study_on_a_constant_weight_graph_prints_no_onnx_runtime_line(tmp_path
     recipes = [Quantize("dynamic-int8", **ORT), Quantize("static-int8", calibration="minmax", **ORT),
                Quantize("static-int8", calibration="entropy", per_channel=True, **ORT)]
     results = Study(baseline, data, recipes, workload=Workload.smoke(memory=False, cold_start=False),
-                    results_dir=tmp_path / "results", progress=False).run()
+                    results_dir=tmp_path / "results", options=RunOptions(progress=False)).run()
     out, err = capfd.readouterr()
     assert out == "" and err == "", (out, err)
     assert list(results["status"]) == ["ok"] * 4, results["error"].tolist()

@@ -221,7 +221,7 @@ def test_byom_fine_tuning_without_a_training_share_is_refused_before_work(tmp_pa
 
 def test_byom_fine_tuning_share_is_held_out_from_quality(tmp_path):
     from optlab.instruments.latency import Workload
-    from optlab.study.study import Study
+    from optlab.study.study import RunOptions, Study
 
     torch.manual_seed(0)
     labels = np.random.default_rng(0).integers(0, 2, 120)
@@ -230,7 +230,7 @@ def test_byom_fine_tuning_share_is_held_out_from_quality(tmp_path):
     train_rows = {tuple(r) for r in data.train.inputs["features"].round(6)}
     assert not train_rows & {tuple(r) for r in data.test.inputs["features"].round(6)}
     results = Study(baseline, data, [Prune(0.5)], workload=Workload.smoke(memory=False, cold_start=False),
-                    results_dir=tmp_path / "r", progress=False).run()
+                    results_dir=tmp_path / "r", options=RunOptions(progress=False)).run()
     assert list(results["status"]) == ["ok", "ok"], results["error"].tolist()  # (N, 1) + labels: no "Target 1"
     assert set(results["rows"]) == {90}
     assert "fine-tuning trains on 30 of the 120 given rows" in results.loc[1, "notes"]

@@ -112,12 +112,13 @@ def study(tmp_path_factory):
     from optlab.data import datasets as data
     from optlab.instruments.latency import Workload
     from optlab.models import zoo
-    from optlab.study.study import Study
+    from optlab.study.study import RunOptions, Study
 
     ds = data.load("digits", smoke=True)
     model = zoo.get("digits", size="student", smoke=True, data=ds)
     workload = Workload.smoke(memory=False, cold_start=False, threads=1)
-    study = Study(model, ds, workload=workload, results_dir=tmp_path_factory.mktemp("study"), progress=False)
+    study = Study(model, ds, workload=workload, results_dir=tmp_path_factory.mktemp("study"),
+                  options=RunOptions(progress=False))
     study.run()
     return study
 
