@@ -117,3 +117,36 @@ def dense_map_onnx(path: Path, *, size: int = 8, seed: int = 0) -> Path:
              helper.make_node("Sigmoid", ["z"], ["prob"])]
     return _save_onnx(nodes, [_onnx_dim("image", ["N", 1, size, size])], [_onnx_dim("prob", ["N", 1, size, size])],
                       path, initializers=[w])
+
+
+def resize_detector_onnx(path: Path, *, blocks: int = 100, channels: int = 8, size: int = 16, opset: int = 11,
+                         bias: float = 0.0, seed: int = 0) -> Path:
+    """A text-detector-like graph as older exporters write it: opset 11, a stack of 1x1 Conv + Relu
+    blocks (2 initializers each, a few hundred in all), a `Resize` by 2 and a Sigmoid map:
+    image[N, 1, size, size] -> prob[N, 1, 2 size, 2 size]. ORT's `quant_pre_process`, handed it as
+    a ModelProto, moves every initializer to external data in place and then fails on `Resize`.
+    A negative `bias` pushes the map below 0.5 everywhere (an empty detection map)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (channels, 1, 3, 3)).astype(np.float32), "w0")]
+    nodes = [helper.make_node("Conv", ["image", "w0"], ["h0"], pads=[1, 1, 1, 1], name="conv0")]
+    for i in range(1, blocks + 1):
+        weight = np.eye(channels)[:, :, None, None] + rng.normal(0, 0.1, (channels, channels, 1, 1))
+        inits += [numpy_helper.from_array(weight.astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.normal(0, 0.05, channels).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [f"h{i - 1}", f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}"),
+                  helper.make_node("Relu", [f"c{i}"], [f"h{i}"], name=f"relu{i}")]
+    inits += [numpy_helper.from_array(np.array([], dtype=np.float32), "roi"),
+              numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales"),
+              numpy_helper.from_array(rng.normal(0, 0.5, (1, channels, 1, 1)).astype(np.float32), "w_out"),
+              numpy_helper.from_array(np.array([bias], dtype=np.float32), "b_out")]
+    nodes += [helper.make_node("Resize", [f"h{blocks}", "roi", "scales"], ["up"], mode="nearest", name="resize"),
+              helper.make_node("Conv", ["up", "w_out", "b_out"], ["z"], name="conv_out"),
+              helper.make_node("Sigmoid", ["z"], ["prob"], name="sigmoid")]
+    return _save_onnx(nodes, [_onnx_dim("image", ["N", 1, size, size])],
+                      [_onnx_dim("prob", ["N", 1, 2 * size, 2 * size])], path, initializers=inits, opset=opset)
+
+
+def image_inputs(rows: int = 16, size: int = 16, seed: int = 1) -> dict[str, np.ndarray]:
+    return {"image": np.random.default_rng(seed).uniform(0, 1, (rows, 1, size, size)).astype(np.float32)}
