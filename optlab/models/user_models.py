@@ -34,9 +34,13 @@ from optlab.models.onnx_signature import (
     OnnxSignature,
     batch_first,
     conform,
+    declare,
+    describe_axes,
+    given_as,
     needs_adapter,
-    output_axes,
+    observed_output_axes,
     read_signature,
+    spelled,
     to_rows,
 )
 from optlab.models.onnx_signature import batch_axes as infer_batch_axes
@@ -82,11 +86,13 @@ def from_onnx(path: str | Path, inputs: Any, *, labels: Any = None, metric: str 
     original = signature = read_signature(path)
     raw = as_batch(inputs, signature.input_names)
     axes = infer_batch_axes(signature, raw, batch_axes) if set(raw) == set(signature.input_names) else {}
-    batch = to_rows(conform(raw, signature, axes), axes)
-    outputs = output_axes(signature)
+    conformed = conform(raw, signature, axes)
+    batch = to_rows(conformed, axes)
+    outputs, how = observed_output_axes(signature, conformed, axes, batch_axes)
     notes: list[str] = []
     if needs_adapter(axes, outputs):
         signature, notes = _batch_first_signature(signature, axes, outputs)
+        notes.append(describe_axes(axes, outputs, how))
     check_finite(batch)
     baseline = onnx_candidate(signature.path, threads=threads, signature=signature)
     sample = take(batch, slice(0, 2))
@@ -109,7 +115,8 @@ def _batch_first_signature(signature: OnnxSignature, axes, outputs) -> tuple[Onn
     from optlab.data.cache import cache_dir
     from optlab.data.hashing import sha256_file, sha256_json
 
-    key = sha256_json({"file": sha256_file(signature.path), "inputs": axes, "outputs": outputs})[:16]
+    # "wrapper": 2: wrappers written before subgraphs were handled may sit in the cache, broken
+    key = sha256_json({"file": sha256_file(signature.path), "inputs": axes, "outputs": outputs, "wrapper": 2})[:16]
     target = cache_dir("user-models") / f"{signature.path.stem}-batch-first-{key}.onnx"
     if not target.is_file():
         partial = target.with_suffix(".partial")
@@ -278,15 +285,15 @@ def output_layout(names: list[str], shapes: list[tuple[int, ...]], declared: dic
     declared = dict(declared or {})
     unknown = sorted(set(declared) - set(names))
     if unknown:
-        raise ValueError(f"output_kinds names {unknown}, which are not outputs of the model; its outputs are "
-                         f"{names}")
+        raise ValueError(f"{spelled('output_kinds')} names {unknown}, which are not outputs of the model; its "
+                         f"outputs are {names}")
     layout = []
     for name, shape in zip(names, shapes, strict=True):
         shape = tuple(int(d) for d in shape)
         if name in declared:
             kind, source = declared[name], "declared"
             if kind not in OUTPUT_KINDS:
-                raise ValueError(f"output_kinds[{name!r}]={kind!r}; choose one of: " +
+                raise ValueError(f"{given_as('output_kinds', name, kind)}; choose one of: " +
                                  "; ".join(f"{k!r} ({v})" for k, v in OUTPUT_KINDS.items()))
             if kind == "sequence" and len(shape) != 2:
                 raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'sequence' needs (T, C)")
@@ -309,8 +316,9 @@ def _inferred_kind(name: str, shape: tuple[int, ...]) -> str:
     if len(shape) == 2:
         dims = ", ".join(map(str, shape))
         raise ValueError(f"output {name!r} has shape (N, {dims}): class scores per position or a dense map? Declare "
-                         f"it: output_kinds={{{name!r}: 'sequence'}} (per-position top-1) or {{{name!r}: 'dense'}} "
-                         f"(thresholded IoU) or {{{name!r}: 'values'}} (cosine)")
+                         f"it: {declare('output_kinds', name, 'sequence')} (per-position top-1) or "
+                         f"{declare('output_kinds', name, 'dense')} (thresholded IoU) or "
+                         f"{declare('output_kinds', name, 'values')} (cosine)")
     return "dense"
 
 

@@ -119,7 +119,11 @@ def _checked(out: Path, recipe: Quantize, notes: list[str]) -> dict[str, Any]:
     if report["quantized_weight_elements"] == 0:
         left = onnx_graph.constant_weights(proto)
         weighted = sorted({n.op_type for n in proto.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "Gather")})
-        if left:
+        nested = sorted({n.op_type for n in proto.graph.node if any(a.HasField("g") or a.graphs for a in n.attribute)})
+        if nested:
+            why = (f"the graph's weights sit inside {'/'.join(nested)} subgraphs, which ONNX Runtime's quantizer "
+                   f"does not quantize here")
+        elif left:
             why = f"{left} weights are Constant nodes optlab could not lift to initializers"
         elif not weighted:
             why = f"the graph has no MatMul/Gemm/Conv/Gather among its {len(proto.graph.node)} nodes"

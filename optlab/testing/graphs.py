@@ -150,3 +150,40 @@ def resize_detector_onnx(path: Path, *, blocks: int = 100, channels: int = 8, si
 
 def image_inputs(rows: int = 16, size: int = 16, seed: int = 1) -> dict[str, np.ndarray]:
     return {"image": np.random.default_rng(seed).uniform(0, 1, (rows, 1, size, size)).astype(np.float32)}
+
+
+def streaming_if_onnx(path: Path, *, features: int = 16, state: int = 8, classes: int = 4, seed: int = 0) -> Path:
+    """A streaming model whose body sits inside `If` branches (as voice-activity exporters write
+    it): x[N, features], a scalar int64 sample rate `sr` choosing the branch, a recurrent
+    `state[2, N, state]` batched on axis 1 and read only inside the branches -> logits[N, classes]
+    and the next state, whose every dimension the graph leaves dynamic."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (features, state)).astype(np.float32), "w_in"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (state, classes)).astype(np.float32), "w_out"),
+             numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+             numpy_helper.from_array(np.array(8000, dtype=np.int64), "sr_split")]
+
+    def branch(tag: str, scale: float):
+        nodes = [helper.make_node("ReduceMean", ["state"], [f"{tag}_mean"], axes=[0], keepdims=0),
+                 helper.make_node("MatMul", ["x", "w_in"], [f"{tag}_xin"]),
+                 helper.make_node("Add", [f"{tag}_xin", f"{tag}_mean"], [f"{tag}_pre"]),
+                 helper.make_node("Constant", [], [f"{tag}_scale"],
+                                  value=numpy_helper.from_array(np.array(scale, dtype=np.float32))),
+                 helper.make_node("Mul", [f"{tag}_pre", f"{tag}_scale"], [f"{tag}_scaled"]),
+                 helper.make_node("Tanh", [f"{tag}_scaled"], [f"{tag}_h"]),
+                 helper.make_node("MatMul", [f"{tag}_h", "w_out"], [f"{tag}_logits"]),
+                 helper.make_node("Unsqueeze", [f"{tag}_h", "zero"], [f"{tag}_h1"]),
+                 helper.make_node("Concat", [f"{tag}_h1", f"{tag}_h1"], [f"{tag}_state"], axis=0)]
+        outs = [helper.make_tensor_value_info(f"{tag}_logits", TensorProto.FLOAT, None),
+                helper.make_tensor_value_info(f"{tag}_state", TensorProto.FLOAT, None)]
+        return helper.make_graph(nodes, tag, [], outs)
+
+    nodes = [helper.make_node("Greater", ["sr", "sr_split"], ["wide"]),
+             helper.make_node("If", ["wide"], ["logits", "state_out"], then_branch=branch("then", 1.0),
+                              else_branch=branch("else", 0.5), name="by_rate")]
+    inputs = [_onnx_dim("x", ["N", features]), helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+              _onnx_dim("state", [2, "N", state])]
+    outputs = [_onnx_dim("logits", ["N", classes]), _onnx_dim("state_out", [None, None, None])]
+    return _save_onnx(nodes, inputs, outputs, path, initializers=inits, opset=13)
