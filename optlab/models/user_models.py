@@ -44,6 +44,8 @@ from optlab.models.onnx_signature import (
     to_rows,
 )
 from optlab.models.onnx_signature import batch_axes as infer_batch_axes
+from optlab.models.output_checks import DegenerateSample, degenerate_outputs
+from optlab.models.output_checks import describe as describe_degenerate
 
 NAMED_METRICS = {"accuracy": "multiclass", "f1": "multiclass", "auc": "binary", "logloss": "binary"}
 REQUEST_BATCH_SIZES = (1, 1, 1, 2, 4, 8, 16, 32)  # a realistic mix: mostly single requests
@@ -178,6 +180,7 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
     layout = output_layout(names, shapes, output_kinds, hints)
     notes = ["outputs compared as: " + ", ".join(f"{o['name']}={o['kind']} ({o['source']})" for o in layout)]
     meta: dict[str, Any] = {"outputs": layout, "labelled": labels is not None, "source": "user", "notes": notes}
+    _check_degenerate(baseline, inputs, layout, meta)
     widths = [o["width"] for o in layout]
     if labels is not None and metric is None:
         raise ValueError("labels were given without a metric; pass metric='accuracy' | 'f1' | 'auc' | 'logloss' "
@@ -229,6 +232,23 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
                                        "metric": str(meta.get("metric_name", metric)),
                                        "outputs": [(o["name"], o["kind"]) for o in layout]})
     return dataset
+
+
+DEGENERATE_CHECK_ROWS = 512  # enough rows to see whether the baseline predicts anything but one thing
+
+
+def _check_degenerate(baseline: Candidate, inputs: Batch, layout: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Warn in one line (and flag the dataset, so every row carries it) when the baseline's own
+    outputs on the given rows are degenerate: blank everywhere, an empty map, one class for all."""
+    n = min(rows(inputs), DEGENERATE_CHECK_ROWS)
+    outputs = np.concatenate([np.asarray(baseline.predict(take(inputs, slice(i, min(i + 128, n))))).reshape(
+        min(i + 128, n) - i, -1) for i in range(0, n, 128)])
+    reasons = degenerate_outputs(outputs, layout)
+    meta["degenerate_sample"] = bool(reasons)
+    if reasons:
+        line = describe_degenerate(reasons)
+        meta["notes"].append(line)
+        warnings.warn(line, DegenerateSample, stacklevel=4)
 
 
 def _train_and_test(split: Split, share: float | None, meta: dict[str, Any]) -> tuple[Split, Split]:

@@ -32,9 +32,22 @@ FULL_EXTRA: dict[str, tuple[str, str]] = {
     "cold_start_ms": ("cold start (ms)", "{:,.1f}"), "metric": ("metric", "{}"),
     "quality_drop_ci_low": ("drop CI low", "{:+.4f}"), "quality_drop_ci_high": ("drop CI high", "{:+.4f}"),
     "error": ("error", "{}"),
+    # analysts' models: shown only where some row has them (a sequence output; a degenerate sample)
+    "sequence_agreement": ("per-position agreement", "{:.4f}"), "identical_rate": ("identical sequences", "{:.4f}"),
+    "degenerate_sample": ("degenerate sample", "{}"),
 }
+SPARSE_COLUMNS = ("sequence_agreement", "identical_rate", "degenerate_sample")
 ENVIRONMENT_COLUMNS = ("cpu_model", "cpu_flags", "cores", "logical_cores", "device", "gpu_name", "torch_version",
                        "onnxruntime_version", "python_version", "platform")
+
+
+def _shown(table, column: str) -> bool:
+    """A column of the full table is shown when present; a sparse one only where a row has it."""
+    if column not in table.columns:
+        return False
+    if column == "degenerate_sample":
+        return bool(table[column].eq(True).any())
+    return column not in SPARSE_COLUMNS or bool(table[column].notna().any())
 
 
 def headline_table(df):
@@ -219,7 +232,7 @@ def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report"
         combined.append(frame.assign(study=name))
     if combined:
         table = pd.concat(combined, ignore_index=True)
-        columns = ["study", *[c for c in [*HEADLINE, *FULL_EXTRA] if c in table.columns]]
+        columns = ["study", *[c for c in [*HEADLINE, *FULL_EXTRA] if _shown(table, c)]]
         body.append("<h2>All candidates</h2>")
         body.append(table_html(table[columns]))
     if timings is not None and len(timings):
