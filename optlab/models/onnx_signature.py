@@ -243,24 +243,28 @@ def output_axes(signature: OnnxSignature) -> Axes:
 def observed_output_axes(signature: OnnxSignature, batch: Batch, axes: Axes,
                          declared: Axes | None = None) -> tuple[Axes, dict[str, str]]:
     """Each output's batch axis and how it was found: declared (`batch_axes` may name outputs),
-    else observed (the graph run on k and k + 1 of the given rows, `batch` in the model's own
-    layout: the one axis whose size follows the row count), else the signature's rule. A state
+    else, for an output whose dimensions lack the inputs' batch symbol, observed (the graph run
+    on 2 and 3 of the given rows, `batch` in the model's own layout: the axis whose size follows
+    the row count), else the signature's rule. A state
     output whose every dimension the graph leaves dynamic is so found on its real batch axis."""
     declared = {k: v for k, v in (declared or {}).items() if k in signature.output_names}
     found, how = output_axes(signature), {}
     for name, axis in declared.items():
         found[name], how[name] = axis, "declared"
     rows = next(np.shape(batch[n])[a] for n, a in axes.items() if a is not None and n in batch)
-    shapes = [_output_shapes(signature, batch, axes, k) for k in (rows - 1, rows)] if rows >= 3 else None
+    symbol = _batch_symbol(signature.inputs)
+    # an output carrying the inputs' batch symbol says its axis; only the others are run to see
+    unsure = [s.name for s in signature.outputs if s.name not in declared and (symbol is None or symbol not in s.shape)]
+    shapes = [_output_shapes(signature, batch, axes, k) for k in (2, 3)] if unsure and rows >= 3 else None
     for position, spec in enumerate(signature.outputs):
         if spec.name in declared:
             continue
         how[spec.name] = "from the graph's dimensions"
-        if shapes is None:
+        if shapes is None or spec.name not in unsure:
             continue
         small, large = shapes[0][position], shapes[1][position]
         follows = [i for i, (a, b) in enumerate(zip(small, large, strict=False))
-                   if len(small) == len(large) and a == rows - 1 and b == rows]
+                   if len(small) == len(large) and a == 2 and b == 3]
         if follows:
             found[spec.name] = found[spec.name] if found[spec.name] in follows else follows[0]
             how[spec.name] = "observed: its size follows the row count"

@@ -234,7 +234,7 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
     return dataset
 
 
-DEGENERATE_CHECK_ROWS = 512  # enough rows to see whether the baseline predicts anything but one thing
+DEGENERATE_CHECK_ROWS = 256  # enough rows to see whether the baseline predicts anything but one thing
 
 
 def _check_degenerate(baseline: Candidate, inputs: Batch, layout: list[dict[str, Any]], meta: dict[str, Any]) -> None:
