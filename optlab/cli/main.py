@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -320,15 +321,24 @@ def _load_user_model(args):
     """(baseline, data) for `optlab study`: an ONNX file with arrays, or a folder with texts."""
     from optlab.models import hf_folder, user_models
     from optlab.models.onnx_signature import cli_spelling
+    from optlab.models.output_checks import DegenerateSample
 
     checked = getattr(args, "text_inputs", None)
     if checked is not None:
         return hf_folder.from_folder(checked.folder, args.inputs, padding=args.padding or "longest", checked=checked)
-    with cli_spelling():  # an error that asks for a declaration names the flag, not the Python keyword
-        return user_models.from_onnx(Path(args.model), args.inputs, labels=args.labels, metric=args.metric,
-                                     calibration=args.calibration,
-                                     batch_axes=_declared(getattr(args, "batch_axis", None), "--batch-axis"),
-                                     output_kinds=_declared(getattr(args, "output_kind", None), "--output-kind"))
+    # an error that asks for a declaration names the flag, not the Python keyword; a degenerate
+    # sample is said in one line (Python's warning format takes two)
+    with cli_spelling(), warnings.catch_warnings(record=True) as caught:  # the filters in force stay
+        loaded = user_models.from_onnx(Path(args.model), args.inputs, labels=args.labels, metric=args.metric,
+                                       calibration=args.calibration,
+                                       batch_axes=_declared(getattr(args, "batch_axis", None), "--batch-axis"),
+                                       output_kinds=_declared(getattr(args, "output_kind", None), "--output-kind"))
+    for warning in caught:
+        if issubclass(warning.category, DegenerateSample):
+            print(f"optlab study: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return loaded
 
 
 def _print_text_notes(baseline) -> None:

@@ -279,3 +279,27 @@ def test_errors_from_the_cli_name_the_flag_and_from_python_the_keyword(tmp_path,
     code, err = run_cli(["study", "--model", str(model), "--inputs", str(inputs), "--out", str(tmp_path / "o"),
                          "--output-kind", "scores=sequence", "--batch-axis", "x=7"], capsys)
     assert code == 2 and "--batch-axis x=7: give an axis in 0..2" in err, err
+
+
+def test_a_degenerate_sample_is_said_in_one_line_at_wrap_time(tmp_path, capsys):
+    from optlab.testing.graphs import sequence_onnx
+
+    model = sequence_onnx(tmp_path / "rec.onnx")
+    inputs = tmp_path / "blank.npz"
+    np.savez(inputs, x=np.zeros((16, 8, 6), np.float32))  # every position scores 0: blank everywhere
+    calibration = tmp_path / "calibration.npz"
+    np.savez(calibration, x=np.zeros((4, 8, 6), np.float32))
+    code = main(["study", "--model", str(model), "--inputs", str(inputs), "--calibration", str(calibration),
+                 "--output-kind", "scores=sequence", "--smoke", "--out", str(tmp_path / "out"),
+                 "--recipe", "compile(graph_level=basic)"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "quality figures cannot separate candidates" in line]
+    assert lines == ["optlab study: warning: on these inputs the model predicts blank (class 0) at every position "
+                     "of 'scores': quality figures cannot separate candidates; give representative inputs"], err
+    import pandas as pd
+
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert results["degenerate_sample"].all()
+    assert {"sequence_agreement", "identical_rate"} <= set(results.columns)
+    assert "identical sequences" in (tmp_path / "out" / "report.html").read_text()
