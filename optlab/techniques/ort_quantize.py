@@ -60,7 +60,11 @@ def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None,
             out.unlink(missing_ok=True)  # a half-written artifact is no candidate
             raise
     if recipe.scheme != "fp16":
-        meta.update(_checked(out, recipe, notes))
+        try:
+            meta.update(_checked(out, recipe, notes))
+        except UnsupportedRecipe:
+            out.unlink(missing_ok=True)  # an "int8" artifact with no integer weight is not kept either
+            raise
     source_bytes, out_bytes = Path(source.path).stat().st_size, out.stat().st_size
     if out_bytes > source_bytes:
         notes.append(f"the {recipe.scheme} artifact ({out_bytes:,} bytes) is larger than its fp32 source "
