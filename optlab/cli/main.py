@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from optlab.cli.errors import UsageError
@@ -60,6 +61,38 @@ def _price(text: str):
     except (ValueError, TypeError) as error:
         raise argparse.ArgumentTypeError(str(error).splitlines()[0]) from None
     return value
+
+
+def _declaration(flag: str):
+    """argparse type for NAME=VALUE flags: --batch-axis state=1 (none: a constant), --output-kind out=sequence."""
+    def parse(text: str) -> tuple[str, object]:
+        from optlab.models.user_models import OUTPUT_KINDS
+
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value:
+            raise argparse.ArgumentTypeError(f"{text!r}: write NAME=VALUE, e.g. {flag} "
+                                             f"{'state=1' if flag == '--batch-axis' else 'logits=sequence'}")
+        if flag == "--output-kind":
+            if value not in OUTPUT_KINDS:
+                raise argparse.ArgumentTypeError(f"{text!r}: the kind is one of {', '.join(OUTPUT_KINDS)}")
+            return name, value
+        if value.lower() == "none":
+            return name, None
+        if not value.isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r}: the axis is a number (0, 1, ...) or none for a constant")
+        return name, int(value)
+    parse.__name__ = flag
+    return parse
+
+
+def _declared(pairs, flag: str) -> dict | None:
+    """The repeated NAME=VALUE flags as a dict; a name given twice is a usage error."""
+    out: dict = {}
+    for name, value in pairs or []:
+        if name in out and out[name] != value:
+            raise UsageError(f"{flag} {name} given twice ({out[name]} and {value}); give it once")
+        out[name] = value
+    return out or None
 
 
 def walkthrough_notebooks() -> list[Path]:
@@ -259,7 +292,11 @@ def _validate_text_inputs(args):
                                  ("--metric", args.metric, "with --label-column quality is accuracy, without it the "
                                                            "agreement with the model as given"),
                                  ("--calibration", args.calibration, "a held-out part of the CSV calibrates static "
-                                                                     "int8 and is never measured")):
+                                                                     "int8 and is never measured"),
+                                 ("--batch-axis", getattr(args, "batch_axis", None), "the tokenizer's arrays are "
+                                                                                     "batch-first"),
+                                 ("--output-kind", getattr(args, "output_kind", None), "the outputs are the "
+                                                                                       "model's class scores")):
         if value:
             raise UsageError(f"{flag} is for ONNX models with array inputs; for a folder and a CSV of texts, "
                              f"{instead}")
@@ -272,12 +309,25 @@ def _validate_text_inputs(args):
 def _load_user_model(args):
     """(baseline, data) for `optlab study`: an ONNX file with arrays, or a folder with texts."""
     from optlab.models import hf_folder, user_models
+    from optlab.models.onnx_signature import cli_spelling
+    from optlab.models.output_checks import DegenerateSample
 
     checked = getattr(args, "text_inputs", None)
     if checked is not None:
         return hf_folder.from_folder(checked.folder, args.inputs, padding=args.padding or "longest", checked=checked)
-    return user_models.from_onnx(Path(args.model), args.inputs, labels=args.labels, metric=args.metric,
-                                 calibration=args.calibration)
+    # an error that asks for a declaration names the flag, not the Python keyword; a degenerate
+    # sample is said in one line (Python's warning format takes two)
+    with cli_spelling(), warnings.catch_warnings(record=True) as caught:  # the filters in force stay
+        loaded = user_models.from_onnx(Path(args.model), args.inputs, labels=args.labels, metric=args.metric,
+                                       calibration=args.calibration,
+                                       batch_axes=_declared(getattr(args, "batch_axis", None), "--batch-axis"),
+                                       output_kinds=_declared(getattr(args, "output_kind", None), "--output-kind"))
+    for warning in caught:
+        if issubclass(warning.category, DegenerateSample):
+            print(f"optlab study: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return loaded
 
 
 def _print_text_notes(baseline) -> None:
@@ -443,6 +493,13 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--metric", choices=["accuracy", "f1", "auc", "logloss"],
                        help="with --labels; default: agreement with the original model's outputs")
     study.add_argument("--calibration", help=".npz of other representative inputs for static int8 calibration")
+    # declarations for an ONNX model's inputs and outputs (the Python API's batch_axes= and output_kinds=)
+    study.add_argument("--batch-axis", action="append", metavar="NAME=AXIS", type=_declaration("--batch-axis"),
+                       help="repeatable: an input's (or output's) batch axis when it is not 0, e.g. state=1; "
+                            "none for a constant input given once (sr=none)")
+    study.add_argument("--output-kind", action="append", metavar="NAME=KIND", type=_declaration("--output-kind"),
+                       help="repeatable: how an output is compared, e.g. logits=sequence; KIND is classes, "
+                            "sequence, dense or values")
     study.add_argument("--recipe", action="append", metavar="RECIPE",
                        help='repeatable, e.g. "quantize(scheme=dynamic-int8, runtime=onnxruntime)"; '
                             "default: the ONNX recipe set for an .onnx file, optimum's (OPTIMUM_RECIPES) for a folder")

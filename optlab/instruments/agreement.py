@@ -12,9 +12,12 @@ optlab.models.user_models.OUTPUT_KINDS):
 - values (regression, embeddings): cosine similarity per row.
 
 Every output also gets its relative error (||candidate - baseline|| / ||baseline||, mean over
-rows) and max / mean absolute differences. The study's `quality` is the mean of the per-row
-agreements over outputs (1.0 = identical), so `quality_drop` reads as "how much did int8 change
-my outputs". When labels and a metric callable are given, that metric is the quality instead.
+rows) and max / mean absolute differences, and for every kind a row whose relative error reaches
+ROW_RELATIVE_ERROR_GATE (no closer than an all-zero output) counts as disagreeing: a collapsed
+output is caught even where the kind's measure cannot see it. Two empty dense maps have no IoU:
+such rows are scored by cosine. The study's `quality` is the mean of the per-row agreements over
+outputs (1.0 = identical), so `quality_drop` reads as "how much did int8 change my outputs".
+When labels and a metric callable are given, that metric is the quality instead.
 """
 from __future__ import annotations
 
@@ -66,13 +69,17 @@ def _sequence(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _dense(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """IoU of the thresholded maps; where both maps are empty the IoU is undefined (two empty
+    masks say nothing about the values under the threshold: an all-zero map would score 1.0),
+    so those rows are scored by the cosine of the raw maps instead."""
     probabilities = baseline.min() >= 0.0 and baseline.max() <= 1.0
     threshold = 0.5 if probabilities else 0.0
     cand = (candidate > threshold).reshape(len(candidate), -1)
     base = (baseline > threshold).reshape(len(baseline), -1)
     union = (cand | base).sum(axis=1)
-    iou = np.where(union > 0, (cand & base).sum(axis=1) / np.maximum(union, 1), 1.0)
-    return iou.astype(np.float64), {"pixel_agreement": float((cand == base).mean()), "threshold": threshold}
+    iou = np.where(union > 0, (cand & base).sum(axis=1) / np.maximum(union, 1), _cosine(candidate, baseline))
+    return iou.astype(np.float64), {"pixel_agreement": float((cand == base).mean()), "threshold": threshold,
+                                    "empty_map_rows": int((union == 0).sum())}
 
 
 def _values(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
@@ -100,13 +107,25 @@ def _kind(kind: str) -> str:
     return kind
 
 
-def relative_error(candidate: np.ndarray, baseline: np.ndarray) -> float:
-    """Mean over rows of ||candidate - baseline|| / ||baseline|| (0 where both are zero)."""
+def relative_errors(candidate: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """Per row ||candidate - baseline|| / ||baseline|| (0 where both are zero, inf where only the baseline is)."""
     candidate, baseline = candidate.reshape(len(candidate), -1), baseline.reshape(len(baseline), -1)
     diff, norm = np.linalg.norm(candidate - baseline, axis=1), np.linalg.norm(baseline, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(norm > 0, diff / np.where(norm > 0, norm, 1.0), np.where(diff > 0, np.inf, 0.0))
+        return np.where(norm > 0, diff / np.where(norm > 0, norm, 1.0), np.where(diff > 0, np.inf, 0.0))
+
+
+def relative_error(candidate: np.ndarray, baseline: np.ndarray) -> float:
+    """Mean over rows of ||candidate - baseline|| / ||baseline|| (0 where both are zero)."""
+    ratio = relative_errors(candidate, baseline)
     return float(ratio.mean()) if ratio.size else 0.0
+
+
+# A row no closer to the baseline than an all-zero output (relative error >= 1) disagrees, whatever
+# its kind's measure says: a collapsed output can keep the top-1 class of a near-tie, an empty
+# mask, or a blank-everywhere sequence. One flipped position of a sequence already moves a row
+# by ~0.5, so the gate sits at the all-zero output, not below.
+ROW_RELATIVE_ERROR_GATE = 1.0
 
 
 def compare(candidate: np.ndarray, baseline: np.ndarray, layout: list[dict[str, Any]]) -> tuple[np.ndarray, list]:
@@ -121,14 +140,28 @@ def compare(candidate: np.ndarray, baseline: np.ndarray, layout: list[dict[str, 
         kind = _kind(spec.get("kind", "values"))
         measure, label = MEASURES[kind]
         agree, extra = measure(cand, base)
+        moved = relative_errors(cand, base) >= ROW_RELATIVE_ERROR_GATE
+        agree = np.where(moved, 0.0, agree)
         rows.append(agree)
         diff = np.abs(cand - base)
         summaries.append({"slice": "output", "group": spec["name"], "rows": int(len(agree)), "kind": kind,
                           "measure": label, "quality": float(agree.mean()), "baseline_quality": 1.0,
                           "drop": float(1.0 - agree.mean()), "relative_error": relative_error(cand, base),
                           "max_abs_diff": float(diff.max()) if diff.size else 0.0,
-                          "mean_abs_diff": float(diff.mean()) if diff.size else 0.0, **extra})
+                          "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+                          "rows_over_relative_error": int(moved.sum()), **extra})
     return np.mean(rows, axis=0), summaries
+
+
+def row_figures(summaries: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The per-output figures a study row carries: for sequence outputs, the per-position top-1
+    agreement and the rate of identical sequences (the worst sequence output where there are
+    several); None where the model has no sequence output."""
+    sequences = [s for s in summaries if s["kind"] == "sequence"]
+    if not sequences:
+        return {"sequence_agreement": None, "identical_rate": None}
+    return {"sequence_agreement": min(s["quality"] for s in sequences),
+            "identical_rate": min(s["identical_rate"] for s in sequences)}
 
 
 def bootstrap_mean_ci(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:

@@ -122,6 +122,9 @@ class Quality:
     n_boot: int = 0
     output_kinds: str | None = None  # analysts' models: how each output was compared ("name=kind (why)")
     relative_error: float | None = None  # analysts' models: the largest per-output mean relative error
+    sequence_agreement: float | None = None  # sequence outputs: per-position top-1 agreement
+    identical_rate: float | None = None  # sequence outputs: share of rows whose whole sequence is identical
+    degenerate_sample: bool | None = None  # the baseline's outputs on these inputs are all alike
     slices: list[dict[str, Any]] = field(default_factory=list)  # per group: rows, quality, baseline, drop
 
     def to_row(self) -> dict[str, Any]:
@@ -248,6 +251,9 @@ def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_s
     quality.agreement = float(per_row.mean())
     quality.max_abs_diff = max(s["max_abs_diff"] for s in quality.slices)
     quality.relative_error = max(s["relative_error"] for s in quality.slices)
+    for key, value in agreement.row_figures(quality.slices).items():
+        setattr(quality, key, value)
+    quality.degenerate_sample = data.meta.get("degenerate_sample")
     quality.output_kinds = ", ".join(
         f"{s['group']}={s['kind']}" + (f" ({spec['source']})" if spec.get("source") else "")
         for s, spec in zip(quality.slices, layout, strict=True))

@@ -10,14 +10,53 @@ input and output is batch-first, and the rest of optlab slices and concatenates 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
 from optlab.data.datasets import Batch
 
 Dim = int | str | None  # a fixed size, a named dynamic axis ("batch"), or an unnamed dynamic one
+
+
+_FLAGS = {"batch_axes": "--batch-axis", "output_kinds": "--output-kind"}
+_CLI_SPELLING = contextvars.ContextVar("optlab_cli_spelling", default=False)
+
+
+@contextlib.contextmanager
+def cli_spelling() -> Iterator[None]:
+    """Inside this block, errors that ask for a declaration spell it as the command line's flag
+    (`--batch-axis state=1`) instead of the Python keyword (`batch_axes={'state': 1}`)."""
+    token = _CLI_SPELLING.set(True)
+    try:
+        yield
+    finally:
+        _CLI_SPELLING.reset(token)
+
+
+def spelled(keyword: str) -> str:
+    """"batch_axes" or, from the command line, "--batch-axis"."""
+    return _FLAGS[keyword] if _CLI_SPELLING.get() else keyword
+
+
+def declare(keyword: str, name: str, value: Any) -> str:
+    """How to declare `name`'s batch axis or output kind, as the caller would type it:
+    `batch_axes={'state': 1}` in Python, `--batch-axis state=1` on the command line. A value
+    written "<...>" is a placeholder."""
+    placeholder = isinstance(value, str) and value.startswith("<")
+    if _CLI_SPELLING.get():
+        text = "none" if value is None else value.replace("None", "none") if placeholder else str(value)
+        return f"{_FLAGS[keyword]} {name}={text}"
+    return f"{keyword}={{{name!r}: {value if placeholder else repr(value)}}}"
+
+
+def given_as(keyword: str, name: str, value: Any) -> str:
+    """What the user gave, as they spelled it: `batch_axes['state']=5` or `--batch-axis state=5`."""
+    return declare(keyword, name, value) if _CLI_SPELLING.get() else f"{keyword}[{name!r}]={value!r}"
 
 
 class InputMismatch(ValueError):
@@ -141,11 +180,11 @@ def conform(batch: Batch, signature: OnnxSignature, axes: Axes | None = None) ->
         if axis is not None and array.ndim:
             if axis >= array.ndim:
                 raise InputMismatch(f"input {spec.name!r} has no axis {axis} (shape {list(array.shape)}); "
-                                    f"declare its batch axis with batch_axes={{{spec.name!r}: <axis or None>}}")
+                                    f"declare its batch axis: {declare('batch_axes', spec.name, '<axis or None>')}")
             if rows is not None and array.shape[axis] != rows:
                 raise InputMismatch(f"inputs disagree on the number of rows: {first!r} has {rows}, {spec.name!r} "
                                     f"has {array.shape[axis]} on its batch axis {axis} (given {given}); declare "
-                                    f"batch_axes={{{spec.name!r}: <axis>}} (None for a constant) if axis {axis} "
+                                    f"{declare('batch_axes', spec.name, '<axis or None>')} if axis {axis} "
                                     f"is not its batch axis")
             if rows is None:
                 rows, first = array.shape[axis], spec.name
@@ -162,10 +201,11 @@ def batch_axes(signature: OnnxSignature, batch: Batch, declared: Axes | None = N
     every axis the model fixes, given with another size than the other inputs' rows, is a
     constant too."""
     declared = dict(declared or {})
-    unknown = sorted(set(declared) - set(signature.input_names))
+    unknown = sorted(set(declared) - set(signature.input_names) - set(signature.output_names))
     if unknown:
-        raise ValueError(f"batch_axes names {unknown}, which are not inputs of the model; its inputs are "
-                         f"{list(signature.input_names)}")
+        raise ValueError(f"{spelled('batch_axes')} names {unknown}, which are not inputs or outputs of the model; "
+                         f"its inputs are {list(signature.input_names)}, its outputs {list(signature.output_names)}")
+    declared = {k: v for k, v in declared.items() if k in signature.input_names}
     symbol = _batch_symbol(signature.inputs)
     axes: Axes = {}
     for spec in signature.inputs:
@@ -174,7 +214,7 @@ def batch_axes(signature: OnnxSignature, batch: Batch, declared: Axes | None = N
             axis = declared[spec.name]
             valid = isinstance(axis, (int, np.integer)) and 0 <= axis < max(len(spec.shape), 1)
             if axis is not None and not valid:
-                raise ValueError(f"batch_axes[{spec.name!r}]={axis!r}: give an axis in 0..{len(spec.shape) - 1} "
+                raise ValueError(f"{given_as('batch_axes', spec.name, axis)}: give an axis in 0..{len(spec.shape) - 1} "
                                  f"of {spec.describe()}, or None for a constant input")
             axes[spec.name] = None if axis is None else int(axis)
         elif len(spec.shape) == 0 or (given is not None and given.ndim == 0):
@@ -198,6 +238,59 @@ def output_axes(signature: OnnxSignature) -> Axes:
     """Each output's batch axis, by the same rules as the inputs' (a next state batched on axis 1)."""
     symbol = _batch_symbol(signature.inputs)
     return {spec.name: _inferred_axis(spec.shape, symbol) if spec.shape else None for spec in signature.outputs}
+
+
+def observed_output_axes(signature: OnnxSignature, batch: Batch, axes: Axes,
+                         declared: Axes | None = None) -> tuple[Axes, dict[str, str]]:
+    """Each output's batch axis and how it was found: declared (`batch_axes` may name outputs),
+    else, for an output whose dimensions lack the inputs' batch symbol, observed (the graph run
+    on 2 and 3 of the given rows, `batch` in the model's own layout: the axis whose size follows
+    the row count), else the signature's rule. A state
+    output whose every dimension the graph leaves dynamic is so found on its real batch axis."""
+    declared = {k: v for k, v in (declared or {}).items() if k in signature.output_names}
+    found, how = output_axes(signature), {}
+    for name, axis in declared.items():
+        found[name], how[name] = axis, "declared"
+    rows = next(np.shape(batch[n])[a] for n, a in axes.items() if a is not None and n in batch)
+    symbol = _batch_symbol(signature.inputs)
+    # an output carrying the inputs' batch symbol says its axis; only the others are run to see
+    unsure = [s.name for s in signature.outputs if s.name not in declared and (symbol is None or symbol not in s.shape)]
+    shapes = [_output_shapes(signature, batch, axes, k) for k in (2, 3)] if unsure and rows >= 3 else None
+    for position, spec in enumerate(signature.outputs):
+        if spec.name in declared:
+            continue
+        how[spec.name] = "from the graph's dimensions"
+        if shapes is None or spec.name not in unsure:
+            continue
+        small, large = shapes[0][position], shapes[1][position]
+        follows = [i for i, (a, b) in enumerate(zip(small, large, strict=False))
+                   if len(small) == len(large) and a == 2 and b == 3]
+        if follows:
+            found[spec.name] = found[spec.name] if found[spec.name] in follows else follows[0]
+            how[spec.name] = "observed: its size follows the row count"
+    return found, how
+
+
+def _output_shapes(signature: OnnxSignature, batch: Batch, axes: Axes, count: int) -> list[tuple[int, ...]]:
+    """The output shapes of the original graph on its first `count` rows (constants whole)."""
+    import onnxruntime as ort
+
+    feed = {name: (np.asarray(value) if axes.get(name, 0) is None
+                   else np.take(np.asarray(value), np.arange(count), axis=axes.get(name, 0)))
+            for name, value in batch.items()}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(signature.path), options, providers=["CPUExecutionProvider"])
+    return [tuple(np.shape(o)) for o in session.run(None, feed)]
+
+
+def describe_axes(inputs: Axes, outputs: Axes, how: dict[str, str]) -> str:
+    """One line naming every batch axis, e.g. "batch axes: inputs x=0, sr=constant, state=1; outputs ..."."""
+    def name(axis) -> str:
+        return "constant" if axis is None else str(axis)
+
+    outs = ", ".join(f"{n}={name(a)}" + (f" ({how[n]})" if n in how else "") for n, a in outputs.items())
+    return f"batch axes: inputs {', '.join(f'{n}={name(a)}' for n, a in inputs.items())}; outputs {outs}"
 
 
 def _batch_symbol(specs) -> str | None:
@@ -235,60 +328,50 @@ def needs_adapter(inputs: Axes, outputs: Axes) -> bool:
 def batch_first(source: str | Path, target: str | Path, inputs: Axes, outputs: Axes) -> Path:
     """Write `source` wrapped so every input and output is batch-first: a Transpose in front of
     each input batched on another axis, a Gather of row 0 for each constant (given once per row),
-    a Transpose behind each output batched on another axis. The model's own nodes are unchanged."""
-    import onnx
-    from onnx import helper, numpy_helper
+    a Transpose behind each output batched on another axis. The model's own nodes are unchanged.
 
-    model = onnx.load(str(source))
+    Done on onnx-ir's graph, where a name is a property of one value object: the model's value
+    gets a new name and every node that reads it, inside `If`/`Loop`/`Scan` subgraphs as well as
+    at the top level, reads the renamed value; hand-renaming protobuf strings misses the subgraphs."""
+    import onnx
+    import onnx_ir as ir
+
+    model = ir.serde.deserialize_model(onnx.load(str(source)))
     graph = model.graph
-    renames: dict[str, str] = {}
-    front, back = [], []
-    zero = "optlab_row0"
-    for value in graph.input:
+    zero = None
+    for position, value in enumerate(list(graph.inputs)):
         axis = inputs.get(value.name, 0)
         if axis == 0:
             continue
-        inner = renames[value.name] = f"{value.name}__model"
-        dims = list(value.type.tensor_type.shape.dim)
+        name, dims = value.name, list(value.shape or [])
+        outer = ir.Value(name=name, type=value.type)
         if axis is None:
-            front.append(helper.make_node("Gather", [value.name, zero], [inner], axis=0, name=f"{value.name}_row0"))
-            new = [onnx.TensorShapeProto.Dimension(dim_param="batch")] + dims
+            if zero is None:
+                zero = ir.Value(name="optlab_row0", const_value=ir.tensor(np.array(0, dtype=np.int64)))
+                graph.register_initializer(zero)
+            node = ir.Node("", "Gather", [outer, zero], [ir.AttrInt64("axis", 0)], name=f"{name}_row0")
+            outer.shape = ir.Shape(["batch", *dims])
         else:
             perm = list(range(1, axis + 1)) + [0] + list(range(axis + 1, len(dims)))
-            front.append(helper.make_node("Transpose", [value.name], [inner], perm=perm, name=f"{value.name}_to_model"))
-            new = [dims[axis]] + dims[:axis] + dims[axis + 1:]
-        _set_dims(value, new)
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in renames:
-                node.input[i] = renames[name]
-    for value in graph.output:
+            node = ir.Node("", "Transpose", [outer], [ir.AttrInt64s("perm", perm)], name=f"{name}_to_model")
+            outer.shape = ir.Shape([dims[axis], *dims[:axis], *dims[axis + 1:]])
+        ir.convenience.replace_all_uses_with(value, node.outputs[0])
+        node.outputs[0].name, node.outputs[0].type = f"{name}__model", value.type
+        graph.inputs[position] = outer
+        graph.insert_before(graph[0], node)
+    for position, value in enumerate(list(graph.outputs)):
         axis = outputs.get(value.name, 0)
         if not axis:
             continue
-        inner = f"{value.name}__model"
-        for node in graph.node:
-            for i, name in enumerate(node.output):
-                if name == value.name:
-                    node.output[i] = inner
-        dims = list(value.type.tensor_type.shape.dim)
+        name, dims = value.name, list(value.shape or [])
+        value.name = f"{name}__model"
         perm = [axis] + [i for i in range(len(dims)) if i != axis]
-        back.append(helper.make_node("Transpose", [inner], [value.name], perm=perm, name=f"{value.name}_batch_first"))
-        _set_dims(value, [dims[i] for i in perm])
-    if any(axis is None for axis in inputs.values()):
-        graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int64), zero))
-    nodes = front + list(graph.node) + back
-    del graph.node[:]
-    graph.node.extend(nodes)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(target))
+        node = ir.Node("", "Transpose", [value], [ir.AttrInt64s("perm", perm)], name=f"{name}_batch_first")
+        out = node.outputs[0]
+        out.name, out.type, out.shape = name, value.type, ir.Shape([dims[i] for i in perm]) if dims else None
+        graph.append(node)
+        graph.outputs[position] = out
+    proto = ir.serde.serialize_model(model)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(target))
     return Path(target)
-
-
-def _set_dims(value, dims) -> None:
-    shape = value.type.tensor_type.shape
-    copies = [type(d)() for d in dims]
-    for copy, dim in zip(copies, dims, strict=True):
-        copy.CopyFrom(dim)
-    del shape.dim[:]
-    shape.dim.extend(copies)

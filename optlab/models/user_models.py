@@ -34,12 +34,18 @@ from optlab.models.onnx_signature import (
     OnnxSignature,
     batch_first,
     conform,
+    declare,
+    describe_axes,
+    given_as,
     needs_adapter,
-    output_axes,
+    observed_output_axes,
     read_signature,
+    spelled,
     to_rows,
 )
 from optlab.models.onnx_signature import batch_axes as infer_batch_axes
+from optlab.models.output_checks import DegenerateSample, degenerate_outputs
+from optlab.models.output_checks import describe as describe_degenerate
 
 NAMED_METRICS = {"accuracy": "multiclass", "f1": "multiclass", "auc": "binary", "logloss": "binary"}
 REQUEST_BATCH_SIZES = (1, 1, 1, 2, 4, 8, 16, 32)  # a realistic mix: mostly single requests
@@ -82,11 +88,13 @@ def from_onnx(path: str | Path, inputs: Any, *, labels: Any = None, metric: str 
     original = signature = read_signature(path)
     raw = as_batch(inputs, signature.input_names)
     axes = infer_batch_axes(signature, raw, batch_axes) if set(raw) == set(signature.input_names) else {}
-    batch = to_rows(conform(raw, signature, axes), axes)
-    outputs = output_axes(signature)
+    conformed = conform(raw, signature, axes)
+    batch = to_rows(conformed, axes)
+    outputs, how = observed_output_axes(signature, conformed, axes, batch_axes)
     notes: list[str] = []
     if needs_adapter(axes, outputs):
         signature, notes = _batch_first_signature(signature, axes, outputs)
+        notes.append(describe_axes(axes, outputs, how))
     check_finite(batch)
     baseline = onnx_candidate(signature.path, threads=threads, signature=signature)
     sample = take(batch, slice(0, 2))
@@ -109,7 +117,8 @@ def _batch_first_signature(signature: OnnxSignature, axes, outputs) -> tuple[Onn
     from optlab.data.cache import cache_dir
     from optlab.data.hashing import sha256_file, sha256_json
 
-    key = sha256_json({"file": sha256_file(signature.path), "inputs": axes, "outputs": outputs})[:16]
+    # "wrapper": 2: wrappers written before subgraphs were handled may sit in the cache, broken
+    key = sha256_json({"file": sha256_file(signature.path), "inputs": axes, "outputs": outputs, "wrapper": 2})[:16]
     target = cache_dir("user-models") / f"{signature.path.stem}-batch-first-{key}.onnx"
     if not target.is_file():
         partial = target.with_suffix(".partial")
@@ -171,6 +180,7 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
     layout = output_layout(names, shapes, output_kinds, hints)
     notes = ["outputs compared as: " + ", ".join(f"{o['name']}={o['kind']} ({o['source']})" for o in layout)]
     meta: dict[str, Any] = {"outputs": layout, "labelled": labels is not None, "source": "user", "notes": notes}
+    _check_degenerate(baseline, inputs, layout, meta)
     widths = [o["width"] for o in layout]
     if labels is not None and metric is None:
         raise ValueError("labels were given without a metric; pass metric='accuracy' | 'f1' | 'auc' | 'logloss' "
@@ -222,6 +232,23 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
                                        "metric": str(meta.get("metric_name", metric)),
                                        "outputs": [(o["name"], o["kind"]) for o in layout]})
     return dataset
+
+
+DEGENERATE_CHECK_ROWS = 256  # enough rows to see whether the baseline predicts anything but one thing
+
+
+def _check_degenerate(baseline: Candidate, inputs: Batch, layout: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Warn in one line (and flag the dataset, so every row carries it) when the baseline's own
+    outputs on the given rows are degenerate: blank everywhere, an empty map, one class for all."""
+    n = min(rows(inputs), DEGENERATE_CHECK_ROWS)
+    outputs = np.concatenate([np.asarray(baseline.predict(take(inputs, slice(i, min(i + 128, n))))).reshape(
+        min(i + 128, n) - i, -1) for i in range(0, n, 128)])
+    reasons = degenerate_outputs(outputs, layout)
+    meta["degenerate_sample"] = bool(reasons)
+    if reasons:
+        line = describe_degenerate(reasons)
+        meta["notes"].append(line)
+        warnings.warn(line, DegenerateSample, stacklevel=4)
 
 
 def _train_and_test(split: Split, share: float | None, meta: dict[str, Any]) -> tuple[Split, Split]:
@@ -278,15 +305,15 @@ def output_layout(names: list[str], shapes: list[tuple[int, ...]], declared: dic
     declared = dict(declared or {})
     unknown = sorted(set(declared) - set(names))
     if unknown:
-        raise ValueError(f"output_kinds names {unknown}, which are not outputs of the model; its outputs are "
-                         f"{names}")
+        raise ValueError(f"{spelled('output_kinds')} names {unknown}, which are not outputs of the model; its "
+                         f"outputs are {names}")
     layout = []
     for name, shape in zip(names, shapes, strict=True):
         shape = tuple(int(d) for d in shape)
         if name in declared:
             kind, source = declared[name], "declared"
             if kind not in OUTPUT_KINDS:
-                raise ValueError(f"output_kinds[{name!r}]={kind!r}; choose one of: " +
+                raise ValueError(f"{given_as('output_kinds', name, kind)}; choose one of: " +
                                  "; ".join(f"{k!r} ({v})" for k, v in OUTPUT_KINDS.items()))
             if kind == "sequence" and len(shape) != 2:
                 raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'sequence' needs (T, C)")
@@ -309,8 +336,9 @@ def _inferred_kind(name: str, shape: tuple[int, ...]) -> str:
     if len(shape) == 2:
         dims = ", ".join(map(str, shape))
         raise ValueError(f"output {name!r} has shape (N, {dims}): class scores per position or a dense map? Declare "
-                         f"it: output_kinds={{{name!r}: 'sequence'}} (per-position top-1) or {{{name!r}: 'dense'}} "
-                         f"(thresholded IoU) or {{{name!r}: 'values'}} (cosine)")
+                         f"it: {declare('output_kinds', name, 'sequence')} (per-position top-1) or "
+                         f"{declare('output_kinds', name, 'dense')} (thresholded IoU) or "
+                         f"{declare('output_kinds', name, 'values')} (cosine)")
     return "dense"
 
 

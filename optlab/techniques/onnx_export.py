@@ -91,6 +91,18 @@ def as_onnx(model: Any, data: Any, workdir: Path, *, notes: list[str] | None = N
     return export_onnx(model, data, path, notes=notes)
 
 
+def _read_names(graph) -> set[str]:
+    """Every tensor name a node reads, in `If`/`Loop`/`Scan` subgraphs too (a branch may read an
+    outer initializer that no top-level node reads)."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                names |= _read_names(sub)
+    return names
+
+
 def gemm_to_matmul(proto: Any) -> Any:
     """Rewrite Gemm(A, W, b) with constant W as MatMul + Add: ORT's *dynamic* quantizer
     covers MatMul but not Gemm, which is what nn.Linear exports to."""
@@ -120,7 +132,7 @@ def gemm_to_matmul(proto: Any) -> Any:
             nodes.append(helper.make_node("MatMul", [node.input[0], new_name], [node.output[0]], name=base))
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
-    used = {i for n in proto.graph.node for i in n.input}
+    used = _read_names(proto.graph)
     keep = [t for t in proto.graph.initializer if t.name in used]
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(keep)

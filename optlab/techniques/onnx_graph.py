@@ -5,7 +5,9 @@ what the quantizer really did.
   initializers (onnx-ir's LiftConstantsToInitializersPass); ORT's quantizer only quantizes
   initializers and silently skips the rest.
 - `preprocess`: ORT's recommended pre-processing (symbolic shape inference, graph clean-up,
-  ONNX shape inference), without touching the current directory; each failed step is a note.
+  ONNX shape inference), file to file (never a proto it could mutate), without touching the
+  current directory; each failed step is a note.
+- `per_axis_ready`: per-channel Q/DQ needs opset 13; older graphs are converted first.
 - `quantization_report`: how many quantized operators the artifact holds and what share of
   its weight elements are stored as integers: an "int8" artifact with none is not int8.
 - `captured_output`: the quantizer's log records, warnings, prints and C-level stderr lines,
@@ -132,25 +134,60 @@ def _symbolic_shapes(proto: Any) -> Any:
     return inference.out_mp_
 
 
-def preprocess(proto: Any, target: Path, notes: list[str]) -> Any:
-    """ORT's recommended pre-processing of `proto`, saved to `target`; returns the processed
-    proto, or `proto` itself when pre-processing fails. Every failure is a note."""
+def preprocess(source: Path, target: Path, notes: list[str]) -> bool:
+    """ORT's recommended pre-processing of the graph in the file `source`, saved to `target`;
+    True when it worked. Every failure is a note, and `source` is never touched: ORT's
+    `quant_pre_process`, handed a ModelProto, moves its initializers to external data in place
+    before its optimizer runs, so a failure there (e.g. on `Resize`) would leave a proto no one
+    can read. It is handed file paths only; its files go into `target`'s folder."""
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    shaped = proto
+    given = str(source)
     try:
-        shaped = _symbolic_shapes(onnx.ModelProto.FromString(proto.SerializeToString()))
+        shaped = _symbolic_shapes(onnx.load(str(source)))
+        given = str(target.with_name(target.stem + "-shaped.onnx"))
+        onnx.save(shaped, given)
     except Exception as error:  # noqa: BLE001 - any failure of this optional step becomes a note
         notes.append(f"quantization pre-processing: symbolic shape inference failed ({type(error).__name__}: "
                      f"{_first_line(error)}); continued without it")
     try:
-        quant_pre_process(shaped, str(target), skip_symbolic_shape=True)
-        return onnx.load(str(target))
+        quant_pre_process(given, str(target), skip_symbolic_shape=True)
+        onnx.checker.check_model(str(target))  # a valid result, or the step failed (its fusions inside
+        return True  # If branches can read outer initializers out of order)
     except Exception as error:  # noqa: BLE001 - the raw graph is still quantizable; say so
         notes.append(f"quantization pre-processing failed ({type(error).__name__}: {_first_line(error)}); "
-                     f"quantized the graph without it")
+                     f"quantized the original graph without it")
+        return False
+
+
+PER_AXIS_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) exists from opset 13 on
+
+
+def opset(proto: Any) -> int:
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def per_axis_ready(proto: Any, notes: list[str]) -> Any:
+    """`proto` at an opset where per-channel Q/DQ is valid: converted with onnx.version_converter
+    when it is older, with a note. Raises ValueError saying why when the conversion fails."""
+    import onnx
+    from onnx import version_converter
+
+    found = opset(proto)
+    if found >= PER_AXIS_OPSET:
         return proto
+    try:
+        converted = version_converter.convert_version(proto, PER_AXIS_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as error:  # noqa: BLE001 - the converter raises several types; the message says which
+        raise ValueError(f"per-channel int8 needs opset >= {PER_AXIS_OPSET} (DequantizeLinear's axis) and this "
+                         f"graph is opset {found}; onnx.version_converter could not convert it "
+                         f"({type(error).__name__}: {_first_line(error)}); use per_channel=False or re-export "
+                         f"the model at opset {PER_AXIS_OPSET}+") from None
+    notes.append(f"per-channel int8 needs opset >= {PER_AXIS_OPSET}: the opset-{found} graph was converted to "
+                 f"opset {PER_AXIS_OPSET} (onnx.version_converter) before quantizing")
+    return converted
 
 
 def _first_line(error: BaseException, limit: int = 200) -> str:

@@ -5,13 +5,16 @@ An nn.Module is exported to ONNX (fp32) first; the result's `.model` is an OnnxM
 following `Compile("onnxruntime", ...)` step can pick a graph level for it.
 
 Graphs from other exporters are made quantizable first (Constant-node weights lifted to
-initializers, ORT's pre-processing), and every int8 artifact is checked afterwards: the count
+initializers, ORT's optional pre-processing, opset 13 for per-channel), always from a fresh
+load of the file on disk, with every intermediate file in a scratch folder that is removed
+whatever happens; and every int8 artifact is checked afterwards: the count
 of quantized operators and the share of weights stored as integers go into the candidate's
 meta and notes; an "int8" artifact with no integer weight is an UnsupportedRecipe, never a row
 that claims int8. What the quantizer logs is collected into one note, not printed.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,21 +44,27 @@ def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None,
     source = as_onnx(model, data, workdir, notes=notes)
     out = artifact_file(workdir, recipe.name, ".onnx")
     meta: dict[str, Any] = {"source_onnx": str(source.path)}
-    with onnx_graph.captured_output(notes):
-        prepared = _prepared(Path(source.path), workdir, notes, preprocess=recipe.scheme != "fp16",
+    # Every intermediate file (the prepared graph, what the quantizer writes next to it such as
+    # "*-inferred.onnx") lives in a scratch folder removed on success and failure alike.
+    with onnx_graph.captured_output(notes), tempfile.TemporaryDirectory(dir=workdir, prefix="scratch-") as scratch:
+        prepared = _prepared(Path(source.path), Path(scratch), notes, recipe=recipe,
                              sample=_sample(data, source.input_names))
         try:
             if recipe.scheme == "dynamic-int8":
-                meta.update(_dynamic(recipe, prepared, out, workdir))
+                meta.update(_dynamic(recipe, prepared, out, Path(scratch)))
             elif recipe.scheme == "static-int8":
                 meta.update(_static(recipe, prepared, out, data))
             else:
                 meta.update(_fp16(prepared, out))
-        finally:
-            if prepared != Path(source.path):
-                prepared.unlink(missing_ok=True)
+        except BaseException:
+            out.unlink(missing_ok=True)  # a half-written artifact is no candidate
+            raise
     if recipe.scheme != "fp16":
-        meta.update(_checked(out, recipe, notes))
+        try:
+            meta.update(_checked(out, recipe, notes))
+        except UnsupportedRecipe:
+            out.unlink(missing_ok=True)  # an "int8" artifact with no integer weight is not kept either
+            raise
     source_bytes, out_bytes = Path(source.path).stat().st_size, out.stat().st_size
     if out_bytes > source_bytes:
         notes.append(f"the {recipe.scheme} artifact ({out_bytes:,} bytes) is larger than its fp32 source "
@@ -77,26 +86,30 @@ def _sample(data: Any, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(rows[name]) for name in (names or rows)}
 
 
-def _prepared(source: Path, workdir: Path, notes: list[str], *, preprocess: bool,
+def _prepared(source: Path, scratch: Path, notes: list[str], *, recipe: Quantize,
               sample: dict[str, np.ndarray]) -> Path:
-    """The graph the quantizer gets: Constant-node weights lifted to initializers, (int8) ORT's
-    pre-processing applied, types filled in where shape inference had none; `source` itself
-    when nothing changed."""
+    """The graph the quantizer gets, written into `scratch`: always from a fresh load of the
+    file on disk (never a proto an earlier step touched); Constant-node weights lifted to
+    initializers; (int8) ORT's pre-processing, optional: when it fails, the note says so and the
+    original graph goes on; types filled in where shape inference had none; (per-channel) the
+    graph at opset 13 or later."""
     import onnx
 
-    original = onnx.load(str(source))
-    proto, lifted = onnx_graph.lift_constants(original)
+    proto, lifted = onnx_graph.lift_constants(onnx.load(str(source)))
     if lifted:
         notes.append(f"{lifted} Constant-node weights lifted to initializers (onnx-ir) so the quantizer sees them")
-    if preprocess:
-        staged = workdir / (source.stem + "-pre.onnx")
-        proto = onnx_graph.preprocess(proto, staged, notes)
-        staged.unlink(missing_ok=True)
-    before = len(notes)
+    staged = scratch / (source.stem + "-staged.onnx")
+    onnx.save(proto, str(staged))
+    if recipe.scheme != "fp16":
+        processed = scratch / (source.stem + "-pre.onnx")
+        proto = onnx.load(str(processed if onnx_graph.preprocess(staged, processed, notes) else staged))
     proto = onnx_graph.fill_types(proto, sample, notes)
-    if not preprocess and not lifted and len(notes) == before:
-        return source
-    target = workdir / (source.stem + "-prepared.onnx")
+    if recipe.per_channel and recipe.scheme != "fp16":
+        try:
+            proto = onnx_graph.per_axis_ready(proto, notes)
+        except ValueError as error:
+            raise UnsupportedRecipe(str(error)) from None
+    target = scratch / (source.stem + "-prepared.onnx")
     onnx.save(proto, str(target))
     return target
 
@@ -110,7 +123,11 @@ def _checked(out: Path, recipe: Quantize, notes: list[str]) -> dict[str, Any]:
     if report["quantized_weight_elements"] == 0:
         left = onnx_graph.constant_weights(proto)
         weighted = sorted({n.op_type for n in proto.graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "Gather")})
-        if left:
+        nested = sorted({n.op_type for n in proto.graph.node if any(a.HasField("g") or a.graphs for a in n.attribute)})
+        if nested:
+            why = (f"the graph's weights sit inside {'/'.join(nested)} subgraphs, which ONNX Runtime's quantizer "
+                   f"does not quantize here")
+        elif left:
             why = f"{left} weights are Constant nodes optlab could not lift to initializers"
         elif not weighted:
             why = f"the graph has no MatMul/Gemm/Conv/Gather among its {len(proto.graph.node)} nodes"

@@ -120,3 +120,73 @@ def dense_map_onnx(path: Path, *, size: int = 8, seed: int = 0) -> Path:
              helper.make_node("Sigmoid", ["z"], ["prob"])]
     return _save_onnx(nodes, [_onnx_dim("image", ["N", 1, size, size])], [_onnx_dim("prob", ["N", 1, size, size])],
                       path, initializers=[w])
+
+
+def resize_detector_onnx(path: Path, *, blocks: int = 100, channels: int = 8, size: int = 16, opset: int = 11,
+                         bias: float = 0.0, seed: int = 0) -> Path:
+    """A text-detector-like graph as older exporters write it: opset 11, a stack of 1x1 Conv + Relu
+    blocks (2 initializers each, a few hundred in all), a `Resize` by 2 and a Sigmoid map:
+    image[N, 1, size, size] -> prob[N, 1, 2 size, 2 size]. ORT's `quant_pre_process`, handed it as
+    a ModelProto, moves every initializer to external data in place and then fails on `Resize`.
+    A negative `bias` pushes the map below 0.5 everywhere (an empty detection map)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (channels, 1, 3, 3)).astype(np.float32), "w0")]
+    nodes = [helper.make_node("Conv", ["image", "w0"], ["h0"], pads=[1, 1, 1, 1], name="conv0")]
+    for i in range(1, blocks + 1):
+        weight = np.eye(channels)[:, :, None, None] + rng.normal(0, 0.1, (channels, channels, 1, 1))
+        inits += [numpy_helper.from_array(weight.astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.normal(0, 0.05, channels).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [f"h{i - 1}", f"w{i}", f"b{i}"], [f"c{i}"], name=f"conv{i}"),
+                  helper.make_node("Relu", [f"c{i}"], [f"h{i}"], name=f"relu{i}")]
+    inits += [numpy_helper.from_array(np.array([], dtype=np.float32), "roi"),
+              numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "scales"),
+              numpy_helper.from_array(rng.normal(0, 0.5, (1, channels, 1, 1)).astype(np.float32), "w_out"),
+              numpy_helper.from_array(np.array([bias], dtype=np.float32), "b_out")]
+    nodes += [helper.make_node("Resize", [f"h{blocks}", "roi", "scales"], ["up"], mode="nearest", name="resize"),
+              helper.make_node("Conv", ["up", "w_out", "b_out"], ["z"], name="conv_out"),
+              helper.make_node("Sigmoid", ["z"], ["prob"], name="sigmoid")]
+    return _save_onnx(nodes, [_onnx_dim("image", ["N", 1, size, size])],
+                      [_onnx_dim("prob", ["N", 1, 2 * size, 2 * size])], path, initializers=inits, opset=opset)
+
+
+def image_inputs(rows: int = 16, size: int = 16, seed: int = 1) -> dict[str, np.ndarray]:
+    return {"image": np.random.default_rng(seed).uniform(0, 1, (rows, 1, size, size)).astype(np.float32)}
+
+
+def streaming_if_onnx(path: Path, *, features: int = 16, state: int = 8, classes: int = 4, seed: int = 0) -> Path:
+    """A streaming model whose body sits inside `If` branches (as voice-activity exporters write
+    it): x[N, features], a scalar int64 sample rate `sr` choosing the branch, a recurrent
+    `state[2, N, state]` batched on axis 1 and read only inside the branches -> logits[N, classes]
+    and the next state, whose every dimension the graph leaves dynamic."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (features, state)).astype(np.float32), "w_in"),
+             numpy_helper.from_array(rng.normal(0, 0.5, (state, classes)).astype(np.float32), "w_out"),
+             numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+             numpy_helper.from_array(np.array(8000, dtype=np.int64), "sr_split")]
+
+    def branch(tag: str, scale: float):
+        nodes = [helper.make_node("ReduceMean", ["state"], [f"{tag}_mean"], axes=[0], keepdims=0),
+                 helper.make_node("MatMul", ["x", "w_in"], [f"{tag}_xin"]),
+                 helper.make_node("Add", [f"{tag}_xin", f"{tag}_mean"], [f"{tag}_pre"]),
+                 helper.make_node("Constant", [], [f"{tag}_scale"],
+                                  value=numpy_helper.from_array(np.array(scale, dtype=np.float32))),
+                 helper.make_node("Mul", [f"{tag}_pre", f"{tag}_scale"], [f"{tag}_scaled"]),
+                 helper.make_node("Tanh", [f"{tag}_scaled"], [f"{tag}_h"]),
+                 helper.make_node("MatMul", [f"{tag}_h", "w_out"], [f"{tag}_logits"]),
+                 helper.make_node("Unsqueeze", [f"{tag}_h", "zero"], [f"{tag}_h1"]),
+                 helper.make_node("Concat", [f"{tag}_h1", f"{tag}_h1"], [f"{tag}_state"], axis=0)]
+        outs = [helper.make_tensor_value_info(f"{tag}_logits", TensorProto.FLOAT, None),
+                helper.make_tensor_value_info(f"{tag}_state", TensorProto.FLOAT, None)]
+        return helper.make_graph(nodes, tag, [], outs)
+
+    nodes = [helper.make_node("Greater", ["sr", "sr_split"], ["wide"]),
+             helper.make_node("If", ["wide"], ["logits", "state_out"], then_branch=branch("then", 1.0),
+                              else_branch=branch("else", 0.5), name="by_rate")]
+    inputs = [_onnx_dim("x", ["N", features]), helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+              _onnx_dim("state", [2, "N", state])]
+    outputs = [_onnx_dim("logits", ["N", classes]), _onnx_dim("state_out", [None, None, None])]
+    return _save_onnx(nodes, inputs, outputs, path, initializers=inits, opset=13)

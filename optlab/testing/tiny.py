@@ -79,12 +79,22 @@ class BidsNet(nn.Module):
         return self.mlp(torch.cat(parts + [numeric], dim=1)).squeeze(1)
 
 
-def digits_model(width: int = 256, conv: bool = True):
-    return DigitsNet(width, conv).eval()
+def _seeded(build, seed: int):
+    """`build()` with torch's RNG seeded, the caller's RNG state restored: the initial weights are
+    the same whatever ran before (a session fixture is built by whichever test asks first, after
+    however many random draws earlier tests made; `trained` seeds only the training loop)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
-def bids_model(vocab: tuple[int, ...] = (5000, 2000, 500, 50), numeric: int = 8, dim: int = 32, width: int = 256):
-    return BidsNet(vocab, numeric, dim, width).eval()
+def digits_model(width: int = 256, conv: bool = True, seed: int = 0):
+    return _seeded(lambda: DigitsNet(width, conv), seed).eval()
+
+
+def bids_model(vocab: tuple[int, ...] = (5000, 2000, 500, 50), numeric: int = 8, dim: int = 32, width: int = 256,
+               seed: int = 0):
+    return _seeded(lambda: BidsNet(vocab, numeric, dim, width), seed).eval()
 
 
 def trained(model, data: Dataset, epochs: int = 3, lr: float = 3e-3, batch_size: int = 128, seed: int = 0):

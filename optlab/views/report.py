@@ -24,7 +24,9 @@ DEFAULT_SLA = {"max_p99_ms": None, "max_quality_drop": 0.01, "objective": "cost"
 HEADLINE_COLUMNS = ("candidate", "p50_ms", "p99_ms", "throughput_per_s", "size_mb", "quality", "quality_drop",
                     "agreement", "cost_per_1m_usd")
 FULL_EXTRA_COLUMNS = ("family", "runtime", "device", "status", "noisy", "p95_ms", "peak_rss_mb", "cold_start_ms",
-                      "metric", "quality_drop_ci_low", "quality_drop_ci_high", "error")
+                      "metric", "quality_drop_ci_low", "quality_drop_ci_high", "error",
+                      # analysts' models: shown only where some row has them (a sequence output; a degenerate sample)
+                      "sequence_agreement", "identical_rate", "degenerate_sample")
 
 
 def _header_and_format(names) -> dict[str, tuple[str, str]]:
@@ -34,8 +36,18 @@ def _header_and_format(names) -> dict[str, tuple[str, str]]:
 # column -> (header with unit, python format): derived, kept under their old names for callers
 HEADLINE: dict[str, tuple[str, str]] = _header_and_format(HEADLINE_COLUMNS)
 FULL_EXTRA: dict[str, tuple[str, str]] = _header_and_format(FULL_EXTRA_COLUMNS)
+SPARSE_COLUMNS = ("sequence_agreement", "identical_rate", "degenerate_sample")
 ENVIRONMENT_COLUMNS = ("cpu_model", "cpu_flags", "cores", "logical_cores", "device", "gpu_name", "torch_version",
                        "onnxruntime_version", "python_version", "platform")
+
+
+def _shown(table, column: str) -> bool:
+    """A column of the full table is shown when present; a sparse one only where a row has it."""
+    if column not in table.columns:
+        return False
+    if column == "degenerate_sample":
+        return bool(table[column].eq(True).any())
+    return column not in SPARSE_COLUMNS or bool(table[column].notna().any())
 
 
 def headline_table(df):
@@ -245,7 +257,7 @@ def write_report(df_or_frames, path: str | Path, *, title: str = "optlab report"
         combined.append(frame.assign(study=name, noisy=noisy_marks(frame)))
     if combined:
         table = pd.concat(combined, ignore_index=True)
-        columns = ["study", *[c for c in [*HEADLINE_COLUMNS, *FULL_EXTRA_COLUMNS] if c in table.columns]]
+        columns = ["study", *[c for c in [*HEADLINE_COLUMNS, *FULL_EXTRA_COLUMNS] if _shown(table, c)]]
         body.append("<h2>All candidates</h2>")
         body.append(table_html(table[columns]))
     if timings is not None and len(timings):

@@ -225,3 +225,81 @@ def test_a_study_on_a_constant_weight_graph_prints_no_runtime_warning_line(tmp_p
 
     results = pd.read_csv(out / "results.csv")
     assert results["warnings_count"].notna().all()  # counted for every candidate (zero or more)
+
+
+def test_a_control_flow_graph_is_studied_end_to_end_with_batch_axis(tmp_path, capsys):
+    """A state batched on axis 1, read inside `If` branches, the sample rate a constant: declared
+    on the command line, the study runs and its notes name every batch axis."""
+    import pandas as pd
+
+    from optlab.testing.graphs import streaming_if_onnx, streaming_inputs
+
+    model = streaming_if_onnx(tmp_path / "vad.onnx")
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, **streaming_inputs(rows=24))
+    out = tmp_path / "out"
+    code = main(["study", "--model", str(model), "--inputs", str(inputs), "--batch-axis", "state=1",
+                 "--batch-axis", "sr=none", "--smoke", "--out", str(out),
+                 "--recipe", "quantize(scheme=fp16, runtime=onnxruntime)"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["status"]) == {"ok"}, results[["candidate", "status", "error"]]
+    assert results.set_index("candidate").loc["baseline", "agreement"] == 1.0
+    assert "baseline" in printed and "fp16" in printed
+
+
+DECLARATIONS = [
+    (["--batch-axis", "state"], "--batch-axis: 'state': write NAME=VALUE"),
+    (["--batch-axis", "state=two"], "the axis is a number (0, 1, ...) or none for a constant"),
+    (["--output-kind", "scores=boxes"], "the kind is one of classes, sequence, dense, values"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), DECLARATIONS, ids=[" ".join(e) for e, _ in DECLARATIONS])
+def test_bad_declarations_are_one_line(files, tmp_path, capsys, extra, message):
+    folder, model, inputs, _ = files
+    code, err = run_cli(["study", "--model", str(model), "--inputs", str(inputs), "--out", str(tmp_path / "out"),
+                         *extra], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_errors_from_the_cli_name_the_flag_and_from_python_the_keyword(tmp_path, capsys):
+    from optlab.models.user_models import from_onnx
+    from optlab.testing.graphs import sequence_onnx
+
+    model = sequence_onnx(tmp_path / "rec.onnx")  # scores (N, 8, 5): sequence or dense map?
+    x = np.random.default_rng(0).normal(size=(16, 8, 6)).astype(np.float32)
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, x=x)
+    code, err = run_cli(["study", "--model", str(model), "--inputs", str(inputs), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "Declare it: --output-kind scores=sequence" in err and "output_kinds" not in err, err
+    with pytest.raises(ValueError, match=r"Declare it: output_kinds=\{'scores': 'sequence'\}"):
+        from_onnx(model, {"x": x})
+    code, err = run_cli(["study", "--model", str(model), "--inputs", str(inputs), "--out", str(tmp_path / "o"),
+                         "--output-kind", "scores=sequence", "--batch-axis", "x=7"], capsys)
+    assert code == 2 and "--batch-axis x=7: give an axis in 0..2" in err, err
+
+
+def test_a_degenerate_sample_is_said_in_one_line_at_wrap_time(tmp_path, capsys):
+    from optlab.testing.graphs import sequence_onnx
+
+    model = sequence_onnx(tmp_path / "rec.onnx")
+    inputs = tmp_path / "blank.npz"
+    np.savez(inputs, x=np.zeros((16, 8, 6), np.float32))  # every position scores 0: blank everywhere
+    calibration = tmp_path / "calibration.npz"
+    np.savez(calibration, x=np.zeros((4, 8, 6), np.float32))
+    code = main(["study", "--model", str(model), "--inputs", str(inputs), "--calibration", str(calibration),
+                 "--output-kind", "scores=sequence", "--smoke", "--out", str(tmp_path / "out"),
+                 "--recipe", "compile(graph_level=basic)"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "quality figures cannot separate candidates" in line]
+    assert lines == ["optlab study: warning: on these inputs the model predicts blank (class 0) at every position "
+                     "of 'scores': quality figures cannot separate candidates; give representative inputs"], err
+    import pandas as pd
+
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert results["degenerate_sample"].all()
+    assert {"sequence_agreement", "identical_rate"} <= set(results.columns)
+    assert "identical sequences" in (tmp_path / "out" / "report.html").read_text()

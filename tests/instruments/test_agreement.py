@@ -74,3 +74,46 @@ def test_values_report_cosine_and_relative_error():
 def test_an_unknown_kind_is_named():
     with pytest.raises(ValueError, match="unknown output kind 'boxes'"):
         per_row_agreement(np.zeros((2, 2)), np.zeros((2, 2)), "boxes")
+
+
+def _dense_layout(n: int = 16):
+    return [{"name": "prob", "width": n, "shape": [1, 4, 4], "kind": "dense"}]
+
+
+def test_two_empty_maps_are_not_perfect_agreement_when_the_candidate_collapsed():
+    """An all-zero map against an empty baseline map: the IoU of two empty masks is undefined, so
+    those rows fall back to cosine, and the relative error (1.0) gates them too."""
+    base = np.random.default_rng(0).uniform(0.01, 0.3, (6, 16))  # probabilities, nothing above 0.5
+    per_row, (summary,) = compare(np.zeros_like(base), base, _dense_layout())
+    assert per_row.tolist() == [0.0] * 6
+    assert summary["empty_map_rows"] == 6 and summary["rows_over_relative_error"] == 6
+    assert summary["relative_error"] == pytest.approx(1.0)
+    close, (kept,) = compare(base * 1.01, base, _dense_layout())  # a faithful candidate on the same empty maps
+    assert close == pytest.approx([1.0] * 6) and kept["rows_over_relative_error"] == 0
+
+
+def test_every_kind_counts_a_row_that_moved_past_the_gate_as_disagreeing():
+    base = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    shifted = base + 10.0  # the same top-1 class per row, but the scores are no longer the model's
+    assert per_row_agreement(shifted, base, "classes").tolist() == [1.0, 1.0]
+    per_row, (summary,) = compare(shifted, base, [{"name": "scores", "width": 3, "kind": "classes"}])
+    assert per_row.tolist() == [0.0, 0.0] and summary["rows_over_relative_error"] == 2
+    sequence = np.stack([base, base])  # (2, 2, 3): two positions per row
+    per_row, _ = compare((sequence + 10.0).reshape(2, -1), sequence.reshape(2, -1),
+                         [{"name": "seq", "width": 6, "shape": [2, 3], "kind": "sequence"}])
+    assert per_row.tolist() == [0.0, 0.0]
+
+
+def test_rows_carry_both_sequence_figures():
+    from optlab.instruments.agreement import row_figures
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(10, 4, 3))
+    cand = base.copy()
+    cand[0, 0] = cand[0, 0][::-1] if cand[0, 0].argmax() != 1 else cand[0, 0][[1, 0, 2]]  # one position flips
+    _, summaries = compare(cand.reshape(10, -1), base.reshape(10, -1),
+                           [{"name": "seq", "width": 12, "shape": [4, 3], "kind": "sequence"}])
+    figures = row_figures(summaries)
+    assert figures["sequence_agreement"] == pytest.approx(1 - 1 / 40)
+    assert figures["identical_rate"] == pytest.approx(0.9)
+    assert row_figures([{**summaries[0], "kind": "classes"}]) == {"sequence_agreement": None, "identical_rate": None}

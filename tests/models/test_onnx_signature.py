@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optlab.models.onnx_signature import InputMismatch, conform, read_signature
+from optlab.models.onnx_signature import InputMismatch, batch_axes, conform, read_signature
 from optlab.testing import TinyCNN, TokenClassifier, TwoHeads, cnn_inputs, export, feature_inputs, token_inputs
+from optlab.testing.graphs import streaming_inputs
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +135,39 @@ def test_a_fully_fixed_input_of_another_size_is_a_constant(tmp_path):
     assert batch_axes(signature, given) == {"x": 0, "sr": None, "state": 1}
     one_row = dict(streaming_inputs(rows=1), sr=np.array([16000], dtype=np.int64))
     assert batch_axes(signature, one_row)["sr"] == 0  # one row: batching it is as right as repeating it
+
+
+def test_batch_first_renames_inputs_read_inside_if_branches(tmp_path):
+    """A state batched on axis 1 and read only inside `If` branches: the wrapper feeds the branches
+    the transposed state, and the all-dynamic output state is found on axis 1 by running the graph."""
+    import onnxruntime as ort
+
+    from optlab.models.onnx_signature import batch_first, observed_output_axes, output_axes, to_rows
+    from optlab.testing.graphs import streaming_if_onnx
+
+    path = streaming_if_onnx(tmp_path / "vad.onnx")
+    signature = read_signature(path)
+    raw = streaming_inputs(rows=6)
+    axes = batch_axes(signature, raw)
+    assert axes == {"x": 0, "sr": None, "state": 1}
+    assert output_axes(signature)["state_out"] == 0  # what the dimensions alone say: wrong
+    outputs, how = observed_output_axes(signature, raw, axes)
+    assert outputs == {"logits": 0, "state_out": 1} and how["state_out"].startswith("observed")
+    wrapped = batch_first(path, tmp_path / "wrapped.onnx", axes, outputs)
+    logits, state = ort.InferenceSession(str(wrapped)).run(None, to_rows(raw, axes))
+    want_logits, want_state = ort.InferenceSession(str(path)).run(None, raw)
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-6)
+    np.testing.assert_allclose(state, want_state.transpose(1, 0, 2), rtol=1e-6)
+
+
+def test_declared_output_axes_win_and_unknown_names_are_refused(tmp_path):
+    from optlab.models.onnx_signature import observed_output_axes
+    from optlab.testing.graphs import streaming_if_onnx
+
+    signature = read_signature(streaming_if_onnx(tmp_path / "vad.onnx"))
+    raw = streaming_inputs(rows=6)
+    axes = batch_axes(signature, raw, {"state_out": 1})  # an output may be declared too
+    outputs, how = observed_output_axes(signature, raw, axes, {"state_out": 1})
+    assert outputs["state_out"] == 1 and how["state_out"] == "declared"
+    with pytest.raises(ValueError, match=r"batch_axes names \['nope'\].*its outputs \['logits'"):
+        batch_axes(signature, raw, {"nope": 1})

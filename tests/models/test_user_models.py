@@ -225,3 +225,40 @@ def test_labels_that_are_not_class_indices_are_refused(files, labels, message):
 def test_float_labels_that_are_whole_numbers_are_accepted(files):
     _, data = _quiet(from_onnx, files["cnn"], cnn_inputs(rows=8), labels=np.arange(8.0), metric="accuracy")
     assert data.test.labels.dtype == np.int64 and data.test.labels.tolist() == list(range(8))
+
+
+def test_an_empty_baseline_map_warns_at_wrap_time_and_a_collapsed_candidate_is_rejected(tmp_path):
+    from optlab.instruments.quality import evaluate, gate
+    from optlab.models.output_checks import DegenerateSample
+    from optlab.testing.graphs import image_inputs, resize_detector_onnx
+
+    path = resize_detector_onnx(tmp_path / "det.onnx", blocks=4, bias=-12.0)  # the map is empty everywhere
+    with pytest.warns(DegenerateSample) as caught:
+        baseline, data = from_onnx(path, image_inputs(rows=12), calibration=image_inputs(rows=4, seed=2))
+    (line,) = [str(w.message) for w in caught if w.category is DegenerateSample]
+    assert line == ("on these inputs the map 'prob' is empty (nothing above 0.5) in every row: quality figures "
+                    "cannot separate candidates; give representative inputs")
+    assert data.meta["degenerate_sample"] and line in baseline.meta["notes"]
+    base = baseline.predict(data.test.inputs)
+    collapsed = evaluate(np.zeros_like(base), data, baseline)  # an int8 map that collapsed to zeros
+    assert collapsed.degenerate_sample is True
+    assert collapsed.agreement == 0.0 and collapsed.relative_error == pytest.approx(1.0)
+    assert not gate(collapsed, max_drop=0.01)
+    assert evaluate(base * 1.001, data, baseline).agreement == pytest.approx(1.0)
+
+
+def test_a_blank_everywhere_sequence_warns_and_a_varied_sample_does_not(tmp_path):
+    from optlab.models.output_checks import DegenerateSample
+    from optlab.testing import sequence_onnx
+
+    path = sequence_onnx(tmp_path / "rec.onnx", steps=8, features=6, classes=5)
+    blank = np.zeros((10, 8, 6), np.float32)  # every position scores the same: class of the largest bias
+    with pytest.warns(DegenerateSample, match=r"predicts .* at every position of 'scores': quality figures"):
+        _, data = from_onnx(path, {"x": blank}, output_kinds={"scores": "sequence"},
+                            calibration={"x": blank[:2]})
+    assert data.meta["degenerate_sample"]
+    varied = np.random.default_rng(0).normal(size=(10, 8, 6)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateSample)
+        _, data = from_onnx(path, {"x": varied}, output_kinds={"scores": "sequence"}, calibration={"x": varied[:2]})
+    assert data.meta["degenerate_sample"] is False

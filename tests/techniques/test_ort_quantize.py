@@ -14,7 +14,7 @@ from optlab.recipes.recipe import Quantize, UnsupportedRecipe
 from optlab.techniques import onnx_graph
 from optlab.techniques.registry import apply
 from optlab.testing import constant_weight_mlp_inputs, constant_weight_mlp_onnx
-from optlab.testing.graphs import _save_onnx
+from optlab.testing.graphs import _save_onnx, image_inputs, resize_detector_onnx
 
 ORT = dict(runtime="onnxruntime")
 
@@ -187,3 +187,66 @@ def test_an_ordinary_exported_graph_gets_no_workaround_notes(tmp_path):
     assert fp16.meta["notes"] == []
     int8 = apply(Quantize("dynamic-int8", **ORT), baseline.model, data, workdir=tmp_path / "int8")
     assert [note.split(":")[0] for note in int8.meta["notes"]] == ["int8 check"]
+
+
+def _detector(tmp_path):
+    path = resize_detector_onnx(tmp_path / "det.onnx")  # opset 11, Resize, 205 initializers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no calibration set given: expected here
+        return path, *from_onnx(path, image_inputs(rows=16), threads=1)
+
+
+def test_pre_processing_a_proto_fails_on_resize_and_mutates_it(tmp_path):
+    """What the quantizer path must avoid: ORT's pre-processing, handed a ModelProto, moves its
+    initializers to external data in place, then fails on Resize."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    proto = onnx.load(str(resize_detector_onnx(tmp_path / "det.onnx")))
+    assert len(proto.graph.initializer) > 200
+    with pytest.raises(Exception):  # noqa: B017 - ORT raises ValidationError or its own Fail
+        quant_pre_process(proto, str(tmp_path / "pre.onnx"), skip_symbolic_shape=True)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_static_int8_on_an_opset_11_resize_graph_stores_weights_as_integers(per_channel, tmp_path):
+    path, baseline, data = _detector(tmp_path)
+    before = path.read_bytes()
+    work = tmp_path / "work"
+    candidate = apply(Quantize("static-int8", calibration="minmax", per_channel=per_channel, **ORT), baseline.model,
+                      data, workdir=work)
+    assert candidate.meta["quantized_weight_share"] > 0.9
+    assert path.read_bytes() == before  # the source graph is never rewritten
+    notes = " ".join(candidate.meta["notes"])
+    assert "pre-processing failed" not in notes  # handed a file, ORT's pre-processing works here
+    assert ("converted to opset 13" in notes) == per_channel
+    if per_channel:
+        assert onnx_graph.opset(onnx.load(str(candidate.artifact_path))) >= 13
+    assert sorted(p.name for p in work.iterdir()) == [candidate.artifact_path.name]  # no intermediate file left
+    batch = data.test.take(slice(0, 8)).inputs
+    assert np.abs(candidate.predict(batch) - baseline.predict(batch)).mean() < 0.05  # 100 chained int8 blocks
+
+
+def test_a_failed_attempt_leaves_no_file_behind(tmp_path, monkeypatch):
+    path, baseline, data = _detector(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("calibration broke")
+
+    monkeypatch.setattr("onnxruntime.quantization.quantize_static", broken)
+    work = tmp_path / "work"
+    with pytest.raises(RuntimeError, match="calibration broke"):
+        apply(Quantize("static-int8", calibration="minmax", **ORT), baseline.model, data, workdir=work)
+    assert list(work.iterdir()) == []
+
+
+def test_per_channel_that_cannot_reach_opset_13_is_an_unsupported_recipe(tmp_path, monkeypatch):
+    path, baseline, data = _detector(tmp_path)
+
+    def refuse(proto, version):
+        raise RuntimeError("no adapter for Resize")
+
+    monkeypatch.setattr("onnx.version_converter.convert_version", refuse)
+    with pytest.raises(UnsupportedRecipe, match="per-channel int8 needs opset >= 13.*opset 11.*no adapter"):
+        apply(Quantize("static-int8", calibration="minmax", per_channel=True, **ORT), baseline.model, data,
+              workdir=tmp_path / "work")

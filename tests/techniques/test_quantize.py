@@ -141,3 +141,23 @@ def test_ort_quantize_consumes_an_onnx_model(digits, tmp_path):
     candidate = apply(Quantize("dynamic-int8", **ORT), source, data, workdir=tmp_path)
     assert candidate.meta["source_onnx"] == str(source.path)
     assert_close_to_model(candidate, model, data, 0.05, 0.95)
+
+
+def test_tiny_models_start_from_the_same_weights_whatever_ran_before():
+    """The session's tiny digits/bids models are built by whichever test asks first: their initial
+    weights must not depend on how many random draws earlier tests made (nor consume any)."""
+    import torch
+
+    from optlab.testing.tiny import bids_model, digits_model
+
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    first = digits_model(width=8).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left as it was
+    torch.rand(17)  # an earlier test's draws
+    second = digits_model(width=8).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    torch.rand(5)
+    assert all(torch.equal(a, b) for a, b in zip(bids_model(vocab=(20, 5), numeric=2, dim=4, width=8).state_dict()
+                                                 .values(), bids_model(vocab=(20, 5), numeric=2, dim=4,
+                                                                       width=8).state_dict().values(), strict=True))
