@@ -323,7 +323,8 @@ def _validate_study(args) -> list:
         _existing(args.labels, "--labels", (".npy",))
         _existing(args.calibration, "--calibration", (".npz", ".npy"))
     if args.labels and not args.metric:
-        raise UsageError("--labels needs --metric (accuracy, f1, auc or logloss) to score predictions against them")
+        raise UsageError("--labels needs --metric to score predictions against them: accuracy, f1, auc or logloss "
+                         "for class labels, mae, rmse or r2 for continuous targets")
     if args.metric and not args.labels:
         raise UsageError(f"--metric {args.metric} needs --labels (a .npy with one label per input row); without "
                          f"labels quality is the agreement with the original model's outputs")
@@ -453,8 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--padding", choices=["longest", "max_length"],
                        help="for a folder: pad each request batch to its longest text (default) or to max length")
     study.add_argument("--labels", help=".npy with one label per input row (optional)")
-    study.add_argument("--metric", choices=["accuracy", "f1", "auc", "logloss"],
-                       help="with --labels; default: agreement with the original model's outputs")
+    study.add_argument("--metric", choices=["accuracy", "f1", "auc", "logloss", "mae", "rmse", "r2"],
+                       help="with --labels: accuracy, f1, auc, logloss (class labels) or mae, rmse, r2 (continuous "
+                            "targets; the quality drop is then how much worse, in the target's units); "
+                            "default: agreement with the original model's outputs")
     study.add_argument("--calibration", help=".npz of other representative inputs for static int8 calibration")
     study.add_argument("--recipe", action="append", metavar="RECIPE",
                        help='repeatable, e.g. "quantize(scheme=dynamic-int8, runtime=onnxruntime)"; '

@@ -11,9 +11,9 @@ optlab.models.user_models.OUTPUT_KINDS):
   0 (logits), plus the share of equal pixels (`pixel_agreement`);
 - values (embeddings, states): per row the lower of the cosine similarity and 1 - relative error
   (a direction kept but a scale changed is a change too); never top-1;
-- regression ((N,) or (N, 1) continuous predictions): per row 1 - |candidate - baseline| / the RMS
-  of the baseline's outputs (capped at 0), so a prediction moved by a tenth of the outputs' typical
-  size scores 0.9 and a constant output scores about 0; the sign of a single column means nothing.
+- regression ((N,) or (N, 1) continuous predictions): per row 1 - |candidate - baseline| / the
+  spread (standard deviation) of the baseline's outputs, capped at 0: a prediction moved by a tenth
+  of the outputs' spread scores 0.9 and a constant output about 0; the sign of one column means nothing.
 
 Every output also gets its relative error (||candidate - baseline|| / ||baseline||, mean over
 rows) and max / mean absolute differences. The study's `quality` is the mean of the per-row
@@ -95,12 +95,15 @@ def _values(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, di
 def _regression(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
     candidate, baseline = candidate.reshape(len(candidate), -1), baseline.reshape(len(baseline), -1)
     error = np.abs(candidate - baseline).mean(axis=1)
-    scale = float(np.sqrt(np.mean(baseline ** 2))) if baseline.size else 0.0
+    # The spread of the predictions, not their size: an offset (a price around 150, a temperature in
+    # kelvin) must not make a large move look small. An output that never varies falls back to its RMS.
+    spread = float(baseline.std()) if baseline.size else 0.0
+    scale = spread if spread > 0 else (float(np.sqrt(np.mean(baseline ** 2))) if baseline.size else 0.0)
     if scale > 0:
         agree = 1.0 - np.minimum(error / scale, 1.0)
     else:  # an all-zero baseline: only an exact match agrees
         agree = (error == 0).astype(np.float64)
-    return agree, {"mean_abs_error": float(error.mean()) if error.size else 0.0, "baseline_rms": scale}
+    return agree, {"mean_abs_error": float(error.mean()) if error.size else 0.0, "baseline_spread": scale}
 
 
 # kind -> (per-row agreement and extra figures, what the figure is called)
@@ -109,7 +112,7 @@ MEASURES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, d
     "sequence": (_sequence, "per-position top-1 agreement"),
     "dense": (_dense, "IoU of thresholded maps"),
     "values": (_values, "min(cosine similarity, 1 - relative error)"),
-    "regression": (_regression, "1 - |error| / RMS of the baseline's outputs"),
+    "regression": (_regression, "1 - |error| / spread (std) of the baseline's outputs"),
 }
 
 

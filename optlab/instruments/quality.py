@@ -56,6 +56,7 @@ def predict_split(candidate: Candidate, split: Split, batch_size: int = 256) -> 
 
 def reference(candidate: Candidate, data: Dataset, split: str = "test", batch_size: int = 256) -> Reference:
     """The baseline's outputs on a split, computed once for a whole study."""
+    batch_size = min(batch_size, int(data.meta.get("max_batch_rows") or batch_size))
     return Reference(candidate.name, predict_split(candidate, getattr(data, split), batch_size), split,
                      data.fingerprint)
 
@@ -69,7 +70,8 @@ def _logits(source: Candidate | Reference | np.ndarray, data: Dataset, split: st
         name, logits = source.name, source.logits
     elif isinstance(source, np.ndarray):
         name, logits = role, source
-    else:
+    else:  # an analyst's huge rows come with the largest batch that fits in memory (wrap_checks)
+        batch_size = min(batch_size, int(data.meta.get("max_batch_rows") or batch_size))
         name, logits = source.name, predict_split(source, getattr(data, split), batch_size)
     logits = np.asarray(logits, dtype=np.float64)
     rows = len(getattr(data, split))
@@ -99,7 +101,7 @@ class Quality:
     task: str
     metric: str
     rows: int
-    quality: float  # the metric, higher is better
+    quality: float  # the metric; higher is better unless metrics.higher_is_better(metric) says not (mae, rmse)
     accuracy: float
     f1: float
     logloss: float
@@ -109,7 +111,7 @@ class Quality:
     observed_rate: float | None = None  # binary: click rate in the labels
     baseline: str | None = None
     baseline_quality: float | None = None
-    quality_drop: float | None = None  # baseline - candidate; positive = worse
+    quality_drop: float | None = None  # how much worse than the baseline, in the metric's units; positive = worse
     quality_drop_ci_low: float | None = None
     quality_drop_ci_high: float | None = None
     drop_significant: bool | None = None  # the whole 95% interval is above zero

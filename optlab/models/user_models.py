@@ -51,7 +51,7 @@ OUTPUT_KINDS = {
     "sequence": "class scores per position (N, T, C): per-position top-1 and the rate of identical sequences",
     "dense": "a dense map (N, ..., H, W): IoU of the thresholded maps and relative error",
     "values": "embeddings or states (N, D): the lower of cosine similarity and 1 - relative error",
-    "regression": "continuous predictions (N,) or (N, 1): 1 - |error| / the baseline's RMS, relative and abs error",
+    "regression": "continuous predictions (N,) or (N, 1): 1 - |error| / the baseline's spread, relative and abs error",
 }
 # Words in an output's name that say what a (N, C) output holds, where its shape cannot.
 CLASS_WORDS = ("logit", "prob", "score", "class", "label", "cls")
