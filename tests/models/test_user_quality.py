@@ -233,3 +233,40 @@ def test_one_row_is_warned_and_shows_no_interval(regression):
     quality = evaluate(np.asarray(baseline.predict(data.test.inputs)) + 1.0, data, reference(baseline, data))
     assert quality.quality_drop > 0 and quality.quality_drop_ci_low is None and quality.drop_significant is None
     assert any("only 1 input rows" in note for note in baseline.meta["notes"])
+
+
+class Teacher(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(10, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class SmallStudent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_distill_trains_the_users_own_student_on_their_rows(tmp_path):
+    from optlab.recipes.recipe import Distill, from_json
+    from optlab.techniques.registry import apply
+
+    x, y = _diabetes()
+    torch.manual_seed(0)
+    baseline, data = _quiet(from_module, Teacher().eval(), {"x": x}, labels=y, metric="mae", finetune_share=0.5)
+    recipe = Distill(student=SmallStudent, epochs=3)
+    assert recipe.student.endswith(":SmallStudent") and from_json(recipe.to_json()) == recipe
+    student = apply(recipe, baseline.model, data, workdir=tmp_path)
+    assert student.meta["student_params"] < student.meta["teacher_params"]
+    assert np.asarray(student.predict(data.test.inputs)).shape == (len(data.test), 1)
+    assert np.isfinite(student.meta["final_loss"])
+    with pytest.raises(ValueError, match="cannot be written down"):
+        Distill(student=lambda: SmallStudent())
+    with pytest.raises(ValueError, match="has no architectures for dataset 'user'; give your own student"):
+        apply(Distill(epochs=1), baseline.model, data, workdir=tmp_path)
