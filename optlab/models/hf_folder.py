@@ -22,8 +22,6 @@ labels against the config, enough rows), so the command line can refuse bad inpu
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,22 +186,10 @@ def load_classifier(folder: Path):
     return _classifier_class()(hf).eval()
 
 
-@functools.cache
 def _classifier_class():
-    from torch import nn
-
-    class FolderClassifier(nn.Module):
-        """A save_pretrained sequence classifier returning logits. The Hugging Face model sits in
-        `.bert` (whatever its architecture), where the optimum handler finds the zoo's BERT."""
-
-        def __init__(self, hf):
-            super().__init__()
-            self.bert = hf
-            self.takes_token_types = "token_type_ids" in inspect.signature(hf.forward).parameters
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            extra = {"token_type_ids": token_type_ids} if token_type_ids is not None and self.takes_token_types else {}
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+    """The wrapper class (in a module that imports torch, and at its top level so that a pruned or
+    quantized copy pickles whole)."""
+    from optlab.models.module_outputs import FolderClassifier
 
     return FolderClassifier
 

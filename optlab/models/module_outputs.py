@@ -1,12 +1,13 @@
-"""A torch module that returns several outputs (a tuple, a dict, a dataclass such as transformers'
-ModelOutput) as one flat (N, width) tensor, the form every optlab runtime and recipe handles.
+"""Torch wrappers that give optlab one flat (N, width) output: a module returning several outputs
+(a tuple, a dict, a dataclass such as transformers' ModelOutput), and a save_pretrained classifier.
 
 Torch is imported at module level: this module is only imported once a torch module is wrapped.
-The wrapper is a module-level class so that it pickles (recipes save whole modules).
+The wrappers are module-level classes so that they pickle (recipes save whole modules).
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,20 @@ class FlatOutputs(torch.nn.Module):
         found = dict(named_outputs(self.inner(**inputs)))
         parts = [found[name] for name in self.names]
         return torch.cat([p.reshape(p.shape[0], -1).float() for p in parts], dim=1)
+
+
+class FolderClassifier(torch.nn.Module):
+    """A save_pretrained sequence classifier returning logits. The Hugging Face model sits in
+    `.bert` (whatever its architecture), where the optimum handler finds the zoo's BERT."""
+
+    def __init__(self, hf):
+        super().__init__()
+        self.bert = hf
+        self.takes_token_types = "token_type_ids" in inspect.signature(hf.forward).parameters
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None and self.takes_token_types else {}
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
 
 def describe(module: torch.nn.Module, sample: dict[str, Any]) -> tuple[list[str], list[tuple[int, ...]], bool]:

@@ -270,3 +270,20 @@ def test_distill_trains_the_users_own_student_on_their_rows(tmp_path):
         Distill(student=lambda: SmallStudent())
     with pytest.raises(ValueError, match="has no architectures for dataset 'user'; give your own student"):
         apply(Distill(epochs=1), baseline.model, data, workdir=tmp_path)
+
+
+def test_a_save_pretrained_folder_is_pruned_and_its_candidate_reloads(tmp_path):
+    import importlib
+
+    from optlab.models.hf_folder import from_folder
+    from optlab.recipes.recipe import Prune
+    from optlab.techniques.registry import apply
+    from optlab.testing.tiny_text import texts_csv, tiny_bert_folder
+
+    folder = tiny_bert_folder(tmp_path / "my-model", steps=10)
+    baseline, data = _quiet(from_folder, folder, texts_csv(tmp_path / "texts.csv", rows=48))
+    pruned = apply(Prune(sparsity=0.5, finetune_epochs=0), baseline.model, data, workdir=tmp_path / "work")
+    module, _, function = pruned.loader.partition(":")  # what a fresh process does: the pickle must load
+    again = getattr(importlib.import_module(module), function)(pruned.artifact_path, **pruned.loader_options)
+    batch = {k: v[:4] for k, v in data.test.inputs.items()}
+    assert np.allclose(np.asarray(again(batch)), np.asarray(pruned.predict(batch)), atol=1e-5)
