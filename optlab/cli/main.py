@@ -315,6 +315,9 @@ def _validate_study(args) -> list:
         raise UsageError(f"{model}: optlab does not unpickle checkpoints (they can run arbitrary code). Export the "
                          f"model to ONNX (torch.onnx.export), or in Python pass the module object to "
                          f"optlab.models.user_models.from_module(module, inputs)")
+    if model.is_dir() and model.suffix.lower() == ".onnx":
+        raise UsageError(f"--model {args.model} is a folder named like an ONNX file; give the .onnx file inside it "
+                         f"(or a save_pretrained folder with --inputs texts.csv --text-column NAME)")
     texts = _is_text_study(args)
     args.text_inputs = _validate_text_inputs(args) if texts else None
     if not texts:

@@ -58,6 +58,11 @@ class TextStudyInputs:
     calibration_rows: np.ndarray
 
 
+# what transformers' from_pretrained loads weights from (sharded checkpoints by their index)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
 def check_folder(folder: str | Path) -> Path:
     """The folder, if it holds a save_pretrained model (config.json) and tokenizer; else a one-line error."""
     folder = Path(folder)
@@ -70,6 +75,9 @@ def check_folder(folder: str | Path) -> Path:
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json, so it is not a save_pretrained folder; save the model with "
                          f"model.save_pretrained({str(folder)!r})")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise ValueError(f"{folder} has a config.json but no weights (none of {', '.join(WEIGHT_FILES)}); save them "
+                         f"with model.save_pretrained({str(folder)!r})")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ValueError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the model's "
                          f"tokenizer beside it: tokenizer.save_pretrained({str(folder)!r})")

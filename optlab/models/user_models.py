@@ -92,6 +92,7 @@ def from_onnx(path: str | Path, inputs: Any, *, labels: Any = None, metric: str 
     `deterministic=False` accepts a baseline that disagrees with itself (see wrap_checks)."""
     original = signature = read_signature(path)
     raw = as_batch(inputs, signature.input_names)
+    _refuse_fixed_batch_of_one(signature, raw, batch_axes)
     axes = infer_batch_axes(signature, raw, batch_axes) if set(raw) == set(signature.input_names) else {}
     batch = to_rows(conform(raw, signature, axes), axes)
     outputs = output_axes(signature)
@@ -106,7 +107,11 @@ def from_onnx(path: str | Path, inputs: Any, *, labels: Any = None, metric: str 
     baseline.meta["output_widths"] = [int(np.prod(s)) for s in baseline.meta["output_shapes"]]
     calibration_batch = None
     if calibration is not None:
-        calibration_batch = to_rows(conform(as_batch(calibration, original.input_names), original, axes), axes)
+        try:
+            calibration_batch = to_rows(conform(as_batch(calibration, original.input_names), original, axes), axes)
+        except ValueError as error:  # name the calibration file: the same check on --inputs passed
+            where = f"calibration file {calibration}" if isinstance(calibration, (str, Path)) else "calibration inputs"
+            raise ValueError(f"{where}: {error}") from None
         check_finite(calibration_batch, "calibration input")
     hints = {n: ("values", f"a state batched on axis {a}") for n, a in outputs.items() if a}
     data = user_dataset(batch, baseline, labels=labels, metric=metric, calibration=calibration_batch,
@@ -114,6 +119,20 @@ def from_onnx(path: str | Path, inputs: Any, *, labels: Any = None, metric: str 
                         finetune_share=finetune_share, hints=hints, plan=plan, deterministic=deterministic)
     baseline.meta["notes"] = notes + data.meta["notes"]
     return baseline, data
+
+
+def _refuse_fixed_batch_of_one(signature: OnnxSignature, batch: Batch, declared: dict | None) -> None:
+    """A graph exported with a batch of 1 baked in takes one row at a time: say how to re-export it."""
+    for spec in signature.inputs:
+        array = batch.get(spec.name)
+        if (array is None or not spec.shape or spec.shape[0] != 1 or np.ndim(array) == 0 or np.shape(array)[0] == 1
+                or (declared or {}).get(spec.name, 0) != 0 or np.ndim(array) != len(spec.shape)):
+            continue
+        dims = ", ".join(str(d) for d in spec.shape)
+        raise ValueError(f"input {spec.name!r}: the graph fixes the batch at 1 ([{dims}]) but {np.shape(array)[0]} "
+                         f"rows were given; re-export it with a dynamic batch axis on every input and output, "
+                         f"e.g. torch.onnx.export(..., dynamic_axes={{{spec.name!r}: {{0: 'batch'}}, "
+                         f"'<output>': {{0: 'batch'}}}})")
 
 
 def _batch_first_signature(signature: OnnxSignature, axes, outputs) -> tuple[OnnxSignature, list[str]]:

@@ -287,3 +287,38 @@ def test_a_save_pretrained_folder_is_pruned_and_its_candidate_reloads(tmp_path):
     again = getattr(importlib.import_module(module), function)(pruned.artifact_path, **pruned.loader_options)
     batch = {k: v[:4] for k, v in data.test.inputs.items()}
     assert np.allclose(np.asarray(again(batch)), np.asarray(pruned.predict(batch)), atol=1e-5)
+
+
+def test_the_small_messages_name_the_problem_and_the_fix(tmp_path):
+    from optlab.models.hf_folder import check_folder
+
+    inputs = {"x": np.random.default_rng(0).normal(size=(20, 10)).astype(np.float32)}
+    path = export(nn.Linear(10, 1), {"x": inputs["x"][:2]}, tmp_path / "linear.onnx", output_names=("y",))
+    with pytest.raises(ValueError, match="calibration file .*narrow.npz: input 'x' axis 1 has size 7"):
+        np.savez(tmp_path / "narrow.npz", x=np.zeros((20, 7), np.float32))
+        _quiet(from_onnx, path, inputs, calibration=tmp_path / "narrow.npz")
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
+    with pytest.raises(ValueError, match="has a config.json but no weights"):
+        check_folder(folder)
+    fixed = export(nn.Linear(10, 3), {"x": inputs["x"][:1]}, tmp_path / "fixed.onnx")  # batch of 1 baked in
+    import onnx
+
+    proto = onnx.load(str(fixed))
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(proto, str(fixed))
+    with pytest.raises(ValueError, match="the graph fixes the batch at 1 .* dynamic_axes="):
+        _quiet(from_onnx, fixed, inputs)
+
+
+def test_a_folder_named_like_an_onnx_file_is_called_a_folder(tmp_path, capsys):
+    from optlab.cli.main import main
+
+    (tmp_path / "model.onnx").mkdir()
+    np.savez(tmp_path / "x.npz", x=np.zeros((4, 2), np.float32))
+    assert main(["study", "--model", str(tmp_path / "model.onnx"), "--inputs", str(tmp_path / "x.npz"),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "is a folder named like an ONNX file" in capsys.readouterr().err
