@@ -260,7 +260,7 @@ def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_s
         f"{s['group']}={s['kind']}" + (f" ({spec['source']})" if spec.get("source") else "")
         for s, spec in zip(quality.slices, layout, strict=True))
     low, high = _outputs_drop(quality, labels, cand, base, per_row, metric_fn, named, n_boot=n_boot, seed=seed)
-    _widen_by_self_disagreement(quality, data.meta, low, high)
+    _widen_by_self_disagreement(quality, data, low, high)
     quality.n_boot = n_boot
     if quality.rows < MIN_INTERVAL_ROWS:
         quality.quality_drop_ci_low = quality.quality_drop_ci_high = quality.drop_significant = None
@@ -298,10 +298,35 @@ def _outputs_drop(quality: Quality, labels, cand, base, per_row, metric_fn, name
     return 1.0 - agree_high, 1.0 - agree_low
 
 
-def _widen_by_self_disagreement(quality: Quality, meta: dict[str, Any], low: float, high: float) -> None:
-    """A baseline declared non-deterministic disagrees with itself by `self_drop` (measured when it
-    was wrapped, in the quality's units); that much of a candidate's drop is the baseline's noise."""
-    slack = float(meta.get("self_drop") or 0.0) if quality.baseline != quality.candidate else 0.0
+def self_disagreement(data: Dataset) -> float:
+    """How far a baseline declared non-deterministic disagrees with itself, in the quality's units:
+    the metric's difference between two runs on the same rows (with labels), else 1 - their agreement.
+    Measured once from the runs wrapping kept (optlab.models.wrap_checks) and cached in the meta."""
+    from optlab.instruments import agreement
+
+    meta = data.meta
+    runs = meta.get("self_runs")
+    if runs is None:
+        return 0.0
+    if "self_drop" not in meta:
+        first, second, labels = runs["first"], runs["second"], runs["labels"]
+        if meta.get("regression_metric") and meta.get("labelled"):
+            name = meta["regression_metric"]
+            drop = abs(metrics.score(name, labels, first, "regression") - metrics.score(name, labels, second,
+                                                                                        "regression"))
+        elif meta.get("metric_fn") is not None and meta.get("labelled"):
+            drop = abs(float(meta["metric_fn"](labels, first)) - float(meta["metric_fn"](labels, second)))
+        else:
+            per_row, _ = agreement.compare(second, first, agreement.output_layout(meta, first.shape[1]))
+            drop = float(1.0 - per_row.mean())
+        meta["self_drop"] = drop
+    return float(meta["self_drop"])
+
+
+def _widen_by_self_disagreement(quality: Quality, data: Dataset, low: float, high: float) -> None:
+    """A baseline declared non-deterministic disagrees with itself by `self_disagreement(data)`; that
+    much of a candidate's drop is the baseline's own noise."""
+    slack = self_disagreement(data) if quality.baseline != quality.candidate else 0.0
     quality.quality_drop = quality.quality_drop - slack if quality.quality_drop is not None else None
     quality.quality_drop_ci_low, quality.quality_drop_ci_high = low - slack, high - slack
     quality.drop_significant = bool(quality.quality_drop_ci_low > 0)

@@ -227,12 +227,12 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
                             "max_batch_rows": plan.max_batch_rows}
     label_array = load_labels(labels, n) if labels is not None else np.full(n, -1, dtype=np.int64)
     task, num_classes, label_array = _metric_task(metric, label_array, layout, meta)
-    score = _sanity_score(meta, label_array)
-    meta["self_drop"] = wrap_checks.check_baseline(baseline, inputs, layout, deterministic=deterministic,
-                                                   batch_rows=plan.max_batch_rows, score=score)
-    if meta["self_drop"]:
-        notes.append(f"the baseline disagrees with itself by {meta['self_drop']:.4f} (deterministic=False): "
-                     f"every candidate's quality drop is reduced by that much")
+    runs = wrap_checks.check_baseline(baseline, inputs, layout, deterministic=deterministic,
+                                      batch_rows=plan.max_batch_rows)
+    if runs is not None:  # deterministic=False: the quality instruments measure the disagreement from these
+        meta["self_runs"] = {**runs, "labels": label_array[:runs["rows"]]}
+        notes.append("the baseline disagrees with itself (deterministic=False): every candidate's quality drop "
+                     "is reduced by the disagreement of two baseline runs on the same rows")
     split = Split(inputs, label_array)
     train, test = _train_and_test(split, finetune_share, meta)
     notes.extend(wrap_checks.warn_few_rows(len(test), None if calibration is None else rows(calibration)))
@@ -312,17 +312,6 @@ def regression_labels(labels: np.ndarray, metric: str) -> np.ndarray:
         raise ValueError(f"labels hold {int(bad.sum())} NaN or infinite values; metric={metric!r} needs a finite "
                          f"target for every row")
     return labels
-
-
-def _sanity_score(meta: dict[str, Any], labels: np.ndarray):
-    """The study's metric on the first rows, for measuring a non-deterministic baseline in its units."""
-    from optlab.instruments import metrics
-
-    if meta.get("regression_metric"):
-        return lambda index, outputs: metrics.score(meta["regression_metric"], labels[index], outputs, "regression")
-    if meta.get("metric_fn") is not None and meta.get("labelled"):
-        return lambda index, outputs: float(meta["metric_fn"](labels[index], outputs))
-    return None
 
 
 def _requests(inputs: Batch, max_rows: int) -> list[Batch]:

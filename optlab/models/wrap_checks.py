@@ -12,7 +12,7 @@ from __future__ import annotations
 import resource
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import psutil
@@ -124,15 +124,27 @@ def _nonfinite(outputs: np.ndarray, layout: list[dict[str, Any]], n: int) -> str
     return None
 
 
+def _moved(first: np.ndarray, second: np.ndarray, layout: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
+    """(output, max |difference|, relative error) of each output that differs between the two runs."""
+    scale = max(float(np.abs(first).max()) if first.size else 0.0, 1e-12)
+    moved, start = [], 0
+    for spec in layout:
+        a, b = first[:, start:start + int(spec["width"])], second[:, start:start + int(spec["width"])]
+        start += int(spec["width"])
+        biggest = float(np.abs(a - b).max()) if a.size else 0.0
+        if biggest > 1e-4 * scale:
+            norm = float(np.linalg.norm(a))
+            moved.append((spec["name"], biggest, float(np.linalg.norm(a - b)) / norm if norm > 0 else 1.0))
+    return moved
+
+
 def check_baseline(baseline: Any, batch: Batch, layout: list[dict[str, Any]], *, deterministic: bool = True,
-                   batch_rows: int = SANITY_ROWS, score: Callable[[slice, np.ndarray], float] | None = None) -> float:
+                   batch_rows: int = SANITY_ROWS) -> dict[str, Any] | None:
     """Run the baseline twice on the same rows: NaN/inf outputs are a ValueError; outputs that differ
     between the runs are a NonDeterministicBaseline naming the output, unless `deterministic=False`.
-    Returns the self-disagreement (1 - agreement of the second run with the first), which a
-    non-deterministic baseline's quality gate is widened by; with `score(rows, outputs)` (the study's
-    metric on those rows), the difference of the two runs' scores instead, in the metric's units."""
-    from optlab.instruments import agreement
-
+    Returns None for a baseline that agrees with itself, else both runs on those rows ({"first",
+    "second", "rows"}): the quality instruments measure from them how far the baseline disagrees with
+    itself, in the study's units, and widen the gate by that much."""
     sample = take(batch, slice(0, min(rows(batch), SANITY_ROWS)))
     n = rows(sample)
     first = _predict_rows(baseline, sample, batch_rows)
@@ -143,19 +155,12 @@ def check_baseline(baseline: Any, batch: Batch, layout: list[dict[str, Any]], *,
     problem = _nonfinite(second, layout, n)
     if problem:
         raise ValueError(problem + " (on a second run)")
-    per_row, summaries = agreement.compare(second, first, layout)
-    scale = max(float(np.abs(first).max()) if first.size else 0.0, 1e-12)
-    moved = [s for s in summaries if s["max_abs_diff"] > 1e-4 * scale]
+    moved = _moved(first, second, layout)
     if moved and deterministic:
-        worst = max(moved, key=lambda s: s["max_abs_diff"])
+        name, biggest, relative = max(moved, key=lambda m: m[1])
         raise NonDeterministicBaseline(
-            f"the baseline disagrees with itself: output {worst['group']!r} moved by up to "
-            f"{worst['max_abs_diff']:.3g} (relative error {worst['relative_error']:.1%}, agreement "
-            f"{worst['quality']:.3f}) between two runs on the same {n} rows, so every candidate would be "
-            f"blamed for it; make the model deterministic (eval mode, no dropout or sampling), or pass "
-            f"deterministic=False to accept it (the quality gate then widens by that disagreement)")
-    if not moved:
-        return 0.0
-    if score is not None:
-        return abs(float(score(slice(0, n), first)) - float(score(slice(0, n), second)))
-    return float(1.0 - per_row.mean())
+            f"the baseline disagrees with itself: output {name!r} moved by up to {biggest:.3g} (relative error "
+            f"{relative:.1%}) between two runs on the same {n} rows, so every candidate would be blamed for it; "
+            f"make the model deterministic (eval mode, no dropout or sampling), or pass deterministic=False to "
+            f"accept it (the quality gate then widens by that disagreement)")
+    return {"first": first, "second": second, "rows": n} if moved else None
