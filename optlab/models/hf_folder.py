@@ -222,7 +222,9 @@ def from_folder(folder: str | Path, texts: Any, *, text_column: str = "text", la
         batch.pop("token_type_ids", None)
     test, calibration = take(batch, plan.test_rows), take(batch, plan.calibration_rows)
     labels = None if plan.label_ids is None else plan.label_ids[plan.test_rows]
+    # a sequence classifier's output is class scores by construction: no need to infer it
     baseline, data = from_module(model, test, labels=labels, metric=None if labels is None else "accuracy",
+                                 output_kinds=None if labels is not None else {"output0": "classes"},
                                  calibration=calibration, name=name or plan.folder.name)
     if padding == "longest":
         data.requests = [trim_padding(r) for r in data.requests]
