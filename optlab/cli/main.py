@@ -354,6 +354,9 @@ def _validate_study(args) -> list:
         raise UsageError(f"{model}: optlab does not unpickle checkpoints (they can run arbitrary code). Export the "
                          f"model to ONNX (torch.onnx.export), or in Python pass the module object to "
                          f"optlab.models.user_models.from_module(module, inputs)")
+    if model.is_dir() and model.suffix.lower() == ".onnx":
+        raise UsageError(f"--model {args.model} is a folder named like an ONNX file; give the .onnx file inside it "
+                         f"(or a save_pretrained folder with --inputs texts.csv --text-column NAME)")
     texts = _is_text_study(args)
     args.text_inputs = _validate_text_inputs(args) if texts else None
     if not texts:
@@ -362,7 +365,8 @@ def _validate_study(args) -> list:
         _existing(args.labels, "--labels", (".npy",))
         _existing(args.calibration, "--calibration", (".npz", ".npy"))
     if args.labels and not args.metric:
-        raise UsageError("--labels needs --metric (accuracy, f1, auc or logloss) to score predictions against them")
+        raise UsageError("--labels needs --metric to score predictions against them: accuracy, f1, auc or logloss "
+                         "for class labels, mae, rmse or r2 for continuous targets")
     if args.metric and not args.labels:
         raise UsageError(f"--metric {args.metric} needs --labels (a .npy with one label per input row); without "
                          f"labels quality is the agreement with the original model's outputs")
@@ -490,8 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--padding", choices=["longest", "max_length"],
                        help="for a folder: pad each request batch to its longest text (default) or to max length")
     study.add_argument("--labels", help=".npy with one label per input row (optional)")
-    study.add_argument("--metric", choices=["accuracy", "f1", "auc", "logloss"],
-                       help="with --labels; default: agreement with the original model's outputs")
+    study.add_argument("--metric", choices=["accuracy", "f1", "auc", "logloss", "mae", "rmse", "r2"],
+                       help="with --labels: accuracy, f1, auc, logloss (class labels) or mae, rmse, r2 (continuous "
+                            "targets; the quality drop is then how much worse, in the target's units); "
+                            "default: agreement with the original model's outputs")
     study.add_argument("--calibration", help=".npz of other representative inputs for static int8 calibration")
     # declarations for an ONNX model's inputs and outputs (the Python API's batch_axes= and output_kinds=)
     study.add_argument("--batch-axis", action="append", metavar="NAME=AXIS", type=_declaration("--batch-axis"),

@@ -9,7 +9,11 @@ optlab.models.user_models.OUTPUT_KINDS):
   rows whose whole sequence is identical (`identical_rate`);
 - dense (N, ..., H, W): IoU per row of the maps thresholded at 0.5 (probabilities in [0, 1]) or
   0 (logits), plus the share of equal pixels (`pixel_agreement`);
-- values (regression, embeddings): cosine similarity per row.
+- values (embeddings, states): per row the lower of the cosine similarity and 1 - relative error
+  (a direction kept but a scale changed is a change too); never top-1;
+- regression ((N,) or (N, 1) continuous predictions): per row 1 - |candidate - baseline| / the
+  spread (standard deviation) of the baseline's outputs, capped at 0: a prediction moved by a tenth
+  of the outputs' spread scores 0.9 and a constant output about 0; the sign of one column means nothing.
 
 Every output also gets its relative error (||candidate - baseline|| / ||baseline||, mean over
 rows) and max / mean absolute differences, and for every kind a row whose relative error reaches
@@ -83,7 +87,23 @@ def _dense(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dic
 
 
 def _values(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-    return _cosine(candidate, baseline), {}
+    cosine = _cosine(candidate, baseline)
+    closeness = 1.0 - np.minimum(relative_errors(candidate, baseline), 1.0)
+    return np.minimum(cosine, closeness), {"cosine": float(cosine.mean()) if cosine.size else 1.0}
+
+
+def _regression(candidate: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    candidate, baseline = candidate.reshape(len(candidate), -1), baseline.reshape(len(baseline), -1)
+    error = np.abs(candidate - baseline).mean(axis=1)
+    # The spread of the predictions, not their size: an offset (a price around 150, a temperature in
+    # kelvin) must not make a large move look small. An output that never varies falls back to its RMS.
+    spread = float(baseline.std()) if baseline.size else 0.0
+    scale = spread if spread > 0 else (float(np.sqrt(np.mean(baseline ** 2))) if baseline.size else 0.0)
+    if scale > 0:
+        agree = 1.0 - np.minimum(error / scale, 1.0)
+    else:  # an all-zero baseline: only an exact match agrees
+        agree = (error == 0).astype(np.float64)
+    return agree, {"mean_abs_error": float(error.mean()) if error.size else 0.0, "baseline_spread": scale}
 
 
 # kind -> (per-row agreement and extra figures, what the figure is called)
@@ -91,7 +111,8 @@ MEASURES: dict[str, tuple[Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, d
     "classes": (_top1, "top-1 agreement"),
     "sequence": (_sequence, "per-position top-1 agreement"),
     "dense": (_dense, "IoU of thresholded maps"),
-    "values": (_values, "cosine similarity"),
+    "values": (_values, "min(cosine similarity, 1 - relative error)"),
+    "regression": (_regression, "1 - |error| / spread (std) of the baseline's outputs"),
 }
 
 
@@ -128,6 +149,16 @@ def relative_error(candidate: np.ndarray, baseline: np.ndarray) -> float:
 ROW_RELATIVE_ERROR_GATE = 1.0
 
 
+def _summary_relative_error(kind: str, candidate: np.ndarray, baseline: np.ndarray) -> float:
+    """A regression column's relative error over all rows (||c - b|| / ||b||): one prediction near
+    zero must not make it infinite; the per-row mean for every other kind."""
+    if kind != "regression":
+        return relative_error(candidate, baseline)
+    norm = float(np.linalg.norm(baseline))
+    diff = float(np.linalg.norm(candidate - baseline))
+    return diff / norm if norm > 0 else (0.0 if diff == 0 else 1.0)
+
+
 def compare(candidate: np.ndarray, baseline: np.ndarray, layout: list[dict[str, Any]]) -> tuple[np.ndarray, list]:
     """Per-row agreement averaged over outputs, and one summary dict per output."""
     candidate = candidate.reshape(len(candidate), -1).astype(np.float64)
@@ -146,7 +177,8 @@ def compare(candidate: np.ndarray, baseline: np.ndarray, layout: list[dict[str, 
         diff = np.abs(cand - base)
         summaries.append({"slice": "output", "group": spec["name"], "rows": int(len(agree)), "kind": kind,
                           "measure": label, "quality": float(agree.mean()), "baseline_quality": 1.0,
-                          "drop": float(1.0 - agree.mean()), "relative_error": relative_error(cand, base),
+                          "drop": float(1.0 - agree.mean()),
+                          "relative_error": _summary_relative_error(kind, cand, base),
                           "max_abs_diff": float(diff.max()) if diff.size else 0.0,
                           "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
                           "rows_over_relative_error": int(moved.sum()), **extra})

@@ -10,6 +10,22 @@ from __future__ import annotations
 import numpy as np
 
 HIGHER_IS_BETTER = ("accuracy", "auc", "f1")
+REGRESSION_METRICS = ("mae", "rmse", "r2")  # on continuous targets: (N,) or (N, 1) predictions
+# metric -> is a larger value better? The quality column's direction, the gate's and the charts' follow it.
+DIRECTION = {"accuracy": True, "auc": True, "f1": True, "logloss": False, "agreement": True,
+             "mae": False, "rmse": False, "r2": True}
+
+
+def higher_is_better(metric: str | None) -> bool:
+    """Whether a larger value of `metric` is better (unknown names, e.g. a user's callable: yes,
+    as the user API documents for callables)."""
+    return DIRECTION.get(str(metric), True)
+
+
+def worse_by(metric: str | None, baseline: float, candidate: float) -> float:
+    """How much worse the candidate is than the baseline, in the metric's units (positive = worse),
+    whichever way the metric points: the `quality_drop` every gate reads."""
+    return baseline - candidate if higher_is_better(metric) else candidate - baseline
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -86,7 +102,34 @@ def auc(labels: np.ndarray, logits: np.ndarray, task: str, weights: np.ndarray) 
     return np.divide(numerator, denominator, out=np.full_like(numerator, np.nan), where=denominator > 0)
 
 
-METRICS = {"accuracy": accuracy, "auc": auc, "f1": f1, "logloss": log_loss}
+def _regression_rows(labels: np.ndarray, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(labels, dtype=np.float64).reshape(-1), np.asarray(predictions, dtype=np.float64).reshape(-1)
+
+
+def mae(labels: np.ndarray, predictions: np.ndarray, task: str, weights: np.ndarray) -> np.ndarray:
+    """Mean absolute error of continuous predictions (lower is better)."""
+    y, p = _regression_rows(labels, predictions)
+    return weights @ np.abs(p - y) / weights.sum(axis=1)
+
+
+def rmse(labels: np.ndarray, predictions: np.ndarray, task: str, weights: np.ndarray) -> np.ndarray:
+    """Root mean squared error (lower is better)."""
+    y, p = _regression_rows(labels, predictions)
+    return np.sqrt(weights @ (p - y) ** 2 / weights.sum(axis=1))
+
+
+def r2(labels: np.ndarray, predictions: np.ndarray, task: str, weights: np.ndarray) -> np.ndarray:
+    """Coefficient of determination, 1 - SSE / SST, per resample (higher is better; NaN where a
+    resample's labels are all equal)."""
+    y, p = _regression_rows(labels, predictions)
+    total = weights.sum(axis=1)
+    mean = weights @ y / total
+    sst = (weights * (y[None, :] - mean[:, None]) ** 2).sum(axis=1)
+    sse = weights @ (p - y) ** 2
+    return np.divide(sse, sst, out=np.full_like(sse, np.nan), where=sst > 0) * -1.0 + 1.0
+
+
+METRICS = {"accuracy": accuracy, "auc": auc, "f1": f1, "logloss": log_loss, "mae": mae, "rmse": rmse, "r2": r2}
 
 
 def score(name: str, labels: np.ndarray, logits: np.ndarray, task: str) -> float:

@@ -56,6 +56,7 @@ def predict_split(candidate: Candidate, split: Split, batch_size: int = 256) -> 
 
 def reference(candidate: Candidate, data: Dataset, split: str = "test", batch_size: int = 256) -> Reference:
     """The baseline's outputs on a split, computed once for a whole study."""
+    batch_size = min(batch_size, int(data.meta.get("max_batch_rows") or batch_size))
     return Reference(candidate.name, predict_split(candidate, getattr(data, split), batch_size), split,
                      data.fingerprint)
 
@@ -69,7 +70,8 @@ def _logits(source: Candidate | Reference | np.ndarray, data: Dataset, split: st
         name, logits = source.name, source.logits
     elif isinstance(source, np.ndarray):
         name, logits = role, source
-    else:
+    else:  # an analyst's huge rows come with the largest batch that fits in memory (wrap_checks)
+        batch_size = min(batch_size, int(data.meta.get("max_batch_rows") or batch_size))
         name, logits = source.name, predict_split(source, getattr(data, split), batch_size)
     logits = np.asarray(logits, dtype=np.float64)
     rows = len(getattr(data, split))
@@ -99,7 +101,7 @@ class Quality:
     task: str
     metric: str
     rows: int
-    quality: float  # the metric, higher is better
+    quality: float  # the metric; higher is better unless metrics.higher_is_better(metric) says not (mae, rmse)
     accuracy: float
     f1: float
     logloss: float
@@ -109,7 +111,7 @@ class Quality:
     observed_rate: float | None = None  # binary: click rate in the labels
     baseline: str | None = None
     baseline_quality: float | None = None
-    quality_drop: float | None = None  # baseline - candidate; positive = worse
+    quality_drop: float | None = None  # how much worse than the baseline, in the metric's units; positive = worse
     quality_drop_ci_low: float | None = None
     quality_drop_ci_high: float | None = None
     drop_significant: bool | None = None  # the whole 95% interval is above zero
@@ -229,19 +231,25 @@ def evaluate(candidate: Candidate | Reference | np.ndarray, data: Dataset,
     return quality
 
 
+MIN_INTERVAL_ROWS = 8  # below it a bootstrap interval says nothing (one row gives [0.00, 0.00]): not shown
+
+
 def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_size: int, n_boot: int,
                       seed: int) -> Quality:
     """Task "outputs" (see optlab.instruments.agreement): quality is agreement with the baseline's
-    outputs, or the user's metric callable on their labels when they gave both."""
+    outputs, a named regression metric (mae, rmse, r2) or the user's metric callable on their labels."""
     from optlab.instruments import agreement
 
     name, cand = _logits(candidate, data, split, batch_size, "candidate")
     metric_fn = data.meta.get("metric_fn")
+    named = data.meta.get("regression_metric")
     labels = getattr(data, split).labels if data.meta.get("labelled") else None
     quality = Quality(candidate=name, dataset=data.name, split=split, task="outputs",
                       metric=data.meta.get("metric_name") or "agreement", rows=int(len(cand)),
                       quality=float("nan"), accuracy=None, f1=None, logloss=None, ece=None)
-    if metric_fn is not None and labels is not None:
+    if named and labels is not None:
+        quality.quality = metrics.score(named, labels, cand, "regression")
+    elif metric_fn is not None and labels is not None:
         quality.quality = float(metric_fn(labels, cand))
     if baseline is None:
         return quality
@@ -257,22 +265,77 @@ def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_s
     quality.output_kinds = ", ".join(
         f"{s['group']}={s['kind']}" + (f" ({spec['source']})" if spec.get("source") else "")
         for s, spec in zip(quality.slices, layout, strict=True))
-    if metric_fn is not None and labels is not None:
-        quality.baseline_quality = float(metric_fn(labels, base))
-        quality.quality_drop = quality.baseline_quality - quality.quality
-        low, high = agreement.metric_drop_ci(metric_fn, labels, cand, base, n_boot=min(n_boot, 200), seed=seed)
-    else:
-        quality.quality, quality.baseline_quality = quality.agreement, 1.0
-        quality.quality_drop = 1.0 - quality.agreement
-        agree_low, agree_high = agreement.bootstrap_mean_ci(per_row, n_boot=n_boot, seed=seed)
-        low, high = 1.0 - agree_high, 1.0 - agree_low
-    quality.quality_drop_ci_low, quality.quality_drop_ci_high, quality.n_boot = low, high, n_boot
-    quality.drop_significant = bool(low > 0)
-    worst = max(quality.slices, key=lambda s: s["drop"], default=None)
-    if worst is not None and len(quality.slices) > 1:
+    low, high = _outputs_drop(quality, labels, cand, base, per_row, metric_fn, named, n_boot=n_boot, seed=seed)
+    _widen_by_self_disagreement(quality, data, low, high)
+    quality.n_boot = n_boot
+    if quality.rows < MIN_INTERVAL_ROWS:
+        quality.quality_drop_ci_low = quality.quality_drop_ci_high = quality.drop_significant = None
+    outputs = [s for s in quality.slices if s["slice"] == "output"]
+    worst = max(outputs, key=lambda s: s["drop"], default=None)
+    if worst is not None and len(outputs) > 1:
         quality.worst_slice = f"output={worst['group']}"
         quality.worst_slice_drop, quality.worst_slice_rows = worst["drop"], worst["rows"]
     return quality
+
+
+def _outputs_drop(quality: Quality, labels, cand, base, per_row, metric_fn, named, *, n_boot: int,
+                  seed: int) -> tuple[float, float]:
+    """Baseline quality, the drop (positive = worse, whichever way the metric points) and its interval."""
+    from optlab.instruments import agreement
+
+    if named and labels is not None:
+        labels = np.asarray(labels, dtype=np.float64)
+        quality.baseline_quality = metrics.score(named, labels, base, "regression")
+        quality.quality_drop = metrics.worse_by(named, quality.baseline_quality, quality.quality)
+        for other in metrics.REGRESSION_METRICS:  # every regression metric, each with its paired interval
+            mine, theirs = (metrics.score(other, labels, x, "regression") for x in (cand, base))
+            low, high = paired_drop_ci(other, labels, cand, base, "regression", n_boot=n_boot, seed=seed)
+            quality.slices.append({"slice": "metric", "group": other, "rows": int(len(labels)), "quality": mine,
+                                   "baseline_quality": theirs, "drop": metrics.worse_by(other, theirs, mine),
+                                   "drop_ci_low": low, "drop_ci_high": high})
+        return paired_drop_ci(named, labels, cand, base, "regression", n_boot=n_boot, seed=seed)
+    if metric_fn is not None and labels is not None:
+        quality.baseline_quality = float(metric_fn(labels, base))
+        quality.quality_drop = quality.baseline_quality - quality.quality
+        return agreement.metric_drop_ci(metric_fn, labels, cand, base, n_boot=min(n_boot, 200), seed=seed)
+    quality.quality, quality.baseline_quality = quality.agreement, 1.0
+    quality.quality_drop = 1.0 - quality.agreement
+    agree_low, agree_high = agreement.bootstrap_mean_ci(per_row, n_boot=n_boot, seed=seed)
+    return 1.0 - agree_high, 1.0 - agree_low
+
+
+def self_disagreement(data: Dataset) -> float:
+    """How far a baseline declared non-deterministic disagrees with itself, in the quality's units:
+    the metric's difference between two runs on the same rows (with labels), else 1 - their agreement.
+    Measured once from the runs wrapping kept (optlab.models.wrap_checks) and cached in the meta."""
+    from optlab.instruments import agreement
+
+    meta = data.meta
+    runs = meta.get("self_runs")
+    if runs is None:
+        return 0.0
+    if "self_drop" not in meta:
+        first, second, labels = runs["first"], runs["second"], runs["labels"]
+        if meta.get("regression_metric") and meta.get("labelled"):
+            name = meta["regression_metric"]
+            drop = abs(metrics.score(name, labels, first, "regression") - metrics.score(name, labels, second,
+                                                                                        "regression"))
+        elif meta.get("metric_fn") is not None and meta.get("labelled"):
+            drop = abs(float(meta["metric_fn"](labels, first)) - float(meta["metric_fn"](labels, second)))
+        else:
+            per_row, _ = agreement.compare(second, first, agreement.output_layout(meta, first.shape[1]))
+            drop = float(1.0 - per_row.mean())
+        meta["self_drop"] = drop
+    return float(meta["self_drop"])
+
+
+def _widen_by_self_disagreement(quality: Quality, data: Dataset, low: float, high: float) -> None:
+    """A baseline declared non-deterministic disagrees with itself by `self_disagreement(data)`; that
+    much of a candidate's drop is the baseline's own noise."""
+    slack = self_disagreement(data) if quality.baseline != quality.candidate else 0.0
+    quality.quality_drop = quality.quality_drop - slack if quality.quality_drop is not None else None
+    quality.quality_drop_ci_low, quality.quality_drop_ci_high = low - slack, high - slack
+    quality.drop_significant = bool(quality.quality_drop_ci_low > 0)
 
 
 BOOTSTRAP_AUC_MAX_WORK = 20_000_000  # rows x resamples; past it the AUC interval comes from DeLong
@@ -305,17 +368,19 @@ def delong_drop_ci(labels: np.ndarray, candidate: np.ndarray, baseline: np.ndarr
 
 def paired_drop_ci(metric: str, labels: np.ndarray, candidate: np.ndarray, baseline: np.ndarray, task: str, *,
                    n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of (baseline - candidate) over paired resamples of the rows
+    """Percentile interval of how much worse the candidate is (baseline - candidate for a metric where
+    higher is better, candidate - baseline otherwise) over paired resamples of the rows
     (for AUC on large splits, DeLong's interval instead: same question, far less work)."""
     if metric == "auc" and len(labels) * n_boot > BOOTSTRAP_AUC_MAX_WORK:
         return delong_drop_ci(labels, candidate, baseline, level)
     rng = np.random.default_rng(seed)
     function = metrics.METRICS[metric]
+    sign = 1.0 if metrics.higher_is_better(metric) else -1.0  # the drop is "worse by", either way
     chunk = max(1, min(n_boot, 2_000_000 // max(len(labels), 1)))
     drops = []
     for start in range(0, n_boot, chunk):
         weights = metrics.resample_weights(len(labels), min(chunk, n_boot - start), rng)
-        drops.append(function(labels, baseline, task, weights) - function(labels, candidate, task, weights))
+        drops.append(sign * (function(labels, baseline, task, weights) - function(labels, candidate, task, weights)))
     drops = np.concatenate(drops)
     drops = drops[np.isfinite(drops)]
     alpha = (1.0 - level) / 2.0

@@ -22,8 +22,6 @@ labels against the config, enough rows), so the command line can refuse bad inpu
 """
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +58,11 @@ class TextStudyInputs:
     calibration_rows: np.ndarray
 
 
+# what transformers' from_pretrained loads weights from (sharded checkpoints by their index)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
 def check_folder(folder: str | Path) -> Path:
     """The folder, if it holds a save_pretrained model (config.json) and tokenizer; else a one-line error."""
     folder = Path(folder)
@@ -72,6 +75,9 @@ def check_folder(folder: str | Path) -> Path:
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json, so it is not a save_pretrained folder; save the model with "
                          f"model.save_pretrained({str(folder)!r})")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise ValueError(f"{folder} has a config.json but no weights (none of {', '.join(WEIGHT_FILES)}); save them "
+                         f"with model.save_pretrained({str(folder)!r})")
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ValueError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the model's "
                          f"tokenizer beside it: tokenizer.save_pretrained({str(folder)!r})")
@@ -188,22 +194,10 @@ def load_classifier(folder: Path):
     return _classifier_class()(hf).eval()
 
 
-@functools.cache
 def _classifier_class():
-    from torch import nn
-
-    class FolderClassifier(nn.Module):
-        """A save_pretrained sequence classifier returning logits. The Hugging Face model sits in
-        `.bert` (whatever its architecture), where the optimum handler finds the zoo's BERT."""
-
-        def __init__(self, hf):
-            super().__init__()
-            self.bert = hf
-            self.takes_token_types = "token_type_ids" in inspect.signature(hf.forward).parameters
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            extra = {"token_type_ids": token_type_ids} if token_type_ids is not None and self.takes_token_types else {}
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+    """The wrapper class (in a module that imports torch, and at its top level so that a pruned or
+    quantized copy pickles whole)."""
+    from optlab.models.module_outputs import FolderClassifier
 
     return FolderClassifier
 
@@ -228,7 +222,9 @@ def from_folder(folder: str | Path, texts: Any, *, text_column: str = "text", la
         batch.pop("token_type_ids", None)
     test, calibration = take(batch, plan.test_rows), take(batch, plan.calibration_rows)
     labels = None if plan.label_ids is None else plan.label_ids[plan.test_rows]
+    # a sequence classifier's output is class scores by construction: no need to infer it
     baseline, data = from_module(model, test, labels=labels, metric=None if labels is None else "accuracy",
+                                 output_kinds=None if labels is not None else {"output0": "classes"},
                                  calibration=calibration, name=name or plan.folder.name)
     if padding == "longest":
         data.requests = [trim_padding(r) for r in data.requests]

@@ -29,6 +29,7 @@ import numpy as np
 
 from optlab.data.datasets import Batch, Dataset, Split
 from optlab.data.user_inputs import as_batch, check_finite, load_labels, rows, take
+from optlab.models import wrap_checks
 from optlab.models.candidate import Candidate, OnnxModel
 from optlab.models.onnx_signature import (
     OnnxSignature,
@@ -47,16 +48,25 @@ from optlab.models.onnx_signature import batch_axes as infer_batch_axes
 from optlab.models.output_checks import DegenerateSample, degenerate_outputs
 from optlab.models.output_checks import describe as describe_degenerate
 
-NAMED_METRICS = {"accuracy": "multiclass", "f1": "multiclass", "auc": "binary", "logloss": "binary"}
+NAMED_METRICS = {"accuracy": "multiclass", "f1": "multiclass", "auc": "binary", "logloss": "binary",
+                 "mae": "regression", "rmse": "regression", "r2": "regression"}
 REQUEST_BATCH_SIZES = (1, 1, 1, 2, 4, 8, 16, 32)  # a realistic mix: mostly single requests
 # How a candidate's output is compared with the baseline's (optlab.instruments.agreement):
 OUTPUT_KINDS = {
     "classes": "class scores (N, C): top-1 agreement",
     "sequence": "class scores per position (N, T, C): per-position top-1 and the rate of identical sequences",
     "dense": "a dense map (N, ..., H, W): IoU of the thresholded maps and relative error",
-    "values": "regression values or embeddings: cosine similarity, relative and max abs error",
+    "values": "embeddings or states (N, D): the lower of cosine similarity and 1 - relative error",
+    "regression": "continuous predictions (N,) or (N, 1): 1 - |error| / the baseline's spread, relative and abs error",
 }
+# Words in an output's name that say what a (N, C) output holds, where its shape cannot.
+CLASS_WORDS = ("logit", "prob", "score", "class", "label", "cls")
+VALUE_WORDS = ("embed", "feature", "hidden", "vector", "pool", "represent", "encod", "latent", "state")
 SEED = 0
+
+
+class AmbiguousOutput(UserWarning):
+    """A (N, C) output with no evidence of what it holds was taken for class scores."""
 
 
 class CalibrationOnBenchmarkData(UserWarning):
@@ -80,13 +90,15 @@ def onnx_candidate(path: str | Path, *, threads: int | None = None, name: str = 
 def from_onnx(path: str | Path, inputs: Any, *, labels: Any = None, metric: str | Callable | None = None,
               calibration: Any = None, threads: int | None = None, name: str = "user",
               batch_axes: dict[str, int | None] | None = None, output_kinds: dict[str, str] | None = None,
-              finetune_share: float | None = None) -> tuple[Candidate, Dataset]:
+              finetune_share: float | None = None, deterministic: bool = True) -> tuple[Candidate, Dataset]:
     """Wrap an ONNX file and inputs (npz path, dict, ndarray, DataFrame or batch callable).
 
     `batch_axes` declares inputs not batched on axis 0 ({"state": 1}) and constants ({"sr": None});
-    `output_kinds` declares how an output is compared ({"logits": "sequence"}, see OUTPUT_KINDS)."""
+    `output_kinds` declares how an output is compared ({"logits": "sequence"}, see OUTPUT_KINDS);
+    `deterministic=False` accepts a baseline that disagrees with itself (see wrap_checks)."""
     original = signature = read_signature(path)
     raw = as_batch(inputs, signature.input_names)
+    _refuse_fixed_batch_of_one(signature, raw, batch_axes)
     axes = infer_batch_axes(signature, raw, batch_axes) if set(raw) == set(signature.input_names) else {}
     conformed = conform(raw, signature, axes)
     batch = to_rows(conformed, axes)
@@ -96,20 +108,39 @@ def from_onnx(path: str | Path, inputs: Any, *, labels: Any = None, metric: str 
         signature, notes = _batch_first_signature(signature, axes, outputs)
         notes.append(describe_axes(axes, outputs, how))
     check_finite(batch)
+    plan = wrap_checks.plan_memory(batch)  # before anything runs: refuse what would not fit
     baseline = onnx_candidate(signature.path, threads=threads, signature=signature)
-    sample = take(batch, slice(0, 2))
+    sample = take(batch, slice(0, min(2, plan.max_batch_rows)))
     baseline.meta["output_shapes"] = _onnx_output_shapes(signature, sample)
     baseline.meta["output_widths"] = [int(np.prod(s)) for s in baseline.meta["output_shapes"]]
     calibration_batch = None
     if calibration is not None:
-        calibration_batch = to_rows(conform(as_batch(calibration, original.input_names), original, axes), axes)
+        try:
+            calibration_batch = to_rows(conform(as_batch(calibration, original.input_names), original, axes), axes)
+        except ValueError as error:  # name the calibration file: the same check on --inputs passed
+            where = f"calibration file {calibration}" if isinstance(calibration, (str, Path)) else "calibration inputs"
+            raise ValueError(f"{where}: {error}") from None
         check_finite(calibration_batch, "calibration input")
     hints = {n: ("values", f"a state batched on axis {a}") for n, a in outputs.items() if a}
     data = user_dataset(batch, baseline, labels=labels, metric=metric, calibration=calibration_batch,
                         output_names=signature.output_names, name=name, output_kinds=output_kinds,
-                        finetune_share=finetune_share, hints=hints)
+                        finetune_share=finetune_share, hints=hints, plan=plan, deterministic=deterministic)
     baseline.meta["notes"] = notes + data.meta["notes"]
     return baseline, data
+
+
+def _refuse_fixed_batch_of_one(signature: OnnxSignature, batch: Batch, declared: dict | None) -> None:
+    """A graph exported with a batch of 1 baked in takes one row at a time: say how to re-export it."""
+    for spec in signature.inputs:
+        array = batch.get(spec.name)
+        if (array is None or not spec.shape or spec.shape[0] != 1 or np.ndim(array) == 0 or np.shape(array)[0] == 1
+                or (declared or {}).get(spec.name, 0) != 0 or np.ndim(array) != len(spec.shape)):
+            continue
+        dims = ", ".join(str(d) for d in spec.shape)
+        raise ValueError(f"input {spec.name!r}: the graph fixes the batch at 1 ([{dims}]) but {np.shape(array)[0]} "
+                         f"rows were given; re-export it with a dynamic batch axis on every input and output, "
+                         f"e.g. torch.onnx.export(..., dynamic_axes={{{spec.name!r}: {{0: 'batch'}}, "
+                         f"'<output>': {{0: 'batch'}}}})")
 
 
 def _batch_first_signature(signature: OnnxSignature, axes, outputs) -> tuple[OnnxSignature, list[str]]:
@@ -134,12 +165,12 @@ def _batch_first_signature(signature: OnnxSignature, axes, outputs) -> tuple[Onn
 
 def from_module(module: Any, inputs: Any, *, labels: Any = None, metric: str | Callable | None = None,
                 calibration: Any = None, name: str = "user", output_kinds: dict[str, str] | None = None,
-                finetune_share: float | None = None) -> tuple[Candidate, Dataset]:
-    """Wrap a torch.nn.Module called as `module(**batch)`; every recipe applies to it. Its output
-    is named "output0" (for `output_kinds`)."""
+                finetune_share: float | None = None, deterministic: bool = True) -> tuple[Candidate, Dataset]:
+    """Wrap a torch.nn.Module called as `module(**batch)`; every recipe applies to it. A tensor
+    output is named "output0"; a tuple's are "output0", "output1", ...; a dict's and a dataclass's
+    (ModelOutput) keep their keys (for `output_kinds`), each compared by its own kind."""
     import inspect
 
-    from optlab.models import zoo
 
     if not hasattr(module, "state_dict") or not callable(module):
         raise TypeError(f"from_module needs a torch.nn.Module object (not a file: optlab never unpickles "
@@ -156,59 +187,65 @@ def from_module(module: Any, inputs: Any, *, labels: Any = None, metric: str | C
         raise ValueError(f"inputs {scalars} are scalars; a torch module gets one row per example on axis 0 "
                          f"(repeat the value per row, or export the model to ONNX and declare batch_axes)")
     check_finite(batch)
-    baseline = zoo.baseline(module.eval())
+    plan = wrap_checks.plan_memory(batch)
+    baseline, output_names = _module_baseline(module.eval(), take(batch, slice(0, min(2, plan.max_batch_rows))))
     calibration_batch = as_batch(calibration, names) if calibration is not None else None
     if calibration_batch is not None:
         check_finite(calibration_batch, "calibration input")
     data = user_dataset(batch, baseline, labels=labels, metric=metric, calibration=calibration_batch, name=name,
-                        output_kinds=output_kinds, finetune_share=finetune_share)
+                        output_kinds=output_kinds, finetune_share=finetune_share, output_names=output_names,
+                        plan=plan, deterministic=deterministic)
     baseline.meta["notes"] = list(data.meta["notes"])
     return baseline, data
+
+
+def _module_baseline(module: Any, sample: Batch) -> tuple[Candidate, list[str] | None]:
+    """The module as the baseline; one returning a tuple, dict or dataclass is wrapped so that its
+    outputs come flattened side by side (named, with their per-row shapes in meta)."""
+    from optlab.models import zoo
+    from optlab.models.module_outputs import FlatOutputs, describe
+
+    names, shapes, single = describe(module, sample)
+    if single:
+        return zoo.baseline(module), None
+    baseline = zoo.baseline(FlatOutputs(module, names).eval())
+    baseline.meta["output_shapes"] = [list(s) for s in shapes]
+    return baseline, names
 
 
 def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metric: str | Callable | None = None,
                  calibration: Batch | None = None, output_names=None, name: str = "user",
                  output_kinds: dict[str, str] | None = None, finetune_share: float | None = None,
-                 hints: dict[str, tuple[str, str]] | None = None) -> Dataset:
+                 hints: dict[str, tuple[str, str]] | None = None, plan: wrap_checks.MemoryPlan | None = None,
+                 deterministic: bool = True) -> Dataset:
     """A Dataset over the user's rows: they are the test split (quality), the requests
     (speed) and, without `calibration`, the calibration split. With `finetune_share`, that
-    share of the rows (a fixed random draw) is the train split and the test split is the rest."""
+    share of the rows (a fixed random draw) is the train split and the test split is the rest.
+    The baseline is checked first (finite, agreeing with itself: see wrap_checks)."""
     n = rows(inputs)
-    sample = baseline.predict(take(inputs, slice(0, min(n, 4))))
+    plan = plan or wrap_checks.plan_memory(inputs)
+    sample = np.asarray(baseline.predict(take(inputs, slice(0, min(n, 4, plan.max_batch_rows)))))
     shapes = _output_shapes(baseline, sample)
     names = list(output_names or [f"output{i}" for i in range(len(shapes))])
-    layout = output_layout(names, shapes, output_kinds, hints)
+    _check_metric_and_labels(labels, metric)
+    layout = output_layout(names, shapes, output_kinds, hints, sample=sample, metric=metric)
     notes = ["outputs compared as: " + ", ".join(f"{o['name']}={o['kind']} ({o['source']})" for o in layout)]
-    meta: dict[str, Any] = {"outputs": layout, "labelled": labels is not None, "source": "user", "notes": notes}
-    _check_degenerate(baseline, inputs, layout, meta)
-    widths = [o["width"] for o in layout]
-    if labels is not None and metric is None:
-        raise ValueError("labels were given without a metric; pass metric='accuracy' | 'f1' | 'auc' | 'logloss' "
-                         "or a callable metric(labels, outputs) -> float (higher is better)")
-    if metric is not None and labels is None:
-        raise ValueError(f"metric={metric!r} needs labels; pass labels=... (one per input row) or leave both out "
-                         f"to compare outputs with the baseline's")
+    if plan.max_batch_rows < wrap_checks.BATCH_SIZES[0] and plan.max_batch_rows < n:
+        notes.append(plan.note())
+    meta: dict[str, Any] = {"outputs": layout, "labelled": labels is not None, "source": "user", "notes": notes,
+                            "max_batch_rows": plan.max_batch_rows}
     label_array = load_labels(labels, n) if labels is not None else np.full(n, -1, dtype=np.int64)
-    task, num_classes = "outputs", int(sum(widths))
-    if isinstance(metric, str):
-        if metric not in NAMED_METRICS:
-            raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(NAMED_METRICS)} or a callable "
-                             f"metric(labels, outputs) -> float")
-        if len(widths) != 1:
-            raise ValueError(f"metric={metric!r} needs a single-output model, this one has {len(widths)} outputs "
-                             f"{names}; pass a callable metric(labels, outputs) that picks the output")
-        task = NAMED_METRICS[metric]
-        num_classes = 2 if task == "binary" else widths[0]
-        if task == "binary" and widths[0] != 1:
-            raise ValueError(f"metric={metric!r} expects one click score per row but the model outputs "
-                             f"{widths[0]} values; use metric='accuracy' for class scores")
-        label_array = class_labels(label_array, metric, 2 if task == "binary" else widths[0])
-    elif callable(metric):
-        meta.update(metric_fn=metric, metric_name=getattr(metric, "__name__", "metric"))
-    elif metric is not None:
-        raise TypeError(f"metric must be a name or a callable; got {type(metric).__name__}")
+    task, num_classes, label_array = _metric_task(metric, label_array, layout, meta)
+    runs = wrap_checks.check_baseline(baseline, inputs, layout, deterministic=deterministic,
+                                      batch_rows=plan.max_batch_rows)
+    if runs is not None:  # deterministic=False: the quality instruments measure the disagreement from these
+        meta["self_runs"] = {**runs, "labels": label_array[:runs["rows"]]}
+        notes.append("the baseline disagrees with itself (deterministic=False): every candidate's quality drop "
+                     "is reduced by the disagreement of two baseline runs on the same rows")
+    _check_degenerate(baseline, inputs, layout, meta)  # on finite outputs (check_baseline refused NaN/inf)
     split = Split(inputs, label_array)
     train, test = _train_and_test(split, finetune_share, meta)
+    notes.extend(wrap_checks.warn_few_rows(len(test), None if calibration is None else rows(calibration)))
     if calibration is None:
         warnings.warn("no calibration set given: static quantization calibrates on the benchmark inputs, which "
                       "flatters its accuracy; pass calibration=... with other representative samples",
@@ -216,17 +253,12 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
         calibration_split = split
     else:
         calibration_split = Split(calibration, np.full(rows(calibration), -1, dtype=np.int64))
-    requests, start = [], 0
-    for size in REQUEST_BATCH_SIZES * max(1, 64 // len(REQUEST_BATCH_SIZES)):
-        if start >= n:
-            start = 0
-        requests.append(take(inputs, slice(start, start + size)))
-        start += size
     from optlab.data.datasets import content_fingerprint
     from optlab.data.hashing import sha256_json
 
     dataset = Dataset(name=name, task=task, num_classes=num_classes, train=train, validation=test, test=test,
-                      calibration=calibration_split, requests=requests, slices={}, meta=meta)
+                      calibration=calibration_split, requests=_requests(inputs, plan.max_batch_rows), slices={},
+                      meta=meta)
     # The arrays (calibration included), the metric and the output kinds: each changes every row's quality.
     dataset.fingerprint = sha256_json({"arrays": content_fingerprint(dataset),
                                        "metric": str(meta.get("metric_name", metric)),
@@ -240,15 +272,85 @@ DEGENERATE_CHECK_ROWS = 256  # enough rows to see whether the baseline predicts 
 def _check_degenerate(baseline: Candidate, inputs: Batch, layout: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     """Warn in one line (and flag the dataset, so every row carries it) when the baseline's own
     outputs on the given rows are degenerate: blank everywhere, an empty map, one class for all."""
-    n = min(rows(inputs), DEGENERATE_CHECK_ROWS)
-    outputs = np.concatenate([np.asarray(baseline.predict(take(inputs, slice(i, min(i + 128, n))))).reshape(
-        min(i + 128, n) - i, -1) for i in range(0, n, 128)])
+    n, step = min(rows(inputs), DEGENERATE_CHECK_ROWS), max(1, min(128, meta["max_batch_rows"]))
+    outputs = np.concatenate([np.asarray(baseline.predict(take(inputs, slice(i, min(i + step, n))))).reshape(
+        min(i + step, n) - i, -1) for i in range(0, n, step)])
     reasons = degenerate_outputs(outputs, layout)
     meta["degenerate_sample"] = bool(reasons)
     if reasons:
         line = describe_degenerate(reasons)
         meta["notes"].append(line)
         warnings.warn(line, DegenerateSample, stacklevel=4)
+
+
+def _check_metric_and_labels(labels: Any, metric: Any) -> None:
+    if labels is not None and metric is None:
+        raise ValueError("labels were given without a metric; pass metric='accuracy' | 'f1' | 'auc' | 'logloss' "
+                         "(class labels) or 'mae' | 'rmse' | 'r2' (continuous targets), or a callable "
+                         "metric(labels, outputs) -> float (higher is better)")
+    if metric is not None and labels is None:
+        raise ValueError(f"metric={metric!r} needs labels; pass labels=... (one per input row) or leave both out "
+                         f"to compare outputs with the baseline's")
+
+
+def _metric_task(metric: Any, labels: np.ndarray, layout: list[dict[str, Any]],
+                 meta: dict[str, Any]) -> tuple[str, int, np.ndarray]:
+    """(task, num_classes, labels) for the metric: a class metric makes a classification task, a
+    regression metric or a callable keeps "outputs" (quality from the labels, agreement beside it)."""
+    widths, names = [o["width"] for o in layout], [o["name"] for o in layout]
+    if metric is None:
+        return "outputs", int(sum(widths)), labels
+    if callable(metric) and not isinstance(metric, str):
+        meta.update(metric_fn=metric, metric_name=getattr(metric, "__name__", "metric"))
+        return "outputs", int(sum(widths)), labels
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be a name or a callable; got {type(metric).__name__}")
+    if metric not in NAMED_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(NAMED_METRICS)} or a callable "
+                         f"metric(labels, outputs) -> float")
+    if len(widths) != 1:
+        raise ValueError(f"metric={metric!r} needs a single-output model, this one has {len(widths)} outputs "
+                         f"{names}; pass a callable metric(labels, outputs) that picks the output")
+    task = NAMED_METRICS[metric]
+    if task == "regression":
+        if widths[0] != 1:
+            raise ValueError(f"metric={metric!r} scores one continuous prediction per row but the model outputs "
+                             f"{widths[0]} values per row; use a class metric (accuracy, f1) for class scores")
+        meta.update(regression_metric=metric, metric_name=metric)
+        return "outputs", 1, regression_labels(labels, metric)
+    if task == "binary" and widths[0] != 1:
+        raise ValueError(f"metric={metric!r} expects one click score per row but the model outputs "
+                         f"{widths[0]} values; use metric='accuracy' for class scores")
+    if task == "multiclass" and widths[0] == 1:
+        raise ValueError(f"metric={metric!r} needs class scores but the model outputs one value per row; for a "
+                         f"continuous target use metric='mae', 'rmse' or 'r2' (for a click score, 'auc')")
+    classes = 2 if task == "binary" else widths[0]
+    return task, classes, class_labels(labels, metric, classes)
+
+
+def regression_labels(labels: np.ndarray, metric: str) -> np.ndarray:
+    """Continuous targets as float64, refusing NaN/inf and non-numbers."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "fiub":
+        raise ValueError(f"labels have dtype {labels.dtype}; metric={metric!r} needs numbers (one target per row)")
+    labels = labels.astype(np.float64)
+    bad = ~np.isfinite(labels)
+    if bad.any():
+        raise ValueError(f"labels hold {int(bad.sum())} NaN or infinite values; metric={metric!r} needs a finite "
+                         f"target for every row")
+    return labels
+
+
+def _requests(inputs: Batch, max_rows: int) -> list[Batch]:
+    """The benchmark's requests: mostly single rows (REQUEST_BATCH_SIZES), none larger than fits."""
+    n, requests, start = rows(inputs), [], 0
+    sizes = [min(size, max_rows) for size in REQUEST_BATCH_SIZES]
+    for size in sizes * max(1, 64 // len(sizes)):
+        if start >= n:
+            start = 0
+        requests.append(take(inputs, slice(start, start + size)))
+        start += size
+    return requests
 
 
 def _train_and_test(split: Split, share: float | None, meta: dict[str, Any]) -> tuple[Split, Split]:
@@ -297,49 +399,95 @@ def class_labels(labels: np.ndarray, metric: str, classes: int) -> np.ndarray:
 
 
 def output_layout(names: list[str], shapes: list[tuple[int, ...]], declared: dict[str, str] | None = None,
-                  hints: dict[str, tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+                  hints: dict[str, tuple[str, str]] | None = None, *, sample: np.ndarray | None = None,
+                  metric: Any = None) -> list[dict[str, Any]]:
     """[{name, width, shape, kind, source}] per output: the declared kind, else what the graph
-    says (`hints`: name -> (kind, why), e.g. a recurrent state), else the kind its per-row shape
-    implies; a per-row shape of rank 2 (N, A, B) is ambiguous and must be declared."""
+    says (`hints`: name -> (kind, why), e.g. a recurrent state), else what the evidence says (a
+    class metric, the output's name, softmax-like or unit-norm rows in `sample`), else the kind its
+    per-row shape implies; a per-row shape of rank 2 (N, A, B) is ambiguous and must be declared."""
     hints = dict(hints or {})
     declared = dict(declared or {})
     unknown = sorted(set(declared) - set(names))
     if unknown:
         raise ValueError(f"{spelled('output_kinds')} names {unknown}, which are not outputs of the model; its "
                          f"outputs are {names}")
+    parts = _sample_parts(sample, shapes)
+    class_metric = isinstance(metric, str) and NAMED_METRICS.get(metric) in ("multiclass", "binary")
     layout = []
-    for name, shape in zip(names, shapes, strict=True):
+    for name, shape, part in zip(names, shapes, parts, strict=True):
         shape = tuple(int(d) for d in shape)
         if name in declared:
             kind, source = declared[name], "declared"
-            if kind not in OUTPUT_KINDS:
-                raise ValueError(f"{given_as('output_kinds', name, kind)}; choose one of: " +
-                                 "; ".join(f"{k!r} ({v})" for k, v in OUTPUT_KINDS.items()))
-            if kind == "sequence" and len(shape) != 2:
-                raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'sequence' needs (T, C)")
-            if kind == "classes" and len(shape) != 1:
-                raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'classes' needs (C,)")
+            _check_declared(name, kind, shape)
         elif name in hints:
             kind, source = hints[name][0], f"inferred: {hints[name][1]}"
+        elif class_metric and len(names) == 1:
+            kind, source = "classes", f"labels for metric={metric!r}"
         else:
-            kind, source = _inferred_kind(name, shape), f"inferred from shape (N, {', '.join(map(str, shape))})"
+            kind, source = _inferred_kind(name, shape, part)
         layout.append({"name": name, "width": int(np.prod(shape)) if shape else 1, "shape": list(shape),
                        "kind": kind, "source": source})
     return layout
 
 
-def _inferred_kind(name: str, shape: tuple[int, ...]) -> str:
+def _check_declared(name: str, kind: str, shape: tuple[int, ...]) -> None:
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"{given_as('output_kinds', name, kind)}; choose one of: " +
+                         "; ".join(f"{k!r} ({v})" for k, v in OUTPUT_KINDS.items()))
+    if kind == "sequence" and len(shape) != 2:
+        raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'sequence' needs (T, C)")
+    if kind == "classes" and len(shape) != 1:
+        raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'classes' needs (C,)")
+    if kind == "regression" and int(np.prod(shape)) != 1:
+        raise ValueError(f"output {name!r} has per-row shape {list(shape)}; 'regression' needs one value per "
+                         f"row, (N,) or (N, 1) (an embedding is 'values')")
+
+
+def _sample_parts(sample: np.ndarray | None, shapes) -> list[np.ndarray | None]:
+    """The sample's outputs split by the per-row shapes (None each where no sample fits them)."""
+    widths = [int(np.prod(s)) if len(s) else 1 for s in shapes]
+    if sample is None or np.ndim(sample) == 0:
+        return [None] * len(shapes)
+    flat = np.asarray(sample, dtype=np.float64).reshape(len(sample), -1)
+    if flat.shape[1] != sum(widths):
+        return [None] * len(shapes)
+    bounds = np.cumsum([0, *widths])
+    return [flat[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _inferred_kind(name: str, shape: tuple[int, ...], part: np.ndarray | None = None) -> tuple[str, str]:
+    """(kind, why) from the per-row shape, and for a (N, C) output from its name and values."""
+    dims = ", ".join(map(str, shape))
+    from_shape = f"inferred from shape (N, {dims})" if shape else "inferred from shape (N,)"
     if len(shape) == 0 or int(np.prod(shape)) == 1:
-        return "values"
+        return "regression", f"{from_shape}: one continuous value per row"
     if len(shape) == 1:
-        return "classes"
+        return _vector_kind(name, shape, part)
     if len(shape) == 2:
-        dims = ", ".join(map(str, shape))
         raise ValueError(f"output {name!r} has shape (N, {dims}): class scores per position or a dense map? Declare "
                          f"it: {declare('output_kinds', name, 'sequence')} (per-position top-1) or "
                          f"{declare('output_kinds', name, 'dense')} (thresholded IoU) or "
                          f"{declare('output_kinds', name, 'values')} (cosine)")
-    return "dense"
+    return "dense", from_shape
+
+
+def _vector_kind(name: str, shape: tuple[int, ...], part: np.ndarray | None) -> tuple[str, str]:
+    """Class scores or an embedding? The name first, then the rows: probabilities (in [0, 1], summing
+    to 1) are class scores, unit-norm rows an embedding; with no evidence class scores, with a warning."""
+    lowered = name.lower()
+    if any(word in lowered for word in VALUE_WORDS):
+        return "values", f"inferred from the name {name!r}: an embedding (N, {shape[0]})"
+    if any(word in lowered for word in CLASS_WORDS):
+        return "classes", f"inferred from the name {name!r}: class scores (N, {shape[0]})"
+    if part is not None and len(part):
+        if part.min() >= 0 and part.max() <= 1 and np.allclose(part.sum(axis=1), 1.0, atol=1e-3):
+            return "classes", f"inferred from rows summing to 1: probabilities (N, {shape[0]})"
+        if np.allclose(np.linalg.norm(part, axis=1), 1.0, atol=1e-3):
+            return "values", f"inferred from unit-norm rows: an embedding (N, {shape[0]})"
+    warnings.warn(f"output {name!r} (N, {shape[0]}) is taken for class scores (top-1 agreement); nothing in its "
+                  f"name or values says so. If it is an embedding, declare output_kinds={{{name!r}: 'values'}} "
+                  f"(on the command line --output-kind {name}=values)", AmbiguousOutput, stacklevel=4)
+    return "classes", f"assumed class scores (N, {shape[0]}): declare 'values' for an embedding"
 
 
 def _onnx_output_shapes(signature: OnnxSignature, sample: Batch) -> list[tuple[int, ...]]:

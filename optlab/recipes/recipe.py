@@ -296,6 +296,24 @@ class Prune(Recipe):
         return STAGE_PRUNE
 
 
+def student_path(student: Any) -> str:
+    """A Distill student as a string: a zoo size name or "module:qualname" as given, a class or
+    function (or a module object, by its class) as its import path; what has none (a class defined
+    inside a function, a lambda) is refused. A notebook's own class is "__main__:Name": it resolves
+    in the process that defined it."""
+    if isinstance(student, str):
+        if not student:
+            raise ValueError("Distill.student='' must be a zoo student size or an import path 'package.module:factory'")
+        return student
+    factory = student if isinstance(student, type) or not hasattr(student, "state_dict") else type(student)
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    if not callable(factory) or not module or "<" in qualname:
+        raise ValueError(f"Distill.student={student!r} cannot be written down (a recipe is a JSON line): define the "
+                         f"student class or a function returning it at the top level of an importable module and "
+                         f"pass it, or its path 'package.module:factory'")
+    return f"{module}:{qualname}"
+
+
 @dataclass(frozen=True)
 class Distill(Recipe):
     """Teacher -> student with a KD loss: softened teacher probabilities at `temperature`
@@ -306,7 +324,11 @@ class Distill(Recipe):
     family: ClassVar[str] = "distillation"
     shown: ClassVar[tuple[str, ...]] = ("temperature",)
 
-    student: str = "student"  # a student size the zoo defines for this dataset
+    # A student size the zoo defines for this dataset, or for an analyst's own data the import path
+    # "package.module:factory" of a class or function that returns a fresh torch module (a class, a
+    # function or a module whose class is importable may be passed; it is stored as that path, so
+    # the recipe stays one JSON line).
+    student: str = "student"
     temperature: float = 4.0
     alpha: float = 0.7  # weight of the distillation term; 1 - alpha on hard labels
     epochs: int | None = None  # None: the zoo's training budget for the student
@@ -314,8 +336,7 @@ class Distill(Recipe):
     lr: float | None = None  # None: the zoo's learning rate for the student
 
     def __post_init__(self):
-        if not isinstance(self.student, str) or not self.student:
-            raise ValueError(f"Distill.student={self.student!r} must be a non-empty student size name")
+        object.__setattr__(self, "student", student_path(self.student))
         _check_range("Distill", "temperature", self.temperature, 0.1, 100.0)
         _check_range("Distill", "alpha", self.alpha, 0.0, 1.0)
         if self.epochs is not None:

@@ -1,8 +1,10 @@
-"""Knowledge distillation: train the zoo's smaller student to match a teacher's softened outputs.
+"""Knowledge distillation: train a smaller student (the zoo's, or an analyst's own) to match a teacher.
 
 Loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * hard-label loss; for the
 binary click model the soft term is BCE against the teacher's softened probability
-sigmoid(t / T). `Distill(from_scratch=True)` is the control: the same student, budget and
+sigmoid(t / T); for an analyst's outputs (task "outputs") the soft term is the mean squared
+difference from the teacher's outputs, mixed with MSE on regression targets when labelled.
+`Distill(from_scratch=True)` is the control: the same student, budget and
 seed on hard labels only, so a study shows whether distillation actually helped.
 """
 from __future__ import annotations
@@ -46,22 +48,14 @@ def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None
 def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None,
                    workdir: Path | None) -> Candidate:
     from optlab.data.datasets import Split
-    from optlab.models import training, zoo
+    from optlab.models import training
 
     teacher = model
-    if data.name not in zoo.SIZES:
-        raise ValueError(f"Distill builds its student from optlab.models.zoo, which has no architectures for dataset "
-                         f"{data.name!r} (it has: {', '.join(zoo.SIZES)}); train your own small model and "
-                         "compare it as a candidate instead")
-    sizes = tuple(zoo.SIZES[data.name])
-    if recipe.student not in sizes:
-        raise ValueError(f"Distill.student={recipe.student!r} is not a size the zoo defines for "
-                         f"{data.name!r}; choose one of: {', '.join(sizes)}")
-    student = zoo.build(data.name, recipe.student, data=data, seed=0)
+    student = build_student(recipe.student, teacher, data)
     teacher_params, student_params = weights.param_count(teacher), weights.param_count(student)
     if student_params > teacher_params:
         raise ValueError(f"student {recipe.student!r} ({student_params:,} parameters) is larger than its "
-                         f"teacher ({teacher_params:,}); distil into a smaller size from zoo.SIZES[{data.name!r}]")
+                         f"teacher ({teacher_params:,}); distil into a smaller model")
 
     budget = student_budget(data)
     epochs = recipe.epochs if recipe.epochs is not None else budget["epochs"]
@@ -71,7 +65,16 @@ def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | Non
                             "student": recipe.student, "epochs": epochs, "lr": lr,
                             "batch_size": budget["batch_size"], "warmup_fraction": budget["warmup_fraction"],
                             "from_scratch": recipe.from_scratch}
-    if recipe.from_scratch:
+    labelled = data.task != "outputs" or bool(data.meta.get("labelled") and data.meta.get("regression_metric"))
+    if recipe.from_scratch and not labelled:
+        raise ValueError("Distill(from_scratch=True) trains on labels only, and these rows have no labels it can "
+                         "train on (regression targets with metric='mae'|'rmse'|'r2', or class labels)")
+    if recipe.from_scratch and data.task == "outputs":  # regression targets: MSE on the labels alone
+        targets = np.concatenate([data.train.labels.reshape(len(data.train), 1).astype(np.float32),
+                                  np.zeros((len(data.train), 1), np.float32)], axis=1)
+        train_on, loss_fn = Split(data.train.inputs, targets), KDLoss(task="outputs", alpha=0.0)
+        meta["initialised_from_teacher"] = 0
+    elif recipe.from_scratch:
         train_on, loss_fn = data, None
         meta["initialised_from_teacher"] = 0
     else:
@@ -79,7 +82,7 @@ def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | Non
         targets = np.concatenate([data.train.labels.reshape(len(data.train), 1).astype(np.float32),
                                   teacher_logits(teacher, data).reshape(len(data.train), -1)], axis=1)
         train_on = Split(data.train.inputs, targets)
-        loss_fn = KDLoss(task=data.task, temperature=recipe.temperature, alpha=recipe.alpha)
+        loss_fn = KDLoss(task=data.task, temperature=recipe.temperature, alpha=recipe.alpha if labelled else 1.0)
     log = training.train(student, train_on, epochs=epochs, lr=lr, batch_size=budget["batch_size"],
                          loss_fn=loss_fn, seed=0, weight_decay=budget["weight_decay"],
                          warmup_fraction=budget["warmup_fraction"], threads=budget["threads"])
@@ -97,13 +100,51 @@ def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | Non
                      meta=meta)
 
 
+def build_student(student: str, teacher: nn.Module, data: Any) -> nn.Module:
+    """The student: `factory()` for an import path "package.module:factory" (an analyst's own,
+    wrapped like the teacher when the teacher returns several outputs), else a zoo size for data
+    the zoo knows."""
+    import importlib
+
+    from optlab.models import zoo
+
+    if ":" not in student:
+        if data.name not in zoo.SIZES:
+            raise ValueError(f"Distill.student={student!r} names a size of optlab.models.zoo, which has no "
+                             f"architectures for dataset {data.name!r}; give your own student: "
+                             f"Distill(student=MyStudent) or student='package.module:factory' (a class or "
+                             f"function returning a fresh torch module)")
+        sizes = tuple(zoo.SIZES[data.name])
+        if student not in sizes:
+            raise ValueError(f"Distill.student={student!r} is not a size the zoo defines for "
+                             f"{data.name!r}; choose one of: {', '.join(sizes)}")
+        return zoo.build(data.name, student, data=data, seed=0)
+    module_name, _, qualname = student.partition(":")
+    try:
+        factory = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            factory = getattr(factory, part)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"Distill.student={student!r} cannot be imported here ({error}); the student's "
+                         f"module must be importable where the study runs") from None
+    torch.manual_seed(0)
+    built = factory()
+    if not isinstance(built, nn.Module):
+        raise ValueError(f"Distill.student={student!r} returned a {type(built).__name__}, not a torch module")
+    from optlab.models.module_outputs import FlatOutputs
+
+    if isinstance(teacher, FlatOutputs) and not isinstance(built, FlatOutputs):
+        built = FlatOutputs(built, list(teacher.names))
+    return built
+
+
 class KDLoss(nn.Module):
     """alpha * T^2 * soft loss + (1 - alpha) * hard loss on targets packed as [label, teacher logits...]."""
 
     def __init__(self, task: str, temperature: float = 4.0, alpha: float = 0.7):
         super().__init__()
-        if task not in ("multiclass", "binary"):
-            raise ValueError(f"task={task!r}: distillation supports 'multiclass' and 'binary'")
+        if task not in ("multiclass", "binary", "outputs"):
+            raise ValueError(f"task={task!r}: distillation supports 'multiclass', 'binary' and 'outputs'")
         self.task, self.temperature, self.alpha = task, float(temperature), float(alpha)
 
     def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
@@ -118,6 +159,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     """The distillation loss (Hinton et al.): soft term scaled by T^2 so its gradients keep
     their size as T changes, mixed with the hard-label loss."""
     t = float(temperature)
+    if task == "outputs":  # an analyst's outputs: match the teacher's values (logit matching), targets by MSE
+        if alpha <= 0.0:
+            return F.mse_loss(student_logits.reshape(-1), labels.reshape(-1).float())
+        soft = F.mse_loss(student_logits.reshape(teacher_logits.shape), teacher_logits)
+        if alpha >= 1.0:
+            return soft
+        hard = F.mse_loss(student_logits.reshape(-1), labels.reshape(-1).float())
+        return alpha * soft + (1.0 - alpha) * hard
     if task == "binary":
         s, teacher = student_logits.reshape(-1), teacher_logits.reshape(-1)
         soft = F.binary_cross_entropy_with_logits(s / t, torch.sigmoid(teacher / t))

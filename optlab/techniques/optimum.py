@@ -203,6 +203,16 @@ def quantize(recipe: Optimum, source: Path, out_dir: Path, data: Any, preset: st
     return out_dir / f"{source.stem}_quantized.onnx", meta
 
 
+def _int8_check(path: Path, notes: list[str]) -> dict[str, Any]:
+    """The same inspection as ONNX Runtime's int8 rows: quantized operators and the share of weights
+    stored as integers, in the meta and one note."""
+    import onnx
+
+    report = onnx_graph.quantization_report(onnx.load(str(path)))
+    notes.append(onnx_graph.describe_report(report))
+    return report
+
+
 def _graph_inputs(path: Path) -> list[str]:
     import onnx
 
@@ -234,7 +244,7 @@ def apply_optimum(recipe: Optimum, model: Any, data: Any, *, threads=None, workd
         if recipe.quantize != "none":
             _with_shapes(optimized)
             path, qmeta = quantize(recipe, optimized, out / "quantized", data, preset)
-            meta |= qmeta
+            meta |= qmeta | _int8_check(path, notes)
             model_name, flags = cpu_info()
             speed = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if f in flags]
             notes.append(f"AutoQuantizationConfig.{preset} chosen for {model_name} (flags: {' '.join(speed) or 'none'})"

@@ -7,10 +7,11 @@ import pytest
 from optlab.instruments.agreement import bootstrap_mean_ci, compare, per_row_agreement
 
 
-def test_scores_use_top1_and_values_use_cosine():
+def test_scores_use_top1_and_values_use_cosine_and_relative_error():
     base = np.array([[2.0, 1.0], [0.0, 3.0]])
     assert per_row_agreement(base[:, ::-1], base, "scores").tolist() == [0.0, 0.0]
-    assert per_row_agreement(base * 2, base, "values") == pytest.approx([1.0, 1.0])
+    assert per_row_agreement(base * 1.01, base, "values") == pytest.approx([0.99, 0.99])
+    assert per_row_agreement(base * 2, base, "values") == pytest.approx([0.0, 0.0])  # same direction, twice as long
     assert per_row_agreement(-base, base, "values") == pytest.approx([-1.0, -1.0])
 
 
@@ -68,7 +69,8 @@ def test_a_dense_map_uses_iou_of_thresholded_maps_and_relative_error():
 def test_values_report_cosine_and_relative_error():
     base = np.array([[3.0, 4.0], [1.0, 0.0]])
     per_row, (summary,) = compare(base * 1.1, base, [{"name": "v", "width": 2, "kind": "values"}])
-    assert per_row == pytest.approx([1.0, 1.0]) and summary["relative_error"] == pytest.approx(0.1)
+    assert per_row == pytest.approx([0.9, 0.9]) and summary["relative_error"] == pytest.approx(0.1)
+    assert summary["cosine"] == pytest.approx(1.0)
 
 
 def test_an_unknown_kind_is_named():

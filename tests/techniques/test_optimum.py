@@ -89,6 +89,8 @@ def test_int8_agrees_with_fp32_and_records_the_cpu_preset(tiny, built, key, quan
     assert candidate.family == "quantization" and _ops(candidate)[quantized_op] > 0
     assert candidate.meta["preset"] == optimum.choose_preset("auto")
     assert any(f"AutoQuantizationConfig.{candidate.meta['preset']}" in n for n in candidate.meta["notes"])
+    assert candidate.meta["quantized_ops"] > 0 and candidate.meta["quantized_weight_share"] > 0  # as ORT's rows
+    assert any(n.startswith("int8 check: ") for n in candidate.meta["notes"])
     assert optimum.artifact_notes(candidate.artifact_path)["preset"] == candidate.meta["preset"]
     assert candidate.size_bytes < 0.6 * built["o2"].size_bytes
     got = np.concatenate([candidate.predict(b) for b in data.test.batches(64)])
