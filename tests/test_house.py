@@ -14,9 +14,7 @@ ROOT = Path(__file__).resolve().parents[1] / "optlab"
 MAX_LINES = 80
 
 # (path under optlab/, function name) -> the helper splitting it
-ALLOWED_OUTSIDE_BENCH = {
-    ("serving/http.py", "app"): "rtb",
-}
+ALLOWED_OUTSIDE_BENCH: dict[tuple[str, str], str] = {}
 ALLOWED_IN_BENCH = {
     ("bench/rtb.py", "main"): "referee",
 }
