@@ -41,11 +41,13 @@ _PERCENTILES = (50, 75, 90, 95, 99, 99.9)
 @dataclass(frozen=True)
 class ExternalLoad:
     """One run of an external client: `tool` ("wrk" or "hey") against `url` for `duration_s` on
-    `connections` keep-alive connections, sending `body` with `method`. `rate_per_s` (hey only)
-    paces the run at that total rate, split evenly over the connections; None runs flat out."""
+    `connections` keep-alive connections, sending `body` with `method`, or (wrk only) cycling through
+    `bodies` (so a service's caches see varied requests). `rate_per_s` (hey only) paces the run at
+    that total rate, split evenly over the connections; None runs flat out."""
 
     url: str
     body: bytes = b""
+    bodies: tuple[bytes, ...] = ()
     tool: str = "wrk"
     connections: int = 8
     duration_s: int = 2
@@ -69,8 +71,11 @@ class ExternalLoad:
         if self.rate_per_s is not None and (self.tool != "hey" or not self.rate_per_s > 0):
             raise ValueError(f"rate_per_s={self.rate_per_s!r}: a fixed rate needs tool='hey' and a rate > 0 "
                              "(wrk only runs flat out)")
-        if not isinstance(self.body, bytes):
-            raise ValueError(f"body must be bytes (the exact request body), got {type(self.body).__name__}")
+        if not isinstance(self.body, bytes) or not all(isinstance(b, bytes) for b in self.bodies):
+            raise ValueError("body and bodies must be bytes (the exact request bodies)")
+        object.__setattr__(self, "bodies", tuple(self.bodies))
+        if self.bodies and self.tool == "hey":
+            raise ValueError("hey sends one body: pass body=..., or use tool='wrk' to cycle through bodies")
 
     @property
     def name(self) -> str:
@@ -115,16 +120,28 @@ def _lua_string(text: str) -> str:
     return json.dumps(text)  # JSON's escapes are valid in a Lua string literal
 
 
-def _wrk_script(load: ExternalLoad, body_path: Path) -> str:
-    """Lua for wrk: the method, body and content type, and a `done()` that prints the counts and
-    latency percentiles (microseconds) as one JSON line."""
+def _wrk_script(load: ExternalLoad, body_paths: list[Path]) -> str:
+    """Lua for wrk: the method, bodies (cycled per request when there are several) and content
+    type, and a `done()` that prints the counts and latency percentiles (microseconds) as one JSON line."""
     percentiles = ", ".join(f"{p:g}" for p in _PERCENTILES)
+    paths = ", ".join(_lua_string(str(path)) for path in body_paths)
     return f"""
-local f = assert(io.open({_lua_string(str(body_path))}, "rb"))
+local bodies = {{}}
+for _, path in ipairs({{{paths}}}) do
+  local f = assert(io.open(path, "rb"))
+  bodies[#bodies + 1] = f:read("*a")
+  f:close()
+end
 wrk.method = {_lua_string(load.method)}
-wrk.body = f:read("*a")
-f:close()
+wrk.body = bodies[1]
 wrk.headers["Content-Type"] = {_lua_string(load.content_type)}
+if #bodies > 1 then
+  local i = 0
+  request = function()
+    i = i % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[i])
+  end
+end
 done = function(summary, latency, requests)
   local ps = {{}}
   for _, p in ipairs({{{percentiles}}}) do
@@ -141,9 +158,12 @@ end
 
 
 def _wrk(load: ExternalLoad, folder: Path) -> ExternalResult:
-    body_path, script = folder / "body.bin", folder / "post.lua"
-    body_path.write_bytes(load.body)
-    script.write_text(_wrk_script(load, body_path))
+    script = folder / "post.lua"
+    body_paths = []
+    for i, body in enumerate(load.bodies or (load.body,)):
+        body_paths.append(folder / f"body{i}.bin")
+        body_paths[-1].write_bytes(body)
+    script.write_text(_wrk_script(load, body_paths))
     out = _run(["wrk", "-t", str(load.threads), "-c", str(load.connections), "-d", f"{int(load.duration_s)}s",
                 "--timeout", f"{int(load.timeout_s)}s", "--latency", "-s", str(script), load.url],
                load.duration_s + load.timeout_s + 30)
@@ -220,3 +240,26 @@ def client_headroom(tool: str = "wrk", *, connections: int = 8, duration_s: int 
     with start_constant() as service:
         return external_load(ExternalLoad(url=service.url(), body=body, tool=tool, connections=connections,
                                           duration_s=duration_s))
+
+
+def closed_loop_at_sla(url: str, bodies: tuple[bytes, ...], *, max_p99_ms: float = 10.0,
+                       connections: tuple[int, ...] = (1, 2, 4, 8, 16, 32), duration_s: int = 2,
+                       content_type: str = "application/json") -> tuple[dict[str, Any], pd.DataFrame]:
+    """wrk on more and more connections (closed loop) until p99 passes `max_p99_ms` or answers
+    fail: the highest rate served with p99 <= `max_p99_ms` and no non-2xx answers, and the curve.
+    A closed loop's latency counts from the send, so this is the rate at a p99 *from the send*;
+    the best row has `sla_met` False (and rate 0) when not even one connection passes."""
+    rows = []
+    for count in connections:
+        result = external_load(ExternalLoad(url=url, bodies=tuple(bodies), tool="wrk", connections=count,
+                                            duration_s=duration_s, content_type=content_type))
+        passed = bool(result.summary["p99_ms"] <= max_p99_ms and result.summary["non_2xx"] == 0
+                      and not result.summary["socket_errors"])
+        rows.append({**result.summary, "passed": passed})
+        if not passed:
+            break
+    curve = pd.DataFrame(rows)
+    good = curve[curve["passed"]]
+    if good.empty:
+        return {**rows[0], "achieved_per_s": 0.0, "sla_met": False}, curve
+    return {**good.sort_values("achieved_per_s").iloc[-1].to_dict(), "sla_met": True}, curve

@@ -78,8 +78,10 @@ def median_rounds(runs: pd.DataFrame, *, value: str = "throughput_at_sla_per_s",
 def headroom_flag(rate_per_s: float, headroom_per_s: float | None, who: str = "the generator") -> str:
     """"" when `rate_per_s` is at most half of `headroom_per_s`; else a flag saying so (also when
     the headroom was not measured)."""
-    if headroom_per_s is None or not math.isfinite(headroom_per_s) or headroom_per_s <= 0:
+    if headroom_per_s is None or not math.isfinite(headroom_per_s):
         return f"  [{who}'s headroom not available: unchecked]"
+    if headroom_per_s <= 0:
+        return f"  [{who}'s headroom is 0/s here (no rate passed): its own delay is in this figure, flagged]"
     if rate_per_s > headroom_per_s / 2:
         return (f"  [above half of {who}'s headroom ({headroom_per_s:.0f}/s): its own delay is in this figure, "
                 "flagged]")

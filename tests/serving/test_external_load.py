@@ -63,3 +63,11 @@ def test_bad_configs_are_refused_before_any_run():
         ExternalLoad(url="http://127.0.0.1:1/", tool="ab")
     with pytest.raises(ValueError, match="http://"):
         ExternalLoad(url="127.0.0.1:1/")
+
+
+def test_wrk_cycles_through_several_bodies(service):
+    bodies = tuple(f'{{"id": "{i}"}}'.encode() for i in range(5))
+    result = external_load(ExternalLoad(url=service.url(), bodies=bodies, tool="wrk", connections=2, duration_s=1))
+    check_consistent(result.summary)
+    with pytest.raises(ValueError, match="hey sends one body"):
+        ExternalLoad(url=service.url(), bodies=bodies, tool="hey")

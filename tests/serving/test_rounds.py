@@ -43,4 +43,5 @@ def test_no_finite_round_is_said_not_available_and_a_missing_name_is_refused():
 def test_rates_above_half_the_headroom_are_flagged():
     assert headroom_flag(400, 1000) == ""
     assert "above half" in headroom_flag(600, 1000)
-    assert "not available" in headroom_flag(600, None) and "not available" in headroom_flag(600, 0.0)
+    assert "not available" in headroom_flag(600, None) and "not available" in headroom_flag(600, float("nan"))
+    assert "0/s here" in headroom_flag(600, 0.0)
