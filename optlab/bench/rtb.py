@@ -155,7 +155,8 @@ def _burst(case, inproc: pd.DataFrame) -> None:
           f"{s['shed_deadline']}, probes let through {s['probes']}), timeouts {s['timeouts']}, overall p99 "
           f"{s['p99_ms']:.2f} ms, worst bin p99 {series['p99_ms'].max():.2f} ms "
           f"[p99 <= 10 ms or shed, counted: {_ok(s['p99_ms'] <= 10 or s['shed'] > 0)}]")
-    bins = ", ".join(f"{r.time_s:g}s {r.p99_ms:.1f}/{r.shed}" for r in series.itertuples())
+    bins = ", ".join(f"{r.time_s:g}s {r.p99_ms:.1f}/{r.shed}" if r.ok else f"{r.time_s:g}s none served/{r.shed}"
+                     for r in series.itertuples())
     print(f"   per bin, time p99 ms/shed: {bins}")
 
 
