@@ -144,7 +144,7 @@ def _over_http(case, rounds: int, smoke: bool, inproc: pd.DataFrame) -> pd.DataF
     return tables["optlab"].reset_index()
 
 
-def _burst(case, inproc: pd.DataFrame) -> None:
+def _burst(case, inproc: pd.DataFrame, headroom: float) -> None:
     from optlab.serving import casestudy as cs
 
     steady = cs.steady_rate(inproc)
@@ -154,13 +154,14 @@ def _burst(case, inproc: pd.DataFrame) -> None:
           f"{s['requests']} requests, ok {s['ok']}, shed {s['shed']} (queue {s['shed_queue_full']}, deadline "
           f"{s['shed_deadline']}, probes let through {s['probes']}), timeouts {s['timeouts']}, overall p99 "
           f"{s['p99_ms']:.2f} ms, worst bin p99 {series['p99_ms'].max():.2f} ms "
-          f"[p99 <= 10 ms or shed, counted: {_ok(s['p99_ms'] <= 10 or s['shed'] > 0)}]")
+          f"[p99 <= 10 ms or shed, counted: {_ok(s['p99_ms'] <= 10 or s['shed'] > 0)}]"
+          f"{headroom_flag(3 * steady, headroom)}")
     bins = ", ".join(f"{r.time_s:g}s {r.p99_ms:.1f}/{r.shed}" if r.ok else f"{r.time_s:g}s none served/{r.shed}"
                      for r in series.itertuples())
     print(f"   per bin, time p99 ms/shed: {bins}")
 
 
-def _simulator(case) -> None:
+def _simulator(case, headroom: float) -> None:
     from optlab.serving import casestudy as cs
 
     for utilisation, target in ((0.3, True), (0.7, False)):
@@ -171,7 +172,7 @@ def _simulator(case) -> None:
               f"{check['measured_p99_ms']:.2f} ms (95% CI {check['measured_p99_ci_ms'][0]:.2f}-"
               f"{check['measured_p99_ci_ms'][1]:.2f}), simulated {check['simulated_p99_ms']:.2f} ms, ratio "
               f"{check['ratio']:.2f} {verdict}; outside the queue (send, decode, preprocess, wake-up) p50 "
-              f"{check['outside_queue_p50_ms']:.2f} ms")
+              f"{check['outside_queue_p50_ms']:.2f} ms{headroom_flag(check['rate_per_s'], headroom)}")
 
 
 def _plan(case, smoke: bool, inproc: pd.DataFrame, over_http: pd.DataFrame, quality: pd.DataFrame) -> None:
@@ -229,8 +230,8 @@ def main(argv: list[str]) -> int:
     headroom = _generator_headroom(args.smoke)
     inproc = _in_process(case, rounds, headroom)
     over_http = _over_http(case, rounds, args.smoke, inproc)
-    _burst(case, inproc)
-    _simulator(case)
+    _burst(case, inproc, headroom)
+    _simulator(case, headroom)
     _plan(case, args.smoke, inproc, over_http, quality)
     print(f"done in {time.monotonic() - begun:.0f} s")
     return 0

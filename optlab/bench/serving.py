@@ -168,7 +168,7 @@ def _offline(candidate, payloads, policy, goodput: float, service: dict[int, flo
               f"(queue, thread hand-off, the generator's socket) and, at the SLA, the tail's margin")
 
 
-def _mg1(smoke: bool) -> None:
+def _mg1(smoke: bool, headroom: float) -> None:
     from optlab.serving import loadgen
     from optlab.serving.policies import NoBatching
     from optlab.serving.queueing import pollaczek_khinchine_wait
@@ -195,7 +195,7 @@ def _mg1(smoke: bool) -> None:
     print(f"5. M/G/1 at {rate * service.mean():.0%} load, {len(frame)} requests: mean wait in the queue "
           f"{measured:.2f} ms vs Pollaczek-Khinchine {expected:.2f} ms (ratio {measured / expected:.3f}); "
           f"the generator was {frame.send_lag_ms.median():.3f} ms late at the median, "
-          f"{frame.send_lag_ms.quantile(0.99):.2f} ms at p99")
+          f"{frame.send_lag_ms.quantile(0.99):.2f} ms at p99{headroom_flag(rate, headroom)}")
 
 
 def main(argv: list[str]) -> int:
@@ -221,6 +221,6 @@ def main(argv: list[str]) -> int:
         rate = _cross_rate(dynamic.throughput_at_sla_per_s, headroom, args.smoke)
         _cross_check(candidate, payloads, policy, rate, args.smoke, headroom)
         _offline(candidate, payloads, policy, dynamic.throughput_at_sla_per_s, service, args.smoke)
-    _mg1(args.smoke)
+    _mg1(args.smoke, headroom)
     print(f"done in {time.monotonic() - begun:.0f} s")
     return 0

@@ -9,8 +9,9 @@ shed, no call is served, and the estimate never comes down. `ServiceEstimate` av
 - what a bucket learned beyond its fastest call so far decays with time (`half_life_s`) and with
   offered work (every `shed_half_life` requests shed without a served call halve it), so stale
   evidence of a stall fades whether the server is idle or flooded;
-- `probe_due` lets one request through when nothing has been admitted for `probe_every_ms`,
-  so the estimate is refreshed by a real call even when the model has really slowed down.
+- `probe_due` lets one request through when nothing has been admitted for `probe_every_ms`
+  (the server asks only when its queue is empty, so a probe is served at once), so the estimate
+  is refreshed by a real call even when the model has really slowed down.
 
 The estimate is read on every request, so it is plain arithmetic on a few floats; workers update
 it without a lock (a lost update under a race only delays one sample).

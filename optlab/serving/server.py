@@ -230,13 +230,14 @@ class Server:
         self._reply(request, status, now, now, 0)
 
     def _admit_by_deadline(self, request: _Request, position: int, now: int) -> bool:
-        """Whether a request at `position` in the queue can still make its deadline (or goes as a
-        probe because nothing was admitted for a while); counts what it sheds."""
+        """Whether a request at `position` in the queue can still make its deadline, or goes as a
+        probe: nothing was admitted for a while and the queue is empty, so it is served at once and
+        its call refreshes the estimate. Counts what it sheds."""
         estimate = self._estimate
         if now + self._expected_wait_ns(position, now) <= request.deadline_ns:
             estimate.admitted(now)
             return True
-        if estimate.probe_due(now):
+        if position == 1 and estimate.probe_due(now):
             request.probe = True
             return True
         estimate.shed += 1
@@ -309,14 +310,12 @@ class Server:
                 self._serve(live, start)
 
     def _still_in_time(self, batch: list[_Request], start: int) -> list[_Request]:
-        """The requests of `batch` that can still make their deadline; the rest are shed now. When all
-        would be shed and nothing was admitted for a while, the first goes on as a probe."""
+        """The requests of `batch` that can still make their deadline (and probes); the rest are
+        shed now. Shedding here also fades the estimate, so this check cannot lock the server out."""
         if all(r.deadline_ns is None for r in batch):
             return batch
         expected = start + self._estimate.ns(len(batch), start)
         keep = [r.deadline_ns is None or r.probe or expected <= r.deadline_ns for r in batch]
-        if not any(keep) and self._estimate.probe_due(start):
-            batch[0].probe = keep[0] = True
         for request, kept in zip(batch, keep, strict=True):
             if not kept:
                 self._estimate.shed += 1
