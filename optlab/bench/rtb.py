@@ -23,7 +23,7 @@ import pandas as pd
 from optlab.bench.serving import _cpu_line
 from optlab.serving.external_load import INSTALL, ExternalLoad, closed_loop_at_sla, external_load, missing_tools
 from optlab.serving.loadgen import generator_headroom
-from optlab.serving.rounds import headroom_flag, median_rounds, round_ratio
+from optlab.serving.rounds import Spread, headroom_flag, median_rounds, round_ratio
 
 DEPLOYMENTS = ("naive", "reasonable", "optimized")
 
@@ -99,10 +99,11 @@ def _http_round(case, r: int, smoke: bool) -> list[dict]:
             rows.append({**cs.goodput(case, name, "http", port=service.port), "client": "optlab", "round": r,
                          "cold_start_s": cold})
             url = f"http://{http.HOST}:{service.port}{http.ROUTES[deployment.config.payload]}"
-            best, _ = closed_loop_at_sla(url, tuple(deployment.bodies(case.data.test, 64, seed=2)),
-                                         connections=sweep, duration_s=1 if smoke else 2,
+            bodies = tuple(deployment.bodies(case.data.test, 64, seed=2))
+            best, _ = closed_loop_at_sla(url, bodies, connections=sweep, duration_s=1 if smoke else 2,
                                          content_type=deployment.payload.content_type)
             rows.append(_wrk_row(name, best, r, cold))
+            rows.append(_paced_row(rows[-2], url, bodies[0], deployment.payload.content_type, smoke))
             if name == DEPLOYMENTS[-1]:
                 rows.append({**cs.goodput(case, "constant", "http", port=service.port), "client": "optlab",
                              "round": r, "cold_start_s": float("nan")})
@@ -110,6 +111,36 @@ def _http_round(case, r: int, smoke: bool) -> list[dict]:
                                                    connections=8, duration_s=1 if smoke else 2)).summary
                 rows.append(_wrk_row("constant", {**const, "sla_met": True}, r, float("nan")))
     return rows
+
+
+def _paced_row(optlab: dict, url: str, body: bytes, content_type: str, smoke: bool) -> dict:
+    """hey paced at the rate optlab's client found at the SLA, to compare the two clients at the
+    same offered rate (hey sends one body, and its latency counts from the send)."""
+    rate = float(optlab["throughput_at_sla_per_s"])
+    row = {"deployment": optlab["deployment"], "transport": "http", "client": "hey", "round": optlab["round"],
+           "offered_per_s": rate, "optlab_p99_ms": optlab["p99_at_sla_load_ms"], "cold_start_s": float("nan"),
+           "throughput_at_sla_per_s": float("nan"), "p99_at_sla_load_ms": float("nan"), "note": "", "probes": 0}
+    if rate <= 0:
+        return {**row, "note": "optlab's client found no rate at the SLA: nothing to compare"}
+    paced = external_load(ExternalLoad(url=url, body=body, tool="hey", connections=8, duration_s=1 if smoke else 2,
+                                       rate_per_s=rate, content_type=content_type)).summary
+    return {**row, "throughput_at_sla_per_s": paced["achieved_per_s"], "p99_at_sla_load_ms": paced["p99_ms"],
+            "note": "closed loop, paced per connection"}
+
+
+def _same_rate(runs: pd.DataFrame) -> None:
+    """optlab's client vs hey at the same offered rate: achieved rate and p99, per deployment."""
+    paced = runs[(runs.client == "hey") & runs.throughput_at_sla_per_s.notna()]
+    if paced.empty:
+        print("   hey at optlab's rate: not available (optlab's client found no rate at the SLA)")
+        return
+    print("   hey paced at optlab's rate at the SLA (one body repeated; latency from the send), median of rounds:")
+    for name, group in paced.groupby("deployment", sort=False):
+        achieved = Spread.of(group.throughput_at_sla_per_s / group.offered_per_s)
+        p99 = Spread.of(group.optlab_p99_ms / group.p99_at_sla_load_ms)
+        verdict = _ok(0.8 <= achieved.median <= 1.2) if achieved.available else "not available"
+        print(f"     {name:<10} at {group.offered_per_s.median():.0f}/s: hey achieved / offered {achieved.text()} "
+              f"[within 20%: {verdict}]; optlab p99 / hey p99 {p99.text()}")
 
 
 def _wrk_row(name: str, summary: dict, r: int, cold: float) -> dict:
@@ -141,6 +172,7 @@ def _over_http(case, rounds: int, smoke: bool, inproc: pd.DataFrame) -> pd.DataF
             print(f"     {name:<10} {_figure(row)}{keeps}, cold start {row.cold_start_s:.1f} s{flag}")
         pairs = (("optimized", "naive", 4), ("optimized", "reasonable", None), ("optimized", "constant", None))
         print("     " + _ratio_line(runs[runs.client == client], pairs))
+    _same_rate(runs)
     return tables["optlab"].reset_index()
 
 
