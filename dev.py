@@ -45,25 +45,41 @@ def _run(cmd: list[str], **kwargs) -> None:
 CHROMIUM = Path(os.environ.get("OPTLAB_CHROMIUM", "/usr/bin/chromium"))
 
 
-def ensure_browser() -> bool:
-    """Debian's `chromium` for the browser test (Playwright drives it; a browser download at test
-    time fails offline): installed with apt as root when missing, else say how. True if present."""
-    if CHROMIUM.exists():
+def ensure_apt(packages: list[str], present: list[Path], what: str, how: str) -> bool:
+    """Debian packages installed with apt as root when any of `present` is missing, else say how
+    (`how`, one line). True when all of `present` exist afterwards."""
+    if all(path.exists() for path in present):
         return True
-    how = ("sudo apt-get update && sudo apt-get install -y chromium (Debian/Ubuntu), or install Chromium "
-           "and set OPTLAB_CHROMIUM=/path/to/chromium")
     apt = shutil.which("apt-get")
     if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
-        print(f"optlab: the browser test needs Chromium at {CHROMIUM}; install it: {how}", flush=True)
+        print(f"optlab: {what} needs {', '.join(packages)}; install: {how}", flush=True)
         return False
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         _run([apt, "update", "-q"], env=env)
-        _run([apt, "install", "-y", "-q", "--no-install-recommends", "chromium"], env=env)
+        _run([apt, "install", "-y", "-q", "--no-install-recommends", *packages], env=env)
     except (OSError, subprocess.CalledProcessError) as error:
-        print(f"optlab: installing chromium with apt failed ({error}); install it: {how}", flush=True)
+        print(f"optlab: installing {', '.join(packages)} with apt failed ({error}); install: {how}", flush=True)
         return False
-    return CHROMIUM.exists()
+    return all(path.exists() for path in present)
+
+
+def ensure_browser() -> bool:
+    """Debian's `chromium` for the browser test (Playwright drives it; a browser download at test
+    time fails offline): installed with apt as root when missing, else say how. True if present."""
+    how = ("sudo apt-get update && sudo apt-get install -y chromium (Debian/Ubuntu), or install Chromium "
+           "and set OPTLAB_CHROMIUM=/path/to/chromium")
+    return ensure_apt(["chromium"], [CHROMIUM], "the browser test", how)
+
+
+LOAD_TOOLS = {"wrk": Path("/usr/bin/wrk"), "hey": Path("/usr/bin/hey")}
+
+
+def ensure_load_tools() -> bool:
+    """Debian's compiled HTTP load generators `wrk` and `hey` (optlab.serving.external_load drives
+    them: optlab's own Python client tops out well below what a service answers), with apt as root."""
+    how = "sudo apt-get update && sudo apt-get install -y wrk hey (Debian/Ubuntu)"
+    return ensure_apt(list(LOAD_TOOLS), list(LOAD_TOOLS.values()), "the external HTTP load client", how)
 
 
 def pip_source(offline: Path | None) -> list[str]:
@@ -119,6 +135,11 @@ def setup(browser: bool = False, offline: Path | None = None) -> Path:
                  f"{offline}` on a machine with internet access")
     if browser:
         ensure_browser()
+    if offline is None:  # apt needs the network; offline, say how instead
+        ensure_load_tools()
+    elif not all(path.exists() for path in LOAD_TOOLS.values()):
+        print("optlab: offline setup skips apt; for the external HTTP load client run: "
+              "sudo apt-get install -y wrk hey", flush=True)
     python = _venv_python()
     wanted = _fingerprint()
     if python.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:

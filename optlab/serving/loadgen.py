@@ -257,7 +257,7 @@ def _result(server, load, state: _State, reason: str, notes: list[str], headroom
         "threads_per_worker": server.threads_per_worker, "offered_per_s": float(offered),
         "achieved_per_s": achieved, "requests": int(len(frame)), "ok": counts["ok"], "shed": shed,
         "shed_queue_full": counts["shed_queue_full"], "shed_deadline": counts["shed_deadline"],
-        "errors": counts["error"], "timeouts": counts["timeout"],
+        "errors": counts["error"], "timeouts": counts["timeout"], "probes": _probes(server),
         "failed_rate": float((len(frame) - counts["ok"]) / max(len(frame), 1)),
         **_latency_columns(stats),
         "wait_mean_ms": _mean(frame["wait_ms"]), "service_mean_ms": _mean(frame["service_ms"]),
@@ -269,6 +269,13 @@ def _result(server, load, state: _State, reason: str, notes: list[str], headroom
     if counts["error"]:
         notes.append(f"{counts['error']} requests failed inside the model; see requests[requests.status == 'error']")
     return LoadResult(summary, frame, _series(frame, series_bin_s), notes + list(server.notes))
+
+
+def _probes(server) -> int | None:
+    """Requests the server's admission control let through as probes while shedding (None for a
+    target without admission control, such as an HTTP client)."""
+    stats = getattr(server, "stats", None)
+    return int(stats()["probes"]) if callable(stats) else None
 
 
 def _mean(values: pd.Series) -> float:

@@ -195,13 +195,26 @@ def parse_policy(text: str) -> Policy:
 class Admission:
     """Admission control: at most `queue_limit` requests wait; with `deadline_ms`, a request that can
     no longer finish within `deadline_ms` of its scheduled time is answered "shed" at once (on arrival,
-    from the queue length and the measured service time, and again when a worker picks it up)."""
+    from the queue length and the measured service time, and again when a worker picks it up).
+
+    The service time is estimated per batch size (`optlab.serving.admission.ServiceEstimate`); what a
+    slow call taught it fades with time (`estimate_half_life_s`) and with shed requests (every
+    `shed_half_life` of them halve it), and when nothing has been admitted for `probe_every_ms` one
+    request goes through as a probe, so a stall never leaves the server shedding everything."""
 
     queue_limit: int = 10_000
     deadline_ms: float | None = None
+    estimate_half_life_s: float = 0.1
+    shed_half_life: int = 32
+    probe_every_ms: float = 50.0
 
     def __post_init__(self):
         if int(self.queue_limit) != self.queue_limit or self.queue_limit < 1:
             raise ValueError(f"queue_limit must be an integer >= 1, got {self.queue_limit!r}")
         if self.deadline_ms is not None and not self.deadline_ms > 0:
             raise ValueError(f"deadline_ms must be > 0 (or None for no deadline), got {self.deadline_ms!r}")
+        if not (self.estimate_half_life_s > 0 and self.probe_every_ms > 0):
+            raise ValueError(f"estimate_half_life_s and probe_every_ms must be > 0, got "
+                             f"{self.estimate_half_life_s!r} and {self.probe_every_ms!r}")
+        if int(self.shed_half_life) != self.shed_half_life or self.shed_half_life < 1:
+            raise ValueError(f"shed_half_life must be an integer >= 1 (requests), got {self.shed_half_life!r}")

@@ -5,7 +5,10 @@ LoadGen SUT (its `issue_query` hands each sample to the server's queue and retur
 answer calls `QuerySamplesComplete`) and the request payloads in a QSL, runs the scenario in
 performance mode, and parses LoadGen's summary into one row with the same column names as
 `loadgen.run` (p50_ms, p99_ms, achieved_per_s, ...) plus LoadGen's verdict (VALID/INVALID) and its
-early-stopping estimate. LoadGen writes its log files into `outdir` (a temporary folder by default).
+early-stopping estimate. A p99 of an INVALID run is no referee figure: `agreement` says so beside a
+ratio, and `loadgen_headroom` measures how fast LoadGen itself can issue (a no-op SUT), so a
+cross-check runs where neither generator's own delay is in the figures. LoadGen writes its log
+files into `outdir` (a temporary folder by default).
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
+from optlab.serving.loadgen import noop_server
 from optlab.serving.server import ERROR, Reply, Server
 
 SCENARIOS = ("SingleStream", "Server", "Offline")
@@ -137,3 +142,44 @@ def _row(summary: dict[str, str], scenario: str, target_qps, errors: int, server
         "early_stopping_p99_ms": float(early) / 1e6 if early and re.fullmatch(r"[\d.]+", early) else float("nan"),
         "errors": errors, "summary": summary,
     }
+
+
+AGREE = (0.85, 1.15)
+
+
+def agreement(ratio: float, valid_rounds: int, rounds: int) -> str:
+    """One sentence on whether optlab's p99 and LoadGen's agree (median optlab / LoadGen p99 over
+    LoadGen's VALID rounds, `ratio`), and the likely reason when they do not."""
+    low, high = AGREE
+    if valid_rounds == 0 or ratio != ratio:
+        return (f"no agreement can be claimed: LoadGen judged none of {rounds} round(s) VALID, so its p99 is no "
+                "referee figure here (it missed its own latency bound or query count; lower the rate or run longer)")
+    counted = f"median optlab/LoadGen p99 {ratio:.3f} over {valid_rounds} VALID of {rounds} round(s)"
+    if low <= ratio <= high:
+        return f"optlab and LoadGen agree: {counted}, within {low:g}-{high:g}"
+    if ratio > high:
+        return (f"they do not agree: {counted}, optlab higher. optlab counts from each request's scheduled time, "
+                "so its generator's lateness and the socket hand-off to the server are in its p99 (see "
+                "send_lag_p99_ms and transport_ms in its rows); LoadGen issues in process and counts from its issue")
+    return (f"they do not agree: {counted}, LoadGen higher. LoadGen's figure carries a call into Python per "
+            "issue and per answer (QuerySamplesComplete) that optlab's in-process path does not; at high rates "
+            "that queueing dominates the tail")
+
+
+def loadgen_headroom(*, sla_ms: float = 10.0, start_per_s: float = 500.0, max_per_s: float = 128_000,
+                     probe_s: float = 1.0, min_queries: int = 662, failures_to_stop: int = 2,
+                     seed: int = 0) -> tuple[float, pd.DataFrame]:
+    """LoadGen's own headroom: the highest Server-scenario rate at which a no-op SUT's p99 stays
+    <= 10% of `sla_ms` and LoadGen calls the run VALID (rates doubling from `start_per_s`, going on
+    past a failure until `failures_to_stop` fail in a row, as `loadgen.generator_headroom` does)."""
+    payloads = [{"x": np.zeros((1, 1), np.float32)}]
+    rows, best, failed, rate = [], 0.0, 0, start_per_s
+    while rate <= max_per_s and failed < failures_to_stop:
+        queries = int(max(min_queries, rate * probe_s))
+        row = loadgen_run(noop_server(), payloads, "Server", target_qps=rate, target_latency_ms=sla_ms,
+                          min_query_count=queries, min_duration_s=probe_s, coalesce=True, seed=seed)
+        passed = bool(row["valid"] and row["p99_ms"] <= 0.1 * sla_ms)
+        rows.append({k: v for k, v in row.items() if k != "summary"} | {"passed": passed})
+        best, failed = (rate, 0) if passed else (best, failed + 1)
+        rate *= 2
+    return best, pd.DataFrame(rows)

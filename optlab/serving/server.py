@@ -23,12 +23,12 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from optlab.instruments.latency import torch_threads
+from optlab.serving.admission import ServiceEstimate
 from optlab.serving.bucketing import BucketQueue, FifoQueue, fit_width, refuse_fixed_length, request_length
 from optlab.serving.policies import Admission, BucketedBatching, DynamicBatching, Policy
 
 OK, SHED_QUEUE_FULL, SHED_DEADLINE, ERROR, TIMEOUT = range(5)
 STATUS = ("ok", "shed_queue_full", "shed_deadline", "error", "timeout")
-_EWMA = 0.2
 
 
 class Reply(NamedTuple):
@@ -101,13 +101,14 @@ class _Request:
     """A queued request (a slotted class: made once per request on the hot path)."""
 
     __slots__ = ("request_id", "payload", "scheduled_ns", "enqueued_ns", "deadline_ns", "on_done", "key",
-                 "length", "bucket")
+                 "length", "bucket", "probe")
 
     def __init__(self, request_id: int, payload: dict[str, np.ndarray], scheduled_ns: int, enqueued_ns: int,
                  deadline_ns: int | None, on_done: Callable[[Reply], None], key: Any = None):
         self.request_id, self.payload, self.scheduled_ns = request_id, payload, scheduled_ns
         self.enqueued_ns, self.deadline_ns, self.on_done, self.key = enqueued_ns, deadline_ns, on_done, key
         self.length = self.bucket = 0
+        self.probe = False
 
 
 @dataclass
@@ -148,7 +149,9 @@ class Server:
         self._running = False
         self._counts = [0] * len(STATUS)
         self._count_lock = threading.Lock()
-        self._service_ns = 0.0  # EWMA of one model call
+        admission = self.admission
+        self._estimate = ServiceEstimate(admission.estimate_half_life_s, admission.shed_half_life,
+                                         admission.probe_every_ms)
         self._batch_sizes: collections.Counter[int] = collections.Counter()
         self._stack = contextlib.ExitStack()
 
@@ -218,7 +221,7 @@ class Server:
                 status = TIMEOUT
             elif queued >= self.admission.queue_limit:
                 status = SHED_QUEUE_FULL
-            elif deadline_ns is not None and now + self._expected_wait_ns(queued + 1) > deadline_ns:
+            elif deadline_ns is not None and not self._admit_by_deadline(request, queued + 1, now):
                 status = SHED_DEADLINE
             else:
                 self._queue.append(request)
@@ -226,11 +229,36 @@ class Server:
                 return
         self._reply(request, status, now, now, 0)
 
-    def _expected_wait_ns(self, position: int) -> float:
-        """Time until a request at `position` in the queue is answered, from the measured call time
-        (optimistic: calls under way are not counted, so only surely-late requests are shed)."""
-        per_round = self.policy.max_batch * self.workers
-        return -(-position // per_round) * self._service_ns
+    def _admit_by_deadline(self, request: _Request, position: int, now: int) -> bool:
+        """Whether a request at `position` in the queue can still make its deadline, or goes as a
+        probe: nothing was admitted for a while and the queue is empty, so it is served at once and
+        its call refreshes the estimate. Counts what it sheds."""
+        estimate = self._estimate
+        if now + self._expected_wait_ns(position, now) <= request.deadline_ns:
+            estimate.admitted(now)
+            return True
+        if position == 1 and estimate.probe_due(now):
+            request.probe = True
+            return True
+        estimate.shed += 1
+        return False
+
+    def _expected_wait_ns(self, position: int, now: int) -> float:
+        """Time until a request at `position` in the queue is answered, from the measured call time of
+        the batch it will likely join (optimistic: calls under way are not counted, so only
+        surely-late requests are shed)."""
+        max_batch = self.policy.max_batch
+        per_round = max_batch * self.workers
+        batch = min(max_batch, -(-position // self.workers))
+        return -(-position // per_round) * self._estimate.ns(batch, now)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by status plus the admission controller's state: probes let through, requests shed
+        by deadline, and the current service-time estimate (ms) by batch size."""
+        estimate, counts = self._estimate, self.counts()
+        return {**counts, "shed": counts["shed_queue_full"] + counts["shed_deadline"],
+                "probes": estimate.probes, "queue_length": self.queue_length(),
+                "service_estimate_ms": estimate.by_batch_size(time.monotonic_ns())}
 
     def counts(self) -> dict[str, int]:
         with self._count_lock:
@@ -277,14 +305,22 @@ class Server:
             if batch is None:
                 return
             start = time.monotonic_ns()
-            live = []
-            for request in batch:  # a request that can no longer make its deadline is shed now
-                if request.deadline_ns is not None and start + self._service_ns > request.deadline_ns:
-                    self._reply(request, SHED_DEADLINE, start, start, 0)
-                else:
-                    live.append(request)
+            live = self._still_in_time(batch, start)
             if live:
                 self._serve(live, start)
+
+    def _still_in_time(self, batch: list[_Request], start: int) -> list[_Request]:
+        """The requests of `batch` that can still make their deadline (and probes); the rest are
+        shed now. Shedding here also fades the estimate, so this check cannot lock the server out."""
+        if all(r.deadline_ns is None for r in batch):
+            return batch
+        expected = start + self._estimate.ns(len(batch), start)
+        keep = [r.deadline_ns is None or r.probe or expected <= r.deadline_ns for r in batch]
+        for request, kept in zip(batch, keep, strict=True):
+            if not kept:
+                self._estimate.shed += 1
+                self._reply(request, SHED_DEADLINE, start, start, 0)
+        return [request for request, kept in zip(batch, keep, strict=True) if kept]
 
     def _serve(self, batch: list[_Request], start: int) -> None:
         try:
@@ -306,8 +342,7 @@ class Server:
                 self._reply(request, ERROR, start, done, len(batch), error=message)
             return
         done = time.monotonic_ns()
-        self._service_ns = (done - start) if not self._service_ns else (
-            (1 - _EWMA) * self._service_ns + _EWMA * (done - start))
+        self._estimate.observe(len(batch), done - start, done)
         with self._count_lock:
             self._batch_sizes[len(batch)] += 1
         for request, output in zip(batch, outputs, strict=True):

@@ -54,3 +54,23 @@ def test_coalesced_server_queries_are_all_answered(tmp_path):
     row = loadgen_run(Server(score, DynamicBatching(16, 1.0)), PAYLOADS, "Server", target_qps=2000, coalesce=True,
                       target_latency_ms=250.0, min_query_count=1000, min_duration_s=0.5, outdir=tmp_path)
     assert row["errors"] == 0 and 1500 <= row["achieved_per_s"] <= 2500
+
+
+def test_agreement_says_whether_and_why_not():
+    from optlab.serving.referee import agreement
+
+    assert agreement(1.02, 3, 5).startswith("optlab and LoadGen agree")
+    assert "optlab higher" in agreement(12.6, 5, 5) and "scheduled time" in agreement(12.6, 5, 5)
+    assert "LoadGen higher" in agreement(0.39, 2, 5)
+    assert "none of 5 round(s) VALID" in agreement(float("nan"), 0, 5)
+
+
+def test_loadgen_headroom_with_a_no_op_sut_is_a_rate_it_passed():
+    from optlab.serving.referee import loadgen_headroom
+
+    # a 250 ms "SLA" only has to survive a busy shared machine's stalls: this checks the search, not speed
+    best, curve = loadgen_headroom(sla_ms=250.0, start_per_s=200.0, max_per_s=400.0, probe_s=0.3, min_queries=100)
+    assert list(curve["offered_per_s"]) == [200.0, 400.0]
+    assert best in (0.0, 200.0, 400.0)
+    assert best == (curve.loc[curve["passed"], "offered_per_s"].max() if curve["passed"].any() else 0.0)
+    assert set(curve["result"]) <= {"VALID", "INVALID"}
