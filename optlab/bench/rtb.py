@@ -1,4 +1,5 @@
-"""`python -m optlab.bench rtb [--smoke]`: the real-time-bidding case study's targets, side by side in one run.
+"""`python -m optlab.bench rtb [--smoke] [--json PATH]`: the real-time-bidding case study's targets, side by
+side in one run.
 
 1. Candidates and quality (AUC drop <= 0.005, log-loss +<= 1%) and the deployments' per-request profile.
 2. Throughput at p99 <= 10 ms in process: optimized / naive >= 10x, optimized / reasonable >= 4x, after
@@ -12,42 +13,58 @@ a round and reported as the median of the per-round ratios with their range, nev
 5. Simulator vs a measured run at one operating point: p99 within 20%.
 6. Capacity plan for a campaign day and cost per million bids / per month at a stated price per hour.
 The machine is shared and drifts: compare within this run, and read the CPU line.
+
+Each step measures and returns data (frames, dicts); `show_*` functions render them through the
+one renderer (optlab.bench.render) and `*_targets` functions build the targets table.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import pandas as pd
 
+from optlab.bench.render import Renderer, target
 from optlab.bench.serving import _cpu_line
+from optlab.cases.rtb import casestudy as cs
+from optlab.cases.rtb import service as http
+from optlab.serving.capacity import per_minute
 from optlab.serving.external_load import INSTALL, ExternalLoad, closed_loop_at_sla, external_load, missing_tools
 from optlab.serving.loadgen import generator_headroom
 from optlab.serving.rounds import Spread, headroom_flag, median_rounds, round_ratio
 
 DEPLOYMENTS = ("naive", "reasonable", "optimized")
+COMMAND = "python -m optlab.bench rtb"
+QUALITY_COLUMNS = ["deployment", "model", "auc", "auc_drop", "auc_drop_ci_low", "auc_drop_ci_high", "logloss_rise",
+                   "ece", "mean_pctr", "observed_ctr", "worst_slice", "within_gate"]
 
 
 def _ok(flag: bool) -> str:
     return "ok" if flag else "MISSED"
 
 
-def _quality(case, smoke: bool):
-    from optlab.cases.rtb import casestudy as cs
-
-    print("1. model call time (us); ONNX Runtime candidates on one thread, the baseline on torch's default threads:")
-    print(case.timings.round(1).to_string(index=False))
-    quality = cs.quality_table(case)
-    print(f"   chosen for 'optimized': {case.chosen}")
-    print(quality[["deployment", "model", "auc", "auc_drop", "auc_drop_ci_low", "auc_drop_ci_high", "logloss_rise",
-                   "ece", "mean_pctr", "observed_ctr", "worst_slice", "within_gate"]].round(4).to_string(index=False))
+def quality_targets(quality: pd.DataFrame) -> list[dict]:
+    """The optimized deployment's quality gate: AUC drop <= 0.005 and log-loss rise <= 1%."""
     q = quality.set_index("deployment").loc["optimized"]
-    print(f"   quality: AUC drop {q['auc_drop']:+.4f} [target <= 0.005: {_ok(q['auc_drop'] <= 0.005)}], log-loss "
-          f"{q['logloss_rise']:+.2%} [target <= +1%: {_ok(q['logloss_rise'] <= 0.01)}]")
-    prof = cs.profiles(case, n=100 if smoke else 300)
-    print("   per-request profile (one at a time, ms):")
-    print(prof.pivot(index="deployment", columns="stage", values="mean_ms").round(4).to_string())
-    return quality
+    auc_ok, loss_ok = bool(q["auc_drop"] <= 0.005), bool(q["logloss_rise"] <= 0.01)
+    return [target("optimized: AUC drop <= 0.005 and log-loss rise <= 1%", float(q["auc_drop"]), auc_ok and loss_ok,
+                   COMMAND, f"quality: AUC drop {q['auc_drop']:+.4f} [target <= 0.005: {_ok(auc_ok)}], log-loss "
+                   f"{q['logloss_rise']:+.2%} [target <= +1%: {_ok(loss_ok)}]")]
+
+
+def show_quality(out: Renderer, timings: pd.DataFrame, chosen: str, quality: pd.DataFrame,
+                 profile: pd.DataFrame) -> None:
+    out.say("1. model call time (us); ONNX Runtime candidates on one thread, the baseline on torch's default threads:")
+    out.frame("model_call_us", timings.round(1))
+    out.say(f"   chosen for 'optimized': {chosen}")
+    out.frame("quality", quality[QUALITY_COLUMNS].round(4))
+    out.targets(quality_targets(quality), indent="   ")
+    out.say("   per-request profile (one at a time, ms):")
+    out.keep("profile", profile)
+    pivot = profile.pivot(index="deployment", columns="stage", values="mean_ms").round(4).reset_index()
+    pivot.columns.name = None
+    out.frame("profile_ms", pivot)
 
 
 def _figure(row) -> str:
@@ -57,29 +74,37 @@ def _figure(row) -> str:
             "the median round")
 
 
-def _ratio_line(runs: pd.DataFrame, pairs, target: float | None = None) -> str:
-    parts = []
+def ratio_targets(runs: pd.DataFrame, pairs, what: str) -> list[dict]:
+    """One targets row per (top, bottom, aim) ratio of throughput at the SLA; an aim of None is shown, not judged."""
+    rows = []
     for top, bottom, aim in pairs:
         spread = round_ratio(runs, top, bottom)
+        met = None if aim is None or not spread.available else bool(spread.median >= aim)
         verdict = "" if aim is None else (f" [target >= {aim:g}x: "
-                                          f"{_ok(spread.median >= aim) if spread.available else 'not available'}]")
-        parts.append(f"{top} / {bottom} = {spread.text()}{verdict}")
-    return "; ".join(parts)
+                                          f"{_ok(met) if spread.available else 'not available'}]")
+        rows.append(target(f"{top} / {bottom}, throughput at the SLA, {what}",
+                           spread.median if spread.available else None, met, COMMAND,
+                           f"{top} / {bottom} = {spread.text()}{verdict}"))
+    return rows
 
 
-def _in_process(case, rounds: int, headroom: float) -> pd.DataFrame:
-    """Throughput at the SLA in process, interleaved rounds; the median round per deployment."""
-    from optlab.cases.rtb import casestudy as cs
+def in_process_runs(case, rounds: int) -> pd.DataFrame:
+    """Throughput at the SLA in process, every deployment once per round, rounds interleaved."""
+    return pd.DataFrame([{**cs.goodput(case, name), "round": r} for r in range(rounds) for name in DEPLOYMENTS])
 
-    runs = pd.DataFrame([{**cs.goodput(case, name), "round": r} for r in range(rounds)
-                         for name in DEPLOYMENTS])
+
+def show_in_process(out: Renderer, runs: pd.DataFrame, headroom: float) -> pd.DataFrame:
+    """The median round per deployment and the in-process ratio targets; returns the median table."""
     table = median_rounds(runs)
-    print(f"2. throughput at p99 <= 10 ms in process (decode + preprocess + server + batching, no sockets), median "
-          f"of {rounds} interleaved round(s) (range; every round):")
+    out.keep("in_process_rounds", runs)
+    out.keep("in_process", table)
+    out.say(f"2. throughput at p99 <= 10 ms in process (decode + preprocess + server + batching, no sockets), median "
+            f"of {runs['round'].nunique()} interleaved round(s) (range; every round):")
     for row in table.itertuples():
-        print(f"   {row.deployment:<10} {_figure(row)}{headroom_flag(row.throughput_at_sla_per_s_high, headroom)}"
-              f"{'  ' + row.note if row.note else ''}")
-    print("   " + _ratio_line(runs, (("optimized", "naive", 10), ("optimized", "reasonable", 4))))
+        out.say(f"   {row.deployment:<10} {_figure(row)}{headroom_flag(row.throughput_at_sla_per_s_high, headroom)}"
+                f"{'  ' + row.note if row.note else ''}")
+    out.targets(ratio_targets(runs, (("optimized", "naive", 10), ("optimized", "reasonable", 4)), "in process"),
+                indent="   ")
     return table
 
 
@@ -87,9 +112,6 @@ def _http_round(case, r: int, smoke: bool) -> list[dict]:
     """One round over HTTP: each deployment in its own service process, measured with optlab's
     client (open loop, at the SLA) and with wrk (closed loop, at p99 <= SLA from the send); the
     constant endpoint of the last service gives both clients' headroom."""
-    from optlab.cases.rtb import casestudy as cs
-    from optlab.cases.rtb import service as http
-
     rows, sweep = [], (2, 8) if smoke else (1, 2, 4, 8, 16, 32)
     for name in DEPLOYMENTS:
         deployment = case.deployments[name]
@@ -128,21 +150,6 @@ def _paced_row(optlab: dict, url: str, body: bytes, content_type: str, smoke: bo
             "note": "closed loop, paced per connection"}
 
 
-def _same_rate(runs: pd.DataFrame) -> None:
-    """optlab's client vs hey at the same offered rate: achieved rate and p99, per deployment."""
-    paced = runs[(runs.client == "hey") & runs.throughput_at_sla_per_s.notna()]
-    if paced.empty:
-        print("   hey at optlab's rate: not available (optlab's client found no rate at the SLA)")
-        return
-    print("   hey paced at optlab's rate at the SLA (one body repeated; latency from the send), median of rounds:")
-    for name, group in paced.groupby("deployment", sort=False):
-        achieved = Spread.of(group.throughput_at_sla_per_s / group.offered_per_s)
-        p99 = Spread.of(group.optlab_p99_ms / group.p99_at_sla_load_ms)
-        verdict = _ok(0.8 <= achieved.median <= 1.2) if achieved.available else "not available"
-        print(f"     {name:<10} at {group.offered_per_s.median():.0f}/s: hey achieved / offered {achieved.text()} "
-              f"[within 20%: {verdict}]; optlab p99 / hey p99 {p99.text()}")
-
-
 def _wrk_row(name: str, summary: dict, r: int, cold: float) -> dict:
     return {"deployment": name, "transport": "http", "client": "wrk", "round": r, "cold_start_s": cold,
             "throughput_at_sla_per_s": float(summary["achieved_per_s"]), "p99_at_sla_load_ms": summary["p99_ms"],
@@ -150,119 +157,194 @@ def _wrk_row(name: str, summary: dict, r: int, cold: float) -> dict:
             "probes": 0}
 
 
-def _over_http(case, rounds: int, smoke: bool, inproc: pd.DataFrame) -> pd.DataFrame:
-    """HTTP figures with both clients, each client's headroom printed first; the optlab client's
-    median rows are returned for the cost table."""
-    runs = pd.DataFrame([row for r in range(rounds) for row in _http_round(case, r, smoke)])
-    print(f"3. over HTTP (each deployment in its own service process), median of {rounds} interleaved round(s):")
+def http_runs(case, rounds: int, smoke: bool) -> pd.DataFrame:
+    """Every round's HTTP rows (optlab's client, wrk, hey paced, the constant endpoint)."""
+    return pd.DataFrame([row for r in range(rounds) for row in _http_round(case, r, smoke)])
+
+
+def same_rate(runs: pd.DataFrame) -> pd.DataFrame:
+    """optlab's client vs hey at the same offered rate, per deployment: hey's achieved / offered and
+    optlab's p99 / hey's p99 over the rounds (empty when optlab's client found no rate)."""
+    paced = runs[(runs.client == "hey") & runs.throughput_at_sla_per_s.notna()]
+    rows = []
+    for name, group in paced.groupby("deployment", sort=False):
+        achieved = Spread.of(group.throughput_at_sla_per_s / group.offered_per_s)
+        p99 = Spread.of(group.optlab_p99_ms / group.p99_at_sla_load_ms)
+        rows.append({"deployment": name, "offered_per_s": float(group.offered_per_s.median()),
+                     "achieved_over_offered": achieved.median, "achieved_text": achieved.text(),
+                     "within_20pct": (0.8 <= achieved.median <= 1.2) if achieved.available else None,
+                     "optlab_p99_over_hey_p99": p99.median, "p99_text": p99.text()})
+    return pd.DataFrame(rows)
+
+
+def show_same_rate(out: Renderer, compared: pd.DataFrame) -> None:
+    out.keep("same_rate", compared)
+    if compared.empty:
+        out.say("   hey at optlab's rate: not available (optlab's client found no rate at the SLA)")
+        return
+    out.say("   hey paced at optlab's rate at the SLA (one body repeated; latency from the send), median of rounds:")
+    for row in compared.itertuples():
+        verdict = "not available" if row.within_20pct is None else _ok(row.within_20pct)
+        out.say(f"     {row.deployment:<10} at {row.offered_per_s:.0f}/s: hey achieved / offered {row.achieved_text} "
+                f"[within 20%: {verdict}]; optlab p99 / hey p99 {row.p99_text}")
+
+
+def show_http_client(out: Renderer, client: str, runs: pd.DataFrame, table: pd.DataFrame, headroom: float,
+                     inproc: pd.DataFrame) -> None:
+    """One client's figures per deployment (share of in process, cold start) and its ratios."""
+    how = ("optlab's client, open loop, latency from the schedule" if client == "optlab" else
+           "wrk, closed loop: latency from the send, best connection count with p99 <= 10 ms")
+    out.say(f"   {how}:")
+    inp = inproc.set_index("deployment")["throughput_at_sla_per_s"]
+    for name, row in table.drop(index="constant").iterrows():
+        keeps = f", keeps {row.throughput_at_sla_per_s / inp[name]:.0%} of in process" if inp.get(name) else ""
+        flag = headroom_flag(row.throughput_at_sla_per_s_high, headroom, client)
+        cold = "n/a" if math.isnan(row.cold_start_s) else f"{row.cold_start_s:.1f}"
+        out.say(f"     {name:<10} {_figure(row)}{keeps}, cold start {cold} s{flag}")
+    pairs = (("optimized", "naive", 4), ("optimized", "reasonable", None), ("optimized", "constant", None))
+    out.targets(ratio_targets(runs[runs.client == client], pairs, f"over HTTP, {client}"), indent="     ")
+
+
+def show_over_http(out: Renderer, runs: pd.DataFrame, inproc: pd.DataFrame) -> pd.DataFrame:
+    """HTTP figures with both clients, each client's headroom first; returns optlab's client's
+    median rows (the cost table's input)."""
+    out.keep("http_rounds", runs)
+    out.say(f"3. over HTTP (each deployment in its own service process), median of {runs['round'].nunique()} "
+            "interleaved round(s):")
     tables = {client: median_rounds(runs[runs.client == client]).set_index("deployment")
               for client in ("optlab", "wrk")}
     headroom = {client: float(t.loc["constant", "throughput_at_sla_per_s"]) for client, t in tables.items()}
-    print(f"   client headroom (constant endpoint, same service stack): optlab's client (open loop, 8 connections, "
-          f"p99 <= 10 ms) {headroom['optlab']:.0f}/s; wrk (closed loop, 8 connections, flat out) "
-          f"{headroom['wrk']:.0f}/s")
-    inp = inproc.set_index("deployment")["throughput_at_sla_per_s"]
+    out.say(f"   client headroom (constant endpoint, same service stack): optlab's client (open loop, 8 connections, "
+            f"p99 <= 10 ms) {headroom['optlab']:.0f}/s; wrk (closed loop, 8 connections, flat out) "
+            f"{headroom['wrk']:.0f}/s")
     for client, table in tables.items():
-        how = ("optlab's client, open loop, latency from the schedule" if client == "optlab" else
-               "wrk, closed loop: latency from the send, best connection count with p99 <= 10 ms")
-        print(f"   {how}:")
-        for name, row in table.drop(index="constant").iterrows():
-            keeps = f", keeps {row.throughput_at_sla_per_s / inp[name]:.0%} of in process" if inp.get(name) else ""
-            flag = headroom_flag(row.throughput_at_sla_per_s_high, headroom[client], client)
-            print(f"     {name:<10} {_figure(row)}{keeps}, cold start {row.cold_start_s:.1f} s{flag}")
-        pairs = (("optimized", "naive", 4), ("optimized", "reasonable", None), ("optimized", "constant", None))
-        print("     " + _ratio_line(runs[runs.client == client], pairs))
-    _same_rate(runs)
+        out.keep(f"http_{client}", table.reset_index())
+        show_http_client(out, client, runs, table, headroom[client], inproc)
+    show_same_rate(out, same_rate(runs))
     return tables["optlab"].reset_index()
 
 
-def _burst(case, inproc: pd.DataFrame, headroom: float) -> None:
-    from optlab.cases.rtb import casestudy as cs
+def burst_targets(s: dict, series: pd.DataFrame, steady: float, headroom: float) -> list[dict]:
+    """The 3x burst: p99 <= 10 ms, or the excess shed explicitly and counted."""
+    met = bool(s["p99_ms"] <= 10 or s["shed"] > 0)
+    return [target("burst 3x, optimized: p99 <= 10 ms or shed, counted", s["p99_ms"], met, COMMAND,
+                   f"4. burst {steady:.0f}/s -> {3 * steady:.0f}/s -> {steady:.0f}/s (optimized, in process): "
+                   f"{s['requests']} requests, ok {s['ok']}, shed {s['shed']} (queue {s['shed_queue_full']}, deadline "
+                   f"{s['shed_deadline']}, probes let through {s['probes']}), timeouts {s['timeouts']}, overall p99 "
+                   f"{s['p99_ms']:.2f} ms, worst bin p99 {series['p99_ms'].max():.2f} ms "
+                   f"[p99 <= 10 ms or shed, counted: {_ok(met)}]{headroom_flag(3 * steady, headroom)}")]
 
-    steady = cs.steady_rate(inproc)
-    result = cs.burst(case, steady)
-    s, series = result.summary, result.series
-    print(f"4. burst {steady:.0f}/s -> {3 * steady:.0f}/s -> {steady:.0f}/s (optimized, in process): "
-          f"{s['requests']} requests, ok {s['ok']}, shed {s['shed']} (queue {s['shed_queue_full']}, deadline "
-          f"{s['shed_deadline']}, probes let through {s['probes']}), timeouts {s['timeouts']}, overall p99 "
-          f"{s['p99_ms']:.2f} ms, worst bin p99 {series['p99_ms'].max():.2f} ms "
-          f"[p99 <= 10 ms or shed, counted: {_ok(s['p99_ms'] <= 10 or s['shed'] > 0)}]"
-          f"{headroom_flag(3 * steady, headroom)}")
+
+def show_burst(out: Renderer, summary: dict, series: pd.DataFrame, steady: float, headroom: float) -> None:
+    out.keep("burst", pd.DataFrame([summary]))
+    out.keep("burst_series", series)
+    out.targets(burst_targets(summary, series, steady, headroom))
     bins = ", ".join(f"{r.time_s:g}s {r.p99_ms:.1f}/{r.shed}" if r.ok else f"{r.time_s:g}s none served/{r.shed}"
                      for r in series.itertuples())
-    print(f"   per bin, time p99 ms/shed: {bins}")
+    out.say(f"   per bin, time p99 ms/shed: {bins}")
 
 
-def _simulator(case, headroom: float) -> None:
-    from optlab.cases.rtb import casestudy as cs
-
-    for utilisation, target in ((0.3, True), (0.7, False)):
-        check = cs.validate_simulator(case, "reasonable", utilisation)
-        verdict = f"[within 20%: {_ok(check['within_20pct'])}]" if target else "(shown, not the target point)"
-        print(f"5. simulator vs measured, reasonable deployment on one model thread at {check['rate_per_s']:.0f}/s "
-              f"(utilisation {check['utilisation']:.0%}, {check['requests']} requests): measured p99 "
-              f"{check['measured_p99_ms']:.2f} ms (95% CI {check['measured_p99_ci_ms'][0]:.2f}-"
-              f"{check['measured_p99_ci_ms'][1]:.2f}), simulated {check['simulated_p99_ms']:.2f} ms, ratio "
-              f"{check['ratio']:.2f} {verdict}; outside the queue (send, decode, preprocess, wake-up) p50 "
-              f"{check['outside_queue_p50_ms']:.2f} ms{headroom_flag(check['rate_per_s'], headroom)}")
+def simulator_checks(case) -> list[dict]:
+    """Simulated vs measured p99 for the reasonable deployment at 30% (the target point) and 70% utilisation."""
+    return [{**cs.validate_simulator(case, "reasonable", utilisation), "target": utilisation == 0.3}
+            for utilisation in (0.3, 0.7)]
 
 
-def _plan(case, smoke: bool, inproc: pd.DataFrame, over_http: pd.DataFrame, quality: pd.DataFrame) -> None:
-    """The one capacity plan (casestudy.plan_for: sized by the one rule, service times measured
-    over HTTP at its own operating point), then the cost table and the advice built on both."""
-    from optlab.cases.rtb import casestudy as cs
-    from optlab.serving.capacity import per_minute
+def _simulator_sentence(check: dict, verdict: str, headroom: float) -> str:
+    low, high = check["measured_p99_ci_ms"]
+    return (f"5. simulator vs measured, reasonable deployment on one model thread at {check['rate_per_s']:.0f}/s "
+            f"(utilisation {check['utilisation']:.0%}, {check['requests']} requests): measured p99 "
+            f"{check['measured_p99_ms']:.2f} ms (95% CI {low:.2f}-{high:.2f}), simulated "
+            f"{check['simulated_p99_ms']:.2f} ms, ratio {check['ratio']:.2f} {verdict}; outside the queue (send, "
+            f"decode, preprocess, wake-up) p50 {check['outside_queue_p50_ms']:.2f} ms"
+            f"{headroom_flag(check['rate_per_s'], headroom)}")
 
-    traffic = cs.campaign(smoke)
+
+def simulator_targets(checks: list[dict], headroom: float) -> list[dict]:
+    """The target point's check (p99 within 20%) as a targets row."""
+    return [target("simulator p99 / measured p99 at 30% utilisation", check["ratio"], bool(check["within_20pct"]),
+                   COMMAND, _simulator_sentence(check, f"[within 20%: {_ok(check['within_20pct'])}]", headroom))
+            for check in checks if check["target"]]
+
+
+def show_simulator(out: Renderer, checks: list[dict], headroom: float) -> None:
+    out.keep("simulator", pd.DataFrame(checks))
+    out.targets(simulator_targets(checks, headroom))
+    for check in checks:
+        if not check["target"]:
+            out.say(_simulator_sentence(check, "(shown, not the target point)", headroom))
+
+
+def goodputs(inproc: pd.DataFrame, over_http: pd.DataFrame) -> pd.DataFrame:
+    """The median rows of both transports (the constant endpoint left out): the plan's and costs' input."""
     served = over_http[over_http["deployment"] != "constant"]
-    goodputs = pd.concat([served.assign(transport="http"), inproc.assign(transport="in_process")], ignore_index=True)
-    started = time.monotonic()
-    plan = cs.plan_for(case, goodputs, traffic)
-    print(f"6. capacity plan, a simulated campaign day ({traffic.seconds} one-second steps, per-second arrival counts, "
-          f"{time.monotonic() - started:.1f} s): one optimized replica per machine")
-    print("   " + plan.describe())
+    return pd.concat([served.assign(transport="http"), inproc.assign(transport="in_process")], ignore_index=True)
+
+
+def show_plan(out: Renderer, plan, traffic, plan_s: float) -> None:
+    """The one capacity plan (casestudy.plan_for) and its simulated day."""
+    out.say(f"6. capacity plan, a simulated campaign day ({traffic.seconds} one-second steps, per-second arrival "
+            f"counts, {plan_s:.1f} s): one optimized replica per machine")
+    out.say("   " + plan.describe())
     if plan.day is not None:
-        print(plan.day.summary[["policy", "arrivals", "shed", "shed_rate", "seconds_over_sla", "worst_p99_ms",
-                                "max_replicas", "mean_replicas", "cost_per_month_usd",
-                                "cost_per_million_usd"]].round(4).to_string(index=False))
-        print(f"   ({len(per_minute(plan.day.series))} per-minute rows of p99 and replicas over time for the charts)")
-    cost_table = cs.costs(goodputs, traffic)
-    print("7. cost at the SLA throughput (fixed provisioning for the spike by the one sizing rule; median rounds):")
-    print(cs.readable(cost_table[["deployment", "transport", "throughput_at_sla_per_s", "cost_per_million_bids_usd",
-                                  "machines_for_spike", "cost_per_month_usd"]].round(4)).to_string(index=False))
-    print("   " + cs.recommendation(cost_table, None if plan.day is None else plan.day.summary, quality))
+        out.frame("plan_day", plan.day.summary[["policy", "arrivals", "shed", "shed_rate", "seconds_over_sla",
+                                                "worst_p99_ms", "max_replicas", "mean_replicas", "cost_per_month_usd",
+                                                "cost_per_million_usd"]].round(4))
+        minutes = per_minute(plan.day.series)
+        out.keep("plan_per_minute", minutes)
+        out.say(f"   ({len(minutes)} per-minute rows of p99 and replicas over time for the charts)")
 
 
-def _generator_headroom(smoke: bool) -> float:
-    headroom, curve = generator_headroom(sla_ms=10.0, start_per_s=500.0, probe_s=0.3 if smoke else 1.0)
+def show_costs(out: Renderer, cost_table: pd.DataFrame, plan, quality: pd.DataFrame) -> None:
+    out.say("7. cost at the SLA throughput (fixed provisioning for the spike by the one sizing rule; median rounds):")
+    out.keep("costs", cost_table)
+    out.frame("costs_readable", cs.readable(cost_table[["deployment", "transport", "throughput_at_sla_per_s",
+                                                        "cost_per_million_bids_usd", "machines_for_spike",
+                                                        "cost_per_month_usd"]].round(4)))
+    out.say("   " + cs.recommendation(cost_table, None if plan.day is None else plan.day.summary, quality))
+
+
+def show_generator_headroom(out: Renderer, headroom: float, curve: pd.DataFrame) -> None:
+    out.keep("generator_headroom", curve)
     points = ", ".join(f"{r.offered_per_s:.0f}/s: p99 {r.p99_ms:.2f} ms" for r in curve.itertuples())
-    print(f"   optlab's in-process generator headroom (no-op server, p99 <= 1 ms): {headroom:.0f}/s  [{points}]"
-          + ("" if headroom else "; no rate passed: the machine's own stalls set the floor, every rate is flagged"))
-    return headroom
+    out.say(f"   optlab's in-process generator headroom (no-op server, p99 <= 1 ms): {headroom:.0f}/s  [{points}]"
+            + ("" if headroom else "; no rate passed: the machine's own stalls set the floor, every rate is flagged"))
+
+
+def _plan_and_costs(out: Renderer, case, smoke: bool, inproc: pd.DataFrame, over_http: pd.DataFrame,
+                    quality: pd.DataFrame) -> None:
+    traffic = cs.campaign(smoke)
+    both = goodputs(inproc, over_http)
+    started = time.monotonic()
+    plan = cs.plan_for(case, both, traffic)
+    show_plan(out, plan, traffic, time.monotonic() - started)
+    show_costs(out, cs.costs(both, traffic), plan, quality)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m optlab.bench rtb")
+    parser = argparse.ArgumentParser(prog=COMMAND)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--json", default=None, help="write the tables and targets to this file")
     args = parser.parse_args(argv)
-    from optlab.cases.rtb import casestudy as cs
-
-    pd.set_option("display.width", 160)
-    pd.set_option("display.max_columns", 20)
+    out = Renderer("rtb", " ".join([COMMAND, *argv]))
     begun = time.monotonic()
-    print(f"rtb bench on {_cpu_line()}; SLA p99 <= {cs.SLA_MS:g} ms; price ${cs.PRICE_PER_HOUR_USD}/h per machine")
-    missing = missing_tools(("wrk",))
-    if missing:
-        print(f"the HTTP step needs wrk; install: {INSTALL}")
+    out.say(f"rtb bench on {_cpu_line()}; SLA p99 <= {cs.SLA_MS:g} ms; price ${cs.PRICE_PER_HOUR_USD}/h per machine")
+    if missing_tools(("wrk",)):
+        out.say(f"the HTTP step needs wrk; install: {INSTALL}")
         return 2
     case = cs.build(smoke=args.smoke)
-    quality = _quality(case, args.smoke)
+    quality = cs.quality_table(case)
+    show_quality(out, case.timings, case.chosen, quality, cs.profiles(case, n=100 if args.smoke else 300))
     rounds = 1 if args.smoke else 3  # interleaved: a stall of the shared machine hits one round, not a deployment
-    headroom = _generator_headroom(args.smoke)
-    inproc = _in_process(case, rounds, headroom)
-    over_http = _over_http(case, rounds, args.smoke, inproc)
-    _burst(case, inproc, headroom)
-    _simulator(case, headroom)
-    _plan(case, args.smoke, inproc, over_http, quality)
-    print(f"done in {time.monotonic() - begun:.0f} s")
+    headroom, curve = generator_headroom(sla_ms=10.0, start_per_s=500.0, probe_s=0.3 if args.smoke else 1.0)
+    show_generator_headroom(out, headroom, curve)
+    inproc = show_in_process(out, in_process_runs(case, rounds), headroom)
+    over_http = show_over_http(out, http_runs(case, rounds, args.smoke), inproc)
+    steady = cs.steady_rate(inproc)
+    result = cs.burst(case, steady)
+    show_burst(out, result.summary, result.series, steady, headroom)
+    show_simulator(out, simulator_checks(case), headroom)
+    _plan_and_costs(out, case, args.smoke, inproc, over_http, quality)
+    out.say(f"done in {time.monotonic() - begun:.0f} s")
+    out.write_json(args.json)
     return 0
