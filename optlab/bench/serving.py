@@ -199,7 +199,8 @@ def offline_targets(goodput: float, offline_per_s: float, batch1_ms: float, poli
     return [target("throughput at the SLA / LoadGen Offline", closeness,
                    None if batch1_ms < 1.0 or math.isnan(closeness) else closeness >= 0.5, COMMAND,
                    f"4. throughput at the SLA {goodput:.0f}/s vs LoadGen Offline {offline_per_s:.0f} samples/s "
-                   f"({policy}): {closeness:.1%} of the model's own limit")]
+                   f"({policy}): {'n/a' if math.isnan(closeness) else format(closeness, '.1%')} of the model's "
+                   "own limit")]
 
 
 def show_offline(out: Renderer, row: dict, goodput: float, service: dict[int, float], policy: str) -> None:

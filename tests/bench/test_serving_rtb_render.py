@@ -241,3 +241,8 @@ def test_rtb_burst_simulator_and_costs():
     text = printed.getvalue()
     assert text.startswith("7. cost at the SLA throughput") and "not available" in text
     _no_nan(text)
+
+
+def test_serving_offline_with_nothing_achieved_is_not_available():
+    (row,) = serving.offline_targets(5000.0, 0.0, batch1_ms=2.0, policy="dynamic")
+    assert row["figure"] is None and row["met"] is None and "n/a of the model's own limit" in row["sentence"]
