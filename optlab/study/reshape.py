@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
 
 def with_params(df, *names: str):
     """Add the recipes' fields (e.g. "sparsity", "structured", "temperature") as columns,
@@ -35,6 +37,12 @@ def batch_sweep(df):
     return pd.DataFrame(rows, columns=[*keep, *figures])
 
 
+def _ratio_name(column: str) -> str:
+    if column.endswith("_ms"):
+        return f"speedup_{column[:-3]}"
+    return "throughput_x" if column.startswith("throughput") else f"{column[:-3]}_ratio"
+
+
 def versus_baseline(df, columns=("p50_ms", "p99_ms", "throughput_per_s", "size_mb")):
     """Each figure as a ratio to the baseline row's: `speedup_p50` (baseline p50 / p50),
     `throughput_x`, `size_ratio`; >1 speedup means faster than the baseline."""
@@ -44,12 +52,11 @@ def versus_baseline(df, columns=("p50_ms", "p99_ms", "throughput_per_s", "size_m
         raise ValueError("no baseline row in the results; run the study first (the baseline is measured with it)")
     base = base.iloc[0]
     for column in columns:
-        if column not in df.columns or not base.get(column):
+        name = _ratio_name(column)
+        reference = float(pd.to_numeric(base.get(column), errors="coerce")) if column in df.columns else float("nan")
+        if not reference > 0:  # not measured for the baseline (a sweep cut short): no ratio, the column says so
+            out[name] = float("nan")
             continue
-        if column.endswith("_ms"):
-            out[f"speedup_{column[:-3]}"] = base[column] / df[column]
-        elif column.startswith("throughput"):
-            out["throughput_x"] = df[column] / base[column]
-        else:
-            out[f"{column[:-3]}_ratio"] = df[column] / base[column]
+        values = pd.to_numeric(df[column], errors="coerce")
+        out[name] = reference / values if column.endswith("_ms") else values / reference
     return out

@@ -46,3 +46,11 @@ def test_versus_baseline_ratios():
     assert out["throughput_x"].tolist()[:2] == [1.0, 3.0] and out["size_ratio"].tolist()[:2] == [1.0, 0.5]
     with pytest.raises(ValueError, match="no baseline row"):
         versus_baseline(_frame().iloc[1:])
+
+
+def test_versus_baseline_keeps_a_ratio_column_the_baseline_could_not_fill():
+    # A throughput sweep cut short for the baseline: the column is there (callers select it) and empty.
+    frame = _frame().drop(columns="throughput_per_s")
+    out = versus_baseline(frame)
+    assert "throughput_x" in out.columns and out["throughput_x"].isna().all()
+    assert out["speedup_p50"].tolist()[:2] == [1.0, 2.0]

@@ -173,7 +173,7 @@ def test_missing_columns_name_the_problem_and_the_fix():
 
 
 def test_empty_and_statusless_frames_still_validate():
-    from optlab.study.study import _empty_frame
+    from optlab.study.table import empty_table as _empty_frame
 
     plots.pareto_chart(_empty_frame(), max_p99_ms=1.0, max_quality_drop=0.01, recommended="").to_dict(validate=True)
     bare = results_frame().drop(columns=["status"]).iloc[:4]
