@@ -33,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from page_geometry import JS_GEOMETRY  # this script's folder is on sys.path (run as a script)
+
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 RESULTS_COLUMNS = ["candidate", "status", "family", "p99_ms", "quality", "quality_drop"]
 
@@ -73,6 +75,10 @@ def lab_env(root: Path) -> dict[str, str]:
     notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True, exist_ok=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # Every cell rendered and laid out, on screen or not: the geometry check measures all charts.
+    tracker = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True, exist_ok=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     env.update(OPTLAB_SMOKE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     return env
 
@@ -204,7 +210,7 @@ class Browser:
         self._pw = sync_playwright().start()
         self.browser = self._pw.chromium.launch(executable_path=chromium, headless=True,
                                                 args=["--no-sandbox", "--disable-dev-shm-usage"])
-        self.context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.context = self.browser.new_context(viewport={"width": 1280, "height": 800})
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.set_default_timeout(30_000)
@@ -255,13 +261,14 @@ def run_live(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
     started = time.monotonic()
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     time.sleep(1.0)
-    state = {}
-    while time.monotonic() - started < job.get("run_timeout_s", 130):
+    while True:  # (the command's promise may already have waited for every cell: look at least once)
         if lab.proc.poll() is not None:
             raise RuntimeError(f"JupyterLab stopped (its {job['deadline_s']} s deadline?) before Run All finished")
         state = page.evaluate(JS_RUN_STATE)
         if state["errors"] or (state["executed"] == state["code_cells"] and not state["running"]
                                and state["kernel"] == "idle"):
+            break
+        if time.monotonic() - started >= job.get("run_timeout_s", 130):
             break
         time.sleep(0.5)
     result["run_all_s"] = round(time.monotonic() - started, 1)
@@ -296,9 +303,11 @@ def run_live(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
             continue
         chart.scroll_into_view_if_needed()
         static.append({"marks": chart.evaluate("e => e.querySelectorAll('svg .role-mark > *').length"),
-                       "points": len(chart.evaluate(JS_POINTS)),
-                       "screenshot": browser.shot(f"{Path(name).stem}-static-{len(static)}", chart)})
+                       "points": len(chart.evaluate(JS_POINTS))})
     result["static_charts"] = static
+    result["geometry"] = page.evaluate(JS_GEOMETRY)
+    result["chart_screenshots"] = [browser.shot(f"{Path(name).stem}-chart-{i}", charts.nth(i))
+                                   for i in range(charts.count())]
     if result["explorer_found"]:
         log("exploring")
         explore(job, browser, explorer.first, result)
@@ -333,6 +342,7 @@ def explore(job: dict, browser: Browser, explorer, result: dict) -> None:
     point = chart.locator("g.candidates_marks > path").first
     box_xy = point.bounding_box()
     details_before = explorer.locator(".optlab-details").count()
+    height_before = explorer.locator(".widget-vbox").first.bounding_box()["height"]
     page.mouse.click(box_xy["x"] + box_xy["width"] / 2, box_xy["y"] + box_xy["height"] / 2)
     with contextlib.suppress(Exception):
         explorer.locator(".optlab-details").first.wait_for(timeout=15_000)
@@ -343,7 +353,7 @@ def explore(job: dict, browser: Browser, explorer, result: dict) -> None:
                        "details_after": explorer.locator(".optlab-details").count(),
                        "details_text": (explorer.locator(".optlab-details").first.inner_text()
                                         if explorer.locator(".optlab-details").count() else ""),
-                       "explorer_height_px": root.bounding_box()["height"],
+                       "explorer_height_px": root.bounding_box()["height"], "height_before_px": height_before,
                        "screenshot": browser.shot(f"{stem}-explorer-after-click", explorer)}
 
 
