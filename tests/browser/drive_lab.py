@@ -36,6 +36,7 @@ from pathlib import Path
 from page_geometry import JS_GEOMETRY  # this script's folder is on sys.path (run as a script)
 
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+VIEWPORT = {"width": 1280, "height": 800}  # a laptop screen: the geometry check measures at this size
 RESULTS_COLUMNS = ["candidate", "status", "family", "p99_ms", "quality", "quality_drop"]
 
 
@@ -210,7 +211,7 @@ class Browser:
         self._pw = sync_playwright().start()
         self.browser = self._pw.chromium.launch(executable_path=chromium, headless=True,
                                                 args=["--no-sandbox", "--disable-dev-shm-usage"])
-        self.context = self.browser.new_context(viewport={"width": 1280, "height": 800})
+        self.context = self.browser.new_context(viewport=VIEWPORT)
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.set_default_timeout(30_000)
@@ -226,8 +227,20 @@ class Browser:
             route.abort("blockedbyclient")
 
     def shot(self, name: str, locator=None) -> str:
+        """A PNG of the page or of one element; an element taller than the notebook's panel is
+        shot in a page made taller for the moment (same width, so the same layout), not cut."""
         path = self.artifacts / f"{name}.png"
-        (locator or self.page).screenshot(path=str(path))
+        box = locator.bounding_box() if locator is not None else None
+        if box is None or box["height"] <= VIEWPORT["height"] - 200:
+            (locator or self.page).screenshot(path=str(path))
+            return str(path)
+        self.page.set_viewport_size({"width": VIEWPORT["width"], "height": int(box["height"]) + 250})
+        try:
+            locator.scroll_into_view_if_needed()
+            self.page.wait_for_timeout(300)
+            locator.screenshot(path=str(path))
+        finally:
+            self.page.set_viewport_size(VIEWPORT)
         return str(path)
 
     def close(self) -> None:
