@@ -12,6 +12,12 @@ chart and the explorer go to $OPTLAB_ARTIFACTS/browser/ (default test-artifacts/
 git-ignored), one folder per notebook, with the run's result.json. The work is in drive_lab.py
 (run as a script in the namespace); this module checks what it saw. Each server lives at most
 SERVER_LIMIT_S.
+
+Which notebooks: 00 and 01 (with the explorer's SLA and click checks, and 00 saved), 05 and 06 (the
+serving and case-study charts no other notebook draws). 02, 03, 04, 07, 10 and 11 draw the same
+explorer and Pareto chart as 00 and 01 (optlab.views); each costs a JupyterLab start and a Run All
+(1-5 minutes on 2 busy cores, 07 the longest), more than CI's 30 minutes leave beside the unit
+tests and the hogged notebook pass, so they run only with OPTLAB_BROWSER_ALL=1.
 """
 from __future__ import annotations
 
@@ -250,10 +256,14 @@ def test_saved_tour_shows_every_chart_without_a_kernel(tmp_path, tour_live):
 
 
 # The other notebooks: Run All clean, every chart drawn, readable at 1280x800 (00 and 01 run above,
-# with their study checks). See the module docstring for the ones left out and why.
-OTHER_NOTEBOOKS = ["02_pruning.ipynb", "03_distillation.ipynb", "04_compilation.ipynb", "05_serving.ipynb",
-                   "06_rtb_case_study.ipynb", "07_transformers.ipynb", "10_bring_your_own_model.ipynb",
-                   "11_bring_your_own_transformer.ipynb"]
+# with their study checks). CI runs 05 and 06 (their own serving and case-study charts); the rest
+# draw the same explorer and Pareto chart as 00 and 01 and cost ~1-5 minutes each in a browser, more
+# than CI's 30 minutes on 2 cores leave: OPTLAB_BROWSER_ALL=1 runs them too (see the module docstring).
+SERVING_NOTEBOOKS = ["05_serving.ipynb", "06_rtb_case_study.ipynb"]
+SAME_VIEWS_NOTEBOOKS = ["02_pruning.ipynb", "03_distillation.ipynb", "04_compilation.ipynb",
+                        "07_transformers.ipynb", "10_bring_your_own_model.ipynb",
+                        "11_bring_your_own_transformer.ipynb"]
+OTHER_NOTEBOOKS = SERVING_NOTEBOOKS + (SAME_VIEWS_NOTEBOOKS if os.environ.get("OPTLAB_BROWSER_ALL") == "1" else [])
 
 
 @pytest.mark.parametrize("notebook", OTHER_NOTEBOOKS)
