@@ -353,6 +353,8 @@ def explore(job: dict, browser: Browser, explorer, result: dict) -> None:
     result["explorer_steps"] = steps
 
     point = chart.locator("g.candidates_marks > path").first
+    point.scroll_into_view_if_needed()  # the explorer is taller than an 800 px screen: click where it shows
+    page.wait_for_timeout(300)
     box_xy = point.bounding_box()
     details_before = explorer.locator(".optlab-details").count()
     height_before = explorer.locator(".widget-vbox").first.bounding_box()["height"]
