@@ -168,7 +168,8 @@ def _extent(values, log: bool) -> tuple[float, float] | None:
     if log:
         return low / 2, high * 2
     pad = abs(low) * 0.05 or 1.0
-    return low - pad, high + pad
+    # a lone value >= 0 (a rate of 0/s served, a size) gets no negative ticks ("-1 requests/s")
+    return (max(low - pad, 0.0) if low >= 0 else low - pad), high + pad
 
 
 def _scale(values, log: bool):

@@ -23,14 +23,17 @@ def waterfall(goodputs: pd.DataFrame, *, label: str = "deployment", value: str =
     notes = goodputs["note"].fillna("").astype(str).tolist() if "note" in goodputs else [""] * len(levels)
     rows, previous = [], None
     for i, level in enumerate(levels):
+        # Labels stay one bar wide (a reason as long as "nothing meets p99 <= 10 ms" printed over
+        # its neighbours'); the reason is in the subtitle and the tooltip.
         if level is None:
-            gain = "not measured: " + (notes[i].split(":")[0] if notes[i] else "no rate met the SLA")
+            gain = "not measured"
         elif previous is None:
-            gain = "start" if i == 0 else "no earlier level to compare"
+            gain = "start" if i == 0 else "first measured"
         else:
             gain = f"x{level / previous:.2f}"
+        why = (notes[i] or "no rate met the SLA") if level is None else ""
         rows.append({"step": goodputs[label].iloc[i], "start": previous or 0.0, "end": level or previous or 0.0,
-                     "gain": gain, "why": notes[i] if level is None else ""})
+                     "gain": gain, "why": why})
         previous = level if level is not None else previous
     frame = pd.DataFrame(rows)
     frame["up"] = frame["end"] >= frame["start"]
@@ -45,7 +48,7 @@ def waterfall(goodputs: pd.DataFrame, *, label: str = "deployment", value: str =
     subtitle = textwrap.wrap("no bar: no rate met the SLA, " + "; ".join(missing) + ". The machine is busy or the "
                              "SLA too tight (hover a step for more).", 90) if missing else []
     title = alt.TitleParams("what each step gains", subtitle=subtitle) if subtitle else "what each step gains"
-    return _themed((chart + text).properties(title=title, width=360, height=260))
+    return _themed((chart + text).properties(title=title, width=max(360, 120 * len(frame)), height=260))
 
 
 def capacity_day(minutes: pd.DataFrame, *, max_p99_ms: float | None = None):

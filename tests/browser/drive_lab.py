@@ -33,7 +33,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from page_geometry import JS_GEOMETRY  # this script's folder is on sys.path (run as a script)
+
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+VIEWPORT = {"width": 1280, "height": 800}  # a laptop screen: the geometry check measures at this size
 RESULTS_COLUMNS = ["candidate", "status", "family", "p99_ms", "quality", "quality_drop"]
 
 
@@ -73,6 +76,10 @@ def lab_env(root: Path) -> dict[str, str]:
     notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True, exist_ok=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # Every cell rendered and laid out, on screen or not: the geometry check measures all charts.
+    tracker = home / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True, exist_ok=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     env.update(OPTLAB_SMOKE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     return env
 
@@ -204,7 +211,7 @@ class Browser:
         self._pw = sync_playwright().start()
         self.browser = self._pw.chromium.launch(executable_path=chromium, headless=True,
                                                 args=["--no-sandbox", "--disable-dev-shm-usage"])
-        self.context = self.browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.context = self.browser.new_context(viewport=VIEWPORT)
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.set_default_timeout(30_000)
@@ -220,8 +227,20 @@ class Browser:
             route.abort("blockedbyclient")
 
     def shot(self, name: str, locator=None) -> str:
+        """A PNG of the page or of one element; an element taller than the notebook's panel is
+        shot in a page made taller for the moment (same width, so the same layout), not cut."""
         path = self.artifacts / f"{name}.png"
-        (locator or self.page).screenshot(path=str(path))
+        box = locator.bounding_box() if locator is not None else None
+        if box is None or box["height"] <= VIEWPORT["height"] - 200:
+            (locator or self.page).screenshot(path=str(path))
+            return str(path)
+        self.page.set_viewport_size({"width": VIEWPORT["width"], "height": int(box["height"]) + 250})
+        try:
+            locator.scroll_into_view_if_needed()
+            self.page.wait_for_timeout(300)
+            locator.screenshot(path=str(path))
+        finally:
+            self.page.set_viewport_size(VIEWPORT)
         return str(path)
 
     def close(self) -> None:
@@ -255,13 +274,14 @@ def run_live(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
     started = time.monotonic()
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     time.sleep(1.0)
-    state = {}
-    while time.monotonic() - started < job.get("run_timeout_s", 130):
+    while True:  # (the command's promise may already have waited for every cell: look at least once)
         if lab.proc.poll() is not None:
             raise RuntimeError(f"JupyterLab stopped (its {job['deadline_s']} s deadline?) before Run All finished")
         state = page.evaluate(JS_RUN_STATE)
         if state["errors"] or (state["executed"] == state["code_cells"] and not state["running"]
                                and state["kernel"] == "idle"):
+            break
+        if time.monotonic() - started >= job.get("run_timeout_s", 130):
             break
         time.sleep(0.5)
     result["run_all_s"] = round(time.monotonic() - started, 1)
@@ -296,9 +316,11 @@ def run_live(job: dict, browser: Browser, lab: Lab, result: dict) -> None:
             continue
         chart.scroll_into_view_if_needed()
         static.append({"marks": chart.evaluate("e => e.querySelectorAll('svg .role-mark > *').length"),
-                       "points": len(chart.evaluate(JS_POINTS)),
-                       "screenshot": browser.shot(f"{Path(name).stem}-static-{len(static)}", chart)})
+                       "points": len(chart.evaluate(JS_POINTS))})
     result["static_charts"] = static
+    result["geometry"] = page.evaluate(JS_GEOMETRY)
+    result["chart_screenshots"] = [browser.shot(f"{Path(name).stem}-chart-{i}", charts.nth(i))
+                                   for i in range(charts.count())]
     if result["explorer_found"]:
         log("exploring")
         explore(job, browser, explorer.first, result)
@@ -331,8 +353,11 @@ def explore(job: dict, browser: Browser, explorer, result: dict) -> None:
     result["explorer_steps"] = steps
 
     point = chart.locator("g.candidates_marks > path").first
+    point.scroll_into_view_if_needed()  # the explorer is taller than an 800 px screen: click where it shows
+    page.wait_for_timeout(300)
     box_xy = point.bounding_box()
     details_before = explorer.locator(".optlab-details").count()
+    height_before = explorer.locator(".widget-vbox").first.bounding_box()["height"]
     page.mouse.click(box_xy["x"] + box_xy["width"] / 2, box_xy["y"] + box_xy["height"] / 2)
     with contextlib.suppress(Exception):
         explorer.locator(".optlab-details").first.wait_for(timeout=15_000)
@@ -343,7 +368,7 @@ def explore(job: dict, browser: Browser, explorer, result: dict) -> None:
                        "details_after": explorer.locator(".optlab-details").count(),
                        "details_text": (explorer.locator(".optlab-details").first.inner_text()
                                         if explorer.locator(".optlab-details").count() else ""),
-                       "explorer_height_px": root.bounding_box()["height"],
+                       "explorer_height_px": root.bounding_box()["height"], "height_before_px": height_before,
                        "screenshot": browser.shot(f"{stem}-explorer-after-click", explorer)}
 
 

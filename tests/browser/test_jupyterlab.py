@@ -5,9 +5,19 @@ token), Run All in smoke mode, driven by Playwright in Debian's `chromium`. Jupy
 kernels and the browser run inside a network namespace that has only `lo` (`unshare -n`), and
 the browser blocks (and the test fails on) every request that is not to that server: a CDN or
 esm.sh dependency fails here. The saved-notebook case executes 00_tour headless as the main job
-does and opens the result with no kernel: every chart must still be drawn. Screenshots go to
-test-artifacts/browser/. The work is in drive_lab.py (run as a script in the namespace); this
-module checks what it saw. Each server lives at most SERVER_LIMIT_S.
+does and opens the result with no kernel: every chart must still be drawn. The browser is 1280x800
+(a laptop): after Run All, no two visible texts of a Vega chart overlap, no text reaches outside
+its SVG and no explorer control clips its label or value (page_geometry.py). Screenshots of every
+chart and the explorer go to $OPTLAB_ARTIFACTS/browser/ (default test-artifacts/browser/,
+git-ignored), one folder per notebook, with the run's result.json. The work is in drive_lab.py
+(run as a script in the namespace); this module checks what it saw. Each server lives at most
+SERVER_LIMIT_S.
+
+Which notebooks: 00 and 01 (with the explorer's SLA and click checks, and 00 saved), 05 and 06 (the
+serving and case-study charts no other notebook draws). 02, 03, 04, 07, 10 and 11 draw the same
+explorer and Pareto chart as 00 and 01 (optlab.views); each costs a JupyterLab start and a Run All
+(1-5 minutes on 2 busy cores, 07 the longest), more than CI's 30 minutes leave beside the unit
+tests and the hogged notebook pass, so they run only with OPTLAB_BROWSER_ALL=1.
 """
 from __future__ import annotations
 
@@ -25,9 +35,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("drive_lab.py")
-ARTIFACTS = ROOT / "test-artifacts" / "browser"
+# screenshots and each run's result.json (test-artifacts/ is git-ignored; CI may point it elsewhere)
+ARTIFACTS = Path(os.environ.get("OPTLAB_ARTIFACTS", ROOT / "test-artifacts")) / "browser"
 CHROMIUM = os.environ.get("OPTLAB_CHROMIUM", "/usr/bin/chromium")
-SERVER_LIMIT_S = 170  # the server is stopped by then, also when a step fails (3 minutes with teardown)
+SERVER_LIMIT_S = 420  # the server is stopped by then, also when a step fails (Run All of 00_tour in smoke
+# mode took 243 s on 2 cores at load 10; opening the lab and the browser take ~30 s more, exploring ~15 s)
 FADED, SOLID = 0.35, 0.95  # the Pareto chart's point opacity outside / inside the SLA
 INSTALL_HINT = ("Debian's chromium is needed for the browser test: run `python3.11 dev.py setup` as root "
                 "(it runs `apt-get install -y chromium`), or `sudo apt-get install -y chromium`; "
@@ -73,7 +85,8 @@ def _drive(tmp_path: Path, mode: str, notebook: str, source: str | None = None,
     shutil.rmtree(artifacts, ignore_errors=True)
     job = {"mode": mode, "root": str(root), "notebook": name, "out": str(tmp_path / "result.json"),
            "artifacts": str(artifacts), "python": sys.executable, "chromium": CHROMIUM,
-           "deadline_s": SERVER_LIMIT_S, "netns": True, "source": source}
+           "deadline_s": SERVER_LIMIT_S, "run_timeout_s": SERVER_LIMIT_S - 60, "netns": True,
+           "source": source}
     (tmp_path / "job.json").write_text(json.dumps(job))
     started = time.monotonic()
     proc = subprocess.Popen([*_namespace_prefix(), sys.executable, str(DRIVER), str(tmp_path / "job.json")],
@@ -117,6 +130,26 @@ def _check_clean(result: dict) -> None:
     assert result["server_stopped"]
 
 
+def _check_geometry(result: dict) -> None:
+    """At 1280x800: no two visible texts of a chart overprint, no text is cut by its SVG, no
+    chart is wider than its output area, and no explorer control clips its label, value or list."""
+    geometry = result["geometry"]
+    problems = []
+    for chart in geometry["charts"]:
+        for o in chart["overlaps"]:
+            problems.append(f"{chart['name']}: {o['a']!r} ({o['a_role']}) and {o['b']!r} ({o['b_role']}) "
+                            f"overlap by {o['overlap_px'][0]}x{o['overlap_px'][1]} px")
+        for c in chart["cut"]:
+            problems.append(f"{chart['name']}: {c['text']!r} ({c['role']}) reaches outside the SVG: "
+                            f"text {c['box']}, svg {c['svg']}")
+        if chart["wider_than_output"]:
+            problems.append(f"{chart['name']}: {chart['wider_than_output']} px wider than its output area")
+    for c in geometry["controls"]:
+        problems.append(f"control {c['control']!r}, {c['element']} showing {c['text']!r}: {'; '.join(c['problems'])}")
+    assert not problems, (f"{result['notebook']} at 1280x800 (screenshots beside "
+                          f"{result.get('screenshot_end')}):\n" + "\n".join(problems))
+
+
 def _expected_faded(rows: list[dict], max_p99_ms: float | None, max_drop: float | None) -> dict[str, bool]:
     """Which points the SLA fades, by optlab.study.frontier's rules (missing figures fail a limit)."""
     out = {}
@@ -140,7 +173,7 @@ def _measured(result: dict) -> list[dict]:
 def _check_explorer(result: dict, measured: list[dict]) -> None:
     """The explorer, built before study.run(), holds every measured point; editing max p99 in
     its box changes the recommendation and fades exactly the points the SLA rules out; a click
-    fills a short details pane and the explorer stays <= 900 px tall."""
+    fills a details pane."""
     assert result["explorer_found"] == 1
     initial = result["explorer_initial"]
     assert sorted(p["candidate"] for p in initial["points"]) == sorted(r["candidate"] for r in measured)
@@ -162,8 +195,10 @@ def _check_explorer(result: dict, measured: list[dict]) -> None:
 
     click = result["click"]
     assert click["details_before"] == 0 and click["details_after"] == 1
-    assert "p99 ms" in click["details_text"]
-    assert click["explorer_height_px"] <= 900, click
+    assert "p99 (ms)" in click["details_text"]
+    # Its height is recorded, not bounded: at 1280 px wide (file browser open) the controls wrap and the
+    # details pane goes under the chart, so the explorer is taller than an 800 px screen.
+    assert click["explorer_height_px"] >= click["height_before_px"] > 0, click
 
 
 def _check_run(result: dict) -> list[dict]:
@@ -176,6 +211,7 @@ def _check_run(result: dict) -> list[dict]:
     assert len(result["static_charts"]) == result["static_charts_expected"] >= 1
     assert all(chart["marks"] > 0 for chart in result["static_charts"])
     assert any(chart["points"] == len(measured) for chart in result["static_charts"])
+    _check_geometry(result)
     return measured
 
 
@@ -217,3 +253,28 @@ def test_saved_tour_shows_every_chart_without_a_kernel(tmp_path, tour_live):
     assert result["saved_chart_outputs"] >= 2
     drawn = [image for image in result["saved_images"] if image["complete"] and image["width"] > 100]
     assert len(drawn) >= result["saved_chart_outputs"], result["saved_images"]
+
+
+# The other notebooks: Run All clean, every chart drawn, readable at 1280x800 (00 and 01 run above,
+# with their study checks). CI runs 05 and 06 (their own serving and case-study charts); the rest
+# draw the same explorer and Pareto chart as 00 and 01 and cost ~1-5 minutes each in a browser, more
+# than CI's 30 minutes on 2 cores leave: OPTLAB_BROWSER_ALL=1 runs them too (see the module docstring).
+SERVING_NOTEBOOKS = ["05_serving.ipynb", "06_rtb_case_study.ipynb"]
+SAME_VIEWS_NOTEBOOKS = ["02_pruning.ipynb", "03_distillation.ipynb", "04_compilation.ipynb",
+                        "07_transformers.ipynb", "10_bring_your_own_model.ipynb",
+                        "11_bring_your_own_transformer.ipynb"]
+OTHER_NOTEBOOKS = SERVING_NOTEBOOKS + (SAME_VIEWS_NOTEBOOKS if os.environ.get("OPTLAB_BROWSER_ALL") == "1" else [])
+
+
+@pytest.mark.parametrize("notebook", OTHER_NOTEBOOKS)
+def test_notebook_reads_at_1280x800(tmp_path, notebook):
+    result = _drive(tmp_path, "live", notebook)
+    _check_clean(result)
+    state = result["run_state"]
+    assert state["errors"] == [] and state["executed"] == state["code_cells"], state
+    assert all(chart["marks"] > 0 for chart in result["static_charts"]), result["static_charts"]
+    assert len(result["static_charts"]) >= result["static_charts_expected"]
+    _check_geometry(result)
+    measured = _measured(result)
+    if result["explorer_found"] and measured:
+        _check_explorer(result, measured)

@@ -104,6 +104,13 @@ def test_one_point_charts_get_a_domain_around_the_point():
     assert low < 0.95 < high and high - low < 0.2
 
 
+def test_a_lone_zero_gets_no_negative_ticks():
+    frame = results_frame().iloc[:2].assign(throughput_at_sla_per_s=0.0)  # nothing served within the SLA
+    spec = plots.pareto_chart(frame, x="throughput_at_sla_per_s").to_dict(validate=True)
+    points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")
+    assert points["encoding"]["x"]["scale"]["domain"] == [0.0, 1.0]
+
+
 def test_legends_use_short_distinct_labels():
     names = ["quantize(scheme=static-int8, runtime=onnxruntime, calibration=minmax, calibration_samples=64)",
              "quantize(scheme=static-int8, runtime=onnxruntime, calibration=entropy, calibration_samples=64)",
