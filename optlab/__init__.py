@@ -49,6 +49,7 @@ _EXPORTS = {
     "TradeoffExplorer": ("optlab.views.widgets", "TradeoffExplorer"),
     "LiveChart": ("optlab.views.widgets", "LiveChart"),
     "write_report": ("optlab.views.report", "write_report"),
+    "readable": ("optlab.views.tables", "readable"),
 }
 # namespace -> module: the helpers the walkthroughs reach through (`ol.zoo.get(...)`).
 _NAMESPACES = {

@@ -101,13 +101,15 @@ def static_bundle(chart, table, heading: str = "") -> dict[str, Any]:
     """A bundle every notebook viewer can show with no JavaScript: the chart as an embedded
     SVG plus a table (text/html), the chart's PNG and Vega-Lite v6 spec, and plain text."""
     from optlab.views.report import table_html
+    from optlab.views.tables import readable
 
     # prices carry "$": without these classes JupyterLab's MathJax (v2 / v3 names) typesets text between pairs
     body = f'<div class="tex2jax_ignore mathjax_ignore">{heading}{svg_img(chart)}{table_html(table)}</div>'
+    plain = readable(table, digits=None).to_string(max_rows=40)  # "not measured", never NaN, in plain text too
     return {
         **picture_bundle(chart),
         "text/html": body,
-        "text/plain": f"{heading and html.unescape(_strip_tags(heading))}\n{table.to_string(max_rows=40)}",
+        "text/plain": f"{heading and html.unescape(_strip_tags(heading))}\n{plain}",
     }
 
 

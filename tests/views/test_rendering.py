@@ -50,3 +50,15 @@ def test_a_spec_vl_convert_cannot_draw_still_gives_an_output(monkeypatch):
             "data": {"values": [{"a": 1}]}, "encoding": {"x": {"field": "a", "type": "quantitative"}}}
     bundle = rendering.render(spec)
     assert bundle[rendering.SPEC_MIMETYPE] == spec and "no picture" in bundle["text/plain"]
+
+
+def test_static_bundle_never_shows_nan_in_plain_text_or_html(chart):
+    from optlab.views.report import headline_table
+    from tests.nbhog import forbidden_text
+
+    table = headline_table(results_frame())
+    table.loc[0, "p99_ms"] = float("nan")  # a figure the run did not take
+    bundle = rendering.static_bundle(chart, table)
+    assert "not measured" in bundle["text/plain"]
+    assert forbidden_text([{"output_type": "display_data",
+                            "data": {k: bundle[k] for k in ("text/plain", "text/html")}}]) == []

@@ -369,5 +369,8 @@ def plan_for(case: Case, goodputs: pd.DataFrame, traffic: DayTraffic, *, name: s
 
 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
-    """A table for a person: a missing figure reads "not available" (its row's `note` says why)."""
-    return frame.astype(object).where(frame.notna(), "not available")
+    """A table for a person: a missing or infinite figure reads "not available" (its row's `note`
+    says why); never NaN or inf."""
+    shown = frame.astype(object)
+    infinite = shown.map(lambda v: isinstance(v, (float, np.floating)) and bool(np.isinf(v)))
+    return shown.where(frame.notna() & ~infinite, "not available")

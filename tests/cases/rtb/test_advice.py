@@ -101,3 +101,12 @@ def test_a_table_for_a_person_reads_not_available_where_a_figure_is_missing():
     shown = casestudy.readable(frame)
     assert shown.loc[0, "p99_at_sla_load_ms"] == "not available" and shown.loc[0, "cold_start_s"] == 2.5
     assert not UNREADABLE.search(shown.to_string()) and frame["p99_at_sla_load_ms"].isna().all()
+
+
+def test_a_table_for_a_person_reads_not_available_where_a_figure_is_infinite():
+    from optlab.cases.rtb import casestudy
+
+    frame = pd.DataFrame({"deployment": ["naive"], "cost_per_million_bids_usd": [float("inf")], "workers": [1]})
+    shown = casestudy.readable(frame)
+    assert shown.loc[0, "cost_per_million_bids_usd"] == "not available" and shown.loc[0, "workers"] == 1
+    assert not UNREADABLE.search(shown.to_string())
