@@ -18,7 +18,7 @@ from optlab.cli.errors import UsageError
 from optlab.cli.notebooks import cmd_main, cmd_notebooks, cmd_report, cmd_run, parse_value
 from optlab.cli.serve_bench import add_parser as add_serve_bench
 from optlab.cli.study_command import _torch_only, _validate_study, cmd_study
-from optlab.models.user_models import OUTPUT_KINDS
+from optlab.models.output_kinds import OUTPUT_KINDS
 
 # re-exported: the entry module offers the study command's checks beside the parser that uses them
 __all__ = ["build_parser", "main", "_torch_only", "_validate_study"]
