@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from optlab.instruments.metrics import higher_is_better as metric_higher_is_better
 from optlab.study.columns import column as column_entry
@@ -69,6 +68,8 @@ def pareto_mask(df, x: str = "p99_ms", y: str = "quality", *, minimize_x: bool =
     and (unless `include_reference`) reference rows are False. `maximize_y=None` takes y's
     direction from the Column table (quality: the rows' metric's direction).
     """
+    import pandas as pd  # on use: the CLI imports this module at start, and pandas takes a while
+
     for column in (x, y):
         if column not in df.columns:
             raise ValueError(f"column {column!r} is not in the results; available: {', '.join(map(str, df.columns))}")
@@ -132,6 +133,8 @@ class Recommendation:
         return None if self.row is None else self.row.get("candidate")
 
     def rejected_frame(self):
+        import pandas as pd  # on use, as in pareto_mask
+
         return pd.DataFrame([{"candidate": r.candidate, "meets_constraints": r.meets_constraints,
                               "reasons": "; ".join(r.reasons)} for r in self.rejected],
                             columns=["candidate", "meets_constraints", "reasons"])
