@@ -42,6 +42,7 @@ from optlab.instruments.latency import Workload, measure
 from optlab.models import zoo
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import OnDevice, UnsupportedRecipe
+from optlab.study.study import RunOptions, Study
 from optlab.techniques.registry import apply
 
 GEMM_N = 8192
@@ -253,7 +254,6 @@ STUDY_RECIPES = ({}, {"precision": "tf32"}, {"precision": "bf16"}, {"precision":
 def study(name: str, full: bool, out_dir: Path | None) -> tuple[Path, pd.DataFrame]:
     """The study of `name`'s GPU candidates against the eager fp32 model on this machine's CPU, saved as
     a results folder that notebooks load with `Study.load_reference(..., label="H200")`."""
-    from optlab.study.study import RunOptions, Study  # pulls in pandas and the serving stack: on demand
 
     model, data = _reference(name, full)
     folder = (out_dir / "study" / name) if out_dir else Path(tempfile.mkdtemp()) / name

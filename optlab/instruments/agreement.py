@@ -2,7 +2,7 @@
 
 For an analyst's model (task "outputs"), each named output is compared on its own, by its kind
 (declared, or inferred from its shape when the model was wrapped; see
-optlab.models.user_models.OUTPUT_KINDS):
+optlab.models.output_kinds.OUTPUT_KINDS):
 
 - classes (N, C): 1/0 per row, same top-1 class;
 - sequence (N, T, C): the share of positions with the same top-1 class per row, plus the rate of

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from optlab.data.datasets import Dataset, Split
-from optlab.instruments import metrics
+from optlab.instruments import agreement, metrics
 from optlab.models.candidate import Candidate
 
 PRIMARY_METRIC = {"multiclass": "accuracy", "binary": "auc"}
@@ -238,7 +238,6 @@ def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_s
                       seed: int) -> Quality:
     """Task "outputs" (see optlab.instruments.agreement): quality is agreement with the baseline's
     outputs, a named regression metric (mae, rmse, r2) or the user's metric callable on their labels."""
-    from optlab.instruments import agreement
 
     name, cand = _logits(candidate, data, split, batch_size, "candidate")
     metric_fn = data.meta.get("metric_fn")
@@ -281,7 +280,6 @@ def _evaluate_outputs(candidate, data: Dataset, baseline, split: str, *, batch_s
 def _outputs_drop(quality: Quality, labels, cand, base, per_row, metric_fn, named, *, n_boot: int,
                   seed: int) -> tuple[float, float]:
     """Baseline quality, the drop (positive = worse, whichever way the metric points) and its interval."""
-    from optlab.instruments import agreement
 
     if named and labels is not None:
         labels = np.asarray(labels, dtype=np.float64)
@@ -308,7 +306,6 @@ def self_disagreement(data: Dataset) -> float:
     """How far a baseline declared non-deterministic disagrees with itself, in the quality's units:
     the metric's difference between two runs on the same rows (with labels), else 1 - their agreement.
     Measured once from the runs wrapping kept (optlab.models.wrap_checks) and cached in the meta."""
-    from optlab.instruments import agreement
 
     meta = data.meta
     runs = meta.get("self_runs")

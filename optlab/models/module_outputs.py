@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from optlab.models.training import to_tensors
+
 
 def named_outputs(output: Any) -> list[tuple[str, Any]]:
     """[(name, tensor)] of a forward()'s result: a tensor is "output0"; a tuple or list "output0",
@@ -70,7 +72,6 @@ class FolderClassifier(torch.nn.Module):
 def describe(module: torch.nn.Module, sample: dict[str, Any]) -> tuple[list[str], list[tuple[int, ...]], bool]:
     """Names and per-row shapes of the module's outputs on a sample batch, and whether it returned
     a single tensor (which needs no wrapper)."""
-    from optlab.models.training import to_tensors
 
     with torch.inference_mode():
         output = module(**to_tensors(sample))

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from optlab.models.onnx_signature import read_signature
 from optlab.serving.policies import BucketedBatching
 
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -78,7 +79,6 @@ def _onnx_path(model: Any) -> Path | None:
 
 @functools.lru_cache(maxsize=32)
 def _fixed_sequence_inputs(path: str, _mtime_ns: int, key: str) -> list[tuple[str, str]]:
-    from optlab.models.onnx_signature import read_signature
 
     fixed = []
     for spec in read_signature(path).inputs:

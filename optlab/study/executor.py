@@ -20,9 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
+from optlab.instruments.environment import environment
+from optlab.instruments.latency import measure
+from optlab.instruments.quality import evaluate
 from optlab.models.candidate import Candidate
 from optlab.recipes.recipe import Recipe
 from optlab.study.captured import capture
+from optlab.techniques import registry
 
 BASELINE_RECIPE_JSON = '{"kind": "baseline"}'
 MAX_TRACEBACK_CHARS = 4000
@@ -78,7 +82,6 @@ class InProcessExecutor:
 
 def _environment_row(device: str) -> dict[str, Any]:
     try:
-        from optlab.instruments.environment import environment
 
         return environment(device).to_dict()
     except Exception:  # noqa: BLE001 - describing the machine must never hide the real error
@@ -118,9 +121,6 @@ def run_task(context: TaskContext, task: Task) -> dict[str, Any]:
 
 
 def _produce(context: TaskContext, task: Task) -> dict[str, Any]:
-    from optlab.instruments.latency import measure
-    from optlab.instruments.quality import evaluate
-    from optlab.techniques import registry
 
     started = time.perf_counter()
     stage, candidate, row = "apply", None, {}

@@ -41,14 +41,25 @@ def drop(row: dict) -> float:
     return value
 
 
+def _unsigned_zero(text: str) -> str:
+    """A formatted number that rounds to zero, without a minus sign ("-0.00" reads as a loss)."""
+    return text.lstrip("-") if float(text) == 0 else text
+
+
 class Formatter:
-    """Numbers as a person reads them: drops in percentage points when quality is a fraction."""
+    """Numbers as a person reads them: drops in percentage points when quality is a fraction,
+    else in the metric's own units (`units`, e.g. "in mae"); a drop that rounds to zero reads
+    "0", never "-0"."""
 
-    def __init__(self, fraction: bool):
+    def __init__(self, fraction: bool, units: str = ""):
         self.fraction = fraction
+        self.units = units
 
-    def drop(self, value: float) -> str:
-        return f"{100 * value:.2f} pp" if self.fraction else f"{value:.4g}"
+    def drop(self, value: float, *, units: bool = True) -> str:
+        if self.fraction:
+            return f"{_unsigned_zero(f'{100 * value:.2f}')} pp"
+        text = _unsigned_zero(f"{value:.4g}")
+        return f"{text} {self.units}" if units and self.units else text
 
     @staticmethod
     def objective(column: str, objective: str, value: float) -> str:
@@ -255,7 +266,8 @@ def explain_choice(choice: Choice, described: str, n_passing: int, n_unranked: i
     lost = drop(best)
     if not math.isnan(lost):
         low, high = figure(best, "quality_drop_ci_low"), figure(best, "quality_drop_ci_high")
-        interval = "" if math.isnan(low) or math.isnan(high) else f" (95% CI {fmt.drop(low)} to {fmt.drop(high)})"
+        interval = ("" if math.isnan(low) or math.isnan(high) else
+                    f" (95% CI {fmt.drop(low, units=False)} to {fmt.drop(high, units=False)})")
         details.append(f"quality drop {fmt.drop(lost)}{interval}")
     if details:
         text += "; " + ", ".join(details)

@@ -15,8 +15,11 @@ import platform
 import sys
 from typing import Any
 
+from optlab import __version__
 from optlab.data.hashing import sha256_json, sha256_tree
 from optlab.instruments.environment import cpu_info, package_version
+from optlab.models import weights
+from optlab.models.candidate import Candidate, OnnxModel
 
 file_fingerprint = sha256_tree
 
@@ -24,7 +27,6 @@ file_fingerprint = sha256_tree
 def model_fingerprint(model: Any) -> str:
     """sha256 of a model: a torch module's state_dict bytes (plus its class), an ONNX file's
     bytes (`OnnxModel` or a path), or a Candidate's model / artifact."""
-    from optlab.models.candidate import Candidate, OnnxModel
 
     if isinstance(model, Candidate):
         if model.model is not None:
@@ -38,7 +40,6 @@ def model_fingerprint(model: Any) -> str:
     if isinstance(model, (str, os.PathLike)):
         return file_fingerprint(model)
     if hasattr(model, "state_dict"):
-        from optlab.models import weights
 
         return weights.digest(model)
     raise TypeError(f"cannot fingerprint a {type(model).__name__}; pass a torch.nn.Module, an OnnxModel, "
@@ -70,7 +71,6 @@ def _device() -> str:
 @functools.lru_cache(maxsize=1)
 def machine() -> dict[str, Any]:
     """What a measurement depends on about this machine and its software."""
-    from optlab import __version__
 
     cpu_model, flags = cpu_info()
     return {

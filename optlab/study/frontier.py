@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from optlab.instruments.metrics import higher_is_better as metric_higher_is_better
+from optlab.study.columns import column as column_entry
+from optlab.study.columns import higher_is_better
 from optlab.study.explanation import (
     HIGHER_IS_BETTER,
     Choice,
@@ -40,19 +43,37 @@ OBJECTIVES: dict[str, tuple[str, str, str]] = {
 SHORT = {"cost": "cost", "latency": "p99 latency", "size": "size", "served": "served throughput"}
 
 
-def pareto_mask(df, x: str = "p99_ms", y: str = "quality", *, minimize_x: bool = True, maximize_y: bool = True,
-                include_reference: bool = False):
+def rows_metric(df) -> str | None:
+    """The rows' one quality metric (None when absent or mixed): it sets which way quality is better."""
+    if "metric" not in df.columns:
+        return None
+    found = {str(m) for m in df["metric"].dropna()}
+    return found.pop() if len(found) == 1 else None
+
+
+def _maximize(df, y: str, maximize_y: bool | None) -> bool:
+    """`maximize_y` as given, else from the Column table: quality goes the way the rows' metric
+    does (accuracy up, mae and rmse down); a column the table does not know is maximised."""
+    if maximize_y is not None:
+        return maximize_y
+    return True if column_entry(y) is None else higher_is_better(y, rows_metric(df))
+
+
+def pareto_mask(df, x: str = "p99_ms", y: str = "quality", *, minimize_x: bool = True,
+                maximize_y: bool | None = None, include_reference: bool = False):
     """Boolean Series (aligned with `df`): True where a row is Pareto-optimal.
 
     A row is dominated when another is at least as good on both axes and strictly better on
     one; rows tied exactly on both axes are all kept. Error rows, rows with a missing x or y
-    and (unless `include_reference`) reference rows are False.
+    and (unless `include_reference`) reference rows are False. `maximize_y=None` takes y's
+    direction from the Column table (quality: the rows' metric's direction).
     """
-    import pandas as pd
+    import pandas as pd  # on use: the CLI imports this module at start, and pandas takes a while
 
     for column in (x, y):
         if column not in df.columns:
             raise ValueError(f"column {column!r} is not in the results; available: {', '.join(map(str, df.columns))}")
+    maximize_y = _maximize(df, y, maximize_y)
     usable = df["status"].isin(["ok", "reference"] if include_reference else ["ok"]).to_numpy() \
         if "status" in df.columns else np.ones(len(df), dtype=bool)
     xs = pd.to_numeric(df[x], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
@@ -69,9 +90,10 @@ def pareto_mask(df, x: str = "p99_ms", y: str = "quality", *, minimize_x: bool =
     return pd.Series(keep, index=df.index)
 
 
-def pareto_front(df, x: str = "p99_ms", y: str = "quality", *, minimize_x: bool = True, maximize_y: bool = True,
-                 include_reference: bool = False):
-    """The Pareto-optimal rows (minimise x, maximise y by default), sorted by x."""
+def pareto_front(df, x: str = "p99_ms", y: str = "quality", *, minimize_x: bool = True,
+                 maximize_y: bool | None = None, include_reference: bool = False):
+    """The Pareto-optimal rows (minimise x; y the way it is better: quality up for accuracy, down
+    for mae or rmse), sorted by x."""
     mask = pareto_mask(df, x, y, minimize_x=minimize_x, maximize_y=maximize_y, include_reference=include_reference)
     return df[mask].sort_values(x, ascending=minimize_x, kind="stable")
 
@@ -111,7 +133,7 @@ class Recommendation:
         return None if self.row is None else self.row.get("candidate")
 
     def rejected_frame(self):
-        import pandas as pd
+        import pandas as pd  # on use, as in pareto_mask
 
         return pd.DataFrame([{"candidate": r.candidate, "meets_constraints": r.meets_constraints,
                               "reasons": "; ".join(r.reasons)} for r in self.rejected],
@@ -133,8 +155,13 @@ def _number(name: str, value: Any) -> float:
 
 
 def _quality_is_fraction(df) -> bool:
+    """Quality in [0, 1] for a metric where higher is better (accuracy, agreement): drops read in
+    percentage points; a lower-is-better metric (mae, rmse, logloss) is in its own units."""
     if "quality" not in df.columns:
         return True
+    metric = rows_metric(df)
+    if metric is not None and not metric_higher_is_better(metric):
+        return False
     values = df["quality"].dropna()
     values = values[values.map(lambda v: isinstance(v, (int, float, np.number)))] if len(values) else values
     return bool(len(values) == 0 or ((values >= 0) & (values <= 1)).all())
@@ -326,7 +353,8 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
     limits = _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement)
     if df is None or len(df) == 0:
         raise ValueError("the study has no results yet: run() it (or load rows) before asking for a recommendation")
-    fmt = Formatter(_quality_is_fraction(df))
+    fraction, metric = _quality_is_fraction(df), rows_metric(df)
+    fmt = Formatter(fraction, units="" if fraction or metric is None else f"in {metric}")
     constraints = sla_constraints(**limits, fraction=fmt.fraction)
     records = df.to_dict("records")
     errors = [r for r in records if r.get("status") == "error"]

@@ -38,6 +38,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from optlab import __version__
+
 FORMAT = "optlab-store"
 FORMAT_VERSION = 1
 MANIFEST = "optlab-store.json"
@@ -147,7 +149,6 @@ class Store:
             raise IncompatibleStore(f"{self.path} is not an optlab results folder (no {MANIFEST}); pass the "
                                     f"results_dir of a study")
         else:
-            from optlab import __version__
 
             self.path.mkdir(parents=True, exist_ok=True)
             manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "created_at": _now(),

@@ -372,7 +372,8 @@ class Study:
 
     # -- the trade-off --------------------------------------------------------------------
     def frontier(self, x: str = "p99_ms", y: str = "quality", **options):
-        """The Pareto-optimal rows (minimise x, maximise y); see `optlab.study.frontier.pareto_front`."""
+        """The Pareto-optimal rows (minimise x; quality up, or down for mae and rmse); see
+        `optlab.study.frontier.pareto_front`."""
         return frontier_module.pareto_front(self._nonempty("frontier"), x, y, **options)
 
     def recommend(self, *, max_p99_ms: float | None = None, max_quality_drop: float | None = None,

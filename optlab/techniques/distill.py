@@ -19,9 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from optlab.data.datasets import Split
 from optlab.instruments.latency import torch_threads
-from optlab.models import weights
+from optlab.models import training, weights, zoo
 from optlab.models.candidate import Candidate
+from optlab.models.module_outputs import FlatOutputs
+from optlab.models.runtimes import torch_predict_fn
+from optlab.models.training import to_tensors
 from optlab.recipes.recipe import Distill
 from optlab.techniques.prune import require_training_rows
 from optlab.techniques.registry import register
@@ -47,8 +51,6 @@ def apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None
 
 def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | None,
                    workdir: Path | None) -> Candidate:
-    from optlab.data.datasets import Split
-    from optlab.models import training
 
     teacher = model
     student = build_student(recipe.student, teacher, data)
@@ -92,7 +94,6 @@ def _apply_distill(recipe: Distill, model: Any, data: Any, *, threads: int | Non
 
     path = artifact_file(resolve_workdir(workdir), recipe.name, ".pt")
     torch.save(student, path)
-    from optlab.models.runtimes import torch_predict_fn
 
     return Candidate(name=recipe.name, predict_fn=torch_predict_fn(student), family="distillation",
                      runtime="torch", device="cpu", recipe=recipe, model=student, artifact_path=path,
@@ -106,7 +107,6 @@ def build_student(student: str, teacher: nn.Module, data: Any) -> nn.Module:
     the zoo knows."""
     import importlib
 
-    from optlab.models import zoo
 
     if ":" not in student:
         if data.name not in zoo.SIZES:
@@ -131,7 +131,6 @@ def build_student(student: str, teacher: nn.Module, data: Any) -> nn.Module:
     built = factory()
     if not isinstance(built, nn.Module):
         raise ValueError(f"Distill.student={student!r} returned a {type(built).__name__}, not a torch module")
-    from optlab.models.module_outputs import FlatOutputs
 
     if isinstance(teacher, FlatOutputs) and not isinstance(built, FlatOutputs):
         built = FlatOutputs(built, list(teacher.names))
@@ -184,7 +183,6 @@ def teacher_logits(teacher: nn.Module, data: Any, batch_size: int = 256) -> np.n
     if key in _TEACHER_LOGITS:
         _TEACHER_LOGITS.move_to_end(key)
         return _TEACHER_LOGITS[key]
-    from optlab.models.training import to_tensors
 
     was_training = teacher.training
     teacher.eval()
@@ -225,7 +223,6 @@ def student_budget(data: Any) -> dict[str, Any]:
     training threads: the KD run, its from-scratch control and the zoo's own student get exactly the
     same steps, so the same student on any machine (a wall-clock cap made the result depend on the
     machine's speed and load, and gave the slower KD steps fewer of them)."""
-    from optlab.models import zoo
 
     smoke = bool(getattr(data, "meta", {}).get("smoke", False))
     known = (data.name, smoke) in zoo.TRAINING

@@ -24,6 +24,7 @@ import numpy as np
 from optlab.data.calibration import calibration_rows
 from optlab.data.datasets import Batch
 from optlab.instruments.environment import cpu_info
+from optlab.instruments.timing import summarize, time_calls
 from optlab.models import weights
 from optlab.models.candidate import Candidate, OnnxModel
 from optlab.recipes.recipe import UnsupportedRecipe
@@ -355,7 +356,6 @@ def compare_padding(candidate: Candidate, split: Any, *, batch_size: int = 32, b
     throughput against max_length (a DataFrame)."""
     import pandas as pd
 
-    from optlab.instruments.timing import summarize, time_calls
 
     n = min(batches * batch_size, len(split)) // batch_size * batch_size
     if n == 0:

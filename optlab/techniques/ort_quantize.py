@@ -23,6 +23,7 @@ import numpy as np
 
 from optlab.data.calibration import calibration_rows
 from optlab.models.candidate import Candidate, OnnxModel
+from optlab.models.runtimes import load_onnxruntime
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
 from optlab.techniques import onnx_graph
 from optlab.techniques.onnx_export import as_onnx, gemm_to_matmul
@@ -37,7 +38,6 @@ STATIC_OPS = ["Conv", "Gemm", "MatMul", "Gather", "Relu", "Add", "Mul", "Concat"
 
 @register(Quantize, runtime="onnxruntime")
 def apply_ort_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir: Path) -> Candidate:
-    from optlab.models.runtimes import load_onnxruntime
 
     start = time.perf_counter()
     notes: list[str] = []

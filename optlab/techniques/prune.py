@@ -16,10 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from optlab.data.datasets import Split
 from optlab.instruments.footprint import torch_footprint
 from optlab.instruments.latency import torch_threads
-from optlab.models import weights
+from optlab.models import training, weights, zoo
 from optlab.models.candidate import Candidate
+from optlab.models.runtimes import torch_predict_fn
+from optlab.models.training import to_tensors
 from optlab.recipes.recipe import Prune, UnsupportedRecipe
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import require_module
@@ -43,7 +46,6 @@ def apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None = N
 
 
 def _apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None, workdir: Path | None) -> Candidate:
-    from optlab.models.training import to_tensors
 
     example = to_tensors(_example_batch(data))
     pruned = copy.deepcopy(model).eval()
@@ -80,7 +82,6 @@ def _apply_prune(recipe: Prune, model: Any, data: Any, *, threads: int | None, w
         meta["artifact_format"] = SPARSE_FORMAT
         loader = "optlab.techniques.prune:load_pruned"
     meta["compressed_size_bytes"] = path.stat().st_size
-    from optlab.models.runtimes import torch_predict_fn
 
     return Candidate(name=recipe.name, predict_fn=torch_predict_fn(pruned), family="pruning", runtime="torch",
                      device="cpu", recipe=recipe, model=pruned, artifact_path=path, loader=loader,
@@ -214,8 +215,6 @@ def finetune_split(teacher: nn.Module, data: Any) -> Any:
     targets (distillation by logit matching) instead of labels it does not have."""
     if getattr(data, "task", None) != "outputs":
         return data.train
-    from optlab.data.datasets import Split
-    from optlab.models.runtimes import torch_predict_fn
 
     predict = torch_predict_fn(teacher.eval())
     targets = np.concatenate([np.asarray(predict(batch), dtype=np.float32).reshape(len(next(iter(batch.values()))), -1)
@@ -243,7 +242,6 @@ def _finetune(model: nn.Module, data: Any, recipe: Prune, train_on: Any = None) 
     within a wall-clock budget (TrainingDiverged propagates on a NaN/inf loss)."""
     if recipe.finetune_epochs == 0:
         return {"finetune_s": 0.0}
-    from optlab.models import training
 
     settings = finetune_settings(data)
     lr = recipe.finetune_lr if recipe.finetune_lr is not None else settings["lr"]
@@ -264,7 +262,6 @@ FINETUNE_MAX_S = {False: 40.0, True: 5.0}  # keeps a recipe under ~60 s full / ~
 def finetune_settings(data: Any) -> dict[str, Any]:
     """Learning rate, batch size, weight decay and wall-clock cap for fine-tuning a model of
     `data` (the zoo's training settings; generic ones for a dataset the zoo does not know)."""
-    from optlab.models import zoo
 
     smoke = bool(getattr(data, "meta", {}).get("smoke", False))
     base = zoo.TRAINING.get((getattr(data, "name", ""), smoke), {"lr": 1e-3, "batch_size": 64})
@@ -318,7 +315,6 @@ def load_pruned(path: str | Path, threads: int | None = None) -> Callable[[dict]
     """Loader for a fresh process: artifact -> predict(batch) -> logits."""
     if threads:
         torch.set_num_threads(int(threads))
-    from optlab.models.runtimes import torch_predict_fn
 
     return torch_predict_fn(load_module(path))
 

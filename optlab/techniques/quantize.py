@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 from optlab.models.candidate import Candidate
-from optlab.models.runtimes import quiet_torch_logs
+from optlab.models.runtimes import quiet_torch_logs, torch_predict_fn
 from optlab.recipes.recipe import Quantize
 from optlab.techniques.registry import register
 from optlab.techniques.torch_io import require_module, save_module
@@ -26,7 +26,6 @@ def apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=Non
 
 
 def _apply_torch_quantize(recipe: Quantize, model: Any, data: Any, *, threads=None, workdir=None) -> Candidate:
-    from optlab.models.runtimes import torch_predict_fn
 
     require_module(model, recipe)
     module = copy.deepcopy(model).eval()

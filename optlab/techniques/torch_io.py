@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from optlab.models.candidate import OnnxModel
+from optlab.models.training import to_tensors
 from optlab.recipes.recipe import Chain, Compile, Distill, OnDevice, Prune, Quantize, UnsupportedRecipe
 
 TEXT_AXES = ("input_ids", "attention_mask", "token_type_ids")
@@ -65,7 +66,6 @@ def require_module(model: Any, recipe: Any) -> Any:
 
 def positional_tensors(batch: dict[str, np.ndarray], names: list[str]) -> tuple:
     """The batch as torch tensors in `names` order, for exporters that call models positionally."""
-    from optlab.models.training import to_tensors
 
     tensors = to_tensors(batch)
     return tuple(tensors[name] for name in names)

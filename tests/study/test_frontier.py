@@ -37,6 +37,34 @@ def test_front_directions_and_reference_rows():
         pareto_front(df, x="cost")
 
 
+def test_front_minimises_quality_when_the_metric_is_lower_is_better():
+    # mae: 0.2 is better than 0.5; the fast, accurate row dominates the slow, inaccurate one
+    df = rows(("fast-accurate", 1.0, 0.2), ("slow-inaccurate", 5.0, 0.5), ("slow-best", 9.0, 0.1))
+    df["metric"] = "mae"
+    assert pareto_front(df)["candidate"].tolist() == ["fast-accurate", "slow-best"]
+    assert pareto_mask(df).tolist() == [True, False, True]
+    df["metric"] = "accuracy"  # the same figures read as accuracy: higher is better
+    assert pareto_front(df)["candidate"].tolist() == ["fast-accurate", "slow-inaccurate"]
+    df["metric"] = "mae"
+    assert pareto_front(df, maximize_y=True)["candidate"].tolist() == ["fast-accurate", "slow-inaccurate"]
+
+
+def test_a_drop_in_the_metrics_units_never_reads_minus_zero():
+    df = pd.DataFrame([
+        {"candidate": "baseline", "status": "ok", "metric": "mae", "p99_ms": 10.0, "quality": 0.31,
+         "quality_drop": 0.0, "cost_per_1m_usd": 2.0},
+        {"candidate": "int8", "status": "ok", "metric": "mae", "p99_ms": 4.0, "quality": 0.31,
+         "quality_drop": 0.0, "quality_drop_ci_low": -0.0, "quality_drop_ci_high": 0.0, "cost_per_1m_usd": 1.0},
+        {"candidate": "pruned", "status": "ok", "metric": "mae", "p99_ms": 3.0, "quality": 0.45,
+         "quality_drop": 0.14, "cost_per_1m_usd": 0.5},
+    ])
+    rec = recommend(df, max_quality_drop=0.05)
+    assert rec.candidate == "int8"
+    assert "quality drop 0 in mae (95% CI 0 to 0)" in rec.explanation
+    assert "-0" not in rec.explanation and " pp" not in rec.explanation
+    assert dict((r.candidate, r.reasons) for r in rec.rejected)["pruned"] == ("quality drop 0.14 > 0.05",)
+
+
 def table():
     return pd.DataFrame([
         {"candidate": "baseline", "family": "baseline", "status": "ok", "p99_ms": 10.0, "quality": 0.95,
