@@ -112,8 +112,14 @@ def test_rerun_skips_stored_rows_and_retries_errors_on_request(five, digits, mod
 
 def test_recommend_and_frontier_on_real_rows(five):
     study, df, _, _ = five
-    rec = study.recommend(max_p99_ms=1e4, max_quality_drop=0.05, objective="latency")
+    # From the stored measurements alone (no side-by-side re-timing) the fastest row wins.
+    rec = study.recommend(max_p99_ms=1e4, max_quality_drop=0.05, objective="latency", retime=False)
     assert rec.met and rec.row["p99_ms"] == df[df["status"] == "ok"]["p99_ms"].min()
+    # Re-timed interleaved, a runner-up that is clearly faster side by side may take the lead: the
+    # winner is still one of the measured candidates, and the claim names how it was compared.
+    retimed = study.recommend(max_p99_ms=1e4, max_quality_drop=0.05, objective="latency")
+    assert retimed.met and retimed.candidate in set(df[df["status"] == "ok"]["candidate"])
+    assert "side by side" in retimed.explanation or "too close to call" in retimed.explanation
     assert "compile(runtime=onnxruntime, provider=cuda)" in {r.candidate for r in rec.rejected}
     front = study.frontier()
     assert len(front) >= 1 and (front["status"] == "ok").all()
