@@ -57,10 +57,12 @@ def capacity_day(minutes: pd.DataFrame, *, max_p99_ms: float | None = None):
 
     _require(minutes, ["policy", "minute", "replicas", "p99_ms"], "capacity_day")
     frame = minutes.assign(hour=minutes["minute"] / 60.0)
-    base = alt.Chart(frame).encode(x=alt.X("hour:Q", title="hour of the day"), color=alt.Color("policy:N"))
-    replicas = base.mark_line().encode(y=alt.Y("replicas:Q", title="replicas"))
+    # symlog packs its ticks near the top: Vega drops labels that would collide (labelOverlap)
+    axis = alt.Axis(labelOverlap=True, tickCount=5)
+    base = alt.Chart(frame).encode(x=alt.X("hour:Q", title="hour of the day", axis=axis), color=alt.Color("policy:N"))
+    replicas = base.mark_line().encode(y=alt.Y("replicas:Q", title="replicas", axis=axis))
     p99 = base.mark_line().encode(y=alt.Y("p99_ms:Q", title="worst p99 in the minute (ms)",
-                                          scale=alt.Scale(type="symlog")))
+                                          scale=alt.Scale(type="symlog"), axis=axis))
     if max_p99_ms is not None:
         p99 = p99 + alt.Chart({"values": [{"sla": max_p99_ms}]}).mark_rule(strokeDash=[4, 4],
                                                                           color="#d62728").encode(y="sla:Q")
