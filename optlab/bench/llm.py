@@ -1,0 +1,367 @@
+"""`python -m optlab.bench llm [--smoke] [--rounds 3] [--threads 1] [--json PATH]`: the language-model
+serving targets, one run, each a median of interleaved rounds with its range.
+
+- KV cache vs recomputation: time per generated token at 256 tokens (target >= 3x);
+- continuous vs static batching: goodput at the SLA (TTFT p99 and TPOT p99) on one Poisson trace (>= 1.5x);
+- paged vs contiguous KV: the share of reserved KV bytes that held nothing (<= 10% vs >= 50%) and the
+  concurrency each fits in one fixed budget;
+- speculative decoding: outputs identical to the target's greedy; speedup at the best k idle and under load;
+- optlab's continuous batcher vs transformers' own (`generate_batch`'s manager): the goodput ratio.
+
+The models are the zoo's trained target and draft when `optlab.models.zoo` offers them, else seeded
+random models of the same shape (timing figures do not depend on the weights; speculation's do: its
+acceptance needs a draft trained like the target, so with random models it is shown, not judged).
+An engine not available in this checkout is reported as such, never as zero.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from optlab.bench.intents import speed_flags
+from optlab.bench.render import Col, Layout, Renderer, target, times, verdict
+from optlab.bench.zoo import cpu_model
+from optlab.generation.demo import ModelPair, engine_class, missing_engine, models
+from optlab.generation.demo import make_engine as demo_engine
+from optlab.generation.server import GenerationServer, GoodputSearch, goodput_at_sla
+from optlab.generation.trace import TraceRequest, TraceSpec, at_rate, poisson_trace
+from optlab.instruments.generation import Sla
+from optlab.instruments.latency import torch_threads
+
+COMMAND = "python -m optlab.bench llm"
+SLA = Sla(ttft_ms=500.0, tpot_ms=50.0)
+BLOCK_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run's sizes: full by default, `smoke()` for CI."""
+
+    new_tokens: int = 256  # the KV-cache comparison's generated length
+    requests: int = 64
+    prompt_tokens: tuple[int, int] = (16, 96)
+    output_tokens: tuple[int, int] = (16, 160)
+    max_batch: int = 8
+    rounds: int = 3
+    spec_ks: tuple[int, ...] = (1, 2, 4, 6)
+    spec_requests: int = 4
+    max_probes: int = 8
+
+    @classmethod
+    def smoke(cls) -> Settings:
+        return cls(new_tokens=24, requests=12, prompt_tokens=(4, 16), output_tokens=(4, 16), rounds=1,
+                   spec_ks=(2,), spec_requests=2, max_probes=3)
+
+
+def spread(values: list[float]) -> dict[str, float | None]:
+    """Median and range of per-round figures (None when none was measured)."""
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    if not kept:
+        return {"median": None, "low": None, "high": None}
+    return {"median": float(np.median(kept)), "low": float(min(kept)), "high": float(max(kept))}
+
+
+def ranged(s: dict[str, float | None], spec: str = ".3g", unit: str = "") -> str:
+    if s["median"] is None:
+        return "not available"
+    if s["low"] == s["high"]:
+        return f"{s['median']:{spec}}{unit}"
+    return f"{s['median']:{spec}}{unit} (range {s['low']:{spec}}-{s['high']:{spec}})"
+
+
+# --- KV cache vs recomputation ------------------------------------------------------------------------------
+
+def kv_cache_rounds(model, settings: Settings, progress: Callable[[str], None]) -> pd.DataFrame:
+    """ms per generated token with and without the KV cache (transformers' generate, greedy,
+    `use_cache` on/off, same prompt), interleaved rounds."""
+    import torch
+
+    prompt = torch.randint(1, model.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
+    rows = []
+    for round_ in range(settings.rounds):
+        for use_cache in (True, False):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                     max_new_tokens=settings.new_tokens, min_new_tokens=settings.new_tokens,
+                                     use_cache=use_cache, pad_token_id=0)
+            elapsed = time.perf_counter() - start
+            generated = out.shape[1] - prompt.shape[1]
+            rows.append({"round": round_, "kv_cache": use_cache, "tokens": generated,
+                         "ms_per_token": 1e3 * elapsed / generated})
+            progress(f"  kv cache {'on ' if use_cache else 'off'} round {round_}: "
+                     f"{1e3 * elapsed / generated:.2f} ms/token")
+    return pd.DataFrame(rows)
+
+
+def kv_cache_target(frame: pd.DataFrame, settings: Settings, smoke: bool) -> dict[str, Any]:
+    per_round = frame.pivot(index="round", columns="kv_cache", values="ms_per_token")
+    ratio = spread(list(per_round[False] / per_round[True]))
+    met = None if smoke or ratio["median"] is None else ratio["median"] >= 3.0
+    sentence = (f"KV cache vs recomputation at {settings.new_tokens} generated tokens: "
+                f"{ranged(ratio, '.2f', 'x')} faster per token (cache {np.median(per_round[True]):.2f} ms, recompute "
+                f"{np.median(per_round[False]):.2f} ms; target >= 3x): {verdict(met)}")
+    return target("kv cache vs recompute per token", ratio["median"], met, COMMAND, sentence)
+
+
+# --- goodput at the SLA per engine --------------------------------------------------------------------------
+
+def make_engine(name: str, model, draft, settings: Settings, **extra) -> Callable[[], Any] | None:
+    if engine_class(name) is None:
+        return None
+    kwargs: dict[str, Any] = dict(extra)
+    if name in ("static", "continuous", "paged"):
+        kwargs.setdefault("max_batch", settings.max_batch)
+    pair = ModelPair(model, draft, "")
+    return lambda: demo_engine(name, pair, **kwargs)
+
+
+def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, smoke: bool,
+                   progress: Callable[[str], None]) -> pd.DataFrame:
+    """Goodput at the SLA (the serving layer's rate search) per engine, engines interleaved within each round."""
+    search = GoodputSearch(sla=SLA, min_requests=len(trace), start_per_s=4.0 if smoke else 2.0, rel_tol=0.15,
+                           max_probes=settings.max_probes, min_per_s=0.1)
+    rows = []
+    for round_ in range(settings.rounds):
+        for name in names:
+            factory = make_engine(name, model, draft, settings)
+            if factory is None:
+                rows.append({"round": round_, "engine": name, "goodput_per_s": None,
+                             "note": missing_engine(name)})
+                continue
+            engines: list[Any] = []
+
+            def make_server(factory=factory, engines=engines):
+                engines.append(factory())
+                return GenerationServer(engines[-1], saturation_s=5.0)
+            start = time.perf_counter()
+            try:
+                result = goodput_at_sla(make_server, trace, search, seed=round_)
+            finally:
+                for e in engines:
+                    getattr(e, "close", lambda: None)()
+            row = {"round": round_, "engine": name, **result.row(), "seconds": time.perf_counter() - start}
+            rows.append(row)
+            progress(f"  goodput {name} round {round_}: {row['goodput_per_s']:.3g}/s ({row['probes']} probes, "
+                     f"{row['seconds']:.0f}s)")
+    return pd.DataFrame(rows)
+
+
+def goodput_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for name, group in frame.groupby("engine", sort=False):
+        s = spread(list(group["goodput_per_s"]))
+        notes = group["note"].dropna() if "note" in group else []
+        rows.append({"engine": name, "goodput_per_s": s["median"], "goodput_low": s["low"],
+                     "goodput_high": s["high"], **{k: _median(group, k) for k in MEDIANS},
+                     "note": "; ".join(sorted({n for n in notes if n}))})
+    return pd.DataFrame(rows)
+
+
+MEDIANS = ("ttft_p99_ms", "tpot_p99_ms", "output_tokens_per_s")
+
+
+def _median(group: pd.DataFrame, column: str) -> float | None:
+    values = group[column].dropna() if column in group else []
+    return float(np.median(values)) if len(values) else None
+
+
+def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, goal: float | None,
+                 smoke: bool) -> dict[str, Any]:
+    by = summary.set_index("engine")
+    a = by["goodput_per_s"].get(faster) if faster in by.index else None
+    b = by["goodput_per_s"].get(slower) if slower in by.index else None
+    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or (isinstance(b, float) and math.isnan(b)):
+        return target(label, None, None, COMMAND, f"{label}: not available ({faster} or {slower} not measured)")
+    if not b:
+        return target(label, None, None, COMMAND, f"{label}: not available ({slower} met the SLA at no rate tried; "
+                                                  f"{faster}: {a:.3g}/s)")
+    ratio = a / b
+    bounded = [e for e in (faster, slower) if "lower bound" in str(by["note"].get(e, ""))]
+    met = None if smoke or goal is None or bounded else ratio >= goal
+    goal_text = f"; target >= {goal:g}x" if goal else ""
+    if bounded:  # the search stopped below the engine's limit: the ratio is not a comparison of goodputs
+        goal_text += f"; not judged: {' and '.join(bounded)} still met the SLA at the highest rate probed"
+    return target(label, ratio, met, COMMAND,
+                  f"{label}: {times(ratio)} ({faster} {a:.3g}/s vs {slower} {b:.3g}/s at {SLA.describe()}"
+                  f"{goal_text}): {verdict(met)}")
+
+
+# --- paged vs contiguous KV ----------------------------------------------------------------------------------
+
+def kv_waste(model, trace, settings: Settings, progress) -> pd.DataFrame:
+    """The share of reserved KV bytes that held nothing, per engine, serving the trace at one moderate
+    rate (contiguous reserves the model's context per sequence, as a cache without per-request limits must;
+    paged allocates blocks on demand), and the concurrency a fixed budget fits, from the trace's lengths."""
+    context = model.config.max_position_embeddings
+    lengths = np.array([len(r.prompt_ids) + r.max_new_tokens for r in trace])
+    budget_tokens = settings.max_batch * context  # the budget: max_batch contiguous sequences
+    rows = [{"layout": "contiguous (context per sequence)", "fits_sequences": budget_tokens // context},
+            {"layout": f"paged ({BLOCK_TOKENS}-token blocks)",
+             "fits_sequences": int(budget_tokens // np.mean(np.ceil(lengths / BLOCK_TOKENS) * BLOCK_TOKENS))}]
+    for row, (name, extra) in zip(rows, (("continuous", {"reserve_tokens": context}), ("paged", {})), strict=True):
+        factory = make_engine(name, model, None, settings, **extra)
+        if factory is None:
+            row.update(unused_share=None, note=missing_engine(name))
+            continue
+        result = GenerationServer(factory(), saturation_s=30.0).run(trace, n_boot=100)
+        row.update(unused_share=result.summary.get("kv_cache_unused_share"),
+                   reserved_mb=result.summary.get("kv_cache_reserved_mb"),
+                   used_mb=result.summary.get("kv_cache_used_mb"), note="")
+        progress(f"  kv waste {name}: {row['unused_share']}")
+    return pd.DataFrame(rows)
+
+
+def waste_target(frame: pd.DataFrame, smoke: bool) -> dict[str, Any]:
+    contiguous, paged = frame["unused_share"].iloc[0], frame["unused_share"].iloc[1]
+    fits = (f"a budget of {int(frame['fits_sequences'].iloc[0])} contiguous sequences fits "
+            f"{int(frame['fits_sequences'].iloc[1])} paged ones")
+    if contiguous is None or paged is None or pd.isna(contiguous) or pd.isna(paged):
+        return target("paged vs contiguous unused KV", None, None, COMMAND,
+                      f"paged vs contiguous reserved-but-unused KV: not available (an engine is missing); {fits}")
+    met = None if smoke else bool(paged <= 0.10 and contiguous >= 0.50)
+    return target("paged vs contiguous unused KV", paged, met, COMMAND,
+                  f"reserved-but-unused KV: paged {paged:.1%} vs contiguous {contiguous:.1%} (targets <= 10% vs "
+                  f">= 50%); {fits}: {verdict(met)}")
+
+
+# --- speculative decoding ----------------------------------------------------------------------------------
+
+def _serve_tokens(factory, trace) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    tokens: dict[str, list[int]] = {}
+    result = GenerationServer(factory(), saturation_s=60.0).run(
+        trace, n_boot=100, on_token=lambda rid, tok, t: tokens.setdefault(rid, []).append(tok))
+    return result.summary, tokens
+
+
+def speculative_rounds(model, draft, trace, settings: Settings, progress) -> pd.DataFrame:
+    """Output tokens/s of the target alone vs speculative at each k: idle (the first requests, all at
+    once, served one at a time by both) and under load (the whole trace at the rate where the target alone
+    is at about twice its capacity); outputs compared token for token. Interleaved rounds."""
+    if engine_class("speculative") is None:
+        return pd.DataFrame([{"setting": "idle", "engine": "speculative", "note": missing_engine("speculative")}])
+    idle = [TraceRequest(r.request_id, 0.0, r.prompt_ids, r.max_new_tokens) for r in trace[: settings.spec_requests]]
+    engines = [("target alone", make_engine("sequential", model, draft, settings))] + [
+        (f"speculative k={k}", make_engine("speculative", model, draft, settings, k=k)) for k in settings.spec_ks]
+    rows, reference = [], {}
+    for round_ in range(settings.rounds):
+        for label, factory in engines:
+            summary, tokens = _serve_tokens(factory, idle)
+            reference.setdefault("idle", tokens)
+            rows.append({"round": round_, "setting": "idle", "engine": label,
+                         "output_tokens_per_s": summary["output_tokens_per_s"],
+                         "identical": tokens == reference["idle"]})
+            progress(f"  speculative idle {label} round {round_}: {summary['output_tokens_per_s']:.4g} tokens/s")
+    frame = pd.DataFrame(rows)
+    alone = frame[frame["engine"] == "target alone"]["output_tokens_per_s"].median()
+    capacity = alone / float(np.mean([r.max_new_tokens for r in trace]))  # requests/s the target alone serves
+    loaded = at_rate(list(trace), 2 * capacity)
+    best = frame[frame["engine"] != "target alone"].groupby("engine")["output_tokens_per_s"].median().idxmax()
+    for round_ in range(settings.rounds):
+        for label, factory in [e for e in engines if e[0] in ("target alone", best)]:
+            summary, tokens = _serve_tokens(factory, loaded)
+            reference.setdefault("load", tokens)
+            rows.append({"round": round_, "setting": f"load {2 * capacity:.3g}/s", "engine": label,
+                         "output_tokens_per_s": summary["output_tokens_per_s"],
+                         "identical": tokens == reference["load"]})
+            progress(f"  speculative under load {label} round {round_}: {summary['output_tokens_per_s']:.4g} tokens/s")
+    return pd.DataFrame(rows)
+
+
+def speculative_targets(frame: pd.DataFrame, origin: str) -> list[dict[str, Any]]:
+    if "round" not in frame:
+        return [target("speculative speedup idle", None, None, COMMAND,
+                       f"speculative decoding: {frame['note'].iloc[0]}")]
+    rows = []
+    identical = bool(frame["identical"].all())
+    for setting, group in frame.groupby("setting", sort=False):
+        by = group.pivot_table(index="round", columns="engine", values="output_tokens_per_s")
+        candidates = [c for c in by.columns if c != "target alone"]
+        best = max(candidates, key=lambda c: float((by[c] / by["target alone"]).median()))
+        ratio = spread(list(by[best] / by["target alone"]))
+        rows.append(target(f"speculative speedup {setting.split()[0]}", ratio["median"], None, COMMAND,
+                           f"speculative decoding ({setting}): best {best}: {ranged(ratio, '.2f', 'x')} output "
+                           f"tokens/s of the target alone; outputs identical: {identical} (not judged: {origin})"))
+    return rows
+
+
+# --- the command ---------------------------------------------------------------------------------------------
+
+def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    pair = models(smoke=smoke)  # imports torch, so torch_threads below takes effect
+    target_model, draft, origin = pair.target, pair.draft, pair.origin
+    with torch_threads(threads):
+        kv = kv_cache_rounds(target_model, settings, progress)
+        spec = TraceSpec(rate_per_s=1.0, requests=settings.requests, prompt_tokens=settings.prompt_tokens,
+                         output_tokens=settings.output_tokens, vocab_size=target_model.config.vocab_size, seed=0)
+        trace = poisson_trace(spec, pair.prompts())
+        engines = ["static", "continuous", "paged", "transformers"]
+        goodput = goodput_rounds(target_model, draft, trace, engines, settings, smoke, progress)
+        waste = kv_waste(target_model, trace, settings, progress)
+        speculative = speculative_rounds(target_model, draft, trace, settings, progress)
+    return {"origin": origin, "kv": kv, "goodput": goodput, "waste": waste, "speculative": speculative,
+            "settings": settings}
+
+
+GOODPUT_LAYOUT = Layout((
+    Col("engine", "engine", 14, "<"), Col("goodput_per_s", "goodput/s", 11, spec=".3g"),
+    Col("goodput_low", "low", 9, spec=".3g"), Col("goodput_high", "high", 9, spec=".3g"),
+    Col("ttft_p99_ms", "TTFT p99 ms", 13, spec=".4g"), Col("tpot_p99_ms", "TPOT p99 ms", 13, spec=".3g"),
+    Col("output_tokens_per_s", "out tok/s", 11, spec=".4g"), Col("note", "note", 40, "<", before="  ")))
+WASTE_LAYOUT = Layout((
+    Col("layout", "KV layout", 34, "<"), Col("unused_share", "unused share", 14, spec=".1%"),
+    Col("fits_sequences", "fits in budget", 16, spec="d"), Col("note", "note", 40, "<", before="  ")))
+
+
+def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
+    settings = results["settings"]
+    out.say(f"models: {results['origin']}")
+    out.keep("kv_cache_rounds", results["kv"])
+    out.blank()
+    summary = goodput_summary(results["goodput"])
+    out.keep("goodput_rounds", results["goodput"])
+    out.say(f"goodput at {SLA.describe()} on a {settings.requests}-request Poisson trace "
+            f"(median of {settings.rounds} interleaved round(s), range low-high):")
+    out.table("goodput", GOODPUT_LAYOUT, summary.to_dict(orient="records"))
+    out.blank()
+    out.table("kv_waste", WASTE_LAYOUT, results["waste"].to_dict(orient="records"))
+    out.keep("speculative_rounds", results["speculative"])
+    out.blank()
+    out.targets([
+        kv_cache_target(results["kv"], settings, smoke),
+        ratio_target(summary, "continuous", "static", "continuous vs static batching goodput", 1.5, smoke),
+        waste_target(results["waste"], smoke),
+        *speculative_targets(results["speculative"], results["origin"]),
+        ratio_target(summary, "continuous", "transformers", "optlab continuous vs transformers generate_batch goodput",
+                     None, smoke),
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="small sizes, one round (CI); targets not judged")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: 3 full, 1 smoke)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, every engine alike")
+    parser.add_argument("--json", default=None, help="write the tables and targets to this file")
+    parser.add_argument("--requests", type=int, default=None, help="requests in the trace (default: 64 full, 12 smoke)")
+    parser.add_argument("--max-output", type=int, default=None, help="the longest output a request asks for")
+    parser.add_argument("--max-probes", type=int, default=None, help="probes per goodput search")
+    args = parser.parse_args(argv or [])
+    settings = Settings.smoke() if args.smoke else Settings()
+    changes = {"rounds": args.rounds, "requests": args.requests, "max_probes": args.max_probes,
+               "output_tokens": (min(settings.output_tokens[0], args.max_output), args.max_output)
+               if args.max_output else None}
+    settings = Settings(**{**settings.__dict__, **{k: v for k, v in changes.items() if v}})
+    out = Renderer("llm", " ".join([COMMAND, *(argv or [])]))
+    flags = ",".join(speed_flags()) or "no avx2"
+    out.say(f"CPU: {cpu_model()} | flags: {flags} | threads: {args.threads} (torch) | "
+            f"setting: {'smoke' if args.smoke else 'full'}")
+    show(out, run(settings, args.smoke, args.threads, out.progress), args.smoke)
+    out.write_json(args.json)
+    return 0
