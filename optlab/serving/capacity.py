@@ -34,6 +34,8 @@ import simpy
 SECONDS_PER_DAY = 86_400
 HOURS_PER_MONTH = 730.0  # 365 * 24 / 12: the month every cost in optlab is quoted for
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24
+# the one sizing rule: a replica carries at most 70% of its capacity (headroom for a stall or a burst)
+TARGET_UTILISATION = 0.7
 
 
 # ---- request level -------------------------------------------------------------------------
@@ -385,7 +387,7 @@ def per_minute(series: pd.DataFrame) -> pd.DataFrame:
                        p99_ms=("p99_ms", "max")).reset_index()
 
 
-def replicas_for(rate_per_s: float, replica: Replica, target_utilisation: float = 0.7) -> int:
+def replicas_for(rate_per_s: float, replica: Replica, target_utilisation: float = TARGET_UTILISATION) -> int:
     """Replicas to serve `rate_per_s` at or below `target_utilisation` each (the fixed plan's size)."""
     return max(1, math.ceil(rate_per_s / (replica.capacity_per_s * target_utilisation)))
 

@@ -12,12 +12,18 @@ requests behind it (coordinated omission). The rows say so (`loop`, `latency_fro
 pace each connection (`-q` per worker, so `rate_per_s / connections` each): a fixed offered rate
 while the service keeps up, still closed per connection. `wrk` runs flat out on its connections.
 
+Varied bodies (a service's feature cache must see what optlab's generator sends, not one request
+repeated): `wrk` cycles through `bodies` per request from a Lua script, so the flat-out runs (the
+throughput at the SLA, the HTTP ratio targets) send all of them. `hey` reads one body file per run,
+so a paced `hey` run with several bodies is several hey processes *at once*, one per body (at most
+one per connection), the connections and the rate split between them: the same total offered rate
+over the same connections, `min(len(bodies), connections)` distinct bodies (`bodies` in the summary).
+
 The tools come from apt (`python dev.py setup` installs them as root; else
 `sudo apt-get install -y wrk hey`). `missing_tools()` says which are absent.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -41,9 +47,10 @@ _PERCENTILES = (50, 75, 90, 95, 99, 99.9)
 @dataclass(frozen=True)
 class ExternalLoad:
     """One run of an external client: `tool` ("wrk" or "hey") against `url` for `duration_s` on
-    `connections` keep-alive connections, sending `body` with `method`, or (wrk only) cycling through
-    `bodies` (so a service's caches see varied requests). `rate_per_s` (hey only) paces the run at
-    that total rate, split evenly over the connections; None runs flat out."""
+    `connections` keep-alive connections, sending `body` with `method`, or varied `bodies` (wrk cycles
+    through them per request; hey runs one process per body at once, see the module's docstring).
+    `rate_per_s` (hey only) paces the run at that total rate, split evenly over the connections;
+    None runs flat out."""
 
     url: str
     body: bytes = b""
@@ -74,8 +81,6 @@ class ExternalLoad:
         if not isinstance(self.body, bytes) or not all(isinstance(b, bytes) for b in self.bodies):
             raise ValueError("body and bodies must be bytes (the exact request bodies)")
         object.__setattr__(self, "bodies", tuple(self.bodies))
-        if self.bodies and self.tool == "hey":
-            raise ValueError("hey sends one body: pass body=..., or use tool='wrk' to cycle through bodies")
 
     @property
     def name(self) -> str:
@@ -183,15 +188,52 @@ def _wrk(load: ExternalLoad, folder: Path) -> ExternalResult:
     return ExternalResult(summary, frame, notes)
 
 
-def _hey(load: ExternalLoad, folder: Path) -> ExternalResult:
-    body_path = folder / "body.bin"
-    body_path.write_bytes(load.body)
-    command = ["hey", "-z", f"{int(load.duration_s)}s", "-c", str(load.connections), "-m", load.method,
+def _hey_groups(load: ExternalLoad) -> list[tuple[bytes, int, float | None]]:
+    """(body, connections, rate) per hey process: one process per body (at most one per connection),
+    the connections split as evenly as they go and the rate in proportion to them."""
+    bodies = load.bodies or (load.body,)
+    count = min(len(bodies), load.connections)
+    share = [load.connections // count + (i < load.connections % count) for i in range(count)]
+    return [(bodies[i], share[i], None if load.rate_per_s is None else load.rate_per_s * share[i] / load.connections)
+            for i in range(count)]
+
+
+def _hey_command(load: ExternalLoad, body_path: Path, connections: int, rate: float | None) -> list[str]:
+    command = ["hey", "-z", f"{int(load.duration_s)}s", "-c", str(connections), "-m", load.method,
                "-T", load.content_type, "-D", str(body_path), "-t", str(int(load.timeout_s)), "-o", "csv"]
-    if load.rate_per_s is not None:
-        command += ["-q", f"{load.rate_per_s / load.connections:.6g}"]
-    out = _run(command + [load.url], load.duration_s + load.timeout_s + 30)
-    frame = pd.read_csv(io.StringIO(out))
+    if rate is not None:
+        command += ["-q", f"{rate / connections:.6g}"]  # -q is per worker (connection)
+    return command + [load.url]
+
+
+def _hey_frames(load: ExternalLoad, folder: Path) -> list[pd.DataFrame]:
+    """Run one hey process per body group at once and read each one's per-request CSV."""
+    processes = []
+    for i, (body, connections, rate) in enumerate(_hey_groups(load)):
+        body_path = folder / f"body{i}.bin"
+        body_path.write_bytes(body)
+        out = (folder / f"out{i}.csv").open("wb")
+        process = subprocess.Popen(_hey_command(load, body_path, connections, rate), stdout=out,
+                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        processes.append((process, out, folder / f"out{i}.csv"))
+    frames, limit = [], load.duration_s + load.timeout_s + 30
+    for process, out, path in processes:
+        try:
+            _, err = process.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+        out.close()
+        if process.returncode != 0:
+            tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-3:])
+            raise RuntimeError(f"hey failed (exit {process.returncode}): {tail or 'no output'}")
+        frames.append(pd.read_csv(path))
+    return frames
+
+
+def _hey(load: ExternalLoad, folder: Path) -> ExternalResult:
+    frames = _hey_frames(load, folder)
+    frame = pd.concat(frames, ignore_index=True)
     frame = pd.DataFrame({"offset_s": frame["offset"].astype(float),
                           "latency_ms": frame["response-time"].astype(float) * 1e3,
                           "status_code": frame["status-code"].astype(int)})
@@ -202,7 +244,10 @@ def _hey(load: ExternalLoad, folder: Path) -> ExternalResult:
                        duration_s=duration_s, percentile_ms=lambda p: _quantile(latency, p),
                        mean_ms=float(latency.mean()) if len(latency) else math.nan,
                        max_ms=float(latency.max()) if len(latency) else math.nan)
+    summary["bodies"] = len(frames)
     notes = ["hey's per-request output leaves out requests that failed at the socket: socket_errors not counted"]
+    if len(frames) > 1:
+        notes.append(f"{len(frames)} hey processes at once, one body each (hey sends one body per run)")
     return ExternalResult(summary, frame, notes)
 
 
@@ -223,7 +268,8 @@ def _summary(load: ExternalLoad, *, requests: int, ok: int, non_2xx: int, socket
         "latency_from": "send (closed loop: not from a schedule)",
         "offered_per_s": float(load.rate_per_s) if paced else math.nan,
         "duration_s": float(duration_s), "requests": int(requests), "ok": int(ok), "non_2xx": int(non_2xx),
-        "socket_errors": socket_errors, "achieved_per_s": ok / duration_s if duration_s > 0 else math.nan,
+        "socket_errors": socket_errors, "bodies": len(load.bodies or (load.body,)),
+        "achieved_per_s": ok / duration_s if duration_s > 0 else math.nan,
         "p50_ms": pick(50), "p90_ms": pick(90), "p99_ms": pick(99), "mean_ms": float(mean_ms),
         "max_ms": float(max_ms),
     }

@@ -12,7 +12,14 @@ send; one clock for all processes on a machine) gives the deadline its start, as
 (`python -m optlab.serving.http SPEC.json FD`: the application rebuilt by the spec's `factory`,
 a "module:function" name), on a loopback port chosen by the OS (the socket is bound before uvicorn
 starts, so no race); startup is bounded, and a service that fails to start raises with its port and
-error. `HttpTarget` is the client side for `loadgen.run`: a pool of keep-alive connections in threads.
+error. In its own process it runs on one of `SERVERS` (`spec["server"]`): "uvicorn", `spec["processes"]`
+processes sharing the one listening socket (the kernel spreads connections over them), or "granian"
+(a Rust HTTP server, its own `--workers` processes, binding the port itself), both measured by the
+rtb bench. `app_from_env` is granian's factory (the spec's path in `OPTLAB_HTTP_SPEC`).
+
+The client side (`HttpTarget` for `loadgen.run`, `post`) lives in `optlab.serving.http_client`
+and is named here too; the lean path (a raw ASGI app around an event-loop micro-batcher) in
+`optlab.serving.lean_app`.
 """
 from __future__ import annotations
 
@@ -22,7 +29,6 @@ import http.client
 import importlib
 import json
 import os
-import queue
 import shutil
 import socket
 import subprocess
@@ -34,12 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import msgpack
-
 from optlab.serving.codecs import MAX_BODY_BYTES, BadRequest, Codec
-from optlab.serving.server import ERROR, OK, SHED_DEADLINE, Reply
+from optlab.serving.http_client import HOST, HttpTarget, post  # noqa: F401 - named here for callers
+from optlab.serving.lean_app import StageClock
+from optlab.serving.server import ERROR, OK, Reply
 
-HOST = "127.0.0.1"
+SERVERS = ("uvicorn", "granian")
+SPEC_ENV = "OPTLAB_HTTP_SPEC"
 
 
 # ---- the application ---------------------------------------------------------------------
@@ -61,20 +68,30 @@ def app(server, routes: Mapping[str, Codec], *, prepare: Callable[[Any], Any], a
     counts: collections.Counter[str] = collections.Counter()
     constant = Response(b'{"ok":true}', media_type="application/json")
 
+    clock = StageClock()
+
     def handler(payload: Codec):
         async def score(request):
+            marks = request.scope.get("optlab.marks", [])  # the timed wrapper's entry time, then ours
+            marks.append(time.perf_counter_ns())
             try:
-                message = payload.decode(await _read_body(request, max_body_bytes))
+                body = await _read_body(request, max_body_bytes)
+                marks.append(time.perf_counter_ns())
+                message = payload.decode(body)
+                marks.append(time.perf_counter_ns())
                 features = prepare(message)
+                marks.append(time.perf_counter_ns())
             except BadRequest as exc:
                 counts[f"bad_{exc.status}"] += 1
                 return JSONResponse({"error": str(exc)}, status_code=exc.status)
             reply = await _submit(server, features, request.headers.get("x-scheduled-ns"))
+            marks.append(time.perf_counter_ns())
             counts[reply.status_name] += 1
             headers = {"x-batch-size": str(reply.batch_size)}
             if reply.status == OK:
-                return Response(payload.encode(answer(message, reply)), media_type=payload.content_type,
-                                headers=headers)
+                encoded = payload.encode(answer(message, reply))
+                marks.append(time.perf_counter_ns())
+                return Response(encoded, media_type=payload.content_type, headers=headers)
             code = 500 if reply.status == ERROR else 503
             return JSONResponse({"error": reply.error or reply.status_name}, status_code=code, headers=headers)
 
@@ -86,12 +103,12 @@ def app(server, routes: Mapping[str, Codec], *, prepare: Callable[[Any], Any], a
         return constant
 
     async def health(request):
-        return JSONResponse({"ok": True, "deployment": name})
+        return JSONResponse({"ok": True, "deployment": name, "pid": os.getpid()})
 
     async def stats_endpoint(request):
-        return JSONResponse({"counts": dict(counts), "server": server.counts(),
+        return JSONResponse({"pid": os.getpid(), "counts": dict(counts), "server": server.counts(),
                              "batches": {str(k): v for k, v in server.batch_size_histogram().items()},
-                             **(stats() if stats else {})})
+                             "stages": clock.snapshot(), **(stats() if stats else {})})
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -106,7 +123,22 @@ def app(server, routes: Mapping[str, Codec], *, prepare: Callable[[Any], Any], a
                 Route("/stats", stats_endpoint)]
     application = Starlette(routes=routes_, lifespan=lifespan)
     application.state.counts, application.state.server = counts, server
-    return application
+    return _timed(application, clock, counts)
+
+
+def _timed(application, clock: StageClock, counts):
+    """`application` with the time of entry and of the response sent around it (`StageClock`): the
+    framework's own share is what lies between those and the handler's stages."""
+    async def timed(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await application(scope, receive, send)
+        scope["optlab.marks"] = marks = [time.perf_counter_ns()]
+        await application(scope, receive, send)
+        marks.append(time.perf_counter_ns())
+        clock.add(marks)
+
+    timed.state, timed.counts, timed.clock = application.state, counts, clock
+    return timed
 
 
 async def _read_body(request, max_body_bytes: int) -> bytes:
@@ -147,11 +179,13 @@ class ServiceError(RuntimeError):
 
 @dataclass
 class Service:
-    """A running service: `url`, `port`, `stop()`; a context manager."""
+    """A running service: `url`, `port`, `stop()`; a context manager. `processes`: how many
+    processes serve it (each answers `/stats` for itself; `get("/stats")` merges them all)."""
 
     port: int
     mode: str
     _stop: Any = field(repr=False)
+    processes: int = 1
 
     @property
     def url(self) -> str:
@@ -167,12 +201,48 @@ class Service:
         self.stop()
 
     def get(self, path: str, timeout_s: float = 5.0) -> dict:
+        """The JSON answer to `GET path`; for `/stats` of a service on several processes, every
+        process's answer merged (`merge_stats`): each new connection reaches one process, so ask
+        until each has answered."""
+        if path != "/stats" or self.processes == 1:
+            return self._get(path, timeout_s)
+        seen: dict[int, dict] = {}
+        for _ in range(50 * self.processes):
+            answer = self._get(path, timeout_s)
+            seen[answer.get("pid", 0)] = answer
+            if len(seen) >= self.processes:
+                break
+        if len(seen) < self.processes:
+            raise ServiceError(f"only {len(seen)} of {self.processes} processes on {HOST}:{self.port} answered /stats")
+        return merge_stats(list(seen.values()))
+
+    def _get(self, path: str, timeout_s: float) -> dict:
         connection = http.client.HTTPConnection(HOST, self.port, timeout=timeout_s)
         try:
             connection.request("GET", path)
             return json.loads(connection.getresponse().read())
         finally:
             connection.close()
+
+
+def merge_stats(answers: list[dict]) -> dict:
+    """Several processes' `/stats` as one service's: counts, sums and CPU seconds added, lists
+    (samples) joined, rates (a key with "rate" in it) averaged, anything else the first one's."""
+    merged: dict = {}
+    for key in dict.fromkeys(k for answer in answers for k in answer):
+        values = [answer[key] for answer in answers if key in answer]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if all(isinstance(v, dict) for v in values):
+            merged[key] = merge_stats(values)
+        elif all(isinstance(v, list) for v in values):
+            merged[key] = [item for v in values for item in v]
+        elif numbers and len(numbers) == len(values) and key != "pid":
+            merged[key] = sum(numbers) / len(numbers) if "rate" in key else sum(numbers)
+        elif "rate" in key and numbers:
+            merged[key] = sum(numbers) / len(numbers)  # a process with no rate yet (null) does not count
+        else:
+            merged[key] = values[0]
+    return merged
 
 
 def _listening_socket(port: int = 0) -> socket.socket:
@@ -270,38 +340,87 @@ def _start_thread(application, sock: socket.socket, port: int, startup_s: float)
     return Service(port, "thread", stop)
 
 
-def _start_process(spec: dict, sock: socket.socket, port: int, startup_s: float) -> Service:
-    folder = Path(tempfile.mkdtemp(prefix="optlab-http-"))
-    spec_path, log_path = folder / "spec.json", folder / "stderr.txt"
-    spec_path.write_text(json.dumps(spec, default=str))
-    log = log_path.open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "optlab.serving.http", str(spec_path), str(sock.fileno())],
-                               pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    log.close()
-
+def _stopper(processes: list[subprocess.Popen], folder: Path) -> Callable[[], None]:
     def stop() -> None:
-        if process.poll() is None:
-            process.terminate()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
             try:
                 process.wait(10.0)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5.0)
         shutil.rmtree(folder, ignore_errors=True)
+    return stop
 
+
+def _launch(spec: dict, sock: socket.socket, port: int, spec_path: Path, log) -> list[subprocess.Popen]:
+    """The service's processes on `spec["server"]` (see the module's docstring)."""
+    server, count = spec.get("server", "uvicorn"), int(spec.get("processes", 1))
+    if server not in SERVERS or count < 1:
+        raise ValueError(f"spec: server must be one of {', '.join(SERVERS)} and processes >= 1, got {server!r}, "
+                         f"{count!r}")
+    if server == "uvicorn":
+        return [subprocess.Popen([sys.executable, "-m", "optlab.serving.http", str(spec_path), str(sock.fileno())],
+                                 pass_fds=(sock.fileno(),), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                for _ in range(count)]
+    sock.close()  # granian binds the port itself: free it (loopback, just chosen by the OS)
+    command = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", str(port),
+               "--workers", str(count), "--runtime-mode", "st", "--runtime-threads", "1", "--loop", "asyncio",
+               "--no-ws", "--log-level", "warning", "--backlog", "2048", "--factory",
+               "optlab.serving.http:app_from_env"]
+    return [subprocess.Popen(command, env={**os.environ, SPEC_ENV: str(spec_path)}, stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=log, start_new_session=False)]
+
+
+def _start_process(spec: dict, sock: socket.socket, port: int, startup_s: float) -> Service:
+    folder = Path(tempfile.mkdtemp(prefix="optlab-http-"))
+    spec_path, log_path = folder / "spec.json", folder / "stderr.txt"
+    spec_path.write_text(json.dumps(spec, default=str))
+    with log_path.open("wb") as log:
+        processes = _launch(spec, sock, port, spec_path, log)
+    stop, expected = _stopper(processes, folder), int(spec.get("processes", 1))
     try:
-        _wait_healthy(port, time.monotonic() + startup_s, lambda: process.poll() is None)
+        deadline = time.monotonic() + startup_s
+        _wait_healthy(port, deadline, lambda: all(p.poll() is None for p in processes))
+        if expected > 1:  # every process loads its own model: wait until all can answer
+            _wait_all(processes, expected, port, deadline)
     except ServiceError as exc:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
         stop()
         raise ServiceError(f"{exc}: {' | '.join(tail) or 'no output'}") from None
-    return Service(port, "process", stop)
+    return Service(port, "process", stop, expected)
+
+
+def _wait_all(processes: list[subprocess.Popen], expected: int, port: int, deadline: float) -> None:
+    """Until `/health` was answered by `expected` distinct processes (each answer names its process
+    id), so no load reaches a process still loading its model."""
+    seen: set[int] = set()
+    while len(seen) < expected and time.monotonic() < deadline:
+        if not all(p.poll() is None for p in processes):
+            raise ServiceError(f"a service process on {HOST}:{port} exited during startup")
+        connection = http.client.HTTPConnection(HOST, port, timeout=1.0)
+        try:
+            connection.request("GET", "/health")
+            seen.add(int(json.loads(connection.getresponse().read()).get("pid", 0)))
+        except (OSError, ValueError, http.client.HTTPException):
+            time.sleep(0.05)
+        finally:
+            connection.close()
+    if len(seen) < expected:
+        raise ServiceError(f"only {len(seen)} of {expected} service processes on {HOST}:{port} answered in time")
 
 
 def build(spec: dict):
     """The application `spec["factory"]` ("module:function") builds from `spec`, in this process."""
     module, _, function = spec["factory"].partition(":")
     return getattr(importlib.import_module(module), function)(spec)
+
+
+def app_from_env():
+    """granian's factory: the application of the spec whose path is in `OPTLAB_HTTP_SPEC`."""
+    return build(json.loads(Path(os.environ[SPEC_ENV]).read_text()))
 
 
 def main(argv: list[str]) -> int:
@@ -325,96 +444,6 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=watch_parent, daemon=True, name="optlab-parent-watch").start()
     server.run(sockets=[socket.socket(fileno=int(fd))])
     return 0
-
-
-# ---- the client side ---------------------------------------------------------------------
-class HttpTarget:
-    """What `loadgen.run` drives over real sockets: `submit` queues the body, one of `connections`
-    threads (each with a keep-alive connection) posts it to `path` and answers `on_done` with
-    the status: 2xx ok, 4xx/500 error, 503 shed. Duck-types the parts of `Server` the generator uses."""
-
-    def __init__(self, port: int, path: str, *, connections: int = 8, label: str = "http", timeout_s: float = 5.0,
-                 content_type: str = "application/octet-stream"):
-        from optlab.serving.policies import NoBatching
-
-        self.port, self.path, self.connections, self.timeout_s = port, path, connections, timeout_s
-        self.content_type = content_type
-        self.policy, self.workers, self.threads_per_worker = NoBatching(), connections, 1
-        self.name, self.notes = label, []
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self.status_codes: collections.Counter[int] = collections.Counter()
-        self._lock = threading.Lock()
-
-    def start(self) -> "HttpTarget":
-        if not self._threads:
-            self._threads = [threading.Thread(target=self._work, daemon=True, name=f"optlab-http-client-{i}")
-                             for i in range(self.connections)]
-            for thread in self._threads:
-                thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads = []
-
-    def submit(self, body: bytes, request_id: int = 0, *, scheduled_ns: int | None = None, on_done=None,
-               key=None) -> None:
-        self._queue.put((body, request_id, scheduled_ns or time.monotonic_ns(), on_done))
-
-    def _connect(self) -> http.client.HTTPConnection:
-        connection = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout_s)
-        connection.connect()
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection
-
-    def _work(self) -> None:
-        connection = None
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            body, request_id, scheduled_ns, on_done = item
-            start = time.monotonic_ns()
-            try:
-                connection = connection or self._connect()
-                connection.request("POST", self.path, body, {"content-type": self.content_type,
-                                                             "x-scheduled-ns": str(scheduled_ns)})
-                response = connection.getresponse()
-                answer = response.read()
-                code = response.status
-                batch = int(response.getheader("x-batch-size") or 1)
-            except (OSError, http.client.HTTPException) as exc:
-                if connection is not None:
-                    connection.close()
-                connection, code, batch, answer = None, 599, 0, str(exc).encode()
-            done = time.monotonic_ns()
-            with self._lock:
-                self.status_codes[code] += 1
-            status = OK if code < 300 else (SHED_DEADLINE if code == 503 else ERROR)
-            if on_done is not None:
-                on_done(Reply(request_id, status, start, done, batch, answer if code < 300 else None,
-                              None if code < 300 else answer[:200].decode(errors="replace")))
-        if connection is not None:
-            connection.close()
-
-
-def post(port: int, path: str, body: bytes, content_type: str = "application/json",
-         timeout_s: float = 5.0) -> tuple[int, Any]:
-    """One request: (status code, decoded answer: msgpack for msgpack routes, else JSON)."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
-    try:
-        connection.request("POST", path, body, {"content-type": content_type})
-        response = connection.getresponse()
-        raw = response.read()
-        kind = response.getheader("content-type") or ""
-        return response.status, (msgpack.unpackb(raw) if "msgpack" in kind else json.loads(raw))
-    finally:
-        connection.close()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Queueing theory to check measurements against: what a single-server FIFO queue must do.
 
 `lindley_waits` replays arrivals and service times through one server (Lindley's recursion,
-W[n+1] = max(0, W[n] + S[n] - A[n+1])); `pollaczek_khinchine_wait` is the M/G/1 mean wait,
-lambda E[S^2] / (2 (1 - rho)). The notebook uses them to explain why a fast model still misses
-its p99 under load; the tests hold the load generator and the server to them.
+W[n+1] = max(0, W[n] + S[n] - A[n+1])); `lindley_services` inverts it: from measured arrivals
+and departures, the service time each answer took as one FIFO server sees it (what a capacity
+plan feeds its simulator, so that the whole path a client sees counts);
+`pollaczek_khinchine_wait` is the M/G/1 mean wait, lambda E[S^2] / (2 (1 - rho)).
+The notebook uses them to explain why a fast model still misses its p99 under load; the tests
+hold the load generator and the server to them.
 """
 from __future__ import annotations
 
@@ -23,6 +26,26 @@ def lindley_waits(arrivals: np.ndarray, service: np.ndarray) -> np.ndarray:
         waits[i] = start - arrival
         free_at = start + cost
     return waits
+
+
+def lindley_services(arrivals: np.ndarray, departures: np.ndarray) -> np.ndarray:
+    """Service times (same unit) that make one FIFO server turn `arrivals` into `departures`:
+    in departure order, each answer's departure minus the later of its arrival and the previous
+    departure (Lindley's recursion inverted: `lindley_waits(arrivals, s) + s` gives the latencies
+    back for a FIFO server). Answers that leave together (members of one batch) get ~0 after the
+    first: the batch's time is carried by the first one out."""
+    arrivals = np.asarray(arrivals, dtype=np.float64)
+    departures = np.asarray(departures, dtype=np.float64)
+    if arrivals.shape != departures.shape:
+        raise ValueError(f"one departure per arrival: got {arrivals.shape} and {departures.shape}")
+    if (departures < arrivals).any():
+        raise ValueError("a departure before its arrival: pass each request's arrival and its own departure")
+    order = np.argsort(departures, kind="stable")
+    a, d = arrivals[order], departures[order]
+    previous = np.concatenate(([-np.inf], d[:-1]))
+    services = np.empty_like(d)
+    services[order] = d - np.maximum(a, previous)
+    return services
 
 
 def pollaczek_khinchine_wait(rate: float, service_mean: float, service_var: float) -> float:

@@ -256,8 +256,10 @@ class Server:
         """Counts by status plus the admission controller's state: probes let through, requests shed
         by deadline, and the current service-time estimate (ms) by batch size."""
         estimate, counts = self._estimate, self.counts()
+        with self._cond:  # read as submit and the workers change it
+            queued = len(self._queue)
         return {**counts, "shed": counts["shed_queue_full"] + counts["shed_deadline"],
-                "probes": estimate.probes, "queue_length": self.queue_length(),
+                "probes": estimate.probes, "queue_length": queued,
                 "service_estimate_ms": estimate.by_batch_size(time.monotonic_ns())}
 
     def counts(self) -> dict[str, int]:
@@ -268,9 +270,6 @@ class Server:
         """Model calls by number of requests in the call."""
         with self._count_lock:
             return dict(sorted(self._batch_sizes.items()))
-
-    def queue_length(self) -> int:
-        return len(self._queue)
 
     # ---- workers -------------------------------------------------------------------------
     def _reply(self, request: _Request, status: int, start_ns: int, done_ns: int, batch_size: int,

@@ -14,6 +14,7 @@ from optlab.serving.capacity import (
     simulate_day,
     simulate_waits,
 )
+from optlab.serving.queueing import lindley_services, lindley_waits
 
 
 @pytest.mark.parametrize("utilisation", [0.5, 0.8])
@@ -71,3 +72,15 @@ def test_bad_inputs_say_what_to_fix():
         Reactive(scale_up_at=0.3, scale_down_at=0.5)
     with pytest.raises(TypeError, match="scaling policy"):
         simulate_day(_replica(), DayTraffic(seconds=60), ["fixed"], table_n=1000)
+
+
+def test_lindley_services_inverts_the_queue_a_fifo_server_replays():
+    rng = np.random.default_rng(3)
+    arrivals = np.cumsum(rng.exponential(1.0, 2000))
+    service = rng.gamma(2.0, 0.35, 2000)  # utilisation ~0.7: long busy periods and idle gaps
+    departures = arrivals + lindley_waits(arrivals, service) + service
+    np.testing.assert_allclose(lindley_services(arrivals, departures), service, rtol=1e-9, atol=1e-9)
+    # two answers leaving together (one batch): the first one out carries the batch's time
+    np.testing.assert_allclose(lindley_services(np.array([0.0, 0.1]), np.array([1.0, 1.0])), [1.0, 0.0])
+    with pytest.raises(ValueError, match="departure before its arrival"):
+        lindley_services(np.array([1.0]), np.array([0.5]))

@@ -69,5 +69,15 @@ def test_wrk_cycles_through_several_bodies(service):
     bodies = tuple(f'{{"id": "{i}"}}'.encode() for i in range(5))
     result = external_load(ExternalLoad(url=service.url(), bodies=bodies, tool="wrk", connections=2, duration_s=1))
     check_consistent(result.summary)
-    with pytest.raises(ValueError, match="hey sends one body"):
-        ExternalLoad(url=service.url(), bodies=bodies, tool="hey")
+    assert result.summary["bodies"] == 5
+
+
+def test_hey_sends_varied_bodies_from_one_process_per_body_at_the_total_rate(service):
+    bodies = tuple(f'{{"id": "{i}"}}'.encode() for i in range(3))
+    asked = 240.0
+    result = external_load(ExternalLoad(url=service.url(), bodies=bodies, tool="hey", connections=4, duration_s=2,
+                                        rate_per_s=asked))
+    check_consistent(result.summary)
+    assert result.summary["bodies"] == 3 and any("3 hey processes" in note for note in result.notes)
+    assert len(result.frame) == result.summary["requests"]
+    assert asked / 3 <= result.summary["achieved_per_s"] <= asked * 1.2  # the rate is the total, not per body

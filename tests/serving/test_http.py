@@ -4,6 +4,7 @@ the factory's own routes (/constant, /health, /stats) are there."""
 from __future__ import annotations
 
 import json
+import os
 
 import msgpack
 import numpy as np
@@ -37,7 +38,7 @@ def test_a_codec_and_two_hooks_make_a_service(service):
     assert http.post(service.port, "/double", json.dumps({"x": 2.5}).encode()) == (200, {"y": 5.0})
     code, answer = http.post(service.port, "/double.msgpack", msgpack.packb({"x": 4}), "application/msgpack")
     assert code == 200 and answer == {"y": 8.0}
-    assert service.get("/health") == {"ok": True, "deployment": "doubler"}
+    assert service.get("/health") == {"ok": True, "deployment": "doubler", "pid": os.getpid()}
 
 
 def test_bad_input_is_a_counted_4xx_with_the_hooks_message(service):

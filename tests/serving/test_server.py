@@ -160,6 +160,7 @@ def test_one_stall_does_not_leave_the_deadline_shedder_stuck():
     assert stats["shed"] == stats["shed_deadline"] + stats["shed_queue_full"]
     assert stats["ok"] + stats["shed"] == 300
     assert stats["service_estimate_ms"][1] < 10  # back under the deadline
+    assert stats["queue_length"] == 0  # every request answered: nothing left queued
 
 
 def test_a_model_slower_than_the_deadline_still_gets_probes_through():

@@ -38,6 +38,11 @@ def plan_advice(plan_summary: pd.DataFrame, bids_per_month: float,
             f"${missed * value_per_1000_bids_usd / 1e3:,.0f} at ${value_per_1000_bids_usd:g} per thousand bids, a "
             f"stated assumption) and its p99 is over {SLA_MS:g} ms for {int(chosen['seconds_over_sla'])} s of the "
             f"day, at about ${chosen['cost_per_month_usd']:,.0f} a month of machines.")
+    late = chosen["requests_in_seconds_over_sla"] * bids_per_month
+    if late >= 1:
+        text += (f" Another {late:,.0f} bids a month arrive in seconds whose p99 is over {SLA_MS:g} ms: at least 1% "
+                 f"of those are answered too late to count (worth at least "
+                 f"${0.01 * late * value_per_1000_bids_usd / 1e3:,.0f} a month).")
     shorter = ranked[ranked["seconds_over_sla"] < chosen["seconds_over_sla"]]
     if len(shorter):
         other = shorter.iloc[0]

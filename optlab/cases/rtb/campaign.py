@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 
 from optlab.serving import capacity
-from optlab.serving.capacity import HOURS_PER_MONTH, SECONDS_PER_DAY
+from optlab.serving.capacity import HOURS_PER_MONTH, SECONDS_PER_DAY, TARGET_UTILISATION
 
 SLA_MS = 10.0
 PRICE_PER_HOUR_USD = 0.085  # stated assumption: one 2-vCPU on-demand cloud VM, per hour
-TARGET_UTILISATION = 0.7  # the one sizing rule: a machine carries at most 70% of its throughput at the SLA
 
 
 # ---- the campaign's traffic -------------------------------------------------------------------------------
@@ -72,14 +71,17 @@ def machines_for(rate_per_s: float, throughput_at_sla_per_s: float) -> int:
 
 def capacity_plan(samples_s: np.ndarray, cold_start_s: float, traffic: DayTraffic, *, smoke: bool,
                   capacity_per_s: float | None = None, price_per_hour_usd: float = PRICE_PER_HOUR_USD,
-                  max_utilisation: float | None = None):
+                  max_utilisation: float | None = None, operating_utilisation: float | None = None,
+                  latency_floor_s: float = 0.0):
     """Fixed (sized for the spike) vs reactive autoscaling vs scale-to-zero for a day of `traffic`.
 
     `samples_s` are a replica's per-request service times measured where the plan runs it
     (`operating_point`: the same deployment at the per-machine rate of the spike), used as they are.
     `capacity_per_s` is the machine's measured throughput at the SLA: the fixed plan and the
     autoscalers' ceilings are sized from it by the one rule (`machines_for`); without it, from the
-    samples' own capacity."""
+    samples' own capacity. `operating_utilisation` (the measured point's) is added to the simulated
+    latency table so the day's p99 at that load is simulated, not interpolated; `latency_floor_s`
+    (a delay every request pays outside the queue, measured there) is added to every latency."""
     if max_utilisation is not None:
         warnings.warn("capacity_plan(max_utilisation=...) is ignored: every plan uses the one sizing rule, "
                       f"TARGET_UTILISATION = {TARGET_UTILISATION:g}", DeprecationWarning, stacklevel=2)
@@ -93,7 +95,12 @@ def capacity_plan(samples_s: np.ndarray, cold_start_s: float, traffic: DayTraffi
     quiet = machines_for(float(rates.min()), per_machine)
     policies = [capacity.Fixed(fixed), capacity.Reactive(quiet, 2 * fixed, interval_s=15, cooldown_s=120),
                 capacity.ScaleToZero(max_replicas=2 * fixed, interval_s=15, cooldown_s=120)]
-    day = capacity.simulate_day(replica, traffic, policies, deadline_ms=SLA_MS, table_n=5000 if smoke else 20_000)
+    grid = {0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95}
+    if operating_utilisation is not None and 0 <= operating_utilisation < 1:
+        grid.add(round(float(operating_utilisation), 4))
+    table = capacity.latency_table(samples_s, 1, utilisations=sorted(grid), n=5000 if smoke else 20_000)
+    table[["p50_ms", "p99_ms"]] += latency_floor_s * 1e3
+    day = capacity.simulate_day(replica, traffic, policies, deadline_ms=SLA_MS, table=table)
     day.summary["per_machine_at_sla_per_s"] = per_machine
     return day
 

@@ -13,13 +13,16 @@
    batching as over HTTP, without the sockets) or over HTTP (the deployment in its own process,
    load over real sockets from the open-loop generator), and the HTTP stack's own ceiling.
 5. `burst`: the steady load, then 3x, then back, against the optimized deployment.
-6. `validate_simulator`, `capacity_plan`: the simulator against a measured run, then a day.
+6. `plan_for` (in `plan`): the day's capacity plan from service times measured over HTTP at its
+   own operating point, the simulator's p99 there beside the measured one (`validate_simulator`:
+   the same check in process, one model thread).
 7. `costs`, `recommendation`: cost per million bids and per month, in an agency's words.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,11 +41,21 @@ from optlab.cases.rtb.campaign import (  # noqa: F401 - the case study's steps, 
     costs,
     machines_for,
 )
-from optlab.cases.rtb.deployments import NAIVE, OPTIMIZED, REASONABLE, BidSchema, Deployment, InProcess
+from optlab.cases.rtb.deployments import NAIVE, OPTIMIZED, REASONABLE, BidSchema, Deployment, InProcess, pick_model
+from optlab.cases.rtb.plan import (  # noqa: F401 - step 6, named here for callers
+    CampaignPlan,
+    OperatingPoint,
+    http_service_times,
+    operating_point,
+    plan_for,
+    service_samples,
+    validate_simulator,
+)
 from optlab.instruments.pipeline import Stage, profile
-from optlab.serving import capacity, loadgen
+from optlab.serving import loadgen
 from optlab.serving.schedules import Burst, Poisson
 from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
+from optlab.study.columns import NOT_AVAILABLE, not_available
 
 MAX_AUC_DROP, MAX_LOGLOSS_RISE = 0.005, 0.01
 
@@ -58,10 +71,13 @@ class Case:
     smoke: bool
     timings: pd.DataFrame = field(default_factory=pd.DataFrame)
     evaluations: dict[str, Any] = field(default_factory=dict)
+    full: bool = True  # False: the workshop's shorter run (one optimized candidate, coarser searches)
 
 
-def build(smoke: bool = False, seed: int = 0) -> Case:
-    """Data, models and the three deployments (the optimized one on the chosen candidate)."""
+def build(smoke: bool = False, seed: int = 0, *, full: bool = True) -> Case:
+    """Data, models and the three deployments (the optimized one on the chosen candidate).
+    Two candidates: dynamic int8 and ONNX Runtime's graph-optimized fp32 (the reasonable step's model).
+    `full=False` (the workshop's default) makes the case's searches coarser (`search`)."""
     from optlab.data.datasets import load
     from optlab.instruments.timing import summarize, time_calls
     from optlab.models import zoo
@@ -72,7 +88,8 @@ def build(smoke: bool = False, seed: int = 0) -> Case:
     data = load("bids", smoke=smoke)
     baseline = zoo.baseline(zoo.get("bids", data=data, smoke=smoke, seed=seed))
     candidates = {}
-    recipes = (Quantize("dynamic-int8", runtime="onnxruntime"),) + (() if smoke else (Compile(runtime="onnxruntime"),))
+    # the graph-optimized fp32 candidate is the reasonable step's model, so every mode builds it (seconds)
+    recipes = (Quantize("dynamic-int8", runtime="onnxruntime"), Compile(runtime="onnxruntime"))
     for recipe in recipes:
         candidate = apply(recipe, zoo.get("bids", data=data, smoke=smoke, seed=seed), data, threads=1)
         candidates[candidate.name] = candidate
@@ -86,12 +103,12 @@ def build(smoke: bool = False, seed: int = 0) -> Case:
             timings.append({"candidate": name, "batch": size, "p50_us": stats.p50_ms * 1e3,
                             "p50_us_per_row": stats.p50_ms * 1e3 / size})
     timings = pd.DataFrame(timings)
-    case = Case(data, schema, baseline, candidates, "", {}, smoke, timings)
+    case = Case(data, schema, baseline, candidates, "", {}, smoke, timings, full=full)
     quality = quality_table(case, include_deployments=False).set_index("candidate")
     passing = [n for n in candidates if quality.loc[n, "within_gate"]]
     per_row = timings[timings["batch"] == 64].set_index("candidate")["p50_us_per_row"]
     case.chosen = min(passing or candidates, key=lambda n: per_row[n])
-    case.deployments = {c.name: Deployment(c, baseline if c.name != "optimized" else candidates[case.chosen], schema)
+    case.deployments = {c.name: Deployment(c, pick_model(c, baseline, candidates, case.chosen), schema)
                         for c in (NAIVE, REASONABLE, OPTIMIZED)}
     return case
 
@@ -138,17 +155,20 @@ def profiles(case: Case, n: int = 300) -> pd.DataFrame:
                                                   "share_of_total", "samples"]]
 
 
-def search(smoke: bool) -> SlaSearch:
-    """Full: bracket and bisect to 10%. Smoke: one probe at 1,000/s (a pass is a lower bound)."""
+def search(smoke: bool, full: bool = True) -> SlaSearch:
+    """Full: bracket and bisect to 10%. Workshop (`full=False`): bracket and bisect to 25% in at
+    most 6 one-second probes. Smoke: one probe at 1,000/s (a pass is a lower bound)."""
     if smoke:
         return SlaSearch(max_p99_ms=SLA_MS, probe_s=0.3, start_per_s=1000.0, max_probes=1)
+    if not full:
+        return SlaSearch(max_p99_ms=SLA_MS, probe_s=1.0, rel_tol=0.25, start_per_s=400.0, max_probes=6)
     return SlaSearch(max_p99_ms=SLA_MS, probe_s=1.5, rel_tol=0.1, start_per_s=400.0, max_probes=12)
 
 
 def goodput(case: Case, name: str, transport: str = "in_process", *, port: int | None = None,
             connections: int = 8) -> dict[str, Any]:
     """Throughput at p99 <= 10 ms of deployment `name` (or "constant": the HTTP stack's ceiling)."""
-    sla = search(case.smoke)
+    sla = search(case.smoke, case.full)
     if name == "constant":
         deployment = case.deployments["reasonable"]
     else:
@@ -169,10 +189,13 @@ def goodput(case: Case, name: str, transport: str = "in_process", *, port: int |
 def goodput_over_http(case: Case, names=None, rounds: int = 1) -> pd.DataFrame:
     """Each deployment in its own service process, plus the constant endpoint, over real sockets;
     also the measured cold start of each service process (spawn to first healthy answer).
-    With `rounds` > 1 the deployments are measured in interleaved rounds and the best round is
-    kept (a stall of a shared machine hits one round, not one deployment); `rounds_per_s` lists all.
-    Smoke runs only the optimized deployment and the constant endpoint."""
-    names = names or (("optimized",) if case.smoke else ("naive", "reasonable", "optimized"))
+    With `rounds` > 1 the deployments are measured in interleaved rounds and the median round is
+    kept (a stall of a shared machine hits one round, not one deployment; the best round would
+    flatter), with every round in `rounds_per_s`.
+    Smoke runs only the optimized deployment and the constant endpoint; the workshop run
+    (`case.full` False) naive and optimized."""
+    names = names or (("optimized",) if case.smoke else ("naive", "reasonable", "optimized") if case.full
+                      else ("naive", "optimized"))
     rows = []
     for r in range(rounds):
         for name in names:
@@ -186,11 +209,27 @@ def goodput_over_http(case: Case, names=None, rounds: int = 1) -> pd.DataFrame:
                 if name == names[-1]:  # the constant endpoint of the same process: its cold start is this one's
                     rows.append({**goodput(case, "constant", "http", port=service.port), "round": r,
                                  "cold_start_s": cold_start_s})
-    return best_rounds(pd.DataFrame(rows))
+    return median_rounds(pd.DataFrame(rows))
+
+
+def median_rounds(runs: pd.DataFrame) -> pd.DataFrame:
+    """The median round per deployment (in first-seen order; the lower one of an even count),
+    with every round's figure in `rounds_per_s`."""
+    order = list(dict.fromkeys(runs["deployment"]))
+    picked = []
+    for name in order:
+        mine = runs[runs["deployment"] == name].sort_values("throughput_at_sla_per_s", kind="stable")
+        row = mine.iloc[(len(mine) - 1) // 2].copy()
+        row["rounds_per_s"] = ", ".join(f"{v:.0f}" for v in runs.loc[runs["deployment"] == name,
+                                                                       "throughput_at_sla_per_s"])
+        picked.append(row)
+    return pd.DataFrame(picked).reset_index(drop=True)
 
 
 def best_rounds(runs: pd.DataFrame) -> pd.DataFrame:
-    """The best round per deployment (in first-seen order), with every round's figure in `rounds_per_s`."""
+    """Deprecated: the best round flatters a deployment; `median_rounds` keeps the median one."""
+    warnings.warn("best_rounds is deprecated: use median_rounds (the best round flatters a deployment)",
+                  DeprecationWarning, stacklevel=2)
     order = list(dict.fromkeys(runs["deployment"]))
     best = runs.loc[runs.groupby("deployment", sort=False)["throughput_at_sla_per_s"].idxmax()].set_index("deployment")
     best["rounds_per_s"] = [", ".join(f"{v:.0f}" for v in runs.loc[runs["deployment"] == d, "throughput_at_sla_per_s"])
@@ -225,152 +264,7 @@ def service_run(case: Case, name: str, rate_per_s: float) -> loadgen.LoadResult:
                        Poisson(rate_per_s, duration_s=max(0.5, n / rate_per_s)), label=f"{name}, steady")
 
 
-def service_samples(result: loadgen.LoadResult) -> np.ndarray:
-    """Per-request service seconds from a run: a call's time shared by the requests in it."""
-    frame = result.requests
-    served = frame[(frame["status"] == "ok") & (frame["batch_size"] > 0)]
-    return (served["service_ms"] / served["batch_size"]).to_numpy() / 1e3
-
-
-@dataclass
-class OperatingPoint:
-    """A deployment measured over HTTP, in its own process, at the rate one machine carries in the plan.
-
-    `samples_s`: per-request service times there, the server's model-call shares scaled to the
-    process's CPU seconds per request at that point (the whole serving path: parsing, framework,
-    codec and model, not only the model call); `summary`: the client's figures at that rate
-    (its p99 is what the plan's simulated p99 at this utilisation should be near)."""
-
-    deployment: str
-    rate_per_s: float
-    samples_s: np.ndarray
-    cpu_per_request_ms: float
-    model_share: float  # the model calls' share of the process's CPU per request
-    summary: dict[str, Any]
-
-    def row(self) -> dict[str, Any]:
-        return {"deployment": self.deployment, "rate_per_s": self.rate_per_s,
-                "cpu_per_request_ms": self.cpu_per_request_ms, "model_share": self.model_share,
-                "measured_p99_ms": self.summary["p99_ms"], "requests": self.summary["requests"],
-                "shed": self.summary["shed"]}
-
-
-def operating_point(case: Case, name: str, rate_per_s: float, *, connections: int = 8) -> OperatingPoint:
-    """Deployment `name` in its own service process under Poisson load at `rate_per_s` over HTTP:
-    the service-time shape and the CPU per request where the plan runs each machine."""
-    deployment = case.deployments[name]
-    bodies = deployment.bodies(case.data.test, 2000, seed=5)
-    n = 700 if case.smoke else 5000
-    with http.start(spec=http.deployment_spec(deployment), mode="process", startup_s=120) as service:
-        before = service.get("/stats")
-        target = http.HttpTarget(service.port, http.ROUTES[deployment.config.payload], connections=connections,
-                                 content_type=deployment.payload.content_type)
-        result = loadgen.run(target, bodies, Poisson(rate_per_s, duration_s=max(0.5, n / rate_per_s)),
-                             label=f"{name} at {rate_per_s:,.0f}/s over HTTP")
-        after = service.get("/stats")
-    served = after["server"]["ok"] - before["server"]["ok"]
-    model_s = np.asarray(after["service_ms"][-served:] if served else [], np.float64) / 1e3
-    if served < 10 or not np.isfinite(model_s).all() or model_s.sum() <= 0:
-        raise RuntimeError(f"{name} served {served} requests at {rate_per_s:,.0f}/s over HTTP: too few to describe "
-                           "a replica; the machine may be too busy, re-run on a quieter one")
-    cpu_per_request_s = (after["cpu_s"] - before["cpu_s"]) / served
-    model_share = float(model_s.mean() / cpu_per_request_s) if cpu_per_request_s > 0 else 1.0
-    samples = model_s * (cpu_per_request_s / model_s.mean()) if cpu_per_request_s > model_s.mean() else model_s
-    return OperatingPoint(name, rate_per_s, samples, cpu_per_request_s * 1e3, min(model_share, 1.0), result.summary)
-
-
-def validate_simulator(case: Case, name: str, utilisation: float = 0.3, *, seed: int = 0) -> dict[str, Any]:
-    """A measured run of one-at-a-time deployment `name` near `utilisation` against the request-level
-    simulation (M/G/1) of the same rate with the run's own service times.
-
-    The simulator models the queue; what the queue does not explain (the generator's send lag, the
-    decoding and preprocessing before the server, a worker's wake-up) is measured in the same run:
-    each request's latency minus its service minus its Lindley wait (its queueing wait replayed from
-    the measured arrivals and service times), and added to the simulated responses by sampling.
-    Near saturation the model breaks down in process: decoding and preprocessing run in the
-    generator's receiving thread, a second stage sharing the interpreter lock with the worker,
-    which the one-queue model leaves out."""
-    from optlab.serving.queueing import lindley_waits
-
-    deployment = case.deployments[name]
-    if deployment.config.batching.max_batch != 1 or deployment.config.workers != 1:
-        raise ValueError("validate the simulator on a one-worker deployment without batching (naive or reasonable)")
-    # one model thread: the same deployment without torch's second thread, whose spin-waits on a
-    # shared 2-core machine add stalls that belong to the machine, not to the queue
-    deployment = Deployment(replace(deployment.config, name=f"{name}, 1 thread", threads_per_worker=1),
-                            deployment.candidate, deployment.schema)
-    bodies = deployment.bodies(case.data.test, 2000, seed=4)
-    pilot = loadgen.run(InProcess(deployment), bodies, Poisson(300.0, duration_s=0.3 if case.smoke else 1.0), seed=seed)
-    rate = utilisation / float(np.nanmean(service_samples(pilot)))
-    n = 800 if case.smoke else 8000
-    result = loadgen.run(InProcess(deployment), bodies, Poisson(rate, duration_s=n / rate), seed=seed + 1)
-    frame = result.requests[(result.requests["status"] == "ok") & (result.requests["batch_size"] > 0)]
-    service_s = frame["service_ms"].to_numpy() / 1e3
-    queue_s = lindley_waits(frame["scheduled_s"].to_numpy(), service_s)
-    outside_s = np.clip(frame["latency_ms"].to_numpy() / 1e3 - service_s - queue_s, 0, None)
-    simulated = capacity.simulate_latency(service_s, rate, 1, n=10_000 if case.smoke else 50_000, seed=seed)
-    simulated = simulated + np.random.default_rng(seed).choice(outside_s, size=len(simulated))
-    measured = result.summary["p99_ms"]
-    sim_p99 = float(np.quantile(simulated, 0.99) * 1e3)
-    return {"deployment": name, "rate_per_s": rate, "utilisation": rate * service_s.mean(),
-            "measured_p99_ms": measured,
-            "measured_p99_ci_ms": (result.summary["p99_ci_low_ms"], result.summary["p99_ci_high_ms"]),
-            "simulated_p99_ms": sim_p99, "ratio": sim_p99 / measured, "within_20pct": abs(sim_p99 / measured - 1) <= .2,
-            "outside_queue_p50_ms": float(np.median(outside_s) * 1e3), "requests": result.summary["requests"]}
-
-
-@dataclass
-class CampaignPlan:
-    """The capacity plan for a campaign day, or why there is none (`reason`), with the operating
-    point its service times come from and the simulator's p99 there next to the measured one."""
-
-    day: capacity.DayResult | None
-    point: OperatingPoint | None
-    per_machine_per_s: float
-    machines_at_peak: int | None
-    simulated_p99_ms: float | None
-    reason: str = ""
-
-    def describe(self) -> str:
-        if self.day is None:
-            return f"capacity plan: not available ({self.reason})"
-        p = self.point
-        return (f"capacity plan: {self.machines_at_peak} machine(s) at the launch peak, each carrying "
-                f"{p.rate_per_s:,.0f} bid requests/s ({TARGET_UTILISATION:.0%} of its {self.per_machine_per_s:,.0f}/s "
-                f"at the SLA over HTTP). Measured there over HTTP: p99 {p.summary['p99_ms']:.2f} ms, "
-                f"{p.cpu_per_request_ms:.3f} ms of CPU per request (the model calls {p.model_share:.0%} of it); "
-                f"the simulator, from these service times, gives p99 {self.simulated_p99_ms:.2f} ms at that load.")
-
-
-def plan_for(case: Case, goodputs: pd.DataFrame, traffic: DayTraffic, *, name: str = "optimized",
-             price_per_hour_usd: float = PRICE_PER_HOUR_USD) -> CampaignPlan:
-    """Size deployment `name` for `traffic` from its throughput at the SLA in `goodputs` (over HTTP
-    where measured), measure its service times over HTTP at the per-machine rate of the spike,
-    and simulate the day's plans from them."""
-    rows = goodputs[goodputs["deployment"] == name]
-    http_rows = rows[rows["transport"] == "http"] if "transport" in rows else rows
-    row = (http_rows if len(http_rows) else rows).iloc[0]
-    per_machine = float(row["throughput_at_sla_per_s"])
-    if not per_machine > 0:
-        note = str(row.get("note", "") or f"no rate met p99 <= {SLA_MS:g} ms")
-        return CampaignPlan(None, None, per_machine, None, None, f"{name} met the SLA at no rate tried: {note}")
-    peak = float(traffic.rates().max())
-    machines = machines_for(peak, per_machine)
-    try:
-        point = operating_point(case, name, peak / machines)
-    except RuntimeError as exc:
-        return CampaignPlan(None, None, per_machine, machines, None, str(exc))
-    cold_start_s = float(row["cold_start_s"]) if "cold_start_s" in row and row["cold_start_s"] > 0 else 5.0
-    day = capacity_plan(point.samples_s, cold_start_s, traffic, smoke=case.smoke, capacity_per_s=per_machine,
-                        price_per_hour_usd=price_per_hour_usd)
-    utilisation = point.rate_per_s * float(np.mean(point.samples_s))
-    simulated = float(np.interp(utilisation, day.table["utilisation"], day.table["p99_ms"]))
-    return CampaignPlan(day, point, per_machine, machines, simulated)
-
-
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
     """A table for a person: a missing or infinite figure reads "not available" (its row's `note`
     says why); never NaN or inf."""
-    shown = frame.astype(object)
-    infinite = shown.map(lambda v: isinstance(v, (float, np.floating)) and bool(np.isinf(v)))
-    return shown.where(frame.notna() & ~infinite, "not available")
+    return frame.astype(object).map(lambda v: not_available(v, NOT_AVAILABLE) or v)  # study.columns' one rule

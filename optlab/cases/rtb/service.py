@@ -6,6 +6,10 @@ deployment's `Server` (batching, admission control), answered in the request's o
 `{"id", "logit", "pctr"}`; plus the app factory's `/constant`, `/health` and `/stats` (which adds
 the feature cache's hit rate).
 
+The deployment's `http_app` picks the application: "starlette" (the serving layer's app around the
+deployment's `Server`) or "lean" (a raw ASGI app whose event loop batches concurrent requests;
+`optlab.serving.lean_app`); `http_server` and `processes` how a service process runs it.
+
 `start(deployment)` serves in a background thread; `start(spec=deployment_spec(deployment),
 mode="process")` in its own process (`python -m optlab.serving.http SPEC FD`, which calls this
 module's `app_from_spec`: the candidate rebuilt from its `loader`). The client side (`HttpTarget`,
@@ -23,11 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from optlab.cases.rtb.deployments import PAYLOADS, BidSchema, Deployment, DeploymentConfig
+from optlab.cases.rtb.campaign import SLA_MS
+from optlab.cases.rtb.deployments import PAYLOADS, BidSchema, Deployment, DeploymentConfig, vectorized_preprocessing
 from optlab.models.candidate import Candidate
 from optlab.serving import http
 from optlab.serving.http import HOST, HttpTarget, Service, ServiceError, post
-from optlab.serving.server import Reply
+from optlab.serving.lean_app import lean_app
+from optlab.serving.microbatch import MicroBatcher, for_sla
+from optlab.serving.server import Reply, available_cores
 
 __all__ = ["HOST", "ROUTES", "HttpTarget", "Service", "ServiceError", "app", "app_from_spec", "deployment_spec",
            "post", "start"]
@@ -43,7 +50,9 @@ def _answer(message: Any, reply: Reply) -> dict[str, Any]:
 
 
 def app(deployment: Deployment, *, keep_samples: int = 4096):
-    """The Starlette application serving `deployment` (its server starts and stops with the app).
+    """The application serving `deployment`: by its `http_app`, the Starlette app around its `Server`
+    (which starts and stops with the app) or the lean app around an event-loop `MicroBatcher`
+    sized from the SLA (`microbatch.for_sla`).
 
     `/stats` adds the feature cache's figures, the process's CPU seconds so far (`cpu_s`) and the
     last `keep_samples` per-request service times (`service_ms`: a model call's time shared by the
@@ -61,8 +70,24 @@ def app(deployment: Deployment, *, keep_samples: int = 4096):
                  for k, v in deployment.feature_cache_stats().items()}
         return {**cache, "cpu_s": time.process_time(), "service_ms": list(samples)}
 
-    return http.app(deployment.server(), {ROUTES[fmt]: PAYLOADS[fmt] for fmt in ROUTES},
-                    prepare=deployment.preprocess, answer=answer, name=deployment.name, stats=stats)
+    routes = {ROUTES[fmt]: PAYLOADS[fmt] for fmt in ROUTES}
+    if deployment.config.http_app == "lean":
+        return lean_app(batcher(deployment), routes, prepare=deployment.preprocess, answer=answer,
+                        name=deployment.name, stats=stats)
+    return http.app(deployment.server(), routes, prepare=deployment.preprocess, answer=answer, name=deployment.name,
+                    stats=stats)
+
+
+def batcher(deployment: Deployment, sla_ms: float = SLA_MS) -> MicroBatcher:
+    """The event-loop batcher of a lean deployment: batch and wait sized from the SLA on this
+    machine (the model timed on a bid request built from the schema), its deadline the deployment's."""
+    schema = deployment.schema
+    # through the uncached preprocessing: timing the model must not warm (and count in) the feature cache
+    example = vectorized_preprocessing(schema)(schema.message(np.zeros(len(schema.fields), np.int64),
+                                                              np.zeros(len(schema.numeric), np.float32)))
+    sizing = for_sla(deployment.candidate.predict, example, sla_ms)
+    return MicroBatcher(deployment.candidate.predict, max_batch=sizing.max_batch, max_wait_ms=sizing.max_wait_ms,
+                        deadline_ms=deployment.config.deadline_ms)
 
 
 def start(deployment: Deployment | None = None, *, spec: dict | None = None, mode: str = "thread", port: int = 0,
@@ -83,7 +108,9 @@ def deployment_spec(deployment: Deployment) -> dict:
     if getattr(candidate, "loader", None) is None or getattr(candidate, "artifact_path", None) is None:
         raise ValueError(f"candidate {getattr(candidate, 'name', candidate)!r} has no loader/artifact to rebuild it "
                          "in another process; serve it with mode='thread'")
-    return {"factory": FACTORY, "loader": candidate.loader, "artifact_path": str(candidate.artifact_path),
+    return {"factory": FACTORY, "server": deployment.config.http_server,
+            "processes": deployment.config.http_processes(available_cores()),
+            "loader": candidate.loader, "artifact_path": str(candidate.artifact_path),
             "loader_options": {**candidate.loader_options, "threads": deployment.config.threads_per_worker},
             "name": candidate.name, "config": deployment.config.to_dict(),
             "schema": {"fields": deployment.schema.fields, "cardinalities": deployment.schema.cardinalities,

@@ -110,3 +110,23 @@ def test_a_table_for_a_person_reads_not_available_where_a_figure_is_infinite():
     shown = casestudy.readable(frame)
     assert shown.loc[0, "cost_per_million_bids_usd"] == "not available" and shown.loc[0, "workers"] == 1
     assert not UNREADABLE.search(shown.to_string())
+
+
+def test_bids_in_seconds_over_the_sla_are_counted_with_their_least_value():
+    plans = _plans(950, 0.0).iloc[[1]]  # the reactive plan alone: over the SLA for 950 s
+    text = advice.plan_advice(plans, bids_per_month=1e9, value_per_1000_bids_usd=0.05)
+    late = float(plans["requests_in_seconds_over_sla"].iloc[0]) * 1e9
+    assert f"Another {late:,.0f} bids a month arrive in seconds whose p99 is over 10 ms" in text
+    assert f"(worth at least ${0.01 * late * 0.05 / 1e3:,.0f} a month)" in text
+
+
+def test_interleaved_rounds_keep_the_median_round_not_the_best():
+    from optlab.cases.rtb import casestudy
+
+    runs = pd.DataFrame({"deployment": ["naive", "optimized"] * 3, "round": [0, 0, 1, 1, 2, 2],
+                         "throughput_at_sla_per_s": [100.0, 900.0, 300.0, 2500.0, 200.0, 1200.0]})
+    kept = casestudy.median_rounds(runs).set_index("deployment")
+    assert kept.loc["naive", "throughput_at_sla_per_s"] == 200.0 and kept.loc["optimized", "round"] == 2
+    assert kept.loc["optimized", "rounds_per_s"] == "900, 2500, 1200"
+    with pytest.warns(DeprecationWarning, match="median_rounds"):
+        assert casestudy.best_rounds(runs).set_index("deployment").loc["optimized", "throughput_at_sla_per_s"] == 2500
