@@ -16,6 +16,7 @@ BENCHES = {
     "rtb": "optlab.bench.rtb",
     "gpu": "optlab.bench.gpu",
     "transformers": "optlab.bench.transformers",
+    "llm": "optlab.bench.llm",
 }
 
 

@@ -209,14 +209,8 @@ def main(argv: list[str]) -> int:
         for name in args.datasets.split(","):
             rows += run_dataset(name, args.smoke, workdir, args.threads, out.progress)
     t = table(rows)
-    out.say(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; threads={args.threads}; "
-            f"torch {torch.__version__}; smoke={args.smoke}")
-    out.keep("rows", pd.DataFrame(rows))
-    out.frame("candidates", t, drop=["error"])
-    errors = t[t["status"] == "error"]
-    if len(errors):
-        out.say("\nerrors:\n" + errors[["dataset", "candidate", "error"]].to_string(index=False))
-    out.say("\ntargets (ratios from the same run; others share these cores, so expect noise):")
-    out.targets(targets(t, args.smoke), indent="  ")
+    out.candidates(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; "
+                   f"threads={args.threads}; torch {torch.__version__}; smoke={args.smoke}",
+                   rows, t, targets(t, args.smoke))
     out.write_json(args.json)
     return 0

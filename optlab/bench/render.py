@@ -175,6 +175,21 @@ class Renderer:
             self._print(indent + row["sentence"])
         return targets_frame(self.target_rows)
 
+    def candidates(self, context: str, rows: list[Mapping[str, Any]], table: pd.DataFrame,
+                   targets: Iterable[Mapping[str, Any]]) -> None:
+        """The closing section of a bench that compares candidates side by side: the context line
+        (machine, threads, versions), the raw rows (kept for the JSON only), the candidates table
+        without its `error` column, the errors (dataset, candidate, message) when any, and the
+        targets' sentences. One method so that every such bench reads the same way."""
+        self.say(context)
+        self.keep("rows", pd.DataFrame(rows))
+        self.frame("candidates", table, drop=["error"])
+        errors = table[table["status"] == "error"]
+        if len(errors):
+            self.say("\nerrors:\n" + errors[["dataset", "candidate", "error"]].to_string(index=False))
+        self.say("\ntargets (ratios from the same run; others share these cores, so expect noise):")
+        self.targets(targets, indent="  ")
+
     def to_dict(self) -> dict[str, Any]:
         return {"bench": self.bench, "command": self.command, "lines": list(self.lines),
                 "tables": {name: records(frame) for name, frame in self.tables.items()},

@@ -226,15 +226,8 @@ def cpu_flags() -> str:
 
 def show(out: Renderer, rows: list[dict[str, Any]], t: pd.DataFrame) -> None:
     """The table, its errors, the targets and INC's autotune trials, for a reader."""
-    out.say(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; threads={THREADS}; "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
-    out.keep("rows", pd.DataFrame(rows))
-    out.frame("candidates", t, drop=["error"])
-    errors = t[t["status"] == "error"]
-    if len(errors):
-        out.say("\nerrors:\n" + errors[["dataset", "candidate", "error"]].to_string(index=False))
-    out.say("\ntargets (ratios from the same run; others share these cores, so expect noise):")
-    out.targets(targets(t), indent="  ")
+    out.candidates(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; threads={THREADS}; "
+                   f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}", rows, t, targets(t))
     for row in rows:
         trials = row.get("meta", {}).get("tuning_trials") if isinstance(row.get("meta"), dict) else None
         if trials:

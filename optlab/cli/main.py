@@ -14,11 +14,13 @@ import argparse
 import math
 import sys
 
+from optlab.bench.__main__ import main as bench_main
 from optlab.cli.errors import UsageError
 from optlab.cli.notebooks import cmd_main, cmd_notebooks, cmd_report, cmd_run, parse_value
 from optlab.cli.serve_bench import add_parser as add_serve_bench
 from optlab.cli.study_command import _torch_only, _validate_study, cmd_study
 from optlab.models.output_kinds import OUTPUT_KINDS
+from optlab.study.costs import price
 
 # re-exported: the entry module offers the study command's checks beside the parser that uses them
 __all__ = ["build_parser", "main", "_torch_only", "_validate_study"]
@@ -49,8 +51,6 @@ def _number(kind: str, *, minimum: float, inclusive: bool, unit: str):
 
 
 def _price(text: str):
-    from optlab.study.costs import price
-
     value = parse_value(text)
     try:
         price(value)
@@ -80,8 +80,6 @@ def _declaration(flag: str):
 
 
 def _cmd_bench(args) -> int:
-    from optlab.bench.__main__ import main as bench_main
-
     return bench_main([args.name, *args.rest])
 
 

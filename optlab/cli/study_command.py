@@ -9,6 +9,14 @@ from pathlib import Path
 
 from optlab.cli import STARTED
 from optlab.cli.errors import UsageError
+from optlab.instruments.latency import Workload
+from optlab.models import hf_folder, user_models
+from optlab.models.onnx_signature import cli_spelling
+from optlab.models.output_checks import DegenerateSample
+from optlab.recipes.presets import ONNX_RECIPES, OPTIMUM_RECIPES
+from optlab.recipes.recipe import parse
+from optlab.study.store import IncompatibleStore, OtherStudyFolder, StoreBusy
+from optlab.techniques.torch_io import needs_module
 
 REPORT_RESERVE_SHARE = 0.1  # of a time limit, kept for writing results.csv and report.html
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
@@ -27,8 +35,6 @@ def _declared(pairs, flag: str) -> dict | None:
 def _torch_only(recipe) -> str | None:
     """Why `recipe` cannot run on an ONNX file (None if it can), as the techniques say it
     (`optlab.techniques.torch_io.needs_module`: pruning, distillation, torch quantization, ...)."""
-    from optlab.techniques.torch_io import needs_module
-
     why = needs_module(recipe)
     return None if why is None else f"a PyTorch model ({why})"
 
@@ -64,8 +70,6 @@ def _is_text_study(args) -> bool:
 
 def _validate_text_inputs(args):
     """The text path's flags, the folder and the CSV, checked before any weights load (one line each)."""
-    from optlab.models import hf_folder
-
     model, inputs = Path(args.model), Path(args.inputs)
     onnx_model = model.suffix.lower() == ".onnx"
     if args.text_column and (onnx_model or inputs.suffix.lower() in (".npz", ".npy")):
@@ -108,10 +112,6 @@ def _validate_text_inputs(args):
 
 def _load_user_model(args):
     """(baseline, data) for `optlab study`: an ONNX file with arrays, or a folder with texts."""
-    from optlab.models import hf_folder, user_models
-    from optlab.models.onnx_signature import cli_spelling
-    from optlab.models.output_checks import DegenerateSample
-
     checked = getattr(args, "text_inputs", None)
     if checked is not None:
         return hf_folder.from_folder(checked.folder, args.inputs, padding=args.padding or "longest", checked=checked)
@@ -146,9 +146,6 @@ def _print_failures(results) -> None:
 
 def _validate_study(args) -> list:
     """Every flag of `optlab study`, checked before any work starts; returns the recipes."""
-    from optlab.recipes.presets import ONNX_RECIPES, OPTIMUM_RECIPES
-    from optlab.recipes.recipe import parse
-
     model = Path(args.model)
     if model.suffix in (".pt", ".pth", ".bin", ".ckpt", ".pkl"):
         raise UsageError(f"{model}: optlab does not unpickle checkpoints (they can run arbitrary code). Export the "
@@ -195,8 +192,8 @@ def _validate_study(args) -> list:
 def cmd_study(args) -> int:
     recipes = _validate_study(args)
 
-    from optlab.instruments.latency import Workload
-    from optlab.study.store import IncompatibleStore, OtherStudyFolder, StoreBusy
+    # on use, not at the top: `cli.main` imports this module for every optlab command, and these import
+    # pandas (the study's tables) and altair (the report's charts)
     from optlab.study.study import Pricing, RunOptions, Study
     from optlab.views.report import console_table, write_report
 

@@ -129,7 +129,13 @@ def _kind(kind: str) -> str:
 
 
 def relative_errors(candidate: np.ndarray, baseline: np.ndarray) -> np.ndarray:
-    """Per row ||candidate - baseline|| / ||baseline|| (0 where both are zero, inf where only the baseline is)."""
+    """Per row ||candidate - baseline|| / ||baseline|| (0 where both are zero, inf where only the
+    baseline is).
+
+    What it is for: judging each row on its own. `values` scores a row by it, and `compare`
+    counts a row at or past ROW_RELATIVE_ERROR_GATE as disagreeing, whatever its kind. A vector,
+    so that one moved row is seen; `relative_error` and `_summary_relative_error` reduce it to
+    the one figure an output's summary carries."""
     candidate, baseline = candidate.reshape(len(candidate), -1), baseline.reshape(len(baseline), -1)
     diff, norm = np.linalg.norm(candidate - baseline, axis=1), np.linalg.norm(baseline, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -137,7 +143,10 @@ def relative_errors(candidate: np.ndarray, baseline: np.ndarray) -> np.ndarray:
 
 
 def relative_error(candidate: np.ndarray, baseline: np.ndarray) -> float:
-    """Mean over rows of ||candidate - baseline|| / ||baseline|| (0 where both are zero)."""
+    """Mean over rows of ||candidate - baseline|| / ||baseline|| (0 where both are zero): the
+    summary figure of an output whose rows are vectors (classes, sequences, maps, embeddings),
+    where each row's norm is a fair scale of its own. Not the same number as pooling the rows
+    (`_summary_relative_error` does that for a regression column, whose rows are single numbers)."""
     ratio = relative_errors(candidate, baseline)
     return float(ratio.mean()) if ratio.size else 0.0
 
@@ -150,8 +159,13 @@ ROW_RELATIVE_ERROR_GATE = 1.0
 
 
 def _summary_relative_error(kind: str, candidate: np.ndarray, baseline: np.ndarray) -> float:
-    """A regression column's relative error over all rows (||c - b|| / ||b||): one prediction near
-    zero must not make it infinite; the per-row mean for every other kind."""
+    """The `relative_error` an output's summary reports, chosen by kind.
+
+    Why a second reduction: a regression output has one number per row, so the per-row ratio
+    |c - b| / |b| blows up on any prediction near zero and one such row would make the mean
+    infinite. For "regression" the rows are pooled instead (||c - b|| / ||b|| over the whole
+    column, 1.0 when the baseline is all zero and the candidate is not); every other kind takes
+    `relative_error`, the mean of the per-row ratios."""
     if kind != "regression":
         return relative_error(candidate, baseline)
     norm = float(np.linalg.norm(baseline))

@@ -15,263 +15,36 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from optlab.data.datasets import Batch, trim_padding
-from optlab.instruments.coldstart import ColdStart, ColdStartError, cold_start
+from optlab.data.datasets import Batch
+from optlab.instruments.batches import Inputs, _checker, _pool, _rows, make_batches  # noqa: F401 - re-exported
+from optlab.instruments.coldstart import ColdStartError, cold_start
 from optlab.instruments.contention import Busy, BusyWindow
-from optlab.instruments.environment import Environment, environment, physical_cores
+from optlab.instruments.environment import environment
 from optlab.instruments.footprint import footprint
-from optlab.instruments.timing import LatencyStats, TimedRun, summarize, time_calls
+from optlab.instruments.measurement import (  # noqa: F401 - re-exported: callers import them from here
+    Measurement,
+    MeasurementError,
+    SweepPoint,
+    Workload,
+)
+from optlab.instruments.timing import TimedRun, summarize, time_calls
 from optlab.models.candidate import Candidate
 
 # torch is imported inside the functions that use it: a heavy optional dependency that timing an ONNX
 # Runtime or OpenVINO candidate must not load.
 
-Inputs = Batch | Sequence[Batch]
-
 SWEEP_MAX_CALL_SHARE = 0.25  # no sweep call may cost more than this share of sweep_budget_s
 SWEEP_MIN_SAMPLES = 5  # a sweep point that cannot get this many calls in its budget is skipped
 REPEAT_DISAGREEMENT = 1.5  # latency p50 and the sweep's p50 at the same batch size differ by more: noisy
 COLD_START_OVERHEAD_S = 1.5  # a fresh interpreter plus a runtime import, for the time-limit estimate
-
-
-class MeasurementError(ValueError):
-    """A candidate cannot be measured (bad inputs, or its predict fails, returns NaN or
-    the wrong batch size). The message names the candidate and the problem."""
-
-
-@dataclass(frozen=True)
-class Workload:
-    """How to measure. `batch_size=None` times the given requests as they are (their real
-    batch mix); an int cuts batches of that many rows from the inputs."""
-
-    batch_size: int | None = 1
-    throughput_batch_sizes: tuple[int, ...] = (1, 32, 256)
-    threads: int = field(default_factory=physical_cores)
-    warmup: int = 10
-    min_samples: int = 100
-    max_samples: int = 10_000
-    budget_s: float = 2.0  # latency loop, after warm-up
-    sweep_budget_s: float = 1.0  # each throughput batch size
-    rel_ci: float = 0.10  # stop when p99's 95% interval is this narrow; wider is flagged noisy
-    cold_start_repeats: int = 5
-    memory: bool = True
-    cold_start: bool = True
-    n_boot: int = 1000
-    seed: int = 0
-
-    def __post_init__(self):
-        def positive_int(name: str, value: Any) -> None:
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Workload.{name}={value!r} must be a positive integer")
-
-        if self.batch_size is not None:
-            positive_int("batch_size", self.batch_size)
-        object.__setattr__(self, "throughput_batch_sizes", tuple(int(b) for b in self.throughput_batch_sizes))
-        for size in self.throughput_batch_sizes:
-            positive_int("throughput_batch_sizes", size)
-        for name in ("threads", "min_samples", "max_samples", "cold_start_repeats", "n_boot"):
-            positive_int(name, getattr(self, name))
-        if self.warmup < 0:
-            raise ValueError(f"Workload.warmup={self.warmup!r} must be >= 0")
-        if self.max_samples < self.min_samples:
-            raise ValueError(f"Workload.max_samples ({self.max_samples}) must be >= min_samples ({self.min_samples})")
-        if self.budget_s <= 0 or self.sweep_budget_s <= 0 or not 0 < self.rel_ci < 1:
-            raise ValueError("Workload.budget_s and sweep_budget_s must be > 0 and rel_ci in (0, 1)")
-
-    @classmethod
-    def smoke(cls, **overrides: Any) -> "Workload":
-        """A tiny setting for CI and notebook smoke runs (cold start taken once)."""
-        settings = dict(throughput_batch_sizes=(1, 8), warmup=2, min_samples=10, max_samples=200, budget_s=0.2,
-                        sweep_budget_s=0.1, cold_start_repeats=1, n_boot=200)
-        return cls(**{**settings, **overrides})
-
-    @classmethod
-    def workshop(cls, **overrides: Any) -> "Workload":
-        """The walkthroughs' default setting: about a second per candidate's latency loop, half a
-        second per batch size of the sweep, cold start taken three times."""
-        return cls(**{**dict(budget_s=1.0, sweep_budget_s=0.5, cold_start_repeats=3), **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "throughput_batch_sizes": list(self.throughput_batch_sizes)}
-
-
-@dataclass
-class SweepPoint:
-    """Per-batch latency and throughput at one batch size."""
-
-    batch_size: int
-    samples: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    throughput_per_s: float  # rows per second: batch_size * calls / time spent in calls
-    samples_ns: list[int] = field(default_factory=list, repr=False)
-
-
-@dataclass
-class Measurement:
-    """Everything measured about one candidate. Units are in the field names."""
-
-    candidate: str
-    env: Environment
-    complete: bool = True
-    stop_reason: str | None = None
-    batch_size: int | None = None
-    rows_per_call: float | None = None
-    threads: int | None = None
-    warmup: int = 0
-    latency: LatencyStats | None = None
-    sweep: list[SweepPoint] = field(default_factory=list)
-    size_bytes: int | None = None
-    param_count: int | None = None
-    zero_fraction: float | None = None
-    cold: ColdStart | None = None
-    notes: list[str] = field(default_factory=list)
-    skipped_batch_sizes: list[int] = field(default_factory=list)  # sweep sizes too costly for the budget
-    busy_other_cpu_share: float | None = None  # other processes' share of all cores during the latency loop
-    cpu_steal_share: float | None = None
-    repeat_p50_ratio: float | None = None  # sweep p50 / latency p50 at the same batch size (1.0 = agree)
-    cold_start_error: str | None = None  # the fresh process failed: latency stands, these figures are missing
-    measured_at: str = ""
-    samples_ns: list[int] = field(default_factory=list, repr=False)
-
-    @property
-    def throughput(self) -> SweepPoint | None:
-        return max(self.sweep, key=lambda point: point.throughput_per_s, default=None)
-
-    def at_batch(self, batch_size: int) -> SweepPoint | None:
-        """The sweep's point at `batch_size`, or None when it was not measured (or skipped)."""
-        return next((point for point in self.sweep if point.batch_size == batch_size), None)
-
-    def to_row(self) -> dict[str, Any]:
-        """One flat dict of scalars (no raw samples) for a tidy DataFrame row."""
-        row: dict[str, Any] = {"candidate": self.candidate, "complete": self.complete, "stop_reason": self.stop_reason,
-                               "batch_size": self.batch_size, "rows_per_call": self.rows_per_call,
-                               "threads": self.threads, "warmup": self.warmup}
-        stats = {f.name: (getattr(self.latency, f.name) if self.latency else None) for f in fields(LatencyStats)}
-        row.update(stats, samples=stats["samples"] or 0)
-        best = self.throughput
-        row["throughput_per_s"] = best.throughput_per_s if best else None
-        row["throughput_batch_size"] = best.batch_size if best else None
-        # The sweep stays long-form: one JSON record per batch size (reshape.batch_sweep expands it).
-        row["sweep_json"] = json.dumps([asdict(point) for point in self.sweep])
-        row.update(size_bytes=self.size_bytes, size_mb=None if self.size_bytes is None else self.size_bytes / 1e6,
-                   param_count=self.param_count, zero_fraction=self.zero_fraction)
-        cold = self.cold
-        row["peak_rss_mb"] = cold.peak_rss_mb if cold else None
-        row["start_rss_mb"] = cold.start_rss_mb if cold else None
-        timed = cold is not None and cold.cold_start_ms is not None
-        for key in ("cold_start_ms", "cold_start_min_ms", "cold_start_max_ms"):
-            row[key] = getattr(cold, key) if timed else None
-        for phase in ("startup", "import", "load", "first_call"):
-            row[f"cold_start_{phase}_ms"] = getattr(cold, f"{phase}_ms") if timed else None
-        row["cold_start_repeats"] = cold.repeats if timed else 0
-        row["cold_start_imports_torch"] = cold.imports_torch if cold else None
-        row.update(busy_other_cpu_share=self.busy_other_cpu_share, cpu_steal_share=self.cpu_steal_share,
-                   repeat_p50_ratio=self.repeat_p50_ratio,
-                   skipped_batch_sizes=",".join(map(str, self.skipped_batch_sizes)) or None)
-        row.update(self.env.to_dict())
-        row.update(measured_at=self.measured_at, notes="; ".join(self.notes))
-        return row
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data.update(
-            env=self.env.to_dict(),
-            latency=None if self.latency is None else asdict(self.latency),
-            sweep=[asdict(point) for point in self.sweep],
-            cold=None if self.cold is None else self.cold.to_dict(),
-        )
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
-        data = dict(data)
-        data["env"] = Environment.from_dict(data["env"])
-        data["latency"] = None if data.get("latency") is None else LatencyStats(**data["latency"])
-        data["sweep"] = [SweepPoint(**point) for point in data.get("sweep", [])]
-        data["cold"] = None if data.get("cold") is None else ColdStart.from_dict(data["cold"])
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> "Measurement":
-        return cls.from_dict(json.loads(text))
-
-
-def _rows(batch: Batch) -> int:
-    sizes = {np.shape(value)[0] if np.ndim(value) else None for value in batch.values()}
-    if len(sizes) != 1 or None in sizes:
-        raise MeasurementError(f"inputs have inconsistent batch dimensions {sorted(map(str, sizes))}; every array "
-                               "in a batch must have the examples on axis 0")
-    return int(sizes.pop())
-
-
-def _pool(inputs: Sequence[Batch]) -> Batch:
-    """Concatenate requests row-wise; token arrays of different lengths are zero-padded
-    (attention_mask 0 = padding) and trimmed again when batches are cut."""
-    pooled: Batch = {}
-    for name in inputs[0]:
-        arrays = [np.asarray(batch[name]) for batch in inputs]
-        if len({a.shape[1:] for a in arrays}) > 1:
-            if any(a.ndim != 2 for a in arrays):
-                raise MeasurementError(f"input {name!r} has differently shaped rows across requests and is not a "
-                                       "2-D token array; pass a single Batch or same-shaped requests")
-            width = max(a.shape[1] for a in arrays)
-            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays]
-        pooled[name] = np.concatenate(arrays, axis=0)
-    return pooled
-
-
-def make_batches(inputs: Inputs, batch_size: int | None, *, max_batches: int | None = None,
-                 name: str = "candidate") -> list[Batch]:
-    """Distinct batches of `batch_size` rows cut from `inputs` (a Batch or a list of requests),
-    cycling rows when there are fewer than needed; `None` keeps the requests as given.
-    By default up to 64 batches (fewer for big batches), so real input lengths vary."""
-    if isinstance(inputs, dict):
-        requests = [inputs]
-    else:
-        requests = list(inputs or [])
-    if not requests or not all(isinstance(batch, dict) and batch for batch in requests):
-        raise MeasurementError(f"{name}: empty inputs; pass a Batch (dict of arrays) or a non-empty list of them, "
-                               "e.g. data.requests or data.test.inputs")
-    if any(_rows(batch) == 0 for batch in requests):
-        raise MeasurementError(f"{name}: an input batch has 0 rows; give at least one example per batch")
-    if batch_size is None:
-        return requests
-    if max_batches is None:
-        max_batches = max(1, min(64, 4096 // batch_size))
-    pool = requests[0] if len(requests) == 1 else _pool(requests)
-    rows = _rows(pool)
-    batches = []
-    for k in range(min(max_batches, max(1, math.ceil(rows / batch_size)))):
-        index = (np.arange(batch_size) + k * batch_size) % rows
-        batches.append(trim_padding({key: np.ascontiguousarray(value[index]) for key, value in pool.items()}))
-    return batches
-
-
-def _checker(name: str):
-    def check(output: Any, batch: Batch) -> None:
-        array = np.asarray(output)
-        rows = _rows(batch)
-        if array.ndim == 0 or array.shape[0] != rows:
-            raise MeasurementError(f"{name}: predict returned shape {array.shape} for a batch of {rows} rows; the "
-                                   "output must be batch-first (rows on axis 0)")
-        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
-            raise MeasurementError(f"{name}: predict returned NaN or infinite values for a batch of {rows} rows")
-    return check
 
 
 @contextlib.contextmanager

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import numpy as np
 
-HIGHER_IS_BETTER = ("accuracy", "auc", "f1")
+CLASSIFICATION_METRICS = ("accuracy", "auc", "f1")  # scored on class labels (auc: binary tasks only)
 REGRESSION_METRICS = ("mae", "rmse", "r2")  # on continuous targets: (N,) or (N, 1) predictions
-# metric -> is a larger value better? The quality column's direction, the gate's and the charts' follow it.
+# metric -> is a larger value better? The one place a metric's direction is declared: the quality
+# column's direction (study.columns), the gate's, the frontier's and the charts' all ask `higher_is_better`.
 DIRECTION = {"accuracy": True, "auc": True, "f1": True, "logloss": False, "agreement": True,
-             "mae": False, "rmse": False, "r2": True}
+             "mae": False, "rmse": False, "r2": True,
+             # names a user's metric or a language model's quality is commonly given
+             "mse": False, "loss": False, "log_loss": False, "perplexity": False, "error_rate": False}
+HIGHER_IS_BETTER = tuple(m for m, up in DIRECTION.items() if up)  # derived: declare a direction in DIRECTION
 
 
 def higher_is_better(metric: str | None) -> bool:
-    """Whether a larger value of `metric` is better (unknown names, e.g. a user's callable: yes,
-    as the user API documents for callables)."""
-    return DIRECTION.get(str(metric), True)
+    """Whether a larger value of `metric` is better, case-insensitively (unknown, missing or NaN
+    names, e.g. a user's callable: yes, as the user API documents for callables)."""
+    return DIRECTION.get(str(metric).lower(), True)
 
 
 def worse_by(metric: str | None, baseline: float, candidate: float) -> float:

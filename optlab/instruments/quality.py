@@ -195,10 +195,10 @@ def evaluate(candidate: Candidate | Reference | np.ndarray, data: Dataset,
     if data.task == "outputs":
         return _evaluate_outputs(candidate, data, baseline, split, batch_size=batch_size, n_boot=n_boot, seed=seed)
     metric = metric or PRIMARY_METRIC[data.task]
-    if metric not in metrics.HIGHER_IS_BETTER or (metric == "auc" and data.task != "binary"):
+    if metric not in metrics.CLASSIFICATION_METRICS or (metric == "auc" and data.task != "binary"):
         raise ValueError(
             f"metric={metric!r} is not available for a {data.task} task; "
-            f"use one of {', '.join(m for m in metrics.HIGHER_IS_BETTER if m != 'auc' or data.task == 'binary')}"
+            f"use one of {', '.join(m for m in metrics.CLASSIFICATION_METRICS if m != 'auc' or data.task == 'binary')}"
         )
     labels = np.asarray(getattr(data, split).labels).astype(np.int64)
     name, cand = _logits(candidate, data, split, batch_size, "candidate")

@@ -33,6 +33,8 @@ from optlab.data.hashing import sha256_json
 from optlab.data.text_inputs import PADDINGS, TextTable, encode_texts, read_text_csv, text_table
 from optlab.data.user_inputs import take
 from optlab.models.candidate import Candidate
+from optlab.models.training import to_tensors
+from optlab.models.user_models import from_module
 
 # What a save_pretrained tokenizer leaves in its folder (one of them is enough).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
@@ -197,7 +199,7 @@ def load_classifier(folder: Path):
 def _classifier_class():
     """The wrapper class (in a module that imports torch, and at its top level so that a pruned or
     quantized copy pickles whole)."""
-    from optlab.models.module_outputs import FolderClassifier
+    from optlab.models.module_outputs import FolderClassifier  # on use: it imports torch
 
     return FolderClassifier
 
@@ -208,8 +210,6 @@ def from_folder(folder: str | Path, texts: Any, *, text_column: str = "text", la
                 checked: TextStudyInputs | None = None) -> tuple[Candidate, Dataset]:
     """The folder's model as the fp32 PyTorch baseline and the texts as a Dataset (see the module
     docstring). `checked` is `check_inputs`'s answer if the caller already has it."""
-    from optlab.models.user_models import from_module
-
     if padding not in PADDINGS:
         raise ValueError(f"padding={padding!r}; choose one of {PADDINGS}")
     plan = checked or check_inputs(folder, texts, text_column=text_column, label_column=label_column,
@@ -252,9 +252,7 @@ def from_folder(folder: str | Path, texts: Any, *, text_column: str = "text", la
 def load_predict(path: str | Path, threads: int | None = None):
     """predict(batch) -> logits from the save_pretrained folder holding `path` (its weights file),
     for a cold start in a fresh process: transformers' import and the folder's load included."""
-    import torch
-
-    from optlab.models.training import to_tensors
+    import torch  # on use: a heavy optional dependency
 
     if threads:
         torch.set_num_threads(int(threads))  # a fresh process of its own: nothing to restore

@@ -27,9 +27,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from optlab.data.datasets import Batch, Dataset, Split
+from optlab.data.cache import cache_dir
+from optlab.data.datasets import Batch, Dataset, Split, content_fingerprint
+from optlab.data.hashing import sha256_file, sha256_json
 from optlab.data.user_inputs import as_batch, check_finite, load_labels, rows, take
-from optlab.models import wrap_checks
+from optlab.models import wrap_checks, zoo
 from optlab.models.candidate import Candidate, OnnxModel
 from optlab.models.onnx_signature import (
     OnnxSignature,
@@ -47,10 +49,17 @@ from optlab.models.output_checks import describe as describe_degenerate
 
 # the output kinds are re-exported: a user model's caller finds everything about it in this module
 from optlab.models.output_kinds import CLASS_WORDS as CLASS_WORDS
-from optlab.models.output_kinds import NAMED_METRICS, output_layout
 from optlab.models.output_kinds import OUTPUT_KINDS as OUTPUT_KINDS
 from optlab.models.output_kinds import VALUE_WORDS as VALUE_WORDS
 from optlab.models.output_kinds import AmbiguousOutput as AmbiguousOutput
+from optlab.models.output_kinds import output_layout
+from optlab.models.runtimes import load_onnxruntime, ort_session
+from optlab.models.user_labels import (  # noqa: F401 - re-exported: callers import them from here
+    _check_metric_and_labels,
+    _metric_task,
+    class_labels,
+    regression_labels,
+)
 
 REQUEST_BATCH_SIZES = (1, 1, 1, 2, 4, 8, 16, 32)  # a realistic mix: mostly single requests
 SEED = 0
@@ -63,8 +72,6 @@ class CalibrationOnBenchmarkData(UserWarning):
 def onnx_candidate(path: str | Path, *, threads: int | None = None, name: str = "baseline",
                    signature: OnnxSignature | None = None) -> Candidate:
     """An ONNX file as the fp32 baseline, run by ONNX Runtime on CPU (all outputs, flattened)."""
-    from optlab.models.runtimes import load_onnxruntime
-
     signature = signature or read_signature(path)
     options = {"threads": threads}
     predict = load_onnxruntime(signature.path, **options)
@@ -132,9 +139,6 @@ def _refuse_fixed_batch_of_one(signature: OnnxSignature, batch: Batch, declared:
 
 def _batch_first_signature(signature: OnnxSignature, axes, outputs) -> tuple[OnnxSignature, list[str]]:
     """The model wrapped batch-first (in the cache, named by the file's content and the axes)."""
-    from optlab.data.cache import cache_dir
-    from optlab.data.hashing import sha256_file, sha256_json
-
     # "wrapper": 2: wrappers written before subgraphs were handled may sit in the cache, broken
     key = sha256_json({"file": sha256_file(signature.path), "inputs": axes, "outputs": outputs, "wrapper": 2})[:16]
     target = cache_dir("user-models") / f"{signature.path.stem}-batch-first-{key}.onnx"
@@ -189,8 +193,7 @@ def from_module(module: Any, inputs: Any, *, labels: Any = None, metric: str | C
 def _module_baseline(module: Any, sample: Batch) -> tuple[Candidate, list[str] | None]:
     """The module as the baseline; one returning a tuple, dict or dataclass is wrapped so that its
     outputs come flattened side by side (named, with their per-row shapes in meta)."""
-    from optlab.models import zoo
-    from optlab.models.module_outputs import FlatOutputs, describe
+    from optlab.models.module_outputs import FlatOutputs, describe  # on use: it imports torch
 
     names, shapes, single = describe(module, sample)
     if single:
@@ -240,9 +243,6 @@ def user_dataset(inputs: Batch, baseline: Candidate, *, labels: Any = None, metr
         calibration_split = split
     else:
         calibration_split = Split(calibration, np.full(rows(calibration), -1, dtype=np.int64))
-    from optlab.data.datasets import content_fingerprint
-    from optlab.data.hashing import sha256_json
-
     dataset = Dataset(name=name, task=task, num_classes=num_classes, train=train, validation=test, test=test,
                       calibration=calibration_split, requests=_requests(inputs, plan.max_batch_rows), slices={},
                       meta=meta)
@@ -268,64 +268,6 @@ def _check_degenerate(baseline: Candidate, inputs: Batch, layout: list[dict[str,
         line = describe_degenerate(reasons)
         meta["notes"].append(line)
         warnings.warn(line, DegenerateSample, stacklevel=4)
-
-
-def _check_metric_and_labels(labels: Any, metric: Any) -> None:
-    if labels is not None and metric is None:
-        raise ValueError("labels were given without a metric; pass metric='accuracy' | 'f1' | 'auc' | 'logloss' "
-                         "(class labels) or 'mae' | 'rmse' | 'r2' (continuous targets), or a callable "
-                         "metric(labels, outputs) -> float (higher is better)")
-    if metric is not None and labels is None:
-        raise ValueError(f"metric={metric!r} needs labels; pass labels=... (one per input row) or leave both out "
-                         f"to compare outputs with the baseline's")
-
-
-def _metric_task(metric: Any, labels: np.ndarray, layout: list[dict[str, Any]],
-                 meta: dict[str, Any]) -> tuple[str, int, np.ndarray]:
-    """(task, num_classes, labels) for the metric: a class metric makes a classification task, a
-    regression metric or a callable keeps "outputs" (quality from the labels, agreement beside it)."""
-    widths, names = [o["width"] for o in layout], [o["name"] for o in layout]
-    if metric is None:
-        return "outputs", int(sum(widths)), labels
-    if callable(metric) and not isinstance(metric, str):
-        meta.update(metric_fn=metric, metric_name=getattr(metric, "__name__", "metric"))
-        return "outputs", int(sum(widths)), labels
-    if not isinstance(metric, str):
-        raise TypeError(f"metric must be a name or a callable; got {type(metric).__name__}")
-    if metric not in NAMED_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(NAMED_METRICS)} or a callable "
-                         f"metric(labels, outputs) -> float")
-    if len(widths) != 1:
-        raise ValueError(f"metric={metric!r} needs a single-output model, this one has {len(widths)} outputs "
-                         f"{names}; pass a callable metric(labels, outputs) that picks the output")
-    task = NAMED_METRICS[metric]
-    if task == "regression":
-        if widths[0] != 1:
-            raise ValueError(f"metric={metric!r} scores one continuous prediction per row but the model outputs "
-                             f"{widths[0]} values per row; use a class metric (accuracy, f1) for class scores")
-        meta.update(regression_metric=metric, metric_name=metric)
-        return "outputs", 1, regression_labels(labels, metric)
-    if task == "binary" and widths[0] != 1:
-        raise ValueError(f"metric={metric!r} expects one click score per row but the model outputs "
-                         f"{widths[0]} values; use metric='accuracy' for class scores")
-    if task == "multiclass" and widths[0] == 1:
-        raise ValueError(f"metric={metric!r} needs class scores but the model outputs one value per row; for a "
-                         f"continuous target use metric='mae', 'rmse' or 'r2' (for a click score, 'auc')")
-    classes = 2 if task == "binary" else widths[0]
-    return task, classes, class_labels(labels, metric, classes)
-
-
-def regression_labels(labels: np.ndarray, metric: str) -> np.ndarray:
-    """Continuous targets as float64, refusing NaN/inf and non-numbers."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "fiub":
-        raise ValueError(f"labels have dtype {labels.dtype}; metric={metric!r} needs numbers (one target per row)")
-    labels = labels.astype(np.float64)
-    bad = ~np.isfinite(labels)
-    if bad.any():
-        raise ValueError(f"labels hold {int(bad.sum())} NaN or infinite values; metric={metric!r} needs a finite "
-                         f"target for every row")
-    return labels
 
 
 def _requests(inputs: Batch, max_rows: int) -> list[Batch]:
@@ -362,33 +304,8 @@ def _train_and_test(split: Split, share: float | None, meta: dict[str, Any]) -> 
     return split.take(train_rows), split.take(test_rows)
 
 
-def class_labels(labels: np.ndarray, metric: str, classes: int) -> np.ndarray:
-    """Labels for a class metric as int64 class indices, refusing what would be silently truncated."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind == "f":
-        bad = ~np.isfinite(labels)
-        if bad.any():
-            raise ValueError(f"labels hold {int(bad.sum())} NaN or infinite values; metric={metric!r} needs a class "
-                             f"index for every row")
-        fractional = labels != np.round(labels)
-        if fractional.any():
-            raise ValueError(f"labels hold {int(fractional.sum())} non-integer values (e.g. "
-                             f"{labels[fractional][0]!r}); metric={metric!r} needs class indices 0..{classes - 1}, "
-                             f"not scores or probabilities (pass a callable metric for continuous targets)")
-    elif labels.dtype.kind not in "iub":
-        raise ValueError(f"labels have dtype {labels.dtype}; metric={metric!r} needs integer class indices "
-                         f"0..{classes - 1}")
-    labels = labels.astype(np.int64)
-    if labels.min() < 0 or labels.max() >= classes:
-        raise ValueError(f"labels range over [{labels.min()}, {labels.max()}] but the model scores "
-                         f"{classes} classes; labels must be class indices 0..{classes - 1}")
-    return labels
-
-
 def _onnx_output_shapes(signature: OnnxSignature, sample: Batch) -> list[tuple[int, ...]]:
     """Per-row shape of each output (a model may have several outputs)."""
-    from optlab.models.runtimes import ort_session
-
     outputs = ort_session(signature.path, threads=1).run(None, sample)
     return [tuple(int(d) for d in np.shape(o)[1:]) for o in outputs]
 

@@ -185,3 +185,76 @@ def load_predict(path, threads: int | None = None):
     model = from_spec(json.loads((path.parent / "spec.json").read_text()))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return _predictor(model.eval())
+
+
+# --- language models -------------------------------------------------------------------
+
+LANGUAGE_VERSION = 1
+LANGUAGE_TRAINED: Counter = Counter()  # smoke -> language-model trainings run in this process
+
+
+def _language_key(smoke: bool, fingerprint: str) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from optlab.models import language
+
+    return {"version": LANGUAGE_VERSION, "vocab_size": language.VOCAB_SIZE, "corpus": fingerprint,
+            "eval_length": language.EVAL_LENGTH,
+            "specs": {s.name: asdict(s) for s in (language.TARGET, language.DRAFT)},
+            "training": {s.name: asdict(language.TRAINING[(s.name, smoke)]) for s in (language.TARGET, language.DRAFT)}}
+
+
+def _train_language(folder: Path, key: dict, smoke: bool) -> dict:
+    """Train tokenizer, target and draft; write them and their record into `folder`; return the record."""
+    import torch
+
+    from optlab.data.text_corpus import load as load_corpus
+    from optlab.models import language
+
+    corpus = load_corpus()
+    tokenizer_json = language.train_tokenizer(corpus.text("train"))
+    tokenizer = language.tokenizer_from_json(tokenizer_json)
+    train_docs = language.encode_split(tokenizer, corpus, "train")
+    val_docs = language.encode_split(tokenizer, corpus, "validation")
+    record = {"key": key, "log": {}, "perplexity": {}, "param_count": {}}
+    cache.write_checked(folder / "tokenizer.json", lambda tmp: tmp.write_text(tokenizer_json))
+    for spec in (language.TARGET, language.DRAFT):
+        settings = language.TRAINING[(spec.name, smoke)]
+        model = language.build(spec, tokenizer, seed=settings.seed)
+        record["log"][spec.name] = language.train_lm(model, train_docs, settings, tokenizer.eos_token_id)
+        windows = language.windows(val_docs, language.EVAL_LENGTH, settings.eval_windows)
+        record["perplexity"][spec.name] = language.perplexity(model, windows)
+        record["param_count"][spec.name] = language.param_count(model)
+        cache.write_checked(folder / f"{spec.name}.pt", lambda tmp, m=model: torch.save(m.state_dict(), tmp))
+    record["log"]["corpus"] = corpus.fingerprint
+    text = json.dumps(record, indent=1, sort_keys=True)
+    cache.write_checked(folder / "record.json", lambda tmp: tmp.write_text(text))
+    LANGUAGE_TRAINED[smoke] += 1
+    return record
+
+
+def language_models(smoke: bool = False, fresh: bool = False):
+    """The trained target and draft language models with their tokenizer and validation perplexities
+    (`optlab.models.language.LanguageModels`), trained now and cached, or loaded from the cache.
+
+    The cache key holds the corpus fingerprint (the hash of this Python's help topics, which change
+    between CPython releases), the architectures and the training settings; `fresh=True` retrains."""
+    import torch
+
+    from optlab.data.text_corpus import load as load_corpus
+    from optlab.models import language
+
+    key = _language_key(smoke, load_corpus().fingerprint)
+    folder = cache_dir("models", f"language{'-smoke' if smoke else ''}-{sha256_json(key)[:16]}")
+    files = [folder / name for name in ("tokenizer.json", "target.pt", "draft.pt", "record.json")]
+    if fresh or not all(cache.is_valid(path) for path in files):
+        _train_language(folder, key, smoke)
+    record = json.loads((folder / "record.json").read_text())
+    tokenizer = language.tokenizer_from_json((folder / "tokenizer.json").read_text())
+    models = {}
+    for spec in (language.TARGET, language.DRAFT):
+        model = language.build(spec, tokenizer)
+        model.load_state_dict(torch.load(folder / f"{spec.name}.pt", map_location="cpu", weights_only=True))
+        models[spec.name] = model.eval()
+    return language.LanguageModels(models["target"], models["draft"], tokenizer, record["perplexity"]["target"],
+                                   record["perplexity"]["draft"], record["log"])

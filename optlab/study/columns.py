@@ -6,20 +6,56 @@ so a new figure (a tokens/s column, say) is added here once and every view label
 ranks it the same way. It lives in the study layer because the frontier ranks by it; the views
 sit above and read it.
 
+A figure a person cannot read as a number has one rule, `not_available` (and `Column.render`,
+which applies it): a missing figure (None, NaN) reads NOT_MEASURED unless the table knows better
+(the RTB case reads its gaps as NOT_AVAILABLE, its row's note says why), an infinite one
+NOT_AVAILABLE, either followed by "(the reason)" where the caller knows it; a missing word is
+blank. The notebooks' `readable` tables, the RTB case study's tables and the CLI table all call it.
+
 Interval columns (a figure's 95% interval, e.g. `quality_drop_ci_low`) are not entries of their
 own: `column()` derives them from their figure, so they always share its unit and format.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any
 
 from optlab.instruments import metrics
 
 PER_METRIC = "per-metric"  # higher_is_better: the direction comes from the row's metric (accuracy up, mae down)
-# Metrics where lower is better, until optlab.instruments.metrics declares its own (it may add LOWER_IS_BETTER).
-_LOWER_METRICS = ("mae", "rmse", "mse", "loss", "log_loss", "perplexity", "error_rate")
+NOT_MEASURED = "not measured"  # None/NaN: the run did not produce the figure (reference row, error, skipped step)
+NOT_AVAILABLE = "not available"  # +-inf: the figure has no finite value (e.g. a rate of zero measured at a busy moment)
+
+
+def _lacking(value: Any) -> bool:
+    """None, NaN, NaT and pandas' NA (without importing pandas: the CLI starts without it)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # only the missing markers differ from themselves
+    except (TypeError, ValueError):  # pandas' NA is neither equal nor unequal to itself
+        return True
+
+
+def not_available(value: Any, missing: str = NOT_MEASURED, reason: str | None = None, *,
+                  figure: bool = True) -> str | None:
+    """The words a person reads instead of `value`, or None when `value` reads as itself.
+
+    A missing figure (None, NaN) reads `missing` (NOT_MEASURED unless the caller knows the gap
+    means NOT_AVAILABLE), an infinite one NOT_AVAILABLE, and either gets " (reason)" when the
+    caller knows why; a missing word (`figure=False`: an error column on a row that did not
+    fail) reads blank. One rule so that no table prints NaN, inf or a private marker."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isinf(float(value)):
+        words = NOT_AVAILABLE
+    elif isinstance(value, str) or not _lacking(value):
+        return None
+    elif not figure:
+        return ""
+    else:
+        words = missing
+    return f"{words} ({reason})" if reason else words
 
 
 @dataclass(frozen=True)
@@ -75,6 +111,12 @@ class Column:
         except (ValueError, TypeError):
             return str(value)
 
+    def render(self, value: Any, missing: str = NOT_MEASURED, reason: str | None = None) -> str:
+        """The value as a person reads it, never NaN or inf: a figure in this column's format, or
+        the words of `not_available` (a missing word of a words column is blank)."""
+        words = not_available(value, missing, reason, figure=self.numeric)
+        return self.format(value) if words is None else words
+
 
 def _words(name: str, label: str | None = None) -> Column:
     return Column(name, label or name)
@@ -112,6 +154,46 @@ COLUMNS: tuple[Column, ...] = (
     Column("achieved_per_s", "achieved", "requests/s", "{:,.0f}", ",.0f", ",~f", 0, True),
 )
 
+
+# Generation (language-model) figures, named as `vllm bench serve` / guidellm name them: time to first
+# token (TTFT), time per output token after the first (TPOT, per request), inter-token latency (ITL, per
+# gap), end-to-end latency (E2E), each at p50/p90/p99 with its 95% interval (`ttft_p99_ci_low_ms`, ...).
+_GENERATION_LATENCIES = {"ttft": ("time to first token", "TTFT"), "tpot": ("time per output token", "TPOT"),
+                         "itl": ("inter-token latency", "ITL"), "e2e": ("end-to-end latency", "E2E")}
+
+
+def _generation_latency(kind: str, q: int) -> Column:
+    words, short = _GENERATION_LATENCIES[kind]
+    return Column(f"{kind}_p{q}_ms", f"{words}, p{q}", "ms", "{:,.2f}", ",.2f", "~g", 2, False,
+                  (f"{kind}_p{q}_ci_low_ms", f"{kind}_p{q}_ci_high_ms"), short=f"{short} p{q}", log=True)
+
+
+GENERATION_COLUMNS: tuple[Column, ...] = (
+    *(_generation_latency(kind, q) for kind in _GENERATION_LATENCIES for q in (50, 90, 99)),
+    Column("output_tokens_per_s", "output tokens per second, all requests", "tokens/s", "{:,.1f}", ",.1f", ",~f", 1,
+           True, short="output tokens/s"),
+    Column("output_tokens_per_s_per_request_p50", "output tokens per second of one request, p50", "tokens/s",
+           "{:,.1f}", ",.1f", ",~f", 1, True, short="tokens/s per request"),
+    Column("request_throughput_per_s", "completed requests per second", "requests/s", "{:,.2f}", ",.2f", ",~f", 2,
+           True, short="requests/s"),
+    Column("goodput_per_s", "goodput (requests within the TTFT and TPOT SLA)", "requests/s", "{:,.2f}", ",.2f",
+           ",~f", 2, True, short="goodput"),
+    Column("kv_cache_reserved_mb", "KV cache reserved", "MB", "{:,.2f}", ",.2f", ",~f", 2, False,
+           short="KV reserved"),
+    Column("kv_cache_used_mb", "KV cache used", "MB", "{:,.2f}", ",.2f", ",~f", 2, None, short="KV used"),
+    Column("perplexity", "perplexity on the test topics", "", "{:,.2f}", ",.2f", "~g", 2, False,
+           ("perplexity_ci_low", "perplexity_ci_high"), short="perplexity"),
+    Column("greedy_agreement", "greedy agreement with the fp32 target", "", "{:.4f}", ".4f", "~g", 4, True,
+           ("greedy_agreement_ci_low", "greedy_agreement_ci_high"), short="greedy agreement"),
+    Column("greedy_prefix_agreement", "greedy output identical until the first divergence", "", "{:.4f}", ".4f",
+           "~g", 4, True, short="greedy prefix"),
+    Column("greedy_identical_rate", "greedy outputs identical throughout", "", "{:.4f}", ".4f", "~g", 4, True,
+           short="identical outputs"),
+    Column("cost_per_1m_output_tokens_usd", "cost per 1M output tokens", "$", "{:,.4f}", ",.4f", "~g", 4, False,
+           short="cost per 1M tokens"),
+)
+COLUMNS = COLUMNS + GENERATION_COLUMNS
+
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 if len(BY_NAME) != len(COLUMNS):  # a figure named twice would be labelled two ways
     raise RuntimeError("optlab.study.columns: a column is declared twice in COLUMNS")
@@ -138,12 +220,10 @@ def title(name: str) -> str:
 
 
 def metric_higher_is_better(metric: str | None) -> bool:
-    """Whether a larger value of `metric` is better (accuracy, auc, f1: yes; mae, rmse: no).
-    An unknown or missing metric counts as a score (higher is better), as quality always was."""
-    if metric is None or (isinstance(metric, float) and math.isnan(metric)):
-        return True
-    lower = set(_LOWER_METRICS) | set(getattr(metrics, "LOWER_IS_BETTER", ()))
-    return str(metric).lower() not in lower
+    """Whether a larger value of `metric` is better (accuracy, auc, f1: yes; mae, rmse: no), as
+    `optlab.instruments.metrics.DIRECTION` declares it (the one place). An unknown or missing
+    metric counts as a score (higher is better), as quality always was."""
+    return metrics.higher_is_better(metric)
 
 
 def higher_is_better(name: str, metric: str | None = None) -> bool:

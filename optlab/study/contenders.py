@@ -21,8 +21,10 @@ from typing import Any
 
 from optlab.instruments.interleaved import speed_ratio, time_interleaved
 from optlab.instruments.latency import make_batches, torch_threads
+from optlab.recipes.recipe import from_json
 from optlab.study import frontier
 from optlab.study.explanation import Ratio, SideBySide
+from optlab.techniques import registry
 
 # Rebuilt candidates, per study, by row fingerprint: asking again (a new SLA) does not rebuild them.
 _BUILT: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
@@ -106,9 +108,6 @@ def candidate_for(study: Any, row: dict) -> Any:
     (as the study built it, with the workload's threads); kept for the next question."""
     if row.get("family") == "baseline":
         return study.baseline
-    from optlab.recipes.recipe import from_json
-    from optlab.techniques import registry
-
     built = _BUILT.setdefault(study, {})
     key = str(row.get("fingerprint") or row.get("candidate"))
     if key not in built:

@@ -9,6 +9,11 @@ run below saturation to keep p99 latency low):
     cost_per_1m_usd         = 1_000_000 * cost_per_prediction_usd
     machines_needed         = ceil(requests_per_s / (throughput_per_s * utilisation))
     monthly_cost_usd        = machines_needed * price_per_hour_usd * hours_per_month  (730 h)
+    cost_per_1m_output_tokens_usd = 1e6 * price_per_hour_usd / (3600 * output_tokens_per_s * utilisation)
+
+A generation candidate (a language model behind a token server) is priced per output token from its
+`output_tokens_per_s`: the tokens per second all its requests together received on one machine, measured
+under load (the serving run closest to its capacity at the SLA gives the fairest figure).
 
 `throughput_per_s` is each candidate's best point of its batch sweep. Two candidates' costs
 compare like with like only at one batch size: `compare` finds it (a sweep point cut by the time
@@ -131,12 +136,28 @@ def machines_needed(requests_per_s: float, throughput_per_s: float, utilisation:
     return int(math.ceil(requests_per_s / (throughput_per_s * utilisation) - 1e-9))
 
 
+TOKENS_COLUMN = "output_tokens_per_s"
+
+
+def token_cost(prices, output_tokens_per_s, utilisation: float = DEFAULT_UTILISATION):
+    """Cost of one output token (USD): price per hour over the tokens an hour of the machine serves at
+    `utilisation`; NaN where the tokens/s is missing or not positive (works on numbers and Series)."""
+    import pandas as pd
+
+    tokens = pd.to_numeric(pd.Series(output_tokens_per_s), errors="coerce").astype("float64")
+    tokens = tokens.where(tokens > 0)
+    prices = prices if isinstance(prices, pd.Series) else pd.Series(prices, index=tokens.index, dtype="float64")
+    tokens.index = prices.index
+    return prices / (3600.0 * tokens * utilisation)
+
+
 def with_costs(df, price_per_hour_usd: float | str | Price | Any, *, utilisation: float = DEFAULT_UTILISATION,
                requests_per_s: float | None = None, hours_per_month: float = HOURS_PER_MONTH,
                throughput_column: str = "throughput_per_s"):
     """A copy of `df` with cost columns from its `throughput_per_s` (the input is not changed).
 
-    Adds price_per_hour_usd, utilisation, cost_per_1k_usd, cost_per_1m_usd, and with
+    Adds price_per_hour_usd, utilisation, cost_per_1k_usd, cost_per_1m_usd (and, for generation rows
+    with `output_tokens_per_s`, cost_per_1m_output_tokens_usd), and with
     `requests_per_s`: requests_per_s, machines_needed, monthly_cost_usd. Rows without a
     positive throughput (error rows) get NaN costs. `price_per_hour_usd` may be a number, a
     preset name, a `Price`, or one value per row (a sequence or Series, e.g. reference rows
@@ -165,6 +186,8 @@ def with_costs(df, price_per_hour_usd: float | str | Price | Any, *, utilisation
     out["utilisation"] = float(utilisation)
     out["cost_per_1k_usd"] = 1e3 * per_prediction
     out["cost_per_1m_usd"] = 1e6 * per_prediction
+    if TOKENS_COLUMN in out.columns:
+        out["cost_per_1m_output_tokens_usd"] = 1e6 * token_cost(prices, out[TOKENS_COLUMN], utilisation)
     if requests_per_s is not None:
         machines = np.ceil(requests_per_s / (throughput * utilisation) - 1e-9)
         if requests_per_s == 0:

@@ -2,22 +2,40 @@
 long form, and ratios against the baseline. Pure DataFrame transforms; nothing is measured."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
+
+from optlab.recipes.recipe import from_json
 
 
 def with_params(df, *names: str):
     """Add the recipes' fields (e.g. "sparsity", "structured", "temperature") as columns,
     read from `recipe_json`; rows whose recipe lacks a field get None."""
     out = df.copy()
-    parsed = [json.loads(text) if isinstance(text, str) and text else {} for text in out.get("recipe_json", [])]
+    parsed = [_fields(text) for text in out.get("recipe_json", [])]
     keys = names or sorted({k for p in parsed for k in p if k not in ("kind", "steps")})
     for key in keys:
         if key not in out.columns:
             out[key] = [p.get(key) for p in parsed]
     out["kind"] = [p.get("kind") for p in parsed]
     return out
+
+
+def _fields(text) -> dict:
+    """A recipe's fields, defaults included: its JSON leaves defaults out (a sweep over Distill's
+    temperature stores no temperature for the default 4), so the recipe is rebuilt to read them."""
+    if not isinstance(text, str) or not text:
+        return {}
+    data = json.loads(text)
+    try:
+        recipe = from_json(text)
+    except (ValueError, KeyError, TypeError):  # not a recipe optlab knows (the baseline's marker)
+        return data
+    if not dataclasses.is_dataclass(recipe):
+        return data
+    return {**{f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)}, **data}
 
 
 def batch_sweep(df):

@@ -31,8 +31,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from tqdm.auto import tqdm
-
 from optlab.instruments.latency import Workload
 from optlab.instruments.quality import reference as quality_reference
 from optlab.models import zoo
@@ -53,6 +51,7 @@ from optlab.study.executor import (
 )
 from optlab.study.hardstop import HardStop, ctrl_c_remembered
 from optlab.study.options import RUN_KEYWORDS, RunOptions, from_keywords
+from optlab.study.progress import progress_bar
 from optlab.study.store import Store, reference_rows, slug
 from optlab.study.table import COLUMNS, Pricing, merge_extra, results_table
 
@@ -247,8 +246,8 @@ class Study:
                       if limit is not None else "not run: the study stopped early")
         context = TaskContext(self.baseline, self.data, self.workload, self._inputs(), None,
                               deadline=deadline, verbose=self.options.verbose, stop_note=limit_note)
-        bar = tqdm(total=total, initial=done, desc="optlab study", unit="candidate",
-                   disable=not self.options.progress)
+        bar = progress_bar(total=total, initial=done, desc="optlab study", unit="candidate",
+                           disable=not self.options.progress)
         elapsed: list[float] = []
         try:
             grace = max(HARD_STOP_MIN_S, HARD_STOP_SHARE * (limit or 0.0))

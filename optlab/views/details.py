@@ -11,7 +11,10 @@ from typing import Any
 
 from optlab.study.columns import column
 
-DETAILS_MAX_HEIGHT_PX = 300  # the details pane scrolls past this; the explorer stays <= 900 px tall
+# The details pane scrolls past this height. At 1280 px (file browser open) it wraps under the chart,
+# so it is wide (its notes wrap onto few lines) and short: a click grows the explorer by at most this.
+DETAILS_MAX_HEIGHT_PX = 240
+DETAILS_MAX_WIDTH_PX = 640
 
 
 def _number(row, name: str) -> float:
@@ -70,5 +73,5 @@ def details_html(row: dict[str, Any]) -> str:
     cells = "".join(f"<tr><th style='{cell};white-space:nowrap'>{html.escape(k)}</th>"
                     f"<td style='{cell}'>{html.escape(v)}</td></tr>" for k, v in lines)
     return (f'<div class="optlab-details" style="max-height:{DETAILS_MAX_HEIGHT_PX}px;overflow-y:auto;'
-            f'max-width:380px;font-size:12px"><b>{name}</b><br><small>{html.escape(what)}</small>'
+            f'max-width:{DETAILS_MAX_WIDTH_PX}px;font-size:12px;line-height:1.3"><b>{name}</b><br><small>{html.escape(what)}</small>'
             f"<table style='border-collapse:collapse'>{cells}</table></div>")

@@ -24,6 +24,9 @@ import os
 import re
 from typing import Any
 
+from optlab.views.report import table_html
+from optlab.views.tables import readable
+
 RENDERER = "optlab"
 SPEC_MIMETYPE = "application/vnd.vegalite.v6+json"
 WIDGET_MIMETYPE = "application/vnd.jupyter.widget-view+json"
@@ -100,16 +103,18 @@ def picture_bundle(chart_or_spec) -> dict[str, Any]:
 def static_bundle(chart, table, heading: str = "") -> dict[str, Any]:
     """A bundle every notebook viewer can show with no JavaScript: the chart as an embedded
     SVG plus a table (text/html), the chart's PNG and Vega-Lite v6 spec, and plain text."""
-    from optlab.views.report import table_html
-    from optlab.views.tables import readable
 
     # prices carry "$": without these classes JupyterLab's MathJax (v2 / v3 names) typesets text between pairs
-    body = f'<div class="tex2jax_ignore mathjax_ignore">{heading}{svg_img(chart)}{table_html(table)}</div>'
+    # heading, chart and table each a block: an inline <img> after inline text would share the text's last
+    # line, so a wrapped heading read as split around the chart
+    heading = f'<div class="optlab-heading">{heading}</div>' if heading else ""
+    body = (f'<div class="tex2jax_ignore mathjax_ignore">{heading}<div>{svg_img(chart)}</div>'
+            f"{table_html(table)}</div>")
     plain = readable(table, digits=None).to_string(max_rows=40)  # "not measured", never NaN, in plain text too
     return {
         **picture_bundle(chart),
         "text/html": body,
-        "text/plain": f"{heading and html.unescape(_strip_tags(heading))}\n{plain}",
+        "text/plain": f"{heading and html.unescape(_strip_tags(heading)).strip()}\n{plain}",
     }
 
 

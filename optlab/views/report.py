@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from optlab.study.columns import column
+from optlab.study.columns import NOT_AVAILABLE, column
 from optlab.study.explanation import noisy_marks
 
 DEFAULT_SLA = {"max_p99_ms": None, "max_quality_drop": 0.01, "objective": "cost"}
@@ -82,12 +82,14 @@ def headline_table(df):
 
 def console_table(df) -> str:
     """The headline table as text for a terminal (the CLI prints it): headers with units and
-    numbers formatted from the Column table; a missing figure prints as "-"."""
+    numbers formatted from the Column table; a missing figure reads "not available" (the
+    headline has dropped inf, so a gap may be either), an empty mark "-"."""
     table = headline_table(df)
     if len(table) == 0:
         return "(no results)"
     headers = [column(name).header for name in table.columns]
-    cells = [[column(name).format(value) or "-" for name, value in row.items()] for _, row in table.iterrows()]
+    cells = [[column(name).render(value, NOT_AVAILABLE) or "-" for name, value in row.items()]
+             for _, row in table.iterrows()]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     left = [not column(name).numeric for name in table.columns]
 

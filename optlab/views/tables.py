@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-NOT_MEASURED = "not measured"  # NaN: the run did not produce the figure (a reference row, an error row, a skipped step)
-NOT_AVAILABLE = "not available"  # inf: the figure has no finite value (e.g. a rate of zero measured at a busy moment)
+from optlab.study.columns import NOT_AVAILABLE, NOT_MEASURED, not_available
+
+__all__ = ["NOT_AVAILABLE", "NOT_MEASURED", "readable"]
 
 
 def readable(frame: pd.DataFrame, *, digits: int | None = 4, missing: str = NOT_MEASURED) -> pd.DataFrame:
@@ -27,9 +28,12 @@ def readable(frame: pd.DataFrame, *, digits: int | None = 4, missing: str = NOT_
         lacking = values.isna()
         if not (infinite.any() or lacking.any()):
             continue
-        # a missing word (no error, no note) is a blank; a missing number is a figure not measured
-        words = values.astype(object).where(~lacking, missing if _numbers(values) else "")
-        out[name] = words.where(~infinite, NOT_AVAILABLE)
+        # the one rule of optlab.study.columns: a missing word is blank, a missing number a figure
+        # not measured (`missing`), an infinite one not available
+        figures, gaps = _numbers(values), lacking | infinite
+        words = values.astype(object)
+        words[gaps] = [not_available(v, missing, figure=figures) for v in values[gaps]]
+        out[name] = words
     return out
 
 

@@ -263,13 +263,16 @@ class TradeoffExplorer:
 
     def _show_recommendation(self) -> None:
         rec = self.recommendation
+        # its own line height: a widget's HTML inherits the controls' 28 px, which spread a
+        # five-line recommendation over 140 px
+        block = '<div style="line-height:1.4">'
         if rec is None:
             text = self._recommend_error or "no results yet: run the study"
-            self.recommendation_html.value = f"<b>Recommendation:</b> {html.escape(text)}"
+            self.recommendation_html.value = f"{block}<b>Recommendation:</b> {html.escape(text)}</div>"
             return
         colour = "#1a7f37" if rec.met else "#b35900"
-        self.recommendation_html.value = (f'<b>Recommendation:</b> <span style="color:{colour}">'
-                                          f"{html.escape(rec.explanation)}</span>")
+        self.recommendation_html.value = (f'{block}<b>Recommendation:</b> <span style="color:{colour}">'
+                                          f"{html.escape(rec.explanation)}</span></div>")
 
     # -- views ----------------------------------------------------------------------------
     def _on_view(self, change) -> None:

@@ -63,6 +63,23 @@ def test_frame_prints_missing_figures_as_not_available():
     assert "NaN" not in printed.getvalue() and "n/a" in printed.getvalue() and "error" not in printed.getvalue()
 
 
+def test_candidates_section_prints_table_errors_and_targets_in_order():
+    printed = io.StringIO()
+    out = Renderer("demo", out=printed)
+    table = pd.DataFrame([{"dataset": "d", "candidate": "a", "status": "ok", "error": None, "x": 1.0},
+                          {"dataset": "d", "candidate": "b", "status": "error", "error": "boom", "x": None}])
+    rows = [{"dataset": "d", "candidate": "a"}, {"dataset": "d", "candidate": "b"}]
+    out.candidates("CPU: demo", rows, table, [target("t", 1.5, True, "cmd", "t: 1.50x MET")])
+    text = printed.getvalue()
+    assert text.index("CPU: demo") < text.index("candidate") < text.index("errors:") < text.index("  t: 1.50x MET")
+    assert "boom" in text.split("errors:")[1] and "boom" not in text.split("errors:")[0]
+    assert set(out.tables) == {"rows", "candidates"} and len(out.tables["rows"]) == 2
+    assert [r["target"] for r in out.target_rows] == ["t"]
+    quiet = io.StringIO()
+    Renderer("demo", out=quiet).candidates("CPU: demo", rows[:1], table.iloc[:1], [])
+    assert "errors:" not in quiet.getvalue()
+
+
 def test_zoo_targets_are_a_table_with_the_printed_sentences():
     rows = [{"dataset": "intents", "model": "teacher", "test": 0.95, "low": 0.94, "high": 0.96, "train_s": 10.0,
              "load": "load average 1.00"},

@@ -11,9 +11,10 @@ import math
 import pandas as pd
 import pytest
 
-from optlab.bench import rtb, serving
+from optlab.bench import rtb, rtb_http, serving
 from optlab.bench.render import TARGET_COLUMNS, Renderer
 from optlab.cases.rtb import casestudy as cs
+from optlab.serving.lean_app import STAGES
 
 
 def _out() -> tuple[Renderer, io.StringIO]:
@@ -178,34 +179,51 @@ def test_rtb_in_process_step_and_ratio_targets():
     assert "   optimized      2000/s (range 2000-2200; 2000, 2200) p99 7.00 ms in the median round" in text
     assert "   optimized / naive = 20.00x (1 round: no range)" not in text
     assert "   optimized / naive = 20.00x (range 20.00-20.00x, 2 rounds) [target >= 10x: ok]" in text
-    assert "   optimized / reasonable = 5.00x (range 5.00-5.00x, 2 rounds) [target >= 4x: ok]" in text
-    assert [row["met"] for row in out.target_rows] == [True, True]
+    assert "   optimized / reasonable = 5.00x (range 5.00-5.00x, 2 rounds)\n" in text  # each step shown, not judged
+    assert "   reasonable / naive = 4.00x (range 4.00-4.00x, 2 rounds)\n" in text
+    assert [row["met"] for row in out.target_rows] == [True, None, None]
     assert list(table.deployment) == list(rtb.DEPLOYMENTS)
 
 
-def test_rtb_http_step_with_both_clients_and_hey_at_the_same_rate():
-    rates = {"naive": 100.0, "reasonable": 300.0, "optimized": 1000.0}
-    rows = _deployment_rows("optlab", rates) + _deployment_rows("wrk", rates)
-    rows += [{**row, "deployment": "constant", "cold_start_s": math.nan, "throughput_at_sla_per_s": 8000.0}
-             for row in _deployment_rows("optlab", {"c": 1}) + _deployment_rows("wrk", {"c": 1})]
-    rows += [{"deployment": "optimized", "transport": "http", "client": "hey", "round": r, "offered_per_s": 1000.0,
-              "optlab_p99_ms": 7.0, "cold_start_s": math.nan, "throughput_at_sla_per_s": 950.0,
-              "p99_at_sla_load_ms": 5.0, "note": "closed loop, paced per connection", "probes": 0} for r in range(2)]
+def _http_rows(client: str, rates: dict, rounds: int = 2) -> list[dict]:
+    return [{**row, "server": "granian" if row["deployment"].endswith("granian") else "uvicorn", "app": "lean",
+             "processes": 2} for row in _deployment_rows(client, rates, rounds)]
+
+
+def _splits(names, rounds: int = 2) -> pd.DataFrame:
+    stages = {f"{stage}_us": 10.0 for stage in STAGES}
+    return pd.DataFrame([{"deployment": name, "server": "uvicorn", "app": "lean", "round": r, **stages,
+                          "in_app_us": 70.0, "http_and_socket_us": 30.0 + r, "client_mean_us": 100.0 + r,
+                          "requests": 500} for r in range(rounds) for name in names])
+
+
+def test_rtb_http_step_headroom_first_breakdown_both_servers_and_hey_at_the_same_rate():
+    rates = {"naive": 100.0, "reasonable": 300.0, "optimized": 1000.0, "optimized-granian": 800.0}
+    rows = _http_rows("wrk", rates) + _http_rows("optlab", {"naive": 100.0, "optimized": 900.0})
+    rows += [{"deployment": "optimized", "server": "uvicorn", "app": "lean", "processes": 2, "client": "hey",
+              "round": r, "offered_per_s": 900.0, "optlab_p99_ms": 7.0, "throughput_at_sla_per_s": 855.0,
+              "p99_at_sla_load_ms": 5.0, "note": "closed loop, paced per connection"} for r in range(2)]
     runs = pd.DataFrame(rows)
-    inproc = pd.DataFrame({"deployment": list(rates), "throughput_at_sla_per_s": [200.0, 600.0, 2000.0]})
+    inproc = pd.DataFrame({"deployment": ["naive", "reasonable", "optimized"],
+                           "throughput_at_sla_per_s": [200.0, 600.0, 2000.0]})
     out, printed = _out()
-    optlab_rows = rtb.show_over_http(out, runs, inproc)
+    headroom = {"wrk": 8000.0, "hey": 9000.0, "optlab": 3000.0}
+    wrk_rows = rtb_http.show_over_http(out, runs, _splits(rates), headroom, inproc)
     text = printed.getvalue()
-    assert "client headroom (constant endpoint, same service stack): optlab's client" in text and "8000/s" in text
+    assert text.index("client headroom") < text.index("where one request's time goes") < text.index("keeps")
+    assert "flat out) 8000/s; hey (closed loop, 8 connections, flat out) 9000/s" in text
+    assert "3000/s" in text
+    breakdown = out.tables["http_breakdown_us"]
+    assert breakdown.loc[0, "framework"] == 30.0 and breakdown.loc[0, "HTTP+sockets"] == 30.5  # median of 30, 31
     assert "keeps 50% of in process, cold start 1.5 s" in text
-    assert text.count("optimized / naive = 10.00x (range 10.00-10.00x, 2 rounds) [target >= 4x: ok]") == 2
-    assert "optimized / constant = 0.13x (range 0.12-0.14x, 2 rounds)" in text
-    assert "     optimized  at 1000/s: hey achieved / offered 0.95x" in text and "[within 20%: ok]" in text
+    assert "optimized / naive = 10.00x (range 10.00-10.00x, 2 rounds) [target >= 4x: ok]" in text
+    assert "optimized / optimized-granian = 1.25x" in text
+    assert "optimized  at 900/s: hey achieved / offered 0.95x" in text and "[within 20%: ok]" in text
     _no_nan(text)
-    assert set(optlab_rows.deployment) == {*rates, "constant"}
+    assert set(wrk_rows.deployment) == {"naive", "reasonable", "optimized"} and set(wrk_rows.transport) == {"http"}
     judged = [row for row in out.target_rows if row["met"] is not None]
-    assert len(judged) == 2 and len(out.target_rows) == 6
-    assert rtb.same_rate(runs[runs.client != "hey"]).empty
+    assert len(judged) == 2
+    assert rtb_http.same_rate(runs[runs.client != "hey"]).empty
 
 
 def test_rtb_burst_simulator_and_costs():

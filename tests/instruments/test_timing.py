@@ -1,11 +1,10 @@
 """The timing loop and its statistics, checked on recorded synthetic samples (no wall clock
 in the assertions)."""
-import time
-
 import numpy as np
 import pytest
 
 from optlab.bench.measure import TRUE_P50_MS, TRUE_P99_MS, draw_latencies_ms
+from optlab.instruments import timing
 from optlab.instruments.timing import (
     bootstrap_quantile_ci,
     first_of_each_shape,
@@ -121,20 +120,40 @@ def test_warmup_settled_rule_on_recorded_window_medians():
     assert not warmup_settled([1000, 1100, 1000], rel_tol=0.05) and warmup_settled([1000, 1100, 1000], rel_tol=0.2)
 
 
-def test_auto_warmup_runs_until_a_slow_start_has_passed():
+class FakeClock:
+    """A perf counter that moves only when the code under test spends time: each call's duration is
+    what the test says it is, so a busy machine cannot stretch a call or blur a window's median."""
+
+    def __init__(self):
+        self.now_ns = 1_000_000_000
+
+    def advance(self, seconds: float) -> None:
+        self.now_ns += int(seconds * 1e9)
+
+    def perf_counter_ns(self) -> int:
+        return self.now_ns
+
+    def perf_counter(self) -> float:
+        return self.now_ns / 1e9
+
+
+def test_auto_warmup_runs_until_a_slow_start_has_passed(monkeypatch):
     # A call that starts slow and speeds up over its first 60 calls (a GPU's clocks ramping from
     # idle), then holds: a fixed 10-call warm-up would time the ramp; the auto warm-up must run past it.
+    # The durations run on a fake perf counter: on a loaded machine a busy-wait's wall time is the
+    # scheduler's, and the window medians never agreed within WARMUP_REL_TOL before warmup_max_s.
+    clock = FakeClock()
+    monkeypatch.setattr(timing, "time", clock)
     calls = {"n": 0}
 
     def predict(batch):
         calls["n"] += 1
-        until = time.perf_counter() + max(0.001, 0.007 - 0.0001 * calls["n"])
-        while time.perf_counter() < until:  # busy-wait: a steady duration, unlike sleep's timer slack
-            pass
+        clock.advance(max(0.001, 0.007 - 0.0001 * calls["n"]))
 
     run = time_calls(predict, [0], warmup="auto", min_samples=20, max_samples=20, budget_s=60)
     assert run.warmup > 60 and run.warmup_settled is True and run.warmup_s >= 0.2
     assert len(run.samples_ns) == 20 and calls["n"] == run.warmup + 20
+    assert set(run.samples_ns.tolist()) == {1_000_000}  # every timed call is past the ramp
     fixed = time_calls(lambda b: None, [0], warmup=10, min_samples=5, max_samples=5, budget_s=60)
     assert fixed.warmup == 10 and fixed.warmup_settled is None  # CPU default: a fixed count, unchanged
 

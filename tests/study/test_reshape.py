@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from optlab.recipes.recipe import Prune
+from optlab.study.executor import BASELINE_RECIPE_JSON
 from optlab.study.reshape import batch_sweep, versus_baseline, with_params
 
 
@@ -54,3 +55,17 @@ def test_versus_baseline_keeps_a_ratio_column_the_baseline_could_not_fill():
     out = versus_baseline(frame)
     assert "throughput_x" in out.columns and out["throughput_x"].isna().all()
     assert out["speedup_p50"].tolist()[:2] == [1.0, 2.0]
+
+
+def test_with_params_reads_fields_left_at_their_defaults():
+    """A recipe's JSON leaves defaults out: Distill's temperature 4 must still come out as 4 (03's
+    sweep over temperature read "not measured" for it and its chart drew no point)."""
+    import optlab as ol
+
+    recipes = [*ol.sweep(ol.Distill(alpha=0.5), temperature=[4.0, 8.0]), ol.Distill(from_scratch=True)]
+    df = pd.DataFrame({"candidate": ["baseline", *(r.name for r in recipes)],
+                       "recipe_json": [BASELINE_RECIPE_JSON, *(r.to_json() for r in recipes)]})
+    out = with_params(df, "temperature", "from_scratch")
+    assert out["temperature"].tolist()[1:] == [4.0, 8.0, 4.0]
+    assert out["from_scratch"].tolist()[1:] == [False, False, True]
+    assert out["temperature"].isna().tolist()[0]  # the baseline is no recipe

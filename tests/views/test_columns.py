@@ -2,6 +2,7 @@
 table) is declared exactly once, and every view labels, formats and ranks it from there."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -71,6 +72,19 @@ def test_no_inf_or_nan_reaches_the_table():
     text = report.console_table(df)
     assert "inf" not in text.lower() and "nan" not in text.lower()
     assert report.headline_table(df)["throughput_per_s"].isna().iloc[0]
+    assert "not available" in text  # the gaps say so in words, by the one rule of study.columns
+
+
+def test_one_rule_for_a_figure_a_person_cannot_read():
+    p99 = columns.column("p99_ms")
+    assert p99.render(1.5) == "1.500" and p99.render(None) == columns.NOT_MEASURED
+    assert p99.render(math.nan, columns.NOT_AVAILABLE) == columns.NOT_AVAILABLE
+    assert p99.render(math.inf) == p99.render(-math.inf) == columns.NOT_AVAILABLE
+    assert p99.render(math.inf, reason="no rate met the SLA") == "not available (no rate met the SLA)"
+    assert columns.column("error").render(None) == ""  # a missing word is blank, not a figure not measured
+    assert columns.not_available(pd.NA) == columns.NOT_MEASURED and columns.not_available(np.float32("inf"))
+    assert columns.not_available(0.0) is None and columns.not_available("x") is None
+    assert columns.not_available(False) is None
 
 
 def test_directions_come_from_one_place():
@@ -83,6 +97,16 @@ def test_directions_come_from_one_place():
 def test_quality_direction_follows_its_metric():
     assert columns.column("quality").higher_is_better == columns.PER_METRIC
     assert columns.higher_is_better("quality", "accuracy")
+
+
+def test_a_metric_direction_is_declared_once_in_instruments_metrics():
+    from optlab.instruments import metrics
+
+    for metric, up in metrics.DIRECTION.items():  # the quality column, the frontier and the charts agree
+        assert columns.higher_is_better("quality", metric) is up and frontier.metric_higher_is_better(metric) is up
+        assert plots.lower_is_better("quality", metric) is not up
+    assert not columns.higher_is_better("quality", "logloss") and not columns.higher_is_better("quality", "MAE")
+    assert set(metrics.HIGHER_IS_BETTER) == {m for m, up in metrics.DIRECTION.items() if up}
     assert not columns.higher_is_better("quality", "mae") and not columns.higher_is_better("quality", "rmse")
     df = pd.DataFrame({"candidate": ["a", "b", "c"], "status": "ok", "metric": "mae",
                        "p99_ms": [1.0, 2.0, 3.0], "quality": [0.5, 0.2, 0.9]})

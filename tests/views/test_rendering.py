@@ -62,3 +62,15 @@ def test_static_bundle_never_shows_nan_in_plain_text_or_html(chart):
     assert "not measured" in bundle["text/plain"]
     assert forbidden_text([{"output_type": "display_data",
                             "data": {k: bundle[k] for k in ("text/plain", "text/html")}}]) == []
+
+
+def test_static_bundle_keeps_the_heading_in_one_block_above_the_chart(chart):
+    """The heading (the explorer's recommendation) is a block of its own, then the chart in its own
+    block: inline, the <img> shared the heading's last line and the sentence read as split around it."""
+    from optlab.views.report import headline_table
+
+    heading = "<b>Recommendation:</b> <span>ort-int8: the best at $0.01 per 1M requests, " + "long " * 40 + "</span>"
+    body = rendering.static_bundle(chart, headline_table(results_frame()), heading)["text/html"]
+    assert f'<div class="optlab-heading">{heading}</div><div><img class="chart"' in body
+    plain = rendering.static_bundle(chart, headline_table(results_frame()), heading)["text/plain"]
+    assert plain.startswith("Recommendation: ort-int8: the best")
