@@ -1,6 +1,7 @@
 """Every walkthrough notebook is committed clean (dev.py test then executes each once, in smoke mode, under nbval)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -30,3 +31,16 @@ def test_committed_without_bulky_outputs(path):
         f"{path.name}: needs one cell tagged 'parameters' with a smoke flag"
     assert any(is_checked(c) and c.outputs for c in notebook.cells), \
         f"{path.name}: its checked cell has no stored output (run: optlab notebooks refresh {path.name})"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_a_full_flag_defaults_off_and_says_what_it_adds_and_how_long(path):
+    """The workshop setting is the default; the longer sections sit behind `full`, which names its cost."""
+    source = next(c.source for c in nbformat.read(path, as_version=4).cells
+                  if "parameters" in c.metadata.get("tags", []))
+    if "full =" not in source:
+        return
+    assert "full = False" in source, f"{path.name}: full must default to False (the workshop setting)"
+    comment = source[: source.index("full = False")]
+    assert "full = True" in comment and re.search(r"about [\d-]+ more minutes?", comment), \
+        f"{path.name}: the comment above `full = False` says what full = True adds and about how many more minutes"

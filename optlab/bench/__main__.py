@@ -17,6 +17,7 @@ BENCHES = {
     "gpu": "optlab.bench.gpu",
     "transformers": "optlab.bench.transformers",
     "llm": "optlab.bench.llm",
+    "notebooks": "optlab.bench.notebook_runner",
 }
 
 

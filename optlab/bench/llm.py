@@ -6,7 +6,9 @@ serving targets, one run, each a median of interleaved rounds with its range.
 - paged vs contiguous KV: the share of reserved KV bytes that held nothing (<= 10% vs >= 50%) and the
   concurrency each fits in one fixed budget;
 - speculative decoding: outputs identical to the target's greedy; speedup at the best k idle and under load;
-- optlab's continuous batcher vs transformers' own (`generate_batch`'s manager): the goodput ratio.
+- optlab's continuous batcher vs transformers' own (`generate_batch`'s manager): the goodput ratio;
+- MLPerf LoadGen's token-latency mode referees TTFT and TPOT on the continuous engine at half its goodput,
+  interleaved with optlab's own driver (optlab / LoadGen p50 within 0.85-1.15, LoadGen's verdict beside).
 
 The models are the zoo's trained target and draft when `optlab.models.zoo` offers them, else seeded
 random models of the same shape (timing figures do not depend on the weights; speculation's do: its
@@ -29,6 +31,7 @@ from optlab.bench.render import Col, Layout, Renderer, target, times, verdict
 from optlab.bench.zoo import cpu_model
 from optlab.generation.demo import ModelPair, engine_class, missing_engine, models
 from optlab.generation.demo import make_engine as demo_engine
+from optlab.generation.referee import agreement, referee_rounds
 from optlab.generation.server import GenerationServer, GoodputSearch, goodput_at_sla
 from optlab.generation.trace import TraceRequest, TraceSpec, at_rate, poisson_trace
 from optlab.instruments.generation import Sla
@@ -305,8 +308,36 @@ def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str],
         goodput = goodput_rounds(target_model, draft, trace, engines, settings, smoke, progress)
         waste = kv_waste(target_model, trace, settings, progress)
         speculative = speculative_rounds(target_model, draft, trace, settings, progress)
+        referee = referee_run(target_model, draft, trace, goodput, settings, progress)
     return {"origin": origin, "kv": kv, "goodput": goodput, "waste": waste, "speculative": speculative,
-            "settings": settings}
+            "referee": referee, "settings": settings}
+
+
+def referee_run(model, draft, trace, goodput: pd.DataFrame, settings: Settings,
+                progress: Callable[[str], None]) -> pd.DataFrame:
+    """LoadGen (token latencies) and optlab's driver, interleaved, on the continuous engine at half its
+    median goodput (a rate it sustains, so neither figure is a queue running away)."""
+    factory = make_engine("continuous", model, draft, settings)
+    found = goodput[(goodput["engine"] == "continuous")]["goodput_per_s"].dropna()
+    if factory is None or found.empty or not float(found.median()) > 0:
+        return pd.DataFrame()
+    rate = float(found.median()) / 2
+    rows = referee_rounds(factory, trace, rate_per_s=rate, sla=SLA, rounds=settings.rounds)
+    for r in rows:
+        progress(f"  referee round {r['round']} at {rate:.3g}/s: TTFT p50 optlab/LoadGen "
+                 f"{r['ttft_p50_ms_ratio'] or float('nan'):.2f}, LoadGen {r['loadgen_result']}")
+    return pd.DataFrame(rows)
+
+
+def referee_target(frame: pd.DataFrame, smoke: bool) -> dict[str, Any]:
+    """optlab / LoadGen TTFT p50 and TPOT p50, medians over the rounds, both within 0.85-1.15."""
+    label = "optlab vs LoadGen (token latencies): TTFT and TPOT p50 within 0.85-1.15"
+    if frame.empty:
+        return target(label, None, None, COMMAND, "not available: no continuous goodput to referee at")
+    ttft = float(pd.to_numeric(frame["ttft_p50_ms_ratio"], errors="coerce").median())
+    tpot = float(pd.to_numeric(frame["tpot_p50_ms_ratio"], errors="coerce").median())
+    met = None if smoke else bool(0.85 <= ttft <= 1.15 and 0.85 <= tpot <= 1.15)
+    return target(label, ttft, met, COMMAND, agreement(frame.to_dict(orient="records")))
 
 
 GOODPUT_LAYOUT = Layout((
@@ -332,6 +363,9 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     out.blank()
     out.table("kv_waste", WASTE_LAYOUT, results["waste"].to_dict(orient="records"))
     out.keep("speculative_rounds", results["speculative"])
+    if not results["referee"].empty:
+        out.keep("referee_rounds", results["referee"])
+        out.say(agreement(results["referee"].to_dict(orient="records")))
     out.blank()
     out.targets([
         kv_cache_target(results["kv"], settings, smoke),
@@ -340,6 +374,7 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
         *speculative_targets(results["speculative"], results["origin"]),
         ratio_target(summary, "continuous", "transformers", "optlab continuous vs transformers generate_batch goodput",
                      None, smoke),
+        referee_target(results["referee"], smoke),
     ])
 
 

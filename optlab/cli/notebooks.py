@@ -4,20 +4,21 @@ then the report), `optlab report` (the HTML report from stored results) and `opt
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
+from optlab.bench.notebook_runner import (
+    MAIN_JOB_BUDGET_S,
+    NOTEBOOKS,
+    prepare_models,
+    run_notebooks,
+    timing_table,
+    walkthrough_notebooks,
+)
 from optlab.cli import notebook_outputs
 
-ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ROOT / "notebooks"
+__all__ = ["run_notebooks", "walkthrough_notebooks", "cmd_main", "cmd_run", "cmd_report", "cmd_notebooks"]
 REPORT_PRICE = "cpu-small"  # the price preset the report's cost columns use
-
-
-def walkthrough_notebooks() -> list[Path]:
-    """The numbered walkthroughs, in order (00_tour.ipynb, 01_quantization.ipynb, ...)."""
-    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
 def parse_value(text: str):
@@ -28,40 +29,6 @@ def parse_value(text: str):
         return text
 
 
-def run_notebooks(paths: list[Path], out: Path, parameters: dict) -> list[dict]:
-    """Execute notebooks with papermill into `out/notebooks`, each storing its study under
-    `out/results/<stem>`. Returns one timing record per notebook; a failing notebook is
-    recorded (with the failing cell) and the others still run."""
-    import papermill as pm
-    from tqdm.auto import tqdm
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("OPTLAB_HEADLESS", "1")  # the kernels papermill starts inherit it: static charts
-    (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    records = []
-    bar = tqdm(paths, desc="notebooks", unit="nb")
-    for path in bar:
-        path = Path(path)
-        if not path.exists():
-            raise SystemExit(f"no such notebook: {path} (the walkthroughs are: "
-                             f"{', '.join(p.name for p in walkthrough_notebooks())})")
-        bar.set_postfix_str(path.name)
-        params = {"results_dir": str((out / "results" / path.stem).resolve()), **parameters}
-        start = time.perf_counter()
-        error = None
-        try:
-            pm.execute_notebook(str(path), str(out / "notebooks" / path.name), parameters=params,
-                                cwd=str(path.parent), progress_bar=False, kernel_name="python3")
-        except Exception as exc:  # noqa: BLE001 - one failing notebook must not stop the rest
-            error = f"{type(exc).__name__}: {exc}".strip()[:2000]
-        seconds = time.perf_counter() - start
-        records.append({"notebook": path.name, "seconds": round(seconds, 1), "ok": error is None,
-                        "error": error, "parameters": params})
-        status = "ok" if error is None else "FAILED"
-        tqdm.write(f"{path.name}: {status} in {seconds:.1f} s" + ("" if error is None else f"\n{error}"))
-    return records
-
-
 def cmd_run(args) -> int:
     parameters = {name: parse_value(value) for name, value in (args.parameter or [])}
     records = run_notebooks([Path(p) for p in args.notebooks], Path(args.out), parameters)
@@ -69,15 +36,22 @@ def cmd_run(args) -> int:
 
 
 def cmd_main(args) -> int:
+    """Models first (trained once and cached, as a workshop's setup does), then every notebook in
+    its default setting, then the report; each step's seconds printed at the end."""
     out = Path(args.out)
-    parameters = {"smoke": bool(args.smoke)}
-    notebooks = walkthrough_notebooks()
-    records = run_notebooks(notebooks, out, parameters)
-    (out / "timings.json").write_text(json.dumps(records, indent=2))
+    started = time.perf_counter()
+    steps = prepare_models(smoke=bool(args.smoke))
+    records = run_notebooks(walkthrough_notebooks(), out, {"smoke": bool(args.smoke)})
+    (out / "timings.json").write_text(json.dumps({"steps": steps, "notebooks": records}, indent=2))
+    report_start = time.perf_counter()
     report = _write_report(sorted((out / "results").glob("*")), out / "report.html", records)
-    print("\nnotebook                          seconds  status")
-    for r in records:
-        print(f"{r['notebook']:<34}{r['seconds']:>7.1f}  {'ok' if r['ok'] else 'FAILED'}")
+    steps_after = [{"step": "report", "seconds": round(time.perf_counter() - report_start, 1)}]
+    print()
+    print(timing_table(steps + steps_after, records, None))
+    wall = time.perf_counter() - started
+    budget = "" if args.smoke else (f" (goal {MAIN_JOB_BUDGET_S / 60:.0f} min: "
+                                    f"{'met' if wall <= MAIN_JOB_BUDGET_S else 'MISSED'})")
+    print(f"main job wall time {wall / 60:.1f} min{budget}")
     print(f"\nreport: {report}")
     return 0 if all(r["ok"] for r in records) else 1
 
