@@ -58,20 +58,8 @@ def loadgen_generation_run(engine: Any, trace: Sequence[TraceRequest], *, target
         raise ValueError("loadgen_generation_run needs at least one request; build a trace with generation.trace")
     if not target_qps > 0:
         raise ValueError(f"target_qps must be > 0 requests per second, got {target_qps!r}")
-    settings = lg.TestSettings()
-    settings.scenario = lg.TestScenario.Server
-    settings.mode = lg.TestMode.PerformanceOnly
-    settings.server_target_qps = float(target_qps)
-    settings.use_token_latencies = True
-    settings.ttft_latency = int(sla.ttft_ms * 1e6)
-    settings.tpot_latency = int(sla.tpot_ms * 1e6)
-    settings.server_target_latency_ns = int(max(sla.ttft_ms, sla.tpot_ms) * 1e6 * 100)  # token limits decide
-    settings.min_query_count = int(min_query_count or len(trace))
-    settings.max_query_count = settings.min_query_count
-    settings.min_duration_ms = int(min_duration_s * 1000)
-    settings.max_duration_ms = int(max_duration_s * 1000)
-    settings.schedule_rng_seed = settings.sample_index_rng_seed = settings.qsl_rng_seed = int(seed) + 1
-
+    settings = _settings(lg, target_qps, sla, int(min_query_count or len(trace)), min_duration_s, max_duration_s,
+                         seed)
     inbox: deque[tuple[int, int]] = deque()  # (LoadGen's sample id, QSL index), filled by issue_queries
     wake = threading.Event()
     stop = threading.Event()
@@ -132,7 +120,11 @@ def loadgen_generation_run(engine: Any, trace: Sequence[TraceRequest], *, target
         if failure:
             raise failure[0]
         summary = parse_summary((folder / "mlperf_log_summary.txt").read_text())
-    row = {name: _ns_to_ms(summary, key) for name, key in _FIGURES.items()}
+    return _row(summary, target_qps)
+
+
+def _row(summary: dict[str, str], target_qps: float) -> dict[str, Any]:
+    row: dict[str, Any] = {name: _ns_to_ms(summary, key) for name, key in _FIGURES.items()}
     row.update({
         "tool": "mlperf-loadgen (token latencies)", "offered_per_s": float(target_qps),
         "achieved_per_s": _float(summary.get("Completed samples per second")),
@@ -141,6 +133,26 @@ def loadgen_generation_run(engine: Any, trace: Sequence[TraceRequest], *, target
         "why_invalid": _why_invalid(summary),
     })
     return row
+
+
+def _settings(lg, target_qps: float, sla: Sla, queries: int, min_duration_s: float, max_duration_s: float,
+              seed: int):
+    """LoadGen's Server scenario in token-latency mode: the TTFT and TPOT limits decide, `queries` exactly."""
+    settings = lg.TestSettings()
+    settings.scenario = lg.TestScenario.Server
+    settings.mode = lg.TestMode.PerformanceOnly
+    settings.server_target_qps = float(target_qps)
+    settings.use_token_latencies = True
+    settings.ttft_latency = int(sla.ttft_ms * 1e6)
+    settings.tpot_latency = int(sla.tpot_ms * 1e6)
+    settings.server_target_latency_ns = int(max(sla.ttft_ms, sla.tpot_ms) * 1e6 * 100)  # token limits decide
+    settings.min_query_count = queries
+    settings.max_query_count = settings.min_query_count
+    settings.min_duration_ms = int(min_duration_s * 1000)
+    settings.max_duration_ms = int(max_duration_s * 1000)
+    settings.schedule_rng_seed = settings.sample_index_rng_seed = settings.qsl_rng_seed = int(seed) + 1
+
+    return settings
 
 
 def _float(text: str | None) -> float | None:
