@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from optlab.generation.server import GenerationServer
 from optlab.generation.trace import TraceRequest, at_rate
 from optlab.instruments.generation import Sla
-from optlab.serving.referee import AGREE, parse_summary
+from optlab.serving.referee import AGREE, log_settings, parse_summary
 
 DEFAULT_SLA = Sla()  # TTFT p99 <= 500 ms, TPOT p99 <= 50 ms
 _FIGURES = {  # optlab's summary key -> LoadGen's summary line
@@ -102,10 +102,7 @@ def loadgen_generation_run(engine: Any, trace: Sequence[TraceRequest], *, target
     with tempfile.TemporaryDirectory(prefix="optlab-loadgen-tokens-") as tmp:
         folder = Path(outdir) if outdir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        log = lg.LogSettings()
-        log.log_output.outdir = str(folder)
-        log.log_output.copy_summary_to_stdout = False
-        log.log_output.copy_detail_to_stdout = False
+        log = log_settings(lg, folder)
         sut = lg.ConstructSUT(issue_queries, lambda: None)
         qsl = lg.ConstructQSL(len(trace), len(trace), noop, noop)
         worker.start()

@@ -82,10 +82,7 @@ def loadgen_run(server: Server, requests: Sequence[dict[str, np.ndarray]], scena
     with tempfile.TemporaryDirectory(prefix="optlab-loadgen-") as tmp:
         folder = Path(outdir) if outdir is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        log = lg.LogSettings()
-        log.log_output.outdir = str(folder)
-        log.log_output.copy_summary_to_stdout = False
-        log.log_output.copy_detail_to_stdout = False
+        log = log_settings(lg, folder)
         server.start()
         sut = lg.ConstructSUT(issue_queries, flush_queries)
         qsl = lg.ConstructQSL(n_payloads, n_payloads, noop, noop)
@@ -97,6 +94,15 @@ def loadgen_run(server: Server, requests: Sequence[dict[str, np.ndarray]], scena
             server.stop()
         summary = parse_summary((folder / "mlperf_log_summary.txt").read_text())
     return _row(summary, scenario, target_qps, errors[0], server)
+
+
+def log_settings(lg, folder: Path):
+    """LoadGen's log settings: its files into `folder`, nothing copied to stdout."""
+    log = lg.LogSettings()
+    log.log_output.outdir = str(folder)
+    log.log_output.copy_summary_to_stdout = False
+    log.log_output.copy_detail_to_stdout = False
+    return log
 
 
 def parse_summary(text: str) -> dict[str, str]:
