@@ -365,8 +365,7 @@ class Study:
         reference_price = None if price_per_hour_usd is None else Pricing(price_per_hour_usd).price
         loaded = reference_rows(path, label, None if reference_price is None else reference_price.price_per_hour_usd)
         self._reference = [r for r in self._reference if r.get("source") != label] + loaded
-        for row in loaded:
-            self._emit([row], len(self._rows), len(self.recipes) + 1, cached=True)
+        self._emit(loaded, len(self._rows), len(self.recipes) + 1, cached=True)  # one event: one redraw
         return results_table(loaded, self.pricing, self._extra)
 
     # -- the trade-off --------------------------------------------------------------------

@@ -63,15 +63,22 @@ def sla_probes(probes: pd.DataFrame, *, ttft_ms: float, tpot_ms: float):
     return _themed(alt.hconcat(*panels).properties(title="the goodput search's probes (hollow: missed the SLA)"))
 
 
+TOOLTIP = ("candidate", "engine", "goodput_per_s", "ttft_p99_ms", "tpot_p99_ms", "output_tokens_per_s", "perplexity",
+           "agreement", "note", "notes")
+
+
 def goodput(summary: pd.DataFrame):
-    """Bars of goodput at the SLA per engine (engines not measured are left out)."""
+    """Bars of goodput at the SLA per candidate (`optlab.generation.candidates` rows) or per engine;
+    rows not measured are left out."""
     import altair as alt
 
-    _require(summary, ["engine", "goodput_per_s"], "goodput")
-    shown = summary.dropna(subset=["goodput_per_s"])
+    label = "candidate" if "candidate" in summary.columns else "engine"
+    _require(summary, [label, "goodput_per_s"], "goodput")
+    columns = [label, *(c for c in TOOLTIP if c in summary.columns and c != label)]
+    shown = summary.dropna(subset=["goodput_per_s"])[columns]
     chart = alt.Chart(shown).mark_bar().encode(
-        x=alt.X("goodput_per_s:Q", title="requests/s within the SLA"), y=alt.Y("engine:N", sort="-x", title=None),
-        tooltip=list(shown.columns))
+        x=alt.X("goodput_per_s:Q", title="requests/s within the SLA"), y=alt.Y(f"{label}:N", sort="-x", title=None),
+        tooltip=columns)
     return _themed(chart.properties(title="goodput at the SLA", width=380, height=30 * max(len(shown), 1)))
 
 

@@ -27,6 +27,10 @@ CALIBRATIONS = ("dynamic", "minmax", "entropy", "percentile")
 BITS = (16, 8, 4)
 SERVED_X = "throughput_at_sla_per_s"  # from Study.serve: requests/s a served candidate sustains within the SLA
 X_AXES = (("p99 latency", "p99_ms"), ("throughput", "throughput_per_s"), ("served at SLA", SERVED_X))
+# Generation rows (optlab.generation.candidates) carry these instead of p99_ms: offered once rows have them.
+GENERATION_X_AXES = (("TTFT p99", "ttft_p99_ms"), ("output tokens/s", "output_tokens_per_s"),
+                     ("goodput at SLA", "goodput_per_s"))
+ALWAYS_X = ("p99_ms", "throughput_per_s")
 # Controls are sized so nothing clips at 1280x800 or 1440x900: descriptions get a fixed width that
 # holds their words, inputs keep room for their numbers, and rows wrap instead of running past the cell.
 VIEW_LABEL_PX, VIEW_WIDTH_PX = 190, 340  # "max quality drop (0: none)" took 174 px in Chromium
@@ -128,11 +132,12 @@ class TradeoffExplorer:
                                           layout=layout)
         self.objective = w.Dropdown(options=list(OBJECTIVES), value=objective, description="optimise", style=style,
                                     layout=layout)
-        axes = [label_value for label_value in X_AXES if label_value[1] != SERVED_X]
-        self.x_axis = w.Dropdown(options=axes, value=x if x in ("p99_ms", "throughput_per_s") else "p99_ms",
+        axes = [label_value for label_value in X_AXES if label_value[1] in ALWAYS_X]
+        self.x_axis = w.Dropdown(options=axes, value=x if x in ALWAYS_X else "p99_ms",
                                  description="x axis", style=style, layout=layout)
-        self._x_custom = x if x not in [value for _, value in X_AXES] else None
-        self._x_wanted = x if x == SERVED_X else None  # chosen once the study has served figures
+        known = [value for _, value in X_AXES + GENERATION_X_AXES]
+        self._x_custom = x if x not in known else None
+        self._x_wanted = x if x in known and x not in ALWAYS_X else None  # chosen once the rows have it
         self.log_x = w.Checkbox(value=True, description="log latency axis", indent=False,
                                 layout=w.Layout(width="200px", margin=f"0 0 0 {VIEW_LABEL_PX + 6}px"))
         self.families = w.SelectMultiple(options=[], description="families", rows=4, style=style, layout=layout)
@@ -210,14 +215,18 @@ class TradeoffExplorer:
         return rows if len(rows) else pd.DataFrame(columns=["candidate", "family", "status", self.x, self.y])
 
     def _sync_axes(self) -> None:
-        """Offer "served throughput at the SLA" once the rows have it (`Study.serve`)."""
+        """Offer "served throughput at the SLA" once the rows have it (`Study.serve`), and the generation
+        axes (TTFT, output tokens/s, goodput) once generation rows arrive."""
         df = self.rows
-        served = SERVED_X in df.columns and df[SERVED_X].notna().any()
-        options = [value for _, value in self.x_axis.options]
-        if served and SERVED_X not in options:
-            self.x_axis.options = list(X_AXES)
-            if self._x_wanted == SERVED_X:
-                self.x_axis.value = SERVED_X
+        options = list(self.x_axis.options)
+        offered = [value for _, value in options]
+        for label, value in X_AXES + GENERATION_X_AXES:
+            if value not in offered and value in df.columns and df[value].notna().any():
+                options.append((label, value))
+        if len(options) > len(offered):
+            self.x_axis.options = options
+            if self._x_wanted in [value for _, value in options]:
+                self.x_axis.value = self._x_wanted
 
     def _sync_families(self) -> None:
         self._sync_axes()

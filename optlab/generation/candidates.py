@@ -1,0 +1,191 @@
+"""Generation candidates as rows like any other: one per engine (and model), with the columns every
+view, the costs owner and the recommendation already read.
+
+A batch candidate's row has quality, latency and throughput; a generation candidate's row has the
+same shape with the figures a language model is judged by:
+
+- `quality`: perplexity on the test topics (`metric="perplexity"`, lower is better, token-weighted over
+  windows nothing was trained on); `quality_drop` is its rise over the baseline's (0 for every engine
+  over the target: an engine changes when tokens are computed, not which);
+- `agreement`: greedy token agreement with the baseline decoding each request alone, measured on the
+  trace's first requests served at idle (never assumed from the engine's tests);
+- goodput at the SLA from the serving layer's search (`server.goodput_at_sla`) and the figures at that
+  rate: TTFT and TPOT p50/p99, `output_tokens_per_s`. `throughput_per_s` is the goodput (requests per
+  second within the SLA), so the costs owner prices a request (`cost_per_1m_usd`) and an output token
+  (`cost_per_1m_output_tokens_usd`) as for any row. A search that met nothing leaves them empty and says
+  why in `notes`, never a zero that a cost would divide by.
+
+The baseline is the naive deployment: the target, one request at a time (`sequential`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from optlab.generation.demo import ModelPair, engine_class, make_engine, missing_engine
+from optlab.generation.server import GenerationServer, GoodputSearch, goodput_at_sla
+from optlab.generation.trace import TraceRequest
+
+MODELS = ("target", "draft")
+PERPLEXITY_WINDOW_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class GenerationCandidate:
+    """One engine over one of the pair's models, with its options: `GenerationCandidate("continuous")`,
+    `GenerationCandidate("continuous", model="draft")`, `GenerationCandidate("speculative", options=(("k", 4),))`."""
+
+    engine: str
+    model: str = "target"
+    options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    label: str = ""
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"GenerationCandidate.model must be one of {MODELS}, got {self.model!r}")
+        if self.engine == "speculative" and self.model != "target":
+            raise ValueError("a speculative candidate runs the target with the draft proposing; leave model='target'")
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.engine == "sequential" and self.model == "target" and not self.options
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        if self.is_baseline:
+            return "baseline"
+        opts = ", ".join(f"{k}={v}" for k, v in self.options)
+        model = "" if self.model == "target" else f"{self.model} model"
+        inner = ", ".join(part for part in (model, opts) if part)
+        return f"{self.engine}({inner})" if inner else self.engine
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": "generation", "engine": self.engine, "model": self.model,
+                           "options": dict(self.options)}, sort_keys=True)
+
+    def make(self, pair: ModelPair):
+        """A fresh engine (None when this checkout lacks it)."""
+        model = pair.target if self.model == "target" else pair.draft
+        return make_engine(self.engine, ModelPair(model, pair.draft, pair.origin, pair.tokenizer), **dict(self.options))
+
+
+BASELINE = GenerationCandidate("sequential")
+WORKSHOP = (BASELINE, GenerationCandidate("continuous"), GenerationCandidate("continuous", model="draft"))
+FULL = (*WORKSHOP, GenerationCandidate("static"), GenerationCandidate("paged"), GenerationCandidate("transformers"),
+        GenerationCandidate("speculative", options=(("k", 4),)))
+
+
+def perplexities(pair: ModelPair, *, max_windows: int = 64) -> tuple[dict[str, float], str]:
+    """Test-topic perplexity of the target and the draft (windows of 128 tokens, at most `max_windows`),
+    and what it was measured on, in words. Stand-in models (no tokenizer) are scored on seeded random
+    token windows, and the words say so."""
+    import numpy as np
+
+    from optlab.models import language  # lazy: the tokenizer library
+
+    if pair.tokenizer is not None:
+        docs = language.encode_split(pair.tokenizer, None, "test")
+        where = "the test topics"
+    else:
+        rng = np.random.default_rng(0)
+        docs = [rng.integers(0, pair.target.config.vocab_size, size=4 * PERPLEXITY_WINDOW_TOKENS)]
+        where = "seeded random tokens (stand-in models)"
+    windows = language.windows(docs, PERPLEXITY_WINDOW_TOKENS, limit=max_windows)
+    return {name: language.perplexity(getattr(pair, name), windows) for name in MODELS}, \
+        f"perplexity on {len(windows)} windows of {PERPLEXITY_WINDOW_TOKENS} tokens of {where}"
+
+
+def greedy_tokens(engine: Any, requests: Sequence[TraceRequest]) -> dict[str, list[int]]:
+    """Every request's output tokens, all offered at once to a fresh `engine` (idle, no SLA)."""
+    out: dict[str, list[int]] = {r.request_id: [] for r in requests}
+    at_once = [r.__class__(r.request_id, 0.0, r.prompt_ids, r.max_new_tokens) for r in requests]
+    GenerationServer(engine, saturation_s=600.0).run(at_once, n_boot=10,
+                                                     on_token=lambda rid, token, _now: out[rid].append(int(token)))
+    return out
+
+
+def token_agreement(reference: dict[str, list[int]], other: dict[str, list[int]]) -> float | None:
+    """Share of the reference's token positions where `other` has the same token (token-level exact match)."""
+    total = sum(len(tokens) for tokens in reference.values())
+    if not total:
+        return None
+    same = sum(sum(a == b for a, b in zip(tokens, other.get(rid, []), strict=False))  # a shorter answer misses the rest
+               for rid, tokens in reference.items())
+    return same / total
+
+
+def _row(candidate: GenerationCandidate, quality: dict[str, float], quality_words: str) -> dict[str, Any]:
+    from optlab.instruments.environment import environment  # lazy: reads /proc once
+
+    ppl, base = quality[candidate.model], quality["target"]
+    family = "baseline" if candidate.is_baseline else "generation"
+    return {**environment().to_dict(), "candidate": candidate.name, "recipe": "baseline" if candidate.is_baseline
+            else candidate.name, "recipe_json": candidate.to_json(), "family": family, "runtime": "torch",
+            "engine": candidate.engine, "model": candidate.model, "status": "ok", "error": None, "metric": "perplexity",
+            "quality": ppl, "perplexity": ppl, "baseline_quality": base, "quality_drop": ppl - base,
+            "quality_note": quality_words}
+
+
+def _figures(found) -> dict[str, Any]:
+    """The goodput search's figures at its best rate; empty figures with the reason when nothing met the SLA."""
+    best, row = found.at_best, found.row()
+    met = found.goodput_per_s > 0 and math.isfinite(found.goodput_per_s)
+    keep = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms", "output_tokens_per_s",
+            "output_tokens_per_s_per_request_p50")
+    figures = {k: best.get(k) if met else None for k in keep}
+    noisy = bool(row["noisy"]) or bool(best.get("ttft_noisy")) or bool(best.get("tpot_noisy"))
+    return {**figures, "goodput_per_s": found.goodput_per_s if met else None,
+            "throughput_per_s": found.goodput_per_s if met else None, "sla": row["sla"], "probes": row["probes"],
+            "noisy": noisy, "notes": row["note"]}
+
+
+def measure(pair: ModelPair, trace: Sequence[TraceRequest], candidates: Sequence[GenerationCandidate] = WORKSHOP,
+            search: GoodputSearch | None = None, *, seed: int = 0, agreement_requests: int = 4,
+            threads: int | None = None, on_probe: Callable[[dict, str], None] | None = None,
+            on_row: Callable[[dict], None] | None = None) -> pd.DataFrame:
+    """One row per candidate (see the module's docstring). A candidate whose engine this checkout lacks,
+    or that raises, is an error row that says why; the others still run. `on_probe(row, name)` sees each
+    probe of the goodput search (a live chart), `on_row(row)` each finished row."""
+    if not candidates:
+        raise ValueError("measure needs at least one GenerationCandidate (e.g. candidates.WORKSHOP)")
+    search = search or GoodputSearch()
+    quality, words = perplexities(pair)
+    short = list(trace[:agreement_requests])
+    reference = greedy_tokens(BASELINE.make(pair), short)
+    rows = []
+    for candidate in candidates:
+        row = _row(candidate, quality, words)
+        try:
+            row.update(_measure_one(pair, candidate, trace, search, short, reference, seed, on_probe))
+        except Exception as error:  # noqa: BLE001 - one failing engine becomes its row; the others still run
+            row.update(status="error", error=f"{type(error).__name__}: {error}", notes=str(error))
+        row["threads"] = threads
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return pd.DataFrame(rows)
+
+
+def _measure_one(pair, candidate, trace, search, short, reference, seed, on_probe) -> dict[str, Any]:
+    if engine_class(candidate.engine) is None:
+        return {"status": "error", "error": missing_engine(candidate.engine), "notes": missing_engine(candidate.engine)}
+    made: list[Any] = []
+
+    def make_server():
+        made.append(candidate.make(pair))
+        return GenerationServer(made[-1], saturation_s=5.0)
+
+    try:
+        tokens = greedy_tokens(candidate.make(pair), short)
+        probe = None if on_probe is None else (lambda r: on_probe(r, candidate.name))
+        found = goodput_at_sla(make_server, trace, search, seed=seed, on_probe=probe)
+    finally:
+        for engine in made:
+            getattr(engine, "close", lambda: None)()
+    return {"agreement": token_agreement(reference, tokens), **_figures(found)}
