@@ -22,6 +22,7 @@ import base64
 import html
 import os
 import re
+import sys
 from typing import Any
 
 from optlab.views.report import table_html
@@ -160,8 +161,28 @@ def render(spec: dict[str, Any], **_metadata: Any) -> dict[str, Any]:
     return {**widget_bundle(jupyter_chart(alt.Chart.from_dict(spec))), **bundle}
 
 
+def _lean_jsonschema() -> None:
+    """Import jsonschema without its optional `rfc3987_syntax` module, once, before altair does.
+
+    jsonschema imports rfc3987_syntax (installed as jupyter-events' `format-nongpl` extra) only to check
+    the "iri" and "iri-reference" string formats, and that import builds 39 Lark grammars: 3.0 s on two
+    cores, paid by every notebook kernel when it first draws a chart (cProfile, session 8). Vega-Lite
+    specs use neither format. So when neither module is loaded yet, jsonschema is imported with
+    rfc3987_syntax hidden and sys.modules is then put back as it was: jsonschema's format checker in
+    this process lacks the two IRI checks; `import rfc3987_syntax` itself still works.
+    """
+    if "jsonschema" in sys.modules or "rfc3987_syntax" in sys.modules:
+        return
+    sys.modules["rfc3987_syntax"] = None  # an import of it raises ImportError, which jsonschema expects
+    try:
+        import jsonschema  # noqa: F401
+    finally:
+        del sys.modules["rfc3987_syntax"]
+
+
 def enable() -> None:
     """Register and switch on the "optlab" altair renderer (called when optlab.views is imported)."""
+    _lean_jsonschema()
     import altair as alt
 
     if RENDERER not in alt.renderers.names():

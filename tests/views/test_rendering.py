@@ -74,3 +74,15 @@ def test_static_bundle_keeps_the_heading_in_one_block_above_the_chart(chart):
     assert f'<div class="optlab-heading">{heading}</div><div><img class="chart"' in body
     plain = rendering.static_bundle(chart, headline_table(results_frame()), heading)["text/plain"]
     assert plain.startswith("Recommendation: ort-int8: the best")
+
+
+def test_importing_the_views_skips_jsonschemas_iri_grammars_and_restores_sys_modules():
+    """optlab.views imports jsonschema with rfc3987_syntax hidden (3 s of grammar building per kernel);
+    afterwards the module is not left blocked: it imports normally."""
+    import subprocess
+    import sys
+
+    code = ("import sys, optlab.views, jsonschema; assert 'rfc3987_syntax' not in sys.modules, 'loaded'; "
+            "import rfc3987_syntax; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
