@@ -90,7 +90,8 @@ def http_service_times(result: loadgen.LoadResult) -> tuple[np.ndarray, float]:
     if not len(latency):
         return np.zeros(0), 0.0
     floor = float(latency.min())
-    return np.maximum(lindley_services(arrivals, arrivals + latency - floor), 1e-6), floor
+    # (latency - floor) first: (arrival + latency) - floor rounds below the arrival for the fastest answers
+    return np.maximum(lindley_services(arrivals, arrivals + (latency - floor)), 1e-6), floor
 
 
 def operating_point(case, name: str, rate_per_s: float, *, connections: int = 8,

@@ -76,3 +76,15 @@ def test_a_plan_whose_simulator_disagrees_with_the_measurement_says_which_way():
     assert "seconds over the SLA are at most what this deployment would see" in high
     low = casestudy.CampaignPlan(day, point, 1000.0, 6, 4.0).describe()
     assert "simulator is optimistic" in low and "are at least what" in low
+
+
+def test_service_times_survive_the_fastest_answers_rounding():
+    """The fastest answer's departure is its arrival exactly: (arrival + latency) - floor rounded below
+    the arrival for 267 of 100,000 random arrivals and crashed `python -m optlab.bench rtb` (session 8)."""
+    from optlab.cases.rtb.plan import http_service_times
+    from optlab.serving.loadgen import LoadResult
+
+    arrivals = np.random.default_rng(0).random(100_000) * 10
+    requests = pd.DataFrame({"status": "ok", "scheduled_s": arrivals, "latency_ms": 12.3456789})
+    samples, floor = http_service_times(LoadResult({}, requests, pd.DataFrame()))
+    assert floor == pytest.approx(0.0123456789) and len(samples) == len(arrivals) and (samples >= 1e-6).all()
