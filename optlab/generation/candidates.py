@@ -182,7 +182,11 @@ def _measure_one(pair, candidate, trace, search, short, reference, seed, on_prob
         return GenerationServer(made[-1], saturation_s=5.0)
 
     try:
-        tokens = greedy_tokens(candidate.make(pair), short)
+        if candidate.is_baseline:  # the reference is the baseline's own greedy output
+            tokens = reference
+        else:
+            made.append(candidate.make(pair))
+            tokens = greedy_tokens(made[-1], short)
         probe = None if on_probe is None else (lambda r: on_probe(r, candidate.name))
         found = goodput_at_sla(make_server, trace, search, seed=seed, on_probe=probe)
     finally:
