@@ -44,3 +44,17 @@ def test_a_full_flag_defaults_off_and_says_what_it_adds_and_how_long(path):
     comment = source[: source.index("full = False")]
     assert "full = True" in comment and re.search(r"about [\d-]+ more minutes?", comment), \
         f"{path.name}: the comment above `full = False` says what full = True adds and about how many more minutes"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_papermill_reads_every_parameter(path):
+    """papermill parses each assignment of the parameters cell (`-p name value` overrides only
+    what it read); a comment holding "= " made it skip the line with a warning."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+
+    source = next(c.source for c in nbformat.read(path, as_version=4).cells
+                  if "parameters" in c.metadata.get("tags", []))
+    assigned = [node.targets[0].id for node in ast.parse(source).body if isinstance(node, ast.Assign)]
+    assert [p.name for p in PythonTranslator.inspect({"source": source})] == assigned

@@ -64,7 +64,9 @@ def run_notebooks(paths: list[Path], out: Path, parameters: dict) -> list[dict]:
     for path in bar:
         path = Path(path)
         bar.set_postfix_str(path.name)
-        params = {"results_dir": str((out / "results" / path.stem).resolve()), **parameters}
+        declared = {p["name"] for p in pm.inspect_notebook(str(path)).values()}
+        own = {"results_dir": str((out / "results" / path.stem).resolve())} if "results_dir" in declared else {}
+        params = {**own, **parameters}  # 06 stores no study: papermill warned of an unknown results_dir
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         error = None

@@ -201,6 +201,20 @@ _INTERVALS: dict[str, tuple[Column, str]] = {
     name: (c, side) for c in COLUMNS if c.ci for name, side in zip(c.ci, ("low", "high"), strict=True)}
 
 
+GENERATION_MARKERS = ("goodput_per_s", "output_tokens_per_s")
+
+
+def unit_of_work(rows) -> str:
+    """What one unit of throughput and of cost is in `rows` (dicts or a DataFrame): "requests"
+    where they are generations (a request is many tokens; throughput there is goodput), else
+    "predictions". Labels say "cost per 1M predictions" and swap the word through this."""
+    if hasattr(rows, "columns"):
+        names = [n for n in GENERATION_MARKERS if n in rows.columns and rows[n].notna().any()]
+        return "requests" if names else "predictions"
+    generation = any(not _lacking(r.get(n)) for r in rows for n in GENERATION_MARKERS)
+    return "requests" if generation else "predictions"
+
+
 def column(name: str) -> Column | None:
     """The Column of `name`: its entry, an interval derived from its figure's entry (same unit and
     format, "95% CI low/high" in the label), or None for a column no view labels."""

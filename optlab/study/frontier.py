@@ -14,7 +14,7 @@ import numpy as np
 
 from optlab.instruments.metrics import higher_is_better as metric_higher_is_better
 from optlab.study.columns import column as column_entry
-from optlab.study.columns import higher_is_better
+from optlab.study.columns import higher_is_better, unit_of_work
 from optlab.study.explanation import (
     HIGHER_IS_BETTER,
     Choice,
@@ -333,7 +333,7 @@ def _objective(objective: str, rows: list[dict]) -> tuple[str, str, str, str]:
     column, direction, words = OBJECTIVES[objective]
     if objective == "cost" and all(math.isnan(figure(r, column)) for r in rows):
         return "throughput_per_s", "max", "throughput (no price given: it orders cost the same)", "throughput"
-    return column, direction, words, SHORT[objective]
+    return column, direction, words.replace("predictions", unit_of_work(rows)), SHORT[objective]
 
 
 def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | None = None,

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from optlab.views.plots import _require, _themed
-from optlab.views.rendering import is_headless, picture_bundle
+from optlab.views.rendering import CellEndDisplay, is_headless, picture_bundle
 
 
 def decode_batch(frame: pd.DataFrame):
@@ -89,7 +89,7 @@ class LiveProbes:
     def __init__(self, *, ttft_ms: float, tpot_ms: float):
         self.ttft_ms, self.tpot_ms = ttft_ms, tpot_ms
         self.rows: list[dict[str, Any]] = []
-        self._handle = None
+        self._display: CellEndDisplay | None = None
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -109,13 +109,14 @@ class LiveProbes:
     def show(self) -> LiveProbes:
         from IPython.display import display
 
-        self._handle = display(self._bundle(), raw=True, display_id=True)
+        self._display = CellEndDisplay(display(self._bundle(), raw=True, display_id=True), self._bundle)
         return self
 
     def add(self, row: dict[str, Any], engine: str = "") -> None:
-        """One probe's row (from `generation.server.generation_probe`'s `on_probe`), drawn at once."""
+        """One probe's row (from `generation.server.generation_probe`'s `on_probe`): drawn at once
+        live, when the cell ends headless (a PNG per probe is time nobody sees)."""
         keep = ("offered_per_s", "ttft_p99_ms", "tpot_p99_ms", "passed", "output_tokens_per_s")
         entry = {k: row.get(k) for k in keep}
         self.rows.append({"engine": engine or row.get("engine", ""), **entry})
-        if self._handle is not None:
-            self._handle.update(self._bundle(), raw=True)
+        if self._display is not None:
+            self._display.refresh() if is_headless() else self._display.redraw()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from optlab.views.explore import frame, merge_rows
-from optlab.views.rendering import is_headless, jupyter_chart, static_bundle, widget_bundle
+from optlab.views.rendering import CellEndDisplay, is_headless, jupyter_chart, static_bundle, widget_bundle
 
 
 class LiveChart:
@@ -24,7 +24,7 @@ class LiveChart:
         self._empty = results.iloc[0:0] if results is not None else None
         self.chart = self._build()
         self.jchart = jupyter_chart(self.chart)
-        self._handle = None
+        self._display = None  # headless: the output redrawn in place when each cell ends
         self._unsubscribe: Callable[[], None] | None = study.subscribe(self.update)
 
     @property
@@ -44,8 +44,8 @@ class LiveChart:
         self._records = merge_rows(self._records, [r for r in rows if r.get("candidate") is not None])
         self.chart = self._build()
         self.jchart.chart = self.chart
-        if self._handle is not None:
-            self._handle.update(self._static(), raw=True)
+        if self._display is not None:
+            self._display.refresh()
 
     def close(self) -> None:
         """Stop following the study."""
@@ -62,7 +62,7 @@ class LiveChart:
         from IPython.display import display
 
         if is_headless():
-            self._handle = display(self._static(), raw=True, display_id=True)
+            self._display = CellEndDisplay.show(self._static)
         else:
             display(self.jchart)
         return self

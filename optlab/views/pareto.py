@@ -134,7 +134,10 @@ def _sla_params(data, max_p99_ms, max_quality_drop, recommended) -> tuple[list, 
     import altair as alt
 
     sla = sla_constraints(max_p99_ms=max_p99_ms, max_quality_drop=max_quality_drop)
-    params = [alt.param(name=rule.name, value=rule.limit) for rule in sla]
+    # both limits are always params (null = no limit): a live explorer sets them as someone types,
+    # and a chart drawn without one answered "Unrecognized signal name: max_p99_ms" in the browser
+    limits = {"max_p99_ms": max_p99_ms, "max_quality_drop": max_quality_drop}
+    params = [alt.param(name=name, value=None if limit is None else float(limit)) for name, limit in limits.items()]
     outside = vega_outside(sla, data.columns)
     if recommended is not None:
         params.append(alt.param(name="recommended", value=str(recommended)))

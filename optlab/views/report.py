@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from optlab.study.columns import NOT_AVAILABLE, column
+from optlab.study.columns import NOT_AVAILABLE, column, unit_of_work
 from optlab.study.explanation import noisy_marks
 
 DEFAULT_SLA = {"max_p99_ms": None, "max_quality_drop": 0.01, "objective": "cost"}
@@ -77,7 +77,9 @@ def headline_table(df):
     marks = noisy_marks(rows)  # timed on a busy machine or with a wide interval: said beside the figures
     if (marks != "").any():
         out["noisy"] = marks
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["unit_of_work"] = unit_of_work(rows)  # generation rows: throughput and cost count requests
+    return out
 
 
 def console_table(df) -> str:
@@ -122,7 +124,9 @@ def _cell(value: Any, fmt: str) -> str:
 def table_html(df, *, index: bool = False, formats: Mapping[str, tuple[str, str]] | None = None) -> str:
     """An escaped HTML table; known columns get headers with units and number formats."""
     formats = {**HEADLINE, **FULL_EXTRA, **(formats or {})}
-    head = ([""] if index else []) + [formats.get(str(c), (str(c), "{}"))[0] for c in df.columns]
+    unit = df.attrs.get("unit_of_work", "predictions")
+    head = ([""] if index else []) + [formats.get(str(c), (str(c), "{}"))[0].replace("predictions", unit)
+                                      for c in df.columns]
     parts = ['<table class="optlab"><thead><tr>']
     parts += [f"<th>{html.escape(h)}</th>" for h in head]
     parts.append("</tr></thead><tbody>")

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from optlab.views.details import DETAILS, DETAILS_MAX_HEIGHT_PX, details_html
 from optlab.views.explore import ExplorerState, explore, frame, merge_rows, recipes_for
 from optlab.views.live import LiveChart
-from optlab.views.rendering import is_headless, jupyter_chart, static_bundle, widget_bundle
+from optlab.views.rendering import CellEndDisplay, is_headless, jupyter_chart, static_bundle, widget_bundle
 
 __all__ = ["TradeoffExplorer", "LiveChart", "ExplorerState", "explore", "details_html", "DETAILS", "is_headless"]
 
@@ -94,7 +94,7 @@ class TradeoffExplorer:
                               max_height=f"{DETAILS_MAX_HEIGHT_PX + 20}px", overflow="hidden")
         self.recommendation = None
         self._recommend_error: str | None = None
-        self._handle = None  # the headless display, updated in place as rows arrive
+        self._display = None  # the headless output (CellEndDisplay), redrawn in place as rows arrive
         self.chart_data = None
         self._chart_key = None
         self._sync_families()
@@ -392,7 +392,7 @@ class TradeoffExplorer:
         from IPython.display import display
 
         if is_headless():
-            self._handle = display(self.static_bundle(), raw=True, display_id=True)
+            self._display = CellEndDisplay.show(self.static_bundle)
         else:
             display(self._repr_mimebundle_(), raw=True)
         return self
@@ -401,8 +401,8 @@ class TradeoffExplorer:
         self.show()
 
     def _update_static(self) -> None:
-        if self._handle is not None:
-            self._handle.update(self.static_bundle(), raw=True)
+        if self._display is not None:
+            self._display.refresh()
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         if is_headless():

@@ -53,3 +53,20 @@ def test_rows_without_tokens_get_no_token_cost_column():
     frame = costs.with_costs(pd.DataFrame({"output_tokens_per_s": [0.0, 1000.0]}), "cpu-small", utilisation=1.0)
     assert math.isnan(frame["cost_per_1m_output_tokens_usd"][0])
     assert frame["cost_per_1m_output_tokens_usd"][1] == pytest.approx(1e6 * 0.10 / 3.6e6)
+
+
+def test_generation_rows_are_priced_and_counted_per_request():
+    """A generation row's throughput is goodput (requests within the SLA): its cost is per 1M
+    requests, not "predictions", in the sentence and in the table's header."""
+    from optlab.study.frontier import recommend
+    from optlab.testing import results_frame
+    from optlab.views.report import headline_table, table_html
+
+    rows = results_frame()
+    rows = rows.assign(cost_per_1m_usd=1e6 / rows["throughput_per_s"])
+    generation = rows.assign(goodput_per_s=rows["throughput_per_s"])
+    assert "per 1M predictions" in recommend(rows, max_quality_drop=0.05).explanation
+    sentence = recommend(generation, max_quality_drop=0.05).explanation
+    assert "per 1M requests" in sentence and "predictions" not in sentence
+    assert "throughput (requests/s)" in table_html(headline_table(generation))
+    assert "throughput (predictions/s)" in table_html(headline_table(rows))

@@ -153,6 +153,18 @@ def test_sla_and_recommendation_are_params_the_widget_can_move():
                for layer in spec["layer"])
 
 
+def test_a_chart_without_limits_still_carries_their_params():
+    """A live explorer sets max_p99_ms as someone types one; a chart drawn without that param
+    made the browser answer "Unrecognized signal name: max_p99_ms"."""
+    from optlab.views.rendering import to_svg
+
+    rows = results_frame().drop(columns=["p99_ms"])
+    spec = plots.pareto_chart(rows, x="size_mb").to_dict(validate=True)
+    params = {p["name"]: p for p in spec["params"]}
+    assert params["max_p99_ms"].get("value") is None and params["max_quality_drop"].get("value") is None
+    assert "<svg" in to_svg(spec)  # null limits draw (every point inside, no shaded region)
+
+
 def test_tooltips_carry_every_figure():
     spec = plots.pareto_chart(results_frame()).to_dict(validate=True)
     points = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "point")

@@ -12,6 +12,7 @@ from optlab.recipes.recipe import Distill, Prune  # noqa: E402
 from optlab.testing import results_frame
 from optlab.views import rendering, widgets
 from optlab.views.plots import SELECTION  # noqa: E402
+from optlab.views.rendering import CellEndDisplay
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -264,12 +265,37 @@ def test_headless_display_updates_in_place_as_rows_arrive(study, monkeypatch):
             self.bundles.append(bundle)
 
     explorer = widgets.TradeoffExplorer(study, max_quality_drop=0.05)
-    explorer._handle = Handle()
+    explorer._display = CellEndDisplay(Handle(), explorer.static_bundle)  # no IPython here: redraws at once
     recipe = Prune(sparsity=0.15, finetune_epochs=0)
     study.run(recipes=[recipe])
     assert Handle.bundles and recipe.name in Handle.bundles[-1]["text/plain"]
     assert "image/png" in Handle.bundles[-1] and "<img" in Handle.bundles[-1]["text/html"]
     explorer.close()
+
+
+def test_headless_output_is_redrawn_once_when_the_cell_ends(monkeypatch):
+    """Each redraw renders a PNG and an SVG: rows arriving within one cell cost one redraw, made
+    when IPython's post_run_cell fires (a failed cell's too), and the hook is removed after."""
+    from IPython.core.events import EventManager, available_events
+
+    events = EventManager(shell=None, available_events=available_events)
+    monkeypatch.setattr(rendering, "_shell_events", lambda: events)
+    drawn = []
+
+    class Handle:
+        def update(self, bundle, raw=False):
+            drawn.append(bundle)
+
+    output = CellEndDisplay(Handle(), lambda: {"text/plain": f"rows so far: {len(drawn)}"})
+    for _ in range(5):  # five rows arrive while a cell runs
+        output.refresh()
+    assert drawn == []
+    events.trigger("post_run_cell", None)
+    assert len(drawn) == 1 and events.callbacks["post_run_cell"] == []
+    events.trigger("post_run_cell", None)  # a later cell with no new rows draws nothing
+    output.refresh()
+    events.trigger("post_run_cell", None)
+    assert len(drawn) == 2
 
 
 def test_controls_leave_room_for_their_words_and_rows_wrap(explorer):
