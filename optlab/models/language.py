@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from optlab.data.text_corpus import TextCorpus, load
+from optlab.models.runtimes import quiet_torch_logs
 
 EOS = "<|endoftext|>"
 VOCAB_SIZE = 2048
@@ -45,7 +46,8 @@ class LMSpec:
     max_positions: int = 1024  # prompts plus 256+ generated tokens fit
 
     def config(self, vocab_size: int, eos_token_id: int = 0):
-        from transformers import LlamaConfig
+        with quiet_torch_logs():  # transformers' first import loads torchao: see models.architectures
+            from transformers import LlamaConfig
 
         return LlamaConfig(vocab_size=vocab_size, hidden_size=self.hidden, intermediate_size=self.intermediate,
                            num_hidden_layers=self.layers, num_attention_heads=self.heads,
@@ -135,7 +137,9 @@ def train_tokenizer(text: str, vocab_size: int = VOCAB_SIZE) -> str:
 def tokenizer_from_json(text: str):
     """The tokenizer JSON of `train_tokenizer` as a transformers `PreTrainedTokenizerFast`."""
     from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
+
+    with quiet_torch_logs():  # transformers' first import loads torchao: see models.architectures
+        from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(text), eos_token=EOS, bos_token=EOS,
                                    pad_token=EOS, unk_token=None, clean_up_tokenization_spaces=False)
@@ -152,7 +156,9 @@ def encode_split(tokenizer, corpus: TextCorpus | None, split: str) -> list[np.nd
 def build(spec: LMSpec, tokenizer_or_vocab, seed: int = 0):
     """An untrained `LlamaForCausalLM` of `spec` (weights from `seed`, the caller's RNG untouched)."""
     import torch
-    from transformers import LlamaForCausalLM
+
+    with quiet_torch_logs():  # transformers' first import loads torchao: see models.architectures
+        from transformers import LlamaForCausalLM
 
     vocab = tokenizer_or_vocab if isinstance(tokenizer_or_vocab, int) else len(tokenizer_or_vocab)
     with torch.random.fork_rng(devices=[]):

@@ -56,19 +56,23 @@ def app(deployment: Deployment, *, keep_samples: int = 4096):
 
     `/stats` adds the feature cache's figures, the process's CPU seconds so far (`cpu_s`) and the
     last `keep_samples` per-request service times (`service_ms`: a model call's time shared by the
-    requests in it): what a capacity plan measures at its operating point."""
+    requests in it) and their sum since start (`service_ms_total`): what a capacity plan measures at
+    its operating point."""
     samples: collections.deque[float] = collections.deque(maxlen=keep_samples)
+    total_ms = [0.0]  # every answer's share of its model call, summed: merged over processes by adding
 
     def answer(message: Any, reply: Reply) -> dict[str, Any]:
         if reply.batch_size > 0:
-            samples.append((reply.done_ns - reply.start_ns) / reply.batch_size / 1e6)
+            share_ms = (reply.done_ns - reply.start_ns) / reply.batch_size / 1e6
+            samples.append(share_ms)
+            total_ms[0] += share_ms
         return _answer(message, reply)
 
     def stats() -> dict[str, Any]:
         # a rate of nothing yet (a fresh cache's hit rate) is null: JSON has no nan
         cache = {k: v if not isinstance(v, float) or math.isfinite(v) else None
                  for k, v in deployment.feature_cache_stats().items()}
-        return {**cache, "cpu_s": time.process_time(), "service_ms": list(samples)}
+        return {**cache, "cpu_s": time.process_time(), "service_ms": list(samples), "service_ms_total": total_ms[0]}
 
     routes = {ROUTES[fmt]: PAYLOADS[fmt] for fmt in ROUTES}
     if deployment.config.http_app == "lean":
