@@ -99,6 +99,13 @@ class Ratio:
     def interval(self) -> str:
         return f"{self.estimate:.2f}x, 95% CI {self.low:.2f}-{self.high:.2f}x"
 
+    def close_interval(self) -> str:
+        """`interval()`, and why it is too close when it excludes 1 (it ends within `INDIFFERENCE`):
+        "1.31x, 95% CI 1.03-1.82x" alone read as a clear winner called a tie."""
+        if self.low <= 1.0 <= self.high:
+            return self.interval()
+        return f"{self.interval()}: its end is within {INDIFFERENCE - 1:.0%} of even"
+
 
 @dataclass(frozen=True)
 class SideBySide:
@@ -147,7 +154,7 @@ def versus_baseline(best: dict, baseline: dict, column: str, objective: str,
     if ratio is not None:
         if ratio.too_close:
             return (f"against the baseline it is too close to call on this machine: {name} and {base} "
-                    f"({ratio.interval()}, {side_by_side.how()})")
+                    f"({ratio.close_interval()}; {side_by_side.how()})")
         if ratio.estimate < 1:  # the baseline is out of the running (it breaks a constraint), yet faster
             slower = ratio.flipped()
             return (f"the baseline ran {slower.estimate:.2f}x as fast as {name} side by side (95% CI "
@@ -184,7 +191,7 @@ def versus_runner_up(best: dict, runner_up: dict | None, side_by_side: SideBySid
     if not ratio.too_close:
         return (f"Side by side it ran {ratio.estimate:.2f}x as fast as the runner-up, {other} "
                 f"(95% CI {ratio.low:.2f}-{ratio.high:.2f}x).")
-    return (f"Too close to call on this machine: {name} and {other} ({ratio.interval()}, "
+    return (f"Too close to call on this machine: {name} and {other} ({ratio.close_interval()}; "
             f"{side_by_side.how()}); either will do, or measure on the target machine.")
 
 

@@ -138,3 +138,14 @@ def test_a_baseline_faster_side_by_side_takes_the_lead_or_is_said():
     assert rec.candidate == "a"
     assert "the baseline ran 2.00x as fast as a side by side (95% CI 1.82-2.22x" in rec.explanation
     assert "faster than the baseline" not in rec.explanation
+
+
+def test_a_tie_whose_interval_excludes_one_says_why():
+    """Within 3% of even counts as a tie; "95% CI 1.03-1.82x" alone read as a clear winner called a tie."""
+    from optlab.study.explanation import Ratio
+
+    near = Ratio("a", "b", 1.31, 1.03, 1.82)
+    assert near.too_close and near.close_interval() == "1.31x, 95% CI 1.03-1.82x: its end is within 3% of even"
+    straddles = Ratio("a", "b", 1.10, 0.95, 1.30)
+    assert straddles.too_close and straddles.close_interval() == straddles.interval()
+    assert not Ratio("a", "b", 1.5, 1.2, 1.8).too_close
