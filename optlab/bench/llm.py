@@ -290,7 +290,8 @@ def speculative_targets(frame: pd.DataFrame, origin: str) -> list[dict[str, Any]
         ratio = spread(list(by[best] / by["target alone"]))
         rows.append(target(f"speculative speedup {setting.split()[0]}", ratio["median"], None, COMMAND,
                            f"speculative decoding ({setting}): best {best}: {ranged(ratio, '.2f', 'x')} output "
-                           f"tokens/s of the target alone; outputs identical: {identical} (not judged: {origin})"))
+                           f"tokens/s of the target alone; outputs identical: {identical} (a figure, no target: "
+                           f"speculation can slow serving down; models: {origin})"))
     return rows
 
 
