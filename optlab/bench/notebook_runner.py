@@ -45,6 +45,15 @@ def prepare_models(smoke: bool = False) -> list[dict]:
     return records
 
 
+def results_dir_parameter(path: Path, folder: Path) -> dict[str, str]:
+    """`{"results_dir": folder}` for a notebook whose parameters cell declares one, else nothing:
+    06 stores no study, and papermill warned of an unknown parameter."""
+    import papermill as pm
+
+    declared = {p["name"] for p in pm.inspect_notebook(str(path)).values()}
+    return {"results_dir": str(Path(folder).resolve())} if "results_dir" in declared else {}
+
+
 def run_notebooks(paths: list[Path], out: Path, parameters: dict) -> list[dict]:
     """Execute notebooks with papermill into `out/notebooks`, each storing its study under
     `out/results/<stem>`. Returns one timing record per notebook; a failing notebook is
@@ -64,9 +73,7 @@ def run_notebooks(paths: list[Path], out: Path, parameters: dict) -> list[dict]:
     for path in bar:
         path = Path(path)
         bar.set_postfix_str(path.name)
-        declared = {p["name"] for p in pm.inspect_notebook(str(path)).values()}
-        own = {"results_dir": str((out / "results" / path.stem).resolve())} if "results_dir" in declared else {}
-        params = {**own, **parameters}  # 06 stores no study: papermill warned of an unknown results_dir
+        params = {**results_dir_parameter(path, out / "results" / path.stem), **parameters}
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         error = None

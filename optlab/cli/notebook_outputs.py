@@ -62,11 +62,13 @@ def refresh_checked(path: str | Path) -> Path:
     import nbformat
     import papermill as pm
 
+    from optlab.bench.notebook_runner import results_dir_parameter
+
     path = Path(path)
     source = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory() as tmp:
         executed = pm.execute_notebook(str(path), str(Path(tmp) / path.name), cwd=str(path.parent),
-                                       parameters={"smoke": True, "results_dir": str(Path(tmp) / "results")},
+                                       parameters={"smoke": True, **results_dir_parameter(path, Path(tmp) / "results")},
                                        progress_bar=False, kernel_name="python3")
     by_source = {cell["source"]: cell.get("outputs", []) for cell in executed["cells"] if is_checked(cell)}
     for cell in source.cells:

@@ -29,6 +29,16 @@ import numpy as np
 from optlab.data.text_corpus import TextCorpus, load
 from optlab.models.runtimes import quiet_torch_logs
 
+
+def _transformers(name: str):
+    """`transformers.<name>`, imported where used (torch, transformers and tokenizers are heavy) and
+    quietly: transformers' first import loads torchao (see models.architectures.BertClassifier)."""
+    import importlib
+
+    with quiet_torch_logs():
+        return getattr(importlib.import_module("transformers"), name)
+
+
 EOS = "<|endoftext|>"
 VOCAB_SIZE = 2048
 
@@ -46,14 +56,12 @@ class LMSpec:
     max_positions: int = 1024  # prompts plus 256+ generated tokens fit
 
     def config(self, vocab_size: int, eos_token_id: int = 0):
-        with quiet_torch_logs():  # transformers' first import loads torchao: see models.architectures
-            from transformers import LlamaConfig
-
-        return LlamaConfig(vocab_size=vocab_size, hidden_size=self.hidden, intermediate_size=self.intermediate,
-                           num_hidden_layers=self.layers, num_attention_heads=self.heads,
-                           num_key_value_heads=self.kv_heads, max_position_embeddings=self.max_positions,
-                           tie_word_embeddings=True, bos_token_id=eos_token_id, eos_token_id=eos_token_id,
-                           pad_token_id=eos_token_id, attn_implementation="sdpa")
+        llama_config = _transformers("LlamaConfig")
+        return llama_config(vocab_size=vocab_size, hidden_size=self.hidden, intermediate_size=self.intermediate,
+                            num_hidden_layers=self.layers, num_attention_heads=self.heads,
+                            num_key_value_heads=self.kv_heads, max_position_embeddings=self.max_positions,
+                            tie_word_embeddings=True, bos_token_id=eos_token_id, eos_token_id=eos_token_id,
+                            pad_token_id=eos_token_id, attn_implementation="sdpa")
 
 
 TARGET = LMSpec("target", layers=4, hidden=256, heads=4, kv_heads=4, intermediate=688)
@@ -138,11 +146,9 @@ def tokenizer_from_json(text: str):
     """The tokenizer JSON of `train_tokenizer` as a transformers `PreTrainedTokenizerFast`."""
     from tokenizers import Tokenizer
 
-    with quiet_torch_logs():  # transformers' first import loads torchao: see models.architectures
-        from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(text), eos_token=EOS, bos_token=EOS,
-                                   pad_token=EOS, unk_token=None, clean_up_tokenization_spaces=False)
+    fast_tokenizer = _transformers("PreTrainedTokenizerFast")
+    return fast_tokenizer(tokenizer_object=Tokenizer.from_str(text), eos_token=EOS, bos_token=EOS,
+                          pad_token=EOS, unk_token=None, clean_up_tokenization_spaces=False)
 
 
 def encode_split(tokenizer, corpus: TextCorpus | None, split: str) -> list[np.ndarray]:
@@ -157,13 +163,11 @@ def build(spec: LMSpec, tokenizer_or_vocab, seed: int = 0):
     """An untrained `LlamaForCausalLM` of `spec` (weights from `seed`, the caller's RNG untouched)."""
     import torch
 
-    with quiet_torch_logs():  # transformers' first import loads torchao: see models.architectures
-        from transformers import LlamaForCausalLM
-
+    llama = _transformers("LlamaForCausalLM")
     vocab = tokenizer_or_vocab if isinstance(tokenizer_or_vocab, int) else len(tokenizer_or_vocab)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(spec.config(vocab))
+        model = llama(spec.config(vocab))
     model.optlab_spec = asdict(spec)
     return model.eval()
 

@@ -208,10 +208,8 @@ def unit_of_work(rows) -> str:
     """What one unit of throughput and of cost is in `rows` (dicts or a DataFrame): "requests"
     where they are generations (a request is many tokens; throughput there is goodput), else
     "predictions". Labels say "cost per 1M predictions" and swap the word through this."""
-    if hasattr(rows, "columns"):
-        names = [n for n in GENERATION_MARKERS if n in rows.columns and rows[n].notna().any()]
-        return "requests" if names else "predictions"
-    generation = any(not _lacking(r.get(n)) for r in rows for n in GENERATION_MARKERS)
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    generation = any(not _lacking(r.get(n)) for r in records for n in GENERATION_MARKERS)
     return "requests" if generation else "predictions"
 
 

@@ -72,7 +72,7 @@ def machines_for(rate_per_s: float, throughput_at_sla_per_s: float) -> int:
 def capacity_plan(samples_s: np.ndarray, cold_start_s: float, traffic: DayTraffic, *, smoke: bool,
                   capacity_per_s: float | None = None, price_per_hour_usd: float = PRICE_PER_HOUR_USD,
                   max_utilisation: float | None = None, operating_utilisation: float | None = None,
-                  latency_floor_s: float = 0.0):
+                  latency_floor_s: float = 0.0, machines_at_peak: int | None = None):
     """Fixed (sized for the spike) vs reactive autoscaling vs scale-to-zero for a day of `traffic`.
 
     `samples_s` are a replica's per-request service times measured where the plan runs it
@@ -81,7 +81,9 @@ def capacity_plan(samples_s: np.ndarray, cold_start_s: float, traffic: DayTraffi
     autoscalers' ceilings are sized from it by the one rule (`machines_for`); without it, from the
     samples' own capacity. `operating_utilisation` (the measured point's) is added to the simulated
     latency table so the day's p99 at that load is simulated, not interpolated; `latency_floor_s`
-    (a delay every request pays outside the queue, measured there) is added to every latency."""
+    (a delay every request pays outside the queue, measured there) is added to every latency.
+    `machines_at_peak` (the plan's own count, where its operating point needed more than the rule
+    gives) replaces the rule's fleet for the spike; the autoscalers' ceilings follow it."""
     if max_utilisation is not None:
         warnings.warn("capacity_plan(max_utilisation=...) is ignored: every plan uses the one sizing rule, "
                       f"TARGET_UTILISATION = {TARGET_UTILISATION:g}", DeprecationWarning, stacklevel=2)
@@ -91,7 +93,7 @@ def capacity_plan(samples_s: np.ndarray, cold_start_s: float, traffic: DayTraffi
                                         price_per_hour_usd=price_per_hour_usd)
     per_machine = capacity_per_s if capacity_per_s and capacity_per_s > 0 else replica.capacity_per_s
     rates = traffic.rates()
-    fixed = machines_for(float(rates.max()), per_machine)
+    fixed = machines_at_peak or machines_for(float(rates.max()), per_machine)
     quiet = machines_for(float(rates.min()), per_machine)
     policies = [capacity.Fixed(fixed), capacity.Reactive(quiet, 2 * fixed, interval_s=15, cooldown_s=120),
                 capacity.ScaleToZero(max_replicas=2 * fixed, interval_s=15, cooldown_s=120)]

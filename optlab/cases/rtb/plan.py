@@ -277,11 +277,9 @@ def plan_for(case, goodputs: pd.DataFrame, traffic: DayTraffic, *, name: str = "
         return CampaignPlan(None, None, per_machine, machines, None, str(exc))
     cold_start_s = float(row["cold_start_s"]) if "cold_start_s" in row and row["cold_start_s"] > 0 else 5.0
     utilisation = point.rate_per_s * float(np.mean(point.samples_s))
-    # what one machine carries in this plan, so that the day's fixed fleet is `machines` as measured
-    carried = min(per_machine, peak / (machines * TARGET_UTILISATION) * (1 + 1e-9))
-    day = capacity_plan(point.samples_s, cold_start_s, traffic, smoke=case.smoke, capacity_per_s=carried,
+    day = capacity_plan(point.samples_s, cold_start_s, traffic, smoke=case.smoke, capacity_per_s=per_machine,
                         price_per_hour_usd=price_per_hour_usd, operating_utilisation=utilisation,
-                        latency_floor_s=point.floor_s)
+                        latency_floor_s=point.floor_s, machines_at_peak=machines)
     # the day's own table holds this exact load: the p99 the plan uses there, not an interpolation
     simulated = float(np.interp(utilisation, day.table["utilisation"], day.table["p99_ms"]))
     return CampaignPlan(day, point, per_machine, machines, simulated, sized_by_rule=sized)
