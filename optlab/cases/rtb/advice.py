@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from optlab.cases.rtb.campaign import SLA_MS, TARGET_UTILISATION
+from optlab.cases.rtb.campaign import LOWER_BOUND, SLA_MS, TARGET_UTILISATION
 
 # Stated assumption: what a thousand answered bid requests bring on average (wins x margin). Use your own.
 VALUE_PER_1000_BIDS_USD = 0.05
@@ -61,6 +61,10 @@ def _available(row) -> bool:
     return bool(row["throughput_at_sla_per_s"] > 0 and math.isfinite(row["cost_per_month_usd"]))
 
 
+def _lower_bound(row) -> bool:
+    return str(row.get("note", "") or "") == LOWER_BOUND
+
+
 def serving_advice(cost_table: pd.DataFrame) -> tuple[str, bool]:
     """The deployment sentence (HTTP figures where both ends were measured over HTTP) and whether the
     optimized deployment's cost is available."""
@@ -74,16 +78,22 @@ def serving_advice(cost_table: pd.DataFrame) -> tuple[str, bool]:
         return (f"No deployment can be sized on this run: the optimized bidder's throughput at the SLA {where} is "
                 f"not available ({best['note'].removeprefix('not available: ')}). Machines, cost and saving are not "
                 "available either; re-run on a quieter machine before sizing the campaign.", False)
-    text = (f"Serve the optimized bidder. It answers 99% of bid requests within {SLA_MS:g} ms (p99) at up to "
-            f"{best['throughput_at_sla_per_s']:,.0f} requests per second per machine {where}; sized to carry "
-            f"{TARGET_UTILISATION:.0%} of that, the campaign needs {int(best['machines_for_spike'])} machine(s) at "
+    bound = _lower_bound(best)  # its machines and cost are then at most what is said
+    text = (f"Serve the optimized bidder. It answers 99% of bid requests within {SLA_MS:g} ms (p99) "
+            f"{'at least' if bound else 'at up to'} {best['throughput_at_sla_per_s']:,.0f} requests per second per "
+            f"machine {where}; sized to carry {TARGET_UTILISATION:.0%} of that, the campaign needs "
+            f"{'at most ' if bound else ''}{int(best['machines_for_spike'])} machine(s) at "
             f"its launch peak, about ${best['cost_per_month_usd']:,.0f} a month "
             f"(${best['cost_per_million_bids_usd']:.3f} per million bids).")
-    if _available(naive):
+    if _available(naive) and _lower_bound(naive):  # the first version may do better: no saving follows
+        text += (f" The first version reaches at least {naive['throughput_at_sla_per_s']:,.0f} per second (its search "
+                 "was still within the SLA at its highest probe), so the saving against it is not known from this "
+                 "run; measure with a higher search ceiling.")
+    elif _available(naive):
         saving = 1 - best["cost_per_month_usd"] / naive["cost_per_month_usd"]
         text += (f" The first version reaches {naive['throughput_at_sla_per_s']:,.0f} per second and needs "
                  f"{int(naive['machines_for_spike'])} machine(s), about ${naive['cost_per_month_usd']:,.0f} a month: "
-                 f"{saving:.0%} less with the optimized one.")
+                 f"{'at least ' if bound else ''}{saving:.0%} less with the optimized one.")
     else:
         text += (f" The first version's figures are not available ({naive['note'].removeprefix('not available: ')}),"
                  " so the saving against it is not available either.")

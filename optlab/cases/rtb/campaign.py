@@ -107,6 +107,9 @@ def capacity_plan(samples_s: np.ndarray, cold_start_s: float, traffic: DayTraffi
     return day
 
 
+LOWER_BOUND = "a lower bound: still within the SLA at the search's highest probe"
+
+
 def _missing_reason(row) -> str:
     """Why a deployment has no throughput at the SLA: its search's own note, else the rule it failed."""
     note = str(getattr(row, "note", "") or "")
@@ -127,8 +130,10 @@ def costs(goodputs: pd.DataFrame, traffic: DayTraffic,
                    "cost_per_month_usd": float("nan"), "note": f"not available: {_missing_reason(row)}"}
         if tput > 0:
             machines = machines_for(float(rates.max()), tput)
+            # a search still within the SLA at its highest probe measured a lower bound: the note keeps it
+            bound = "a lower bound" in str(getattr(row, "note", "") or "")
             figures = {"cost_per_million_bids_usd": price_per_hour_usd / (tput * TARGET_UTILISATION * 3600) * 1e6,
-                       "machines_for_spike": machines, "note": "",
+                       "machines_for_spike": machines, "note": LOWER_BOUND if bound else "",
                        "cost_per_month_usd": machines * price_per_hour_usd * HOURS_PER_MONTH}
         rows.append({"deployment": row.deployment, "transport": row.transport, "throughput_at_sla_per_s": tput,
                      **figures, "bids_per_month": monthly_bids, "price_per_hour_usd": price_per_hour_usd})

@@ -130,3 +130,21 @@ def test_interleaved_rounds_keep_the_median_round_not_the_best():
     assert kept.loc["optimized", "rounds_per_s"] == "900, 2500, 1200"
     with pytest.warns(DeprecationWarning, match="median_rounds"):
         assert casestudy.best_rounds(runs).set_index("deployment").loc["optimized", "throughput_at_sla_per_s"] == 2500
+
+
+def test_a_search_still_within_the_sla_at_its_highest_probe_is_a_lower_bound():
+    """Smoke searches on a busy machine stopped at their highest probe for both deployments (1,000/s
+    each), and the advice read "0% less with the optimized one": a lower bound says "at least" and no
+    saving follows from it."""
+    traffic = campaign.campaign(smoke=True)
+    bound = "still within the SLA at the highest load probed (1000/s): a lower bound"
+    both = pd.DataFrame([{"deployment": name, "transport": "in_process", "throughput_at_sla_per_s": 1000.0,
+                          "note": bound} for name in ("naive", "optimized")])
+    table = campaign.costs(both, traffic)
+    assert (table["note"] == campaign.LOWER_BOUND).all()
+    text, sized = advice.serving_advice(table)
+    assert sized and "at least 1,000 requests per second" in text and "needs at most" in text
+    assert "saving against it is not known" in text and "% less" not in text
+    exact_naive = both.assign(throughput_at_sla_per_s=[100.0, 1000.0], note=["", bound])
+    text, _ = advice.serving_advice(campaign.costs(exact_naive, traffic))
+    assert re.search(r"at least \d+% less with the optimized one", text), text
