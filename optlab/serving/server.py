@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -76,25 +77,41 @@ def plan_threads(workers: int, threads_per_worker: int, cores: int, oversubscrib
 
 def concat(payloads: list[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], list[int]]:
     """One batch from several requests (axis 0), padding trailing axes with zeros where lengths differ
-    (text of different lengths); returns the batch and each request's row count."""
-    rows = [len(next(iter(p.values()))) for p in payloads]
+    (text of different lengths); returns the batch and each request's row count.
+
+    The common case (every request's arrays share their trailing shape) goes straight to
+    `np.concatenate`: building the padded shape first cost more than the model call at batch 64."""
+    first = next(iter(payloads[0].values()))
+    rows = [len(first)] * len(payloads) if all(len(next(iter(p.values()))) == len(first) for p in payloads) \
+        else [len(next(iter(p.values()))) for p in payloads]
     batch = {}
     for key in payloads[0]:
         arrays = [p[key] for p in payloads]
-        shape = np.max([a.shape for a in arrays], axis=0)
-        if any(a.shape[1:] != tuple(shape[1:]) for a in arrays):
+        trailing = arrays[0].shape[1:]
+        if any(a.shape[1:] != trailing for a in arrays):
+            shape = np.max([a.shape for a in arrays], axis=0)
             arrays = [np.pad(a, [(0, 0)] + [(0, int(s) - d) for s, d in zip(shape[1:], a.shape[1:], strict=True)])
                       for a in arrays]
         batch[key] = np.concatenate(arrays, axis=0)
     return batch, rows
 
 
+def _cut(array: Any, rows: list[int]) -> list[Any]:
+    """`array` cut along axis 0 into pieces of `rows` rows (views; `np.split` costs ~0.7 us a piece)."""
+    array = np.asarray(array)
+    ends = itertools.accumulate(rows)
+    start, pieces = 0, []
+    for end in ends:
+        pieces.append(array[start:end])
+        start = end
+    return pieces
+
+
 def split(output: Any, rows: list[int]) -> list[Any]:
     """Each request's rows of a batched output (an array, or a tuple/list of arrays)."""
-    cuts = np.cumsum(rows)[:-1]
     if isinstance(output, (tuple, list)):
-        return list(zip(*(np.split(np.asarray(o), cuts) for o in output), strict=True))
-    return np.split(np.asarray(output), cuts)
+        return list(zip(*(_cut(o, rows) for o in output), strict=True))
+    return _cut(output, rows)
 
 
 class _Request:

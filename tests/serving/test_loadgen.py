@@ -191,6 +191,22 @@ def test_generator_headroom_walks_past_a_failing_low_rate(monkeypatch):
 
     monkeypatch.setattr(module, "run", lambda server, payloads, load, seed=0: Fake(load.rate_per_s))
     monkeypatch.setattr(module, "noop_server", lambda: None)
-    best, curve = module.generator_headroom(sla_ms=10.0, start_per_s=500.0, max_per_s=64_000)
+    best, curve = module.generator_headroom(sla_ms=10.0, start_per_s=500.0, max_per_s=64_000, refine=0)
     assert best == 4000
     assert list(curve["offered_per_s"]) == [500, 1000, 2000, 4000, 8000, 16000]  # 32000 never probed
+
+
+def test_generator_headroom_bisects_between_the_doubling_grids_points(monkeypatch):
+    """Past the doubling, bisection narrows the headroom to within 9% of the true limit (here 6,000/s)."""
+    from optlab.serving import loadgen as module
+
+    class Fake:
+        def __init__(self, rate):
+            self.summary = {"p99_ms": 0.5 if rate <= 6000 else 3.0, "stopped_early": False, "ok": 700,
+                            "requests": 700, "offered_per_s": rate}
+
+    monkeypatch.setattr(module, "run", lambda server, payloads, load, seed=0: Fake(load.rate_per_s))
+    monkeypatch.setattr(module, "noop_server", lambda: None)
+    best, curve = module.generator_headroom(sla_ms=10.0, start_per_s=500.0, max_per_s=64_000, refine=3)
+    assert 6000 / 1.09 <= best <= 6000
+    assert len(curve) == 6 + 3 and curve["offered_per_s"].is_monotonic_increasing

@@ -125,6 +125,22 @@ def test_concat_pads_text_and_split_restores_rows():
     assert [p.tolist() for p in parts] == [[0, 1], [2]]
 
 
+def test_concat_and_split_agree_with_numpy_for_equal_shapes_and_tuple_outputs():
+    rng = np.random.default_rng(0)
+    payloads = [{"x": rng.normal(size=(n, 4)).astype(np.float32), "ids": rng.integers(0, 9, size=(n, 2))}
+                for n in (1, 3, 1, 2)]
+    batch, rows = concat(payloads)
+    assert rows == [1, 3, 1, 2]
+    for key in ("x", "ids"):
+        assert np.array_equal(batch[key], np.concatenate([p[key] for p in payloads]))
+    same, same_rows = concat([payloads[0], payloads[2]])
+    assert same_rows == [1, 1] and same["x"].shape == (2, 4)
+    scores, labels = batch["x"] * 2, batch["ids"]
+    for got, (s, lab) in zip(split((scores, labels), rows), zip(np.split(scores, np.cumsum(rows)[:-1]),
+                                                                  np.split(labels, np.cumsum(rows)[:-1]),
+                                                                  strict=True), strict=True):
+        assert np.array_equal(got[0], s) and np.array_equal(got[1], lab)
+
 def stalls_once(stall_s: float, normal_s: float = 0.001, on_call: int = 3):
     """A real model call that sleeps `stall_s` once (call `on_call`), `normal_s` otherwise; remembers
     when the stall ended."""
