@@ -316,8 +316,9 @@ def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str],
 
 def referee_run(model, draft, trace, goodput: pd.DataFrame, settings: Settings,
                 progress: Callable[[str], None]) -> pd.DataFrame:
-    """LoadGen (token latencies) and optlab's driver, interleaved, on the continuous engine at half its
-    median goodput (a rate it sustains, so neither figure is a queue running away)."""
+    """LoadGen (token latencies), then optlab's load generator process replaying LoadGen's own arrivals,
+    each round, on the continuous engine at half its median goodput (a rate it sustains, so neither
+    figure is a queue running away)."""
     factory = make_engine("continuous", model, draft, settings)
     found = goodput[(goodput["engine"] == "continuous")]["goodput_per_s"].dropna()
     if factory is None or found.empty or not float(found.median()) > 0:
@@ -325,8 +326,9 @@ def referee_run(model, draft, trace, goodput: pd.DataFrame, settings: Settings,
     rate = float(found.median()) / 2
     rows = referee_rounds(factory, trace, rate_per_s=rate, sla=SLA, rounds=settings.rounds)
     for r in rows:
-        progress(f"  referee round {r['round']} at {rate:.3g}/s: TTFT p50 optlab/LoadGen "
-                 f"{r['ttft_p50_ms_ratio'] or float('nan'):.2f}, LoadGen {r['loadgen_result']}")
+        progress(f"  referee round {r['round']} at {rate:.3g}/s, {r['arrivals']} arrivals replayed: optlab/LoadGen "
+                 f"TTFT p50 {r['ttft_p50_ms_ratio'] or float('nan'):.2f}, TPOT p50 "
+                 f"{r['tpot_p50_ms_ratio'] or float('nan'):.2f}, LoadGen {r['loadgen_result']}")
     return pd.DataFrame(rows)
 
 

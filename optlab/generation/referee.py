@@ -7,9 +7,12 @@ with `FirstTokenComplete` and the last with `QuerySamplesComplete(..., n_tokens)
 times TTFT from its issue and TPOT as (latency - TTFT) / (tokens - 1), the definitions optlab's
 instruments use, so the two can be compared figure by figure at one offered rate.
 
-`referee_rounds` runs optlab's open-loop server and LoadGen on the same requests at the same rate,
-interleaved (optlab, LoadGen, optlab, LoadGen, ...; a fresh engine each), and reports per round the
-ratios optlab / LoadGen of TTFT and TPOT p50 and p99 beside LoadGen's verdict. LoadGen judges a run
+`referee_rounds` gives both drivers the same arrivals: each round LoadGen runs first on its own
+Poisson schedule, recording when it issued each query and which sample; then optlab's load generator
+process replays exactly those send times and samples into a fresh engine behind
+`generation.service.GenerationService` (a continuous batcher's time per token grows with the number
+of sequences in flight, so two different schedules at one rate need not agree on TPOT). Per round:
+the ratios optlab / LoadGen of TTFT and TPOT p50 and p99 beside LoadGen's verdict. LoadGen judges a run
 VALID only when its early-stopping test passes, which for a p99 takes several hundred queries; a
 short trace is INVALID by that rule and its p99 is no referee figure (`agreement` says so), while
 the p50s still compare.
@@ -24,8 +27,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from optlab.generation.server import GenerationServer
-from optlab.generation.trace import TraceRequest, at_rate
+from optlab.generation.service import drive
+from optlab.generation.trace import TraceRequest
 from optlab.instruments.generation import Sla
 from optlab.serving.referee import AGREE, log_settings, parse_summary
 
@@ -51,7 +54,8 @@ def loadgen_generation_run(engine: Any, trace: Sequence[TraceRequest], *, target
                            outdir: str | Path | None = None) -> dict[str, Any]:
     """One LoadGen Server-scenario run in token-latency mode against `engine` at `target_qps`.
     The QSL's samples are `trace`'s prompts and output lengths; `min_query_count` defaults to the
-    trace's length. Returns TTFT/TPOT p50/p90/p99 (ms), throughput, LoadGen's verdict and why."""
+    trace's length. Returns TTFT/TPOT p50/p90/p99 (ms), throughput, LoadGen's verdict and why, and
+    `arrivals`: when LoadGen issued each query (s from the first) and the sample it asked for."""
     import mlperf_loadgen as lg  # lazy: a compiled dependency the instruments need only here
 
     if not len(trace):
@@ -65,9 +69,13 @@ def loadgen_generation_run(engine: Any, trace: Sequence[TraceRequest], *, target
     stop = threading.Event()
     failure: list[BaseException] = []
 
+    issued: list[tuple[int, int]] = []  # (monotonic ns, QSL index) per query, in issue order
+
     def issue_queries(samples) -> None:
+        now = time.monotonic_ns()
         for sample in samples:
             inbox.append((sample.id, sample.index))
+            issued.append((now, sample.index))
         wake.set()
 
     def loop() -> None:
@@ -117,7 +125,13 @@ def loadgen_generation_run(engine: Any, trace: Sequence[TraceRequest], *, target
         if failure:
             raise failure[0]
         summary = parse_summary((folder / "mlperf_log_summary.txt").read_text())
-    return _row(summary, target_qps)
+    return {**_row(summary, target_qps), "arrivals": _arrivals(issued)}
+
+
+def _arrivals(issued: list[tuple[int, int]]) -> tuple[list[float], list[int]]:
+    """LoadGen's issue times (s from the first) and sample indices, for a replay."""
+    start = issued[0][0] if issued else 0
+    return [(t - start) / 1e9 for t, _ in issued], [index for _, index in issued]
 
 
 def _row(summary: dict[str, str], target_qps: float) -> dict[str, Any]:
@@ -168,21 +182,22 @@ def _why_invalid(summary: dict[str, str]) -> str:
 
 
 def referee_rounds(make_engine: Callable[[], Any], trace: Sequence[TraceRequest], *, rate_per_s: float,
-                   sla: Sla = DEFAULT_SLA, rounds: int = 3, seed: int = 0, n_boot: int = 200) -> list[dict[str, Any]]:
-    """optlab's open-loop server and LoadGen, interleaved, on the same requests at `rate_per_s`
-    (a fresh engine from `make_engine()` for every run). One row per round: both sides' TTFT/TPOT
-    p50/p99 and the ratios optlab / LoadGen, with LoadGen's verdict."""
+                   sla: Sla = DEFAULT_SLA, rounds: int = 3, seed: int = 0) -> list[dict[str, Any]]:
+    """LoadGen, then optlab's load generator process on LoadGen's own arrivals, `rounds` times, on
+    `trace`'s requests at `rate_per_s` (a fresh engine from `make_engine()` for every run). One row per
+    round: both sides' TTFT/TPOT p50/p99 and the ratios optlab / LoadGen, with LoadGen's verdict."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    timed = at_rate(list(trace), rate_per_s, seed=seed)
     rows = []
     for round_index in range(rounds):
         started = time.perf_counter()
-        ours = GenerationServer(make_engine()).run(timed, sla=sla, n_boot=n_boot).summary
         theirs = loadgen_generation_run(make_engine(), trace, target_qps=rate_per_s, sla=sla,
                                         seed=seed + round_index)
-        row = {"round": round_index + 1, "rate_per_s": rate_per_s, "loadgen_result": theirs["result"],
-               "loadgen_valid": theirs["valid"], "loadgen_why_invalid": theirs["why_invalid"],
+        offsets, indices = theirs.pop("arrivals")
+        ours = drive(make_engine(), trace, offsets, indices=indices, sla=sla).summary
+        row = {"round": round_index + 1, "rate_per_s": rate_per_s, "arrivals": len(offsets),
+               "loadgen_result": theirs["result"], "loadgen_valid": theirs["valid"],
+               "loadgen_why_invalid": theirs["why_invalid"], "optlab_send_lag_p99_ms": ours["send_lag_p99_ms"],
                "seconds": round(time.perf_counter() - started, 1)}
         for name in _FIGURES:
             mine, other = ours.get(name), theirs.get(name)

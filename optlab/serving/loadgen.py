@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from optlab.instruments.generation import quantile_figures
 from optlab.instruments.timing import summarize
 from optlab.serving.generator_child import MAX_PER_MESSAGE, SEND
 from optlab.serving.policies import NoBatching
@@ -126,6 +127,8 @@ class _State:
         self.done = np.zeros(capacity, np.int64)
         self.status = np.full(capacity, _UNANSWERED, np.int8)
         self.batch = np.zeros(capacity, np.int32)
+        self.first_token = np.zeros(capacity, np.int64)  # streamed answers (generation): 0 otherwise
+        self.tokens = np.zeros(capacity, np.int32)
         self.keys = np.full(capacity, -1, np.int64)
         self.submitted = 0
         self.answered = 0
@@ -139,6 +142,8 @@ class _State:
         i = reply.request_id
         self.start[i], self.done[i], self.batch[i] = reply.start_ns, reply.done_ns, reply.batch_size
         self.status[i] = reply.status
+        if reply.tokens:
+            self.first_token[i], self.tokens[i] = reply.first_token_ns, reply.tokens
         with self.lock:
             self.answered += 1
         sock = self.sock
@@ -267,9 +272,26 @@ def _result(server, load, state: _State, reason: str, notes: list[str], headroom
         "below_half_headroom": below_half, "stopped_early": bool(reason), "stop_reason": reason,
         "duration_s": float(span_s) if ok.any() else float("nan"),
     }
+    if state.tokens[idx].any():
+        summary.update(_token_columns(frame, state, idx, ok, scheduled, done, span_s))
     if counts["error"]:
         notes.append(f"{counts['error']} requests failed inside the model; see requests[requests.status == 'error']")
     return LoadResult(summary, frame, _series(frame, series_bin_s), notes + list(server.notes))
+
+
+def _token_columns(frame: pd.DataFrame, state: _State, idx: np.ndarray, ok: np.ndarray, scheduled: np.ndarray,
+                   done: np.ndarray, span_s: float) -> dict[str, Any]:
+    """A streamed answer's figures (`instruments.generation`'s names): `ttft_ms`, `tpot_ms` and
+    `output_tokens` per request in `frame` (added in place), their percentiles, and output tokens/s."""
+    first, tokens = state.first_token[idx], state.tokens[idx]
+    streamed = ok & (tokens > 0)
+    frame["output_tokens"] = tokens
+    frame["ttft_ms"] = np.where(streamed, (first - scheduled) / 1e6, np.nan)
+    frame["tpot_ms"] = np.where(streamed & (tokens > 1), (done - first) / 1e6 / np.maximum(tokens - 1, 1), np.nan)
+    total = int(tokens[streamed].sum())
+    return {**quantile_figures("ttft", frame["ttft_ms"].to_numpy(), n_boot=200),
+            **quantile_figures("tpot", frame["tpot_ms"].to_numpy(), n_boot=200),
+            "output_tokens": total, "output_tokens_per_s": total / span_s if span_s == span_s else None}
 
 
 def _probes(server) -> int | None:

@@ -34,8 +34,11 @@ STATUS = ("ok", "shed_queue_full", "shed_deadline", "error", "timeout")
 
 class Reply(NamedTuple):
     """The answer to one request. `batch_size` is the number of requests served in the same model
-    call (0 for a cache hit or a request that never reached the model). A named tuple: one is made
-    per request on the hot path, and tuples are the cheapest immutable records Python has."""
+    call (0 for a cache hit or a request that never reached the model). A streamed answer (a
+    language model's tokens, `generation.service`) also says when its first token came
+    (`first_token_ns`) and how many tokens it had (`tokens`); 0 for a one-shot answer. A named
+    tuple: one is made per request on the hot path, and tuples are the cheapest immutable records
+    Python has."""
 
     request_id: int
     status: int
@@ -44,6 +47,8 @@ class Reply(NamedTuple):
     batch_size: int
     output: Any = None
     error: str | None = None
+    first_token_ns: int = 0
+    tokens: int = 0
 
     @property
     def status_name(self) -> str:

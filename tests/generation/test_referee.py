@@ -59,7 +59,8 @@ def test_interleaved_rounds_report_both_sides_and_a_sentence():
     rows = referee_rounds(SleepingEngine, _trace(30), rate_per_s=20.0, rounds=2, sla=Sla(ttft_ms=500, tpot_ms=50))
     assert [r["round"] for r in rows] == [1, 2]
     for r in rows:
-        # both clocks see the same sleeps: the TPOT medians agree closely
+        assert r["arrivals"] == 30  # optlab's generator replayed every query LoadGen issued
+        # both clocks see the same sleeps and the same arrivals: the TPOT medians agree closely
         assert 0.7 < r["tpot_p50_ms_ratio"] < 1.4
         assert r["optlab_ttft_p50_ms"] >= PREFILL_S * 1e3
     sentence = agreement(rows)
