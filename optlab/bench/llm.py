@@ -103,6 +103,59 @@ def kv_cache_rounds(model, settings: Settings, progress: Callable[[str], None]) 
     return pd.DataFrame(rows)
 
 
+def int4_rounds(pair: ModelPair, settings: Settings, progress: Callable[[str], None]) -> pd.DataFrame:
+    """Every weight format of `generation.weights` on the target: size, test-topic perplexity, the
+    conversion's seconds, and ms per generated token (transformers' generate with the KV cache, greedy,
+    the same prompt; formats interleaved within each round)."""
+    import torch
+
+    from optlab.generation.candidates import GenerationCandidate, perplexities
+    from optlab.generation.weights import WEIGHT_FORMATS, size_mb
+
+    chosen = [GenerationCandidate("sequential", weights=name) for name in WEIGHT_FORMATS]
+    converted, rows = {}, []
+    for candidate in chosen:
+        start = time.perf_counter()
+        converted[candidate.weights] = candidate.module(pair)[0]
+        rows.append({"weights": candidate.weights, "convert_s": time.perf_counter() - start,
+                     "size_mb": size_mb(converted[candidate.weights])})
+    quality, _ = perplexities(pair, chosen)
+    prompt = torch.randint(1, pair.target.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
+    timings: dict[str, list[float]] = {name: [] for name in converted}
+    for round_ in range(settings.rounds):
+        for name, model in converted.items():
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                     max_new_tokens=settings.new_tokens, min_new_tokens=settings.new_tokens,
+                                     pad_token_id=0)
+            timings[name].append(1e3 * (time.perf_counter() - start) / (out.shape[1] - prompt.shape[1]))
+        progress(f"  weights round {round_}: " + ", ".join(f"{n} {t[-1]:.2f} ms/token" for n, t in timings.items()))
+    frame = pd.DataFrame(rows)
+    frame["perplexity"] = [quality.get(("target", name)) for name in frame["weights"]]
+    base = frame.set_index("weights").loc["fp32"]
+    frame["size_ratio"] = frame["size_mb"] / base["size_mb"]
+    frame["perplexity_rise"] = frame["perplexity"] / base["perplexity"] - 1
+    frame["ms_per_token"] = [float(np.median(timings[name])) for name in frame["weights"]]
+    frame["speed_vs_fp32"] = [spread([f / m for f, m in zip(timings["fp32"], timings[name], strict=True)])["median"]
+                              for name in frame["weights"]]
+    return frame
+
+
+INT4_TARGET_FORMAT = "int4-rtn-g32"
+
+
+def int4_target(frame: pd.DataFrame, smoke: bool) -> dict[str, Any]:
+    """The int4 target on INC RTN g32 (the candidate 08 serves): size <= 0.35x fp32, perplexity +<= 10%."""
+    row = frame.set_index("weights").loc[INT4_TARGET_FORMAT]
+    met = None if smoke else bool(row["size_ratio"] <= 0.35 and row["perplexity_rise"] <= 0.10)
+    sentence = (f"int4 weight-only (INC RTN, group 32): size {row['size_mb']:.2f} MB = {row['size_ratio']:.2f}x fp32 "
+                f"(target <= 0.35x), perplexity {row['perplexity']:.2f} ({row['perplexity_rise']:+.2%}; target "
+                f"<= +10%), decode {times(row['speed_vs_fp32'])} fp32's tokens/s on this CPU: {verdict(met)}")
+    return target("int4 weight-only: size <= 0.35x fp32 and perplexity +<= 10%", row["size_ratio"], met, COMMAND,
+                  sentence)
+
+
 def kv_cache_target(frame: pd.DataFrame, settings: Settings, smoke: bool) -> dict[str, Any]:
     per_round = frame.pivot(index="round", columns="kv_cache", values="ms_per_token")
     ratio = spread(list(per_round[False] / per_round[True]))
@@ -127,9 +180,10 @@ def make_engine(name: str, model, draft, settings: Settings, **extra) -> Callabl
 
 def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, smoke: bool,
                    progress: Callable[[str], None]) -> pd.DataFrame:
-    """Goodput at the SLA (the serving layer's rate search) per engine, engines interleaved within each round."""
+    """Goodput at the SLA (the serving layer's rate search, each probe driven by the load generator's
+    process) per engine, engines interleaved within each round."""
     search = GoodputSearch(sla=SLA, min_requests=len(trace), start_per_s=4.0 if smoke else 2.0, rel_tol=0.15,
-                           max_probes=settings.max_probes, min_per_s=0.1)
+                           max_probes=settings.max_probes, min_per_s=0.1, driver="process")
     rows = []
     for round_ in range(settings.rounds):
         for name in names:
@@ -310,8 +364,9 @@ def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str],
         waste = kv_waste(target_model, trace, settings, progress)
         speculative = speculative_rounds(target_model, draft, trace, settings, progress)
         referee = referee_run(target_model, draft, trace, goodput, settings, progress)
+        int4 = int4_rounds(pair, settings, progress)
     return {"origin": origin, "kv": kv, "goodput": goodput, "waste": waste, "speculative": speculative,
-            "referee": referee, "settings": settings}
+            "referee": referee, "int4": int4, "settings": settings}
 
 
 def referee_run(model, draft, trace, goodput: pd.DataFrame, settings: Settings,
@@ -348,6 +403,11 @@ GOODPUT_LAYOUT = Layout((
     Col("goodput_low", "low", 9, spec=".3g"), Col("goodput_high", "high", 9, spec=".3g"),
     Col("ttft_p99_ms", "TTFT p99 ms", 13, spec=".4g"), Col("tpot_p99_ms", "TPOT p99 ms", 13, spec=".3g"),
     Col("output_tokens_per_s", "out tok/s", 11, spec=".4g"), Col("note", "note", 40, "<", before="  ")))
+INT4_LAYOUT = Layout((
+    Col("weights", "weights", 16, "<"), Col("size_mb", "size MB", 9, spec=".2f"),
+    Col("size_ratio", "x fp32", 8, spec=".2f"), Col("perplexity", "perplexity", 12, spec=".2f"),
+    Col("perplexity_rise", "rise", 8, spec="+.2%"), Col("ms_per_token", "ms/token", 10, spec=".2f"),
+    Col("speed_vs_fp32", "speed x fp32", 13, spec=".2f"), Col("convert_s", "convert s", 10, spec=".1f")))
 WASTE_LAYOUT = Layout((
     Col("layout", "KV layout", 34, "<"), Col("unused_share", "unused share", 14, spec=".1%"),
     Col("fits_sequences", "fits in budget", 16, spec="d"), Col("note", "note", 40, "<", before="  ")))
@@ -366,6 +426,8 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     out.blank()
     out.table("kv_waste", WASTE_LAYOUT, results["waste"].to_dict(orient="records"))
     out.keep("speculative_rounds", results["speculative"])
+    out.say("weight-only int4 on the target (INC; the embedding and output head stay fp32):")
+    out.table("int4", INT4_LAYOUT, results["int4"].to_dict(orient="records"))
     if not results["referee"].empty:
         out.keep("referee_rounds", results["referee"])
         out.say(agreement(results["referee"].to_dict(orient="records")))
@@ -378,6 +440,7 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
         ratio_target(summary, "continuous", "transformers", "optlab continuous vs transformers generate_batch goodput",
                      None, smoke),
         referee_target(results["referee"], smoke),
+        int4_target(results["int4"], smoke),
     ])
 
 

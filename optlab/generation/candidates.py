@@ -6,7 +6,9 @@ same shape with the figures a language model is judged by:
 
 - `quality`: perplexity on the test topics (`metric="perplexity"`, lower is better, token-weighted over
   windows nothing was trained on); `quality_drop` is its rise over the baseline's (0 for every engine
-  over the target: an engine changes when tokens are computed, not which);
+  over the target's fp32 weights: an engine changes when tokens are computed, not which; a candidate
+  with int4 weights, `weights=`, changes which, and its rise is measured on its own weights);
+- `size_mb`: the served model's weights as saved (int4 weights are about a third of fp32's);
 - `agreement`: greedy token agreement with the baseline decoding each request alone, measured on the
   trace's first requests served at idle (never assumed from the engine's tests);
 - goodput at the SLA from the serving layer's search (`server.goodput_at_sla`) and the figures at that
@@ -29,6 +31,7 @@ import pandas as pd
 from optlab.generation.demo import ModelPair, engine_class, make_engine, missing_engine
 from optlab.generation.server import GenerationServer, GoodputSearch, goodput_at_sla
 from optlab.generation.trace import TraceRequest
+from optlab.generation.weights import calibration_windows, quantized, size_mb, weight_format
 
 MODELS = ("target", "draft")
 PERPLEXITY_WINDOW_TOKENS = 128
@@ -43,16 +46,18 @@ class GenerationCandidate:
     model: str = "target"
     options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     label: str = ""
+    weights: str = "fp32"  # a `generation.weights` format: "int4-rtn-g32", "int4-gptq-g32", ...
 
     def __post_init__(self):
         if self.model not in MODELS:
             raise ValueError(f"GenerationCandidate.model must be one of {MODELS}, got {self.model!r}")
         if self.engine == "speculative" and self.model != "target":
             raise ValueError("a speculative candidate runs the target with the draft proposing; leave model='target'")
+        weight_format(self.weights)
 
     @property
     def is_baseline(self) -> bool:
-        return self.engine == "sequential" and self.model == "target" and not self.options
+        return self.engine == "sequential" and self.model == "target" and not self.options and self.weights == "fp32"
 
     @property
     def name(self) -> str:
@@ -62,29 +67,39 @@ class GenerationCandidate:
             return "baseline"
         opts = ", ".join(f"{k}={v}" for k, v in self.options)
         model = "" if self.model == "target" else f"{self.model} model"
-        inner = ", ".join(part for part in (model, opts) if part)
+        weights = "" if self.weights == "fp32" else weight_format(self.weights).label
+        inner = ", ".join(part for part in (model, weights, opts) if part)
         return f"{self.engine}({inner})" if inner else self.engine
 
     def to_json(self) -> str:
         return json.dumps({"kind": "generation", "engine": self.engine, "model": self.model,
-                           "options": dict(self.options)}, sort_keys=True)
+                           "options": dict(self.options), "weights": self.weights}, sort_keys=True)
+
+    def module(self, pair: ModelPair) -> tuple[Any, dict]:
+        """The model this candidate serves (its weights converted once per process) and what was done."""
+        model = pair.target if self.model == "target" else pair.draft
+        return quantized(model, self.weights,
+                         lambda: calibration_windows(pair.tokenizer, model.config.vocab_size))
 
     def make(self, pair: ModelPair):
         """A fresh engine (None when this checkout lacks it)."""
-        model = pair.target if self.model == "target" else pair.draft
+        model, _ = self.module(pair)
         return make_engine(self.engine, ModelPair(model, pair.draft, pair.origin, pair.tokenizer), **dict(self.options))
 
 
 BASELINE = GenerationCandidate("sequential")
 WORKSHOP = (BASELINE, GenerationCandidate("continuous"), GenerationCandidate("continuous", model="draft"))
 FULL = (*WORKSHOP, GenerationCandidate("static"), GenerationCandidate("paged"), GenerationCandidate("transformers"),
-        GenerationCandidate("speculative", options=(("k", 4),)))
+        GenerationCandidate("speculative", options=(("k", 4),)),
+        GenerationCandidate("continuous", weights="int4-rtn-g32"))
 
 
-def perplexities(pair: ModelPair, *, max_windows: int = 64) -> tuple[dict[str, float], str]:
-    """Test-topic perplexity of the target and the draft (windows of 128 tokens, at most `max_windows`),
-    and what it was measured on, in words. Stand-in models (no tokenizer) are scored on seeded random
-    token windows, and the words say so."""
+def perplexities(pair: ModelPair, candidates: Sequence[GenerationCandidate] = (), *,
+                 max_windows: int = 64) -> tuple[dict[tuple[str, str], float], str]:
+    """Test-topic perplexity (windows of 128 tokens, at most `max_windows`) of the target and the draft
+    and of every other (model, weights) the `candidates` serve, keyed by (model, weights), and what it
+    was measured on, in words. Stand-in models (no tokenizer) are scored on seeded random token
+    windows, and the words say so."""
     import numpy as np
 
     from optlab.models import language  # lazy: the tokenizer library
@@ -97,8 +112,15 @@ def perplexities(pair: ModelPair, *, max_windows: int = 64) -> tuple[dict[str, f
         docs = [rng.integers(0, pair.target.config.vocab_size, size=4 * PERPLEXITY_WINDOW_TOKENS)]
         where = "seeded random tokens (stand-in models)"
     windows = language.windows(docs, PERPLEXITY_WINDOW_TOKENS, limit=max_windows)
-    return {name: language.perplexity(getattr(pair, name), windows) for name in MODELS}, \
-        f"perplexity on {len(windows)} windows of {PERPLEXITY_WINDOW_TOKENS} tokens of {where}"
+    served = {(name, "fp32"): GenerationCandidate("sequential", model=name) for name in MODELS}
+    served.update({(c.model, c.weights): c for c in candidates})
+    scores = {}
+    for key, candidate in served.items():
+        try:
+            scores[key] = language.perplexity(candidate.module(pair)[0], windows)
+        except Exception:  # noqa: BLE001 - the candidate's own row says why (its engine is built again there)
+            continue
+    return scores, f"perplexity on {len(windows)} windows of {PERPLEXITY_WINDOW_TOKENS} tokens of {where}"
 
 
 def greedy_tokens(engine: Any, requests: Sequence[TraceRequest]) -> dict[str, list[int]]:
@@ -123,12 +145,13 @@ def token_agreement(reference: dict[str, list[int]], other: dict[str, list[int]]
 def _row(candidate: GenerationCandidate, quality: dict[str, float], quality_words: str) -> dict[str, Any]:
     from optlab.instruments.environment import environment  # lazy: reads /proc once
 
-    ppl, base = quality[candidate.model], quality["target"]
-    family = "baseline" if candidate.is_baseline else "generation"
+    ppl, base = quality.get((candidate.model, candidate.weights)), quality[("target", "fp32")]
+    family = "baseline" if candidate.is_baseline else "generation" if candidate.weights == "fp32" else "quantization"
     return {**environment().to_dict(), "candidate": candidate.name, "recipe": "baseline" if candidate.is_baseline
             else candidate.name, "recipe_json": candidate.to_json(), "family": family, "runtime": "torch",
-            "engine": candidate.engine, "model": candidate.model, "status": "ok", "error": None, "metric": "perplexity",
-            "quality": ppl, "perplexity": ppl, "baseline_quality": base, "quality_drop": ppl - base,
+            "engine": candidate.engine, "model": candidate.model, "weights": weight_format(candidate.weights).label,
+            "status": "ok", "error": None, "metric": "perplexity", "quality": ppl, "perplexity": ppl,
+            "baseline_quality": base, "quality_drop": None if ppl is None else ppl - base,
             "quality_note": quality_words}
 
 
@@ -155,7 +178,7 @@ def measure(pair: ModelPair, trace: Sequence[TraceRequest], candidates: Sequence
     if not candidates:
         raise ValueError("measure needs at least one GenerationCandidate (e.g. candidates.WORKSHOP)")
     search = search or GoodputSearch()
-    quality, words = perplexities(pair)
+    quality, words = perplexities(pair, candidates)
     short = list(trace[:agreement_requests])
     reference = greedy_tokens(BASELINE.make(pair), short)
     rows = []
@@ -176,6 +199,7 @@ def _measure_one(pair, candidate, trace, search, short, reference, seed, on_prob
     if engine_class(candidate.engine) is None:
         return {"status": "error", "error": missing_engine(candidate.engine), "notes": missing_engine(candidate.engine)}
     made: list[Any] = []
+    module, meta = candidate.module(pair)
 
     def make_server():
         made.append(candidate.make(pair))
@@ -192,4 +216,6 @@ def _measure_one(pair, candidate, trace, search, short, reference, seed, on_prob
     finally:
         for engine in made:
             getattr(engine, "close", lambda: None)()
-    return {"agreement": token_agreement(reference, tokens), **_figures(found)}
+    notes = "; ".join(part for part in (meta.get("int4_layers", ""), _figures(found)["notes"]) if part)
+    return {"agreement": token_agreement(reference, tokens), "size_mb": size_mb(module), **_figures(found),
+            "notes": notes}

@@ -91,7 +91,11 @@ def models(smoke: bool = False, vocab_size: int = 2048) -> ModelPair:
         return ModelPair(pair.target.eval(), pair.draft.eval(), "the zoo's trained target and draft",
                          pair.tokenizer)
     import torch  # lazy: heavy
-    from transformers import LlamaConfig, LlamaForCausalLM  # lazy: heavy
+
+    from optlab.models.runtimes import quiet_torch_logs
+
+    with quiet_torch_logs():  # transformers' first import loads torchao, which logs what it cannot load
+        from transformers import LlamaConfig, LlamaForCausalLM  # lazy: heavy
 
     built = []
     for seed, (layers, hidden, heads, inter) in enumerate((SMOKE_SHAPES if smoke else SHAPES).values()):

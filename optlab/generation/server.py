@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import pandas as pd
 
+from optlab.generation.service import drive
 from optlab.generation.trace import TraceRequest, at_rate
 from optlab.instruments.generation import RequestRecord, Sla, request_frame, summarize
 from optlab.serving.sla import MIN_P99_REQUESTS, SlaSearch, passes, throughput_at_sla
@@ -176,9 +177,14 @@ class GoodputSearch(SlaSearch):
     """The serving layer's SLA search over offered rates, with a two-part limit: a probe passes when TTFT
     p99 and TPOT p99 are both within `sla`. The search compares one figure, the worse of the two as a
     share of its limit (`sla_share`, <= 1 passes), so `max_p99_ms` is 1. A trace is finite, so fewer
-    requests than a batch probe's 662 are allowed; below `MIN_P99_REQUESTS` a p99 is flagged noisy."""
+    requests than a batch probe's 662 are allowed; below `MIN_P99_REQUESTS` a p99 is flagged noisy.
+    `driver`: "thread" runs each probe through `GenerationServer.run` (driver and serving loop in one
+    thread; a `FakeClock` works), "process" through the load generator's own process
+    (`generation.service.drive`: the driver of every batch-server figure, its schedule kept by another
+    interpreter)."""
 
     sla: Sla = Sla()
+    driver: str = "thread"
     max_p99_ms: float = 1.0
     min_requests: int = 64
     start_per_s: float = 2.0
@@ -191,6 +197,8 @@ class GoodputSearch(SlaSearch):
             raise ValueError(f"GoodputSearch.min_requests must be >= 1, got {self.min_requests}")
         if not 0 < self.rel_tol < 1:
             raise ValueError(f"rel_tol must be in (0, 1), got {self.rel_tol!r}")
+        if self.driver not in DRIVERS:
+            raise ValueError(f"unknown driver {self.driver!r}; use one of {', '.join(DRIVERS)}")
 
 
 @dataclass
@@ -224,17 +232,32 @@ def generation_probe(make_server: Callable[[], GenerationServer], trace: Sequenc
                      on_probe: Callable[[dict], None] | None = None) -> Callable[[float], dict]:
     """A probe for `sla.throughput_at_sla`: `trace`'s requests re-timed to the rate, served by a fresh
     server (and engine) from `make_server()`."""
+    run = DRIVERS[search.driver]
+
     def probe(rate: float) -> dict[str, Any]:
-        result = make_server().run(at_rate(list(trace), rate, seed=seed), sla=search.sla, n_boot=200)
-        s = result.summary
+        s, stopped = run(make_server(), at_rate(list(trace), rate, seed=seed), search.sla)
         row = {**s, "p99_ms": sla_share(s, search.sla), "requests": s["completed"],
-               "failed_rate": 1 - s["completed"] / max(s["requests"], 1), "stopped_early": result.stopped_early != "",
+               "failed_rate": 1 - s["completed"] / max(s["requests"], 1), "stopped_early": stopped,
                "rate_per_s": rate, "offered_per_s": rate}
         row["passed"] = passes(row, search)
         if on_probe is not None:
             on_probe(row)
         return row
     return probe
+
+
+def _in_thread(server: GenerationServer, timed: list[TraceRequest], sla: Sla) -> tuple[dict[str, Any], bool]:
+    result = server.run(timed, sla=sla, n_boot=200)
+    return result.summary, result.stopped_early != ""
+
+
+def _by_process(server: GenerationServer, timed: list[TraceRequest], sla: Sla) -> tuple[dict[str, Any], bool]:
+    result = drive(server.engine, timed, [r.arrival_s for r in timed], sla=sla, label=server.label)
+    return {**result.summary, "engine": server.label}, bool(result.summary["stopped_early"])
+
+
+DRIVERS: dict[str, Callable[[GenerationServer, list[TraceRequest], Sla], tuple[dict[str, Any], bool]]] = {
+    "thread": _in_thread, "process": _by_process}
 
 
 def goodput_at_sla(make_server: Callable[[], GenerationServer], trace: Sequence[TraceRequest],

@@ -166,13 +166,14 @@ def drive(engine: Any, trace: Sequence[TraceRequest], offsets_s: Sequence[float]
         np.save(path, offsets)
         result = loadgen.run(GenerationService(engine, label=label), list(trace), Replay(str(path)), keys=keys,
                              drain_s=drain_s, saturation_s=60.0)
+    frame = result.requests  # completed: answered with every token asked for (an eos ends one early)
+    asked = np.array([trace[int(k) % len(trace)].max_new_tokens for k in frame["key"]], dtype=np.int64)
+    tokens = frame["output_tokens"] if "output_tokens" in frame else 0
+    frame["completed"] = frame["status"].eq("ok") & (np.asarray(tokens) >= asked)
+    result.summary["completed"] = int(frame["completed"].sum())
     if sla is not None:
-        frame, good = result.requests, 0
-        if "output_tokens" in frame:  # some request streamed tokens
-            asked = np.array([trace[int(k) % len(trace)].max_new_tokens for k in frame["key"]])
-            good = int(meets(frame.assign(completed=frame["status"].eq("ok") & frame["output_tokens"].ge(asked)),
-                             sla).sum())
         span = result.summary.get("duration_s")
+        good = int(meets(result.requests, sla).sum()) if "ttft_ms" in result.requests else 0
         result.summary.update(good_requests=good, goodput_per_s=good / span if span and span == span else None,
                               sla_ttft_ms=sla.ttft_ms, sla_tpot_ms=sla.tpot_ms)
     return result

@@ -35,7 +35,8 @@ def measured():
                                     vocab_size=pair.target.config.vocab_size, seed=2))
     search = GoodputSearch(sla=Sla(ttft_ms=2000.0, tpot_ms=500.0), min_requests=len(trace), start_per_s=4.0,
                            rel_tol=0.5, max_probes=2, min_per_s=0.5)
-    chosen = (*candidates.WORKSHOP, GenerationCandidate("static"))
+    chosen = (*candidates.WORKSHOP, GenerationCandidate("static"),
+              GenerationCandidate("continuous", weights="int4-rtn-g32"))
     return candidates.measure(pair, trace, chosen, search, agreement_requests=3).set_index("candidate")
 
 
@@ -54,6 +55,17 @@ def test_the_draft_alone_is_scored_on_its_own_perplexity_and_agreement(measured)
     assert draft["perplexity"] != measured.loc["baseline", "perplexity"]
     assert draft["quality_drop"] == pytest.approx(draft["perplexity"] - draft["baseline_quality"])
     assert 0.0 <= draft["agreement"] < 1.0  # another model's greedy tokens differ somewhere
+
+
+def test_an_int4_candidate_is_scored_on_its_own_weights_and_is_smaller(measured):
+    row, base = measured.loc["continuous(INC RTN int4 g32)"], measured.loc["baseline"]
+    assert row["status"] == "ok", row["error"]
+    assert row["family"] == "quantization" and row["weights"] == "INC RTN int4 g32"
+    assert row["size_mb"] < 0.75 * base["size_mb"]  # the smoke model's fp32 embedding is a large share
+    assert row["perplexity"] != base["perplexity"]  # 4-bit weights change the numbers: measured, not assumed
+    assert row["quality_drop"] == pytest.approx(row["perplexity"] - base["perplexity"])
+    assert "linear layers" in row["notes"] and row["goodput_per_s"] > 0
+    assert '"weights": "int4-rtn-g32"' in row["recipe_json"]
 
 
 def test_rows_carry_goodput_and_price_per_token_through_the_costs_owner(measured):

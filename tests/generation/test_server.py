@@ -116,3 +116,43 @@ def test_goodput_search_finds_the_rate_where_queueing_breaks_the_ttft_limit():
     tight = goodput_at_sla(make_server, trace, GoodputSearch(sla=Sla(ttft_ms=200, tpot_ms=5), min_requests=80,
                                                              min_per_s=0.5))
     assert tight.goodput_per_s == 0 and "TPOT p99 7 ms" in tight.notes[0]
+
+
+class WallSleepingEngine:
+    """One request at a time with real sleeps: a prefill 5 ms (the first token), each decode 2 ms."""
+
+    def __init__(self):
+        self.queue, self.current, self.left = [], None, 0
+
+    def add(self, request_id, prompt_ids, max_new_tokens):
+        self.queue.append((request_id, max_new_tokens))
+
+    def has_work(self):
+        return self.current is not None or bool(self.queue)
+
+    def step(self):
+        import time
+        if self.current is None:
+            self.current, self.left = self.queue.pop(0)
+            time.sleep(0.005)
+        else:
+            time.sleep(0.002)
+        self.left -= 1
+        event = TokenEvent(self.current, 7, self.left == 0)
+        if self.left == 0:
+            self.current = None
+        return [event]
+
+
+def test_goodput_search_driven_by_the_load_generators_process():
+    trace = poisson_trace(TraceSpec(rate_per_s=1.0, requests=60, output_tokens=(4, 4), seed=2))
+    # one request holds the engine >= 5 + 3 * 2 = 11 ms: it sustains at most ~91/s; a finite trace
+    # can outrun it a little, but at 120/s the last of 60 requests already waits ~160 ms (> 100 ms)
+    search = GoodputSearch(sla=Sla(ttft_ms=100, tpot_ms=10), min_requests=60, start_per_s=20.0, rel_tol=0.25,
+                           max_probes=7, driver="process")
+    result = goodput_at_sla(lambda: GenerationServer(WallSleepingEngine()), trace, search)
+    assert 20.0 <= result.goodput_per_s < 120
+    assert 2.0 <= result.at_best["tpot_p99_ms"] <= 10 and result.at_best["ttft_p99_ms"] >= 5.0
+    assert result.at_best["engine"] == "WallSleepingEngine" and result.at_best["completed"] == 60
+    with pytest.raises(ValueError, match="unknown driver"):
+        GoodputSearch(driver="carrier-pigeon")
