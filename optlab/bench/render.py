@@ -100,7 +100,10 @@ def verdict(met: bool | None, yes: str = "MET", no: str = "MISSED", unjudged: st
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-safe value: numpy scalars as Python numbers, NaN and inf as None (never printed as nan)."""
+    """A JSON-safe value: numpy scalars as Python numbers, NaN and inf as None (never printed as nan), a
+    frame inside a row (a search's curve) as its records rather than its printed text."""
+    if isinstance(value, pd.DataFrame):
+        return records(value)
     if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
         try:
             value = value.item()

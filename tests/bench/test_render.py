@@ -57,6 +57,16 @@ def test_renderer_streams_rows_and_keeps_everything_for_json(tmp_path: Path):
     assert written["targets"][0]["figure"] is None and written["targets"][1]["met"] is True
 
 
+def test_a_frame_inside_a_row_reaches_json_as_records(tmp_path: Path):
+    out = Renderer("demo", out=io.StringIO())
+    curve = pd.DataFrame({"offered_per_s": [400.0, 800.0], "p99_ms": [1.5, float("nan")], "passed": [True, False]})
+    out.keep("rounds", pd.DataFrame([{"deployment": "optimized", "curve": curve}]))
+    out.write_json(tmp_path / "out.json")
+    written = json.loads((tmp_path / "out.json").read_text())["tables"]["rounds"][0]["curve"]
+    assert written == [{"offered_per_s": 400.0, "p99_ms": 1.5, "passed": True},
+                       {"offered_per_s": 800.0, "p99_ms": None, "passed": False}]
+
+
 def test_frame_prints_missing_figures_as_not_available():
     printed = io.StringIO()
     Renderer("demo", out=printed).frame("t", pd.DataFrame({"a": [1.0, np.nan], "error": ["x", "y"]}), drop=["error"])
