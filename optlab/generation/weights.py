@@ -1,11 +1,13 @@
-"""Weight-only int4 for the language model through Intel Neural Compressor: the recipes a user of an
-LLM reaches for first (RTN, GPTQ, AWQ), each a registered `WeightFormat`, with the figures that decide
-between them: the model's size and its perplexity beside the fp32 weights'.
+"""Weight-only int4 for the language model through Intel Neural Compressor (the recipes a user of an
+LLM reaches for first: RTN, GPTQ, AWQ) and torchao (its CPU int4 layout), each a registered
+`WeightFormat`, with the figures that decide between them: the model's size and its perplexity beside
+the fp32 weights'.
 
 Weight-only means each linear layer's weights are stored as 4-bit integers in groups of `group_size`
 input channels, one scale per group, and dequantized on the fly; activations, the embedding and the
-output head stay fp32. INC's `INCWeightOnlyLinear` unpacks its weights in every call, so on a CPU a
-decode step gets *slower*, not faster: the gain is memory (the model shrinks to about a third), which is
+output head stay fp32. INC's `INCWeightOnlyLinear` unpacks its weights in every call and torchao's
+CPU kernel packs for a GEMM that a one-token decode step barely uses, so on a CPU a decode step gets
+*slower*, not faster: the gain is memory (the model shrinks to about a third), which is
 what counts where a model does not fit or where memory bandwidth bounds decode with real int4 kernels.
 GPTQ and AWQ calibrate on windows of the training topics, never the test topics perplexity is measured on.
 
@@ -39,8 +41,9 @@ class WeightFormat:
 
     @property
     def label(self) -> str:
-        return "fp32" if self.algorithm == "fp32" else \
-            f"INC {self.algorithm.upper()} int{self.bits} g{self.group_size}"
+        if self.algorithm in ("fp32", "torchao"):
+            return "fp32" if self.algorithm == "fp32" else f"torchao int{self.bits} g{self.group_size}"
+        return f"INC {self.algorithm.upper()} int{self.bits} g{self.group_size}"
 
     @property
     def calibrated(self) -> bool:
@@ -49,7 +52,7 @@ class WeightFormat:
 
 WEIGHT_FORMATS: dict[str, WeightFormat] = {f.name: f for f in (
     WeightFormat("fp32"), WeightFormat("rtn"), WeightFormat("rtn", group_size=128), WeightFormat("gptq"),
-    WeightFormat("awq"))}
+    WeightFormat("awq"), WeightFormat("torchao"))}
 
 
 def weight_format(name: str) -> WeightFormat:
@@ -97,11 +100,14 @@ def quantized(model: Any, name: str, calibration: Callable[[], Sequence[np.ndarr
 
 
 def _layer_counts(module: Any) -> tuple[int, int]:
-    """(linear layers INC replaced by a weight-only module, linear layers in all): the row's evidence."""
+    """(linear layers holding int4: replaced by INC's weight-only module or given torchao's int4 tensor,
+    linear layers in all): the row's evidence."""
     import torch
 
-    converted = sum("WeightOnly" in type(m).__name__ for m in module.modules())
-    return converted, converted + sum(isinstance(m, torch.nn.Linear) for m in module.modules())
+    inc = sum("WeightOnly" in type(m).__name__ for m in module.modules())
+    linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    torchao = sum("Int4" in type(m.weight).__name__ for m in linear)  # a tensor subclass inside nn.Linear
+    return inc + torchao, inc + len(linear)
 
 
 def _convert(model: Any, fmt: WeightFormat, windows: list[np.ndarray]) -> tuple[Any, dict]:
@@ -111,8 +117,10 @@ def _convert(model: Any, fmt: WeightFormat, windows: list[np.ndarray]) -> tuple[
     from optlab.techniques.inc import _import_inc, _inc_workspace  # lazy: INC is heavy
     from optlab.techniques.workdirs import resolve_workdir
 
-    inc, workdir = _import_inc(), resolve_workdir(None)
     module = copy.deepcopy(model).eval()
+    if fmt.algorithm == "torchao":
+        return _torchao(module, fmt)
+    inc, workdir = _import_inc(), resolve_workdir(None)
 
     def calibrate(prepared) -> None:
         with torch.inference_mode():
@@ -134,6 +142,25 @@ def _convert(model: Any, fmt: WeightFormat, windows: list[np.ndarray]) -> tuple[
                                    example_inputs=example)
             calibrate(prepared)
             module = inc.convert(prepared)
+    return module.eval(), _meta(module, fmt, windows)
+
+
+def _torchao(module: Any, fmt: WeightFormat) -> tuple[Any, dict]:
+    """torchao's CPU int4 weight-only layout (`Int4OpaqueTensor`: packed for `_weight_int4pack_mm_for_cpu`)."""
+    from optlab.models.runtimes import quiet_torch_logs
+
+    with quiet_torch_logs():
+        try:
+            from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+            from torchao.quantization import quantize_
+        except ImportError as error:
+            raise RuntimeError(f"torchao's CPU int4 layout is not in this torchao ({error}); pip install "
+                               "torchao>=0.18 or use an INC format") from error
+        quantize_(module, PrototypeInt4WeightOnlyConfig(group_size=fmt.group_size))
+    return module.eval(), _meta(module, fmt, [])
+
+
+def _meta(module: Any, fmt: WeightFormat, windows: list[np.ndarray]) -> dict:
     converted, linear = _layer_counts(module)
     if not converted:
         raise RuntimeError(f"{fmt.label} converted no linear layer of this model: it would be fp32 under an "
@@ -142,4 +169,4 @@ def _convert(model: Any, fmt: WeightFormat, windows: list[np.ndarray]) -> tuple[
             "weight_only": "activations and the embedding stay fp32"}
     if fmt.calibrated:
         meta["calibration"] = f"{len(windows)} windows of the training topics"
-    return module.eval(), meta
+    return meta

@@ -22,7 +22,7 @@ def _windows(target, n=4):
     return weights.calibration_windows(None, target.config.vocab_size, count=n)
 
 
-@pytest.mark.parametrize("name", ["int4-rtn-g32", "int4-gptq-g32", "int4-awq-g32"])
+@pytest.mark.parametrize("name", ["int4-rtn-g32", "int4-gptq-g32", "int4-awq-g32", "int4-torchao-g32"])
 def test_int4_weights_replace_the_linear_layers_and_shrink_the_model(target, name):
     before = {k: v.clone() for k, v in target.state_dict().items()}
     module, meta = weights.quantized(target, name, lambda: _windows(target))
@@ -45,3 +45,4 @@ def test_fp32_is_the_model_itself_and_bad_formats_are_refused(target):
     with pytest.raises(ValueError, match="calibrates: pass calibration"):
         weights.quantized(fresh, "int4-gptq-g32")
     assert weights.weight_format("int4-rtn-g128").label == "INC RTN int4 g128"
+    assert weights.weight_format("int4-torchao-g32").label == "torchao int4 g32"
