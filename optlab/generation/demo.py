@@ -27,6 +27,7 @@ ENGINES = {  # name -> (module, class): resolved on use, so an engine missing fr
     "paged": ("optlab.generation.paged", "PagedEngine"),
     "speculative": ("optlab.generation.speculative", "SpeculativeEngine"),
     "transformers": ("optlab.generation.reference", "TransformersEngine"),
+    "openvino": ("optlab.generation.openvino_engine", "OpenVINOEngine"),
 }
 
 

@@ -1,0 +1,150 @@
+"""OpenVINO GenAI's continuous-batching pipeline as an `Engine`: a real engine beside optlab's small ones.
+
+`ContinuousBatchingPipeline` is what a CPU user serves a language model with when vLLM needs a GPU:
+paged attention (its KV cache in blocks of a pool of `kv_cache_mb`), continuous batching (requests
+join and leave at every `step()`, at most `max_batched_tokens` tokens per step), greedy decoding here.
+Its own calls map onto the `Engine` contract one to one: `add_request(id, input_ids, config)` is `add`,
+`step()` is `step` (then every request's handle is read for the tokens it produced), and
+`has_non_finished_requests()` is `has_work`, so the same servers, traces and instruments measure it.
+
+The pipeline reads an OpenVINO IR folder. `export(model, weights=...)` writes one with optimum-intel's
+exporter (`OVModelForCausalLM(export=True)`, offline: the hub is switched off while it runs), with
+NNCF weight compression for `weights="int8"` or `"int4"` (int4 in groups of 32 input channels, all
+layers); the folder is made once per model and weights in a process. Token ids go in and come out as
+they are: no tokenizer is converted.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from optlab.generation.engine import TokenEvent, make_request
+
+WEIGHTS = ("fp32", "int8", "int4")
+_EXPORTS: dict[tuple[int, str], tuple[Any, Path]] = {}
+_FOLDER: tempfile.TemporaryDirectory | None = None
+
+
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """The hub off (optimum's exporter looks for a tokenizer and a generation config there), then back."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: "1" for name in names})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def export(model: Any, weights: str = "fp32", folder: str | os.PathLike | None = None) -> Path:
+    """An OpenVINO IR folder of causal LM `model` with `weights` ("fp32", or NNCF-compressed "int8" /
+    "int4"), made once per model and weights in a process (under a temporary folder unless `folder`)."""
+    global _FOLDER
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r} for OpenVINO; use one of {', '.join(WEIGHTS)}")
+    key = (id(model), weights)
+    if key in _EXPORTS and _EXPORTS[key][0] is model and folder is None:
+        return _EXPORTS[key][1]
+    try:
+        from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig  # lazy: heavy
+    except ImportError as error:
+        raise RuntimeError(f"exporting to OpenVINO needs optimum-intel ({error}); pip install optimum-intel") from error
+    if folder is None:
+        _FOLDER = _FOLDER or tempfile.TemporaryDirectory(prefix="optlab-openvino-")
+        folder = Path(_FOLDER.name) / f"model-{len(_EXPORTS)}-{weights}"
+    folder = Path(folder)
+    source = folder.with_name(folder.name + "-hf")
+    model.save_pretrained(source)
+    quantization = {"int8": OVWeightQuantizationConfig(bits=8),
+                    "int4": OVWeightQuantizationConfig(bits=4, group_size=32, ratio=1.0)}.get(weights)
+    with _offline():
+        exported = OVModelForCausalLM.from_pretrained(source, export=True, compile=False,
+                                                      quantization_config=quantization)
+        exported.save_pretrained(folder)
+    _EXPORTS[key] = (model, folder)
+    return folder
+
+
+def ir_mb(folder: str | os.PathLike) -> float:
+    """The IR's weights file in MB (what the pipeline loads)."""
+    return Path(folder, "openvino_model.bin").stat().st_size / 1e6
+
+
+class OpenVINOEngine:
+    """OpenVINO GenAI continuous batching over `model` (a torch causal LM, exported on first use) or an
+    IR `folder`; `weights` as for `export`. `max_batched_tokens` is the tokens per scheduler step,
+    `max_batch` the sequences in flight, `threads` OpenVINO's inference threads (the optlab engines'
+    torch threads' counterpart), `precision` the activations' ("f32", or "bf16" where the CPU has it)."""
+
+    def __init__(self, model: Any = None, *, folder: str | os.PathLike | None = None, weights: str = "fp32",
+                 max_batched_tokens: int = 256, max_batch: int = 8, threads: int = 1, prefix_caching: bool = False,
+                 precision: str = "f32"):
+        import openvino as ov  # lazy: heavy
+        import openvino_genai as genai
+
+        if (model is None) == (folder is None):
+            raise ValueError("pass a causal LM (model=) or an OpenVINO IR folder (folder=), not both")
+        self.folder = Path(folder) if folder is not None else export(model, weights)
+        self.model = model
+        config = genai.SchedulerConfig()
+        config.cache_size = 1  # GB of paged KV pool, the smallest it takes (reserved up front: no waste figure)
+        config.max_num_batched_tokens = int(max_batched_tokens)
+        config.max_num_seqs = int(max_batch)
+        config.enable_prefix_caching = bool(prefix_caching)
+        # f32 unless asked: on a CPU with bf16 or AMX units OpenVINO would otherwise compute in bf16 by default
+        properties = {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": precision}
+        self.pipeline = genai.ContinuousBatchingPipeline(str(self.folder), config, "CPU", properties)
+        self._ov, self._genai = ov, genai
+        self._known: set[str] = set()
+        self._live: dict[str, tuple[Any, int, int]] = {}  # request id -> (handle, tokens emitted, asked)
+        self._next_id = 0
+        self.weights = weights
+
+    def add(self, request_id: str, prompt_ids: list[int], max_new_tokens: int) -> None:
+        if self.model is not None:
+            request = make_request(self.model, request_id, prompt_ids, max_new_tokens, self._known)
+            prompt_ids, max_new_tokens = list(request.prompt_ids), request.max_new_tokens
+        elif request_id in self._known:
+            raise ValueError(f"request id {request_id!r} was already added; use a new id per request")
+        config = self._genai.GenerationConfig()
+        config.max_new_tokens = int(max_new_tokens)
+        config.ignore_eos = True  # exactly max_new_tokens, eos included, as optlab's engines decode (min_new_tokens
+        config.do_sample = False  # would instead forbid eos and change the greedy answer)
+        ids = self._ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
+        handle = self.pipeline.add_request(self._next_id, ids, config)
+        self._next_id += 1
+        self._known.add(request_id)
+        self._live[request_id] = (handle, 0, int(max_new_tokens))
+
+    def has_work(self) -> bool:
+        return bool(self._live)
+
+    def step(self) -> list[TokenEvent]:
+        """One scheduler step of the pipeline, then the tokens each request produced in it."""
+        events: list[TokenEvent] = []
+        if not self._live:
+            return events
+        self.pipeline.step()
+        for request_id, (handle, emitted, asked) in list(self._live.items()):
+            new: list[int] = []
+            while handle.can_read():
+                for output in handle.read().values():
+                    new += [int(t) for t in output.generated_ids]
+            done = str(handle.get_status()).endswith("FINISHED") or emitted + len(new) >= asked
+            for i, token in enumerate(new):
+                events.append(TokenEvent(request_id, token, done and i == len(new) - 1))
+            if done:  # one that ended without its last token (an abort) is left unanswered: not completed
+                del self._live[request_id]
+            else:
+                self._live[request_id] = (handle, emitted + len(new), asked)
+        return events
