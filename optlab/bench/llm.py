@@ -7,8 +7,12 @@ serving targets, one run, each a median of interleaved rounds with its range.
   concurrency each fits in one fixed budget;
 - speculative decoding: outputs identical to the target's greedy; speedup at the best k idle and under load;
 - optlab's continuous batcher vs transformers' own (`generate_batch`'s manager): the goodput ratio;
+- a real engine: OpenVINO GenAI's continuous batching (paged attention) vs the naive server, transformers'
+  `generate` one request at a time (>= 3x goodput), and vs optlab's continuous batcher (shown);
 - MLPerf LoadGen's token-latency mode referees TTFT and TPOT on the continuous engine at half its goodput,
-  interleaved with optlab's own driver (optlab / LoadGen p50 within 0.85-1.15, LoadGen's verdict beside).
+  optlab's load generator replaying LoadGen's own arrivals (optlab / LoadGen p50 within 0.85-1.15,
+  LoadGen's verdict beside);
+- weight-only int4 on the target (INC RTN, GPTQ, AWQ; torchao): size <= 0.35x fp32, perplexity +<= 10%.
 
 The models are the zoo's trained target and draft when `optlab.models.zoo` offers them, else seeded
 random models of the same shape (timing figures do not depend on the weights; speculation's do: its
@@ -172,8 +176,12 @@ def make_engine(name: str, model, draft, settings: Settings, **extra) -> Callabl
     if engine_class(name) is None:
         return None
     kwargs: dict[str, Any] = dict(extra)
-    if name in ("static", "continuous", "paged"):
+    if name in ("static", "continuous", "paged", "openvino"):
         kwargs.setdefault("max_batch", settings.max_batch)
+    if name == "openvino":  # OpenVINO's own threads, as many as torch's for every other engine
+        import torch
+
+        kwargs.setdefault("threads", torch.get_num_threads())
     pair = ModelPair(model, draft, "")
     return lambda: demo_engine(name, pair, **kwargs)
 
@@ -359,7 +367,7 @@ def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str],
         spec = TraceSpec(rate_per_s=1.0, requests=settings.requests, prompt_tokens=settings.prompt_tokens,
                          output_tokens=settings.output_tokens, vocab_size=target_model.config.vocab_size, seed=0)
         trace = poisson_trace(spec, pair.prompts())
-        engines = ["static", "continuous", "paged", "transformers"]
+        engines = ["generate", "static", "continuous", "paged", "transformers", "openvino"]
         goodput = goodput_rounds(target_model, draft, trace, engines, settings, smoke, progress)
         waste = kv_waste(target_model, trace, settings, progress)
         speculative = speculative_rounds(target_model, draft, trace, settings, progress)
@@ -439,6 +447,9 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
         *speculative_targets(results["speculative"], results["origin"]),
         ratio_target(summary, "continuous", "transformers", "optlab continuous vs transformers generate_batch goodput",
                      None, smoke),
+        ratio_target(summary, "openvino", "generate", "OpenVINO GenAI continuous batching vs naive generate "
+                     "one at a time, goodput", 3.0, smoke),
+        ratio_target(summary, "continuous", "openvino", "optlab continuous vs OpenVINO GenAI goodput", None, smoke),
         referee_target(results["referee"], smoke),
         int4_target(results["int4"], smoke),
     ])

@@ -91,7 +91,8 @@ BASELINE = GenerationCandidate("sequential")
 WORKSHOP = (BASELINE, GenerationCandidate("continuous"), GenerationCandidate("continuous", model="draft"))
 FULL = (*WORKSHOP, GenerationCandidate("static"), GenerationCandidate("paged"), GenerationCandidate("transformers"),
         GenerationCandidate("speculative", options=(("k", 4),)),
-        GenerationCandidate("continuous", weights="int4-rtn-g32"))
+        GenerationCandidate("continuous", weights="int4-rtn-g32"), GenerationCandidate("generate"),
+        GenerationCandidate("openvino"))
 
 
 def perplexities(pair: ModelPair, candidates: Sequence[GenerationCandidate] = (), *,

@@ -28,6 +28,7 @@ ENGINES = {  # name -> (module, class): resolved on use, so an engine missing fr
     "speculative": ("optlab.generation.speculative", "SpeculativeEngine"),
     "transformers": ("optlab.generation.reference", "TransformersEngine"),
     "openvino": ("optlab.generation.openvino_engine", "OpenVINOEngine"),
+    "generate": ("optlab.generation.naive", "GenerateEngine"),
 }
 
 

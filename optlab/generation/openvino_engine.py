@@ -16,8 +16,10 @@ they are: no tokenizer is converted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,15 +32,28 @@ _EXPORTS: dict[tuple[int, str], tuple[Any, Path]] = {}
 _FOLDER: tempfile.TemporaryDirectory | None = None
 
 
+_EXPORT_LOGGERS = ("transformers", "optimum", "nncf")
+
+
 @contextlib.contextmanager
-def _offline() -> Iterator[None]:
-    """The hub off (optimum's exporter looks for a tokenizer and a generation config there), then back."""
+def _offline_and_quiet() -> Iterator[None]:
+    """While exporting: the hub off (optimum's exporter looks for a tokenizer and a generation config
+    there) and the exporter's chatter (tracer warnings, its guesses about the folder, deprecations) out
+    of notebooks: those loggers at ERROR, warnings ignored. Everything is set back afterwards."""
     names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     before = {name: os.environ.get(name) for name in names}
+    loggers = [logging.getLogger(name) for name in _EXPORT_LOGGERS]
+    levels = [logger.level for logger in loggers]
     os.environ.update({name: "1" for name in names})
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -56,7 +71,8 @@ def export(model: Any, weights: str = "fp32", folder: str | os.PathLike | None =
     if key in _EXPORTS and _EXPORTS[key][0] is model and folder is None:
         return _EXPORTS[key][1]
     try:
-        from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig  # lazy: heavy
+        with _offline_and_quiet():
+            from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig  # lazy: heavy
     except ImportError as error:
         raise RuntimeError(f"exporting to OpenVINO needs optimum-intel ({error}); pip install optimum-intel") from error
     if folder is None:
@@ -67,7 +83,7 @@ def export(model: Any, weights: str = "fp32", folder: str | os.PathLike | None =
     model.save_pretrained(source)
     quantization = {"int8": OVWeightQuantizationConfig(bits=8),
                     "int4": OVWeightQuantizationConfig(bits=4, group_size=32, ratio=1.0)}.get(weights)
-    with _offline():
+    with _offline_and_quiet():
         exported = OVModelForCausalLM.from_pretrained(source, export=True, compile=False,
                                                       quantization_config=quantization)
         exported.save_pretrained(folder)
