@@ -15,7 +15,7 @@ from optlab.generation.service import GenerationService, drive
 from optlab.generation.trace import TraceSpec, poisson_trace
 from optlab.instruments.generation import Sla
 
-PREFILL_S, DECODE_S = 0.020, 0.010
+PREFILL_S, DECODE_S = 0.040, 0.010
 
 
 class SleepingEngine:
@@ -61,13 +61,14 @@ def _trace(n=12, tokens=(6, 6)):
 
 def test_the_generator_process_recovers_known_first_token_and_per_token_times():
     trace = _trace()
-    offsets = np.arange(len(trace)) * 0.2  # one request every 200 ms: each finds the engine idle
+    offsets = np.arange(len(trace)) * 0.15  # one request every 150 ms: each finds the engine idle
     result = drive(SleepingEngine(), trace, offsets, sla=Sla(ttft_ms=500, tpot_ms=50))
     s, frame = result.summary, result.requests
     assert s["ok"] == len(trace) and (frame["output_tokens"] == 6).all()
-    # a sleep is never shorter than asked; the loop's own wake-up and a shared machine add a little
-    assert PREFILL_S * 1e3 <= s["ttft_p50_ms"] <= 1.05 * PREFILL_S * 1e3 + 1.0
-    assert DECODE_S * 1e3 <= s["tpot_p50_ms"] <= 1.05 * DECODE_S * 1e3 + 0.3
+    # within 5%: a sleep is never shorter than asked; the send, the loop's wake-up and the sleep's own
+    # overshoot add a fraction of a millisecond
+    assert PREFILL_S * 1e3 <= s["ttft_p50_ms"] <= 1.05 * PREFILL_S * 1e3
+    assert DECODE_S * 1e3 <= s["tpot_p50_ms"] <= 1.05 * DECODE_S * 1e3
     assert (frame["ttft_ms"] <= frame["latency_ms"]).all()
     assert s["output_tokens"] == 6 * len(trace) and s["good_requests"] == len(trace)
     assert s["goodput_per_s"] == pytest.approx(len(trace) / s["duration_s"])
