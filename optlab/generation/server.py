@@ -16,10 +16,11 @@ not completed.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import pandas as pd
 
@@ -247,13 +248,26 @@ def generation_probe(make_server: Callable[[], GenerationServer], trace: Sequenc
 
 
 def _in_thread(server: GenerationServer, timed: list[TraceRequest], sla: Sla) -> tuple[dict[str, Any], bool]:
-    result = server.run(timed, sla=sla, n_boot=200)
+    with _closing(server.engine):
+        result = server.run(timed, sla=sla, n_boot=200)
     return result.summary, result.stopped_early != ""
 
 
 def _by_process(server: GenerationServer, timed: list[TraceRequest], sla: Sla) -> tuple[dict[str, Any], bool]:
-    result = drive(server.engine, timed, [r.arrival_s for r in timed], sla=sla, label=server.label)
+    with _closing(server.engine):
+        result = drive(server.engine, timed, [r.arrival_s for r in timed], sla=sla, label=server.label,
+                       saturation_s=server.saturation_s)
     return {**result.summary, "engine": server.label}, bool(result.summary["stopped_early"])
+
+
+@contextlib.contextmanager
+def _closing(engine: Any) -> Iterator[None]:
+    """A probe's engine is closed when the probe ends: an engine with its own thread (transformers'
+    manager) would otherwise go on decoding what the probe left in flight, beside the next probe."""
+    try:
+        yield
+    finally:
+        getattr(engine, "close", lambda: None)()
 
 
 DRIVERS: dict[str, Callable[[GenerationServer, list[TraceRequest], Sla], tuple[dict[str, Any], bool]]] = {

@@ -55,7 +55,7 @@ class GenerationService:
 
     workers = 1
 
-    def __init__(self, engine: Any, *, label: str = "", threads: int = 1):
+    def __init__(self, engine: Any, *, label: str = "", threads: int = 1, saturation_s: float | None = None):
         for method in ("add", "step", "has_work"):
             if not callable(getattr(engine, method, None)):
                 raise TypeError(f"{type(engine).__name__} is not an Engine: it has no {method}(); "
@@ -70,6 +70,8 @@ class GenerationService:
         self._stopping = False
         self._failed = ""
         self._thread: threading.Thread | None = None
+        self._limit_ns = None if saturation_s is None else int(saturation_s * 1e9)
+        self.saturated = False
 
     def __enter__(self) -> "GenerationService":
         return self.start()
@@ -97,7 +99,7 @@ class GenerationService:
                on_done: Callable[[Reply], None] | None = None, key: Any = None) -> None:
         """Queue one request: `payload` has `prompt_ids` and `max_new_tokens` (a `TraceRequest`)."""
         on_done = on_done or _ignore
-        if self._failed or self._thread is None:
+        if self._failed or self.saturated or self._thread is None:
             now = time.monotonic_ns()
             status, error = (ERROR, self._failed) if self._failed else (TIMEOUT, "the service is not running")
             on_done(Reply(request_id, status, now, now, 0, error=error))
@@ -127,6 +129,10 @@ class GenerationService:
                 self._fail(live, f"{type(exc).__name__}: {exc}")
                 return
             now = time.monotonic_ns()
+            if self._limit_ns is not None and any(e.tokens == 0 and now - e.admitted_ns > self._limit_ns
+                                                  for e in live.values()):
+                self._saturate(live, now)
+                return
             in_step = len(live)
             for event in events:
                 entry = live[event.request_id]
@@ -137,6 +143,18 @@ class GenerationService:
                     del live[event.request_id]
                     entry.on_done(Reply(entry.request_id, OK, entry.admitted_ns, now, in_step,
                                         first_token_ns=entry.first_ns, tokens=entry.tokens))
+
+    def _saturate(self, live: dict[str, _InFlight], now: int) -> None:
+        """A request waited longer than `saturation_s` for its first token: the engine cannot keep up.
+        Everything in flight and every later request is answered "timeout" at once, so the run ends
+        now rather than after the engine has worked through the backlog."""
+        self.saturated = True
+        self.notes.append(f"over-saturated: a request waited more than {self._limit_ns / 1e9:g} s for its first "
+                          "token; the engine cannot sustain this load")
+        pending = list(live.values()) + [_InFlight(i, done, now) for i, _, done in self._inbox]
+        self._inbox.clear()
+        for entry in pending:
+            entry.on_done(Reply(entry.request_id, TIMEOUT, entry.admitted_ns, now, 0, error="over-saturated"))
 
     def _fail(self, live: dict[str, _InFlight], message: str) -> None:
         self._failed = message
@@ -150,11 +168,12 @@ class GenerationService:
 
 def drive(engine: Any, trace: Sequence[TraceRequest], offsets_s: Sequence[float], *,
           indices: Sequence[int] | None = None, sla: Sla | None = None, label: str = "",
-          drain_s: float = 120.0) -> loadgen.LoadResult:
+          drain_s: float = 120.0, saturation_s: float | None = None) -> loadgen.LoadResult:
     """Offer `trace`'s requests to `engine` at `offsets_s` (seconds from the start, sorted) through the
     load generator's process: request i is `trace[indices[i] % len(trace)]` (`indices` default 0, 1, ...).
     The summary gains TTFT/TPOT percentiles and, with `sla`, `good_requests` and `goodput_per_s`
-    (requests that completed within both limits, per second of the run)."""
+    (requests that completed within both limits, per second of the run). With `saturation_s` the run
+    stops early (`stopped_early`) once a request has waited that long for its first token."""
     offsets = np.asarray(offsets_s, dtype=np.float64)
     if offsets.size == 0 or not len(trace):
         raise ValueError("drive needs at least one arrival and one request; build a trace with generation.trace")
@@ -164,8 +183,10 @@ def drive(engine: Any, trace: Sequence[TraceRequest], offsets_s: Sequence[float]
     with tempfile.TemporaryDirectory(prefix="optlab-arrivals-") as folder:
         path = Path(folder) / "arrivals.npy"
         np.save(path, offsets)
-        result = loadgen.run(GenerationService(engine, label=label), list(trace), Replay(str(path)), keys=keys,
-                             drain_s=drain_s, saturation_s=60.0)
+        service = GenerationService(engine, label=label, saturation_s=saturation_s)
+        result = loadgen.run(service, list(trace), Replay(str(path)), keys=keys, drain_s=drain_s, saturation_s=60.0)
+    if service.saturated:
+        result.summary.update(stopped_early=True, stop_reason=service.notes[-1])
     frame = result.requests  # completed: answered with every token asked for (an eos ends one early)
     asked = np.array([trace[int(k) % len(trace)].max_new_tokens for k in frame["key"]], dtype=np.int64)
     tokens = frame["output_tokens"] if "output_tokens" in frame else 0

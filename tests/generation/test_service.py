@@ -112,3 +112,12 @@ def test_bad_calls_are_refused_before_anything_runs():
         drive(SleepingEngine(), _trace(), [0.0, 0.1], indices=[0])
     with pytest.raises(ValueError, match="at least one arrival"):
         drive(SleepingEngine(), _trace(), [])
+
+
+def test_an_engine_that_cannot_keep_up_ends_the_run_early_and_says_so():
+    trace = _trace(10)
+    started = time.monotonic()
+    result = drive(SleepingEngine(), trace, np.arange(10) * 1e-3, saturation_s=0.2)  # ~0.09 s each, one at a time
+    assert result.summary["stopped_early"] and "over-saturated" in result.summary["stop_reason"]
+    assert 1 <= result.summary["ok"] < 10 and result.summary["timeouts"] >= 1
+    assert time.monotonic() - started < 0.9 + 2.0  # not the ~0.9 s the backlog needs plus a drain's wait
