@@ -9,14 +9,28 @@ decode, so every engine answers the same trace with the same number of tokens.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import queue
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Iterator
 
 from optlab.generation.engine import Request, TokenEvent, make_request
 
 _END = object()
+_GENERATE_LOGGER = "transformers.generation.utils"
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _QueueStreamer:
@@ -64,9 +78,11 @@ class GenerateEngine:
 
         def run() -> None:
             try:
-                with torch.inference_mode():
+                # eos_token_id=-1 matches no token (None falls back to the model's own eos); transformers
+                # warns that it is not a positive id, which is the point: that line is kept quiet
+                with torch.inference_mode(), _quiet(_GENERATE_LOGGER):
                     self.model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                                        max_new_tokens=request.max_new_tokens, eos_token_id=None, pad_token_id=0,
+                                        max_new_tokens=request.max_new_tokens, eos_token_id=-1, pad_token_id=0,
                                         streamer=_QueueStreamer(self._tokens))
             except BaseException as error:  # noqa: BLE001 - re-raised by step() on the server's thread
                 self._failure.append(error)
@@ -93,6 +109,9 @@ class GenerateEngine:
                 self._current = None
                 if self._failure:
                     raise RuntimeError(f"generate failed on request {request.request_id!r}: {self._failure.pop()}")
+                if self._emitted < request.max_new_tokens:  # ended early: its last token was not marked
+                    raise RuntimeError(f"generate stopped request {request.request_id!r} after {self._emitted} of "
+                                       f"{request.max_new_tokens} tokens")
                 break
             self._emitted += 1
             events.append(TokenEvent(request.request_id, item, self._emitted == request.max_new_tokens))

@@ -120,6 +120,7 @@ class GenerationService:
                     continue
                 live[key] = _InFlight(request_id, on_done, now)
             if not engine.has_work():
+                self._answer_unfinished(live)
                 self._wake.wait(0.05)
                 self._wake.clear()
                 continue
@@ -143,6 +144,16 @@ class GenerationService:
                     del live[event.request_id]
                     entry.on_done(Reply(entry.request_id, OK, entry.admitted_ns, now, in_step,
                                         first_token_ns=entry.first_ns, tokens=entry.tokens))
+
+    @staticmethod
+    def _answer_unfinished(live: dict[str, _InFlight]) -> None:
+        """Requests the engine dropped without a last token (it has no work left) are answered with the
+        tokens they got, so the run never waits for them; fewer tokens than asked is not completed."""
+        now = time.monotonic_ns()
+        for key, entry in list(live.items()):
+            del live[key]
+            entry.on_done(Reply(entry.request_id, OK, entry.admitted_ns, now, 0, first_token_ns=entry.first_ns,
+                                tokens=entry.tokens))
 
     def _saturate(self, live: dict[str, _InFlight], now: int) -> None:
         """A request waited longer than `saturation_s` for its first token: the engine cannot keep up.
