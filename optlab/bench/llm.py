@@ -249,13 +249,18 @@ def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, go
                                                   f"{faster}: {a:.3g}/s)")
     ratio = a / b
     bounded = [e for e in (faster, slower) if "lower bound" in str(by["note"].get(e, ""))]
-    met = None if smoke or goal is None or bounded else ratio >= goal
+    # a lower bound on the faster engine's goodput makes the ratio a lower bound too: enough to pass a goal,
+    # never to miss one; a lower bound on the slower one's makes it an upper bound: enough for neither
+    at_least = bounded == [faster]
+    met = None if smoke or goal is None or (bounded and not (at_least and ratio >= goal)) else bool(ratio >= goal)
     goal_text = f"; target >= {goal:g}x" if goal else ""
-    if bounded:  # the search stopped below the engine's limit: the ratio is not a comparison of goodputs
+    if at_least:
+        goal_text += f"; at least: {faster} still met the SLA at the highest rate probed"
+    elif bounded:  # the search stopped below the engine's limit: the ratio is not a comparison of goodputs
         goal_text += f"; not judged: {' and '.join(bounded)} still met the SLA at the highest rate probed"
     return target(label, ratio, met, COMMAND,
-                  f"{label}: {times(ratio)} ({faster} {a:.3g}/s vs {slower} {b:.3g}/s at {SLA.describe()}"
-                  f"{goal_text}): {verdict(met)}")
+                  f"{label}: {'at least ' if at_least else ''}{times(ratio)} ({faster} {a:.3g}/s vs {slower} "
+                  f"{b:.3g}/s at {SLA.describe()}{goal_text}): {verdict(met)}")
 
 
 # --- paged vs contiguous KV ----------------------------------------------------------------------------------
