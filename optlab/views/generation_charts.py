@@ -54,7 +54,9 @@ def sla_probes(probes: pd.DataFrame, *, ttft_ms: float, tpot_ms: float):
         base = alt.Chart(shown).encode(
             x=alt.X("offered_per_s:Q", scale=alt.Scale(type="log"), title="offered requests/s"),
             y=alt.Y(f"{column}:Q", scale=alt.Scale(type="log"), title=title),
-            color=alt.Color("engine:N"), tooltip=["engine", "offered_per_s", column, "passed"])
+            # the legend below the panels: candidate names ("continuous(INC RTN int4 g32)") would widen the chart
+            color=alt.Color("engine:N", legend=alt.Legend(orient="bottom", columns=3, labelLimit=240)),
+            tooltip=["engine", "offered_per_s", column, "passed"])
         points = base.mark_point(size=60).encode(
             fill=alt.condition("datum.passed", alt.ColorValue("currentColor"), alt.value("white")))
         rule = alt.Chart(pd.DataFrame({"limit": [limit]})).mark_rule(strokeDash=[4, 4], color="#d62728").encode(

@@ -32,15 +32,20 @@ def test_the_plan_is_sized_by_the_one_rule_and_measured_at_its_operating_point(c
     assert plan.day is not None, plan.reason
     peak = float(traffic.rates().max())  # the 2x spike's ~200/s at 70% of 100/s each: 3 machines
     machines = campaign.machines_for(peak, 100.0)
-    assert plan.machines_at_peak == machines == 3
-    assert plan.day.summary.set_index("kind").loc["fixed", "max_replicas"] == machines
-    assert plan.point.rate_per_s == pytest.approx(peak / machines)
+    assert plan.sized_by_rule == machines == 3
+    # a busy machine can miss the SLA at the rule's operating point: the plan then adds (at most two) and says so
+    assert machines <= plan.machines_at_peak <= machines + 2
+    if plan.machines_at_peak > machines:
+        assert f"gave {machines}" in plan.describe()
+    assert plan.day.summary.set_index("kind").loc["fixed", "max_replicas"] == plan.machines_at_peak
+    assert plan.point.rate_per_s == pytest.approx(peak / plan.machines_at_peak)
     assert plan.point.summary["requests"] > 300 and plan.point.cpu_per_request_ms > 0
     assert plan.point.summary["client"].startswith("hey")  # the compiled client reaches the plan's rates
     assert np.isfinite(plan.simulated_p99_ms) and np.isfinite(plan.point.samples_s).all()
     text = plan.describe()
     assert not re.search(r"\b(inf|nan)\b", text, re.IGNORECASE), text
-    assert re.search(r"Measured there over HTTP \(hey, \d+ connections paced at 67/s[^)]*\): p99", text), text
+    rate = f"{peak / plan.machines_at_peak:.0f}"  # 67/s on a quiet machine (3 machines)
+    assert re.search(rf"Measured there over HTTP \(hey, \d+ connections paced at {rate}/s[^)]*\): p99", text), text
 
 
 def test_a_plan_without_a_throughput_at_the_sla_says_why(case):
