@@ -52,6 +52,14 @@ class Engine(Protocol):
     def kv_bytes(self) -> KvBytes: ...
 
 
+def require_engine(engine) -> None:
+    """Refuse, before any work, an object without the `Engine` calls a server makes."""
+    for method in ("add", "step", "has_work"):
+        if not callable(getattr(engine, method, None)):
+            raise TypeError(f"{type(engine).__name__} is not an Engine: it has no {method}(); "
+                            "pass an engine from optlab.generation (add, step, has_work)")
+
+
 @dataclass(frozen=True)
 class Request:
     """A request as the engines keep it: its id, prompt token ids and how many tokens to generate."""

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import pandas as pd
 
+from optlab.generation.engine import require_engine
 from optlab.generation.service import drive
 from optlab.generation.trace import TraceRequest, at_rate
 from optlab.instruments.generation import RequestRecord, Sla, request_frame, summarize
@@ -84,10 +85,7 @@ class GenerationServer:
 
     def __init__(self, engine: Any, *, clock: Clock | None = None, saturation_s: float = 10.0,
                  max_duration_s: float = 600.0, label: str = ""):
-        for method in ("add", "step", "has_work"):
-            if not callable(getattr(engine, method, None)):
-                raise TypeError(f"{type(engine).__name__} is not an Engine: it has no {method}(); "
-                                "pass an engine from optlab.generation (add, step, has_work)")
+        require_engine(engine)
         self.engine = engine
         self.clock = clock or WallClock()
         self.saturation_s = saturation_s

@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from optlab.generation.engine import require_engine
 from optlab.generation.trace import TraceRequest
 from optlab.instruments.generation import Sla, meets
 from optlab.serving import loadgen
@@ -56,10 +57,7 @@ class GenerationService:
     workers = 1
 
     def __init__(self, engine: Any, *, label: str = "", threads: int = 1, saturation_s: float | None = None):
-        for method in ("add", "step", "has_work"):
-            if not callable(getattr(engine, method, None)):
-                raise TypeError(f"{type(engine).__name__} is not an Engine: it has no {method}(); "
-                                "pass an engine from optlab.generation (add, step, has_work)")
+        require_engine(engine)
         self.engine = engine
         self.name = label or type(engine).__name__
         self.policy = _Scheduler(self.name)
@@ -162,19 +160,19 @@ class GenerationService:
         self.saturated = True
         self.notes.append(f"over-saturated: a request waited more than {self._limit_ns / 1e9:g} s for its first "
                           "token; the engine cannot sustain this load")
-        pending = list(live.values()) + [_InFlight(i, done, now) for i, _, done in self._inbox]
-        self._inbox.clear()
-        for entry in pending:
-            entry.on_done(Reply(entry.request_id, TIMEOUT, entry.admitted_ns, now, 0, error="over-saturated"))
+        self._answer_pending(live, now, TIMEOUT, "over-saturated")
 
     def _fail(self, live: dict[str, _InFlight], message: str) -> None:
         self._failed = message
         self.notes.append(f"the engine failed and the service stopped: {message}")
-        now = time.monotonic_ns()
+        self._answer_pending(live, time.monotonic_ns(), ERROR, message)
+
+    def _answer_pending(self, live: dict[str, _InFlight], now: int, status: int, error: str) -> None:
+        """Answer `status` to every request in flight and every one still in the inbox (the loop stops)."""
         pending = list(live.values()) + [_InFlight(i, done, now) for i, _, done in self._inbox]
         self._inbox.clear()
         for entry in pending:
-            entry.on_done(Reply(entry.request_id, ERROR, entry.admitted_ns, now, 0, error=message))
+            entry.on_done(Reply(entry.request_id, status, entry.admitted_ns, now, 0, error=error))
 
 
 def drive(engine: Any, trace: Sequence[TraceRequest], offsets_s: Sequence[float], *,
