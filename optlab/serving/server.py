@@ -29,6 +29,7 @@ from optlab.serving.bucketing import BucketQueue, FifoQueue, fit_width, refuse_f
 from optlab.serving.policies import Admission, BucketedBatching, DynamicBatching, Policy
 
 OK, SHED_QUEUE_FULL, SHED_DEADLINE, ERROR, TIMEOUT = range(5)
+_NEVER = 1 << 62  # no worker is filling a batch: no queue length wakes one
 STATUS = ("ok", "shed_queue_full", "shed_deadline", "error", "timeout")
 
 
@@ -167,6 +168,9 @@ class Server:
             refuse_fixed_length(self.model, self.policy)
         self._queue = BucketQueue(len(self.policy.edges) + 1) if self._bucketed else FifoQueue()
         self._cond = threading.Condition()
+        self._idle = 0  # workers waiting for a first request
+        self._needs: list[int] = []  # requests each batch-filling worker still waits for
+        self._need = _NEVER
         self._threads: list[threading.Thread] = []
         self._running = False
         self._counts = [0] * len(STATUS)
@@ -247,7 +251,8 @@ class Server:
                 status = SHED_DEADLINE
             else:
                 self._queue.append(request)
-                self._cond.notify()
+                if self._idle or len(self._queue) >= self._need:
+                    self._cond.notify()
                 return
         self._reply(request, status, now, now, 0)
 
@@ -306,7 +311,11 @@ class Server:
             while not self._queue:
                 if not self._running:
                     return None
-                self._cond.wait(0.1)
+                self._idle += 1
+                try:
+                    self._cond.wait(0.1)
+                finally:
+                    self._idle -= 1
             batch = [self._queue.popleft()]
             flush_at = batch[0].enqueued_ns + max_wait_ns
             while len(batch) < max_batch:
@@ -317,8 +326,20 @@ class Server:
                 remaining = flush_at - time.monotonic_ns()
                 if remaining <= 0 or not self._running:
                     break
-                self._cond.wait(remaining / 1e9)
+                self._wait_for(max_batch - len(batch), remaining)
         return batch
+
+    def _wait_for(self, need: int, timeout_ns: int) -> None:
+        """Wait (holding the condition) until `need` more requests are queued or the batch's flush
+        time. Submitters wake a filling worker only then, not per request: a wake-up per request
+        (a thread switch and an interpreter-lock hand-over each) cost more than the model call."""
+        self._needs.append(need)
+        self._need = min(self._needs)
+        try:
+            self._cond.wait(timeout_ns / 1e9)
+        finally:
+            self._needs.remove(need)
+            self._need = min(self._needs, default=_NEVER)
 
     def _work(self) -> None:
         while True:
