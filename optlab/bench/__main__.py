@@ -15,6 +15,7 @@ BENCHES = {
     "serving": "optlab.bench.serving",
     "rtb": "optlab.bench.rtb",
     "gpu": "optlab.bench.gpu",
+    "gpu-llm": "optlab.bench.gpu_llm",
     "transformers": "optlab.bench.transformers",
     "llm": "optlab.bench.llm",
     "notebooks": "optlab.bench.notebook_runner",

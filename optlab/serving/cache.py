@@ -14,7 +14,6 @@ import threading
 from typing import Any, Callable, Hashable
 
 import numpy as np
-from scipy import optimize
 
 _KEY_BYTES = 64  # bookkeeping per entry: the key and the LRU link, roughly
 
@@ -119,6 +118,8 @@ def che_hit_rate(probabilities: np.ndarray, capacity_items: int) -> float:
         return 1.0
     if capacity_items <= 0:
         return 0.0
+    from scipy import optimize  # here, not at import: scipy.optimize costs a service process ~0.5 s of cold start
+
     occupied = lambda t: float(np.sum(1.0 - np.exp(-p * t))) - capacity_items  # noqa: E731
     high = 1.0
     while occupied(high) < 0:
