@@ -21,6 +21,7 @@ import numpy as np
 
 from optlab.generation.openvino_ir import inspect_ir
 from optlab.recipes.openvino import OVWeights
+from optlab.recipes.recipe import parse
 
 PRESETS: dict[str, OVWeights] = {
     "fp32": OVWeights(bits=32),
@@ -39,8 +40,6 @@ def recipe_for(weights: str | OVWeights) -> OVWeights:
     if isinstance(weights, str) and weights in PRESETS:
         return PRESETS[weights]
     if isinstance(weights, str) and weights.startswith(f"{OVWeights.kind}("):
-        from optlab.recipes.recipe import parse
-
         return parse(weights)
     raise ValueError(f"unknown weights {weights!r} for OpenVINO; use one of {', '.join(PRESETS)} or an "
                      f"OVWeights recipe, e.g. OVWeights(bits=4, group_size=32)")

@@ -62,6 +62,16 @@ def test_int4_is_stored_as_4_bit_integers_except_where_nncf_keeps_int8(folders):
         assert stored.describe("int4").endswith("int8: embedding, lm_head")
 
 
+def test_the_recipe_fields_reach_nncf_symmetric_all_layers_and_a_ratio(model):
+    sym_all = inspect_ir(openvino_engine.export(model, OVWeights(bits=4, sym=True, all_layers=True)))
+    assert {m.element_type for m in sym_all.matrices} == {"i4"} and len(sym_all.matrices) == 16
+    assert set(sym_all.constants) == {"i4", "f16"}  # symmetric: scales, no zero points
+    half = inspect_ir(openvino_engine.export(model, OVWeights(bits=4, group_size=-1, ratio=0.5)))
+    linear = [m.storage for m in half.matrices if m.role == "linear"]
+    assert 0 < linear.count("int4") < len(linear) and set(linear) == {"int4", "int8"}
+    assert f"int8: embedding, {linear.count('int8')} linear layers, lm_head" in half.describe("int4")
+
+
 def test_int8_is_all_8_bit_and_fp32_all_float(folders):
     int8, fp32 = inspect_ir(folders["int8"]), inspect_ir(folders["fp32"])
     assert len(int8.matrices) == 16 and {m.element_type for m in int8.matrices} <= {"u8", "i8"}
