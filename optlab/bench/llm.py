@@ -12,7 +12,9 @@ serving targets, one run, each a median of interleaved rounds with its range.
 - MLPerf LoadGen's token-latency mode referees TTFT and TPOT on the continuous engine at half its goodput,
   optlab's load generator replaying LoadGen's own arrivals (optlab / LoadGen p50 within 0.85-1.15,
   LoadGen's verdict beside);
-- weight-only int4 on the target (INC RTN, GPTQ, AWQ; torchao): size <= 0.35x fp32, perplexity +<= 10%.
+- weight-only int4 on the target (INC RTN, GPTQ, AWQ; torchao): size <= 0.35x fp32, perplexity +<= 10%;
+- NNCF weight compression of the OpenVINO IR (int8, int4, int4 AWQ): the same int4 target on the IR itself,
+  what the IR really stores read back from it.
 
 The models are the zoo's trained target and draft when `optlab.models.zoo` offers them, else seeded
 random models of the same shape (timing figures do not depend on the weights; speculation's do: its
@@ -362,6 +364,95 @@ def speculative_targets(frame: pd.DataFrame, origin: str) -> list[dict[str, Any]
     return rows
 
 
+# --- NNCF weight compression of the OpenVINO export (issue 28) -----------------------------------------------
+# Rows for the IR as exported (fp32) and NNCF int8 / int4 / int4 AWQ: what the IR really stores (read back),
+# its size, its perplexity measured on the IR itself over the windows the INC table uses, and greedy tokens/s.
+
+def nncf_recipes(model) -> list[Any]:
+    """fp32, int8 per channel, int4 (RTN and data-aware AWQ) in the largest group <= 32 this model's layers
+    take (the zoo's target, 688 channels wide in its MLP, takes 16)."""
+    from optlab.generation.openvino_weights import largest_group_size  # lazy: pulls the recipe module
+    from optlab.recipes.openvino import OVWeights
+
+    group = largest_group_size(model, 32)
+    return [OVWeights(bits=32), OVWeights(bits=8), OVWeights(bits=4, group_size=group),
+            OVWeights(bits=4, group_size=group, awq=True)]
+
+
+def nncf_rounds(pair: ModelPair, settings: Settings, threads: int, progress: Callable[[str], None]) -> pd.DataFrame:
+    """One row per NNCF recipe on the target: what the IR stores, its size, perplexity on the IR, and greedy
+    tokens/s (optimum-intel's `generate`, recipes interleaved within each round after one warm-up each)."""
+    from optlab.generation import openvino_engine, openvino_weights  # lazy: OpenVINO is heavy
+    from optlab.generation.candidates import perplexity_windows
+    from optlab.generation.openvino_ir import inspect_ir
+    from optlab.generation.weights import calibration_windows
+
+    windows, _ = perplexity_windows(pair)
+    calibration = lambda: calibration_windows(pair.tokenizer, pair.target.config.vocab_size)  # noqa: E731
+    rows, loaded = [], {}
+    for recipe in nncf_recipes(pair.target):
+        row = {"weights": recipe.label, "recipe": recipe.name, "bits": recipe.bits, "awq": recipe.awq}
+        rows.append(row)
+        try:
+            start = time.perf_counter()
+            folder = openvino_engine.export(pair.target, recipe, calibration=calibration)
+            stored = inspect_ir(folder)
+            row.update(export_s=time.perf_counter() - start, size_mb=openvino_engine.ir_mb(folder),
+                       stored=stored.describe(recipe.precision), perplexity=openvino_weights.perplexity(
+                           folder, windows, threads))
+            loaded[recipe.label] = openvino_weights.load(folder, threads)
+        except Exception as error:  # noqa: BLE001 - one recipe that fails is its row; the others still run
+            row["stored"] = f"failed: {type(error).__name__}: {error}"
+        progress(f"  nncf {recipe.label}: {row['stored']}")
+    prompt = list(windows[0][:16])
+    speeds = {label: [] for label in loaded}
+    for model in loaded.values():
+        openvino_weights.tokens_per_s(model, prompt, settings.new_tokens)  # warm-up
+    for round_ in range(settings.rounds):
+        for label, model in loaded.items():
+            speeds[label].append(openvino_weights.tokens_per_s(model, prompt, settings.new_tokens))
+        progress(f"  nncf round {round_}: " + ", ".join(f"{k} {v[-1]:.0f} tokens/s" for k, v in speeds.items()))
+    return _nncf_ratios(pd.DataFrame(rows), speeds)
+
+
+def _nncf_ratios(frame: pd.DataFrame, speeds: dict[str, list[float]]) -> pd.DataFrame:
+    """Size and perplexity against the fp32 IR's, median tokens/s and its ratio to fp32's per round."""
+    for column in ("size_mb", "perplexity"):
+        if column not in frame:
+            frame[column] = None
+    base = frame.set_index("weights").loc["fp32"]
+    frame["size_ratio"] = pd.to_numeric(frame["size_mb"]) / base["size_mb"]
+    frame["perplexity_rise"] = pd.to_numeric(frame["perplexity"]) / base["perplexity"] - 1
+    frame["tokens_per_s"] = [spread(speeds.get(label, []))["median"] for label in frame["weights"]]
+    fp32 = speeds.get("fp32", [])
+    frame["speed_vs_fp32"] = [spread([s / f for s, f in zip(speeds.get(label, []), fp32, strict=False)])["median"]
+                              for label in frame["weights"]]
+    return frame
+
+
+def nncf_int4_target(frame: pd.DataFrame, smoke: bool) -> dict[str, Any]:
+    """The int4 target on NNCF int4 without AWQ: size <= 0.35x the fp32 IR, perplexity on the IR +<= 10%."""
+    label = "NNCF int4 weight-only (OpenVINO IR): size <= 0.35x fp32 and perplexity +<= 10%"
+    rows = frame[(frame["bits"] == 4) & ~frame["awq"].astype(bool)]
+    row = rows.iloc[0] if len(rows) else None
+    if row is None or pd.isna(row["size_ratio"]) or pd.isna(row["perplexity_rise"]):
+        why = "no int4 recipe" if row is None else row["stored"]
+        return target(label, None, None, COMMAND, f"NNCF int4 weight-only: not available ({why})")
+    met = None if smoke else bool(row["size_ratio"] <= 0.35 and row["perplexity_rise"] <= 0.10)
+    sentence = (f"int4 weight-only ({row['weights']}, the OpenVINO IR): size {row['size_mb']:.3g} MB = "
+                f"{row['size_ratio']:.2f}x the fp32 IR (target <= 0.35x), perplexity on the IR {row['perplexity']:.2f} "
+                f"({row['perplexity_rise']:+.2%}; target <= +10%), greedy decode {times(row['speed_vs_fp32'])} "
+                f"fp32's tokens/s; stored: {row['stored']}: {verdict(met)}")
+    return target(label, row["size_ratio"], met, COMMAND, sentence)
+
+
+NNCF_LAYOUT = Layout((
+    Col("weights", "weights", 24, "<"), Col("size_mb", "size MB", 9, spec=".3g"),
+    Col("size_ratio", "x fp32", 8, spec=".2f"), Col("perplexity", "perplexity", 12, spec=".2f"),
+    Col("perplexity_rise", "rise", 8, spec="+.2%"), Col("tokens_per_s", "tokens/s", 10, spec=".4g"),
+    Col("speed_vs_fp32", "speed x fp32", 13, spec=".2f"), Col("stored", "stored in the IR", 40, "<", before="  ")))
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -378,8 +469,9 @@ def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str],
         speculative = speculative_rounds(target_model, draft, trace, settings, progress)
         referee = referee_run(target_model, draft, trace, goodput, settings, progress)
         int4 = int4_rounds(pair, settings, progress)
+        nncf = nncf_rounds(pair, settings, threads, progress)
     return {"origin": origin, "kv": kv, "goodput": goodput, "waste": waste, "speculative": speculative,
-            "referee": referee, "int4": int4, "settings": settings}
+            "referee": referee, "int4": int4, "nncf": nncf, "settings": settings}
 
 
 def referee_run(model, draft, trace, goodput: pd.DataFrame, settings: Settings,
@@ -441,6 +533,8 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     out.keep("speculative_rounds", results["speculative"])
     out.say("weight-only int4 on the target (INC; the embedding and output head stay fp32):")
     out.table("int4", INT4_LAYOUT, results["int4"].to_dict(orient="records"))
+    out.say("NNCF weight compression of the OpenVINO IR on the target (perplexity on the IR, same windows as above):")
+    out.table("nncf", NNCF_LAYOUT, results["nncf"].to_dict(orient="records"))
     if not results["referee"].empty:
         out.keep("referee_rounds", results["referee"])
         out.say(agreement(results["referee"].to_dict(orient="records")))
@@ -457,6 +551,7 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
         ratio_target(summary, "continuous", "openvino", "optlab continuous vs OpenVINO GenAI goodput", None, smoke),
         referee_target(results["referee"], smoke),
         int4_target(results["int4"], smoke),
+        nncf_int4_target(results["nncf"], smoke),
     ])
 
 

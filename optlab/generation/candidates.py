@@ -95,12 +95,9 @@ FULL = (*WORKSHOP, GenerationCandidate("static"), GenerationCandidate("paged"), 
         GenerationCandidate("openvino"))
 
 
-def perplexities(pair: ModelPair, candidates: Sequence[GenerationCandidate] = (), *,
-                 max_windows: int = 64) -> tuple[dict[tuple[str, str], float], str]:
-    """Test-topic perplexity (windows of 128 tokens, at most `max_windows`) of the target and the draft
-    and of every other (model, weights) the `candidates` serve, keyed by (model, weights), and what it
-    was measured on, in words. Stand-in models (no tokenizer) are scored on seeded random token
-    windows, and the words say so."""
+def perplexity_windows(pair: ModelPair, max_windows: int = 64) -> tuple[list, str]:
+    """The held-out windows every perplexity of the pair is measured on (128 tokens of the test topics, at
+    most `max_windows`; seeded random token windows for stand-in models) and what they are, in words."""
     import numpy as np
 
     from optlab.models import language  # lazy: the tokenizer library
@@ -113,6 +110,17 @@ def perplexities(pair: ModelPair, candidates: Sequence[GenerationCandidate] = ()
         docs = [rng.integers(0, pair.target.config.vocab_size, size=4 * PERPLEXITY_WINDOW_TOKENS)]
         where = "seeded random tokens (stand-in models)"
     windows = language.windows(docs, PERPLEXITY_WINDOW_TOKENS, limit=max_windows)
+    return windows, f"perplexity on {len(windows)} windows of {PERPLEXITY_WINDOW_TOKENS} tokens of {where}"
+
+
+def perplexities(pair: ModelPair, candidates: Sequence[GenerationCandidate] = (), *,
+                 max_windows: int = 64) -> tuple[dict[tuple[str, str], float], str]:
+    """Test-topic perplexity (`perplexity_windows`) of the target and the draft and of every other
+    (model, weights) the `candidates` serve, keyed by (model, weights), and what it was measured on, in
+    words. Stand-in models (no tokenizer) are scored on seeded random token windows, and the words say so."""
+    from optlab.models import language  # lazy: the tokenizer library
+
+    windows, words = perplexity_windows(pair, max_windows)
     served = {(name, "fp32"): GenerationCandidate("sequential", model=name) for name in MODELS}
     served.update({(c.model, c.weights): c for c in candidates})
     scores = {}
@@ -121,7 +129,7 @@ def perplexities(pair: ModelPair, candidates: Sequence[GenerationCandidate] = ()
             scores[key] = language.perplexity(candidate.module(pair)[0], windows)
         except Exception:  # noqa: BLE001 - the candidate's own row says why (its engine is built again there)
             continue
-    return scores, f"perplexity on {len(windows)} windows of {PERPLEXITY_WINDOW_TOKENS} tokens of {where}"
+    return scores, words
 
 
 def greedy_tokens(engine: Any, requests: Sequence[TraceRequest]) -> dict[str, list[int]]:

@@ -9,8 +9,9 @@ Its own calls map onto the `Engine` contract one to one: `add_request(id, input_
 
 The pipeline reads an OpenVINO IR folder. `export(model, weights=...)` writes one with optimum-intel's
 exporter (`OVModelForCausalLM(export=True)`, offline: the hub is switched off while it runs), with
-NNCF weight compression for `weights="int8"` or `"int4"` (int4 in groups of 32 input channels, all
-layers); the folder is made once per model and weights in a process. Token ids go in and come out as
+NNCF weight compression told by an `OVWeights` recipe or a preset's name (`weights="int8"`, `"int4"`:
+int4 in groups of 32 input channels, the embedding and output head int8; see `openvino_weights`); the
+folder is made once per model and recipe in a process. Token ids go in and come out as
 they are: no tokenizer is converted.
 """
 from __future__ import annotations
@@ -25,9 +26,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from optlab.generation import openvino_weights
 from optlab.generation.engine import TokenEvent, make_request
+from optlab.generation.openvino_weights import Calibration
+from optlab.recipes.openvino import OVWeights
 
-WEIGHTS = ("fp32", "int8", "int4")
+WEIGHTS = tuple(openvino_weights.PRESETS)  # the names export() takes; each is an OVWeights recipe
 _EXPORTS: dict[tuple[int, str], tuple[Any, Path]] = {}
 _FOLDER: tempfile.TemporaryDirectory | None = None
 
@@ -61,31 +65,38 @@ def _offline_and_quiet() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def export(model: Any, weights: str = "fp32", folder: str | os.PathLike | None = None) -> Path:
-    """An OpenVINO IR folder of causal LM `model` with `weights` ("fp32", or NNCF-compressed "int8" /
-    "int4"), made once per model and weights in a process (under a temporary folder unless `folder`)."""
+def export(model: Any, weights: str | OVWeights = "fp32", folder: str | os.PathLike | None = None, *,
+           calibration: Calibration | None = None) -> Path:
+    """An OpenVINO IR folder of causal LM `model` with `weights`: an `OVWeights` recipe or a preset's name
+    ("fp32", or NNCF-compressed "int8" / "int4" / "int4-awq"; `calibration()` gives the token windows a
+    data-aware recipe needs), made once per model and recipe in a process (under a temporary folder
+    unless `folder`). The recipe is checked against the model before anything is exported."""
     global _FOLDER
-    if weights not in WEIGHTS:
-        raise ValueError(f"unknown weights {weights!r} for OpenVINO; use one of {', '.join(WEIGHTS)}")
-    key = (id(model), weights)
+    recipe = openvino_weights.recipe_for(weights)
+    openvino_weights.check_fits(recipe, model, calibration)
+    key = (id(model), recipe.name)
     if key in _EXPORTS and _EXPORTS[key][0] is model and folder is None:
         return _EXPORTS[key][1]
     try:
         with _offline_and_quiet():
-            from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig  # lazy: heavy
+            from optimum.intel import OVModelForCausalLM  # lazy: heavy
     except ImportError as error:
         raise RuntimeError(f"exporting to OpenVINO needs optimum-intel ({error}); pip install optimum-intel") from error
+    fp32 = export(model, "fp32") if recipe.bits != 32 else None  # NNCF compresses the fp32 export (made once)
     if folder is None:
         _FOLDER = _FOLDER or tempfile.TemporaryDirectory(prefix="optlab-openvino-")
-        folder = Path(_FOLDER.name) / f"model-{len(_EXPORTS)}-{weights}"
+        folder = Path(_FOLDER.name) / f"model-{len(_EXPORTS)}-{recipe.precision}"
     folder = Path(folder)
+    if fp32 is not None:
+        windows = list(calibration()) if recipe.calibrated else []
+        with _offline_and_quiet():
+            openvino_weights.compress(fp32, recipe, folder, windows)
+        _EXPORTS[key] = (model, folder)
+        return folder
     source = folder.with_name(folder.name + "-hf")
     model.save_pretrained(source)
-    quantization = {"int8": OVWeightQuantizationConfig(bits=8),
-                    "int4": OVWeightQuantizationConfig(bits=4, group_size=32, ratio=1.0)}.get(weights)
-    with _offline_and_quiet():
-        exported = OVModelForCausalLM.from_pretrained(source, export=True, compile=False,
-                                                      quantization_config=quantization)
+    with _offline_and_quiet():  # load_in_8bit=False: optimum would compress a model over 1B parameters unasked
+        exported = OVModelForCausalLM.from_pretrained(source, export=True, compile=False, load_in_8bit=False)
         exported.save_pretrained(folder)
     _EXPORTS[key] = (model, folder)
     return folder

@@ -1,4 +1,5 @@
 """Recipes say *what* to do to a model (small frozen dataclasses); sweeps build lists of them."""
+from optlab.recipes.openvino import OVWeights
 from optlab.recipes.presets import ONNX_RECIPES
 from optlab.recipes.recipe import (
                                    Chain,
@@ -17,4 +18,5 @@ from optlab.recipes.sweeps import sweep
 from optlab.recipes.transformers import Optimum
 
 __all__ = ["Recipe", "Quantize", "Compile", "Prune", "Distill", "OnDevice", "Chain", "UnsupportedRecipe", "from_dict",
-           "from_json", "parse", "sweep", "ONNX_RECIPES", "Optimum"]
+           "from_json", "parse", "sweep", "ONNX_RECIPES", "Optimum",
+           "OVWeights"]

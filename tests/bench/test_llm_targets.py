@@ -29,3 +29,22 @@ def test_a_lower_bound_on_the_slower_engine_judges_nothing_and_plain_ratios_are_
     assert row["met"] is None and "not judged" in row["sentence"]
     assert ratio_target(_summary(fast=2.0), "openvino", "generate", "x", 3.0, smoke=False)["met"] is False
     assert ratio_target(_summary(), "openvino", "generate", "x", 3.0, smoke=False)["met"] is True
+
+
+def _nncf(size_ratio: float | None, rise: float | None, stored: str = "int4 on 14 of 16 matrices") -> pd.DataFrame:
+    return pd.DataFrame([{"weights": "fp32", "recipe": "ov_weights(bits=32)", "bits": 32, "awq": False},
+                         {"weights": "NNCF int4 g32 asym", "recipe": "ov_weights(bits=4)", "bits": 4, "awq": False,
+                          "size_mb": 1.0, "size_ratio": size_ratio, "perplexity": 10.0, "perplexity_rise": rise,
+                          "speed_vs_fp32": None, "stored": stored}])
+
+
+def test_the_nncf_int4_target_judges_the_int4_row_on_size_and_perplexity_and_says_what_is_stored():
+    from optlab.bench.llm import nncf_int4_target
+
+    met = nncf_int4_target(_nncf(0.2, 0.05), smoke=False)
+    assert met["met"] is True and "stored: int4 on 14 of 16 matrices" in met["sentence"]
+    assert nncf_int4_target(_nncf(0.4, 0.05), smoke=False)["met"] is False
+    assert nncf_int4_target(_nncf(0.2, 0.15), smoke=False)["met"] is False
+    assert nncf_int4_target(_nncf(0.2, 0.05), smoke=True)["met"] is None
+    failed = nncf_int4_target(_nncf(None, None, "failed: RuntimeError: no int4"), smoke=False)
+    assert failed["met"] is None and "not available (failed: RuntimeError: no int4)" in failed["sentence"]
