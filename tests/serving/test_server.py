@@ -191,3 +191,20 @@ def test_a_model_slower_than_the_deadline_still_gets_probes_through():
     assert stats["probes"] >= 2  # the estimate keeps being refreshed by real calls
     assert stats["ok"] >= stats["probes"] and stats["shed_deadline"] > 50
     assert stats["ok"] + stats["shed"] == 100
+
+
+def test_shed_if_late_drops_only_requests_already_past_their_deadline_and_counts_them():
+    replies, on_done, _ = collect()
+    server = Server(sleepy(0.001), NoBatching(), admission=Admission(deadline_ms=10))
+    with server:
+        server.submit(request(0), 0, on_done=on_done)  # one served call gives the estimate its evidence
+        wait_for(replies, 1)
+        now = time.monotonic_ns()
+        assert not server.shed_if_late(1, now, on_done)  # in time: the caller goes on to decode it
+        assert server.shed_if_late(2, now - 20_000_000, on_done)  # sent 20 ms ago: past a 10 ms deadline
+        wait_for(replies, 2)
+    late = [r for r in replies if r.request_id == 2]
+    assert [STATUS[r.status] for r in late] == ["shed_deadline"]
+    stats = server.stats()
+    assert stats["shed_deadline"] == 1 and stats["ok"] == 1
+    assert not Server(sleepy(0.001), NoBatching()).shed_if_late(3, 0)  # no deadline: never shed
