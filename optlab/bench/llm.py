@@ -12,7 +12,10 @@ serving targets, one run, each a median of interleaved rounds with its range.
 - MLPerf LoadGen's token-latency mode referees TTFT and TPOT on the continuous engine at half its goodput,
   optlab's load generator replaying LoadGen's own arrivals (optlab / LoadGen p50 within 0.85-1.15,
   LoadGen's verdict beside);
-- weight-only int4 on the target (INC RTN, GPTQ, AWQ; torchao): size <= 0.35x fp32, perplexity +<= 10%.
+- weight-only int4 on the target (INC RTN, GPTQ, AWQ; torchao): size <= 0.35x fp32, perplexity +<= 10%;
+- OpenVINO GenAI: speculative decoding (its draft_model) vs without, TPOT ratio at low and high load, outputs
+  identical under greedy; optlab's TTFT/TPOT vs GenAI's own PerfMetrics within 10%; its LLMPipeline one
+  request at a time in the goodput rounds (shown beside its continuous batching).
 
 The models are the zoo's trained target and draft when `optlab.models.zoo` offers them, else seeded
 random models of the same shape (timing figures do not depend on the weights; speculation's do: its
@@ -31,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from optlab.bench.intents import speed_flags
-from optlab.bench.render import Col, Layout, Renderer, target, times, verdict
+from optlab.bench.render import Col, Layout, Renderer, missing, target, times, verdict
 from optlab.bench.zoo import cpu_model
 from optlab.generation.demo import ModelPair, engine_class, missing_engine, models
 from optlab.generation.demo import make_engine as demo_engine
@@ -176,9 +179,9 @@ def make_engine(name: str, model, draft, settings: Settings, **extra) -> Callabl
     if engine_class(name) is None:
         return None
     kwargs: dict[str, Any] = dict(extra)
-    if name in ("static", "continuous", "paged", "openvino"):
+    if name in ("static", "continuous", "paged", "openvino", "openvino-speculative"):
         kwargs.setdefault("max_batch", settings.max_batch)
-    if name == "openvino":  # OpenVINO's own threads, as many as torch's for every other engine
+    if name.startswith("openvino"):  # OpenVINO's own threads, as many as torch's for every other engine
         import torch
 
         kwargs.setdefault("threads", torch.get_num_threads())
@@ -362,6 +365,168 @@ def speculative_targets(frame: pd.DataFrame, origin: str) -> list[dict[str, Any]
     return rows
 
 
+# --- OpenVINO GenAI: speculative decoding, LLMPipeline one at a time, its own PerfMetrics (issue 28) ----------
+
+OPENVINO_K = 4  # GenAI's num_assistant_tokens: drafted tokens per round
+OPENVINO_GOODPUT = ["openvino-single"]  # LLMPipeline one request at a time joins the goodput rounds
+
+
+def _openvino_tpot(factory, requests: list[TraceRequest], load: str) -> tuple[float | None, dict[str, list[int]]]:
+    """TPOT p50 (ms) over `requests` and each one's tokens, from a fresh engine: at "low" load each request
+    served alone, one after another; at "high" load all offered at once (the batch full)."""
+    from optlab.generation.openvino_metrics import serve_alone  # lazy: the OpenVINO section's own module
+
+    engine = factory()
+    try:
+        if load == "low":
+            frame, alone = serve_alone(engine, requests)
+            return _median(frame, "tpot_ms"), alone
+        tokens: dict[str, list[int]] = {}
+        at_once = [TraceRequest(r.request_id, 0.0, r.prompt_ids, r.max_new_tokens) for r in requests]
+        result = GenerationServer(engine, saturation_s=600.0).run(
+            at_once, n_boot=10, on_token=lambda rid, token, _now: tokens.setdefault(rid, []).append(int(token)))
+        return result.summary.get("tpot_p50_ms"), tokens
+    finally:
+        getattr(engine, "close", lambda: None)()
+
+
+def openvino_speculative_rounds(model, draft, trace, settings: Settings, progress) -> pd.DataFrame:
+    """GenAI's continuous batching without and with the draft (k = OPENVINO_K): TPOT p50 at low load (the
+    first `spec_requests` requests, each alone) and at high load (the whole trace at once), and whether the
+    outputs are the same token for token. Engines interleaved within each round."""
+    if engine_class("openvino-speculative") is None:
+        return pd.DataFrame([{"note": missing_engine("openvino-speculative")}])
+    engines = [("without", make_engine("openvino", model, draft, settings)),
+               (f"speculative k={OPENVINO_K}", make_engine("openvino-speculative", model, draft, settings,
+                                                           k=OPENVINO_K))]
+    loads = {"low": list(trace[: settings.spec_requests]), "high": list(trace)}
+    rows = []
+    for round_ in range(settings.rounds):
+        for load, requests in loads.items():
+            reference = None
+            for label, factory in engines:
+                tpot, tokens = _openvino_tpot(factory, requests, load)
+                reference = tokens if reference is None else reference
+                rows.append({"round": round_, "load": load, "engine": label, "tpot_p50_ms": tpot,
+                             "identical": tokens == reference, "requests": len(requests)})
+                progress(f"  openvino {label} {load} load round {round_}: TPOT p50 {_ms_text(tpot)}")
+    return pd.DataFrame(rows)
+
+
+def _ms_text(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3g} ms"
+
+
+def openvino_speculative_targets(frame: pd.DataFrame, origin: str) -> list[dict[str, Any]]:
+    """Speculative / without TPOT p50 at each load (a figure: acceptance depends on how well the draft
+    predicts the target), and the outputs identical token for token (judged, smoke or not: greedy
+    speculation must not change a token)."""
+    if "round" not in frame:
+        return [target("OpenVINO GenAI speculative decoding", None, None, COMMAND,
+                       f"OpenVINO GenAI speculative decoding: {frame['note'].iloc[0]}")]
+    rows = []
+    for load, group in frame.groupby("load", sort=False):
+        by = group.pivot_table(index="round", columns="engine", values="tpot_p50_ms")
+        spec = [c for c in by.columns if c != "without"]
+        ratio = spread(list(by[spec[0]] / by["without"])) if spec and "without" in by else spread([])
+        rows.append(target(f"OpenVINO GenAI speculative vs without: TPOT ratio at {load} load", ratio["median"],
+                           None, COMMAND,
+                           f"OpenVINO GenAI continuous batching, speculative (k={OPENVINO_K}) vs without, {load} load "
+                           f"({_load_words(load, int(group['requests'].iloc[0]))}): TPOT p50 "
+                           f"{ranged(ratio, '.2f', 'x')} (below 1: faster per token; a figure, no target: the "
+                           f"speed-up depends on the draft's acceptance; models: {origin})"))
+    identical = bool(frame["identical"].all())
+    rows.append(target("OpenVINO GenAI speculative: outputs identical under greedy", float(identical), identical,
+                       COMMAND, f"OpenVINO GenAI speculative decoding, greedy: outputs identical to the engine "
+                                f"without the draft, token for token, at both loads: {verdict(identical)}"))
+    return rows
+
+
+def _load_words(load: str, requests: int) -> str:
+    return f"{requests} requests, each alone" if load == "low" else f"{requests} requests offered at once"
+
+
+def openvino_metrics_rounds(model, trace, settings: Settings, progress) -> pd.DataFrame:
+    """optlab's TTFT/TPOT vs GenAI's PerfMetrics (`generation.openvino_metrics.compare`: each request served
+    alone, nothing queued) for LLMPipeline one at a time and continuous batching, interleaved rounds."""
+    from optlab.generation.openvino_metrics import compare  # lazy: the OpenVINO section's own module
+
+    requests = list(trace[: 2 * settings.spec_requests])
+    rows = []
+    for round_ in range(settings.rounds):
+        for name in ("openvino-single", "openvino"):
+            factory = make_engine(name, model, None, settings)
+            if factory is None:
+                rows.append({"round": round_, "engine": name, "note": missing_engine(name)})
+                continue
+            engine = factory()
+            try:
+                row = {"round": round_, "engine": name, **compare(engine, requests).row()}
+            finally:
+                getattr(engine, "close", lambda: None)()
+            rows.append(row)
+            progress(f"  PerfMetrics {name} round {round_}: optlab/GenAI TTFT {times(row['ttft_ratio'])}, "
+                     f"TPOT {times(row['tpot_ratio'])}")
+    return pd.DataFrame(rows)
+
+
+def openvino_metrics_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per engine: the medians over rounds of both sides' means and ratios, with the ratios' ranges."""
+    rows = []
+    for name, group in frame.groupby("engine", sort=False):
+        row = {"engine": name, "note": "; ".join(sorted(set(group["note"].dropna()))) if "note" in group else ""}
+        for column in ("optlab_ttft_ms", "genai_ttft_ms", "optlab_tpot_ms", "genai_tpot_ms", "lag_ms"):
+            row[column] = _median(group, column)
+        for column in ("ttft_ratio", "tpot_ratio"):
+            s = spread(list(pd.to_numeric(group[column], errors="coerce"))) if column in group else spread([])
+            row.update({column: s["median"], f"{column}_text": ranged(s, ".2f", "x")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def openvino_metrics_targets(summary: pd.DataFrame, smoke: bool) -> list[dict[str, Any]]:
+    """optlab / GenAI PerfMetrics within 0.9-1.1 for both TTFT and TPOT, one target per engine."""
+    rows = []
+    for row in summary.to_dict(orient="records"):
+        label = f"optlab instruments vs GenAI PerfMetrics ({row['engine']}): TTFT and TPOT within 10%"
+        ttft, tpot = row.get("ttft_ratio"), row.get("tpot_ratio")
+        if missing(ttft) or missing(tpot):
+            rows.append(target(label, None, None, COMMAND, f"{label}: not available {row.get('note') or ''}"))
+            continue
+        met = None if smoke else bool(0.9 <= ttft <= 1.1 and 0.9 <= tpot <= 1.1)
+        rows.append(target(label, ttft, met, COMMAND,
+                           f"{label}: optlab / GenAI TTFT {row['ttft_ratio_text']} ({row['optlab_ttft_ms']:.3g} vs "
+                           f"{row['genai_ttft_ms']:.3g} ms), TPOT {row['tpot_ratio_text']} ({row['optlab_tpot_ms']:.3g}"
+                           f" vs {row['genai_tpot_ms']:.3g} ms), each request alone; GenAI's first-token stamp to the "
+                           f"engine receiving it {_ms_text(row.get('lag_ms'))}: {verdict(met)}"))
+    return rows
+
+
+def openvino_run(model, draft, trace, settings: Settings, progress) -> dict[str, pd.DataFrame]:
+    """The OpenVINO section's measurements (speculative decoding, PerfMetrics), run after the others."""
+    return {"speculative": openvino_speculative_rounds(model, draft, trace, settings, progress),
+            "metrics": openvino_metrics_rounds(model, trace, settings, progress)}
+
+
+OPENVINO_METRICS_LAYOUT = Layout((
+    Col("engine", "engine", 16, "<"), Col("optlab_ttft_ms", "optlab TTFT", 12, spec=".3g"),
+    Col("genai_ttft_ms", "GenAI TTFT", 12, spec=".3g"), Col("ttft_ratio", "ratio", 8, spec=".2f"),
+    Col("optlab_tpot_ms", "optlab TPOT", 13, spec=".3g"), Col("genai_tpot_ms", "GenAI TPOT", 12, spec=".3g"),
+    Col("tpot_ratio", "ratio", 8, spec=".2f"), Col("lag_ms", "lag ms", 9, spec=".3g"),
+    Col("note", "note", 30, "<", before="  ")))
+
+
+def show_openvino(out: Renderer, results: dict[str, pd.DataFrame], origin: str, smoke: bool) -> list[dict[str, Any]]:
+    """Prints the OpenVINO section's table and returns its targets."""
+    out.keep("openvino_speculative_rounds", results["speculative"])
+    out.keep("openvino_metrics_rounds", results["metrics"])
+    summary = openvino_metrics_summary(results["metrics"])
+    out.say("optlab's instruments vs OpenVINO GenAI's PerfMetrics, each request alone (ms, medians over rounds; "
+            "lag: GenAI's first-token stamp to the engine receiving it):")
+    out.table("openvino_metrics", OPENVINO_METRICS_LAYOUT, summary.to_dict(orient="records"))
+    return [*openvino_speculative_targets(results["speculative"], origin), *openvino_metrics_targets(summary, smoke)]
+
+
 # --- the command ---------------------------------------------------------------------------------------------
 
 def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -372,14 +537,15 @@ def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str],
         spec = TraceSpec(rate_per_s=1.0, requests=settings.requests, prompt_tokens=settings.prompt_tokens,
                          output_tokens=settings.output_tokens, vocab_size=target_model.config.vocab_size, seed=0)
         trace = poisson_trace(spec, pair.prompts())
-        engines = ["generate", "static", "continuous", "paged", "transformers", "openvino"]
+        engines = ["generate", "static", "continuous", "paged", "transformers", "openvino"] + OPENVINO_GOODPUT
         goodput = goodput_rounds(target_model, draft, trace, engines, settings, smoke, progress)
         waste = kv_waste(target_model, trace, settings, progress)
         speculative = speculative_rounds(target_model, draft, trace, settings, progress)
         referee = referee_run(target_model, draft, trace, goodput, settings, progress)
         int4 = int4_rounds(pair, settings, progress)
+        openvino = openvino_run(target_model, draft, trace, settings, progress)
     return {"origin": origin, "kv": kv, "goodput": goodput, "waste": waste, "speculative": speculative,
-            "referee": referee, "int4": int4, "settings": settings}
+            "referee": referee, "int4": int4, "settings": settings, "openvino": openvino}
 
 
 def referee_run(model, draft, trace, goodput: pd.DataFrame, settings: Settings,
@@ -444,6 +610,7 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     if not results["referee"].empty:
         out.keep("referee_rounds", results["referee"])
         out.say(agreement(results["referee"].to_dict(orient="records")))
+    openvino_targets = show_openvino(out, results["openvino"], results["origin"], smoke)
     out.blank()
     out.targets([
         kv_cache_target(results["kv"], settings, smoke),
@@ -457,6 +624,9 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
         ratio_target(summary, "continuous", "openvino", "optlab continuous vs OpenVINO GenAI goodput", None, smoke),
         referee_target(results["referee"], smoke),
         int4_target(results["int4"], smoke),
+        ratio_target(summary, "openvino", "openvino-single", "OpenVINO GenAI continuous batching vs its LLMPipeline "
+                     "one at a time, goodput", None, smoke),
+        *openvino_targets,
     ])
 
 
