@@ -84,8 +84,13 @@ def draft_property(draft_folder: str | Path, device_properties: dict[str, Any]) 
     return genai.draft_model(str(tokenized(draft_folder)), "CPU", **device_properties)
 
 
-def check_k(k: int) -> int:
-    """The draft's tokens per round, refused before any work when it is not a positive integer."""
+def check_draft(draft: Any, draft_folder: str | Path | None, k: int) -> int | None:
+    """The draft's tokens per round (`k`, GenAI's num_assistant_tokens) when a draft is given, None without
+    one; refused before any work when k is not a positive integer or the draft comes in both forms."""
+    if draft is not None and draft_folder is not None:
+        raise ValueError("pass the draft as a causal LM (draft=) or as an IR folder (draft_folder=), not both")
+    if draft is None and draft_folder is None:
+        return None
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k (num_assistant_tokens) must be a positive integer, got {k!r}; e.g. k=4")
     return k

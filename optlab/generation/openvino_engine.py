@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from optlab.generation.engine import TokenEvent, make_request
-from optlab.generation.openvino_draft import check_k, draft_property, tokenized
+from optlab.generation.openvino_draft import check_draft, draft_property, tokenized
 from optlab.generation.openvino_metrics import GenAIFigures, figures_from, monotonic_ms
 
 WEIGHTS = ("fp32", "int8", "int4")
@@ -120,9 +120,7 @@ def device_properties(threads: int, precision: str) -> dict[str, Any]:
 def speculative_properties(draft: Any, draft_folder: str | os.PathLike | None, weights: str,
                            device: dict[str, Any]) -> dict[str, Any]:
     """The pipeline properties that make it speculative: {} without a draft, else `draft_model` (the draft
-    exported with the target's `weights` when given as a torch model)."""
-    if draft is not None and draft_folder is not None:
-        raise ValueError("pass the draft as a causal LM (draft=) or as an IR folder (draft_folder=), not both")
+    exported with the target's `weights` when given as a torch model; `check_draft` has checked them)."""
     if draft is None and draft_folder is None:
         return {}
     return {"draft_model": draft_property(draft_folder if draft_folder is not None else export(draft, weights),
@@ -172,8 +170,8 @@ class OpenVINOEngine:
         import openvino as ov  # lazy: heavy
         import openvino_genai as genai
 
+        self.k = check_draft(draft, draft_folder, k)
         self.folder = resolve_folder(model, folder, weights)
-        self.k = check_k(k) if (draft is not None or draft_folder is not None) else None
         self.model = model
         config = genai.SchedulerConfig()
         config.cache_size = 1  # GB of paged KV pool, the smallest it takes (reserved up front: no waste figure)

@@ -39,7 +39,7 @@ import numpy as np
 
 from optlab.generation import openvino_engine as ove
 from optlab.generation.engine import Request, TokenEvent
-from optlab.generation.openvino_draft import check_k, tokenized
+from optlab.generation.openvino_draft import check_draft, tokenized
 from optlab.generation.openvino_metrics import GenAIFigures, figures_from, monotonic_ms
 
 ATTENTION = ("SDPA", "PA")
@@ -57,8 +57,10 @@ def check_attention(attention: str | None, speculative: bool) -> str:
     return chosen
 
 
-def _lockstep_streamer(genai: Any, engine: "OpenVINOSingleEngine") -> Any:
-    """A GenAI streamer that hands each write to `engine.step()` and waits for the next step (or a close)."""
+def _lockstep_streamer(genai: Any, engine: "OpenVINOSingleEngine", asked: int) -> Any:
+    """A GenAI streamer that hands each write to `engine.step()` and waits for the next step (or a close);
+    the write that completes the `asked` tokens does not wait (generate may return while the server goes
+    on), and anything written after it is dropped (never a write that no step would let go on)."""
 
     class Lockstep(genai.StreamerBase):
         def __init__(self):
@@ -69,10 +71,13 @@ def _lockstep_streamer(genai: Any, engine: "OpenVINOSingleEngine") -> Any:
         def write(self, token):
             if self.first_ms is None:
                 self.first_ms = monotonic_ms()
+            if self.delivered >= asked:
+                return genai.StreamingStatus.STOP
             tokens = [int(token)] if isinstance(token, int) else [int(t) for t in token]
             self.delivered += len(tokens)
             engine._out.put(("tokens", tokens))
-            engine._go.acquire()
+            if self.delivered < asked:
+                engine._go.acquire()
             return genai.StreamingStatus.CANCEL if engine._closed else genai.StreamingStatus.RUNNING
 
         def end(self):
@@ -94,7 +99,7 @@ class OpenVINOSingleEngine:
         import openvino as ov  # lazy: heavy
         import openvino_genai as genai
 
-        self.k = check_k(k) if (draft is not None or draft_folder is not None) else None
+        self.k = check_draft(draft, draft_folder, k)
         attention = check_attention(attention, speculative=self.k is not None)
         self.folder: Path = ove.resolve_folder(model, folder, weights)
         device = ove.device_properties(threads, precision)
@@ -147,9 +152,8 @@ class OpenVINOSingleEngine:
         tokens = payload[: request.max_new_tokens - self._emitted]
         self._emitted += len(tokens)
         finished = self._emitted >= request.max_new_tokens
-        if finished:  # let generate return (its PerfMetrics are read on the worker) while the server goes on
+        if finished:  # its streamer did not wait: generate returns (its PerfMetrics read on the worker) meanwhile
             self._current = None
-            self._go.release()
         return [TokenEvent(request.request_id, token, finished and i == len(tokens) - 1)
                 for i, token in enumerate(tokens)]
 
@@ -190,7 +194,7 @@ class OpenVINOSingleEngine:
 
     def _generate(self, request: Request) -> None:
         """The worker: one blocking `generate`; its PerfMetrics kept, an early end or a failure reported."""
-        streamer = _lockstep_streamer(self._genai, self)
+        streamer = _lockstep_streamer(self._genai, self, request.max_new_tokens)
         ids = self._ov.Tensor(np.asarray([request.prompt_ids], dtype=np.int64))
         config = ove.greedy_config(self._genai, request.max_new_tokens, self.k)
         try:

@@ -132,6 +132,8 @@ def test_bad_calls_are_refused_before_any_work(pair, single):
     target, draft = pair
     with pytest.raises(ValueError, match="positive integer"):
         openvino_engine.OpenVINOEngine(target, draft=draft, k=0)
+    with pytest.raises(ValueError, match=r"\(draft_folder=\), not both"):
+        OpenVINOSingleEngine(target, draft=draft, draft_folder="elsewhere")
     with pytest.raises(ValueError, match="attention='PA'"):
         OpenVINOSingleEngine(target, draft=draft, attention="SDPA")
     with pytest.raises(ValueError, match="unknown attention"):
