@@ -391,12 +391,13 @@ def _openvino_tpot(factory, requests: list[TraceRequest], load: str) -> tuple[fl
 
 
 def openvino_speculative_rounds(model, draft, trace, settings: Settings, progress) -> pd.DataFrame:
-    """GenAI's continuous batching without and with the draft (k = OPENVINO_K): TPOT p50 at low load (the
-    first `spec_requests` requests, each alone) and at high load (the whole trace at once), and whether the
-    outputs are the same token for token. Engines interleaved within each round."""
+    """GenAI's continuous batching without and with the draft (k = OPENVINO_K), both prefilling prompts whole
+    (`OpenVINOEngine`'s docstring says why speculation does): TPOT p50 at low load (the first `spec_requests`
+    requests, each alone) and at high load (the whole trace at once), and whether the outputs are the same
+    token for token. Engines interleaved within each round."""
     if engine_class("openvino-speculative") is None:
         return pd.DataFrame([{"note": missing_engine("openvino-speculative")}])
-    engines = [("without", make_engine("openvino", model, draft, settings)),
+    engines = [("without", make_engine("openvino", model, draft, settings, split_prefill=False)),  # as with a draft
                (f"speculative k={OPENVINO_K}", make_engine("openvino-speculative", model, draft, settings,
                                                            k=OPENVINO_K))]
     loads = {"low": list(trace[: settings.spec_requests]), "high": list(trace)}

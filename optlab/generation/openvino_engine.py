@@ -17,6 +17,10 @@ With a draft LM (`draft=` a torch model, or `draft_folder=` its IR) the pipeline
 GenAI's `draft_model` property and `num_assistant_tokens` k per request (`generation.openvino_draft`
 says what else that needs). Greedy, the output is the target's own, token for token; a step then
 verifies up to k drafted tokens per sequence, so a request may get several tokens from one step.
+With a draft the prompts are prefilled whole by default (`split_prefill=False`): in openvino-genai
+2026.4 a prompt whose prefill was split over steps while other sequences decoded got a different
+first token from speculative decoding (2 of 16 requests of the zoo's trained pair, 87 and 91 prompt
+tokens at 256 tokens per step; prefilled whole, or served alone, all 16 matched).
 After its last token a request's own timings (GenAI's `PerfMetrics`) are kept: `genai_figures(id)`.
 """
 from __future__ import annotations
@@ -161,12 +165,14 @@ class OpenVINOEngine:
     `max_batch` the sequences in flight, `threads` OpenVINO's inference threads (the optlab engines'
     torch threads' counterpart), `precision` the activations' ("f32", or "bf16" where the CPU has it).
     `draft` (a torch causal LM of the same vocabulary) or `draft_folder` makes it speculative with `k`
-    drafted tokens per round (see the module's docstring)."""
+    drafted tokens per round (see the module's docstring). `split_prefill` is GenAI's dynamic split-fuse (a
+    long prompt's prefill spread over steps, beside other sequences' decoding): on by default, off by default
+    with a draft, where prompts are then prefilled whole and may hold at most `max_batched_tokens` tokens."""
 
     def __init__(self, model: Any = None, *, folder: str | os.PathLike | None = None, weights: str = "fp32",
                  max_batched_tokens: int = 256, max_batch: int = 8, threads: int = 1, prefix_caching: bool = False,
                  precision: str = "f32", draft: Any = None, draft_folder: str | os.PathLike | None = None,
-                 k: int = 4):
+                 k: int = 4, split_prefill: bool | None = None):
         import openvino as ov  # lazy: heavy
         import openvino_genai as genai
 
@@ -178,6 +184,9 @@ class OpenVINOEngine:
         config.max_num_batched_tokens = int(max_batched_tokens)
         config.max_num_seqs = int(max_batch)
         config.enable_prefix_caching = bool(prefix_caching)
+        self.split_prefill = (self.k is None) if split_prefill is None else bool(split_prefill)
+        config.dynamic_split_fuse = self.split_prefill
+        self.max_batched_tokens = int(max_batched_tokens)
         device = device_properties(threads, precision)
         speculative = speculative_properties(draft, draft_folder, weights, device)
         folder_ = tokenized(self.folder) if speculative else self.folder  # GenAI checks both tokenizers
@@ -192,6 +201,9 @@ class OpenVINOEngine:
 
     def add(self, request_id: str, prompt_ids: list[int], max_new_tokens: int) -> None:
         prompt_ids, max_new_tokens = check_request(self.model, self._known, request_id, prompt_ids, max_new_tokens)
+        if not self.split_prefill and len(prompt_ids) > self.max_batched_tokens:
+            raise ValueError(f"request {request_id!r}: a {len(prompt_ids)}-token prompt exceeds max_batched_tokens"
+                             f"={self.max_batched_tokens} (prompts are prefilled whole here); raise max_batched_tokens")
         ids = self._ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
         handle = self.pipeline.add_request(self._next_id, ids, greedy_config(self._genai, max_new_tokens, self.k))
         self._next_id += 1
@@ -216,10 +228,10 @@ class OpenVINOEngine:
             new = new[: asked - emitted]
             if new and not emitted:
                 self._first_ms[request_id] = now_ms
-            done = str(handle.get_status()).endswith("FINISHED") or emitted + len(new) >= asked
+            done = not str(handle.get_status()).endswith("RUNNING") or emitted + len(new) >= asked
             for i, token in enumerate(new):
                 events.append(TokenEvent(request_id, token, done and i == len(new) - 1))
-            if done:  # one that ended without its last token (an abort) is left unanswered: not completed
+            if done:  # one that ended without its last token (ignored, cancelled) is left unanswered: not completed
                 del self._live[request_id]
                 first_ms = self._first_ms.pop(request_id, None)
                 self._figures[request_id] = figures_from(handle.get_perf_metrics(), first_ms)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -83,6 +84,23 @@ def test_llmpipeline_and_speculative_decoding_give_the_torch_models_greedy_token
     assert served(OpenVINOSingleEngine(target, draft=draft, k=3))[0] == reference
     # the target as its own draft: every drafted token accepted, so speculation visibly runs (k + 1 per round)
     assert served(openvino_engine.OpenVINOSpeculativeEngine(target, target, k=3)) == (reference, 4)
+
+
+def test_speculative_batching_of_long_prompts_keeps_the_greedy_tokens(pair):
+    """Long prompts batched at 64 tokens per step: prefilled whole (the speculative default) every request gets
+    the torch model's tokens (split over steps, this GenAI's speculation changed some first tokens)."""
+    target, draft = pair
+    rng = np.random.default_rng(0)
+    prompts = {f"long{i}": (rng.integers(1, 96, size=int(rng.integers(30, 60))).tolist(), int(rng.integers(4, 12)))
+               for i in range(6)}
+    engine = openvino_engine.OpenVINOSpeculativeEngine(target, draft, k=3, max_batched_tokens=64, max_batch=4)
+    alone = SequentialEngine(target)
+    for request_id, (prompt, n) in prompts.items():
+        engine.add(request_id, prompt, n)
+        alone.add(request_id, prompt, n)
+    assert not engine.split_prefill and run_to_completion(engine) == run_to_completion(alone)
+    with pytest.raises(ValueError, match="exceeds max_batched_tokens=64"):
+        engine.add("too-long", list(range(1, 80)), 2)
 
 
 def test_the_generation_server_serves_a_trace_through_llmpipeline(pair, single):
