@@ -38,6 +38,7 @@ from optlab.bench.render import Col, Layout, Renderer, missing, target, times, v
 from optlab.bench.zoo import cpu_model
 from optlab.generation.demo import ModelPair, engine_class, missing_engine, models
 from optlab.generation.demo import make_engine as demo_engine
+from optlab.generation.openvino_metrics import compare, serve_alone
 from optlab.generation.referee import agreement, referee_rounds
 from optlab.generation.server import GenerationServer, GoodputSearch, goodput_at_sla
 from optlab.generation.trace import TraceRequest, TraceSpec, at_rate, poisson_trace
@@ -374,8 +375,6 @@ OPENVINO_GOODPUT = ["openvino-single"]  # LLMPipeline one request at a time join
 def _openvino_tpot(factory, requests: list[TraceRequest], load: str) -> tuple[float | None, dict[str, list[int]]]:
     """TPOT p50 (ms) over `requests` and each one's tokens, from a fresh engine: at "low" load each request
     served alone, one after another; at "high" load all offered at once (the batch full)."""
-    from optlab.generation.openvino_metrics import serve_alone  # lazy: the OpenVINO section's own module
-
     engine = factory()
     try:
         if load == "low":
@@ -450,8 +449,6 @@ def _load_words(load: str, requests: int) -> str:
 def openvino_metrics_rounds(model, trace, settings: Settings, progress) -> pd.DataFrame:
     """optlab's TTFT/TPOT vs GenAI's PerfMetrics (`generation.openvino_metrics.compare`: each request served
     alone, nothing queued) for LLMPipeline one at a time and continuous batching, interleaved rounds."""
-    from optlab.generation.openvino_metrics import compare  # lazy: the OpenVINO section's own module
-
     requests = list(trace[: 2 * settings.spec_requests])
     rows = []
     for round_ in range(settings.rounds):
