@@ -15,6 +15,9 @@ serving targets, one run, each a median of interleaved rounds with its range.
 - weight-only int4 on the target (INC RTN, GPTQ, AWQ; torchao): size <= 0.35x fp32, perplexity +<= 10%;
 - NNCF weight compression of the OpenVINO IR (int8, int4, int4 AWQ): the same int4 target on the IR itself,
   what the IR really stores read back from it.
+- OpenVINO GenAI: speculative decoding (its draft_model) vs without, TPOT ratio at low and high load, outputs
+  identical under greedy; optlab's TTFT/TPOT vs GenAI's own PerfMetrics within 10%; its LLMPipeline one
+  request at a time in the goodput rounds (shown beside its continuous batching).
 
 The models are the zoo's trained target and draft when `optlab.models.zoo` offers them, else seeded
 random models of the same shape (timing figures do not depend on the weights; speculation's do: its
@@ -26,63 +29,22 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from optlab.bench.intents import speed_flags
+from optlab.bench.llm_nncf import NNCF_LAYOUT, nncf_int4_target, nncf_rounds
+from optlab.bench.llm_openvino import OPENVINO_GOODPUT, openvino_run, show_openvino
+from optlab.bench.llm_settings import BLOCK_TOKENS, COMMAND, SLA, Settings, make_engine, median_of, ranged, spread
 from optlab.bench.render import Col, Layout, Renderer, target, times, verdict
 from optlab.bench.zoo import cpu_model
 from optlab.generation.demo import ModelPair, engine_class, missing_engine, models
-from optlab.generation.demo import make_engine as demo_engine
 from optlab.generation.referee import agreement, referee_rounds
 from optlab.generation.server import GenerationServer, GoodputSearch, goodput_at_sla
 from optlab.generation.trace import TraceRequest, TraceSpec, at_rate, poisson_trace
-from optlab.instruments.generation import Sla
 from optlab.instruments.latency import torch_threads
-
-COMMAND = "python -m optlab.bench llm"
-SLA = Sla(ttft_ms=500.0, tpot_ms=50.0)
-BLOCK_TOKENS = 16
-
-
-@dataclass(frozen=True)
-class Settings:
-    """One run's sizes: full by default, `smoke()` for CI."""
-
-    new_tokens: int = 256  # the KV-cache comparison's generated length
-    requests: int = 64
-    prompt_tokens: tuple[int, int] = (16, 96)
-    output_tokens: tuple[int, int] = (16, 160)
-    max_batch: int = 8
-    rounds: int = 3
-    spec_ks: tuple[int, ...] = (1, 2, 4, 6)
-    spec_requests: int = 4
-    max_probes: int = 8
-
-    @classmethod
-    def smoke(cls) -> Settings:
-        return cls(new_tokens=24, requests=12, prompt_tokens=(4, 16), output_tokens=(4, 16), rounds=1,
-                   spec_ks=(2,), spec_requests=2, max_probes=3)
-
-
-def spread(values: list[float]) -> dict[str, float | None]:
-    """Median and range of per-round figures (None when none was measured)."""
-    kept = [v for v in values if v is not None and math.isfinite(v)]
-    if not kept:
-        return {"median": None, "low": None, "high": None}
-    return {"median": float(np.median(kept)), "low": float(min(kept)), "high": float(max(kept))}
-
-
-def ranged(s: dict[str, float | None], spec: str = ".3g", unit: str = "") -> str:
-    if s["median"] is None:
-        return "not available"
-    if s["low"] == s["high"]:
-        return f"{s['median']:{spec}}{unit}"
-    return f"{s['median']:{spec}}{unit} (range {s['low']:{spec}}-{s['high']:{spec}})"
-
 
 # --- KV cache vs recomputation ------------------------------------------------------------------------------
 
@@ -174,20 +136,6 @@ def kv_cache_target(frame: pd.DataFrame, settings: Settings, smoke: bool) -> dic
 
 # --- goodput at the SLA per engine --------------------------------------------------------------------------
 
-def make_engine(name: str, model, draft, settings: Settings, **extra) -> Callable[[], Any] | None:
-    if engine_class(name) is None:
-        return None
-    kwargs: dict[str, Any] = dict(extra)
-    if name in ("static", "continuous", "paged", "openvino"):
-        kwargs.setdefault("max_batch", settings.max_batch)
-    if name == "openvino":  # OpenVINO's own threads, as many as torch's for every other engine
-        import torch
-
-        kwargs.setdefault("threads", torch.get_num_threads())
-    pair = ModelPair(model, draft, "")
-    return lambda: demo_engine(name, pair, **kwargs)
-
-
 def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, smoke: bool,
                    progress: Callable[[str], None]) -> pd.DataFrame:
     """Goodput at the SLA (the serving layer's rate search, each probe driven by the load generator's
@@ -226,17 +174,13 @@ def goodput_summary(frame: pd.DataFrame) -> pd.DataFrame:
         s = spread(list(group["goodput_per_s"]))
         notes = group["note"].dropna() if "note" in group else []
         rows.append({"engine": name, "goodput_per_s": s["median"], "goodput_low": s["low"],
-                     "goodput_high": s["high"], **{k: _median(group, k) for k in MEDIANS},
+                     "goodput_high": s["high"], **{k: median_of(group, k) for k in MEDIANS},
                      "note": "; ".join(sorted({n for n in notes if n}))})
     return pd.DataFrame(rows)
 
 
 MEDIANS = ("ttft_p99_ms", "tpot_p99_ms", "output_tokens_per_s")
 
-
-def _median(group: pd.DataFrame, column: str) -> float | None:
-    values = group[column].dropna() if column in group else []
-    return float(np.median(values)) if len(values) else None
 
 
 def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, goal: float | None,
@@ -364,95 +308,6 @@ def speculative_targets(frame: pd.DataFrame, origin: str) -> list[dict[str, Any]
     return rows
 
 
-# --- NNCF weight compression of the OpenVINO export (issue 28) -----------------------------------------------
-# Rows for the IR as exported (fp32) and NNCF int8 / int4 / int4 AWQ: what the IR really stores (read back),
-# its size, its perplexity measured on the IR itself over the windows the INC table uses, and greedy tokens/s.
-
-def nncf_recipes(model) -> list[Any]:
-    """fp32, int8 per channel, int4 (RTN and data-aware AWQ) in the largest group <= 32 this model's layers
-    take (the zoo's target, 688 channels wide in its MLP, takes 16)."""
-    from optlab.generation.openvino_weights import largest_group_size  # lazy: pulls the recipe module
-    from optlab.recipes.openvino import OVWeights
-
-    group = largest_group_size(model, 32)
-    return [OVWeights(bits=32), OVWeights(bits=8), OVWeights(bits=4, group_size=group),
-            OVWeights(bits=4, group_size=group, awq=True)]
-
-
-def nncf_rounds(pair: ModelPair, settings: Settings, threads: int, progress: Callable[[str], None]) -> pd.DataFrame:
-    """One row per NNCF recipe on the target: what the IR stores, its size, perplexity on the IR, and greedy
-    tokens/s (optimum-intel's `generate`, recipes interleaved within each round after one warm-up each)."""
-    from optlab.generation import openvino_engine, openvino_weights  # lazy: OpenVINO is heavy
-    from optlab.generation.candidates import perplexity_windows
-    from optlab.generation.openvino_ir import inspect_ir
-    from optlab.generation.weights import calibration_windows
-
-    windows, _ = perplexity_windows(pair)
-    calibration = lambda: calibration_windows(pair.tokenizer, pair.target.config.vocab_size)  # noqa: E731
-    rows, loaded = [], {}
-    for recipe in nncf_recipes(pair.target):
-        row = {"weights": recipe.label, "recipe": recipe.name, "bits": recipe.bits, "awq": recipe.awq}
-        rows.append(row)
-        try:
-            start = time.perf_counter()
-            folder = openvino_engine.export(pair.target, recipe, calibration=calibration)
-            stored = inspect_ir(folder)
-            row.update(export_s=time.perf_counter() - start, size_mb=openvino_engine.ir_mb(folder),
-                       stored=stored.describe(recipe.precision), perplexity=openvino_weights.perplexity(
-                           folder, windows, threads))
-            loaded[recipe.label] = openvino_weights.load(folder, threads)
-        except Exception as error:  # noqa: BLE001 - one recipe that fails is its row; the others still run
-            row["stored"] = f"failed: {type(error).__name__}: {error}"
-        progress(f"  nncf {recipe.label}: {row['stored']}")
-    prompt = list(windows[0][:16])
-    speeds = {label: [] for label in loaded}
-    for model in loaded.values():
-        openvino_weights.tokens_per_s(model, prompt, settings.new_tokens)  # warm-up
-    for round_ in range(settings.rounds):
-        for label, model in loaded.items():
-            speeds[label].append(openvino_weights.tokens_per_s(model, prompt, settings.new_tokens))
-        progress(f"  nncf round {round_}: " + ", ".join(f"{k} {v[-1]:.0f} tokens/s" for k, v in speeds.items()))
-    return _nncf_ratios(pd.DataFrame(rows), speeds)
-
-
-def _nncf_ratios(frame: pd.DataFrame, speeds: dict[str, list[float]]) -> pd.DataFrame:
-    """Size and perplexity against the fp32 IR's, median tokens/s and its ratio to fp32's per round."""
-    for column in ("size_mb", "perplexity"):
-        if column not in frame:
-            frame[column] = None
-    base = frame.set_index("weights").loc["fp32"]
-    frame["size_ratio"] = pd.to_numeric(frame["size_mb"]) / base["size_mb"]
-    frame["perplexity_rise"] = pd.to_numeric(frame["perplexity"]) / base["perplexity"] - 1
-    frame["tokens_per_s"] = [spread(speeds.get(label, []))["median"] for label in frame["weights"]]
-    fp32 = speeds.get("fp32", [])
-    frame["speed_vs_fp32"] = [spread([s / f for s, f in zip(speeds.get(label, []), fp32, strict=False)])["median"]
-                              for label in frame["weights"]]
-    return frame
-
-
-def nncf_int4_target(frame: pd.DataFrame, smoke: bool) -> dict[str, Any]:
-    """The int4 target on NNCF int4 without AWQ: size <= 0.35x the fp32 IR, perplexity on the IR +<= 10%."""
-    label = "NNCF int4 weight-only (OpenVINO IR): size <= 0.35x fp32 and perplexity +<= 10%"
-    rows = frame[(frame["bits"] == 4) & ~frame["awq"].astype(bool)]
-    row = rows.iloc[0] if len(rows) else None
-    if row is None or pd.isna(row["size_ratio"]) or pd.isna(row["perplexity_rise"]):
-        why = "no int4 recipe" if row is None else row["stored"]
-        return target(label, None, None, COMMAND, f"NNCF int4 weight-only: not available ({why})")
-    met = None if smoke else bool(row["size_ratio"] <= 0.35 and row["perplexity_rise"] <= 0.10)
-    sentence = (f"int4 weight-only ({row['weights']}, the OpenVINO IR): size {row['size_mb']:.3g} MB = "
-                f"{row['size_ratio']:.2f}x the fp32 IR (target <= 0.35x), perplexity on the IR {row['perplexity']:.2f} "
-                f"({row['perplexity_rise']:+.2%}; target <= +10%), greedy decode {times(row['speed_vs_fp32'])} "
-                f"fp32's tokens/s; stored: {row['stored']}: {verdict(met)}")
-    return target(label, row["size_ratio"], met, COMMAND, sentence)
-
-
-NNCF_LAYOUT = Layout((
-    Col("weights", "weights", 24, "<"), Col("size_mb", "size MB", 9, spec=".3g"),
-    Col("size_ratio", "x fp32", 8, spec=".2f"), Col("perplexity", "perplexity", 12, spec=".2f"),
-    Col("perplexity_rise", "rise", 8, spec="+.2%"), Col("tokens_per_s", "tokens/s", 10, spec=".4g"),
-    Col("speed_vs_fp32", "speed x fp32", 13, spec=".2f"), Col("stored", "stored in the IR", 40, "<", before="  ")))
-
-
 # --- the command ---------------------------------------------------------------------------------------------
 
 def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -463,15 +318,16 @@ def run(settings: Settings, smoke: bool, threads: int, progress: Callable[[str],
         spec = TraceSpec(rate_per_s=1.0, requests=settings.requests, prompt_tokens=settings.prompt_tokens,
                          output_tokens=settings.output_tokens, vocab_size=target_model.config.vocab_size, seed=0)
         trace = poisson_trace(spec, pair.prompts())
-        engines = ["generate", "static", "continuous", "paged", "transformers", "openvino"]
+        engines = ["generate", "static", "continuous", "paged", "transformers", "openvino"] + OPENVINO_GOODPUT
         goodput = goodput_rounds(target_model, draft, trace, engines, settings, smoke, progress)
         waste = kv_waste(target_model, trace, settings, progress)
         speculative = speculative_rounds(target_model, draft, trace, settings, progress)
         referee = referee_run(target_model, draft, trace, goodput, settings, progress)
         int4 = int4_rounds(pair, settings, progress)
         nncf = nncf_rounds(pair, settings, threads, progress)
+        openvino = openvino_run(target_model, draft, trace, settings, progress)
     return {"origin": origin, "kv": kv, "goodput": goodput, "waste": waste, "speculative": speculative,
-            "referee": referee, "int4": int4, "nncf": nncf, "settings": settings}
+            "referee": referee, "int4": int4, "nncf": nncf, "settings": settings, "openvino": openvino}
 
 
 def referee_run(model, draft, trace, goodput: pd.DataFrame, settings: Settings,
@@ -538,6 +394,7 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     if not results["referee"].empty:
         out.keep("referee_rounds", results["referee"])
         out.say(agreement(results["referee"].to_dict(orient="records")))
+    openvino_targets = show_openvino(out, results["openvino"], results["origin"], smoke)
     out.blank()
     out.targets([
         kv_cache_target(results["kv"], settings, smoke),
@@ -552,6 +409,9 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
         referee_target(results["referee"], smoke),
         int4_target(results["int4"], smoke),
         nncf_int4_target(results["nncf"], smoke),
+        ratio_target(summary, "openvino", "openvino-single", "OpenVINO GenAI continuous batching vs its LLMPipeline "
+                     "one at a time, goodput", None, smoke),
+        *openvino_targets,
     ])
 
 

@@ -28,6 +28,8 @@ ENGINES = {  # name -> (module, class): resolved on use, so an engine missing fr
     "speculative": ("optlab.generation.speculative", "SpeculativeEngine"),
     "transformers": ("optlab.generation.reference", "TransformersEngine"),
     "openvino": ("optlab.generation.openvino_engine", "OpenVINOEngine"),
+    "openvino-speculative": ("optlab.generation.openvino_engine", "OpenVINOSpeculativeEngine"),
+    "openvino-single": ("optlab.generation.openvino_pipeline", "OpenVINOSingleEngine"),
     "generate": ("optlab.generation.naive", "GenerateEngine"),
 }
 
@@ -63,8 +65,8 @@ def engine_class(name: str) -> type | None:
 def make_engine(name: str, pair: ModelPair, **options: Any):
     """A fresh engine `name` over the pair's target with the defaults a comparison needs: batching
     engines hold up to 8 sequences; paged gets the KV budget of 8 sequences at the model's full
-    context (what contiguous reservation at the context needs); speculative gets the draft. None when
-    this checkout lacks the engine."""
+    context (what contiguous reservation at the context needs); the speculative ones (optlab's and
+    OpenVINO GenAI's) get the draft. None when this checkout lacks the engine."""
     cls = engine_class(name)
     if cls is None:
         return None
@@ -73,7 +75,7 @@ def make_engine(name: str, pair: ModelPair, **options: Any):
 
         context = pair.target.config.max_position_embeddings
         options["kv_budget_bytes"] = 8 * context * kv_bytes_per_token(pair.target)
-    if name == "speculative":
+    if name in ("speculative", "openvino-speculative"):
         return cls(pair.target, pair.draft, **options)
     return cls(pair.target, **options)
 

@@ -13,6 +13,16 @@ NNCF weight compression told by an `OVWeights` recipe or a preset's name (`weigh
 int4 in groups of 32 input channels, the embedding and output head int8; see `openvino_weights`); the
 folder is made once per model and recipe in a process. Token ids go in and come out as
 they are: no tokenizer is converted.
+
+With a draft LM (`draft=` a torch model, or `draft_folder=` its IR) the pipeline decodes speculatively:
+GenAI's `draft_model` property and `num_assistant_tokens` k per request (`generation.openvino_draft`
+says what else that needs). Greedy, the output is the target's own, token for token; a step then
+verifies up to k drafted tokens per sequence, so a request may get several tokens from one step.
+With a draft the prompts are prefilled whole by default (`split_prefill=False`): in openvino-genai
+2026.4 a prompt whose prefill was split over steps while other sequences decoded got a different
+first token from speculative decoding (2 of 16 requests of the zoo's trained pair, 87 and 91 prompt
+tokens at 256 tokens per step; prefilled whole, or served alone, all 16 matched).
+After its last token a request's own timings (GenAI's `PerfMetrics`) are kept: `genai_figures(id)`.
 """
 from __future__ import annotations
 
@@ -28,6 +38,8 @@ import numpy as np
 
 from optlab.generation import openvino_weights
 from optlab.generation.engine import TokenEvent, make_request
+from optlab.generation.openvino_draft import check_draft, draft_property, tokenized
+from optlab.generation.openvino_metrics import GenAIFigures, figures_from, monotonic_ms
 from optlab.generation.openvino_weights import Calibration
 from optlab.recipes.openvino import OVWeights
 
@@ -107,48 +119,104 @@ def ir_mb(folder: str | os.PathLike) -> float:
     return Path(folder, "openvino_model.bin").stat().st_size / 1e6
 
 
+def resolve_folder(model: Any, folder: str | os.PathLike | None, weights: str) -> Path:
+    """The IR folder an engine loads: `folder`, or `model` exported with `weights`; exactly one of them."""
+    if (model is None) == (folder is None):
+        raise ValueError("pass a causal LM (model=) or an OpenVINO IR folder (folder=), not both")
+    return Path(folder) if folder is not None else export(model, weights)
+
+
+def device_properties(threads: int, precision: str) -> dict[str, Any]:
+    """OpenVINO's CPU properties for every optlab pipeline: its inference threads and activations' precision
+    (f32 unless asked: on a CPU with bf16 or AMX units OpenVINO would otherwise compute in bf16 by default)."""
+    return {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": precision}
+
+
+def speculative_properties(draft: Any, draft_folder: str | os.PathLike | None, weights: str,
+                           device: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline properties that make it speculative: {} without a draft, else `draft_model` (the draft
+    exported with the target's `weights` when given as a torch model; `check_draft` has checked them)."""
+    if draft is None and draft_folder is None:
+        return {}
+    return {"draft_model": draft_property(draft_folder if draft_folder is not None else export(draft, weights),
+                                          device)}
+
+
+def check_request(model: Any, known: set[str], request_id: str, prompt_ids: list[int],
+                  max_new_tokens: int) -> tuple[list[int], int]:
+    """A request's prompt and length, checked before any work: against the model when there is one (ids in its
+    vocabulary, within its positions), else the checks that need no model."""
+    if model is not None:
+        request = make_request(model, request_id, prompt_ids, max_new_tokens, known)
+        return list(request.prompt_ids), request.max_new_tokens
+    if request_id in known:
+        raise ValueError(f"request id {request_id!r} was already added; use a new id per request")
+    if len(prompt_ids) == 0 or min(prompt_ids) < 0:
+        raise ValueError(f"request {request_id!r}: the prompt must hold at least one token id, all >= 0")
+    if max_new_tokens < 1:
+        raise ValueError(f"request {request_id!r}: max_new_tokens={max_new_tokens}; ask for at least 1 token")
+    return [int(t) for t in prompt_ids], int(max_new_tokens)
+
+
+def greedy_config(genai: Any, max_new_tokens: int, k: int | None) -> Any:
+    """Greedy, exactly `max_new_tokens` tokens (eos included, as optlab's engines decode: min_new_tokens would
+    instead forbid eos and change the greedy answer), k drafted tokens per round when speculative."""
+    config = genai.GenerationConfig()
+    config.max_new_tokens = int(max_new_tokens)
+    config.ignore_eos = True
+    config.do_sample = False
+    if k is not None:
+        config.num_assistant_tokens = int(k)
+    return config
+
+
 class OpenVINOEngine:
     """OpenVINO GenAI continuous batching over `model` (a torch causal LM, exported on first use) or an
     IR `folder`; `weights` as for `export`. `max_batched_tokens` is the tokens per scheduler step,
     `max_batch` the sequences in flight, `threads` OpenVINO's inference threads (the optlab engines'
-    torch threads' counterpart), `precision` the activations' ("f32", or "bf16" where the CPU has it)."""
+    torch threads' counterpart), `precision` the activations' ("f32", or "bf16" where the CPU has it).
+    `draft` (a torch causal LM of the same vocabulary) or `draft_folder` makes it speculative with `k`
+    drafted tokens per round (see the module's docstring). `split_prefill` is GenAI's dynamic split-fuse (a
+    long prompt's prefill spread over steps, beside other sequences' decoding): on by default, off by default
+    with a draft, where prompts are then prefilled whole and may hold at most `max_batched_tokens` tokens."""
 
     def __init__(self, model: Any = None, *, folder: str | os.PathLike | None = None, weights: str = "fp32",
                  max_batched_tokens: int = 256, max_batch: int = 8, threads: int = 1, prefix_caching: bool = False,
-                 precision: str = "f32"):
+                 precision: str = "f32", draft: Any = None, draft_folder: str | os.PathLike | None = None,
+                 k: int = 4, split_prefill: bool | None = None):
         import openvino as ov  # lazy: heavy
         import openvino_genai as genai
 
-        if (model is None) == (folder is None):
-            raise ValueError("pass a causal LM (model=) or an OpenVINO IR folder (folder=), not both")
-        self.folder = Path(folder) if folder is not None else export(model, weights)
+        self.k = check_draft(draft, draft_folder, k)
+        self.folder = resolve_folder(model, folder, weights)
         self.model = model
         config = genai.SchedulerConfig()
         config.cache_size = 1  # GB of paged KV pool, the smallest it takes (reserved up front: no waste figure)
         config.max_num_batched_tokens = int(max_batched_tokens)
         config.max_num_seqs = int(max_batch)
         config.enable_prefix_caching = bool(prefix_caching)
-        # f32 unless asked: on a CPU with bf16 or AMX units OpenVINO would otherwise compute in bf16 by default
-        properties = {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": precision}
-        self.pipeline = genai.ContinuousBatchingPipeline(str(self.folder), config, "CPU", properties)
+        self.split_prefill = (self.k is None) if split_prefill is None else bool(split_prefill)
+        config.dynamic_split_fuse = self.split_prefill
+        self.max_batched_tokens = int(max_batched_tokens)
+        device = device_properties(threads, precision)
+        speculative = speculative_properties(draft, draft_folder, weights, device)
+        folder_ = tokenized(self.folder) if speculative else self.folder  # GenAI checks both tokenizers
+        self.pipeline = genai.ContinuousBatchingPipeline(str(folder_), config, "CPU", {**device, **speculative})
         self._ov, self._genai = ov, genai
         self._known: set[str] = set()
         self._live: dict[str, tuple[Any, int, int]] = {}  # request id -> (handle, tokens emitted, asked)
+        self._figures: dict[str, GenAIFigures] = {}
+        self._first_ms: dict[str, float] = {}  # request id -> when its first token came back from a step
         self._next_id = 0
         self.weights = weights
 
     def add(self, request_id: str, prompt_ids: list[int], max_new_tokens: int) -> None:
-        if self.model is not None:
-            request = make_request(self.model, request_id, prompt_ids, max_new_tokens, self._known)
-            prompt_ids, max_new_tokens = list(request.prompt_ids), request.max_new_tokens
-        elif request_id in self._known:
-            raise ValueError(f"request id {request_id!r} was already added; use a new id per request")
-        config = self._genai.GenerationConfig()
-        config.max_new_tokens = int(max_new_tokens)
-        config.ignore_eos = True  # exactly max_new_tokens, eos included, as optlab's engines decode (min_new_tokens
-        config.do_sample = False  # would instead forbid eos and change the greedy answer)
+        prompt_ids, max_new_tokens = check_request(self.model, self._known, request_id, prompt_ids, max_new_tokens)
+        if not self.split_prefill and len(prompt_ids) > self.max_batched_tokens:
+            raise ValueError(f"request {request_id!r}: a {len(prompt_ids)}-token prompt exceeds max_batched_tokens"
+                             f"={self.max_batched_tokens} (prompts are prefilled whole here); raise max_batched_tokens")
         ids = self._ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
-        handle = self.pipeline.add_request(self._next_id, ids, config)
+        handle = self.pipeline.add_request(self._next_id, ids, greedy_config(self._genai, max_new_tokens, self.k))
         self._next_id += 1
         self._known.add(request_id)
         self._live[request_id] = (handle, 0, int(max_new_tokens))
@@ -162,16 +230,36 @@ class OpenVINOEngine:
         if not self._live:
             return events
         self.pipeline.step()
+        now_ms = monotonic_ms()
         for request_id, (handle, emitted, asked) in list(self._live.items()):
             new: list[int] = []
             while handle.can_read():
                 for output in handle.read().values():
                     new += [int(t) for t in output.generated_ids]
-            done = str(handle.get_status()).endswith("FINISHED") or emitted + len(new) >= asked
+            new = new[: asked - emitted]
+            if new and not emitted:
+                self._first_ms[request_id] = now_ms
+            done = not str(handle.get_status()).endswith("RUNNING") or emitted + len(new) >= asked
             for i, token in enumerate(new):
                 events.append(TokenEvent(request_id, token, done and i == len(new) - 1))
-            if done:  # one that ended without its last token (an abort) is left unanswered: not completed
+            if done:  # one that ended without its last token (ignored, cancelled) is left unanswered: not completed
                 del self._live[request_id]
+                first_ms = self._first_ms.pop(request_id, None)
+                self._figures[request_id] = figures_from(handle.get_perf_metrics(), first_ms)
             else:
                 self._live[request_id] = (handle, emitted + len(new), asked)
         return events
+
+    def genai_figures(self, request_id: str) -> GenAIFigures | None:
+        """GenAI's own TTFT and TPOT of a finished request (None while it runs or if it never finished)."""
+        return self._figures.get(request_id)
+
+
+class OpenVINOSpeculativeEngine(OpenVINOEngine):
+    """`OpenVINOEngine` decoding speculatively, the draft its second argument (as `SpeculativeEngine` takes
+    it), so a model pair builds it by name ("openvino-speculative")."""
+
+    def __init__(self, model: Any = None, draft: Any = None, *, k: int = 4, **options: Any):
+        if draft is None and options.get("draft_folder") is None:
+            raise ValueError("speculative decoding needs a draft LM: pass draft= (a causal LM) or draft_folder=")
+        super().__init__(model, draft=draft, k=k, **options)

@@ -39,7 +39,7 @@ def _nncf(size_ratio: float | None, rise: float | None, stored: str = "int4 on 1
 
 
 def test_the_nncf_int4_target_judges_the_int4_row_on_size_and_perplexity_and_says_what_is_stored():
-    from optlab.bench.llm import nncf_int4_target
+    from optlab.bench.llm_nncf import nncf_int4_target
 
     met = nncf_int4_target(_nncf(0.2, 0.05), smoke=False)
     assert met["met"] is True and "stored: int4 on 14 of 16 matrices" in met["sentence"]
