@@ -54,6 +54,29 @@ class GenerationCandidate:
         if self.engine == "speculative" and self.model != "target":
             raise ValueError("a speculative candidate runs the target with the draft proposing; leave model='target'")
         weight_format(self.weights)
+        if self.runtime == "openvino" and self.weights != "fp32":
+            raise ValueError(f"an OpenVINO engine serves its own IR: give its NNCF weights as options=(('weights', "
+                             f"'int8'),), not weights={self.weights!r}")
+
+    @property
+    def runtime(self) -> str:
+        """"openvino" for OpenVINO GenAI's engines (they serve the exported IR), else "torch"."""
+        return "openvino" if self.engine.startswith("openvino") else "torch"
+
+    @property
+    def ir_weights(self) -> str:
+        """An OpenVINO engine's NNCF weights (a preset of `openvino_weights.PRESETS` or an OVWeights name)."""
+        return str(dict(self.options).get("weights", "fp32"))
+
+    @property
+    def served(self) -> tuple[str, str]:
+        """The weights this candidate computes with, as (model, weights): the key its perplexity is measured
+        under. An OpenVINO engine's are the IR's ("openvino:int4"), measured on the IR itself."""
+        return (self.model, f"openvino:{self.ir_weights}" if self.runtime == "openvino" else self.weights)
+
+    @property
+    def quantized(self) -> bool:
+        return self.weights != "fp32" or (self.runtime == "openvino" and self.ir_weights != "fp32")
 
     @property
     def is_baseline(self) -> bool:
@@ -88,11 +111,46 @@ class GenerationCandidate:
 
 
 BASELINE = GenerationCandidate("sequential")
+OV_INT4 = "ov_weights(bits=4, group_size=16)"  # groups of 16: the zoo target's 688-wide MLP takes no group of 32
+OPENVINO = (GenerationCandidate("openvino"),
+            GenerationCandidate("openvino", options=(("weights", "int8"),), label="openvino(NNCF int8)"),
+            GenerationCandidate("openvino", options=(("weights", OV_INT4),), label="openvino(NNCF int4 g16)"),
+            GenerationCandidate("openvino-speculative", options=(("k", 4),)), GenerationCandidate("openvino-single"))
 WORKSHOP = (BASELINE, GenerationCandidate("continuous"), GenerationCandidate("continuous", model="draft"))
 FULL = (*WORKSHOP, GenerationCandidate("static"), GenerationCandidate("paged"), GenerationCandidate("transformers"),
         GenerationCandidate("speculative", options=(("k", 4),)),
         GenerationCandidate("continuous", weights="int4-rtn-g32"), GenerationCandidate("generate"),
-        GenerationCandidate("openvino"))
+        *OPENVINO)
+
+
+LESSONS = {  # engine -> what its row teaches, shown beside its figures
+    "sequential": "the baseline: one request at a time, each decode step reads every weight for one token",
+    "generate": "the naive server: transformers' generate, one request at a time, no batching",
+    "static": "static batching: a batch waits for its longest request, and arrivals wait for the batch",
+    "continuous": "continuous batching: requests join and leave at every step, so one read of the weights serves "
+                  "many sequences",
+    "paged": "paged KV memory: blocks instead of a reservation per sequence, so more sequences fit one budget",
+    "transformers": "the pinned library's own continuous batcher (generate_batch): the mechanism without optlab",
+    "speculative": "speculative decoding: a draft proposes k tokens and the target checks them in one pass; it pays "
+                   "only when the draft is right often and the target's pass is the bottleneck",
+    "openvino": "a real engine: OpenVINO GenAI's continuous batching and paged attention in compiled kernels",
+    "openvino-speculative": "speculative decoding inside the real engine (GenAI's draft_model, k tokens a round)",
+    "openvino-single": "the real engine's kernels one request at a time (LLMPipeline): what its batching adds is "
+                       "the gap to its continuous row",
+}
+WEIGHT_LESSONS = {"draft": "the draft model alone: faster and cheaper, and it changes which tokens come out",
+                  "quantized": "weight-only quantization: fewer bytes read per decode step; its perplexity is "
+                               "measured on those weights"}
+
+
+def lesson(candidate: GenerationCandidate) -> str:
+    """What `candidate`'s row teaches, in a sentence or two (engine, then model and weights)."""
+    parts = [LESSONS.get(candidate.engine, "")]
+    if candidate.model == "draft":
+        parts.append(WEIGHT_LESSONS["draft"])
+    if candidate.quantized:
+        parts.append(WEIGHT_LESSONS["quantized"])
+    return "; ".join(p for p in parts if p)
 
 
 def perplexity_windows(pair: ModelPair, max_windows: int = 64) -> tuple[list, str]:
@@ -122,14 +180,37 @@ def perplexities(pair: ModelPair, candidates: Sequence[GenerationCandidate] = ()
 
     windows, words = perplexity_windows(pair, max_windows)
     served = {(name, "fp32"): GenerationCandidate("sequential", model=name) for name in MODELS}
-    served.update({(c.model, c.weights): c for c in candidates})
+    served.update({c.served: c for c in candidates})
     scores = {}
     for key, candidate in served.items():
         try:
-            scores[key] = language.perplexity(candidate.module(pair)[0], windows)
+            scores[key] = (_ir_perplexity(pair, candidate, windows) if candidate.runtime == "openvino"
+                           else language.perplexity(candidate.module(pair)[0], windows))
         except Exception:  # noqa: BLE001 - the candidate's own row says why (its engine is built again there)
             continue
     return scores, words
+
+
+def ir_folder(pair: ModelPair, candidate: GenerationCandidate):
+    """The OpenVINO IR an OpenVINO candidate serves (exported once per model and weights in a process)."""
+    from optlab.generation import openvino_engine  # lazy: OpenVINO and optimum-intel
+
+    model = pair.target if candidate.model == "target" else pair.draft
+    return openvino_engine.export(model, candidate.ir_weights)
+
+
+def _ir_perplexity(pair: ModelPair, candidate: GenerationCandidate, windows) -> float:
+    from optlab.generation import openvino_weights  # lazy: OpenVINO
+
+    return openvino_weights.perplexity(ir_folder(pair, candidate), windows)
+
+
+def _weights_label(candidate: GenerationCandidate) -> str:
+    if candidate.runtime == "openvino":
+        from optlab.generation.openvino_weights import recipe_for  # lazy: pulls the recipe module
+
+        return recipe_for(candidate.ir_weights).label
+    return weight_format(candidate.weights).label
 
 
 def greedy_tokens(engine: Any, requests: Sequence[TraceRequest]) -> dict[str, list[int]]:
@@ -154,14 +235,14 @@ def token_agreement(reference: dict[str, list[int]], other: dict[str, list[int]]
 def _row(candidate: GenerationCandidate, quality: dict[str, float], quality_words: str) -> dict[str, Any]:
     from optlab.instruments.environment import environment  # lazy: reads /proc once
 
-    ppl, base = quality.get((candidate.model, candidate.weights)), quality[("target", "fp32")]
-    family = "baseline" if candidate.is_baseline else "generation" if candidate.weights == "fp32" else "quantization"
+    ppl, base = quality.get(candidate.served), quality[("target", "fp32")]
+    family = "baseline" if candidate.is_baseline else "quantization" if candidate.quantized else "generation"
     return {**environment().to_dict(), "candidate": candidate.name, "recipe": "baseline" if candidate.is_baseline
-            else candidate.name, "recipe_json": candidate.to_json(), "family": family, "runtime": "torch",
-            "engine": candidate.engine, "model": candidate.model, "weights": weight_format(candidate.weights).label,
+            else candidate.name, "recipe_json": candidate.to_json(), "family": family, "runtime": candidate.runtime,
+            "engine": candidate.engine, "model": candidate.model, "weights": _weights_label(candidate),
             "status": "ok", "error": None, "metric": "perplexity", "quality": ppl, "perplexity": ppl,
             "baseline_quality": base, "quality_drop": None if ppl is None else ppl - base,
-            "quality_note": quality_words}
+            "quality_note": quality_words, "lesson": lesson(candidate)}
 
 
 def _figures(found) -> dict[str, Any]:
@@ -225,6 +306,19 @@ def _measure_one(pair, candidate, trace, search, short, reference, seed, on_prob
     finally:
         for engine in made:
             getattr(engine, "close", lambda: None)()
-    notes = "; ".join(part for part in (meta.get("int4_layers", ""), _figures(found)["notes"]) if part)
-    return {"agreement": token_agreement(reference, tokens), "size_mb": size_mb(module), **_figures(found),
-            "notes": notes}
+    size, stored = _served_size(pair, candidate, module, meta)
+    notes = "; ".join(part for part in (stored, _figures(found)["notes"]) if part)
+    return {"agreement": token_agreement(reference, tokens), "size_mb": size, **_figures(found), "notes": notes}
+
+
+def _served_size(pair: ModelPair, candidate: GenerationCandidate, module, meta: dict) -> tuple[float, str]:
+    """The served weights' size in MB and what they hold, in words: the torch module's, or for an OpenVINO
+    engine the IR's file and what NNCF really stored in it (read back from the IR, never assumed)."""
+    if candidate.runtime != "openvino":
+        return size_mb(module), meta.get("int4_layers", "")
+    from optlab.generation.openvino_engine import ir_mb  # lazy: OpenVINO
+    from optlab.generation.openvino_ir import inspect_ir
+    from optlab.generation.openvino_weights import recipe_for
+
+    folder, claimed = ir_folder(pair, candidate), recipe_for(candidate.ir_weights).precision
+    return ir_mb(folder), "" if claimed == "fp32" else inspect_ir(folder).describe(claimed)

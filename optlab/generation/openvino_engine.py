@@ -52,7 +52,7 @@ _EXPORT_LOGGERS = ("transformers", "optimum", "nncf")
 
 
 @contextlib.contextmanager
-def _offline_and_quiet() -> Iterator[None]:
+def offline_and_quiet() -> Iterator[None]:
     """While exporting: the hub off (optimum's exporter looks for a tokenizer and a generation config
     there) and the exporter's chatter (tracer warnings, its guesses about the folder, deprecations) out
     of notebooks: those loggers at ERROR, warnings ignored. Everything is set back afterwards."""
@@ -90,7 +90,7 @@ def export(model: Any, weights: str | OVWeights = "fp32", folder: str | os.PathL
     if key in _EXPORTS and _EXPORTS[key][0] is model and folder is None:
         return _EXPORTS[key][1]
     try:
-        with _offline_and_quiet():
+        with offline_and_quiet():
             from optimum.intel import OVModelForCausalLM  # lazy: heavy
     except ImportError as error:
         raise RuntimeError(f"exporting to OpenVINO needs optimum-intel ({error}); pip install optimum-intel") from error
@@ -101,13 +101,13 @@ def export(model: Any, weights: str | OVWeights = "fp32", folder: str | os.PathL
     folder = Path(folder)
     if fp32 is not None:
         windows = list(calibration()) if recipe.calibrated else []
-        with _offline_and_quiet():
+        with offline_and_quiet():
             openvino_weights.compress(fp32, recipe, folder, windows)
         _EXPORTS[key] = (model, folder)
         return folder
     source = folder.with_name(folder.name + "-hf")
     model.save_pretrained(source)
-    with _offline_and_quiet():  # load_in_8bit=False: optimum would compress a model over 1B parameters unasked
+    with offline_and_quiet():  # load_in_8bit=False: optimum would compress a model over 1B parameters unasked
         exported = OVModelForCausalLM.from_pretrained(source, export=True, compile=False, load_in_8bit=False)
         exported.save_pretrained(folder)
     _EXPORTS[key] = (model, folder)

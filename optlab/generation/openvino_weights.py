@@ -132,8 +132,11 @@ def load(folder: str | os.PathLike, threads: int = 1) -> Any:
     otherwise run bf16 by default and blur the weights' own effect) on `threads` threads."""
     from optimum.intel import OVModelForCausalLM  # lazy: heavy
 
-    return OVModelForCausalLM.from_pretrained(Path(folder).resolve(), export=False, ov_config={
-        "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32"})
+    from optlab.generation.openvino_engine import offline_and_quiet  # lazy: it imports this module
+
+    with offline_and_quiet():  # optimum's guesses about the folder stay out of notebooks
+        return OVModelForCausalLM.from_pretrained(Path(folder).resolve(), export=False, ov_config={
+            "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32"})
 
 
 def perplexity(folder: str | os.PathLike, windows: Sequence[np.ndarray], threads: int = 1) -> float:

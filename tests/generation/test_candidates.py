@@ -119,3 +119,34 @@ def test_the_goodput_chart_labels_bars_by_candidate(measured):
     drawn = next(iter(spec["datasets"].values()))
     assert {row["candidate"] for row in drawn} == set(measured.index[measured["goodput_per_s"].notna()])
     assert spec["encoding"]["y"]["field"] == "candidate"
+
+
+@pytest.fixture(scope="module")
+def on_openvino():
+    pytest.importorskip("openvino_genai")
+    pair = _pair()
+    trace = poisson_trace(TraceSpec(rate_per_s=20.0, requests=4, prompt_tokens=(4, 8), output_tokens=(3, 5),
+                                    vocab_size=pair.target.config.vocab_size, seed=3))
+    search = GoodputSearch(sla=Sla(ttft_ms=2000.0, tpot_ms=500.0), min_requests=len(trace), start_per_s=4.0,
+                           rel_tol=0.5, max_probes=1, min_per_s=0.5)
+    chosen = (candidates.BASELINE, candidates.OPENVINO[0], candidates.OPENVINO[2])
+    return candidates.measure(pair, trace, chosen, search, agreement_requests=2).set_index("candidate")
+
+
+def test_openvino_rows_are_scored_on_the_ir_they_serve(on_openvino):
+    base, fp32, int4 = (on_openvino.loc[name] for name in ("baseline", "openvino", "openvino(NNCF int4 g16)"))
+    for row in (fp32, int4):
+        assert row["status"] == "ok", row["error"]
+        assert row["runtime"] == "openvino"
+    assert fp32["family"] == "generation" and int4["family"] == "quantization"
+    assert fp32["perplexity"] == pytest.approx(base["perplexity"], rel=1e-3)  # the fp32 IR computes the same model
+    assert int4["weights"] == "NNCF int4 g16 asym" and int4["notes"].startswith("int4 on ")  # read back from the IR
+    assert int4["size_mb"] < 0.6 * fp32["size_mb"]
+    assert fp32["agreement"] == 1.0 and "compiled kernels" in fp32["lesson"]
+    assert "quantization" in int4["lesson"]
+
+
+def test_an_openvino_candidate_takes_its_weights_as_an_option():
+    with pytest.raises(ValueError, match="options=\\(\\('weights'"):
+        GenerationCandidate("openvino", weights="int4-rtn-g32")
+    assert GenerationCandidate("openvino", options=(("weights", "int8"),)).served == ("target", "openvino:int8")
