@@ -1,0 +1,36 @@
+"""A cascade's latency drawn against both of its models alone: the ECDF of per-request latency
+(`optlab.study.cascade.threshold_sweep(...).samples`), where the cascade is bimodal (most requests
+pay the cheap model, the escalated ones pay both)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from optlab.study.cascade import CASCADE, CHEAP, EXPENSIVE
+from optlab.views.plots import latency_chart
+
+
+def cascade_samples(samples: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The sweep's samples of both models alone and of the cascade at `threshold` (the one swept
+    closest to it), shaped for `latency_chart` (candidate, status, latency_ms)."""
+    missing = {"model", "threshold", "latency_ms"} - set(samples.columns)
+    if missing:
+        raise ValueError(f"cascade samples lack column(s) {', '.join(sorted(missing))}; pass "
+                         f"threshold_sweep(...).samples")
+    cascades = samples[samples["model"] == CASCADE]
+    if cascades.empty:
+        raise ValueError("the samples hold no cascade requests; pass threshold_sweep(...).samples")
+    swept = np.array(sorted(set(cascades["threshold"].astype(float))))
+    nearest = float(swept[np.argmin(np.abs(swept - float(threshold)))])
+    picked = samples[samples["model"].isin([CHEAP, EXPENSIVE]) | ((samples["model"] == CASCADE)
+                                                                  & (samples["threshold"] == nearest))]
+    names = picked["model"].where(picked["model"] != CASCADE, f"cascade, threshold {nearest:.3g}")
+    return pd.DataFrame({"candidate": names.to_numpy(), "status": "ok", "latency_ms": picked["latency_ms"].to_numpy()})
+
+
+def cascade_latency_chart(samples: pd.DataFrame, threshold: float, *, title: str | None = None, width: int = 460):
+    """ECDF of per-request latency: the cascade at `threshold` against the cheap and the expensive
+    model alone, from the sweep's samples."""
+    data = cascade_samples(samples, threshold)
+    return latency_chart(data, "ecdf", width=width,
+                         title=title or "Per-request latency: the cascade against both models alone")
