@@ -9,6 +9,8 @@ import pandas as pd
 from optlab.study.cascade import CASCADE, CHEAP, EXPENSIVE
 from optlab.views.plots import latency_chart
 
+POINTS = 400  # requests drawn per curve
+
 
 def cascade_samples(samples: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """The sweep's samples of both models alone and of the cascade at `threshold` (the one swept
@@ -25,7 +27,18 @@ def cascade_samples(samples: pd.DataFrame, threshold: float) -> pd.DataFrame:
     picked = samples[samples["model"].isin([CHEAP, EXPENSIVE]) | ((samples["model"] == CASCADE)
                                                                   & (samples["threshold"] == nearest))]
     names = picked["model"].where(picked["model"] != CASCADE, f"cascade, threshold {nearest:.3g}")
-    return pd.DataFrame({"candidate": names.to_numpy(), "status": "ok", "latency_ms": picked["latency_ms"].to_numpy()})
+    frame = pd.DataFrame({"candidate": names.to_numpy(), "status": "ok", "latency_ms": picked["latency_ms"].to_numpy()})
+    return frame.groupby("candidate", sort=False, group_keys=False)[["candidate", "status", "latency_ms"]].apply(
+        _thinned).reset_index(drop=True)
+
+
+def _thinned(group: pd.DataFrame) -> pd.DataFrame:
+    """At most POINTS requests per curve, at evenly spaced ranks of the sorted latencies: the same ECDF
+    drawn with a chart small enough to embed (thousands of timed requests are not)."""
+    ordered = group.sort_values("latency_ms")
+    if len(ordered) <= POINTS:
+        return ordered
+    return ordered.iloc[np.unique(np.round(np.linspace(0, len(ordered) - 1, POINTS)).astype(int))]
 
 
 def cascade_latency_chart(samples: pd.DataFrame, threshold: float, *, title: str | None = None, width: int = 460):

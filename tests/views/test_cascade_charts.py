@@ -20,6 +20,10 @@ def test_the_ecdf_holds_both_models_alone_and_the_nearest_swept_threshold():
     data = cascade_samples(_samples(), 0.88)
     assert sorted(set(data["candidate"])) == ["cascade, threshold 0.9", "cheap alone", "expensive alone"]
     assert len(data) == 150
+    many = pd.DataFrame({"model": "cheap alone", "threshold": None, "latency_ms": np.arange(5000.0)})
+    thinned = cascade_samples(pd.concat([_samples(), many], ignore_index=True), 0.5)
+    cheap = thinned[thinned["candidate"] == "cheap alone"]["latency_ms"]
+    assert len(cheap) == 400 and cheap.min() == 0 and cheap.max() == 4999  # the ECDF's ends are kept
     spec = cascade_latency_chart(_samples(), 0.88).to_dict()
     assert spec["mark"]["type"] == "line" and "share" in str(spec["encoding"]["y"])
 
