@@ -41,7 +41,7 @@ SETTINGS = {True: dict(timed_rows=256, rounds=4, turn_s=0.03, n_boot=300),
 
 LAYOUT = Layout((
     Col("model", "model", 16, "<"),
-    Col("threshold", "threshold", 10, spec=".4f"),
+    Col("threshold", "threshold", 10, spec=".6f"),
     Col("escalated_share", "sent on", 8, spec=".1%"),
     Col("timed_escalated_share", "timed", 7, spec=".1%"),
     Col("quality", "quality [95% CI]", 24, text=lambda r: f"{r['quality']:.4f} [{r['quality_ci_low']:.4f}, "
@@ -101,7 +101,7 @@ def judge(table: pd.DataFrame, name: str) -> dict[str, Any]:
     where = "below" if not within else "within" if c["quality"] <= e["quality_ci_high"] else "above"
     note = (" (the cheap model alone was already as good on validation: nothing is sent on)"
             if c["escalated_share"] == 0 else "")
-    sentence = (f"[{name}] {verdict(met)}: threshold {c['threshold']:.4f} (chosen on validation) sends "
+    sentence = (f"[{name}] {verdict(met)}: threshold {c['threshold']:.6f} (chosen on validation) sends "
                 f"{c['escalated_share']:.1%} of test requests on; {c['metric']} {c['quality']:.4f} {where} the "
                 f"expensive model's 95% interval [{e['quality_ci_low']:.4f}, {e['quality_ci_high']:.4f}]; mean "
                 f"latency {c['mean_ms']:.4f} vs {e['mean_ms']:.4f} ms ({_ratio(speedup)}), cost per 1M "

@@ -24,16 +24,10 @@ from optlab.models.candidate import Candidate
 CONFIDENCES = ("top1", "margin", "distance")
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def confidence(logits: np.ndarray, kind: str, decision: float = 0.5) -> np.ndarray:
     """Per-row confidence in [0, 1] of a model whose outputs are `logits` ((N, C) classes, or (N,) /
     (N, 1) click logits for "distance")."""
-    logits = np.asarray(logits, dtype=np.float64)
+    logits = np.asarray(logits, dtype=np.float64)  # float32 saturates: confident rows would all read 1.0
     if kind == "distance":
         if logits.ndim == 2 and logits.shape[1] == 1:
             logits = logits[:, 0]
@@ -42,17 +36,18 @@ def confidence(logits: np.ndarray, kind: str, decision: float = 0.5) -> np.ndarr
                              f"{logits.shape}; use 'top1' or 'margin' for class scores")
         p = 1.0 / (1.0 + np.exp(-logits))
         room = np.where(p >= decision, 1.0 - decision, decision)
-        return np.clip(np.abs(p - decision) / room, 0.0, 1.0)
+        return np.minimum(np.abs(p - decision) / room, 1.0)
     if kind not in ("top1", "margin"):
         raise ValueError(f"confidence={kind!r} is not known; choose one of: {', '.join(CONFIDENCES)}")
     if logits.ndim != 2 or logits.shape[1] < 2:
         raise ValueError(f"confidence={kind!r} needs class scores of shape (N, C) with C >= 2, got {logits.shape}; "
                          f"use 'distance' for a click model's single logit")
-    probs = _softmax(logits)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # the top class's term is exactly 1
+    total = exp.sum(axis=1)
     if kind == "top1":
-        return probs.max(axis=1)
-    top2 = np.partition(probs, -2, axis=1)[:, -2:]
-    return np.clip(top2[:, 1] - top2[:, 0], 0.0, 1.0)
+        return 1.0 / total
+    second = np.partition(exp, -2, axis=1)[:, -2]
+    return (1.0 - second) / total
 
 
 def escalated(conf: np.ndarray, threshold: float) -> np.ndarray:

@@ -64,3 +64,10 @@ def test_a_confidence_that_does_not_fit_the_outputs_is_refused():
         confidence(np.zeros((3, 4)), "distance")
     with pytest.raises(ValueError, match="class scores"):
         confidence(np.zeros(3), "top1")
+
+
+def test_the_recipe_offers_exactly_the_confidences_the_router_computes():
+    from optlab.models import cascade as routing
+    from optlab.recipes import cascade as recipe
+
+    assert recipe.CONFIDENCES == routing.CONFIDENCES
