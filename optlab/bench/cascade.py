@@ -137,7 +137,10 @@ def main(argv: list[str]) -> int:
     out.say(f"\nCPU: {platform.processor() or platform.machine()}, flags: {cpu_flags()}; threads={THREADS}; "
             f"torch {torch.__version__}; expensive={args.expensive}; smoke={args.smoke}. Latency is timed "
             f"interleaved with both models alone; cost per 1M follows mean latency (single-row requests served "
-            f"one after another at one price), so the two ratios agree.")
+            f"one after another at one price), so the two ratios agree." + (
+                " The cheap model runs on ONNX Runtime and the expensive one in torch eager: part of any gain is "
+                "the runtime's; --expensive onnxruntime puts both on one runtime." if args.expensive == "baseline"
+                else ""))
     out.say("\ntargets (ratios from the same run; others share these cores, so expect noise):")
     out.targets([judge(table, name) for name in args.datasets.split(",")], indent="  ")
     out.write_json(args.json)
