@@ -33,6 +33,7 @@ _EXPORTS = {
     "Prune": ("optlab.recipes.recipe", "Prune"),
     "Distill": ("optlab.recipes.recipe", "Distill"),
     "Chain": ("optlab.recipes.recipe", "Chain"),
+    "Cascade": ("optlab.recipes.cascade", "Cascade"),
     "OnDevice": ("optlab.recipes.recipe", "OnDevice"),
     "UnsupportedRecipe": ("optlab.recipes.recipe", "UnsupportedRecipe"),
     "ONNX_RECIPES": ("optlab.recipes.presets", "ONNX_RECIPES"),
@@ -46,6 +47,7 @@ _EXPORTS = {
     "Study": ("optlab.study.study", "Study"),
     "RunOptions": ("optlab.study.options", "RunOptions"),
     "Pricing": ("optlab.study.table", "Pricing"),
+    "threshold_sweep": ("optlab.study.cascade", "threshold_sweep"),
     "TradeoffExplorer": ("optlab.views.widgets", "TradeoffExplorer"),
     "LiveChart": ("optlab.views.widgets", "LiveChart"),
     "write_report": ("optlab.views.report", "write_report"),
@@ -65,6 +67,7 @@ _NAMESPACES = {
     "costs": "optlab.study.costs",
     "reshape": "optlab.study.reshape",
     "plots": "optlab.views.plots",
+    "cascade_charts": "optlab.views.cascade_charts",
 }
 
 __all__ = [*_EXPORTS, *_NAMESPACES]

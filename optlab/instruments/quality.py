@@ -385,6 +385,24 @@ def paired_drop_ci(metric: str, labels: np.ndarray, candidate: np.ndarray, basel
     return float(low), float(high)
 
 
+def metric_ci(metric: str, labels: np.ndarray, logits: np.ndarray, task: str, *, n_boot: int = 1000, seed: int = 0,
+              level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of one model's `metric` on these rows (its own uncertainty, not a
+    drop against another model; see `paired_drop_ci` for that)."""
+    labels = np.asarray(labels).astype(np.int64)
+    logits = np.asarray(logits, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    function = metrics.METRICS[metric]
+    chunk = max(1, min(n_boot, 2_000_000 // max(len(labels), 1)))
+    values = np.concatenate([
+        function(labels, logits, task, metrics.resample_weights(len(labels), min(chunk, n_boot - start), rng))
+        for start in range(0, n_boot, chunk)])
+    values = values[np.isfinite(values)]
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha]) if values.size else (np.nan, np.nan)
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class Gate:
     """The verdict: `passed`, and one line per check saying what was compared."""

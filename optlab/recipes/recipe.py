@@ -123,12 +123,28 @@ def from_json(text: str) -> Recipe:
     return from_dict(json.loads(text))
 
 
+def _split_top(text: str, separator: str) -> list[str]:
+    """`text` split at `separator` outside parentheses (a nested recipe keeps its own commas and arrows)."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(text):
+        char = text[i]
+        depth += (char == "(") - (char == ")")
+        if depth == 0 and text.startswith(separator, i):
+            parts.append(text[start:i])
+            start = i = i + len(separator)
+            continue
+        i += 1
+    return [*parts, text[start:]]
+
+
 def parse(text: str) -> Recipe:
     """The inverse of `Recipe.name`, for command lines: "quantize(scheme=static-int8,
-    runtime=onnxruntime)" -> Quantize(...); steps joined by "->" make a Chain."""
-    if "->" in text:
-        return Chain(*(parse(part) for part in text.split("->")))
-    match = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", text)
+    runtime=onnxruntime)" -> Quantize(...); steps joined by "->" make a Chain; a field may hold a
+    recipe ("cascade(cheap=distill() -> compile(), threshold=0.9)")."""
+    steps = _split_top(text, "->")
+    if len(steps) > 1:
+        return Chain(*(parse(part) for part in steps))
+    match = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", text, flags=re.DOTALL)
     if not match or match.group(1) not in _RECIPE_KINDS or match.group(1) == "chain":
         kinds = ", ".join(k for k in sorted(_RECIPE_KINDS) if k != "chain")
         raise ValueError(f"cannot read recipe {text!r}; write it as kind(field=value, ...) with kind one of {kinds}, "
@@ -136,7 +152,7 @@ def parse(text: str) -> Recipe:
     cls = _RECIPE_KINDS[match.group(1)]
     allowed = {f.name for f in fields(cls)}
     kwargs: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in match.group(2).split(","))):
+    for part in filter(None, (p.strip() for p in _split_top(match.group(2), ","))):
         key, sep, value = (x.strip() for x in part.partition("="))
         if not sep or key not in allowed:
             raise ValueError(f"recipe {text!r}: {part!r} is not field=value with a field of {cls.__name__} "
@@ -377,6 +393,9 @@ class Chain(Recipe):
         for step in steps:
             if not isinstance(step, Recipe) or isinstance(step, Chain):
                 raise ValueError(f"Chain steps must be recipes (not nested chains); got {step!r}")
+            if step.kind == "cascade":
+                raise ValueError("a Cascade routes between two models and cannot be a Chain step; put the chain "
+                                 "inside it: Cascade(cheap=Chain(...))")
         for before, after in zip(steps, steps[1:], strict=False):
             if after.stage < before.stage:
                 raise ValueError(

@@ -150,6 +150,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("cost_per_1m_usd", "cost per 1M predictions", "$", "{:,.4f}", ",.4f", "~g", 4, False, short="cost per 1M"),
     Column("batch_size", "batch size", "", "{:d}", "d", "d", 0, None),
     Column("threads", "threads", "", "{:d}", "d", "d", 0, None),
+    Column("escalated_share", "share escalated to the expensive model", "", "{:.1%}", ".1%", ".0%", 4, False,
+           short="escalated"),
+    Column("cascade_threshold", "cascade confidence threshold", "", "{:.4f}", ".4f", "~g", 4, None,
+           short="threshold"),
     Column("offered_per_s", "offered load", "requests/s", "{:,.0f}", ",.0f", ",~f", 0, None, short="offered"),
     Column("achieved_per_s", "achieved", "requests/s", "{:,.0f}", ",.0f", ",~f", 0, True),
 )

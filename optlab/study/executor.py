@@ -146,6 +146,9 @@ def _produce(context: TaskContext, task: Task) -> dict[str, Any]:
         row.update(candidate.describe())
         row.update(measurement.to_row())
         row.update(quality.to_row())
+        split_figures = getattr(candidate, "split_figures", None)  # e.g. a cascade's escalated share
+        if callable(split_figures):
+            row.update(split_figures(context.data, "test"))
         row.update(status="ok", error=None, error_type=None, error_stage=None, error_traceback=None)
     except Exception as error:  # noqa: BLE001 - isolating failures is the point
         row = _environment_row(str(getattr(candidate, "device", None) or "cpu"))

@@ -167,7 +167,17 @@ def _quality_is_fraction(df) -> bool:
     return bool(len(values) == 0 or ((values >= 0) & (values <= 1)).all())
 
 
-def _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement) -> dict[str, float]:
+def _budget(name: str, value: Any, unit_words: str) -> float:
+    """A memory or size budget: a positive, finite number of megabytes."""
+    number = _number(name, value)
+    if number <= 0 or math.isinf(number):
+        raise ValueError(f"{name}={value!r} must be a positive budget in megabytes ({unit_words}, e.g. 512), "
+                         f"or None for no such budget")
+    return number
+
+
+def _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement, max_memory_mb=None,
+              max_size_mb=None) -> dict[str, float]:
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of: {', '.join(map(repr, OBJECTIVES))}")
     constraints: dict[str, float] = {}
@@ -193,6 +203,11 @@ def _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement) -> dic
             raise ValueError(f"min_agreement={min_agreement!r} must be a fraction in [0, 1] "
                              f"(0.99 = the candidate agrees with the baseline on 99% of predictions)")
         constraints["min_agreement"] = value
+    if max_memory_mb is not None:
+        constraints["max_memory_mb"] = _budget("max_memory_mb", max_memory_mb, "peak resident memory of a fresh "
+                                                                            "process serving the candidate")
+    if max_size_mb is not None:
+        constraints["max_size_mb"] = _budget("max_size_mb", max_size_mb, "the artifact's size on disk")
     return constraints
 
 
@@ -212,15 +227,20 @@ _LIMITS = {
     "max_p99_ms": _Limit("p99_ms", True, "p99 latency"),
     "max_quality_drop": _Limit("quality_drop", True, "quality"),
     "min_agreement": _Limit("agreement", False, "agreement"),
+    # budgets: the peak memory of a fresh process that loads and serves the candidate (cold start's
+    # measurement) and the artifact's size on disk, both as every measured row carries them
+    "max_memory_mb": _Limit("peak_rss_mb", True, "peak memory"),
+    "max_size_mb": _Limit("size_mb", True, "size on disk"),
 }
 SERVED_COLUMNS = ("throughput_at_sla_per_s", "serving_max_p99_ms")  # what Study.serve found under load
 
 
 @dataclass(frozen=True)
 class Constraint:
-    """One SLA limit (`name` is its keyword and the charts' Vega param: max_p99_ms,
-    max_quality_drop or min_agreement). It judges a results row (`judge`) and renders the same
-    rule as a Vega expression (`vega_outside`), so a sentence and a chart cannot disagree.
+    """One SLA limit or budget (`name` is its keyword and the charts' Vega param: max_p99_ms,
+    max_quality_drop, min_agreement, max_memory_mb or max_size_mb). It judges a results row
+    (`judge`) and renders the same rule as a Vega expression (`vega_outside`), so a sentence and a
+    chart cannot disagree.
 
     The rules: a missing figure does not meet a limit (it is "not measured", never assumed); the
     baseline's quality drop is 0; a candidate that `Study.serve` found serving 0/s within a p99
@@ -252,13 +272,17 @@ class Constraint:
             return f"p99 <= {self.limit:g} ms"
         if self.name == "max_quality_drop":
             return f"quality drop <= {Formatter(self.fraction).drop(self.limit)}"
+        if self.name in ("max_memory_mb", "max_size_mb"):
+            return f"{_LIMITS[self.name].words} <= {self.limit:g} MB"
         return f"agreement >= {self.limit:g}"
 
     def judge(self, row: dict) -> tuple[str, str, float]:
         """(MEETS | FAILS | NOT_MEASURED, the reason, a scale-free distance to meeting it)."""
         value, limit = self.value(row), self.limit
         if math.isnan(value):
-            what = {"p99_ms": "p99 latency not measured", "quality_drop": "quality not evaluated"}
+            what = {"p99_ms": "p99 latency not measured", "quality_drop": "quality not evaluated",
+                    "peak_rss_mb": "peak memory not measured (no fresh-process cold start)",
+                    "size_mb": "size on disk not measured (no artifact)"}
             return NOT_MEASURED, what.get(self.column, f"{self.column.replace('_', ' ')} not evaluated"), 1e6
         served, searched = figure(row, SERVED_COLUMNS[0]), figure(row, SERVED_COLUMNS[1])
         if self.name == "max_p99_ms" and served <= 0 and searched >= limit:
@@ -270,6 +294,8 @@ class Constraint:
             return FAILS, f"quality drop {fmt.drop(value)} > {fmt.drop(limit)}", (value - limit) / max(limit, 0.005)
         if self.name == "min_agreement" and value < limit:
             return FAILS, f"agreement {value:.3f} < {limit:g}", (limit - value) / max(limit, 1e-3)
+        if self.name in ("max_memory_mb", "max_size_mb") and value > limit:
+            return FAILS, f"{_LIMITS[self.name].words} {value:.4g} MB > {limit:g} MB", value / limit - 1
         return MEETS, "", 0.0
 
     def vega_outside(self, param: bool = True) -> str:
@@ -290,9 +316,11 @@ class Constraint:
 
 
 def sla_constraints(*, max_p99_ms: float | None = None, max_quality_drop: float | None = None,
-                    min_agreement: float | None = None, fraction: bool = True) -> tuple[Constraint, ...]:
+                    min_agreement: float | None = None, max_memory_mb: float | None = None,
+                    max_size_mb: float | None = None, fraction: bool = True) -> tuple[Constraint, ...]:
     """The Constraints for the limits given (None = no such limit)."""
-    given = {"max_p99_ms": max_p99_ms, "max_quality_drop": max_quality_drop, "min_agreement": min_agreement}
+    given = {"max_p99_ms": max_p99_ms, "max_quality_drop": max_quality_drop, "min_agreement": min_agreement,
+             "max_memory_mb": max_memory_mb, "max_size_mb": max_size_mb}
     return tuple(Constraint(name, float(limit), fraction) for name, limit in given.items() if limit is not None)
 
 
@@ -337,11 +365,13 @@ def _objective(objective: str, rows: list[dict]) -> tuple[str, str, str, str]:
 
 
 def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | None = None,
-              objective: str = "cost", min_agreement: float | None = None,
-              include_reference: bool = False, side_by_side: SideBySide | None = None) -> Recommendation:
+              objective: str = "cost", min_agreement: float | None = None, max_memory_mb: float | None = None,
+              max_size_mb: float | None = None, include_reference: bool = False,
+              side_by_side: SideBySide | None = None) -> Recommendation:
     """The candidate with the best `objective` ("cost" | "latency" | "size" | "served") among those
     with p99_ms <= max_p99_ms, quality_drop <= max_quality_drop (a fraction: 0.01 = 1 percentage
-    point) and agreement >= min_agreement (the `Constraint` rules). The baseline competes too. Ties
+    point), agreement >= min_agreement, peak_rss_mb <= max_memory_mb and size_mb <= max_size_mb (the
+    `Constraint` rules; a budget's figure not measured does not meet it). The baseline competes too. Ties
     go to the smaller quality drop, then the lower p99. Without cost columns, "cost" ranks by
     throughput, which orders cost the same at one price per hour. A candidate that meets the
     constraints but lacks the objective's figure is "not measured", not failing.
@@ -350,7 +380,7 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
     machine; the explanation then quotes those ratios and their intervals, and says "too close to
     call" where an interval includes 1. Without it, ratios say they come from separate measurements.
     """
-    limits = _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement)
+    limits = _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement, max_memory_mb, max_size_mb)
     if df is None or len(df) == 0:
         raise ValueError("the study has no results yet: run() it (or load rows) before asking for a recommendation")
     fraction, metric = _quality_is_fraction(df), rows_metric(df)

@@ -375,12 +375,15 @@ class Study:
         return frontier_module.pareto_front(self._nonempty("frontier"), x, y, **options)
 
     def recommend(self, *, max_p99_ms: float | None = None, max_quality_drop: float | None = None,
-                  objective: str = "cost", **options) -> frontier_module.Recommendation:
+                  objective: str = "cost", max_memory_mb: float | None = None, max_size_mb: float | None = None,
+                  **options) -> frontier_module.Recommendation:
         """The best candidate under the constraints (see `optlab.study.frontier.recommend`), the
         winner re-timed side by side with the runner-up and the baseline first (`retime=False`
-        skips that; see `optlab.study.contenders`)."""
+        skips that; see `optlab.study.contenders`). `max_memory_mb` and `max_size_mb` are budgets on
+        the rows' measured peak memory (a fresh process serving the candidate) and size on disk."""
         return contenders.recommend(self, self._nonempty("recommend"), max_p99_ms=max_p99_ms,
-                                    max_quality_drop=max_quality_drop, objective=objective, **options)
+                                    max_quality_drop=max_quality_drop, objective=objective,
+                                    max_memory_mb=max_memory_mb, max_size_mb=max_size_mb, **options)
 
     def _nonempty(self, what: str):
         df = self.results

@@ -17,7 +17,7 @@ from optlab.techniques.workdirs import resolve_workdir
 
 HANDLER_MODULES = ("optlab.techniques.quantize", "optlab.techniques.ort_quantize", "optlab.techniques.inc",
                    "optlab.techniques.compile", "optlab.techniques.prune", "optlab.techniques.distill",
-                   "optlab.techniques.gpu", "optlab.techniques.optimum")
+                   "optlab.techniques.gpu", "optlab.techniques.optimum", "optlab.techniques.cascade")
 _APPLIERS: dict[tuple[type, str | None], Callable[..., Any]] = {}
 
 

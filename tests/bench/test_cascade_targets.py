@@ -1,0 +1,31 @@
+"""The cascade bench's verdict: judged from the sweep's table, never hard-coded."""
+import pandas as pd
+
+from optlab.bench.cascade import judge
+
+
+def _table(quality: float, cascade_ms: float, share: float = 0.15):
+    rows = [dict(model="expensive alone", threshold=None, escalated_share=1.0, quality=0.978, quality_ci_low=0.972,
+                 quality_ci_high=0.983, mean_ms=0.2, cost_per_1m_usd=0.011, chosen=False),
+            dict(model="cascade", threshold=0.93, escalated_share=share, quality=quality,
+                 quality_ci_low=quality - 0.006,
+                 quality_ci_high=quality + 0.006, mean_ms=cascade_ms, cost_per_1m_usd=0.011 * cascade_ms / 0.2,
+                 chosen=True)]
+    return pd.DataFrame(rows).assign(dataset="digits", metric="accuracy")
+
+
+def test_met_needs_quality_within_the_interval_and_2x_on_latency_and_cost():
+    met = judge(_table(0.975, 0.08), "digits")
+    assert met["met"] is True and met["sentence"].startswith("[digits] MET") and "2.50x lower" in met["sentence"]
+    below = judge(_table(0.970, 0.08), "digits")
+    assert below["met"] is False and "below the expensive model's 95% interval" in below["sentence"]
+    slow = judge(_table(0.975, 0.15), "digits")
+    assert slow["met"] is False and "1.33x lower" in slow["sentence"]
+    slower = judge(_table(0.975, 0.3), "digits")
+    assert "1.50x higher" in slower["sentence"] and "nan" not in slower["sentence"]
+
+
+def test_a_sweep_without_a_chosen_threshold_is_not_judged():
+    table = _table(0.975, 0.08).assign(chosen=False)
+    row = judge(table, "digits")
+    assert row["met"] is None and row["figure"] is None and "n/a" in row["sentence"]
