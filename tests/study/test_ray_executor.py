@@ -155,3 +155,48 @@ def test_import_optlab_does_not_import_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.strip() == "False"
+
+
+def _linger(folder: Path, task: Task) -> dict:
+    """A task that says it started (its pid) and would finish only after a long wait."""
+    import time
+
+    (folder / "pid").write_text(str(os.getpid()))
+    time.sleep(60)
+    (folder / "finished").touch()
+    return {"fingerprint": task.fingerprint, "status": "ok"}
+
+
+def test_ctrl_c_cancels_the_outstanding_tasks(cluster, tmp_path):
+    import signal
+    import time
+
+    from ray import cloudpickle
+
+    def interrupt_once_started():
+        for _ in range(300):
+            if (tmp_path / "pid").exists():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)
+    timer = threading.Thread(target=interrupt_once_started, daemon=True)
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            list(cluster.run(functools.partial(_linger, tmp_path), [Task(None, "ef" * 32, tmp_path / "w")]))
+    finally:
+        timer.join()
+        cloudpickle.unregister_pickle_by_value(module)
+    pid = int((tmp_path / "pid").read_text())
+    for _ in range(100):  # ray.cancel(force=True) kills the worker running it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the worker (pid {pid}) still runs the cancelled task")
+    assert not (tmp_path / "finished").exists()
