@@ -19,6 +19,7 @@ BENCHES = {
     "transformers": "optlab.bench.transformers",
     "llm": "optlab.bench.llm",
     "notebooks": "optlab.bench.notebook_runner",
+    "ray": "optlab.bench.ray_study",
 }
 
 
