@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from optlab.study import fingerprint as fp
-from optlab.study.executor import Task, TaskContext, run_task, skipped_row
+from optlab.study.executor import Task, TaskContext, recipe_fields, run_task, skipped_row
 
 MEASURE = "optlab_measure"
 CONNECT_TIMEOUT_S = 3.0
@@ -256,6 +256,7 @@ class RayExecutor:
         self.start()
         import ray  # optional dependency
 
+        _check_fits(ray, int(getattr(getattr(context, "workload", None), "threads", None) or 1))
         remote = self._remote_task(ray)
         shipped = None if context is None else ray.put(self._shipped(context))
         return self._loop(ray, remote, fn, context, shipped, tasks)
@@ -302,6 +303,16 @@ class RayExecutor:
                 ray.cancel(ref, force=True)
 
 
+def _check_fits(ray, threads: int) -> None:
+    """Refuse a workload whose threads no measuring node has (Ray would queue its tasks forever)."""
+    cpus = [node.get("Resources", {}).get("CPU", 0) for node in ray.nodes()
+            if node.get("Alive") and node.get("Resources", {}).get(MEASURE, 0) >= 1]
+    if cpus and max(cpus) < threads:
+        raise RayExecutorError(f"the workload times with threads={threads}, but the Ray nodes with a measurement "
+                               f"slot have at most {max(cpus):g} CPUs: lower Workload(threads=...) or add a "
+                               f"larger node")
+
+
 def _context_of(fn: Callable) -> TaskContext | None:
     """The TaskContext inside the Study's `partial(run_task, context)`, or None for another function."""
     if isinstance(fn, functools.partial) and fn.func is run_task and fn.args and isinstance(fn.args[0], TaskContext):
@@ -330,8 +341,6 @@ def _result(ray, ref, task: Task, context: TaskContext | None) -> dict[str, Any]
 
 
 def _worker_error_row(task: Task, context: TaskContext | None, error_type: str, what: str) -> dict[str, Any]:
-    from optlab.study.executor import recipe_fields
-
     row = {"candidate": task.name if task.recipe is not None or context is None
            else context.baseline.name or "baseline",
            "status": "error", "error": what, "error_type": error_type, "error_stage": "worker",

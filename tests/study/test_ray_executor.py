@@ -4,6 +4,7 @@ One cluster for the module (starting Ray takes most of this file's time); the zo
 student and three real recipes (one fails here: no CUDA), as tests/study/test_study.py runs them."""
 import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from optlab.instruments.latency import Workload  # noqa: E402
 from optlab.models import zoo  # noqa: E402
 from optlab.models.candidate import Candidate  # noqa: E402
 from optlab.recipes.recipe import Compile, Quantize  # noqa: E402
-from optlab.study.executor import Task  # noqa: E402
-from optlab.study.ray_executor import MEASURE, RayExecutor, RayExecutorError  # noqa: E402
+from optlab.study import ray_executor  # noqa: E402
+from optlab.study.executor import Task, TaskContext  # noqa: E402
+from optlab.study.ray_executor import MEASURE, RayExecutor, RayExecutorError, _remote_run  # noqa: E402
 from optlab.study.study import RunOptions, Study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +33,12 @@ RECIPES = [Quantize("dynamic-int8"), Compile(graph_level="basic"), Compile(provi
 
 @pytest.fixture(scope="module")
 def cluster():
-    usage = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    usage, sigterm = os.environ.get("RAY_USAGE_STATS_ENABLED"), signal.getsignal(signal.SIGTERM)
     executor = RayExecutor(num_cpus=2).start()
     yield executor
     executor.shutdown()
     assert os.environ.get("RAY_USAGE_STATS_ENABLED") == usage  # put back
+    assert signal.getsignal(signal.SIGTERM) is sigterm  # ray.init installs its own
     assert not ray.is_initialized()
 
 
@@ -168,7 +171,6 @@ def _linger(folder: Path, task: Task) -> dict:
 
 
 def test_ctrl_c_cancels_the_outstanding_tasks(cluster, tmp_path):
-    import signal
     import time
 
     from ray import cloudpickle
@@ -200,3 +202,29 @@ def test_ctrl_c_cancels_the_outstanding_tasks(cluster, tmp_path):
     else:
         pytest.fail(f"the worker (pid {pid}) still runs the cancelled task")
     assert not (tmp_path / "finished").exists()
+
+
+def test_the_time_limit_travels_as_seconds_left_and_the_affinity_is_put_back(cluster, model, digits, tmp_path):
+    base = zoo.baseline(model, name="digits-student")
+    shipped = RayExecutor._shipped(TaskContext(base, digits, FAST, digits.test.inputs, None,
+                                               stop_note="not run: the limit"))
+    assert shipped.baseline.candidate.predict_fn is None  # rebuilt from its loader on the worker
+    task = Task(RECIPES[1], "ab" * 32, tmp_path / "work")
+    before = os.sched_getaffinity(0)
+    late = _remote_run(shipped, None, -1.0, 0.0, task, 1)  # no seconds left when it was sent
+    assert late["status"] == "skipped" and late["error"] == "not run: the limit" and "p50_ms" not in late
+    assert os.sched_getaffinity(0) == before and late["pinned_cores"] == str(min(before))
+    try:
+        on_time = _remote_run(shipped, None, 600.0, 0.0, task, 1)
+    finally:
+        ray_executor._CONTEXTS.clear()  # the rebuilt baseline this process kept as a worker would
+    assert on_time["status"] == "ok" and on_time["slot_started_at"] < on_time["slot_ended_at"]
+    assert os.sched_getaffinity(0) == before
+
+
+def test_a_workload_wider_than_every_node_is_refused(cluster, model, digits, tmp_path):
+    wide = Workload.smoke(threads=64, memory=False, cold_start=False)
+    study = Study(model, digits, [], workload=wide, results_dir=tmp_path,
+                  options=RunOptions(executor=cluster, progress=False))
+    with pytest.raises(RayExecutorError, match="threads=64, but the Ray nodes with a measurement slot have at most 2"):
+        study.run()
