@@ -207,8 +207,10 @@ class RayExecutor:
             ray.init(address=self.address, **options)
         except Exception as error:  # noqa: BLE001 - Ray's connection errors are long; one line with the fix
             self._put_back()
+            hint = ("; a cluster with token authentication (Ray's default) also needs its token on this "
+                    "machine (RAY_AUTH_TOKEN, see Ray's token-auth docs)" if self.address else "")
             raise RayExecutorError(f"could not start or join Ray at {self.address or 'a local cluster'}: "
-                                   f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+                                   f"{type(error).__name__}: {str(error).splitlines()[0]}{hint}") from None
         finally:
             ray_constants.ENABLE_RAY_CLUSTER = cluster
         self._started = True
