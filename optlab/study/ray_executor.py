@@ -204,7 +204,8 @@ class RayExecutor:
         cluster = ray_constants.ENABLE_RAY_CLUSTER
         ray_constants.ENABLE_RAY_CLUSTER = self.address is not None  # local: 127.0.0.1, not the LAN address
         try:
-            ray.init(address=self.address, **options)
+            # "local": always a new cluster, never one that `ray start` (or RAY_ADDRESS) left on this machine
+            ray.init(address=self.address or "local", **options)
         except Exception as error:  # noqa: BLE001 - Ray's connection errors are long; one line with the fix
             self._put_back()
             hint = ("; a cluster with token authentication (Ray's default) also needs its token on this "
