@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".optlab-installed"
 INPUTS = ("pyproject.toml", "constraints.txt")
+# optlab's extras CI installs: the test tools, and Ray so that tests/study/test_ray_executor.py runs
+EXTRAS = "test,distributed"
 
 
 def _venv_python() -> Path:
@@ -116,7 +118,7 @@ def wheelhouse(python: Path, folder: Path) -> int:
     """Every pinned wheel a workshop room needs, in one folder (torch's CPU wheel included): the
     test extra's closure, the build backend (for the editable install) and pip itself."""
     start = time.perf_counter()
-    collect_wheels(python, folder, ["torch", "setuptools>=68", "pip", f"{ROOT}[test]"])
+    collect_wheels(python, folder, ["torch", "setuptools>=68", "pip", f"{ROOT}[{EXTRAS}]"])
     wheels = list(folder.glob("*.whl"))
     size = sum(w.stat().st_size for w in wheels) / 1e6
     print(f"wheelhouse {folder}: {len(wheels)} wheels, {size:,.0f} MB, in {time.perf_counter() - start:.0f} s; "
@@ -150,7 +152,7 @@ def setup(browser: bool = False, offline: Path | None = None) -> Path:
     # torch first, pinned: with the constraint in place pip never pulls a multi-GB CUDA build
     # on a CPU-only machine that has the CPU wheel (set PIP_EXTRA_INDEX_URL for the CPU index elsewhere).
     pip_install(python, ["torch"], offline)
-    pip_install(python, ["-e", f"{ROOT}[test]"], offline)
+    pip_install(python, ["-e", f"{ROOT}[{EXTRAS}]"], offline)
     STAMP.write_text(wanted)
     print(f"optlab environment ready in {time.perf_counter() - start:.0f} s ({VENV})", flush=True)
     return python

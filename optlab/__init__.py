@@ -46,6 +46,7 @@ _EXPORTS = {
     "apply": ("optlab.techniques.registry", "apply"),
     "Study": ("optlab.study.study", "Study"),
     "RunOptions": ("optlab.study.options", "RunOptions"),
+    "RayExecutor": ("optlab.study.ray_executor", "RayExecutor"),  # imports ray only when used
     "Pricing": ("optlab.study.table", "Pricing"),
     "threshold_sweep": ("optlab.study.cascade", "threshold_sweep"),
     "TradeoffExplorer": ("optlab.views.widgets", "TradeoffExplorer"),

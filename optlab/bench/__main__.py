@@ -20,6 +20,7 @@ BENCHES = {
     "llm": "optlab.bench.llm",
     "notebooks": "optlab.bench.notebook_runner",
     "cascade": "optlab.bench.cascade",
+    "ray": "optlab.bench.ray_study",
 }
 
 
