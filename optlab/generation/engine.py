@@ -79,18 +79,21 @@ def kv_bytes_per_token(model) -> int:
 
 
 def make_request(model, request_id: str, prompt_ids: list[int], max_new_tokens: int, known: set[str]) -> Request:
-    """Check a request before any work starts and return it; a bad one raises a one-line ValueError."""
+    """Check a request before any work starts and return it; a bad one raises a one-line ValueError.
+    Without a `model` (an engine given only an exported folder) the checks that need one (ids within its
+    vocabulary, prompt and output within its positions) are skipped."""
     if request_id in known:
         raise ValueError(f"request id {request_id!r} is already in this engine; give every request a new id")
     if len(prompt_ids) == 0:
         raise ValueError(f"request {request_id!r} has an empty prompt; pass at least one token id")
     if max_new_tokens < 1:
         raise ValueError(f"request {request_id!r}: max_new_tokens={max_new_tokens}; ask for at least 1 token")
-    vocab = model.config.vocab_size
-    if min(prompt_ids) < 0 or max(prompt_ids) >= vocab:
-        raise ValueError(f"request {request_id!r}: token ids must lie in [0, {vocab}); re-encode the prompt")
-    limit = model.config.max_position_embeddings
-    if len(prompt_ids) + max_new_tokens > limit:
+    vocab = None if model is None else model.config.vocab_size
+    if min(prompt_ids) < 0 or (vocab is not None and max(prompt_ids) >= vocab):
+        bound = ">= 0" if vocab is None else f"in [0, {vocab})"
+        raise ValueError(f"request {request_id!r}: token ids must lie {bound}; re-encode the prompt")
+    limit = None if model is None else model.config.max_position_embeddings
+    if limit is not None and len(prompt_ids) + max_new_tokens > limit:
         raise ValueError(
             f"request {request_id!r}: prompt ({len(prompt_ids)}) + max_new_tokens ({max_new_tokens}) exceeds the "
             f"model's {limit} positions; shorten the prompt or ask for fewer tokens"

@@ -142,22 +142,6 @@ def speculative_properties(draft: Any, draft_folder: str | os.PathLike | None, w
                                           device)}
 
 
-def check_request(model: Any, known: set[str], request_id: str, prompt_ids: list[int],
-                  max_new_tokens: int) -> tuple[list[int], int]:
-    """A request's prompt and length, checked before any work: against the model when there is one (ids in its
-    vocabulary, within its positions), else the checks that need no model."""
-    if model is not None:
-        request = make_request(model, request_id, prompt_ids, max_new_tokens, known)
-        return list(request.prompt_ids), request.max_new_tokens
-    if request_id in known:
-        raise ValueError(f"request id {request_id!r} was already added; use a new id per request")
-    if len(prompt_ids) == 0 or min(prompt_ids) < 0:
-        raise ValueError(f"request {request_id!r}: the prompt must hold at least one token id, all >= 0")
-    if max_new_tokens < 1:
-        raise ValueError(f"request {request_id!r}: max_new_tokens={max_new_tokens}; ask for at least 1 token")
-    return [int(t) for t in prompt_ids], int(max_new_tokens)
-
-
 def greedy_config(genai: Any, max_new_tokens: int, k: int | None) -> Any:
     """Greedy, exactly `max_new_tokens` tokens (eos included, as optlab's engines decode: min_new_tokens would
     instead forbid eos and change the greedy answer), k drafted tokens per round when speculative."""
@@ -211,7 +195,8 @@ class OpenVINOEngine:
         self.weights = weights
 
     def add(self, request_id: str, prompt_ids: list[int], max_new_tokens: int) -> None:
-        prompt_ids, max_new_tokens = check_request(self.model, self._known, request_id, prompt_ids, max_new_tokens)
+        request = make_request(self.model, request_id, prompt_ids, max_new_tokens, self._known)
+        prompt_ids, max_new_tokens = list(request.prompt_ids), request.max_new_tokens
         if not self.split_prefill and len(prompt_ids) > self.max_batched_tokens:
             raise ValueError(f"request {request_id!r}: a {len(prompt_ids)}-token prompt exceeds max_batched_tokens"
                              f"={self.max_batched_tokens} (prompts are prefilled whole here); raise max_batched_tokens")

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from optlab.generation import openvino_engine as ove
-from optlab.generation.engine import Request, TokenEvent
+from optlab.generation.engine import Request, TokenEvent, make_request
 from optlab.generation.openvino_draft import check_draft, tokenized
 from optlab.generation.openvino_metrics import GenAIFigures, figures_from, monotonic_ms
 
@@ -125,9 +125,8 @@ class OpenVINOSingleEngine:
         """Queue a request; it starts once every request before it has finished."""
         if self._closed:
             raise ValueError("this engine was closed; make a new OpenVINOSingleEngine")
-        prompt_ids, max_new_tokens = ove.check_request(self.model, self._known, request_id, prompt_ids, max_new_tokens)
+        self._queue.append(make_request(self.model, request_id, prompt_ids, max_new_tokens, self._known))
         self._known.add(request_id)
-        self._queue.append(Request(request_id, tuple(prompt_ids), max_new_tokens))
 
     def has_work(self) -> bool:
         return self._current is not None or bool(self._queue)
