@@ -21,7 +21,7 @@ def digits():
 
 def test_the_sweep_has_a_row_per_threshold_and_both_models_alone(digits, tmp_path):
     data, model = digits
-    candidate = apply(Cascade(cheap=CHEAP_RECIPE, max_quality_drop=0.0), model, data, workdir=tmp_path)
+    candidate = apply(RECIPE, model, data, workdir=tmp_path)
     sweep = threshold_sweep(candidate, data, timed_rows=40, rounds=2, turn_s=0.005, n_boot=50)
     table = sweep.table
 
