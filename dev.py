@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -222,7 +223,10 @@ def run_tests(python: Path, env: dict, extra: list[str]) -> int:
     failed = 0
     for step in steps:
         print("+", " ".join(step), flush=True)
-        failed |= subprocess.call(step, cwd=ROOT, env=env) != 0
+        code = subprocess.call(step, cwd=ROOT, env=env)
+        if code < 0:  # killed by a signal: the step itself could print nothing about it
+            print(f"step killed by {signal.Signals(-code).name}: {' '.join(step[:4])} ...", flush=True)
+        failed |= code != 0
     return 1 if failed else 0
 
 if __name__ == "__main__":
