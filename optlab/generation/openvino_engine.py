@@ -41,6 +41,7 @@ from optlab.generation.engine import TokenEvent, make_request
 from optlab.generation.openvino_draft import check_draft, draft_property, tokenized
 from optlab.generation.openvino_metrics import GenAIFigures, figures_from, monotonic_ms
 from optlab.generation.openvino_weights import Calibration
+from optlab.models import signal_stack
 from optlab.recipes.openvino import OVWeights
 
 WEIGHTS = tuple(openvino_weights.PRESETS)  # the names export() takes; each is an OVWeights recipe
@@ -185,7 +186,8 @@ class OpenVINOEngine:
         device = device_properties(threads, precision)
         speculative = speculative_properties(draft, draft_folder, weights, device)
         folder_ = tokenized(self.folder) if speculative else self.folder  # GenAI checks both tokenizers
-        self.pipeline = genai.ContinuousBatchingPipeline(str(folder_), config, "CPU", {**device, **speculative})
+        with signal_stack.kept():  # its CPU plugin swaps the thread's signal stack (models.signal_stack)
+            self.pipeline = genai.ContinuousBatchingPipeline(str(folder_), config, "CPU", {**device, **speculative})
         self._ov, self._genai = ov, genai
         self._known: set[str] = set()
         self._live: dict[str, tuple[Any, int, int]] = {}  # request id -> (handle, tokens emitted, asked)

@@ -41,6 +41,7 @@ from optlab.generation import openvino_engine as ove
 from optlab.generation.engine import Request, TokenEvent, make_request
 from optlab.generation.openvino_draft import check_draft, tokenized
 from optlab.generation.openvino_metrics import GenAIFigures, figures_from, monotonic_ms
+from optlab.models import signal_stack
 
 ATTENTION = ("SDPA", "PA")
 
@@ -105,7 +106,9 @@ class OpenVINOSingleEngine:
         device = ove.device_properties(threads, precision)
         speculative = ove.speculative_properties(draft, draft_folder, weights, device)
         folder_ = tokenized(self.folder) if speculative else self.folder  # GenAI checks both tokenizers
-        self.pipeline = genai.LLMPipeline(str(folder_), "CPU", ATTENTION_BACKEND=attention, **device, **speculative)
+        with signal_stack.kept():  # its CPU plugin swaps the thread's signal stack (models.signal_stack)
+            self.pipeline = genai.LLMPipeline(str(folder_), "CPU", ATTENTION_BACKEND=attention, **device,
+                                              **speculative)
         self.model, self.weights, self.attention = model, weights, attention
         self._ov, self._genai = ov, genai
         self._queue: deque[Request] = deque()

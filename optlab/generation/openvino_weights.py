@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from optlab.generation.openvino_ir import inspect_ir
+from optlab.models import signal_stack
 from optlab.recipes.openvino import OVWeights
 from optlab.recipes.recipe import parse
 
@@ -134,7 +135,9 @@ def load(folder: str | os.PathLike, threads: int = 1) -> Any:
 
     from optlab.generation.openvino_engine import offline_and_quiet  # lazy: it imports this module
 
-    with offline_and_quiet():  # optimum's guesses about the folder stay out of notebooks
+    # offline and quiet: optimum's guesses about the folder stay out of notebooks; its CPU plugin swaps the
+    # thread's signal stack (models.signal_stack)
+    with offline_and_quiet(), signal_stack.kept():
         return OVModelForCausalLM.from_pretrained(Path(folder).resolve(), export=False, ov_config={
             "INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32"})
 

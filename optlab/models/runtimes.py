@@ -103,11 +103,14 @@ def openvino_predict_fn(path: str | os.PathLike, *, threads: int | None = None,
     otherwise picks bf16 on CPUs that have it, which would silently change the numerics."""
     import openvino as ov
 
+    from optlab.models import signal_stack
+
     core = ov.Core()
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
+    with signal_stack.kept():  # the CPU plugin swaps the thread's signal stack (models.signal_stack)
+        compiled = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
     names = [port.get_any_name() for port in compiled.inputs]
     request = compiled.create_infer_request()
     outputs = list(compiled.outputs)

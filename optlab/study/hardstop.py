@@ -6,7 +6,9 @@ at the clock. `HardStop.armed(at)` raises KeyboardInterrupt in the main thread a
 `time.monotonic()` instant `at`, so the study handles it exactly like Ctrl-C (what
 finished is stored, the rest is named), and `fired` tells the two apart. The previous
 SIGALRM handler and timer are restored on exit. Only in the main thread on POSIX;
-elsewhere `armed` does nothing and the soft checks alone keep the limit.
+elsewhere `armed` does nothing and the soft checks alone keep the limit. Both handlers run on the
+thread's alternate signal stack, which OpenVINO can leave unmapped: it is repaired first
+(`optlab.models.signal_stack`), or the signal would kill the process with SIGSEGV.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import signal
 import threading
 import time
 from typing import Iterator
+
+from optlab.models import signal_stack
 
 
 class HardStop:
@@ -41,6 +45,7 @@ class HardStop:
                 self.fired = True
                 raise KeyboardInterrupt("optlab: the study's time limit was reached")
 
+        signal_stack.repair()
         previous = signal.signal(signal.SIGALRM, on_alarm)
         signal.setitimer(signal.ITIMER_REAL, max(at - time.monotonic(), 0.01))
         self._armed = True
@@ -75,6 +80,7 @@ def ctrl_c_remembered() -> Iterator[dict[str, bool]]:
         else:  # SIG_DFL: Python's own behaviour, as an exception the study can handle
             raise KeyboardInterrupt
 
+    signal_stack.repair()
     signal.signal(signal.SIGINT, on_sigint)
     try:
         yield state
