@@ -140,7 +140,11 @@ class Server:
 
     Use as a context manager (`with Server(candidate) as server: server.submit(...)`), or call
     `start()` and `stop()`. `cache` (a `ResultCache`) answers repeated request keys without the model;
-    `preprocess` runs on each request in the worker before batching (where a feature cache sits)."""
+    `preprocess` runs on each request in the worker before batching (where a feature cache sits).
+    `prepare` takes the place of both preprocessing and batching when requests arrive raw (bodies):
+    `prepare(payloads) -> (batch, rows, errors)` makes the model batch of a whole batch at once,
+    with each request's row count and `{position: message}` for payloads it could not use, which are
+    answered "error" while the rest are served."""
 
     model: Any
     policy: Policy = field(default_factory=DynamicBatching)
@@ -151,6 +155,7 @@ class Server:
     cores: int | None = None
     cache: Any = None
     preprocess: Callable[[dict], dict] | None = None
+    prepare: Callable[[list[Any]], tuple[dict[str, np.ndarray], list[int], dict[int, str]]] | None = None
 
     def __post_init__(self):
         self._predict = getattr(self.model, "predict", self.model)
@@ -166,6 +171,9 @@ class Server:
         self._bucketed = isinstance(self.policy, BucketedBatching)
         if self._bucketed:  # before any work: a graph with a fixed sequence length cannot take trimmed batches
             refuse_fixed_length(self.model, self.policy)
+        if self.prepare is not None and (self._bucketed or self.preprocess is not None):
+            raise ValueError("prepare makes whole batches from raw payloads: it cannot be combined with preprocess "
+                             "or bucketed batching; pass one of them")
         self._queue = BucketQueue(len(self.policy.edges) + 1) if self._bucketed else FifoQueue()
         self._cond = threading.Condition()
         self._idle = 0  # workers waiting for a first request
@@ -380,19 +388,39 @@ class Server:
                 self._reply(request, SHED_DEADLINE, start, start, 0)
         return [request for request, kept in zip(batch, keep, strict=True) if kept]
 
+    def _batched(self, batch: list[_Request]) -> list[Any]:
+        """Each request's output: payloads (preprocessed in the worker if asked) in one model call."""
+        payloads = [r.payload for r in batch]
+        if self.preprocess is not None:
+            payloads = [self.preprocess(p) for p in payloads]
+        if len(payloads) == 1 and not self._bucketed:
+            return [self._predict(payloads[0])]
+        merged, rows = concat(payloads)
+        if self._bucketed:
+            width = self.policy.width(batch[0].bucket, max(r.length for r in batch))
+            merged = fit_width(merged, self.policy.length_key, width)
+        return split(self._predict(merged), rows)
+
+    def _prepared(self, batch: list[_Request], start: int) -> tuple[list[_Request], dict[str, np.ndarray], list[int]]:
+        """Raw payloads made into one model batch by `prepare`; the ones it could not use are answered
+        "error" now, and the rest are returned with the batch and their row counts."""
+        merged, rows, errors = self.prepare([r.payload for r in batch])
+        if errors:
+            now = time.monotonic_ns()
+            for i, message in errors.items():
+                self._reply(batch[i], ERROR, start, now, 0, error=message)
+            batch = [r for i, r in enumerate(batch) if i not in errors]
+        return batch, merged, rows
+
     def _serve(self, batch: list[_Request], start: int) -> None:
         try:
-            payloads = [r.payload for r in batch]
-            if self.preprocess is not None:
-                payloads = [self.preprocess(p) for p in payloads]
-            if len(payloads) == 1 and not self._bucketed:
-                outputs = [self._predict(payloads[0])]
-            else:
-                merged, rows = concat(payloads)
-                if self._bucketed:
-                    width = self.policy.width(batch[0].bucket, max(r.length for r in batch))
-                    merged = fit_width(merged, self.policy.length_key, width)
+            if self.prepare is not None:
+                batch, merged, rows = self._prepared(batch, start)
+                if not batch:
+                    return
                 outputs = split(self._predict(merged), rows)
+            else:
+                outputs = self._batched(batch)
         except Exception as exc:  # noqa: BLE001 - a failing model answers its requests "error"; the server goes on
             done = time.monotonic_ns()
             message = f"{type(exc).__name__}: {exc}"

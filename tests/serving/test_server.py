@@ -96,6 +96,32 @@ def test_a_failing_model_answers_error_and_the_server_goes_on():
     assert all("odd request" in r.error for r in replies if r.status == ERROR)
 
 
+def test_prepare_makes_each_batch_from_raw_payloads_and_answers_the_bad_ones_error():
+    calls = []
+
+    def prepare(texts):  # raw payloads (here: strings of a number), a whole batch at once
+        good = [i for i, t in enumerate(texts) if t.isdigit()]
+        calls.append(len(texts))
+        x = np.array([[float(texts[i])] * 3 for i in good], dtype=np.float32).reshape(len(good), 3)
+        return {"x": x}, [1] * len(good), {i: f"not a number: {t!r}" for i, t in enumerate(texts) if i not in good}
+
+    replies, on_done, _ = collect()
+    texts = [str(i) if i % 7 else f"x{i}" for i in range(40)]
+    with Server(sleepy(0.002), DynamicBatching(max_batch=8, max_wait_ms=2.0), prepare=prepare) as server:
+        for i, text in enumerate(texts):
+            server.submit(text, i, on_done=on_done)
+        wait_for(replies, 40)
+    assert sorted(r.request_id for r in replies) == list(range(40))  # every request answered once
+    for reply in replies:
+        if reply.request_id % 7:
+            assert reply.status == OK and reply.output.tolist() == [[3.0 * reply.request_id]]
+        else:
+            assert reply.status == ERROR and reply.error == f"not a number: 'x{reply.request_id}'"
+    assert server.counts()["error"] == 6 and sum(calls) == 40 and max(calls) > 1
+    with pytest.raises(ValueError, match="prepare .* cannot be combined with preprocess"):
+        Server(sleepy(0), prepare=prepare, preprocess=lambda p: p)
+
+
 def test_oversubscribed_cores_are_refused_or_clamped_with_a_note():
     with pytest.raises(ValueError, match="oversubscribe"):
         Server(sleepy(0), workers=2, threads_per_worker=2, cores=2)

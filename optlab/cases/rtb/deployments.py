@@ -31,6 +31,11 @@ Preprocessing, by registry (`PREPROCESSORS`):
   entity's features are three dictionary look-ups, so the cache saves little: it is there for
   features that cost more (a store or a model per entity), and its hit rate is reported.
 
+`vectorized` and `cached` also have a row form (`preprocess.row`: a message -> its ids and numbers as
+tuples), so a deployment with `prepare="per_batch"` decodes and preprocesses a whole batch in the
+server's worker (`Deployment.prepare_batch`): each input array is built once per batch, not once per
+request and then concatenated, and the thread that receives requests only queues their bodies.
+
 Bad input raises `BadRequest` (missing field, wrong type, unknown id) before the model runs.
 """
 from __future__ import annotations
@@ -165,23 +170,29 @@ def _numeric_reader(schema: BidSchema) -> Callable[[dict], np.ndarray]:
         get_numbers = lambda ext: (ext[schema.numeric[0]],)  # noqa: E731
     isfinite = math.isfinite
 
-    def read(ext: dict) -> np.ndarray:
+    def values(ext: dict) -> tuple:
         try:
-            values = get_numbers(ext)
-            fast = set(map(type, values)) <= _NUMBER_TYPES and all(map(isfinite, values))
+            found = get_numbers(ext)
+            fast = set(map(type, found)) <= _NUMBER_TYPES and all(map(isfinite, found))
         except (KeyError, TypeError, OverflowError):
             fast = False
         if not fast:
             for name in schema.numeric:
                 _number(ext, name)
-        return np.array([values], dtype=np.float32)
+        return found
 
+    def read(ext: dict) -> np.ndarray:
+        return np.array([values(ext)], dtype=np.float32)
+
+    read.values = values
     return read
 
 
 def vectorized_preprocessing(schema: BidSchema):
     flat = {key: index for vocab in schema.vocabularies() for key, index in vocab.items()}
     get_ids, lookup, read_numeric = operator.itemgetter(*schema.fields), flat.__getitem__, _numeric_reader(schema)
+
+    numeric_values = read_numeric.values
 
     def preprocess(message: Any) -> dict[str, np.ndarray]:
         imp, ext = _impression(message)
@@ -191,6 +202,15 @@ def vectorized_preprocessing(schema: BidSchema):
             raise _unknown(schema, imp) from None
         return {"categorical": categorical, "numeric": read_numeric(ext)}
 
+    def row(message: Any) -> tuple[tuple, tuple]:
+        imp, ext = _impression(message)
+        try:
+            categorical = tuple(map(lookup, get_ids(imp)))
+        except (KeyError, TypeError):
+            raise _unknown(schema, imp) from None
+        return categorical, numeric_values(ext)
+
+    preprocess.row = row
     return preprocess
 
 
@@ -210,26 +230,35 @@ def cached_preprocessing(schema: BidSchema, max_bytes: int = 4 * 2**20, entities
     in_schema_order = operator.itemgetter(*[(entities + context).index(f) for f in schema.fields])
     cache = FeatureCache(lambda ids: tuple(map(lookup, ids)), max_bytes)
 
-    def preprocess(message: Any) -> dict[str, np.ndarray]:
+    numeric_values = read_numeric.values
+
+    def row(message: Any) -> tuple[tuple, tuple]:
         imp, ext = _impression(message)
         try:
-            row = cache(get_entity(imp)) + tuple(map(lookup, get_context(imp)))
+            ids = cache(get_entity(imp)) + tuple(map(lookup, get_context(imp)))
         except (KeyError, TypeError):
             raise _unknown(schema, imp) from None
-        return {"categorical": np.array([in_schema_order(row)], dtype=np.int64), "numeric": read_numeric(ext)}
+        return in_schema_order(ids), numeric_values(ext)
 
-    preprocess.feature_cache = cache
+    def preprocess(message: Any) -> dict[str, np.ndarray]:
+        categorical, numeric = row(message)
+        return {"categorical": np.array([categorical], dtype=np.int64),
+                "numeric": np.array([numeric], dtype=np.float32)}
+
+    preprocess.feature_cache, preprocess.row = cache, row
     return preprocess
 
 
 PREPROCESSORS: dict[str, Callable[[BidSchema], Callable]] = {
     "naive": naive_preprocessing, "vectorized": vectorized_preprocessing, "cached": cached_preprocessing}
+ROW_FORM = ("vectorized", "cached")  # their functions have `.row`: a batch can be prepared at once
 
 
 # ---- a deployment --------------------------------------------------------------------------
 MODELS = ("baseline", "graph-optimized", "chosen")
 HTTP_APPS = ("starlette", "lean")
 HTTP_SERVERS = ("uvicorn", "granian")
+PREPARE = ("per_request", "per_batch")
 
 
 @dataclass(frozen=True)
@@ -239,7 +268,9 @@ class DeploymentConfig:
     format, batching, workers and threads in process; over HTTP, the app (`http_app`: "starlette"
     around the `Server`, or "lean": a raw ASGI app whose event loop batches concurrent requests),
     the server (`http_server`) and its processes (`processes`; 0 = one per `threads_per_worker`
-    cores, so intra-op threads x processes <= cores)."""
+    cores, so intra-op threads x processes <= cores). In process, `prepare` says where a body becomes
+    features: "per_request" in the submitting thread, as an HTTP handler does, or "per_batch" in the
+    server's worker, a whole batch at once (`Deployment.prepare_batch`)."""
 
     name: str
     preprocessing: str = "vectorized"
@@ -253,6 +284,7 @@ class DeploymentConfig:
     http_app: str = "starlette"
     http_server: str = "uvicorn"
     processes: int = 1
+    prepare: str = "per_request"
     kind: ClassVar[str] = "deployment"
 
     def __post_init__(self):
@@ -264,6 +296,11 @@ class DeploymentConfig:
                                    (self.http_server, HTTP_SERVERS, "http_server")):
             if value not in known:
                 raise ValueError(f"unknown {what} {value!r}; use one of {', '.join(known)}")
+        if self.prepare not in PREPARE:
+            raise ValueError(f"unknown prepare {self.prepare!r}; use one of {', '.join(PREPARE)}")
+        if self.prepare == "per_batch" and self.preprocessing not in ROW_FORM:
+            raise ValueError(f"prepare='per_batch' needs a preprocessing with a row form; {self.preprocessing!r} has "
+                             f"none: use one of {', '.join(ROW_FORM)}")
         if int(self.processes) != self.processes or self.processes < 0:
             raise ValueError(f"processes must be an integer >= 0 (0 = one per core), got {self.processes!r}")
 
@@ -291,7 +328,7 @@ REASONABLE = DeploymentConfig("reasonable", "vectorized", "json", "none", worker
                               model="graph-optimized")
 OPTIMIZED = DeploymentConfig("optimized", "cached", "msgpack", "dynamic(max_batch=64, max_wait_ms=1)",
                              workers=1, threads_per_worker=1, deadline_ms=10.0, model="chosen", http_app="lean",
-                             http_server="uvicorn", processes=0)
+                             http_server="uvicorn", processes=0, prepare="per_batch")
 
 
 def pick_model(config: DeploymentConfig, baseline, candidates: dict[str, Any], chosen: str):
@@ -339,10 +376,32 @@ class Deployment:
         cache = getattr(self._preprocess, "feature_cache", None)
         return cache.stats() if cache is not None else {}
 
-    def server(self) -> Server:
+    def prepare_batch(self, bodies: list[bytes]) -> tuple[dict[str, np.ndarray], list[int], dict[int, str]]:
+        """Bodies -> one model batch (each input array built once), each request's row count, and
+        {position: error} for the bodies that are bad requests (left out of the batch)."""
+        decode, row = self.payload.decode, self._preprocess.row
+        categorical, numeric, errors = [], [], {}
+        for i, body in enumerate(bodies):
+            try:
+                if len(body) > MAX_BODY_BYTES:
+                    raise BadRequest(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit; send one "
+                                     "bid request", 413)
+                ids, numbers = row(decode(body))
+            except BadRequest as exc:
+                errors[i] = str(exc)
+                continue
+            categorical.append(ids)
+            numeric.append(numbers)
+        n, schema = len(categorical), self.schema
+        batch = {"categorical": np.array(categorical, dtype=np.int64).reshape(n, len(schema.fields)),
+                 "numeric": np.array(numeric, dtype=np.float32).reshape(n, len(schema.numeric))}
+        return batch, [1] * n, errors
+
+    def server(self, prepare: Callable | None = None) -> Server:
+        """A fresh `Server` for features, or, with `prepare` (a `prepare_batch`), for raw bodies."""
         c = self.config
         return Server(self.candidate, c.batching, workers=c.workers, threads_per_worker=c.threads_per_worker,
-                      admission=Admission(queue_limit=c.queue_limit, deadline_ms=c.deadline_ms))
+                      admission=Admission(queue_limit=c.queue_limit, deadline_ms=c.deadline_ms), prepare=prepare)
 
     def bodies(self, split, n: int, seed: int = 0) -> list[bytes]:
         """`n` encoded bid requests from a split, in this deployment's payload format."""
@@ -352,15 +411,23 @@ class Deployment:
 
 class InProcess:
     """A `Server` fed with request *bodies*: decoding and preprocessing run in the submitting
-    thread (as an HTTP handler does), then the features go to the server; a request already past its
-    deadline by its scheduled time is shed before it is decoded (`Server.shed_if_late`), so a backlog
-    after a stall costs microseconds per request to clear, not a decode each. Duck-types the parts of
-    `Server` that `loadgen.run` uses, so in-process and HTTP runs go through the same generator."""
+    thread (as an HTTP handler does), then the features go to the server, or, with
+    `prepare="per_batch"`, the body itself is queued and the worker prepares each batch at once. A
+    request already past its deadline by its scheduled time is shed before it is decoded
+    (`Server.shed_if_late`), so a backlog after a stall costs microseconds per request to clear, not a
+    decode each. Duck-types the parts of `Server` that `loadgen.run` uses, so in-process and HTTP
+    runs go through the same generator."""
 
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
-        self.server = deployment.server()
+        self._per_batch = deployment.config.prepare == "per_batch"
+        self.server = deployment.server(self._prepare if self._per_batch else None)
         self.bad_requests = 0
+
+    def _prepare(self, bodies: list[bytes]):
+        batch, rows, errors = self.deployment.prepare_batch(bodies)
+        self.bad_requests += len(errors)
+        return batch, rows, errors
 
     def __getattr__(self, name):  # name, policy, workers, threads_per_worker, notes, counts, ...
         return getattr(self.server, name)
@@ -374,6 +441,9 @@ class InProcess:
 
     def submit(self, body: bytes, request_id: int = 0, *, scheduled_ns=None, on_done=None, key=None) -> None:
         if scheduled_ns is not None and self.server.shed_if_late(request_id, scheduled_ns, on_done):
+            return
+        if self._per_batch:
+            self.server.submit(body, request_id, scheduled_ns=scheduled_ns, on_done=on_done)
             return
         try:
             features = self.deployment.decode(body)

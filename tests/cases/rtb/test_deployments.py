@@ -93,7 +93,34 @@ def test_payloads_refuse_garbage_and_oversized_bodies(schema, candidate):
         DeploymentConfig("x", payload="xml")
 
 
-@pytest.mark.parametrize("config", [NAIVE, OPTIMIZED], ids=lambda c: c.name)
+def test_a_batch_prepared_at_once_equals_each_request_prepared_alone(schema, bids_data):
+    deployment = Deployment(OPTIMIZED, None, schema)
+    messages, rows = schema.messages(bids_data.test, 30, seed=4)
+    bodies = [deployment.encode(m) for m in messages]
+    bad = {3: b"\xc1 not a payload", 7: msgpack.packb({"imp": []}), 12: b"x" * (MAX_BODY_BYTES + 1)}
+    for i, body in bad.items():
+        bodies[i] = body
+    batch, counts, errors = deployment.prepare_batch(bodies)
+    good = [i for i in range(len(bodies)) if i not in bad]
+    assert sorted(errors) == sorted(bad) and counts == [1] * len(good)
+    assert "imp" in errors[7] and "over the" in errors[12]
+    assert batch["categorical"].dtype == np.int64 and batch["numeric"].dtype == np.float32
+    np.testing.assert_array_equal(batch["categorical"], bids_data.test.inputs["categorical"][rows[good]])
+    np.testing.assert_allclose(batch["numeric"], bids_data.test.inputs["numeric"][rows[good]], rtol=1e-6)
+    empty, counts, errors = deployment.prepare_batch([bad[3]])
+    assert empty["categorical"].shape == (0, len(schema.fields)) and counts == [] and list(errors) == [0]
+
+
+def test_prepare_per_batch_needs_a_row_form_and_a_known_name():
+    with pytest.raises(ValueError, match="prepare='per_batch' needs a preprocessing with a row form; 'naive'"):
+        DeploymentConfig("x", preprocessing="naive", prepare="per_batch")
+    with pytest.raises(ValueError, match="unknown prepare 'later'"):
+        DeploymentConfig("x", prepare="later")
+
+
+@pytest.mark.parametrize("config", [NAIVE, OPTIMIZED, dataclasses.replace(OPTIMIZED, name="per-request",
+                                                                           prepare="per_request")],
+                         ids=lambda c: c.name)
 def test_in_process_answers_are_the_candidates(config, schema, candidate, bids_data):
     # no deadline here: on a busy machine the optimized deadline sheds, and this test is about the answers
     deployment = Deployment(dataclasses.replace(config, deadline_ms=None), candidate, schema)
