@@ -30,12 +30,23 @@ results folder, in the order they finish. What travels and why:
 
 By default a local cluster is started, bound to 127.0.0.1 (no dashboard, no usage report;
 `RAY_USAGE_STATS_ENABLED` and the SIGTERM handler Ray installs are put back by `shutdown()`).
+`nodes=2` starts that many local nodes instead (Ray's test-cluster utility,
+`ray.cluster_utils.Cluster`), each on its own slice of this machine's cores (its processes
+inherit that CPU affinity, so its tasks pin inside it) with one measurement slot each: the
+mechanism of a multi-node cluster on one host, where the nodes still share memory, caches and
+the machine's load, so it shows the scheduling, not a multi-machine speed-up.
 `address="host:port"` joins an existing cluster whose nodes were started with
-`ray start ... --resources='{"optlab_measure": 1}'`. On several nodes the artifacts a recipe
-writes stay on the node that built them (the row's `artifact_path` is that node's path), and
-the baseline's loader artifact must be readable at the same path on every node. A study's
-fingerprint records the driver's machine; a row measured on a node whose machine differs says
-so in its notes.
+`ray start ... --resources='{"optlab_measure": 1}'`.
+
+Artifacts: a recipe writes its files into the task's work folder. Without `storage` that is the
+results folder's `artifacts/` path, on the node that built it (on one host, the driver's
+folder; on several machines the row's `artifact_path` names a path on the node in its `node`
+column). `storage="/shared/path"` sends every task's work folder there instead (a mount all
+nodes share, say), so the row's `artifact_path` is under it; before any work a probe task on
+every measuring node writes and removes a file there, and a folder one of them cannot write is
+refused in one line. The baseline's loader artifact must be readable at the same path on every
+node. A study's fingerprint records the driver's machine; a row measured on a node whose
+machine differs says so in its notes.
 """
 from __future__ import annotations
 
@@ -46,6 +57,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from optlab.study import fingerprint as fp
@@ -150,23 +162,36 @@ class RayExecutor:
     """Runs a Study's tasks on Ray; see the module docstring for what travels and how timing stays honest.
 
     address: None starts a local cluster bound to 127.0.0.1 (`num_cpus` cores, default all); a
-    "host:port" joins that cluster (checked reachable at once). storage: Ray's storage/temp
-    folder for a local cluster (`_temp_dir`), default Ray's own. init_options: more `ray.init`
-    keywords. Use as a context manager, or call `shutdown()`, to stop a cluster it started.
+    "host:port" joins that cluster (checked reachable at once). nodes: local nodes to start
+    (address None only), each with `num_cpus` cores (default: this machine's cores split evenly)
+    and one measurement slot. storage: the folder every task writes its artifacts into (default:
+    the results folder's), checked writable on every measuring node before work. init_options:
+    more `ray.init` keywords (`_temp_dir` for Ray's own session files). Use as a context manager,
+    or call `shutdown()`, to stop a cluster it started.
     """
 
     def __init__(self, address: str | None = None, storage: str | os.PathLike | None = None, *,
-                 num_cpus: int | None = None, init_options: dict[str, Any] | None = None):
+                 num_cpus: int | None = None, nodes: int = 1, init_options: dict[str, Any] | None = None):
+        if not isinstance(nodes, int) or nodes < 1:
+            raise RayExecutorError(f"nodes={nodes!r}: give a whole number of local nodes, 1 or more")
+        if address is not None and nodes != 1:
+            raise RayExecutorError(f"nodes={nodes} starts local nodes, but address={address!r} joins a cluster: "
+                                   f"drop one (a joined cluster's nodes are started with `ray start`)")
         if address is not None:
             _check_reachable(address)
-        self.address, self.storage, self.num_cpus = address, storage, num_cpus
+        self.address, self.num_cpus, self.nodes = address, num_cpus, nodes
+        self.storage = None if storage is None else Path(storage).expanduser().absolute()
         self.init_options = dict(init_options or {})
         self._started = False
         self._restore: dict[str, Any] = {}
         self._remote = None
+        self._local_nodes = None  # the ray.cluster_utils.Cluster of nodes > 1
+        self._storage_checked = False
 
     def __repr__(self) -> str:
-        return f"RayExecutor(address={self.address!r})"
+        nodes = f", nodes={self.nodes}" if self.nodes != 1 else ""
+        storage = f", storage={os.fspath(self.storage)!r}" if self.storage is not None else ""
+        return f"RayExecutor(address={self.address!r}{nodes}{storage})"
 
     def __enter__(self) -> "RayExecutor":
         return self
@@ -197,16 +222,19 @@ class RayExecutor:
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
                    **self.init_options}
-        if self.address is None:
+        address = self.address
+        if self.address is None and self.nodes == 1:
             options.update(num_cpus=self.num_cpus, resources={MEASURE: 1})
-            if self.storage is not None:
-                options["_temp_dir"] = os.fspath(self.storage)
         cluster = ray_constants.ENABLE_RAY_CLUSTER
         ray_constants.ENABLE_RAY_CLUSTER = self.address is not None  # local: 127.0.0.1, not the LAN address
         try:
+            if self.address is None and self.nodes > 1:
+                self._local_nodes = _start_local_nodes(self.nodes, self.num_cpus, options.pop("_temp_dir", None))
+                address = self._local_nodes.address
             # "local": always a new cluster, never one that `ray start` (or RAY_ADDRESS) left on this machine
-            ray.init(address=self.address or "local", **options)
+            ray.init(address=address or "local", **options)
         except Exception as error:  # noqa: BLE001 - Ray's connection errors are long; one line with the fix
+            self._stop_local_nodes()
             self._put_back()
             hint = ("; a cluster with token authentication (Ray's default) also needs its token on this "
                     "machine (RAY_AUTH_TOKEN, see Ray's token-auth docs)" if self.address else "")
@@ -236,7 +264,14 @@ class RayExecutor:
             ray.shutdown()
             self._started = False
             self._remote = None
+            self._storage_checked = False
+        self._stop_local_nodes()
         self._put_back()
+
+    def _stop_local_nodes(self) -> None:
+        if self._local_nodes is not None:
+            nodes, self._local_nodes = self._local_nodes, None
+            nodes.shutdown()  # kills their processes and removes the address file Cluster wrote
 
     def slots(self) -> int:
         """Measurement slots in the cluster (one per node that offers `optlab_measure`)."""
@@ -260,9 +295,31 @@ class RayExecutor:
         import ray  # optional dependency
 
         _check_fits(ray, int(getattr(getattr(context, "workload", None), "threads", None) or 1))
+        if self.storage is not None:
+            self._check_storage(ray)
+            tasks = [replace(task, workdir=self.storage / task.workdir.name) for task in tasks]
         remote = self._remote_task(ray)
         shipped = None if context is None else ray.put(self._shipped(context))
         return self._loop(ray, remote, fn, context, shipped, tasks)
+
+    def _check_storage(self, ray) -> None:
+        """Refuse (one line) a storage folder that a measuring node cannot create and write."""
+        if self._storage_checked:
+            return
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = ray.remote(num_cpus=0, max_retries=0)(_probe_storage)
+        nodes = [node["NodeID"] for node in ray.nodes()
+                 if node.get("Alive") and node.get("Resources", {}).get(MEASURE, 0) >= 1]
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote(os.fspath(self.storage)) for node in nodes]
+        for node, problem in zip(nodes, ray.get(refs), strict=True):
+            if problem:
+                raise RayExecutorError(
+                    f"storage={os.fspath(self.storage)!r} cannot be written on Ray node {node[:12]} ({problem}): "
+                    f"give a folder every node can create and write (a shared mount), or storage=None to "
+                    f"keep artifacts in the results folder")
+        self._storage_checked = True
 
     def _remote_task(self, ray):
         if self._remote is None:
@@ -304,6 +361,52 @@ class RayExecutor:
         finally:  # Ctrl-C, the hard stop, or the caller stopped reading: nothing keeps running
             for ref in running:
                 ray.cancel(ref, force=True)
+
+
+def _start_local_nodes(nodes: int, num_cpus: int | None, temp_dir: str | None):
+    """`nodes` Ray nodes on this machine (ray.cluster_utils.Cluster), each on its own slice of the
+    cores: a node's processes are started while this thread's CPU affinity is that slice, so they
+    and the workers they fork inherit it, and a task pins inside its node's slice."""
+    from ray.cluster_utils import Cluster  # Ray's own utility for several nodes on one host
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    per = num_cpus or max(len(cores) // nodes, 1)
+    slices = [cores[(i * per) % len(cores):][:per] or cores[:per] for i in range(nodes)]
+    common = {"resources": {MEASURE: 1}, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+    if temp_dir is not None:
+        common["temp_dir"] = temp_dir
+    local = Cluster()
+    try:
+        for cores_of_node in slices:
+            _with_affinity(cores_of_node, functools.partial(local.add_node, num_cpus=len(cores_of_node), **common))
+    except BaseException:
+        local.shutdown()
+        raise
+    return local
+
+
+def _with_affinity(cores: list[int], start: Callable[[], Any]) -> Any:
+    """Run `start` with this thread's CPU affinity set to `cores` (put back afterwards)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return start()
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        return start()
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _probe_storage(folder: str) -> str | None:
+    """On a node: None if `folder` can be created and a file written and removed there, else why not."""
+    probe = Path(folder) / f".optlab-probe-{socket.gethostname()}-{os.getpid()}"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        return f"{type(error).__name__}: {error.strerror or error}"
+    return None
 
 
 def _check_fits(ray, threads: int) -> None:
