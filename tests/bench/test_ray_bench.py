@@ -19,7 +19,7 @@ def side(ray_status="ok", ray_quality=0.9):
 def test_figures_are_ratios_of_the_same_run_and_never_nan():
     rows = targets(side(), {"in_process_s": 10.0, "ray_s": 12.5, "ray_start_s": 20.0})
     assert [r["met"] for r in rows] == [None, None]  # not judged: no figure is set by the issue
-    assert rows[0]["figure"] == 1.25 and "median over 2 candidates: 1.25x" in rows[0]["sentence"]
+    assert rows[0]["figure"] == 1.25 and "median over 2 candidates: 1.25x (range 1.00x-1.50x)" in rows[0]["sentence"]
     assert "identical" in rows[0]["sentence"] and rows[1]["figure"] == 1.25
     assert "nan" not in " ".join(r["sentence"] for r in rows)
     assert "DIFFER" in targets(side(ray_quality=0.8), {"in_process_s": 1.0, "ray_s": 1.0, "ray_start_s": 1.0})[0][
@@ -52,5 +52,5 @@ def test_two_node_and_scaling_sentences():
     assert rows[2]["figure"] == 1.5 and "2 nodes measured; measurements overlapping on a node: 0" in rows[2]["sentence"]
     assert "mechanism, not a speed-up" in rows[2]["sentence"]
     assert rows[3]["figure"] == hours_for(1000, 32, 3.6, 20.0) == (20.0 + 32 * 3.6) / 3600
-    assert "N=1: 1.01 h" in rows[3]["sentence"]  # (20 + 1000 x 3.6) s
+    assert "N=1: 1.01 h" in rows[3]["sentence"] and "the build's share, 28%" in rows[3]["sentence"]  # 1.0 of 3.6 s
     assert "nan" not in " ".join(r["sentence"] for r in rows)
