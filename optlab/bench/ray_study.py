@@ -138,7 +138,7 @@ def hours_for(candidates: int, nodes: int, slot_s: float, start_s: float) -> flo
 
 
 LAYOUT = Layout((
-    Col("candidate", "candidate", 72, "<"),
+    Col("candidate", "candidate", 88, "<"),
     Col("status", "here", 6, before=" "), Col("ray_status", "ray", 6, before=" "),
     Col("p50_ms", "p50 ms here", 12, spec=".4f", before=" "),
     Col("ray_p50_ms", "1 node", 9, spec=".4f", before=" "),

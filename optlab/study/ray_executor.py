@@ -19,11 +19,17 @@ results folder, in the order they finish. What travels and why:
 - Measurement is serialised per node: every task needs one unit of the custom resource
   `optlab_measure`, which each node offers once. `run_task` builds, measures and evaluates in
   one call, so the whole task holds the slot (building does not overlap another candidate's
-  timing on that node; nodes run in parallel). The task pins itself to the first `threads`
-  cores it may use (`os.sched_setaffinity`, restored afterwards), so every candidate on a node
-  is timed on the same cores. Each row says which node measured it (`node`, `node_id`), when
-  the slot was held (`slot_started_at`, `slot_ended_at`: Unix seconds), and its environment
-  columns come from that node (`measure` describes the machine it runs on).
+  timing on that node; nodes run in parallel). Not split into a build task outside the slot and
+  a measuring task inside it: a build beside a measurement shares the node's memory bandwidth
+  and caches (its cores too, unless pinned away), and the candidate a recipe returns (an ONNX
+  Runtime session, a compiled module) does not cross processes, so the measuring task would
+  time a candidate reloaded from its artifact, not the one the in-process study times.
+  `python -m optlab.bench ray` prints the build's share of the slot: what a split could save.
+  The task pins itself to the first `threads` cores it may use (`os.sched_setaffinity`,
+  restored afterwards), so every candidate on a node is timed on the same cores. Each row says
+  which node measured it (`node`, `node_id`), when the slot was held (`slot_started_at`,
+  `slot_ended_at`: Unix seconds), and its environment columns come from that node (`measure`
+  describes the machine it runs on).
 - Faults: a worker killed mid-task is retried once (`max_retries=1`); a second death becomes an
   error row naming what happened (error_stage "worker"). A row is yielded once per task.
   Ctrl-C (KeyboardInterrupt, and the study's hard stop) cancels every outstanding task.

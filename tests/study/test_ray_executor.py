@@ -274,3 +274,49 @@ def test_a_workload_wider_than_every_node_is_refused(cluster, model, digits, tmp
                   options=RunOptions(executor=cluster, progress=False))
     with pytest.raises(RayExecutorError, match="threads=64, but the Ray nodes with a measurement slot have at most 1 "):
         study.run()
+
+
+DRIVER = """
+import sys
+from pathlib import Path
+
+from optlab.data import datasets
+from optlab.instruments.latency import Workload
+from optlab.models import zoo
+from optlab.recipes.recipe import Compile, Quantize
+from optlab.study.ray_executor import RayExecutor
+from optlab.study.study import RunOptions, Study
+
+data = datasets.load("digits", smoke=True)
+model = zoo.get("digits", "student", smoke=True, data=data)
+fast = Workload.smoke(threads=1, throughput_batch_sizes=(8,), memory=False, cold_start=False, sweep_budget_s=1.0)
+recipes = [Quantize("dynamic-int8"), Compile(graph_level="basic"), Compile(provider="cuda")]
+Study(model, data, recipes, workload=fast, results_dir=Path(sys.argv[2]),
+      options=RunOptions(executor=RayExecutor(address=sys.argv[1]), progress=False)).run()
+"""  # the module's FAST and RECIPES, in a driver of its own that joins the module's cluster
+
+
+def test_a_killed_driver_resumes_from_the_stored_rows(cluster, both, model, digits, tmp_path):
+    import time
+
+    folder = tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, cluster._local_nodes.address, str(folder)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(1800):  # up to 90 s on two busy cores: the driver imports, joins, then stores rows
+            if list((folder / "rows").glob("*.json")) or driver.poll() is not None:
+                break
+            time.sleep(0.05)
+        driver.kill()  # SIGKILL: no cleanup, as when a laptop's driver dies
+    finally:
+        _, err = driver.communicate(timeout=30)
+    stored = {path.name for path in (folder / "rows").glob("*.json")}
+    assert 1 <= len(stored) < 4, err.decode()[-2000:]  # killed mid-study
+    resumed = Study(model, digits, RECIPES, workload=FAST, results_dir=folder,
+                    options=RunOptions(executor=cluster, progress=False)).run()
+    assert int(resumed["cached"].sum()) == len(stored)  # the stored rows, not run again
+    assert resumed["candidate"].tolist() == both[0]["candidate"].tolist()  # every task, once
+    assert resumed["status"].tolist() == ["ok", "ok", "ok", "error"]
+    assert {path.name for path in (folder / "rows").glob("*.json")} >= stored
+    assert len(list((folder / "rows").glob("*.json"))) == 4
