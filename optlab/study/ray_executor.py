@@ -37,10 +37,10 @@ results folder, in the order they finish. What travels and why:
 By default a local cluster is started, bound to 127.0.0.1 (no dashboard, no usage report;
 `RAY_USAGE_STATS_ENABLED` and the SIGTERM handler Ray installs are put back by `shutdown()`).
 `nodes=2` starts that many local nodes instead (Ray's test-cluster utility,
-`ray.cluster_utils.Cluster`), each on its own slice of this machine's cores (its processes
-inherit that CPU affinity, so its tasks pin inside it) with one measurement slot each: the
-mechanism of a multi-node cluster on one host, where the nodes still share memory, caches and
-the machine's load, so it shows the scheduling, not a multi-machine speed-up.
+`ray.cluster_utils.Cluster`), each given its own slice of this machine's cores (a node label
+its tasks pin inside) and one measurement slot: the mechanism of a multi-node cluster on one
+host, where the nodes still share memory, caches and the machine's load, so it shows the
+scheduling, not a multi-machine speed-up.
 `address="host:port"` joins an existing cluster whose nodes were started with
 `ray start ... --resources='{"optlab_measure": 1}'`.
 
@@ -70,6 +70,7 @@ from optlab.study import fingerprint as fp
 from optlab.study.executor import Task, TaskContext, recipe_fields, run_task, skipped_row
 
 MEASURE = "optlab_measure"
+CORES_LABEL = "optlab-cores"  # a local node's slice of this machine's cores ("0.1"), see _start_local_nodes
 CONNECT_TIMEOUT_S = 3.0
 RAY_ERRORS_RETRIED = 1  # a worker killed mid-task runs once more, then its task is an error row
 
@@ -146,6 +147,12 @@ def check_shippable(context: TaskContext, tasks: Sequence[Task]) -> None:
         problem = _describe_pickle_failure(f"the recipe {task.name!r}", task)
         if problem:
             raise RayExecutorError(f"{problem}: recipes are frozen dataclasses of plain values")
+
+
+def _on_loopback(address: str) -> bool:
+    """Whether "host:port" names this machine's loopback interface (127.x.x.x, localhost, ::1)."""
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _check_reachable(address: str) -> None:
@@ -232,7 +239,9 @@ class RayExecutor:
         if self.address is None and self.nodes == 1:
             options.update(num_cpus=self.num_cpus, resources={MEASURE: 1})
         cluster = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = self.address is not None  # local: 127.0.0.1, not the LAN address
+        # a local cluster, or one joined on this machine's loopback address: keep 127.0.0.1 (Ray otherwise
+        # swaps "127.0.0.1:port" for this machine's LAN address, where such a cluster does not listen)
+        ray_constants.ENABLE_RAY_CLUSTER = self.address is not None and not _on_loopback(self.address)
         try:
             if self.address is None and self.nodes > 1:
                 self._local_nodes = _start_local_nodes(self.nodes, self.num_cpus, options.pop("_temp_dir", None))
@@ -370,9 +379,10 @@ class RayExecutor:
 
 
 def _start_local_nodes(nodes: int, num_cpus: int | None, temp_dir: str | None):
-    """`nodes` Ray nodes on this machine (ray.cluster_utils.Cluster), each on its own slice of the
-    cores: a node's processes are started while this thread's CPU affinity is that slice, so they
-    and the workers they fork inherit it, and a task pins inside its node's slice."""
+    """`nodes` Ray nodes on this machine (ray.cluster_utils.Cluster), each given its own slice of
+    the cores as the node label `optlab-cores` ("0.1": cores 0 and 1), inside which its tasks pin
+    themselves. The nodes' own processes keep every core: confined to one core, a node on a busy
+    2-core machine missed Ray's 30 s start-up deadline."""
     from ray.cluster_utils import Cluster  # Ray's own utility for several nodes on one host
 
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -384,23 +394,23 @@ def _start_local_nodes(nodes: int, num_cpus: int | None, temp_dir: str | None):
     local = Cluster()
     try:
         for cores_of_node in slices:
-            _with_affinity(cores_of_node, functools.partial(local.add_node, num_cpus=len(cores_of_node), **common))
+            local.add_node(num_cpus=len(cores_of_node), labels={CORES_LABEL: ".".join(map(str, cores_of_node))},
+                           **common)
     except BaseException:
         local.shutdown()
         raise
     return local
 
 
-def _with_affinity(cores: list[int], start: Callable[[], Any]) -> Any:
-    """Run `start` with this thread's CPU affinity set to `cores` (put back afterwards)."""
-    if not hasattr(os, "sched_setaffinity"):
-        return start()
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cores)
+def _node_cores(ray) -> set[int] | None:
+    """The cores this node's label `optlab-cores` gives it (local nodes), None when unlabelled."""
+    label = ray.get_runtime_context().get_node_labels().get(CORES_LABEL)
+    if isinstance(label, (list, tuple)):
+        label = label[0] if label else None
     try:
-        return start()
-    finally:
-        os.sched_setaffinity(0, before)
+        return {int(core) for core in label.split(".")} if label else None
+    except ValueError:
+        return None
 
 
 def _probe_storage(folder: str) -> str | None:
@@ -484,7 +494,8 @@ def _remote_run(shipped: Shipped | None, fn: Callable | None, left: float | None
     import ray  # runs inside a Ray worker
 
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    pinned = allowed[:max(threads, 1)]
+    mine = _node_cores(ray)  # a local node's own slice of the machine's cores
+    pinned = ([core for core in allowed if mine is None or core in mine] or allowed)[:max(threads, 1)]
     started = time.time()
     if pinned:
         os.sched_setaffinity(0, pinned)
