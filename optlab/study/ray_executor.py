@@ -70,6 +70,7 @@ from optlab.study import fingerprint as fp
 from optlab.study.executor import Task, TaskContext, recipe_fields, run_task, skipped_row
 
 MEASURE = "optlab_measure"
+LOCAL_START_ATTEMPTS = 2  # a local node that misses Ray's fixed 30 s start-up deadline (a busy machine) starts again
 CORES_LABEL = "optlab-cores"  # a local node's slice of this machine's cores ("0.1"), see _start_local_nodes
 CONNECT_TIMEOUT_S = 3.0
 RAY_ERRORS_RETRIED = 1  # a worker killed mid-task runs once more, then its task is an error row
@@ -391,15 +392,20 @@ def _start_local_nodes(nodes: int, num_cpus: int | None, temp_dir: str | None):
     common = {"resources": {MEASURE: 1}, "node_ip_address": "127.0.0.1", "include_dashboard": False}
     if temp_dir is not None:
         common["temp_dir"] = temp_dir
-    local = Cluster()
-    try:
-        for cores_of_node in slices:
-            local.add_node(num_cpus=len(cores_of_node), labels={CORES_LABEL: ".".join(map(str, cores_of_node))},
-                           **common)
-    except BaseException:
-        local.shutdown()
-        raise
-    return local
+    attempts_left = LOCAL_START_ATTEMPTS
+    while True:
+        local = Cluster()
+        try:
+            for cores_of_node in slices:
+                local.add_node(num_cpus=len(cores_of_node), labels={CORES_LABEL: ".".join(map(str, cores_of_node))},
+                               **common)
+            return local
+        except BaseException as error:
+            # a node that missed Ray's start-up deadline leaves its processes to Ray's exit hook
+            local.shutdown()
+            attempts_left -= 1
+            if not attempts_left or not isinstance(error, Exception) or "timed out during startup" not in str(error):
+                raise
 
 
 def _node_cores(ray) -> set[int] | None:

@@ -182,6 +182,8 @@ def test_bad_addresses_and_a_cluster_without_the_slot(cluster, monkeypatch):
         RayExecutor(address="somewhere")
     with pytest.raises(RayExecutorError, match="nodes=2 starts local nodes, but address='somewhere:1' joins"):
         RayExecutor(address="somewhere:1", nodes=2)
+    with pytest.raises(RayExecutorError, match="nodes=0: give a whole number of local nodes, 1 or more"):
+        RayExecutor(nodes=0)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     with pytest.raises(RayExecutorError, match=f"has no '{MEASURE}' resource.*--resources"):
         cluster.start()
