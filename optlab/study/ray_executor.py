@@ -19,23 +19,40 @@ results folder, in the order they finish. What travels and why:
 - Measurement is serialised per node: every task needs one unit of the custom resource
   `optlab_measure`, which each node offers once. `run_task` builds, measures and evaluates in
   one call, so the whole task holds the slot (building does not overlap another candidate's
-  timing on that node; nodes run in parallel). The task pins itself to the first `threads`
-  cores it may use (`os.sched_setaffinity`, restored afterwards), so every candidate on a node
-  is timed on the same cores. Each row says which node measured it (`node`, `node_id`), when
-  the slot was held (`slot_started_at`, `slot_ended_at`: Unix seconds), and its environment
-  columns come from that node (`measure` describes the machine it runs on).
+  timing on that node; nodes run in parallel). Not split into a build task outside the slot and
+  a measuring task inside it: a build beside a measurement shares the node's memory bandwidth
+  and caches (its cores too, unless pinned away), and the candidate a recipe returns (an ONNX
+  Runtime session, a compiled module) does not cross processes, so the measuring task would
+  time a candidate reloaded from its artifact, not the one the in-process study times.
+  `python -m optlab.bench ray` prints the build's share of the slot: what a split could save.
+  The task pins itself to the first `threads` cores it may use (`os.sched_setaffinity`,
+  restored afterwards), so every candidate on a node is timed on the same cores. Each row says
+  which node measured it (`node`, `node_id`), when the slot was held (`slot_started_at`,
+  `slot_ended_at`: Unix seconds), and its environment columns come from that node (`measure`
+  describes the machine it runs on).
 - Faults: a worker killed mid-task is retried once (`max_retries=1`); a second death becomes an
   error row naming what happened (error_stage "worker"). A row is yielded once per task.
   Ctrl-C (KeyboardInterrupt, and the study's hard stop) cancels every outstanding task.
 
 By default a local cluster is started, bound to 127.0.0.1 (no dashboard, no usage report;
 `RAY_USAGE_STATS_ENABLED` and the SIGTERM handler Ray installs are put back by `shutdown()`).
+`nodes=2` starts that many local nodes instead (Ray's test-cluster utility,
+`ray.cluster_utils.Cluster`), each given its own slice of this machine's cores (a node label
+its tasks pin inside) and one measurement slot: the mechanism of a multi-node cluster on one
+host, where the nodes still share memory, caches and the machine's load, so it shows the
+scheduling, not a multi-machine speed-up.
 `address="host:port"` joins an existing cluster whose nodes were started with
-`ray start ... --resources='{"optlab_measure": 1}'`. On several nodes the artifacts a recipe
-writes stay on the node that built them (the row's `artifact_path` is that node's path), and
-the baseline's loader artifact must be readable at the same path on every node. A study's
-fingerprint records the driver's machine; a row measured on a node whose machine differs says
-so in its notes.
+`ray start ... --resources='{"optlab_measure": 1}'`.
+
+Artifacts: a recipe writes its files into the task's work folder. Without `storage` that is the
+results folder's `artifacts/` path, on the node that built it (on one host, the driver's
+folder; on several machines the row's `artifact_path` names a path on the node in its `node`
+column). `storage="/shared/path"` sends every task's work folder there instead (a mount all
+nodes share, say), so the row's `artifact_path` is under it; before any work a probe task on
+every measuring node writes and removes a file there, and a folder one of them cannot write is
+refused in one line. The baseline's loader artifact must be readable at the same path on every
+node. A study's fingerprint records the driver's machine; a row measured on a node whose
+machine differs says so in its notes.
 """
 from __future__ import annotations
 
@@ -46,12 +63,15 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from optlab.study import fingerprint as fp
 from optlab.study.executor import Task, TaskContext, recipe_fields, run_task, skipped_row
 
 MEASURE = "optlab_measure"
+LOCAL_START_ATTEMPTS = 2  # a local node that misses Ray's fixed 30 s start-up deadline (a busy machine) starts again
+CORES_LABEL = "optlab-cores"  # a local node's slice of this machine's cores ("0.1"), see _start_local_nodes
 CONNECT_TIMEOUT_S = 3.0
 RAY_ERRORS_RETRIED = 1  # a worker killed mid-task runs once more, then its task is an error row
 
@@ -130,6 +150,12 @@ def check_shippable(context: TaskContext, tasks: Sequence[Task]) -> None:
             raise RayExecutorError(f"{problem}: recipes are frozen dataclasses of plain values")
 
 
+def _on_loopback(address: str) -> bool:
+    """Whether "host:port" names this machine's loopback interface (127.x.x.x, localhost, ::1)."""
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def _check_reachable(address: str) -> None:
     """Fail at once, in one line, when `host:port` accepts no connection (Ray itself retries for long)."""
     if address in ("auto", "local") or address.startswith("ray://"):
@@ -150,23 +176,36 @@ class RayExecutor:
     """Runs a Study's tasks on Ray; see the module docstring for what travels and how timing stays honest.
 
     address: None starts a local cluster bound to 127.0.0.1 (`num_cpus` cores, default all); a
-    "host:port" joins that cluster (checked reachable at once). storage: Ray's storage/temp
-    folder for a local cluster (`_temp_dir`), default Ray's own. init_options: more `ray.init`
-    keywords. Use as a context manager, or call `shutdown()`, to stop a cluster it started.
+    "host:port" joins that cluster (checked reachable at once). nodes: local nodes to start
+    (address None only), each with `num_cpus` cores (default: this machine's cores split evenly)
+    and one measurement slot. storage: the folder every task writes its artifacts into (default:
+    the results folder's), checked writable on every measuring node before work. init_options:
+    more `ray.init` keywords (`_temp_dir` for Ray's own session files). Use as a context manager,
+    or call `shutdown()`, to stop a cluster it started.
     """
 
     def __init__(self, address: str | None = None, storage: str | os.PathLike | None = None, *,
-                 num_cpus: int | None = None, init_options: dict[str, Any] | None = None):
+                 num_cpus: int | None = None, nodes: int = 1, init_options: dict[str, Any] | None = None):
+        if not isinstance(nodes, int) or nodes < 1:
+            raise RayExecutorError(f"nodes={nodes!r}: give a whole number of local nodes, 1 or more")
+        if address is not None and nodes != 1:
+            raise RayExecutorError(f"nodes={nodes} starts local nodes, but address={address!r} joins a cluster: "
+                                   f"drop one (a joined cluster's nodes are started with `ray start`)")
         if address is not None:
             _check_reachable(address)
-        self.address, self.storage, self.num_cpus = address, storage, num_cpus
+        self.address, self.num_cpus, self.nodes = address, num_cpus, nodes
+        self.storage = None if storage is None else Path(storage).expanduser().absolute()
         self.init_options = dict(init_options or {})
         self._started = False
         self._restore: dict[str, Any] = {}
         self._remote = None
+        self._local_nodes = None  # the ray.cluster_utils.Cluster of nodes > 1
+        self._storage_checked = False
 
     def __repr__(self) -> str:
-        return f"RayExecutor(address={self.address!r})"
+        nodes = f", nodes={self.nodes}" if self.nodes != 1 else ""
+        storage = f", storage={os.fspath(self.storage)!r}" if self.storage is not None else ""
+        return f"RayExecutor(address={self.address!r}{nodes}{storage})"
 
     def __enter__(self) -> "RayExecutor":
         return self
@@ -197,16 +236,21 @@ class RayExecutor:
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
                    **self.init_options}
-        if self.address is None:
+        address = self.address
+        if self.address is None and self.nodes == 1:
             options.update(num_cpus=self.num_cpus, resources={MEASURE: 1})
-            if self.storage is not None:
-                options["_temp_dir"] = os.fspath(self.storage)
         cluster = ray_constants.ENABLE_RAY_CLUSTER
-        ray_constants.ENABLE_RAY_CLUSTER = self.address is not None  # local: 127.0.0.1, not the LAN address
+        # a local cluster, or one joined on this machine's loopback address: keep 127.0.0.1 (Ray otherwise
+        # swaps "127.0.0.1:port" for this machine's LAN address, where such a cluster does not listen)
+        ray_constants.ENABLE_RAY_CLUSTER = self.address is not None and not _on_loopback(self.address)
         try:
+            if self.address is None and self.nodes > 1:
+                self._local_nodes = _start_local_nodes(self.nodes, self.num_cpus, options.pop("_temp_dir", None))
+                address = self._local_nodes.address
             # "local": always a new cluster, never one that `ray start` (or RAY_ADDRESS) left on this machine
-            ray.init(address=self.address or "local", **options)
+            ray.init(address=address or "local", **options)
         except Exception as error:  # noqa: BLE001 - Ray's connection errors are long; one line with the fix
+            self._stop_local_nodes()
             self._put_back()
             hint = ("; a cluster with token authentication (Ray's default) also needs its token on this "
                     "machine (RAY_AUTH_TOKEN, see Ray's token-auth docs)" if self.address else "")
@@ -236,7 +280,14 @@ class RayExecutor:
             ray.shutdown()
             self._started = False
             self._remote = None
+            self._storage_checked = False
+        self._stop_local_nodes()
         self._put_back()
+
+    def _stop_local_nodes(self) -> None:
+        if self._local_nodes is not None:
+            nodes, self._local_nodes = self._local_nodes, None
+            nodes.shutdown()  # kills their processes and removes the address file Cluster wrote
 
     def slots(self) -> int:
         """Measurement slots in the cluster (one per node that offers `optlab_measure`)."""
@@ -260,9 +311,31 @@ class RayExecutor:
         import ray  # optional dependency
 
         _check_fits(ray, int(getattr(getattr(context, "workload", None), "threads", None) or 1))
+        if self.storage is not None:
+            self._check_storage(ray)
+            tasks = [replace(task, workdir=self.storage / task.workdir.name) for task in tasks]
         remote = self._remote_task(ray)
         shipped = None if context is None else ray.put(self._shipped(context))
         return self._loop(ray, remote, fn, context, shipped, tasks)
+
+    def _check_storage(self, ray) -> None:
+        """Refuse (one line) a storage folder that a measuring node cannot create and write."""
+        if self._storage_checked:
+            return
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = ray.remote(num_cpus=0, max_retries=0)(_probe_storage)
+        nodes = [node["NodeID"] for node in ray.nodes()
+                 if node.get("Alive") and node.get("Resources", {}).get(MEASURE, 0) >= 1]
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                .remote(os.fspath(self.storage)) for node in nodes]
+        for node, problem in zip(nodes, ray.get(refs), strict=True):
+            if problem:
+                raise RayExecutorError(
+                    f"storage={os.fspath(self.storage)!r} cannot be written on Ray node {node[:12]} ({problem}): "
+                    f"give a folder every node can create and write (a shared mount), or storage=None to "
+                    f"keep artifacts in the results folder")
+        self._storage_checked = True
 
     def _remote_task(self, ray):
         if self._remote is None:
@@ -304,6 +377,58 @@ class RayExecutor:
         finally:  # Ctrl-C, the hard stop, or the caller stopped reading: nothing keeps running
             for ref in running:
                 ray.cancel(ref, force=True)
+
+
+def _start_local_nodes(nodes: int, num_cpus: int | None, temp_dir: str | None):
+    """`nodes` Ray nodes on this machine (ray.cluster_utils.Cluster), each given its own slice of
+    the cores as the node label `optlab-cores` ("0.1": cores 0 and 1), inside which its tasks pin
+    themselves. The nodes' own processes keep every core: confined to one core, a node on a busy
+    2-core machine missed Ray's 30 s start-up deadline."""
+    from ray.cluster_utils import Cluster  # Ray's own utility for several nodes on one host
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    per = num_cpus or max(len(cores) // nodes, 1)
+    slices = [cores[(i * per) % len(cores):][:per] or cores[:per] for i in range(nodes)]
+    common = {"resources": {MEASURE: 1}, "node_ip_address": "127.0.0.1", "include_dashboard": False}
+    if temp_dir is not None:
+        common["temp_dir"] = temp_dir
+    attempts_left = LOCAL_START_ATTEMPTS
+    while True:
+        local = Cluster()
+        try:
+            for cores_of_node in slices:
+                local.add_node(num_cpus=len(cores_of_node), labels={CORES_LABEL: ".".join(map(str, cores_of_node))},
+                               **common)
+            return local
+        except BaseException as error:
+            # a node that missed Ray's start-up deadline leaves its processes to Ray's exit hook
+            local.shutdown()
+            attempts_left -= 1
+            if not attempts_left or not isinstance(error, Exception) or "timed out during startup" not in str(error):
+                raise
+
+
+def _node_cores(ray) -> set[int] | None:
+    """The cores this node's label `optlab-cores` gives it (local nodes), None when unlabelled."""
+    label = ray.get_runtime_context().get_node_labels().get(CORES_LABEL)
+    if isinstance(label, (list, tuple)):
+        label = label[0] if label else None
+    try:
+        return {int(core) for core in label.split(".")} if label else None
+    except ValueError:
+        return None
+
+
+def _probe_storage(folder: str) -> str | None:
+    """On a node: None if `folder` can be created and a file written and removed there, else why not."""
+    probe = Path(folder) / f".optlab-probe-{socket.gethostname()}-{os.getpid()}"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        return f"{type(error).__name__}: {error.strerror or error}"
+    return None
 
 
 def _check_fits(ray, threads: int) -> None:
@@ -375,7 +500,8 @@ def _remote_run(shipped: Shipped | None, fn: Callable | None, left: float | None
     import ray  # runs inside a Ray worker
 
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    pinned = allowed[:max(threads, 1)]
+    mine = _node_cores(ray)  # a local node's own slice of the machine's cores
+    pinned = ([core for core in allowed if mine is None or core in mine] or allowed)[:max(threads, 1)]
     started = time.time()
     if pinned:
         os.sched_setaffinity(0, pinned)

@@ -1,4 +1,5 @@
-"""RayExecutor: the same study on a local Ray cluster (127.0.0.1, 2 CPUs, one measurement slot).
+"""RayExecutor: the same study on a local Ray cluster of two nodes (127.0.0.1, one CPU and one
+measurement slot each, Ray's test-cluster utility).
 
 One cluster for the module (starting Ray takes most of this file's time); the zoo's tiny digits
 student and three real recipes (one fails here: no CUDA), as tests/study/test_study.py runs them."""
@@ -34,12 +35,14 @@ RECIPES = [Quantize("dynamic-int8"), Compile(graph_level="basic"), Compile(provi
 @pytest.fixture(scope="module")
 def cluster():
     usage, sigterm = os.environ.get("RAY_USAGE_STATS_ENABLED"), signal.getsignal(signal.SIGTERM)
-    executor = RayExecutor(num_cpus=2).start()
+    executor = RayExecutor(nodes=2, num_cpus=1).start()
+    assert executor.slots() == 2
     yield executor
     executor.shutdown()
     assert os.environ.get("RAY_USAGE_STATS_ENABLED") == usage  # put back
     assert signal.getsignal(signal.SIGTERM) is sigterm  # ray.init installs its own
     assert not ray.is_initialized()
+    assert not executor._local_nodes  # both nodes stopped
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +58,16 @@ def model(digits):
 @pytest.fixture(scope="module")
 def both(cluster, digits, model, tmp_path_factory):
     """The study in process, and on Ray in two runs: the baseline alone first (a driver that stopped
-    after one task), then the full study in the same folder."""
+    after one task), then the full study in the same folder, its artifacts sent to a storage folder
+    (a second executor on the same running cluster)."""
     here = Study(model, digits, RECIPES, workload=FAST, results_dir=tmp_path_factory.mktemp("here"),
                  options=RunOptions(progress=False)).run()
     folder = tmp_path_factory.mktemp("ray")
-    options = RunOptions(executor=cluster, progress=False)
-    first = Study(model, digits, [], workload=FAST, results_dir=folder, options=options).run()
-    on_ray = Study(model, digits, RECIPES, workload=FAST, results_dir=folder, options=options).run()
+    first = Study(model, digits, [], workload=FAST, results_dir=folder,
+                  options=RunOptions(executor=cluster, progress=False)).run()
+    stored = RayExecutor(storage=folder / "elsewhere")
+    on_ray = Study(model, digits, RECIPES, workload=FAST, results_dir=folder,
+                   options=RunOptions(executor=stored, progress=False)).run()
     return here, first, on_ray, folder
 
 
@@ -78,18 +84,44 @@ def test_the_same_rows_as_in_process(both):
 
 def test_each_row_names_the_node_that_measured_it(both, cluster):
     _, _, on_ray, _ = both
-    node_id = ray.get_runtime_context().get_node_id()
-    assert (on_ray["node"] == socket.gethostname()).all() and (on_ray["node_id"] == node_id).all()
+    nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    assert (on_ray["node"] == socket.gethostname()).all() and on_ray["node_id"].isin(nodes).all()
     assert on_ray["pinned_cores"].str.split().str.len().eq(FAST.threads).all()  # pinned to `threads` cores
+    assert on_ray.groupby("node_id")["pinned_cores"].nunique().eq(1).all()  # inside its node's core slice
+    if len(os.sched_getaffinity(0)) >= 2:  # each local node on its own core
+        assert on_ray.groupby("pinned_cores")["node_id"].nunique().eq(1).all()
     assert (on_ray["cpu_model"].iloc[:3] == environment().cpu_model).all()
 
 
-def test_no_two_measurements_overlap_on_a_node(both):
+def test_no_two_measurements_overlap_on_a_node_and_both_nodes_measured(both):
     _, _, on_ray, _ = both
+    # two slots: the first two recipes were sent at once, so each node measured at least one
+    assert on_ray["node_id"].nunique() == 2, on_ray[["candidate", "node_id"]]
     for _, rows in on_ray.groupby("node_id"):
         spans = sorted(zip(rows["slot_started_at"], rows["slot_ended_at"], strict=True))
         assert all(start < end for start, end in spans)
         assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), spans
+
+
+def test_artifacts_go_to_the_storage_folder_and_rows_say_where(both):
+    _, _, on_ray, folder = both
+    built = on_ray[on_ray["recipe"].ne("baseline") & on_ray["status"].eq("ok")]
+    assert len(built) == 2
+    for path in built["artifact_path"]:
+        assert Path(path).is_relative_to(folder / "elsewhere") and Path(path).exists(), path
+    assert not list((folder / "artifacts").glob("*/*.onnx"))  # none in the results folder's own
+
+
+def test_a_storage_folder_a_node_cannot_write_is_refused_before_work(cluster, model, digits, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    executor = RayExecutor(storage=tmp_path / "a-file" / "artifacts")
+    study = Study(model, digits, RECIPES[:1], workload=FAST, results_dir=tmp_path / "results",
+                  options=RunOptions(executor=executor, progress=False))
+    with pytest.raises(RayExecutorError, match=r"storage=.*a-file/artifacts' cannot be written on Ray node "
+                                               r"\w+ \((NotADirectoryError|FileExistsError).*a shared mount") as raised:
+        study.run()
+    assert "\n" not in str(raised.value)
+    assert not list((tmp_path / "results" / "rows").glob("*.json"))
 
 
 def test_resume_runs_only_the_missing_tasks(both):
@@ -148,6 +180,10 @@ def test_bad_addresses_and_a_cluster_without_the_slot(cluster, monkeypatch):
         RayExecutor(address=f"127.0.0.1:{port}")
     with pytest.raises(RayExecutorError, match="is not host:port"):
         RayExecutor(address="somewhere")
+    with pytest.raises(RayExecutorError, match="nodes=2 starts local nodes, but address='somewhere:1' joins"):
+        RayExecutor(address="somewhere:1", nodes=2)
+    with pytest.raises(RayExecutorError, match="nodes=0: give a whole number of local nodes, 1 or more"):
+        RayExecutor(nodes=0)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     with pytest.raises(RayExecutorError, match=f"has no '{MEASURE}' resource.*--resources"):
         cluster.start()
@@ -238,5 +274,51 @@ def test_a_workload_wider_than_every_node_is_refused(cluster, model, digits, tmp
     wide = Workload.smoke(threads=64, memory=False, cold_start=False)
     study = Study(model, digits, [], workload=wide, results_dir=tmp_path,
                   options=RunOptions(executor=cluster, progress=False))
-    with pytest.raises(RayExecutorError, match="threads=64, but the Ray nodes with a measurement slot have at most 2"):
+    with pytest.raises(RayExecutorError, match="threads=64, but the Ray nodes with a measurement slot have at most 1 "):
         study.run()
+
+
+DRIVER = """
+import sys
+from pathlib import Path
+
+from optlab.data import datasets
+from optlab.instruments.latency import Workload
+from optlab.models import zoo
+from optlab.recipes.recipe import Compile, Quantize
+from optlab.study.ray_executor import RayExecutor
+from optlab.study.study import RunOptions, Study
+
+data = datasets.load("digits", smoke=True)
+model = zoo.get("digits", "student", smoke=True, data=data)
+fast = Workload.smoke(threads=1, throughput_batch_sizes=(8,), memory=False, cold_start=False, sweep_budget_s=1.0)
+recipes = [Quantize("dynamic-int8"), Compile(graph_level="basic"), Compile(provider="cuda")]
+Study(model, data, recipes, workload=fast, results_dir=Path(sys.argv[2]),
+      options=RunOptions(executor=RayExecutor(address=sys.argv[1]), progress=False)).run()
+"""  # the module's FAST and RECIPES, in a driver of its own that joins the module's cluster
+
+
+def test_a_killed_driver_resumes_from_the_stored_rows(cluster, both, model, digits, tmp_path):
+    import time
+
+    folder = tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, cluster._local_nodes.address, str(folder)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(1800):  # up to 90 s on two busy cores: the driver imports, joins, then stores rows
+            if list((folder / "rows").glob("*.json")) or driver.poll() is not None:
+                break
+            time.sleep(0.05)
+        driver.kill()  # SIGKILL: no cleanup, as when a laptop's driver dies
+    finally:
+        _, err = driver.communicate(timeout=30)
+    stored = {path.name for path in (folder / "rows").glob("*.json")}
+    assert 1 <= len(stored) < 4, err.decode()[-2000:]  # killed mid-study
+    resumed = Study(model, digits, RECIPES, workload=FAST, results_dir=folder,
+                    options=RunOptions(executor=cluster, progress=False)).run()
+    assert int(resumed["cached"].sum()) == len(stored)  # the stored rows, not run again
+    assert resumed["candidate"].tolist() == both[0]["candidate"].tolist()  # every task, once
+    assert resumed["status"].tolist() == ["ok", "ok", "ok", "error"]
+    assert {path.name for path in (folder / "rows").glob("*.json")} >= stored
+    assert len(list((folder / "rows").glob("*.json"))) == 4
