@@ -1,0 +1,190 @@
+"""The two-stage section of `python -m optlab.bench cascade`: the cascade served three ways under the
+same open-loop load generator and throughput-at-SLA search as every serving figure, in interleaved rounds.
+
+- expensive alone: one `Server` of the expensive model, the whole core budget as workers;
+- cascade, one server: one `Server` whose model is the cascade (`models.cascade.Router`): a batch with
+  an unsure row waits for the expensive call before any of its requests is answered;
+- two-stage: `serving.two_stage.TwoStage`, the budget split explicitly between a cheap stage and an
+  expensive stage (`Stage(workers, threads_per_worker)` each), unsure requests forwarded.
+
+Figures: throughput at p99 <= `SLA_MS` (median of the rounds, range, every round; "noisy" when the
+rounds' range is wider than `NOISY_SPREAD` of the median or a figure sits above half the generator's
+headroom), the share sent on in the two-stage run at the SLA, ratios within rounds, and what each
+costs at a traffic profile: machines (each the same core budget) for the profile's peak by the one
+sizing rule (70% of throughput at the SLA), per month, and per 1M requests.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from optlab.bench.render import Col, Layout, Renderer, target
+from optlab.cases.rtb.campaign import PRICE_PER_HOUR_USD, DayTraffic, machines_for
+from optlab.serving.capacity import HOURS_PER_MONTH, TARGET_UTILISATION
+from optlab.serving.loadgen import generator_headroom
+from optlab.serving.policies import DynamicBatching
+from optlab.serving.rounds import headroom_flag, median_rounds, round_ratio
+from optlab.serving.server import Server, available_cores
+from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
+from optlab.serving.two_stage import Stage, TwoStage
+from optlab.serving.workloads import single_rows
+
+COMMAND = "python -m optlab.bench cascade"
+SLA_MS = 10.0
+NOISY_SPREAD = 0.2  # rounds whose max/min differ by more than this are flagged
+POLICY = DynamicBatching(max_batch=16, max_wait_ms=1.0)
+EXPENSIVE_ALONE, ONE_SERVER, TWO_STAGE = "expensive alone", "cascade, one server", "two-stage"
+# The traffic profile the monthly bill is for: a product launch's day (diurnal 100-500 requests/s, 3x for
+# the launch hour), the story of issue 29; machines are sized for its peak.
+TRAFFIC = DayTraffic(night_per_s=100, peak_per_s=500, spike_factor=3.0, spike_start_hour=19, spike_hours=1)
+
+
+@dataclass(frozen=True)
+class Split:
+    """The core budget and how the two-stage deployment splits it (workers x 1 thread per stage)."""
+
+    cores: int
+    cheap_workers: int
+    expensive_workers: int
+
+    @classmethod
+    def even(cls, cores: int | None = None) -> "Split":
+        cores = int(cores or available_cores())
+        if cores < 2:
+            raise ValueError(f"two-stage serving needs >= 2 cores (one per stage), this process may use {cores}")
+        return cls(cores, math.ceil(cores / 2), cores - math.ceil(cores / 2))
+
+    @property
+    def text(self) -> str:
+        return f"{self.cheap_workers}+{self.expensive_workers} of {self.cores} cores"
+
+
+def deployments(candidate: Any, split: Split) -> dict[str, Any]:
+    """Factories of a fresh server per deployment (a probe starts each anew)."""
+    cheap, expensive = candidate.parts
+    router = candidate.predict_fn
+    return {
+        EXPENSIVE_ALONE: lambda: Server(expensive, POLICY, workers=split.cores, cores=split.cores),
+        ONE_SERVER: lambda: Server(candidate, POLICY, workers=split.cores, cores=split.cores),
+        TWO_STAGE: lambda: TwoStage(cheap, expensive, threshold=router.threshold, confidence=router.confidence,
+                                    decision=router.decision, cheap_stage=Stage(POLICY, split.cheap_workers),
+                                    expensive_stage=Stage(POLICY, split.expensive_workers), cores=split.cores),
+    }
+
+
+def search_for(smoke: bool) -> SlaSearch:
+    return SlaSearch(max_p99_ms=SLA_MS, probe_s=0.5 if smoke else 1.0, rel_tol=0.2 if smoke else 0.08,
+                     start_per_s=400.0, min_per_s=25.0, max_probes=7 if smoke else 12)
+
+
+def goodput_rounds(candidate: Any, data: Any, split: Split, smoke: bool, headroom: float) -> pd.DataFrame:
+    """Throughput at the SLA of each deployment, interleaved rounds; the two-stage rows carry the
+    share of requests sent on in the probe at the SLA (from its own accounting)."""
+    payloads = single_rows(data, n=1000, seed=0)
+    search, rows = search_for(smoke), []
+    for r in range(1 if smoke else 3):
+        for name, make in deployments(candidate, split).items():
+            made: list[Any] = []
+            probes: list[tuple[float, dict]] = []  # (rate, the server's accounting), in probe order
+
+            def fresh(make=make, made=made):
+                made.append(make())
+                return made[-1]
+            probe = server_probe(fresh, payloads, search, headroom_per_s=headroom)
+
+            def logged(rate, probe=probe, made=made, probes=probes):
+                summary = probe(rate)
+                probes.append((rate, made[-1].stats()))
+                return summary
+            result = throughput_at_sla(logged, search)
+            row = {"deployment": name, "round": r, **result.row()}
+            if name == TWO_STAGE:  # the last probe at the reported rate is the one that passed
+                at = [stats for rate, stats in probes if rate == result.throughput_per_s]
+                row["sent_on_share_at_sla"] = at[-1]["escalated_share"] if at else None
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def cost_row(throughput_per_s: float) -> dict[str, Any]:
+    """Machines for the traffic profile's peak, per month and per 1M requests at the measured throughput."""
+    if not throughput_per_s > 0:
+        return {"machines_for_peak": None, "cost_per_month_usd": None, "cost_per_1m_usd": None}
+    machines = machines_for(float(TRAFFIC.rates().max()), throughput_per_s)
+    return {"machines_for_peak": machines, "cost_per_month_usd": machines * PRICE_PER_HOUR_USD * HOURS_PER_MONTH,
+            "cost_per_1m_usd": PRICE_PER_HOUR_USD / (throughput_per_s * TARGET_UTILISATION * 3600) * 1e6}
+
+
+def noisy(row: Any, headroom: float) -> str:
+    """Why a deployment's figure is flagged ("" when it is not)."""
+    why = []
+    low, high = row["throughput_at_sla_per_s_low"], row["throughput_at_sla_per_s_high"]
+    if row["rounds"] < 2:
+        why.append("1 round: no range")
+    elif low > 0 and high / low - 1 > NOISY_SPREAD:
+        why.append(f"rounds differ by {high / low - 1:.0%}")
+    elif low <= 0 < high:
+        why.append("some rounds met the SLA at no rate")
+    if headroom_flag(high, headroom):
+        why.append("above half the generator's headroom" if headroom else "generator headroom 0")
+    return "noisy: " + ", ".join(why) if why else ""
+
+
+LAYOUT = Layout((
+    Col("deployment", "deployment", 22, "<"),
+    Col("cores", "cores", 14, "<", text=lambda r: r["cores"]),
+    Col("throughput_at_sla_per_s", "at SLA /s", 10, spec=",.0f"),
+    Col("range", "range (every round)", 28, "<", before="  ",
+        text=lambda r: f"{r['throughput_at_sla_per_s_low']:,.0f}-{r['throughput_at_sla_per_s_high']:,.0f} "
+                       f"({r['rounds_values']})"),
+    Col("p99_at_sla_load_ms", "p99 ms", 8, spec=".2f"),
+    Col("sent_on_share_at_sla", "sent on", 8, spec=".1%"),
+    Col("machines_for_peak", "machines", 9, spec=".0f"),
+    Col("cost_per_month_usd", "$/month", 9, spec=",.0f"),
+    Col("cost_per_1m_usd", "$ per 1M", 9, spec=".4f"),
+    Col("noisy", "", 40, "<", before="  "),
+), indent="  ")
+
+
+def section(out: Renderer, name: str, candidate: Any, data: Any, smoke: bool, cores: int | None = None) -> None:
+    """Measure and print the two-stage section for one dataset's cascade candidate."""
+    split = Split.even(cores)
+    out.say(f"\ntwo-stage serving ({name}): single-row requests, open-loop Poisson load from its own process, "
+            f"throughput at p99 <= {SLA_MS:g} ms; {POLICY.name} in every server; threshold "
+            f"{candidate.predict_fn.threshold:.6f} (chosen on validation); core budget {split.cores}: expensive "
+            f"alone and the one-server cascade on {split.cores} workers x 1 thread, two-stage {split.text} "
+            f"(cheap + expensive workers x 1 thread)")
+    headroom, curve = generator_headroom(sla_ms=SLA_MS, probe_s=0.3 if smoke else 0.5, refine=1 if smoke else 3)
+    out.keep(f"two_stage_headroom_{name}", curve)
+    out.say(f"  generator headroom (no-op server, p99 <= {0.1 * SLA_MS:g} ms): {headroom:,.0f}/s")
+    runs = goodput_rounds(candidate, data, split, smoke, headroom)
+    out.keep(f"two_stage_rounds_{name}", runs)
+    table = median_rounds(runs)
+    cores = {EXPENSIVE_ALONE: f"{split.cores} workers", ONE_SERVER: f"{split.cores} workers", TWO_STAGE: split.text}
+    rows = [{**r, **cost_row(r["throughput_at_sla_per_s"]), "cores": cores[r["deployment"]],
+             "noisy": noisy(r, headroom)} for r in table.to_dict("records")]
+    out.table(f"two_stage_{name}", LAYOUT, rows)
+    peak = float(TRAFFIC.rates().max())
+    out.say(f"  cost: machines of {split.cores} cores at ${PRICE_PER_HOUR_USD}/h (stated assumption) for the "
+            f"profile's peak of {peak:,.0f} requests/s (diurnal {TRAFFIC.night_per_s:.0f}-{TRAFFIC.peak_per_s:.0f}/s, "
+            f"{TRAFFIC.spike_factor:g}x for the launch hour), each carrying <= {TARGET_UTILISATION:.0%} of its "
+            f"throughput at the SLA; $ per 1M at that utilisation")
+    out.targets([ratio_target(runs, name, TWO_STAGE, EXPENSIVE_ALONE),
+                 ratio_target(runs, name, TWO_STAGE, ONE_SERVER)], indent="  ")
+
+
+def ratio_target(runs: pd.DataFrame, name: str, top: str, bottom: str) -> dict[str, Any]:
+    """`top / bottom` throughput at the SLA within rounds; "too close to call" when the range includes 1."""
+    ratio = round_ratio(runs, top, bottom)
+    if not ratio.available:
+        return target(f"[{name}] {top} / {bottom}, throughput at the SLA", None, None, COMMAND,
+                      f"[{name}] {top} / {bottom}: not available (a deployment met p99 <= {SLA_MS:g} ms at no rate "
+                      "in every round)")
+    call = ("too close to call on this machine" if ratio.rounds > 1 and ratio.low <= 1 <= ratio.high
+            else "higher" if ratio.median > 1 else "lower")
+    return target(f"[{name}] {top} / {bottom}, throughput at the SLA", ratio.median, None, COMMAND,
+                  f"[{name}] {top} / {bottom}, throughput at p99 <= {SLA_MS:g} ms: {ratio.text()}: {call} "
+                  f"(cost per month and per 1M follow it inversely; no target set)")
+
