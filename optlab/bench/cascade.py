@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from optlab.bench import two_stage
+from optlab.bench import routing, two_stage
 from optlab.bench.render import Col, Layout, Renderer, target, times, verdict
 from optlab.bench.techniques import cpu_flags
 from optlab.data.datasets import load
@@ -130,6 +130,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--two-stage", default="digits", metavar="DATASET",
                         help="the dataset whose cascade is served two-stage vs the expensive model alone "
                              "('none': skip)")
+    parser.add_argument("--routing-rate", type=float, default=6.0,
+                        help="requests/s of the mixed trace in the routing section (0: skip the section)")
     parser.add_argument("--cores", type=int, default=None,
                         help="the core budget the serving sections split (default: this process's CPU affinity)")
     parser.add_argument("--json", default=None, help="write the tables and targets to this file")
@@ -163,5 +165,8 @@ def main(argv: list[str]) -> int:
         with quiet_torch_logs():
             data, candidate = built.get(name) or build(name, args.smoke, workdir, args.expensive, out.progress)
             two_stage.section(out, name, candidate, data, args.smoke, args.cores)
+    if args.routing_rate > 0:
+        with quiet_torch_logs():
+            routing.section(out, args.smoke, args.routing_rate)
     out.write_json(args.json)
     return 0
