@@ -1,22 +1,16 @@
-"""The two-stage section of `python -m optlab.bench cascade`: the cascade served three ways under the
-same open-loop load generator and throughput-at-SLA search as every serving figure, in interleaved rounds.
+"""The two-stage section of `python -m optlab.bench cascade`: a dataset's cascade served three ways
+(`optlab.serving.cascade_serving`: the expensive model alone, the cascade in one server, two-stage with the
+core budget split) under the open-loop generator and throughput-at-SLA search of every serving figure.
 
-- expensive alone: one `Server` of the expensive model, the whole core budget as workers;
-- cascade, one server: one `Server` whose model is the cascade (`models.cascade.Router`): a batch with
-  an unsure row waits for the expensive call before any of its requests is answered;
-- two-stage: `serving.two_stage.TwoStage`, the budget split explicitly between a cheap stage and an
-  expensive stage (`Stage(workers, threads_per_worker)` each), unsure requests forwarded.
-
-Figures: throughput at p99 <= `SLA_MS` (median of the rounds, range, every round; "noisy" when the
+Figures: throughput at p99 <= `SLA_MS` (median of interleaved rounds, range, every round; "noisy" when the
 rounds' range is wider than `NOISY_SPREAD` of the median or a figure sits above half the generator's
-headroom), the share sent on in the two-stage run at the SLA, ratios within rounds, and what each
-costs at a traffic profile: machines (each the same core budget) for the profile's peak by the one
-sizing rule (70% of throughput at the SLA), per month, and per 1M requests.
+headroom), the share sent on in the two-stage run at the SLA, ratios within rounds ("too close to call"
+when their range includes 1), and what each costs at a traffic profile: machines (each the same core
+budget) for the profile's peak by the one sizing rule (70% of throughput at the SLA), per month, and per
+1M requests.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -24,88 +18,23 @@ import pandas as pd
 from optlab.bench.render import Col, Layout, Renderer, target
 from optlab.cases.rtb.campaign import PRICE_PER_HOUR_USD, DayTraffic, machines_for
 from optlab.serving.capacity import HOURS_PER_MONTH, TARGET_UTILISATION
+from optlab.serving.cascade_serving import EXPENSIVE_ALONE, ONE_SERVER, POLICY, TWO_STAGE, Split, goodput_rounds
 from optlab.serving.loadgen import generator_headroom
-from optlab.serving.policies import DynamicBatching
 from optlab.serving.rounds import headroom_flag, median_rounds, round_ratio
-from optlab.serving.server import Server, available_cores
-from optlab.serving.sla import SlaSearch, server_probe, throughput_at_sla
-from optlab.serving.two_stage import Stage, TwoStage
+from optlab.serving.sla import SlaSearch
 from optlab.serving.workloads import single_rows
 
 COMMAND = "python -m optlab.bench cascade"
 SLA_MS = 10.0
 NOISY_SPREAD = 0.2  # rounds whose max/min differ by more than this are flagged
-POLICY = DynamicBatching(max_batch=16, max_wait_ms=1.0)
-EXPENSIVE_ALONE, ONE_SERVER, TWO_STAGE = "expensive alone", "cascade, one server", "two-stage"
 # The traffic profile the monthly bill is for: a product launch's day (diurnal 100-500 requests/s, 3x for
 # the launch hour), the story of issue 29; machines are sized for its peak.
 TRAFFIC = DayTraffic(night_per_s=100, peak_per_s=500, spike_factor=3.0, spike_start_hour=19, spike_hours=1)
 
 
-@dataclass(frozen=True)
-class Split:
-    """The core budget and how the two-stage deployment splits it (workers x 1 thread per stage)."""
-
-    cores: int
-    cheap_workers: int
-    expensive_workers: int
-
-    @classmethod
-    def even(cls, cores: int | None = None) -> "Split":
-        cores = int(cores or available_cores())
-        if cores < 2:
-            raise ValueError(f"two-stage serving needs >= 2 cores (one per stage), this process may use {cores}")
-        return cls(cores, math.ceil(cores / 2), cores - math.ceil(cores / 2))
-
-    @property
-    def text(self) -> str:
-        return f"{self.cheap_workers}+{self.expensive_workers} of {self.cores} cores"
-
-
-def deployments(candidate: Any, split: Split) -> dict[str, Any]:
-    """Factories of a fresh server per deployment (a probe starts each anew)."""
-    cheap, expensive = candidate.parts
-    router = candidate.predict_fn
-    return {
-        EXPENSIVE_ALONE: lambda: Server(expensive, POLICY, workers=split.cores, cores=split.cores),
-        ONE_SERVER: lambda: Server(candidate, POLICY, workers=split.cores, cores=split.cores),
-        TWO_STAGE: lambda: TwoStage(cheap, expensive, threshold=router.threshold, confidence=router.confidence,
-                                    decision=router.decision, cheap_stage=Stage(POLICY, split.cheap_workers),
-                                    expensive_stage=Stage(POLICY, split.expensive_workers), cores=split.cores),
-    }
-
-
 def search_for(smoke: bool) -> SlaSearch:
     return SlaSearch(max_p99_ms=SLA_MS, probe_s=0.5 if smoke else 1.0, rel_tol=0.2 if smoke else 0.08,
                      start_per_s=400.0, min_per_s=25.0, max_probes=7 if smoke else 12)
-
-
-def goodput_rounds(candidate: Any, data: Any, split: Split, smoke: bool, headroom: float) -> pd.DataFrame:
-    """Throughput at the SLA of each deployment, interleaved rounds; the two-stage rows carry the
-    share of requests sent on in the probe at the SLA (from its own accounting)."""
-    payloads = single_rows(data, n=1000, seed=0)
-    search, rows = search_for(smoke), []
-    for r in range(1 if smoke else 3):
-        for name, make in deployments(candidate, split).items():
-            made: list[Any] = []
-            probes: list[tuple[float, dict]] = []  # (rate, the server's accounting), in probe order
-
-            def fresh(make=make, made=made):
-                made.append(make())
-                return made[-1]
-            probe = server_probe(fresh, payloads, search, headroom_per_s=headroom)
-
-            def logged(rate, probe=probe, made=made, probes=probes):
-                summary = probe(rate)
-                probes.append((rate, made[-1].stats()))
-                return summary
-            result = throughput_at_sla(logged, search)
-            row = {"deployment": name, "round": r, **result.row()}
-            if name == TWO_STAGE:  # the last probe at the reported rate is the one that passed
-                at = [stats for rate, stats in probes if rate == result.throughput_per_s]
-                row["sent_on_share_at_sla"] = at[-1]["escalated_share"] if at else None
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def cost_row(throughput_per_s: float) -> dict[str, Any]:
@@ -159,7 +88,8 @@ def section(out: Renderer, name: str, candidate: Any, data: Any, smoke: bool, co
     headroom, curve = generator_headroom(sla_ms=SLA_MS, probe_s=0.3 if smoke else 0.5, refine=1 if smoke else 3)
     out.keep(f"two_stage_headroom_{name}", curve)
     out.say(f"  generator headroom (no-op server, p99 <= {0.1 * SLA_MS:g} ms): {headroom:,.0f}/s")
-    runs = goodput_rounds(candidate, data, split, smoke, headroom)
+    runs = goodput_rounds(candidate, single_rows(data, n=1000, seed=0), split, search_for(smoke),
+                          rounds=1 if smoke else 3, headroom_per_s=headroom)
     out.keep(f"two_stage_rounds_{name}", runs)
     table = median_rounds(runs)
     cores = {EXPENSIVE_ALONE: f"{split.cores} workers", ONE_SERVER: f"{split.cores} workers", TWO_STAGE: split.text}
