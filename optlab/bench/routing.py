@@ -89,6 +89,11 @@ def run_rounds(parts: dict[str, Any], rate_per_s: float, rounds: int) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def _positive(value: Any) -> bool:
+    """A measured figure: a finite number > 0 (not None, not NaN: a frame turns a None into NaN)."""
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
 def _quantile(values: np.ndarray, q: float) -> float | None:
     values = values[np.isfinite(values)] if len(values) else values
     return float(np.quantile(values, q)) if len(values) else None
@@ -186,8 +191,8 @@ def targets(table: pd.DataFrame) -> list[dict[str, Any]]:
     for route in (CLASSIFY, GENERATE):
         at = {r["deployment"]: r for r in table[table["route"] == route].to_dict("records")}
         one, two = at.get(ONE_LM), at.get(ROUTER)
-        if one is None or two is None or not one["cost_per_1m_usd"] or not two["cost_per_1m_usd"] \
-                or not one["p99_ms"] or not two["p99_ms"]:
+        if one is None or two is None or not all(_positive(r[k]) for r in (one, two) for k in ("cost_per_1m_usd",
+                                                                                                "p99_ms")):
             rows.append(target(f"routing [{route}]: one LM / router", None, None, COMMAND,
                                f"routing [{route}]: not available (a deployment answered none of these requests)"))
             continue
