@@ -18,7 +18,15 @@ import pandas as pd
 from optlab.bench.render import Col, Layout, Renderer, target
 from optlab.cases.rtb.campaign import PRICE_PER_HOUR_USD, DayTraffic, machines_for
 from optlab.serving.capacity import HOURS_PER_MONTH, TARGET_UTILISATION
-from optlab.serving.cascade_serving import EXPENSIVE_ALONE, ONE_SERVER, POLICY, TWO_STAGE, Split, goodput_rounds
+from optlab.serving.cascade_serving import (
+    EXPENSIVE_ALONE,
+    ONE_SERVER,
+    POLICY,
+    TWO_STAGE,
+    Split,
+    at_rate,
+    goodput_rounds,
+)
 from optlab.serving.loadgen import generator_headroom
 from optlab.serving.rounds import headroom_flag, median_rounds, round_ratio
 from optlab.serving.sla import SlaSearch
@@ -61,6 +69,18 @@ def noisy(row: Any, headroom: float) -> str:
     return "noisy: " + ", ".join(why) if why else ""
 
 
+RATE_LAYOUT = Layout((
+    Col("deployment", "deployment", 22, "<"),
+    Col("requests", "requests", 9, spec="d"),
+    Col("p50_ms", "p50 ms", 8, spec=".2f"),
+    Col("p99_ms", "p99 ms", 8, spec=".2f"),
+    Col("p99_sure_ms", "p99 sure", 9, spec=".2f"),
+    Col("p99_unsure_ms", "p99 unsure", 11, spec=".2f"),
+    Col("sent_on_share", "sent on", 8, spec=".1%"),
+    Col("stopped_early", "", 16, "<", before="  ", text=lambda r: "stopped early" if r["stopped_early"] else ""),
+), indent="  ")
+FIXED_RATE_PER_S = 300.0
+
 LAYOUT = Layout((
     Col("deployment", "deployment", 22, "<"),
     Col("cores", "cores", 14, "<", text=lambda r: r["cores"]),
@@ -101,6 +121,12 @@ def section(out: Renderer, name: str, candidate: Any, data: Any, smoke: bool, co
             f"profile's peak of {peak:,.0f} requests/s (diurnal {TRAFFIC.night_per_s:.0f}-{TRAFFIC.peak_per_s:.0f}/s, "
             f"{TRAFFIC.spike_factor:g}x for the launch hour), each carrying <= {TARGET_UTILISATION:.0%} of its "
             f"throughput at the SLA; $ per 1M at that utilisation")
+    payloads = single_rows(data, n=1000, seed=0)
+    out.say(f"  at one rate, {FIXED_RATE_PER_S:g}/s for {1 if smoke else 3} s each: p99 of the requests the cheap "
+            "model is sure of (two-stage answers them at its cheap stage; in one server they can share a batch "
+            "with an unsure one) and of the unsure ones")
+    fixed = at_rate(candidate, payloads, split, FIXED_RATE_PER_S, duration_s=1.0 if smoke else 3.0)
+    out.table(f"two_stage_fixed_rate_{name}", RATE_LAYOUT, fixed.to_dict("records"))
     out.targets([ratio_target(runs, name, TWO_STAGE, EXPENSIVE_ALONE),
                  ratio_target(runs, name, TWO_STAGE, ONE_SERVER)], indent="  ")
 

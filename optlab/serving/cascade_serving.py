@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from optlab.serving import loadgen
@@ -103,21 +104,31 @@ def goodput_rounds(candidate: Any, payloads: Sequence[dict], split: Split, searc
 
 def at_rate(candidate: Any, payloads: Sequence[dict], split: Split, rate_per_s: float, *, duration_s: float = 1.0,
             seed: int = 0, policy: Policy = POLICY) -> pd.DataFrame:
-    """One open-loop run per deployment at `rate_per_s`: p50/p99 of every request, and for the
-    two-stage server the p99 of the requests each stage answered and the share of rows sent on."""
+    """One open-loop run per deployment at `rate_per_s`: p50/p99 of every request, and p99 of the requests
+    the cheap model is sure of (`p99_sure_ms`: two-stage answers them at the cheap stage; in one server
+    they may share a batch with an unsure one) and of the others (`p99_unsure_ms`); for the two-stage
+    server, how many each stage answered and the share of rows sent on."""
+    cheap, router = candidate.parts[0], candidate.predict_fn
+    sure = np.array([not router.escalated(np.asarray(cheap.predict(p))).any() for p in payloads])
     rows = []
     for name, make in deployments(candidate, split, policy).items():
         server = make()
         result = loadgen.run(server, payloads, Poisson(rate_per_s, duration_s=duration_s), seed=seed)
         s, frame = result.summary, result.requests
+        ok = frame["status"].eq("ok")
+        is_sure = sure[frame["request_id"].to_numpy() % len(payloads)]
         row = {"deployment": name, "offered_per_s": rate_per_s, "requests": s["requests"], "ok": s["ok"],
-               "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "stopped_early": s["stopped_early"]}
+               "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
+               "p99_sure_ms": _p99(frame.loc[ok & is_sure, "latency_ms"]),
+               "p99_unsure_ms": _p99(frame.loc[ok & ~is_sure, "latency_ms"]), "stopped_early": s["stopped_early"]}
         if name == TWO_STAGE:
             stats = server.stats()
             row["sent_on_share"] = stats["escalated_share"]
             for stage in (CHEAP, EXPENSIVE):
-                latency = frame.loc[frame["stage"].eq(stage) & frame["status"].eq("ok"), "latency_ms"]
                 row[f"{stage}_answered"] = int(stats[f"answered_by_{stage}"])
-                row[f"{stage}_p99_ms"] = float(latency.quantile(0.99)) if len(latency) else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _p99(latency: pd.Series) -> float | None:
+    return float(latency.quantile(0.99)) if len(latency) else None

@@ -26,6 +26,7 @@ def test_every_deployment_answers_every_request_and_the_stages_add_up(cascade, d
     two = table.set_index("deployment").loc[TWO_STAGE]
     assert two["cheap_answered"] + two["expensive_answered"] == two["requests"]
     assert 0 < two["sent_on_share"] < 1 and two["expensive_answered"] > 0
+    assert table["p99_sure_ms"].notna().all() and table["p99_unsure_ms"].notna().all()
 
 
 def test_a_split_that_leaves_a_stage_without_a_worker_is_refused():
