@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from optlab.bench import routing, two_stage
 from optlab.bench.render import Col, Layout, Renderer, target, times, verdict
 from optlab.bench.techniques import cpu_flags
 from optlab.data.datasets import load
@@ -66,9 +67,9 @@ def recipe_for(data: Any, expensive: str) -> Cascade:
     return Cascade(cheap=cheap, expensive=other, confidence="top1", max_quality_drop=0.0)
 
 
-def run_dataset(name: str, smoke: bool, workdir: Path, expensive: str,
-                progress: Callable[[str], None] = lambda _line: None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The sweep's table for `name` (a `dataset` column added) and what the cascade recorded."""
+def build(name: str, smoke: bool, workdir: Path, expensive: str,
+          progress: Callable[[str], None] = lambda _line: None) -> tuple[Any, Any]:
+    """`name`'s data and its cascade candidate (threshold chosen on validation)."""
     data = load(name, smoke=smoke)
     teacher = zoo.get(name, smoke=smoke, data=data)
     recipe = recipe_for(data, expensive)
@@ -76,6 +77,14 @@ def run_dataset(name: str, smoke: bool, workdir: Path, expensive: str,
     progress(f"  {name}: {recipe.name} built in {candidate.meta.get('apply_s', 0):.1f}s; threshold "
              f"{candidate.meta['threshold']:.4f} sends {candidate.meta['validation_escalated_share']:.1%} of the "
              f"validation rows on")
+    return data, candidate
+
+
+def run_dataset(name: str, smoke: bool, workdir: Path, expensive: str,
+                progress: Callable[[str], None] = lambda _line: None, built: tuple[Any, Any] | None = None
+                ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The sweep's table for `name` (a `dataset` column added) and what the cascade recorded."""
+    data, candidate = built or build(name, smoke, workdir, expensive, progress)
     sweep = threshold_sweep(candidate, data, threads=THREADS, **SETTINGS[smoke])
     return sweep.table.assign(dataset=name), candidate.meta
 
@@ -118,14 +127,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--expensive", choices=("baseline", "onnxruntime"), default="baseline",
                         help="the expensive model: the teacher as the study's baseline (torch eager fp32), or the "
                              "same teacher on ONNX Runtime")
+    parser.add_argument("--two-stage", default="digits", metavar="DATASET",
+                        help="the dataset whose cascade is served two-stage vs the expensive model alone "
+                             "('none': skip)")
+    parser.add_argument("--routing-rate", type=float, default=6.0,
+                        help="requests/s of the mixed trace in the routing section (0: skip the section)")
+    parser.add_argument("--cores", type=int, default=None,
+                        help="the core budget the serving sections split (default: this process's CPU affinity)")
     parser.add_argument("--json", default=None, help="write the tables and targets to this file")
     args = parser.parse_args(argv)
     out = Renderer("cascade", " ".join([COMMAND, *argv]))
     workdir = Path(tempfile.mkdtemp(prefix="optlab-bench-cascade-"))
-    tables = []
+    tables, built = [], {}
     with quiet_torch_logs():
         for name in args.datasets.split(","):
-            table, _meta = run_dataset(name, args.smoke, workdir, args.expensive, out.progress)
+            built[name] = build(name, args.smoke, workdir, args.expensive, out.progress)
+            table, _meta = run_dataset(name, args.smoke, workdir, args.expensive, out.progress, built[name])
             tables.append(table)
             out.say(f"\n{name}: single-row requests, {table['metric'].iloc[0]} on the test split "
                     f"({'smoke' if args.smoke else 'full'} data)")
@@ -143,5 +160,13 @@ def main(argv: list[str]) -> int:
                 else ""))
     out.say("\ntargets (ratios from the same run; others share these cores, so expect noise):")
     out.targets([judge(table, name) for name in args.datasets.split(",")], indent="  ")
+    if args.two_stage != "none":
+        name = args.two_stage
+        with quiet_torch_logs():
+            data, candidate = built.get(name) or build(name, args.smoke, workdir, args.expensive, out.progress)
+            two_stage.section(out, name, candidate, data, args.smoke, args.cores)
+    if args.routing_rate > 0:
+        with quiet_torch_logs():
+            routing.section(out, args.smoke, args.routing_rate)
     out.write_json(args.json)
     return 0

@@ -11,6 +11,10 @@ tests/generation, to return for every request exactly the tokens greedy decoding
   eos_token_id=None)`: continuous batching over a block pool, preemption by recompute;
 - `speculative.SpeculativeEngine(target, draft, k=4, eos_token_id=None)`: one request at a time.
 
+`label_scoring.LabelScorer` classifies with a language model (each label's words scored after the text),
+and `mixed` builds the agency's mixed trace (classification + generation) and its two deployments, one LM
+for everything or a router (`serving.routing`) to a small classifier and the LM.
+
 `decode.forward_rows` is the batched incremental step they share; `kv_cache` measures cache vs
 recomputation; `paged.reservation_report` compares KV memory on a trace. Nothing is imported here
 eagerly: torch and transformers load only when an engine module is used.

@@ -8,7 +8,10 @@ that process), `queueing` (Lindley and Pollaczek-Khinchine, to check measurement
 figures per candidate), `referee` (MLPerf LoadGen), `scale_to_zero` (the first request after a fresh
 start), `workloads` (request payloads from a dataset), `http` (an HTTP app factory around a server,
 with the codecs of `codecs` and hooks passed in, a service runner and its client), `capacity`
-(capacity planning by simulation, for any day of traffic).
+(capacity planning by simulation, for any day of traffic), `two_stage` (a cheap server that forwards
+its unsure requests to an expensive one, the cores split per stage), `cascade_serving` (a cascade
+served alone, in one server or two-stage, at the SLA) and `routing` (a front that sends each request
+to the route its kind names).
 
 Anything with `start()`, `stop()`, `submit(payload, request_id, scheduled_ns=, on_done=, key=)` and
 the `name`, `policy`, `workers`, `threads_per_worker`, `notes` attributes can be driven by

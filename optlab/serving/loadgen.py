@@ -130,6 +130,8 @@ class _State:
         self.first_token = np.zeros(capacity, np.int64)  # streamed answers (generation): 0 otherwise
         self.tokens = np.zeros(capacity, np.int32)
         self.keys = np.full(capacity, -1, np.int64)
+        self.stages = np.full(capacity, "", dtype=object)  # who answered, where a deployment names its parts
+        self.staged = False  # any reply named its part (Reply.stage)
         self.submitted = 0
         self.answered = 0
         self.sent_by_generator = 0
@@ -144,6 +146,8 @@ class _State:
         self.status[i] = reply.status
         if reply.tokens:
             self.first_token[i], self.tokens[i] = reply.first_token_ns, reply.tokens
+        if reply.stage:
+            self.stages[i], self.staged = reply.stage, True
         with self.lock:
             self.answered += 1
         sock = self.sock
@@ -241,6 +245,8 @@ def _result(server, load, state: _State, reason: str, notes: list[str], headroom
         "status": np.array(STATUS, dtype=object)[status],
         "batch_size": state.batch[idx],
     })
+    if state.staged:  # a multi-part deployment: the part that answered each request
+        frame["stage"] = state.stages[idx]
     stats = summarize(latency_ns[ok]) if ok.any() else None
     ok_done = done[ok]
     span_s = max((ok_done.max() - state.t0) / 1e9, 1e-9) if ok.any() else float("nan")

@@ -37,7 +37,9 @@ class Reply(NamedTuple):
     """The answer to one request. `batch_size` is the number of requests served in the same model
     call (0 for a cache hit or a request that never reached the model). A streamed answer (a
     language model's tokens, `generation.service`) also says when its first token came
-    (`first_token_ns`) and how many tokens it had (`tokens`); 0 for a one-shot answer. A named
+    (`first_token_ns`) and how many tokens it had (`tokens`); 0 for a one-shot answer. `stage` names
+    the part of a multi-part deployment that gave the answer (a two-stage server's "cheap" or
+    "expensive", a router's route; "" for a single server). A named
     tuple: one is made per request on the hot path, and tuples are the cheapest immutable records
     Python has."""
 
@@ -50,6 +52,7 @@ class Reply(NamedTuple):
     error: str | None = None
     first_token_ns: int = 0
     tokens: int = 0
+    stage: str = ""
 
     @property
     def status_name(self) -> str:
