@@ -98,7 +98,11 @@ def test_what_the_expensive_stage_sheds_is_answered_once_by_it(models, requests)
     def slow(batch):
         time.sleep(0.03)
         return expensive.predict(batch)
-    server = TwoStage(cheap, slow, threshold=1.0, admission=Admission(deadline_ms=20.0),
+    # the estimate neither fades nor lets probes through during the test: whatever the machine's load,
+    # the first escalation is served (nothing learnt yet) and the later ones are shed
+    admission = Admission(deadline_ms=20.0, estimate_half_life_s=600.0, shed_half_life=10**6,
+                          probe_every_ms=600_000.0)
+    server = TwoStage(cheap, slow, threshold=1.0, admission=admission,
                       cheap_stage=Stage(NoBatching()), expensive_stage=Stage(NoBatching()), cores=2)
     replies = serve(server, requests[:30])
     assert all(len(r) == 1 for r in replies.values()) and len(replies) == 30
