@@ -1,0 +1,32 @@
+"""Machine labels from the fingerprint every row carries (hand-made rows)."""
+import pandas as pd
+
+from optlab.study.machines import describe, machine_column, machine_key, machine_label, machines
+
+EPYC = dict(cpu_model="AMD EPYC 7B13", cpu_flags="avx avx2 fma", cores=2)
+XEON = dict(cpu_model="Intel Xeon Platinum 8480+", cpu_flags="avx avx2 avx512f amx_tile", cores=56)
+
+
+def test_a_label_names_the_host_the_cpu_its_cores_and_the_gpu():
+    assert machine_label({"node": "node-a", **EPYC}) == "node-a: AMD EPYC 7B13, 2 cores"
+    assert machine_label({**EPYC, "cores": 2.0}) == "AMD EPYC 7B13, 2 cores"  # in process: no node; cores read as float
+    assert machine_label({"node": "g", **XEON, "gpu_name": "NVIDIA H100"}) == \
+        "g: Intel Xeon Platinum 8480+, 56 cores, NVIDIA H100"
+    assert machine_label({"candidate": "hand-made", "node": float("nan")}) is None  # names no machine
+    assert machine_key({"candidate": "x", "cpu_model": None, "gpu_name": float("nan")}) is None
+
+
+def test_two_ray_nodes_on_one_host_are_one_machine_and_hosts_differ():
+    df = pd.DataFrame([{"candidate": "a", "node": "host", "node_id": "n1", **EPYC},
+                       {"candidate": "b", "node": "host", "node_id": "n2", **EPYC},
+                       {"candidate": "c", "node": "other", "node_id": "n3", **EPYC},
+                       {"candidate": "d", "status": "error"}])
+    assert machines(df) == {"host: AMD EPYC 7B13, 2 cores": 2, "other: AMD EPYC 7B13, 2 cores": 1}
+    assert machine_column(df).tolist()[3] is None
+
+
+def test_machines_that_differ_only_in_cpu_flags_get_different_labels():
+    df = pd.DataFrame([{"node": "vm", **EPYC}, {"node": "vm", **EPYC, "cpu_flags": "avx"}])
+    first, second = machine_column(df)
+    assert first != second and first.startswith("vm: AMD EPYC 7B13, 2 cores (CPU flags ")
+    assert describe({"A": 1, "B": 3}) == "'A' (1 row) and 'B' (3 rows)"
