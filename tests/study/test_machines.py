@@ -1,6 +1,13 @@
-"""Machine labels from the fingerprint every row carries (hand-made rows)."""
+"""Machine labels from the fingerprint every row carries (hand-made rows, and one real row)."""
 import pandas as pd
+import pytest
 
+from optlab.instruments.environment import environment
+from optlab.instruments.latency import Workload
+from optlab.instruments.quality import reference
+from optlab.models import zoo
+from optlab.study.executor import Task, TaskContext, run_task
+from optlab.study.frontier import recommend
 from optlab.study.machines import describe, machine_column, machine_key, machine_label, machines
 
 EPYC = dict(cpu_model="AMD EPYC 7B13", cpu_flags="avx avx2 fma", cores=2)
@@ -30,3 +37,19 @@ def test_machines_that_differ_only_in_cpu_flags_get_different_labels():
     first, second = machine_column(df)
     assert first != second and first.startswith("vm: AMD EPYC 7B13, 2 cores (CPU flags ")
     assert describe({"A": 1, "B": 3}) == "'A' (1 row) and 'B' (3 rows)"
+
+
+def test_a_real_rows_machine_and_the_same_row_from_another_host(tiny_digits, tmp_path):
+    """A row run_task really measured names this machine; beside it, the same row as if another host
+    had measured it makes recommend ask which machine (the columns are the ones a study writes)."""
+    model, data = tiny_digits
+    base = zoo.baseline(model, name="tiny")
+    workload = Workload.smoke(threads=1, throughput_batch_sizes=(8,), memory=False, cold_start=False, n_boot=50)
+    context = TaskContext(base, data, workload, data.test.inputs, reference(base, data, "test"))
+    row = run_task(context, Task(None, "ab" * 32, tmp_path / "work"))
+    env = environment()
+    assert row["status"] == "ok" and machine_label(row) == f"{env.cpu_model}, {env.cores} cores"
+    df = pd.DataFrame([row, {**row, "candidate": "tiny@other", "node": "other-host"}])
+    with pytest.raises(ValueError, match="measured on 2 machines"):
+        recommend(df)
+    assert recommend(df, machine=machine_label(row)).candidate == "tiny"
