@@ -385,7 +385,7 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
 
     One machine at a time: a p99 timed on a fast node is not comparable with one timed on a slow
     node, so when the successful rows were measured on more than one machine (`optlab.study.machines`:
-    host, CPU model and flags, cores, GPU) this refuses, naming the machines, unless `machine=` picks
+    host, CPU model and flags, cores) this refuses, naming the machines, unless `machine=` picks
     one machine's rows (a label `machines.machines(df)` lists) or `across_machines=True` compares them
     anyway, which the explanation then says. Reference rows are opt-in (`include_reference`) and kept.
     """
@@ -419,7 +419,7 @@ def _one_machine(df, machine: str | None, across_machines: bool) -> tuple[Any, d
     counts = {label: int((ok == label).sum()) for label in dict.fromkeys(ok) if label is not None}
     if machine is not None:
         if machine not in found:
-            known = ", ".join(map(repr, found)) or "none (the rows carry no cpu_model or gpu_name)"
+            known = ", ".join(map(repr, found)) or "none (the rows carry no cpu_model)"
             raise ValueError(f"machine={machine!r} measured none of these rows; pass one of the machines here: {known}")
         keep = (labels == machine) | (status == "reference" if status is not None else False)
         return df[keep.to_numpy()], {machine: counts.get(machine, 0)}

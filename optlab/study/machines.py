@@ -5,9 +5,10 @@ the difference is the machines'. A Study on Ray (`optlab.study.ray_executor`) ca
 from several machines into one table, so `recommend` and the explorer compare within one machine
 unless asked otherwise, and label machines where there are several. This module is the one owner
 of what "the same machine" means: the host that measured (`node`, set on rows measured through
-the Ray executor), the CPU model, its speed flags, its physical cores and the GPU. Two local Ray
-nodes on one host are one machine (same hostname and hardware); rows measured in process carry no
-`node`, so they group by hardware alone.
+the Ray executor), the CPU model, its speed flags and its physical cores. Two local Ray nodes on one
+host are one machine (same hostname and hardware); rows measured in process carry no `node`, so they
+group by hardware alone. The GPU is not part of it: a row's GPU columns are filled only when it was
+measured on the GPU, so a study's CPU and CUDA candidates on one machine would otherwise read as two.
 
     machine_label(row)            # "node-a: AMD EPYC 7B13, 2 cores"
     machine_column(df)            # the label of every row (None where a row names no machine)
@@ -19,7 +20,7 @@ import hashlib
 from typing import Any
 
 MACHINE = "machine"  # the column the explorer adds when several machines are present
-IDENTITY = ("node", "cpu_model", "cpu_flags", "cores", "gpu_name")  # what tells two machines apart
+IDENTITY = ("node", "cpu_model", "cpu_flags", "cores")  # what tells two machines apart
 
 
 def _word(value: Any) -> str | None:
@@ -39,25 +40,19 @@ def _word(value: Any) -> str | None:
 
 def machine_key(row: dict) -> tuple[str | None, ...] | None:
     """The identity of the machine that measured `row`, or None when the row names no machine
-    (no CPU model and no GPU: a hand-made row, a row loaded without its environment)."""
+    (no CPU model: a hand-made row, a row loaded without its environment)."""
     key = tuple(_word(row.get(name)) for name in IDENTITY)
-    cpu_model, gpu = key[1], key[4]
-    return key if cpu_model or gpu else None
+    return key if key[1] else None
 
 
 def machine_label(row: dict) -> str | None:
-    """The machine of `row` in words: "host: CPU model, N cores[, GPU]" (the host only where the row
-    names one), or None when the row names no machine."""
+    """The machine of `row` in words: "host: CPU model, N cores" (the host only where the row names
+    one), or None when the row names no machine."""
     key = machine_key(row)
     if key is None:
         return None
-    node, cpu_model, _, cores, gpu = key
-    parts = [cpu_model or "unknown CPU"]
-    if cores:
-        parts.append(f"{cores} cores")
-    if gpu:
-        parts.append(gpu)
-    words = ", ".join(parts)
+    node, cpu_model, _, cores = key
+    words = f"{cpu_model}, {cores} cores" if cores else cpu_model
     return f"{node}: {words}" if node else words
 
 

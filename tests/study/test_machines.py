@@ -14,13 +14,13 @@ EPYC = dict(cpu_model="AMD EPYC 7B13", cpu_flags="avx avx2 fma", cores=2)
 XEON = dict(cpu_model="Intel Xeon Platinum 8480+", cpu_flags="avx avx2 avx512f amx_tile", cores=56)
 
 
-def test_a_label_names_the_host_the_cpu_its_cores_and_the_gpu():
+def test_a_label_names_the_host_the_cpu_and_its_cores():
     assert machine_label({"node": "node-a", **EPYC}) == "node-a: AMD EPYC 7B13, 2 cores"
     assert machine_label({**EPYC, "cores": 2.0}) == "AMD EPYC 7B13, 2 cores"  # in process: no node; cores read as float
-    assert machine_label({"node": "g", **XEON, "gpu_name": "NVIDIA H100"}) == \
-        "g: Intel Xeon Platinum 8480+, 56 cores, NVIDIA H100"
+    # a CPU row and a CUDA row of one study on one machine: one machine (GPU columns follow the device)
+    assert machine_key({"node": "g", **XEON, "gpu_name": "NVIDIA H100"}) == machine_key({"node": "g", **XEON})
     assert machine_label({"candidate": "hand-made", "node": float("nan")}) is None  # names no machine
-    assert machine_key({"candidate": "x", "cpu_model": None, "gpu_name": float("nan")}) is None
+    assert machine_key({"candidate": "x", "cpu_model": None, "gpu_name": "NVIDIA H100"}) is None
 
 
 def test_two_ray_nodes_on_one_host_are_one_machine_and_hosts_differ():
