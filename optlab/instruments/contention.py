@@ -132,11 +132,20 @@ def _idle_ray_cpu_s() -> dict[tuple[int, float], float] | None:
         import psutil
 
         me, found = os.getpid(), {}
-        for process in psutil.process_iter(["pid", "name", "cmdline", "cpu_times", "create_time"]):
-            info = process.info
-            if info["pid"] == me or info["cpu_times"] is None or not is_idle_ray_process(info["name"], info["cmdline"]):
+        for process in psutil.process_iter(["name"]):  # the name alone first: most processes end here
+            name = process.info["name"] or ""
+            if process.pid == me:
                 continue
-            found[(info["pid"], info["create_time"])] = info["cpu_times"].user + info["cpu_times"].system
+            try:
+                # a Python daemon is told by its script: read the command line of Python processes only
+                cmdline = process.cmdline() if name.startswith("python") else None
+                if not is_idle_ray_process(name, cmdline):
+                    continue
+                with process.oneshot():
+                    times = process.cpu_times()
+                    found[(process.pid, process.create_time())] = times.user + times.system
+            except psutil.Error:  # it ended, or is not ours to read: not counted as Ray's
+                continue
         return found
     except Exception:  # noqa: BLE001 - no process table here: nothing is left out of "other"
         return None
