@@ -146,6 +146,7 @@ def measure(candidate: Candidate, inputs: Inputs, workload: Workload | None = No
 def _flag_noise(result: Measurement, busy: Busy) -> None:
     """Set `noisy` (and say why in the notes) when the machine was busy or a repeat disagrees."""
     result.busy_other_cpu_share, result.cpu_steal_share = busy.other_cpu_share, busy.steal_share
+    result.busy_ray_idle_cpu_share = busy.ray_idle_share
     reasons = []
     if busy.contended:
         reasons.append(busy.describe())

@@ -118,6 +118,7 @@ class Measurement:
     skipped_batch_sizes: list[int] = field(default_factory=list)  # sweep sizes too costly for the budget
     busy_other_cpu_share: float | None = None  # other processes' share of all cores during the latency loop
     cpu_steal_share: float | None = None
+    busy_ray_idle_cpu_share: float | None = None  # idle Ray processes' share, left out of busy_other_cpu_share
     repeat_p50_ratio: float | None = None  # sweep p50 / latency p50 at the same batch size (1.0 = agree)
     cold_start_error: str | None = None  # the fresh process failed: latency stands, these figures are missing
     measured_at: str = ""
@@ -156,6 +157,7 @@ class Measurement:
         row["cold_start_repeats"] = cold.repeats if timed else 0
         row["cold_start_imports_torch"] = cold.imports_torch if cold else None
         row.update(busy_other_cpu_share=self.busy_other_cpu_share, cpu_steal_share=self.cpu_steal_share,
+                   busy_ray_idle_cpu_share=self.busy_ray_idle_cpu_share,
                    repeat_p50_ratio=self.repeat_p50_ratio,
                    skipped_batch_sizes=",".join(map(str, self.skipped_batch_sizes)) or None)
         row.update(self.env.to_dict())

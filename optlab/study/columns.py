@@ -125,7 +125,7 @@ def _words(name: str, label: str | None = None) -> Column:
 COLUMNS: tuple[Column, ...] = (
     _words("candidate"), _words("recipe"), _words("family"), _words("runtime"), _words("device"),
     _words("status"), _words("metric"), _words("cpu_model", "CPU"), _words("serving_policy", "serving policy"),
-    _words("source"), _words("error"), _words("notes"),
+    _words("machine"), _words("source"), _words("error"), _words("notes"),
     Column("noisy", "noisy", fmt="{}"),
     Column("p50_ms", "p50 latency", "ms", "{:.3f}", ".3f", "~g", 3, False, ("p50_ci_low_ms", "p50_ci_high_ms"),
            short="p50", log=True),

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from optlab.instruments.metrics import higher_is_better as metric_higher_is_better
+from optlab.study import machines as machines_module
 from optlab.study.columns import column as column_entry
 from optlab.study.columns import higher_is_better, unit_of_work
 from optlab.study.explanation import (
@@ -127,6 +128,7 @@ class Recommendation:
     side_by_side: SideBySide | None = None  # the interleaved re-timing the explanation quotes, if any
     runner_up: dict[str, Any] | None = None
     noisy: tuple[str, ...] = ()  # candidates in the explanation whose timing was flagged noisy
+    machines: tuple[str, ...] = ()  # the machines whose rows were compared (optlab.study.machines labels)
 
     @property
     def candidate(self) -> str | None:
@@ -367,7 +369,8 @@ def _objective(objective: str, rows: list[dict]) -> tuple[str, str, str, str]:
 def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | None = None,
               objective: str = "cost", min_agreement: float | None = None, max_memory_mb: float | None = None,
               max_size_mb: float | None = None, include_reference: bool = False,
-              side_by_side: SideBySide | None = None) -> Recommendation:
+              side_by_side: SideBySide | None = None, machine: str | None = None,
+              across_machines: bool = False) -> Recommendation:
     """The candidate with the best `objective` ("cost" | "latency" | "size" | "served") among those
     with p99_ms <= max_p99_ms, quality_drop <= max_quality_drop (a fraction: 0.01 = 1 percentage
     point), agreement >= min_agreement, peak_rss_mb <= max_memory_mb and size_mb <= max_size_mb (the
@@ -379,7 +382,57 @@ def recommend(df, *, max_p99_ms: float | None = None, max_quality_drop: float | 
     `side_by_side` (from `optlab.study.contenders`): the contenders re-timed interleaved on this
     machine; the explanation then quotes those ratios and their intervals, and says "too close to
     call" where an interval includes 1. Without it, ratios say they come from separate measurements.
+
+    One machine at a time: a p99 timed on a fast node is not comparable with one timed on a slow
+    node, so when the successful rows were measured on more than one machine (`optlab.study.machines`:
+    host, CPU model and flags, cores) this refuses, naming the machines, unless `machine=` picks
+    one machine's rows (a label `machines.machines(df)` lists) or `across_machines=True` compares them
+    anyway, which the explanation then says. Reference rows are opt-in (`include_reference`) and kept.
     """
+    df, compared = _one_machine(df, machine, across_machines)
+    rec = _recommend(df, max_p99_ms=max_p99_ms, max_quality_drop=max_quality_drop, objective=objective,
+                     min_agreement=min_agreement, max_memory_mb=max_memory_mb, max_size_mb=max_size_mb,
+                     include_reference=include_reference, side_by_side=side_by_side)
+    rec.machines = tuple(compared)
+    if len(compared) > 1:
+        rec.explanation += (f" (Compared across {len(compared)} machines, as asked: "
+                            f"{machines_module.describe(compared)}; a difference in timing may be the "
+                            f"machines', not the candidates'.)")
+    return rec
+
+
+def _one_machine(df, machine: str | None, across_machines: bool) -> tuple[Any, dict[str, int]]:
+    """(the rows to rank, {machine: successful rows} they come from): one machine's rows for
+    `machine=`, all rows when there is one machine or `across_machines`, else ValueError naming the
+    machines and the fix."""
+    if not isinstance(across_machines, bool):
+        raise ValueError(f"across_machines={across_machines!r} must be True or False")
+    if machine is not None and across_machines:
+        raise ValueError(f"machine={machine!r} picks one machine's rows and across_machines=True compares them "
+                         f"all: give one of the two")
+    if df is None or len(df) == 0:
+        return df, {}
+    labels = machines_module.machine_column(df)
+    status = df["status"].fillna("ok") if "status" in df.columns else None
+    ok = labels if status is None else labels[status == "ok"]
+    found = machines_module.machines(df)
+    counts = {label: int((ok == label).sum()) for label in dict.fromkeys(ok) if label is not None}
+    if machine is not None:
+        if machine not in found:
+            known = ", ".join(map(repr, found)) or "none (the rows carry no cpu_model)"
+            raise ValueError(f"machine={machine!r} measured none of these rows; pass one of the machines here: {known}")
+        keep = (labels == machine) | (status == "reference" if status is not None else False)
+        return df[keep.to_numpy()], {machine: counts.get(machine, 0)}
+    if len(counts) > 1 and not across_machines:
+        raise ValueError(f"these results were measured on {len(counts)} machines, "
+                         f"{machines_module.describe(counts)}, and a timing on one is not comparable with "
+                         f"another's: pass machine={next(iter(counts))!r} (or another of them) to recommend among "
+                         f"one machine's rows, or across_machines=True to compare them anyway")
+    return df, counts
+
+
+def _recommend(df, *, max_p99_ms, max_quality_drop, objective, min_agreement, max_memory_mb, max_size_mb,
+               include_reference, side_by_side) -> Recommendation:
     limits = _validate(df, objective, max_p99_ms, max_quality_drop, min_agreement, max_memory_mb, max_size_mb)
     if df is None or len(df) == 0:
         raise ValueError("the study has no results yet: run() it (or load rows) before asking for a recommendation")

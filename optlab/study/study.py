@@ -380,7 +380,9 @@ class Study:
         """The best candidate under the constraints (see `optlab.study.frontier.recommend`), the
         winner re-timed side by side with the runner-up and the baseline first (`retime=False`
         skips that; see `optlab.study.contenders`). `max_memory_mb` and `max_size_mb` are budgets on
-        the rows' measured peak memory (a fresh process serving the candidate) and size on disk."""
+        the rows' measured peak memory (a fresh process serving the candidate) and size on disk.
+        Rows from several machines (a study on Ray) need `machine=` (one machine's rows) or
+        `across_machines=True`; the re-timing runs on this machine."""
         return contenders.recommend(self, self._nonempty("recommend"), max_p99_ms=max_p99_ms,
                                     max_quality_drop=max_quality_drop, objective=objective,
                                     max_memory_mb=max_memory_mb, max_size_mb=max_size_mb, **options)

@@ -25,7 +25,7 @@ POINTS = "candidates"  # name of the Pareto chart's point layer: its SVG group h
 
 # Every figure a tooltip may show, in this order; labels and formats come from optlab.study.columns.
 TOOLTIP_COLUMNS = (
-    "candidate", "recipe", "family", "runtime", "device", "status", "noisy", "p50_ms", "p95_ms", "p99_ms",
+    "candidate", "machine", "recipe", "family", "runtime", "device", "status", "noisy", "p50_ms", "p95_ms", "p99_ms",
     "throughput_per_s", "size_mb", "peak_rss_mb", "cold_start_ms", "metric", "quality", "quality_drop",
     "quality_drop_ci_low", "quality_drop_ci_high", "agreement", "cost_per_1k_usd", "cost_per_1m_usd",
     "batch_size", "threads", "cpu_model", "throughput_at_sla_per_s", "serving_policy", "source",

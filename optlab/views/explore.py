@@ -14,6 +14,7 @@ from optlab.recipes.recipe import Compile, Distill, Prune, Quantize
 from optlab.study.costs import DEFAULT_UTILISATION, with_costs
 from optlab.study.frontier import OBJECTIVES, Recommendation, recommend, sla_constraints
 from optlab.study.frontier import meeting as frontier_meeting
+from optlab.study.machines import MACHINE, machine_column
 from optlab.views.plots import drawable
 
 REFERENCE_PRICE = "reference_price_per_hour_usd"  # a reference row keeps the price of the machine it ran on
@@ -33,6 +34,8 @@ class ExplorerState:
     families: tuple[str, ...] | None = None
     x: str = "p99_ms"
     y: str = "quality"
+    machine: str | None = None  # recommend among this machine's rows (an optlab.study.machines label)
+    across_machines: bool = False  # or compare rows from several machines anyway
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -89,13 +92,22 @@ def meeting(rows, max_p99_ms: float | None, max_quality_drop: float | None) -> s
 
 def explore(results, state: ExplorerState) -> Exploration:
     """Price a copy, keep the chosen families, recommend under the SLA and mark each row:
-    (chart data, recommendation). Nothing is measured and `results` is not changed."""
+    (chart data, recommendation). Nothing is measured and `results` is not changed.
+
+    Rows from more than one machine get a `machine` column (the label `optlab.study.machines` owns,
+    also in the chart's tooltips), and the recommendation stays within `state.machine`'s rows unless
+    `state.across_machines`; with neither, the note says which machines there are and how to choose."""
     rows = visible(priced(results, state), state)
     recommendation, note = None, None
     if len(rows):
+        labels = machine_column(rows)
+        if labels.dropna().nunique() > 1:
+            rows = rows.copy()
+            rows[MACHINE] = labels
         try:
             recommendation = recommend(rows, max_p99_ms=state.max_p99_ms, max_quality_drop=state.max_quality_drop,
-                                       objective=state.objective)
+                                       objective=state.objective, machine=state.machine,
+                                       across_machines=state.across_machines)
         except ValueError as error:
             note = str(error)
     else:

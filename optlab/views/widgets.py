@@ -69,6 +69,9 @@ class TradeoffExplorer:
     `study.add(...)`. It never changes the study: prices are applied to its copy.
     run: what the Run button calls with the chosen recipes (default: `study.run(recipes=...)`);
     rows it returns as a DataFrame are added too. `close()` stops following.
+    machine / across_machines: rows measured on several machines (a study on Ray) are labelled by
+    machine (a `machine` column, in the tooltips) and recommended within `machine`'s rows, or across
+    them all with `across_machines=True`; with neither, the recommendation line names the machines.
     What is shown is `explore(rows, state)` (optlab.views.explore), a pure function of the rows
     and `.state` (an ExplorerState). State for code and tests: `.recommendation`
     (optlab.study.frontier.Recommendation or None), `.chart_data` (the rows drawn, with
@@ -78,8 +81,10 @@ class TradeoffExplorer:
     def __init__(self, study, *, x: str = "p99_ms", y: str = "quality", max_p99_ms: float | None = None,
                  max_quality_drop: float | None = 0.01, objective: str = "cost",
                  price_per_hour_usd: float | None = None, utilisation: float | None = None,
-                 run: Callable[[list], Any] | None = None):
+                 run: Callable[[list], Any] | None = None, machine: str | None = None,
+                 across_machines: bool = False):
         self.study = study
+        self._machine, self._across_machines = machine, across_machines
         self._run = run or (getattr(study, "run", None) if hasattr(study, "subscribe") else None)
         self._has_runner = callable(self._run)
         self._records = merge_rows({}, self._initial_rows(study))
@@ -198,7 +203,8 @@ class TradeoffExplorer:
         return ExplorerState(max_p99_ms=max_p99, max_quality_drop=max_drop, objective=self.objective.value,
                              price_per_hour_usd=float(price) if price and price > 0 else None,
                              utilisation=self._utilisation, requests_per_s=self._requests_per_s,
-                             families=families, x=self.x, y=self.y)
+                             families=families, x=self.x, y=self.y, machine=self._machine,
+                             across_machines=self._across_machines)
 
     def results(self):
         """The rows with costs at the price box's price: a priced copy (the study is not changed;

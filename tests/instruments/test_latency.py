@@ -222,6 +222,7 @@ def test_row_keys_are_stable(linear):
                 "cold_start_first_call_ms", "cold_start_repeats", "cold_start_imports_torch", "cpu_model",
                 "cpu_flags", "cores", "logical_cores", "torch_version", "onnxruntime_version", "python_version",
                 "platform", "device", "gpu_name", "measured_at", "notes", "busy_other_cpu_share", "cpu_steal_share",
+                "busy_ray_idle_cpu_share",
                 "repeat_p50_ratio", "skipped_batch_sizes", "sweep_json", *GPU_FIELDS}
     assert set(row) == expected
     assert [point["batch_size"] for point in json.loads(row["sweep_json"])] == [1, 4]

@@ -1,4 +1,6 @@
 """Pareto front and SLA recommendation on hand-made rows."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -267,3 +269,58 @@ def test_the_ratio_to_the_baseline_compares_the_same_batch_size():
     df.loc[0, "sweep_json"] = sweep({64: 100.0})
     assert "the comparison with the baseline is not available: no batch size was measured for both" \
         in recommend(df, objective="cost").explanation
+
+
+# --- one machine at a time ----------------------------------------------------------------------
+
+FAST = dict(node="fast", cpu_model="Intel Xeon 8480+", cpu_flags="avx2 avx512f amx_tile", cores=56)
+SLOW = dict(node="slow", cpu_model="AMD EPYC 7B13", cpu_flags="avx2", cores=2)
+FAST_LABEL, SLOW_LABEL = "fast: Intel Xeon 8480+, 56 cores", "slow: AMD EPYC 7B13, 2 cores"
+
+
+def two_machines():
+    """The same three candidates measured on a fast and a slow node: on the slow one int8 is the
+    cheapest; across both, the fast node's baseline would look cheaper than the slow node's int8."""
+    rows = []
+    for machine, scale in ((FAST, 1.0), (SLOW, 10.0)):
+        for name, family, cost, drop_ in (("baseline", "baseline", 1.0, 0.0), ("int8", "quantization", 0.4, 0.005),
+                                          ("pruned", "pruning", 0.3, 0.05)):
+            rows.append({"candidate": f"{name}@{machine['node']}", "family": family, "status": "ok",
+                         "p99_ms": 2.0 * cost * scale, "quality": 0.95 - drop_, "quality_drop": drop_,
+                         "cost_per_1m_usd": cost * scale, **machine})
+    return pd.DataFrame(rows)
+
+
+def test_rows_from_two_machines_are_refused_in_one_line_naming_them_and_the_fix():
+    with pytest.raises(ValueError) as error:
+        recommend(two_machines(), max_quality_drop=0.01)
+    message = str(error.value)
+    assert "\n" not in message and "measured on 2 machines" in message
+    assert f"'{FAST_LABEL}' (3 rows)" in message and f"'{SLOW_LABEL}' (3 rows)" in message
+    assert f"machine='{FAST_LABEL}'" in message and "across_machines=True" in message
+
+
+def test_machine_picks_one_machines_rows():
+    rec = recommend(two_machines(), max_quality_drop=0.01, machine=SLOW_LABEL)
+    assert rec.candidate == "int8@slow" and rec.machines == (SLOW_LABEL,)
+    assert {r.candidate for r in rec.rejected} == {"baseline@slow", "pruned@slow"}
+    assert "machines" not in rec.explanation
+
+
+def test_across_machines_compares_anyway_and_says_so():
+    rec = recommend(two_machines(), max_quality_drop=0.01, across_machines=True)
+    assert rec.candidate == "int8@fast" and rec.machines == (FAST_LABEL, SLOW_LABEL)
+    assert "Compared across 2 machines, as asked" in rec.explanation and SLOW_LABEL in rec.explanation
+
+
+def test_one_machine_and_machine_choices_that_make_no_sense():
+    one = two_machines().query("node == 'slow'")
+    assert recommend(one, max_quality_drop=0.01).machines == (SLOW_LABEL,)  # one machine: nothing to ask
+    failed_elsewhere = pd.concat([one, pd.DataFrame([{"candidate": "x", "status": "error", **FAST}])])
+    assert recommend(failed_elsewhere, max_quality_drop=0.01).candidate == "int8@slow"  # only ok rows are ranked
+    assert recommend(table(), objective="size").machines == ()  # hand-made rows that name no machine
+    with pytest.raises(ValueError, match=re.escape(f"machine='nowhere' measured none of these rows; pass one of "
+                                                   f"the machines here: '{FAST_LABEL}', '{SLOW_LABEL}'")):
+        recommend(two_machines(), machine="nowhere")
+    with pytest.raises(ValueError, match="give one of the two"):
+        recommend(two_machines(), machine=FAST_LABEL, across_machines=True)
