@@ -38,7 +38,7 @@ from optlab.bench.intents import speed_flags
 from optlab.bench.llm_nncf import NNCF_LAYOUT, nncf_int4_target, nncf_rounds
 from optlab.bench.llm_openvino import OPENVINO_GOODPUT, openvino_run, show_openvino
 from optlab.bench.llm_settings import BLOCK_TOKENS, COMMAND, SLA, Settings, make_engine, median_of, ranged, spread
-from optlab.bench.render import Col, Layout, Renderer, target, times, verdict
+from optlab.bench.render import Col, Layout, Renderer, missing, target, times, verdict
 from optlab.bench.zoo import cpu_model
 from optlab.generation.demo import ModelPair, engine_class, missing_engine, models
 from optlab.generation.referee import agreement, referee_rounds
@@ -136,13 +136,29 @@ def kv_cache_target(frame: pd.DataFrame, settings: Settings, smoke: bool) -> dic
 
 # --- goodput at the SLA per engine --------------------------------------------------------------------------
 
+def goodput_search(settings: Settings, smoke: bool, requests: int, first: dict[str, Any] | None) -> GoodputSearch:
+    """The serving layer's rate search for one engine in one round: failing probes stop as soon as the SLA is
+    missed for certain (`fail_fast`), no probe starts that cannot end within the engine's time budget for the
+    round (`settings.goodput_budget_s`: a slow engine's probes each last the trace's span, 64 requests at
+    0.5/s is two minutes), and a round after the first starts at the first round's figure (where that was a
+    lower bound, the search also stops there: the rounds then bound the same rate)."""
+    start, ceiling = (4.0 if smoke else 2.0), 1000.0
+    if first is not None and first.get("goodput_per_s"):
+        start = float(first["goodput_per_s"])
+        ceiling = start if first.get("bound") == "lower" else ceiling
+    return GoodputSearch(sla=SLA, min_requests=requests, start_per_s=start, rel_tol=0.15, max_per_s=ceiling,
+                         max_probes=settings.max_probes, min_per_s=0.1, driver="process",
+                         budget_s=settings.goodput_budget_s)
+
+
 def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, smoke: bool,
                    progress: Callable[[str], None]) -> pd.DataFrame:
     """Goodput at the SLA (the serving layer's rate search, each probe driven by the load generator's
-    process) per engine, engines interleaved within each round."""
-    search = GoodputSearch(sla=SLA, min_requests=len(trace), start_per_s=4.0 if smoke else 2.0, rel_tol=0.15,
-                           max_probes=settings.max_probes, min_per_s=0.1, driver="process")
-    rows = []
+    process; `goodput_search` says how it is kept cheap) per engine, engines interleaved within each round.
+    A round whose time budget ran out keeps what it found as a bound (`bound`: "upper", goodput below
+    `goodput_upper_per_s`; "bracket"), never a figure it did not measure."""
+    rows: list[dict[str, Any]] = []
+    first: dict[str, dict[str, Any]] = {}
     for round_ in range(settings.rounds):
         for name in names:
             factory = make_engine(name, model, draft, settings)
@@ -156,6 +172,7 @@ def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, sm
                 engines.append(factory())
                 return GenerationServer(engines[-1], saturation_s=5.0)
             start = time.perf_counter()
+            search = goodput_search(settings, smoke, len(trace), first.get(name))
             try:
                 result = goodput_at_sla(make_server, trace, search, seed=round_)
             finally:
@@ -163,20 +180,48 @@ def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, sm
                     getattr(e, "close", lambda: None)()
             row = {"round": round_, "engine": name, **result.row(), "seconds": time.perf_counter() - start}
             rows.append(row)
-            progress(f"  goodput {name} round {round_}: {row['goodput_per_s']:.3g}/s ({row['probes']} probes, "
+            first.setdefault(name, row)
+            progress(f"  goodput {name} round {round_}: {_goodput_text(row)} ({row['probes']} probes, "
                      f"{row['seconds']:.0f}s)")
     return pd.DataFrame(rows)
 
 
+def _goodput_text(row: dict[str, Any]) -> str:
+    """One round's or one summary's goodput as a reader should take it: a figure, >= a lower bound, < an upper."""
+    bound, value = row.get("bound") or "", row.get("goodput_per_s")
+    if bound == "upper":
+        return f"< {row['goodput_upper_per_s']:.3g}/s"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if bound == "lower" or "lower bound" in str(row.get("note", "")):
+        return f">= {value:.3g}/s"
+    if bound == "bracket" and not missing(row.get("goodput_upper_per_s")):
+        return f"{value:.3g}-{row['goodput_upper_per_s']:.3g}/s"
+    return f"{value:.3g}/s"
+
+
 def goodput_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per engine: the median and range of the rounds' figures; where a round's budget ran out before any rate
+    passed (bound "upper"), the row is an upper bound: below the highest of the rounds' failing rates (every
+    round's goodput is below it), its figure None."""
     rows = []
     for name, group in frame.groupby("engine", sort=False):
-        s = spread(list(group["goodput_per_s"]))
         notes = group["note"].dropna() if "note" in group else []
-        rows.append({"engine": name, "goodput_per_s": s["median"], "goodput_low": s["low"],
-                     "goodput_high": s["high"], **{k: median_of(group, k) for k in MEDIANS},
-                     "note": "; ".join(sorted({n for n in notes if n}))})
-    return pd.DataFrame(rows)
+        bounds = set(group["bound"].fillna("")) if "bound" in group else set()
+        row = {"engine": name, **{k: median_of(group, k) for k in MEDIANS},
+               "note": "; ".join(sorted({n for n in notes if n}))}
+        if "upper" in bounds:
+            uppers = [u for u in group["goodput_upper_per_s"] if not missing(u)]
+            rows.append({**row, "goodput_per_s": None, "goodput_low": None, "goodput_high": None, "bound": "upper",
+                         "goodput_upper_per_s": max(uppers)})
+            continue
+        s = spread(list(group["goodput_per_s"]))
+        bound = "lower" if "lower" in bounds or any("lower bound" in n for n in notes) else ""
+        rows.append({**row, "goodput_per_s": s["median"], "goodput_low": s["low"], "goodput_high": s["high"],
+                     "bound": bound, "goodput_upper_per_s": None})
+    summary = pd.DataFrame(rows)
+    summary["goodput"] = [_goodput_text(r) for r in summary.to_dict(orient="records")]
+    return summary
 
 
 MEDIANS = ("ttft_p99_ms", "tpot_p99_ms", "output_tokens_per_s")
@@ -185,28 +230,44 @@ MEDIANS = ("ttft_p99_ms", "tpot_p99_ms", "output_tokens_per_s")
 
 def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, goal: float | None,
                  smoke: bool) -> dict[str, Any]:
+    """faster / slower goodput. A lower bound on the faster engine or an upper bound on the slower one (its
+    search's time budget ran out before any rate passed: goodput < its failing rate) makes the ratio a lower
+    bound: enough to pass a goal, never to miss one; an upper bound on the faster engine or a lower bound on
+    the slower one leaves no comparison (not judged)."""
     by = summary.set_index("engine")
-    a = by["goodput_per_s"].get(faster) if faster in by.index else None
-    b = by["goodput_per_s"].get(slower) if slower in by.index else None
-    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or (isinstance(b, float) and math.isnan(b)):
+    if faster not in by.index or slower not in by.index:
         return target(label, None, None, COMMAND, f"{label}: not available ({faster} or {slower} not measured)")
+    fast, slow = by.loc[faster].to_dict(), by.loc[slower].to_dict()
+    fast_bound, slow_bound = _bound(fast), _bound(slow)
+    a = fast.get("goodput_per_s")
+    b = slow.get("goodput_upper_per_s") if slow_bound == "upper" else slow.get("goodput_per_s")
+    if fast_bound == "upper" or missing(a) or missing(b):
+        why = f"{faster} is only bounded from above" if fast_bound == "upper" else f"{faster} or {slower} not measured"
+        return target(label, None, None, COMMAND, f"{label}: not available ({why})")
     if not b:
         return target(label, None, None, COMMAND, f"{label}: not available ({slower} met the SLA at no rate tried; "
                                                   f"{faster}: {a:.3g}/s)")
     ratio = a / b
-    bounded = [e for e in (faster, slower) if "lower bound" in str(by["note"].get(e, ""))]
-    # a lower bound on the faster engine's goodput makes the ratio a lower bound too: enough to pass a goal,
-    # never to miss one; a lower bound on the slower one's makes it an upper bound: enough for neither
-    at_least = bounded == [faster]
-    met = None if smoke or goal is None or (bounded and not (at_least and ratio >= goal)) else bool(ratio >= goal)
+    at_least = fast_bound in ("", "lower") and slow_bound in ("", "upper") and (fast_bound or slow_bound) != ""
+    judged = not smoke and goal is not None and (slow_bound != "lower") and (not at_least or ratio >= goal)
+    met = bool(ratio >= goal) if judged else None
     goal_text = f"; target >= {goal:g}x" if goal else ""
-    if at_least:
+    if fast_bound == "lower":
         goal_text += f"; at least: {faster} still met the SLA at the highest rate probed"
-    elif bounded:  # the search stopped below the engine's limit: the ratio is not a comparison of goodputs
-        goal_text += f"; not judged: {' and '.join(bounded)} still met the SLA at the highest rate probed"
+    if slow_bound == "upper":
+        goal_text += f"; at least: {slower}'s time budget ran out before any rate passed, its goodput is below this"
+    if slow_bound == "lower":  # the search stopped below the engine's limit: the ratio is not a comparison of goodputs
+        goal_text += f"; not judged: {slower} still met the SLA at the highest rate probed"
     return target(label, ratio, met, COMMAND,
-                  f"{label}: {'at least ' if at_least else ''}{times(ratio)} ({faster} {a:.3g}/s vs {slower} "
-                  f"{b:.3g}/s at {SLA.describe()}{goal_text}): {verdict(met)}")
+                  f"{label}: {'at least ' if at_least else ''}{times(ratio)} ({faster} {_goodput_text(fast)} vs "
+                  f"{slower} {_goodput_text(slow)} at {SLA.describe()}{goal_text}): {verdict(met)}")
+
+
+def _bound(row: dict[str, Any]) -> str:
+    """A summary row's bound: "upper", "lower" (its column, or a lower-bound note) or ""."""
+    bound = row.get("bound")
+    bound = "" if missing(bound) else str(bound)
+    return bound or ("lower" if "lower bound" in str(row.get("note", "")) else "")
 
 
 # --- paged vs contiguous KV ----------------------------------------------------------------------------------
@@ -360,7 +421,7 @@ def referee_target(frame: pd.DataFrame, smoke: bool) -> dict[str, Any]:
 
 
 GOODPUT_LAYOUT = Layout((
-    Col("engine", "engine", 14, "<"), Col("goodput_per_s", "goodput/s", 11, spec=".3g"),
+    Col("engine", "engine", 16, "<"), Col("goodput", "goodput", 14),
     Col("goodput_low", "low", 9, spec=".3g"), Col("goodput_high", "high", 9, spec=".3g"),
     Col("ttft_p99_ms", "TTFT p99 ms", 13, spec=".4g"), Col("tpot_p99_ms", "TPOT p99 ms", 13, spec=".3g"),
     Col("output_tokens_per_s", "out tok/s", 11, spec=".4g"), Col("note", "note", 40, "<", before="  ")))
@@ -424,9 +485,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=None, help="requests in the trace (default: 64 full, 12 smoke)")
     parser.add_argument("--max-output", type=int, default=None, help="the longest output a request asks for")
     parser.add_argument("--max-probes", type=int, default=None, help="probes per goodput search")
+    parser.add_argument("--goodput-budget-s", type=float, default=None,
+                        help="seconds per engine per round for its goodput search (default 60 full, 30 smoke); "
+                             "a search that runs out reports a bound")
     args = parser.parse_args(argv or [])
     settings = Settings.smoke() if args.smoke else Settings()
+    if args.goodput_budget_s is not None and not args.goodput_budget_s > 0:
+        parser.error(f"--goodput-budget-s must be > 0 seconds, got {args.goodput_budget_s:g}")
     changes = {"rounds": args.rounds, "requests": args.requests, "max_probes": args.max_probes,
+               "goodput_budget_s": args.goodput_budget_s,
                "output_tokens": (min(settings.output_tokens[0], args.max_output), args.max_output)
                if args.max_output else None}
     settings = Settings(**{**settings.__dict__, **{k: v for k, v in changes.items() if v}})

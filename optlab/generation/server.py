@@ -27,8 +27,8 @@ import pandas as pd
 from optlab.generation.engine import require_engine
 from optlab.generation.service import drive
 from optlab.generation.trace import TraceRequest, at_rate
-from optlab.instruments.generation import RequestRecord, Sla, request_frame, summarize
-from optlab.serving.sla import MIN_P99_REQUESTS, SlaSearch, passes, throughput_at_sla
+from optlab.instruments.generation import RequestRecord, Sla, misses_for_certain, request_frame, summarize
+from optlab.serving.sla import MIN_P99_REQUESTS, SlaSearch, check_budget, passes, throughput_at_sla
 
 _START_DELAY_NS = 5_000_000  # the first arrival leaves the loop time to start
 
@@ -93,8 +93,12 @@ class GenerationServer:
         self.label = label or type(engine).__name__
 
     def run(self, trace: Sequence[TraceRequest], *, sla: Sla | None = None, n_boot: int = 1000,
-            on_token: Callable[[str, int, int], None] | None = None) -> GenerationResult:
-        """Offer `trace` open loop; returns the records and the summary (with goodput at `sla` if given)."""
+            on_token: Callable[[str, int, int], None] | None = None,
+            fail_fast: tuple[float, int] | None = None) -> GenerationResult:
+        """Offer `trace` open loop; returns the records and the summary (with goodput at `sla` if given).
+        `fail_fast` (TTFT limit in ms, misses): stop early once that many requests have waited longer than
+        the limit for their first token (`instruments.generation.misses_for_certain` gives the number that
+        puts the p99 over it for certain)."""
         if not len(trace):
             raise ValueError("run needs at least one request in the trace; build one with generation.trace")
         pending = sorted(trace, key=lambda r: r.arrival_s)
@@ -102,7 +106,7 @@ class GenerationServer:
         scheduled = {r.request_id: t0 + int(r.arrival_s * 1e9) for r in pending}
         tokens: dict[str, list[int]] = {r.request_id: [] for r in pending}
         kv = KvTracker(self.engine)
-        reason = self._loop(pending, scheduled, tokens, t0, on_token, kv)
+        reason = self._loop(pending, scheduled, tokens, t0, on_token, kv, fail_fast)
         records = [RequestRecord(r.request_id, scheduled[r.request_id], tuple(tokens[r.request_id]),
                                  len(r.prompt_ids), r.max_new_tokens) for r in trace]
         summary = summarize(records, sla=sla, n_boot=n_boot, kv_cache=kv.figures())
@@ -110,10 +114,11 @@ class GenerationServer:
         return GenerationResult(records, summary, reason, [reason] if reason else [])
 
     def _loop(self, pending: list[TraceRequest], scheduled: dict[str, int], tokens: dict[str, list[int]],
-              t0: int, on_token, kv: KvTracker) -> str:
+              t0: int, on_token, kv: KvTracker, fail_fast: tuple[float, int] | None = None) -> str:
         """Admit on arrival, step while work remains; returns why it stopped early ("" if it ran its course)."""
         clock, engine = self.clock, self.engine
         waiting: dict[str, int] = {}  # admitted, no token yet: request id -> scheduled time
+        late: set[str] = set()  # requests that waited longer than fail_fast's TTFT limit for their first token
         hard_end = t0 + int(self.max_duration_s * 1e9)
         limit_ns = int(self.saturation_s * 1e9)
         i = 0
@@ -130,6 +135,11 @@ class GenerationServer:
             events = engine.step()
             now = clock.now_ns()
             kv.sample()
+            if fail_fast is not None:  # this step's first tokens came at `now`: they count if that is too late
+                late.update(rid for rid, t in waiting.items() if now - t > fail_fast[0] * 1e6)
+                if len(late) >= fail_fast[1]:
+                    return (f"stopped early: {len(late)} requests waited more than {fail_fast[0]:g} ms for their first "
+                            "token, enough to put TTFT p99 over that limit whatever the others do")
             for event in events:
                 tokens[event.request_id].append(now)
                 waiting.pop(event.request_id, None)
@@ -180,10 +190,13 @@ class GoodputSearch(SlaSearch):
     `driver`: "thread" runs each probe through `GenerationServer.run` (driver and serving loop in one
     thread; a `FakeClock` works), "process" through the load generator's own process
     (`generation.service.drive`: the driver of every batch-server figure, its schedule kept by another
-    interpreter)."""
+    interpreter). `fail_fast` stops a probe as soon as enough requests have missed the TTFT limit to put its
+    p99 over it for certain (`misses_for_certain` of the probe's requests): a failing probe then costs
+    seconds, not the trace's whole span, and fails as it would have."""
 
     sla: Sla = Sla()
     driver: str = "thread"
+    fail_fast: bool = True
     max_p99_ms: float = 1.0
     min_requests: int = 64
     start_per_s: float = 2.0
@@ -198,21 +211,28 @@ class GoodputSearch(SlaSearch):
             raise ValueError(f"rel_tol must be in (0, 1), got {self.rel_tol!r}")
         if self.driver not in DRIVERS:
             raise ValueError(f"unknown driver {self.driver!r}; use one of {', '.join(DRIVERS)}")
+        check_budget(self.budget_s)
 
 
 @dataclass
 class GoodputResult:
-    """The highest offered rate meeting both limits (0 when none did), the figures there, and every probe."""
+    """The highest offered rate meeting both limits (0 when none did), the figures there, and every probe;
+    `upper_per_s` and `bound` as `sla.SlaResult` has them ("upper": the time budget ran out before any rate
+    passed, so only goodput < `upper_per_s` is known; "bracket": it ran out between the two; "lower": still
+    within the SLA at the highest rate probed)."""
 
     goodput_per_s: float
     at_best: dict[str, Any]
     curve: pd.DataFrame
     search: GoodputSearch
     notes: list[str] = field(default_factory=list)
+    upper_per_s: float | None = None
+    bound: str = ""
 
     def row(self) -> dict[str, Any]:
         best = self.at_best
-        return {"goodput_per_s": self.goodput_per_s, "sla": self.search.sla.describe(),
+        return {"goodput_per_s": self.goodput_per_s, "goodput_upper_per_s": self.upper_per_s, "bound": self.bound,
+                "sla": self.search.sla.describe(),
                 "ttft_p99_ms": best.get("ttft_p99_ms"), "tpot_p99_ms": best.get("tpot_p99_ms"),
                 "output_tokens_per_s": best.get("output_tokens_per_s"), "probes": len(self.curve),
                 "noisy": bool(best.get("requests", 0) < MIN_P99_REQUESTS), "note": "; ".join(self.notes)}
@@ -234,7 +254,9 @@ def generation_probe(make_server: Callable[[], GenerationServer], trace: Sequenc
     run = DRIVERS[search.driver]
 
     def probe(rate: float) -> dict[str, Any]:
-        s, stopped = run(make_server(), at_rate(list(trace), rate, seed=seed), search.sla)
+        timed = at_rate(list(trace), rate, seed=seed)
+        fail_fast = (search.sla.ttft_ms, misses_for_certain(len(timed))) if search.fail_fast else None
+        s, stopped = run(make_server(), timed, search.sla, fail_fast)
         row = {**s, "p99_ms": sla_share(s, search.sla), "requests": s["completed"],
                "failed_rate": 1 - s["completed"] / max(s["requests"], 1), "stopped_early": stopped,
                "rate_per_s": rate, "offered_per_s": rate}
@@ -245,16 +267,18 @@ def generation_probe(make_server: Callable[[], GenerationServer], trace: Sequenc
     return probe
 
 
-def _in_thread(server: GenerationServer, timed: list[TraceRequest], sla: Sla) -> tuple[dict[str, Any], bool]:
+def _in_thread(server: GenerationServer, timed: list[TraceRequest], sla: Sla,
+               fail_fast: tuple[float, int] | None = None) -> tuple[dict[str, Any], bool]:
     with _closing(server.engine):
-        result = server.run(timed, sla=sla, n_boot=200)
+        result = server.run(timed, sla=sla, n_boot=200, fail_fast=fail_fast)
     return result.summary, result.stopped_early != ""
 
 
-def _by_process(server: GenerationServer, timed: list[TraceRequest], sla: Sla) -> tuple[dict[str, Any], bool]:
+def _by_process(server: GenerationServer, timed: list[TraceRequest], sla: Sla,
+                fail_fast: tuple[float, int] | None = None) -> tuple[dict[str, Any], bool]:
     with _closing(server.engine):
         result = drive(server.engine, timed, [r.arrival_s for r in timed], sla=sla, label=server.label,
-                       saturation_s=server.saturation_s)
+                       saturation_s=server.saturation_s, fail_fast=fail_fast)
     return {**result.summary, "engine": server.label}, bool(result.summary["stopped_early"])
 
 
@@ -268,7 +292,8 @@ def _closing(engine: Any) -> Iterator[None]:
         getattr(engine, "close", lambda: None)()
 
 
-DRIVERS: dict[str, Callable[[GenerationServer, list[TraceRequest], Sla], tuple[dict[str, Any], bool]]] = {
+Driver = Callable[[GenerationServer, list[TraceRequest], Sla, "tuple[float, int] | None"], tuple[dict[str, Any], bool]]
+DRIVERS: dict[str, Driver] = {
     "thread": _in_thread, "process": _by_process}
 
 
@@ -283,16 +308,25 @@ def goodput_at_sla(make_server: Callable[[], GenerationServer], trace: Sequence[
     found = throughput_at_sla(generation_probe(make_server, trace, search, seed=seed, on_probe=on_probe), search)
     curve = found.curve.rename(columns={"p99_ms": "sla_share"})
     notes = []
+    if found.bound == "upper":
+        upper = f"{found.upper_per_s:.3g}/s"
+        notes.append(f"an upper bound: the search's time budget ({search.budget_s:g} s) ran out before any rate met "
+                     f"{search.sla.describe()}; {upper} failed, so goodput < {upper}")
+        return GoodputResult(0.0, {}, curve, search, notes, found.upper_per_s, "upper")
     if not found.met:
         lowest = curve.iloc[0]
         notes.append(f"nothing meets {search.sla.describe()}: at the lowest rate tried "
                      f"({lowest['offered_per_s']:.3g}/s) "
                      f"TTFT p99 {_ms(lowest.get('ttft_p99_ms'))}, TPOT p99 {_ms(lowest.get('tpot_p99_ms'))}")
-        return GoodputResult(0.0, {}, curve, search, notes)
+        return GoodputResult(0.0, {}, curve, search, notes, found.upper_per_s)
     best = curve[(curve["offered_per_s"] == found.throughput_per_s) & curve["passed"]].iloc[-1].to_dict()
-    if len(found.notes) and "lower bound" in found.notes[0]:
+    if found.bound == "lower":
         notes.append(f"still within the SLA at the highest rate probed ({found.throughput_per_s:.3g}/s): a lower bound")
-    return GoodputResult(found.throughput_per_s, best, curve, search, notes)
+    elif found.bound == "bracket":
+        why = "the time budget" if found.notes and "time budget" in found.notes[0] else "the probes"
+        notes.append(f"a bracket: {why} ran out between {found.throughput_per_s:.3g}/s (passed) and "
+                     f"{found.upper_per_s:.3g}/s (failed)")
+    return GoodputResult(found.throughput_per_s, best, curve, search, notes, found.upper_per_s, found.bound)
 
 
 def _ms(value: Any) -> str:

@@ -56,7 +56,8 @@ class GenerationService:
 
     workers = 1
 
-    def __init__(self, engine: Any, *, label: str = "", threads: int = 1, saturation_s: float | None = None):
+    def __init__(self, engine: Any, *, label: str = "", threads: int = 1, saturation_s: float | None = None,
+                 fail_fast: tuple[float, int] | None = None):
         require_engine(engine)
         self.engine = engine
         self.name = label or type(engine).__name__
@@ -69,6 +70,10 @@ class GenerationService:
         self._failed = ""
         self._thread: threading.Thread | None = None
         self._limit_ns = None if saturation_s is None else int(saturation_s * 1e9)
+        # (TTFT limit in ms, misses): stop once that many requests have waited longer than the limit for
+        # their first token (from their admission, so their TTFT from the scheduled send is longer still)
+        self._late_ns, self._late_limit = (None, 0) if fail_fast is None else (int(fail_fast[0] * 1e6), fail_fast[1])
+        self._late: set[str] = set()
         self.saturated = False
 
     def __enter__(self) -> "GenerationService":
@@ -132,6 +137,8 @@ class GenerationService:
                                                   for e in live.values()):
                 self._saturate(live, now)
                 return
+            if self._late_ns is not None and self._missed_for_certain(live, now):
+                return
             in_step = len(live)
             for event in events:
                 entry = live[event.request_id]
@@ -142,6 +149,19 @@ class GenerationService:
                     del live[event.request_id]
                     entry.on_done(Reply(entry.request_id, OK, entry.admitted_ns, now, in_step,
                                         first_token_ns=entry.first_ns, tokens=entry.tokens))
+
+    def _missed_for_certain(self, live: dict[str, _InFlight], now: int) -> bool:
+        """Counts the requests still without a first token after the TTFT limit (this step's tokens came at
+        `now` at the earliest, so a request's first token counts too); once they reach the number that puts
+        the p99 over the limit whatever the rest do, the run stops as `_saturate` stops it, with its reason."""
+        self._late.update(key for key, e in live.items() if e.tokens == 0 and now - e.admitted_ns > self._late_ns)
+        if len(self._late) < self._late_limit:
+            return False
+        self.saturated = True
+        self.notes.append(f"stopped early: {len(self._late)} requests waited more than {self._late_ns / 1e6:g} ms for "
+                          "their first token, enough to put TTFT p99 over that limit whatever the others do")
+        self._answer_pending(live, now, TIMEOUT, "stopped early: the SLA was missed for certain")
+        return True
 
     @staticmethod
     def _answer_unfinished(live: dict[str, _InFlight]) -> None:
@@ -177,12 +197,15 @@ class GenerationService:
 
 def drive(engine: Any, trace: Sequence[TraceRequest], offsets_s: Sequence[float], *,
           indices: Sequence[int] | None = None, sla: Sla | None = None, label: str = "",
-          drain_s: float = 120.0, saturation_s: float | None = None) -> loadgen.LoadResult:
+          drain_s: float = 120.0, saturation_s: float | None = None,
+          fail_fast: tuple[float, int] | None = None) -> loadgen.LoadResult:
     """Offer `trace`'s requests to `engine` at `offsets_s` (seconds from the start, sorted) through the
     load generator's process: request i is `trace[indices[i] % len(trace)]` (`indices` default 0, 1, ...).
     The summary gains TTFT/TPOT percentiles and, with `sla`, `good_requests` and `goodput_per_s`
     (requests that completed within both limits, per second of the run). With `saturation_s` the run
-    stops early (`stopped_early`) once a request has waited that long for its first token."""
+    stops early (`stopped_early`) once a request has waited that long for its first token; with `fail_fast`
+    (TTFT limit in ms, misses) once that many requests have waited longer than the limit for theirs (a
+    probe that has missed its TTFT p99 for certain: `instruments.generation.misses_for_certain`)."""
     offsets = np.asarray(offsets_s, dtype=np.float64)
     if offsets.size == 0 or not len(trace):
         raise ValueError("drive needs at least one arrival and one request; build a trace with generation.trace")
@@ -192,7 +215,7 @@ def drive(engine: Any, trace: Sequence[TraceRequest], offsets_s: Sequence[float]
     with tempfile.TemporaryDirectory(prefix="optlab-arrivals-") as folder:
         path = Path(folder) / "arrivals.npy"
         np.save(path, offsets)
-        service = GenerationService(engine, label=label, saturation_s=saturation_s)
+        service = GenerationService(engine, label=label, saturation_s=saturation_s, fail_fast=fail_fast)
         result = loadgen.run(service, list(trace), Replay(str(path)), keys=keys, drain_s=drain_s, saturation_s=60.0)
     if service.saturated:
         result.summary.update(stopped_early=True, stop_reason=service.notes[-1])

@@ -124,6 +124,15 @@ def quantile_figures(name: str, values: np.ndarray, *, n_boot: int = 1000, seed:
     return out
 
 
+def misses_for_certain(n: int, quantile: float = 0.99) -> int:
+    """How many of `n` values over a limit put their `quantile` (np.quantile's linear rule, as every figure
+    here is computed) over it whatever the others are: the values from the one at floor(q (n - 1)) up.
+    A run that has seen this many requests miss a limit has missed its p99 for certain, so it can stop."""
+    if n < 1:
+        raise ValueError(f"misses_for_certain needs n >= 1 values, got {n}")
+    return n - math.floor(quantile * (n - 1))
+
+
 def meets(frame: pd.DataFrame, sla: Sla) -> pd.Series:
     """Per request: completed, TTFT within the limit and TPOT within it (a one-token answer has no TPOT
     to miss)."""
