@@ -272,10 +272,14 @@ def _bound(row: dict[str, Any]) -> str:
 
 # --- paged vs contiguous KV ----------------------------------------------------------------------------------
 
+WASTE_RATE_PER_S = 2.0  # below the continuous engines' goodput: the share does not depend on the rate, the time does
+
+
 def kv_waste(model, trace, settings: Settings, progress) -> pd.DataFrame:
     """The share of reserved KV bytes that held nothing, per engine, serving the trace at one moderate
-    rate (contiguous reserves the model's context per sequence, as a cache without per-request limits must;
-    paged allocates blocks on demand), and the concurrency a fixed budget fits, from the trace's lengths."""
+    rate (WASTE_RATE_PER_S; contiguous reserves the model's context per sequence, as a cache without
+    per-request limits must; paged allocates blocks on demand), and the concurrency a fixed budget fits,
+    from the trace's lengths."""
     context = model.config.max_position_embeddings
     lengths = np.array([len(r.prompt_ids) + r.max_new_tokens for r in trace])
     budget_tokens = settings.max_batch * context  # the budget: max_batch contiguous sequences
@@ -287,7 +291,7 @@ def kv_waste(model, trace, settings: Settings, progress) -> pd.DataFrame:
         if factory is None:
             row.update(unused_share=None, note=missing_engine(name))
             continue
-        result = GenerationServer(factory(), saturation_s=30.0).run(trace, n_boot=100)
+        result = GenerationServer(factory(), saturation_s=30.0).run(at_rate(list(trace), WASTE_RATE_PER_S), n_boot=100)
         row.update(unused_share=result.summary.get("kv_cache_unused_share"),
                    reserved_mb=result.summary.get("kv_cache_reserved_mb"),
                    used_mb=result.summary.get("kv_cache_used_mb"), note="")
