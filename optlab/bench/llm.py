@@ -136,16 +136,36 @@ def kv_cache_target(frame: pd.DataFrame, settings: Settings, smoke: bool) -> dic
 
 # --- goodput at the SLA per engine --------------------------------------------------------------------------
 
-def goodput_search(settings: Settings, smoke: bool, requests: int, first: dict[str, Any] | None) -> GoodputSearch:
-    """The serving layer's rate search for one engine in one round: failing probes stop as soon as the SLA is
-    missed for certain (`fail_fast`), no probe starts that cannot end within the engine's time budget for the
-    round (`settings.goodput_budget_s`: a slow engine's probes each last the trace's span, 64 requests at
-    0.5/s is two minutes), and a round after the first starts at the first round's figure (where that was a
-    lower bound, the search also stops there: the rounds then bound the same rate)."""
+def service_rate(factory: Callable[[], Any], trace, settings: Settings) -> float | None:
+    """Requests/s the engine completes with the trace's first `max_batch` requests offered at once (its
+    saturated rate on this mix; a one-at-a-time engine serves them in turn): no rate above it can be
+    sustained, so it brackets the goodput search (None when nothing completed)."""
+    at_once = [TraceRequest(r.request_id, 0.0, r.prompt_ids, r.max_new_tokens) for r in trace[: settings.max_batch]]
+    engine = factory()
+    try:
+        summary = GenerationServer(engine, saturation_s=60.0).run(at_once, n_boot=10).summary
+    finally:
+        getattr(engine, "close", lambda: None)()
+    return summary.get("request_throughput_per_s") or None
+
+
+def goodput_search(settings: Settings, smoke: bool, requests: int, capacity: float | None,
+                   first: dict[str, Any] | None) -> GoodputSearch:
+    """The serving layer's rate search for one engine in one round, kept cheap without changing what it
+    measures: failing probes stop as soon as the SLA is missed for certain (`fail_fast`); the search starts
+    at half the engine's measured saturated rate (`service_rate`) and goes no higher than twice it (a finite
+    trace offered faster than the engine serves is a burst, not a sustainable rate); no probe starts that
+    cannot end within the engine's time budget for the round (`settings.goodput_budget_s`: a slow engine's
+    probes each last the trace's span, 64 requests at 0.5/s is two minutes); a round after the first starts
+    at the first round's figure (where that was a lower bound, the search stops there). No first probe is
+    slower than the budget allows."""
     start, ceiling = (4.0 if smoke else 2.0), 1000.0
+    if capacity:
+        start, ceiling = max(0.1, capacity / 2), min(ceiling, max(0.2, 2 * capacity))
     if first is not None and first.get("goodput_per_s"):
-        start = float(first["goodput_per_s"])
+        start = min(ceiling, float(first["goodput_per_s"]))
         ceiling = start if first.get("bound") == "lower" else ceiling
+    start = min(ceiling, max(start, requests / settings.goodput_budget_s))  # even the first probe fits the budget
     return GoodputSearch(sla=SLA, min_requests=requests, start_per_s=start, rel_tol=0.15, max_per_s=ceiling,
                          max_probes=settings.max_probes, min_per_s=0.1, driver="process",
                          budget_s=settings.goodput_budget_s)
@@ -159,9 +179,13 @@ def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, sm
     `goodput_upper_per_s`; "bracket"), never a figure it did not measure."""
     rows: list[dict[str, Any]] = []
     first: dict[str, dict[str, Any]] = {}
+    factories = {name: make_engine(name, model, draft, settings) for name in names}
+    capacity = {name: service_rate(factory, trace, settings) for name, factory in factories.items() if factory}
+    for name, rate in capacity.items():
+        progress(f"  saturated rate {name}: {rate or 0:.3g} requests/s ({settings.max_batch} offered at once)")
     for round_ in range(settings.rounds):
         for name in names:
-            factory = make_engine(name, model, draft, settings)
+            factory = factories[name]
             if factory is None:
                 rows.append({"round": round_, "engine": name, "goodput_per_s": None,
                              "note": missing_engine(name)})
@@ -172,13 +196,14 @@ def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, sm
                 engines.append(factory())
                 return GenerationServer(engines[-1], saturation_s=5.0)
             start = time.perf_counter()
-            search = goodput_search(settings, smoke, len(trace), first.get(name))
+            search = goodput_search(settings, smoke, len(trace), capacity.get(name), first.get(name))
             try:
                 result = goodput_at_sla(make_server, trace, search, seed=round_)
             finally:
                 for e in engines:
                     getattr(e, "close", lambda: None)()
-            row = {"round": round_, "engine": name, **result.row(), "seconds": time.perf_counter() - start}
+            row = {"round": round_, "engine": name, **result.row(), "saturated_per_s": capacity.get(name),
+                   "seconds": time.perf_counter() - start}
             rows.append(row)
             first.setdefault(name, row)
             progress(f"  goodput {name} round {round_}: {_goodput_text(row)} ({row['probes']} probes, "
