@@ -280,7 +280,8 @@ def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, go
     if fast_bound == "lower":
         goal_text += f"; at least: {faster} still met the SLA at the highest rate probed"
     if slow_bound == "upper":
-        goal_text += f"; at least: {slower}'s time budget ran out before any rate passed, its goodput is below this"
+        goal_text += (f"; at least: {slower}'s search ran out of time before any rate passed, so its goodput is "
+                      f"below {slow['goodput_upper_per_s']:.3g}/s, the lowest rate it failed")
     if slow_bound == "lower":  # the search stopped below the engine's limit: the ratio is not a comparison of goodputs
         goal_text += f"; not judged: {slower} still met the SLA at the highest rate probed"
     return target(label, ratio, met, COMMAND,

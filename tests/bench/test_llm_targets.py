@@ -48,3 +48,23 @@ def test_the_nncf_int4_target_judges_the_int4_row_on_size_and_perplexity_and_say
     assert nncf_int4_target(_nncf(0.2, 0.05), smoke=True)["met"] is None
     failed = nncf_int4_target(_nncf(None, None, "failed: RuntimeError: no int4"), smoke=False)
     assert failed["met"] is None and "not available (failed: RuntimeError: no int4)" in failed["sentence"]
+
+
+def test_an_upper_bound_on_the_slower_engine_makes_the_ratio_at_least_and_never_a_miss():
+    """A slow engine whose time budget ran out before any rate passed is below its failing rate: the ratio
+    against it is a lower bound (passes a goal, never misses one); an upper bound on the faster one compares
+    nothing. The summary keeps the bound, never a zero goodput."""
+    from optlab.bench.llm import goodput_summary
+
+    rounds = pd.DataFrame([
+        {"round": r, "engine": e, "goodput_per_s": g, "goodput_upper_per_s": u, "bound": b, "note": ""}
+        for r in range(3) for e, g, u, b in (("openvino", 64.0 + r, None, ""), ("generate", 0.0, 1.5 + r, "upper"))])
+    summary = goodput_summary(rounds)
+    slow = summary.set_index("engine").loc["generate"]
+    assert slow["bound"] == "upper" and slow["goodput_upper_per_s"] == 3.5 and pd.isna(slow["goodput_per_s"])
+    assert slow["goodput"] == "< 3.5/s"
+    row = ratio_target(summary, "openvino", "generate", "ov vs naive", 3.0, smoke=False)
+    assert row["met"] is True and "at least 18.57x" in row["sentence"] and "< 3.5/s" in row["sentence"]
+    assert ratio_target(summary, "openvino", "generate", "ov vs naive", 30.0, smoke=False)["met"] is None
+    flipped = ratio_target(summary, "generate", "openvino", "naive vs ov", 3.0, smoke=False)
+    assert flipped["met"] is None and "only bounded from above" in flipped["sentence"]
