@@ -27,7 +27,7 @@ import pandas as pd
 from optlab.generation.engine import require_engine
 from optlab.generation.service import drive
 from optlab.generation.trace import TraceRequest, at_rate
-from optlab.instruments.generation import RequestRecord, Sla, misses_for_certain, request_frame, summarize
+from optlab.instruments.generation import CertainMiss, RequestRecord, Sla, request_frame, summarize
 from optlab.serving.sla import MIN_P99_REQUESTS, SlaSearch, check_budget, passes, throughput_at_sla
 
 _START_DELAY_NS = 5_000_000  # the first arrival leaves the loop time to start
@@ -94,11 +94,9 @@ class GenerationServer:
 
     def run(self, trace: Sequence[TraceRequest], *, sla: Sla | None = None, n_boot: int = 1000,
             on_token: Callable[[str, int, int], None] | None = None,
-            fail_fast: tuple[float, int] | None = None) -> GenerationResult:
+            fail_fast: CertainMiss | None = None) -> GenerationResult:
         """Offer `trace` open loop; returns the records and the summary (with goodput at `sla` if given).
-        `fail_fast` (TTFT limit in ms, misses): stop early once that many requests have waited longer than
-        the limit for their first token (`instruments.generation.misses_for_certain` gives the number that
-        puts the p99 over it for certain)."""
+        `fail_fast`: stop early once the SLA's p99 is missed for certain (`instruments.generation.CertainMiss`)."""
         if not len(trace):
             raise ValueError("run needs at least one request in the trace; build one with generation.trace")
         pending = sorted(trace, key=lambda r: r.arrival_s)
@@ -114,11 +112,13 @@ class GenerationServer:
         return GenerationResult(records, summary, reason, [reason] if reason else [])
 
     def _loop(self, pending: list[TraceRequest], scheduled: dict[str, int], tokens: dict[str, list[int]],
-              t0: int, on_token, kv: KvTracker, fail_fast: tuple[float, int] | None = None) -> str:
+              t0: int, on_token, kv: KvTracker, fail_fast: CertainMiss | None = None) -> str:
         """Admit on arrival, step while work remains; returns why it stopped early ("" if it ran its course)."""
         clock, engine = self.clock, self.engine
         waiting: dict[str, int] = {}  # admitted, no token yet: request id -> scheduled time
-        late: set[str] = set()  # requests that waited longer than fail_fast's TTFT limit for their first token
+        asked = {r.request_id: r.max_new_tokens for r in pending}
+        started: dict[str, int] = {}  # first token came, last not yet: request id -> its first token's time
+        over: tuple[set[str], set[str]] = (set(), set())  # over fail_fast's TTFT limit, over its TPOT limit
         hard_end = t0 + int(self.max_duration_s * 1e9)
         limit_ns = int(self.saturation_s * 1e9)
         i = 0
@@ -135,14 +135,18 @@ class GenerationServer:
             events = engine.step()
             now = clock.now_ns()
             kv.sample()
-            if fail_fast is not None:  # this step's first tokens came at `now`: they count if that is too late
-                late.update(rid for rid, t in waiting.items() if now - t > fail_fast[0] * 1e6)
-                if len(late) >= fail_fast[1]:
-                    return (f"stopped early: {len(late)} requests waited more than {fail_fast[0]:g} ms for their first "
-                            "token, enough to put TTFT p99 over that limit whatever the others do")
+            if fail_fast is not None:  # this step's tokens came at `now`: a first or last token now counts too
+                over[0].update(rid for rid, t in waiting.items() if fail_fast.ttft_over(now - t))
+                over[1].update(rid for rid, t in started.items() if fail_fast.tpot_over(now - t, asked[rid]))
+                if reason := fail_fast.reason(len(over[0]), len(over[1])):
+                    return reason
             for event in events:
                 tokens[event.request_id].append(now)
                 waiting.pop(event.request_id, None)
+                if event.finished:
+                    started.pop(event.request_id, None)
+                elif len(tokens[event.request_id]) == 1:
+                    started[event.request_id] = now
                 if on_token is not None:
                     on_token(event.request_id, event.token, now)
             if waiting and now - min(waiting.values()) > limit_ns:
@@ -190,8 +194,8 @@ class GoodputSearch(SlaSearch):
     `driver`: "thread" runs each probe through `GenerationServer.run` (driver and serving loop in one
     thread; a `FakeClock` works), "process" through the load generator's own process
     (`generation.service.drive`: the driver of every batch-server figure, its schedule kept by another
-    interpreter). `fail_fast` stops a probe as soon as enough requests have missed the TTFT limit to put its
-    p99 over it for certain (`misses_for_certain` of the probe's requests): a failing probe then costs
+    interpreter). `fail_fast` stops a probe as soon as enough requests are over the TTFT or the TPOT limit to
+    put its p99 over it for certain (`instruments.generation.CertainMiss`): a failing probe then costs
     seconds, not the trace's whole span, and fails as it would have."""
 
     sla: Sla = Sla()
@@ -255,7 +259,7 @@ def generation_probe(make_server: Callable[[], GenerationServer], trace: Sequenc
 
     def probe(rate: float) -> dict[str, Any]:
         timed = at_rate(list(trace), rate, seed=seed)
-        fail_fast = (search.sla.ttft_ms, misses_for_certain(len(timed))) if search.fail_fast else None
+        fail_fast = CertainMiss.of(search.sla, len(timed)) if search.fail_fast else None
         s, stopped = run(make_server(), timed, search.sla, fail_fast)
         row = {**s, "p99_ms": sla_share(s, search.sla), "requests": s["completed"],
                "failed_rate": 1 - s["completed"] / max(s["requests"], 1), "stopped_early": stopped,
@@ -268,14 +272,14 @@ def generation_probe(make_server: Callable[[], GenerationServer], trace: Sequenc
 
 
 def _in_thread(server: GenerationServer, timed: list[TraceRequest], sla: Sla,
-               fail_fast: tuple[float, int] | None = None) -> tuple[dict[str, Any], bool]:
+               fail_fast: CertainMiss | None = None) -> tuple[dict[str, Any], bool]:
     with _closing(server.engine):
         result = server.run(timed, sla=sla, n_boot=200, fail_fast=fail_fast)
     return result.summary, result.stopped_early != ""
 
 
 def _by_process(server: GenerationServer, timed: list[TraceRequest], sla: Sla,
-                fail_fast: tuple[float, int] | None = None) -> tuple[dict[str, Any], bool]:
+                fail_fast: CertainMiss | None = None) -> tuple[dict[str, Any], bool]:
     with _closing(server.engine):
         result = drive(server.engine, timed, [r.arrival_s for r in timed], sla=sla, label=server.label,
                        saturation_s=server.saturation_s, fail_fast=fail_fast)
@@ -292,7 +296,7 @@ def _closing(engine: Any) -> Iterator[None]:
         getattr(engine, "close", lambda: None)()
 
 
-Driver = Callable[[GenerationServer, list[TraceRequest], Sla, "tuple[float, int] | None"], tuple[dict[str, Any], bool]]
+Driver = Callable[[GenerationServer, list[TraceRequest], Sla, "CertainMiss | None"], tuple[dict[str, Any], bool]]
 DRIVERS: dict[str, Driver] = {
     "thread": _in_thread, "process": _by_process}
 

@@ -162,18 +162,23 @@ def test_fail_fast_stops_a_probe_once_its_ttft_p99_is_missed_for_certain_and_cha
     """All 64 requests at once to a one-at-a-time engine (103 ms each): the third waits 246 ms for its first
     token, over 200 ms with the two after it; the run stops there, and a search finds the same goodput with
     and without stopping early, in less simulated time."""
-    from optlab.instruments.generation import misses_for_certain
+    from optlab.instruments.generation import CertainMiss
 
     at_once = [TraceRequest(f"r{i}", 0.0, (1, 2), 10) for i in range(64)]
     sla = Sla(ttft_ms=200, tpot_ms=10)
     clock = FakeClock()
     stopped = GenerationServer(SleepingEngine(clock), clock=clock).run(
-        at_once, sla=sla, n_boot=20, fail_fast=(200.0, misses_for_certain(64)))
+        at_once, sla=sla, n_boot=20, fail_fast=CertainMiss.of(sla, 64))
     assert stopped.stopped_early.startswith("stopped early: ") and "more than 200 ms" in stopped.stopped_early
     assert stopped.summary["completed"] <= 2 and clock.now_ns() < 0.5e9
     clock = FakeClock()
     whole = GenerationServer(SleepingEngine(clock), clock=clock).run(at_once, sla=sla, n_boot=20)
     assert whole.stopped_early == "" and whole.summary["ttft_p99_ms"] > 200  # the whole run misses it too
+    spaced = [TraceRequest(f"s{i}", float(i), (1, 2), 10) for i in range(60)]  # nothing queues; 7 ms per token
+    clock = FakeClock()
+    paced = GenerationServer(SleepingEngine(clock), clock=clock).run(
+        spaced, n_boot=20, fail_fast=CertainMiss.of(Sla(ttft_ms=200, tpot_ms=5), 60))
+    assert "are over TPOT 5 ms" in paced.stopped_early and clock.now_ns() < 1.2e9  # the second request settles it
 
     clocks: list[FakeClock] = []
 
