@@ -16,8 +16,14 @@ serving targets, one run, each a median of interleaved rounds with its range.
 - NNCF weight compression of the OpenVINO IR (int8, int4, int4 AWQ): the same int4 target on the IR itself,
   what the IR really stores read back from it.
 - OpenVINO GenAI: speculative decoding (its draft_model) vs without, TPOT ratio at low and high load, outputs
-  identical under greedy; optlab's TTFT/TPOT vs GenAI's own PerfMetrics within 10%; its LLMPipeline one
-  request at a time in the goodput rounds (shown beside its continuous batching).
+  identical under greedy; optlab's TTFT (over the interval GenAI's stands for, the delivery TTFT and every lag
+  between the clocks beside it) and TPOT vs GenAI's own PerfMetrics within 10%; its LLMPipeline one request at
+  a time in the goodput rounds (shown beside its continuous batching).
+
+Every goodput search is bounded in time (`goodput_search`): a probe stops once its p99 is missed for certain,
+the search is bracketed by the engine's measured saturated rate, and each engine has `goodput_budget_s` per
+round; a search that runs out reports what it found as a bound ("< x/s", "x-y/s", ">= x/s"), and a ratio
+against a bound says "at least" or is not judged, never a figure that was not measured.
 
 The models are the zoo's trained target and draft when `optlab.models.zoo` offers them, else seeded
 random models of the same shape (timing figures do not depend on the weights; speculation's do: its
