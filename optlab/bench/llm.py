@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-output", type=int, default=None, help="the longest output a request asks for")
     parser.add_argument("--max-probes", type=int, default=None, help="probes per goodput search")
     parser.add_argument("--goodput-budget-s", type=float, default=None,
-                        help="seconds per engine per round for its goodput search (default 60 full, 30 smoke); "
+                        help="seconds per engine per round for its goodput search (default 40 full, 30 smoke); "
                              "a search that runs out reports a bound")
     args = parser.parse_args(argv or [])
     settings = Settings.smoke() if args.smoke else Settings()

@@ -31,7 +31,7 @@ class Settings:
     spec_ks: tuple[int, ...] = (1, 2, 4, 6)
     spec_requests: int = 4
     max_probes: int = 8
-    goodput_budget_s: float = 60.0  # per engine per round: no probe starts that cannot end within it
+    goodput_budget_s: float = 40.0  # per engine per round: no probe starts that cannot end within it
 
     @classmethod
     def smoke(cls) -> Settings:
