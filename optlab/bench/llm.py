@@ -226,30 +226,37 @@ def _goodput_text(row: dict[str, Any]) -> str:
         return "-"
     if bound == "lower" or "lower bound" in str(row.get("note", "")):
         return f">= {value:.3g}/s"
+    if bound == "mixed":
+        return (f"{value:.3g}/s in {row['rounds_found']} of {row['rounds']} rounds, < "
+                f"{row['goodput_upper_per_s']:.3g}/s in the others")
     if bound == "bracket" and not missing(row.get("goodput_upper_per_s")):
         return f"{value:.3g}-{row['goodput_upper_per_s']:.3g}/s"
     return f"{value:.3g}/s"
 
 
 def goodput_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per engine: the median and range of the rounds' figures; where a round's budget ran out before any rate
-    passed (bound "upper"), the row is an upper bound: below the highest of the rounds' failing rates (every
-    round's goodput is below it), its figure None."""
+    """Per engine: the median and range of the rounds' figures. Where every round's budget ran out before any
+    rate passed (bound "upper"), the row is an upper bound: below the highest of the rounds' failing rates,
+    its figure None. Where only some did ("mixed": a busy machine passes a rate in one round and fails it in
+    the next), the figure is the median of the rounds that found one and the row says so; no ratio is judged
+    on it."""
     rows = []
     for name, group in frame.groupby("engine", sort=False):
         notes = group["note"].dropna() if "note" in group else []
         bounds = set(group["bound"].fillna("")) if "bound" in group else set()
         row = {"engine": name, **{k: median_of(group, k) for k in MEDIANS},
                "note": "; ".join(sorted({n for n in notes if n}))}
-        if "upper" in bounds:
-            uppers = [u for u in group["goodput_upper_per_s"] if not missing(u)]
+        upper = group["bound"].eq("upper") if "bound" in group else pd.Series(False, index=group.index)
+        uppers = [u for u in group.loc[upper, "goodput_upper_per_s"] if not missing(u)] if upper.any() else []
+        if upper.all():
             rows.append({**row, "goodput_per_s": None, "goodput_low": None, "goodput_high": None, "bound": "upper",
                          "goodput_upper_per_s": max(uppers)})
             continue
-        s = spread(list(group["goodput_per_s"]))
+        s = spread(list(group.loc[~upper, "goodput_per_s"]))  # the rounds that found a rate within the SLA
         bound = "lower" if "lower" in bounds or any("lower bound" in n for n in notes) else ""
         rows.append({**row, "goodput_per_s": s["median"], "goodput_low": s["low"], "goodput_high": s["high"],
-                     "bound": bound, "goodput_upper_per_s": None})
+                     "bound": "mixed" if upper.any() else bound, "goodput_upper_per_s": max(uppers, default=None),
+                     "rounds_found": int((~upper).sum()), "rounds": len(group)})
     summary = pd.DataFrame(rows)
     summary["goodput"] = [_goodput_text(r) for r in summary.to_dict(orient="records")]
     return summary
@@ -279,6 +286,12 @@ def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, go
         return target(label, None, None, COMMAND, f"{label}: not available ({slower} met the SLA at no rate tried; "
                                                   f"{faster}: {a:.3g}/s)")
     ratio = a / b
+    if "mixed" in (fast_bound, slow_bound):
+        mixed = " and ".join(e for e, b_ in ((faster, fast_bound), (slower, slow_bound)) if b_ == "mixed")
+        return target(label, ratio, None, COMMAND,
+                      f"{label}: {times(ratio)} ({faster} {_goodput_text(fast)} vs {slower} {_goodput_text(slow)} at "
+                      f"{SLA.describe()}; not judged: {mixed}'s rounds disagree, some found no rate within the SLA): "
+                      f"{verdict(None)}")
     at_least = fast_bound in ("", "lower") and slow_bound in ("", "upper") and (fast_bound or slow_bound) != ""
     judged = not smoke and goal is not None and (slow_bound != "lower") and (not at_least or ratio >= goal)
     met = bool(ratio >= goal) if judged else None

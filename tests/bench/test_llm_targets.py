@@ -68,3 +68,20 @@ def test_an_upper_bound_on_the_slower_engine_makes_the_ratio_at_least_and_never_
     assert ratio_target(summary, "openvino", "generate", "ov vs naive", 30.0, smoke=False)["met"] is None
     flipped = ratio_target(summary, "generate", "openvino", "naive vs ov", 3.0, smoke=False)
     assert flipped["met"] is None and "only bounded from above" in flipped["sentence"]
+
+
+def test_rounds_that_disagree_are_said_and_judge_nothing():
+    from optlab.bench.llm import goodput_summary
+
+    rounds = pd.DataFrame([
+        {"round": 0, "engine": "paged", "goodput_per_s": 3.31, "goodput_upper_per_s": None, "bound": "lower",
+         "note": ""},
+        *({"round": r, "engine": "paged", "goodput_per_s": 0.0, "goodput_upper_per_s": 3.31, "bound": "upper",
+           "note": ""} for r in (1, 2)),
+        *({"round": r, "engine": "static", "goodput_per_s": 1.0, "goodput_upper_per_s": 1.2, "bound": "", "note": ""}
+          for r in range(3))])
+    summary = goodput_summary(rounds)
+    paged = summary.set_index("engine").loc["paged"]
+    assert paged["bound"] == "mixed" and paged["goodput"] == "3.31/s in 1 of 3 rounds, < 3.31/s in the others"
+    row = ratio_target(summary, "paged", "static", "paged vs static", 1.5, smoke=False)
+    assert row["met"] is None and "not judged: paged's rounds disagree" in row["sentence"]
