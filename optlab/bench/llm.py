@@ -267,7 +267,7 @@ MEDIANS = ("ttft_p99_ms", "tpot_p99_ms", "output_tokens_per_s")
 
 
 def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, goal: float | None,
-                 smoke: bool) -> dict[str, Any]:
+                 smoke: bool, rounds: pd.DataFrame | None = None) -> dict[str, Any]:
     """faster / slower goodput. A lower bound on the faster engine or an upper bound on the slower one (its
     search's time budget ran out before any rate passed: goodput < its failing rate) makes the ratio a lower
     bound: enough to pass a goal, never to miss one; an upper bound on the faster engine or a lower bound on
@@ -287,11 +287,7 @@ def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, go
                                                   f"{faster}: {a:.3g}/s)")
     ratio = a / b
     if "mixed" in (fast_bound, slow_bound):
-        mixed = " and ".join(e for e, b_ in ((faster, fast_bound), (slower, slow_bound)) if b_ == "mixed")
-        return target(label, ratio, None, COMMAND,
-                      f"{label}: {times(ratio)} ({faster} {_goodput_text(fast)} vs {slower} {_goodput_text(slow)} at "
-                      f"{SLA.describe()}; not judged: {mixed}'s rounds disagree, some found no rate within the SLA): "
-                      f"{verdict(None)}")
+        return _mixed_ratio(rounds, faster, slower, label, goal, smoke, fast, slow, fast_bound, slow_bound)
     at_least = fast_bound in ("", "lower") and slow_bound in ("", "upper") and (fast_bound or slow_bound) != ""
     judged = not smoke and goal is not None and (slow_bound != "lower") and (not at_least or ratio >= goal)
     met = bool(ratio >= goal) if judged else None
@@ -306,6 +302,43 @@ def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, go
     return target(label, ratio, met, COMMAND,
                   f"{label}: {'at least ' if at_least else ''}{times(ratio)} ({faster} {_goodput_text(fast)} vs "
                   f"{slower} {_goodput_text(slow)} at {SLA.describe()}{goal_text}): {verdict(met)}")
+
+
+def round_ratio_floors(rounds: pd.DataFrame, faster: str, slower: str) -> list[float | None]:
+    """Per round, what faster / slower goodput is at least (None where that round bounds nothing: the faster
+    engine found no rate within its budget, or the slower one was still passing at its highest probe). A
+    figure or lower bound over a figure or upper bound (a bracket's failing end) is a floor on the ratio."""
+    floors = []
+    for _, group in rounds[rounds["engine"].isin([faster, slower])].groupby("round", sort=True):
+        by = {r["engine"]: r for r in group.to_dict(orient="records")}
+        fast, slow = by.get(faster, {}), by.get(slower, {})
+        a = None if _bound(fast) == "upper" else fast.get("goodput_per_s")
+        b = slow.get("goodput_upper_per_s") if _bound(slow) in ("upper", "bracket") else slow.get("goodput_per_s")
+        floors.append(a / b if not missing(a) and not missing(b) and a > 0 and b > 0 and _bound(slow) != "lower"
+                      else None)
+    return floors
+
+
+def _mixed_ratio(rounds, faster, slower, label, goal, smoke, fast, slow, fast_bound, slow_bound) -> dict[str, Any]:
+    """A ratio where an engine's rounds disagree: judged on the rounds, as their median. With n rounds the
+    median is at least the value that n // 2 + 1 of them are at least, whatever the others are, so the k-th
+    largest per-round floor (k = n // 2 + 1) is a floor on the median, when that many rounds bound it."""
+    mixed = " and ".join(e for e, b_ in ((faster, fast_bound), (slower, slow_bound)) if b_ == "mixed")
+    floors = [] if rounds is None else round_ratio_floors(rounds, faster, slower)
+    known = sorted((f for f in floors if f is not None), reverse=True)
+    k = len(floors) // 2 + 1
+    shown = ", ".join("-" if f is None else f">= {f:.3g}x" for f in floors) or "not given"
+    words = (f"({faster} {_goodput_text(fast)} vs {slower} {_goodput_text(slow)} at {SLA.describe()}; {mixed}'s "
+             f"rounds disagree; per round: {shown}")
+    if len(known) < k:
+        return target(label, None, None, COMMAND, f"{label}: not judged {words}: too few rounds bound the ratio): "
+                                                  f"{verdict(None)}")
+    floor = known[k - 1]
+    met = None if smoke or goal is None or floor < goal else True
+    goal_text = f"; target >= {goal:g}x" if goal else ""
+    return target(label, floor, met, COMMAND,
+                  f"{label}: at least {times(floor)}, the median of {len(floors)} rounds {words}; {k} of them are at "
+                  f"least that{goal_text}): {verdict(met)}")
 
 
 def _bound(row: dict[str, Any]) -> str:
@@ -486,6 +519,7 @@ WASTE_LAYOUT = Layout((
 
 def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     settings = results["settings"]
+    rounds = results["goodput"]
     out.say(f"models: {results['origin']}")
     out.keep("kv_cache_rounds", results["kv"])
     out.blank()
@@ -508,19 +542,20 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     out.blank()
     out.targets([
         kv_cache_target(results["kv"], settings, smoke),
-        ratio_target(summary, "continuous", "static", "continuous vs static batching goodput", 1.5, smoke),
+        ratio_target(summary, "continuous", "static", "continuous vs static batching goodput", 1.5, smoke, rounds),
         waste_target(results["waste"], smoke),
         *speculative_targets(results["speculative"], results["origin"]),
         ratio_target(summary, "continuous", "transformers", "optlab continuous vs transformers generate_batch goodput",
-                     None, smoke),
+                     None, smoke, rounds),
         ratio_target(summary, "openvino", "generate", "OpenVINO GenAI continuous batching vs naive generate "
-                     "one at a time, goodput", 3.0, smoke),
-        ratio_target(summary, "continuous", "openvino", "optlab continuous vs OpenVINO GenAI goodput", None, smoke),
+                     "one at a time, goodput", 3.0, smoke, rounds),
+        ratio_target(summary, "continuous", "openvino", "optlab continuous vs OpenVINO GenAI goodput", None, smoke,
+                     rounds),
         referee_target(results["referee"], smoke),
         int4_target(results["int4"], smoke),
         nncf_int4_target(results["nncf"], smoke),
         ratio_target(summary, "openvino", "openvino-single", "OpenVINO GenAI continuous batching vs its LLMPipeline "
-                     "one at a time, goodput", None, smoke),
+                     "one at a time, goodput", None, smoke, rounds),
         *openvino_targets,
     ])
 

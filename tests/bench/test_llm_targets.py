@@ -83,5 +83,28 @@ def test_rounds_that_disagree_are_said_and_judge_nothing():
     summary = goodput_summary(rounds)
     paged = summary.set_index("engine").loc["paged"]
     assert paged["bound"] == "mixed" and paged["goodput"] == "3.31/s in 1 of 3 rounds, < 3.31/s in the others"
-    row = ratio_target(summary, "paged", "static", "paged vs static", 1.5, smoke=False)
-    assert row["met"] is None and "not judged: paged's rounds disagree" in row["sentence"]
+    row = ratio_target(summary, "paged", "static", "paged vs static", 1.5, smoke=False, rounds=rounds)
+    assert row["met"] is None and "paged's rounds disagree; per round: >= 3.31x, -, -" in row["sentence"]
+    assert "too few rounds bound the ratio" in row["sentence"]
+
+
+def test_a_ratio_whose_rounds_disagree_is_judged_on_the_floor_of_their_median():
+    """Round 1 found no rate for the faster engine (a stall): rounds 0 and 2 are at least 19.9x and 18.2x, so
+    the median of the three is at least 18.2x whatever round 1 was; with only one round bounding it, nothing."""
+    from optlab.bench.llm import goodput_summary, round_ratio_floors
+
+    def frame(fast_rounds):
+        rows = [{"round": r, "engine": "generate", "goodput_per_s": 0.0, "goodput_upper_per_s": 2.11,
+                 "bound": "upper", "note": ""} for r in range(3)]
+        return pd.DataFrame(rows + [{"round": r, "engine": "openvino", "goodput_per_s": g, "goodput_upper_per_s": u,
+                                     "bound": b, "note": ""} for r, (g, u, b) in enumerate(fast_rounds)])
+    rounds = frame([(42.0, None, "lower"), (0.0, 10.5, "upper"), (38.42, 44.0, "")])
+    assert [None if f is None else round(f, 1) for f in round_ratio_floors(rounds, "openvino", "generate")] == \
+        [19.9, None, 18.2]
+    row = ratio_target(goodput_summary(rounds), "openvino", "generate", "ov vs naive", 3.0, smoke=False,
+                       rounds=rounds)
+    assert row["met"] is True and round(row["figure"], 1) == 18.2 and "2 of them are at least that" in row["sentence"]
+    lonely = frame([(42.0, None, "lower"), (0.0, 10.5, "upper"), (0.0, 9.0, "upper")])
+    row = ratio_target(goodput_summary(lonely), "openvino", "generate", "ov vs naive", 3.0, smoke=False,
+                       rounds=lonely)
+    assert row["met"] is None and "too few rounds bound the ratio" in row["sentence"]
