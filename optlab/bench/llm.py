@@ -224,11 +224,11 @@ def _goodput_text(row: dict[str, Any]) -> str:
         return f"< {row['goodput_upper_per_s']:.3g}/s"
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if bound == "mixed":
+        return (f"{value:.3g}/s in {int(row['rounds_found'])} of {int(row['rounds'])} rounds, < "
+                f"{row['goodput_upper_per_s']:.3g}/s in the others")
     if bound == "lower" or "lower bound" in str(row.get("note", "")):
         return f">= {value:.3g}/s"
-    if bound == "mixed":
-        return (f"{value:.3g}/s in {row['rounds_found']} of {row['rounds']} rounds, < "
-                f"{row['goodput_upper_per_s']:.3g}/s in the others")
     if bound == "bracket" and not missing(row.get("goodput_upper_per_s")):
         return f"{value:.3g}-{row['goodput_upper_per_s']:.3g}/s"
     return f"{value:.3g}/s"

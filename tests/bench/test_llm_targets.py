@@ -75,7 +75,7 @@ def test_rounds_that_disagree_are_said_and_judge_nothing():
 
     rounds = pd.DataFrame([
         {"round": 0, "engine": "paged", "goodput_per_s": 3.31, "goodput_upper_per_s": None, "bound": "lower",
-         "note": ""},
+         "note": "still within the SLA at the highest rate probed (3.31/s): a lower bound"},
         *({"round": r, "engine": "paged", "goodput_per_s": 0.0, "goodput_upper_per_s": 3.31, "bound": "upper",
            "note": ""} for r in (1, 2)),
         *({"round": r, "engine": "static", "goodput_per_s": 1.0, "goodput_upper_per_s": 1.2, "bound": "", "note": ""}
