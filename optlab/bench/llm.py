@@ -16,8 +16,14 @@ serving targets, one run, each a median of interleaved rounds with its range.
 - NNCF weight compression of the OpenVINO IR (int8, int4, int4 AWQ): the same int4 target on the IR itself,
   what the IR really stores read back from it.
 - OpenVINO GenAI: speculative decoding (its draft_model) vs without, TPOT ratio at low and high load, outputs
-  identical under greedy; optlab's TTFT/TPOT vs GenAI's own PerfMetrics within 10%; its LLMPipeline one
-  request at a time in the goodput rounds (shown beside its continuous batching).
+  identical under greedy; optlab's TTFT (over the interval GenAI's stands for, the delivery TTFT and every lag
+  between the clocks beside it) and TPOT vs GenAI's own PerfMetrics within 10%; its LLMPipeline one request at
+  a time in the goodput rounds (shown beside its continuous batching).
+
+Every goodput search is bounded in time (`goodput_search`): a probe stops once its p99 is missed for certain,
+the search is bracketed by the engine's measured saturated rate, and each engine has `goodput_budget_s` per
+round; a search that runs out reports what it found as a bound ("< x/s", "x-y/s", ">= x/s"), and a ratio
+against a bound says "at least" or is not judged, never a figure that was not measured.
 
 The models are the zoo's trained target and draft when `optlab.models.zoo` offers them, else seeded
 random models of the same shape (timing figures do not depend on the weights; speculation's do: its
@@ -38,7 +44,7 @@ from optlab.bench.intents import speed_flags
 from optlab.bench.llm_nncf import NNCF_LAYOUT, nncf_int4_target, nncf_rounds
 from optlab.bench.llm_openvino import OPENVINO_GOODPUT, openvino_run, show_openvino
 from optlab.bench.llm_settings import BLOCK_TOKENS, COMMAND, SLA, Settings, make_engine, median_of, ranged, spread
-from optlab.bench.render import Col, Layout, Renderer, target, times, verdict
+from optlab.bench.render import Col, Layout, Renderer, missing, target, times, verdict
 from optlab.bench.zoo import cpu_model
 from optlab.generation.demo import ModelPair, engine_class, missing_engine, models
 from optlab.generation.referee import agreement, referee_rounds
@@ -136,16 +142,56 @@ def kv_cache_target(frame: pd.DataFrame, settings: Settings, smoke: bool) -> dic
 
 # --- goodput at the SLA per engine --------------------------------------------------------------------------
 
+def service_rate(factory: Callable[[], Any], trace, settings: Settings) -> float | None:
+    """Requests/s the engine completes with the trace's first `max_batch` requests offered at once (its
+    saturated rate on this mix; a one-at-a-time engine serves them in turn): no rate above it can be
+    sustained, so it brackets the goodput search (None when nothing completed)."""
+    at_once = [TraceRequest(r.request_id, 0.0, r.prompt_ids, r.max_new_tokens) for r in trace[: settings.max_batch]]
+    engine = factory()
+    try:
+        summary = GenerationServer(engine, saturation_s=60.0).run(at_once, n_boot=10).summary
+    finally:
+        getattr(engine, "close", lambda: None)()
+    return summary.get("request_throughput_per_s") or None
+
+
+def goodput_search(settings: Settings, smoke: bool, requests: int, capacity: float | None,
+                   first: dict[str, Any] | None) -> GoodputSearch:
+    """The serving layer's rate search for one engine in one round, kept cheap without changing what it
+    measures: failing probes stop as soon as the SLA is missed for certain (`fail_fast`); the search starts
+    at half the engine's measured saturated rate (`service_rate`) and goes no higher than twice it (a finite
+    trace offered faster than the engine serves is a burst, not a sustainable rate); no probe starts that
+    cannot end within the engine's time budget for the round (`settings.goodput_budget_s`: a slow engine's
+    probes each last the trace's span, 64 requests at 0.5/s is two minutes); a round after the first starts
+    at the first round's figure (where that was a lower bound, the search stops there). No first probe is
+    slower than the budget allows."""
+    start, ceiling = (4.0 if smoke else 2.0), 1000.0
+    if capacity:
+        start, ceiling = max(0.1, capacity / 2), min(ceiling, max(0.2, 2 * capacity))
+    if first is not None and first.get("goodput_per_s"):
+        start = min(ceiling, float(first["goodput_per_s"]))
+        ceiling = start if first.get("bound") == "lower" else ceiling
+    start = min(ceiling, max(start, requests / settings.goodput_budget_s))  # even the first probe fits the budget
+    return GoodputSearch(sla=SLA, min_requests=requests, start_per_s=start, rel_tol=0.15, max_per_s=ceiling,
+                         max_probes=settings.max_probes, min_per_s=0.1, driver="process",
+                         budget_s=settings.goodput_budget_s)
+
+
 def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, smoke: bool,
                    progress: Callable[[str], None]) -> pd.DataFrame:
     """Goodput at the SLA (the serving layer's rate search, each probe driven by the load generator's
-    process) per engine, engines interleaved within each round."""
-    search = GoodputSearch(sla=SLA, min_requests=len(trace), start_per_s=4.0 if smoke else 2.0, rel_tol=0.15,
-                           max_probes=settings.max_probes, min_per_s=0.1, driver="process")
-    rows = []
+    process; `goodput_search` says how it is kept cheap) per engine, engines interleaved within each round.
+    A round whose time budget ran out keeps what it found as a bound (`bound`: "upper", goodput below
+    `goodput_upper_per_s`; "bracket"), never a figure it did not measure."""
+    rows: list[dict[str, Any]] = []
+    first: dict[str, dict[str, Any]] = {}
+    factories = {name: make_engine(name, model, draft, settings) for name in names}
+    capacity = {name: service_rate(factory, trace, settings) for name, factory in factories.items() if factory}
+    for name, rate in capacity.items():
+        progress(f"  saturated rate {name}: {rate or 0:.3g} requests/s ({settings.max_batch} offered at once)")
     for round_ in range(settings.rounds):
         for name in names:
-            factory = make_engine(name, model, draft, settings)
+            factory = factories[name]
             if factory is None:
                 rows.append({"round": round_, "engine": name, "goodput_per_s": None,
                              "note": missing_engine(name)})
@@ -156,27 +202,64 @@ def goodput_rounds(model, draft, trace, names: list[str], settings: Settings, sm
                 engines.append(factory())
                 return GenerationServer(engines[-1], saturation_s=5.0)
             start = time.perf_counter()
+            search = goodput_search(settings, smoke, len(trace), capacity.get(name), first.get(name))
             try:
                 result = goodput_at_sla(make_server, trace, search, seed=round_)
             finally:
                 for e in engines:
                     getattr(e, "close", lambda: None)()
-            row = {"round": round_, "engine": name, **result.row(), "seconds": time.perf_counter() - start}
+            row = {"round": round_, "engine": name, **result.row(), "saturated_per_s": capacity.get(name),
+                   "seconds": time.perf_counter() - start}
             rows.append(row)
-            progress(f"  goodput {name} round {round_}: {row['goodput_per_s']:.3g}/s ({row['probes']} probes, "
+            first.setdefault(name, row)
+            progress(f"  goodput {name} round {round_}: {_goodput_text(row)} ({row['probes']} probes, "
                      f"{row['seconds']:.0f}s)")
     return pd.DataFrame(rows)
 
 
+def _goodput_text(row: dict[str, Any]) -> str:
+    """One round's or one summary's goodput as a reader should take it: a figure, >= a lower bound, < an upper."""
+    bound, value = row.get("bound") or "", row.get("goodput_per_s")
+    if bound == "upper":
+        return f"< {row['goodput_upper_per_s']:.3g}/s"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if bound == "mixed":
+        return (f"{value:.3g}/s in {int(row['rounds_found'])} of {int(row['rounds'])} rounds, < "
+                f"{row['goodput_upper_per_s']:.3g}/s in the others")
+    if bound == "lower" or "lower bound" in str(row.get("note", "")):
+        return f">= {value:.3g}/s"
+    if bound == "bracket" and not missing(row.get("goodput_upper_per_s")):
+        return f"{value:.3g}-{row['goodput_upper_per_s']:.3g}/s"
+    return f"{value:.3g}/s"
+
+
 def goodput_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per engine: the median and range of the rounds' figures. Where every round's budget ran out before any
+    rate passed (bound "upper"), the row is an upper bound: below the highest of the rounds' failing rates,
+    its figure None. Where only some did ("mixed": a busy machine passes a rate in one round and fails it in
+    the next), the figure is the median of the rounds that found one and the row says so; no ratio is judged
+    on it."""
     rows = []
     for name, group in frame.groupby("engine", sort=False):
-        s = spread(list(group["goodput_per_s"]))
         notes = group["note"].dropna() if "note" in group else []
-        rows.append({"engine": name, "goodput_per_s": s["median"], "goodput_low": s["low"],
-                     "goodput_high": s["high"], **{k: median_of(group, k) for k in MEDIANS},
-                     "note": "; ".join(sorted({n for n in notes if n}))})
-    return pd.DataFrame(rows)
+        bounds = set(group["bound"].fillna("")) if "bound" in group else set()
+        row = {"engine": name, **{k: median_of(group, k) for k in MEDIANS},
+               "note": "; ".join(sorted({n for n in notes if n}))}
+        upper = group["bound"].eq("upper") if "bound" in group else pd.Series(False, index=group.index)
+        uppers = [u for u in group.loc[upper, "goodput_upper_per_s"] if not missing(u)] if upper.any() else []
+        if upper.all():
+            rows.append({**row, "goodput_per_s": None, "goodput_low": None, "goodput_high": None, "bound": "upper",
+                         "goodput_upper_per_s": max(uppers)})
+            continue
+        s = spread(list(group.loc[~upper, "goodput_per_s"]))  # the rounds that found a rate within the SLA
+        bound = "lower" if "lower" in bounds or any("lower bound" in n for n in notes) else ""
+        rows.append({**row, "goodput_per_s": s["median"], "goodput_low": s["low"], "goodput_high": s["high"],
+                     "bound": "mixed" if upper.any() else bound, "goodput_upper_per_s": max(uppers, default=None),
+                     "rounds_found": int((~upper).sum()), "rounds": len(group)})
+    summary = pd.DataFrame(rows)
+    summary["goodput"] = [_goodput_text(r) for r in summary.to_dict(orient="records")]
+    return summary
 
 
 MEDIANS = ("ttft_p99_ms", "tpot_p99_ms", "output_tokens_per_s")
@@ -184,37 +267,97 @@ MEDIANS = ("ttft_p99_ms", "tpot_p99_ms", "output_tokens_per_s")
 
 
 def ratio_target(summary: pd.DataFrame, faster: str, slower: str, label: str, goal: float | None,
-                 smoke: bool) -> dict[str, Any]:
+                 smoke: bool, rounds: pd.DataFrame | None = None) -> dict[str, Any]:
+    """faster / slower goodput. A lower bound on the faster engine or an upper bound on the slower one (its
+    search's time budget ran out before any rate passed: goodput < its failing rate) makes the ratio a lower
+    bound: enough to pass a goal, never to miss one; an upper bound on the faster engine or a lower bound on
+    the slower one leaves no comparison (not judged)."""
     by = summary.set_index("engine")
-    a = by["goodput_per_s"].get(faster) if faster in by.index else None
-    b = by["goodput_per_s"].get(slower) if slower in by.index else None
-    if a is None or b is None or (isinstance(a, float) and math.isnan(a)) or (isinstance(b, float) and math.isnan(b)):
+    if faster not in by.index or slower not in by.index:
         return target(label, None, None, COMMAND, f"{label}: not available ({faster} or {slower} not measured)")
+    fast, slow = by.loc[faster].to_dict(), by.loc[slower].to_dict()
+    fast_bound, slow_bound = _bound(fast), _bound(slow)
+    a = fast.get("goodput_per_s")
+    b = slow.get("goodput_upper_per_s") if slow_bound == "upper" else slow.get("goodput_per_s")
+    if fast_bound == "upper" or missing(a) or missing(b):
+        why = f"{faster} is only bounded from above" if fast_bound == "upper" else f"{faster} or {slower} not measured"
+        return target(label, None, None, COMMAND, f"{label}: not available ({why})")
     if not b:
         return target(label, None, None, COMMAND, f"{label}: not available ({slower} met the SLA at no rate tried; "
                                                   f"{faster}: {a:.3g}/s)")
     ratio = a / b
-    bounded = [e for e in (faster, slower) if "lower bound" in str(by["note"].get(e, ""))]
-    # a lower bound on the faster engine's goodput makes the ratio a lower bound too: enough to pass a goal,
-    # never to miss one; a lower bound on the slower one's makes it an upper bound: enough for neither
-    at_least = bounded == [faster]
-    met = None if smoke or goal is None or (bounded and not (at_least and ratio >= goal)) else bool(ratio >= goal)
+    if "mixed" in (fast_bound, slow_bound):
+        return _mixed_ratio(rounds, faster, slower, label, goal, smoke, fast, slow, fast_bound, slow_bound)
+    at_least = fast_bound in ("", "lower") and slow_bound in ("", "upper") and (fast_bound or slow_bound) != ""
+    judged = not smoke and goal is not None and (slow_bound != "lower") and (not at_least or ratio >= goal)
+    met = bool(ratio >= goal) if judged else None
     goal_text = f"; target >= {goal:g}x" if goal else ""
-    if at_least:
+    if fast_bound == "lower":
         goal_text += f"; at least: {faster} still met the SLA at the highest rate probed"
-    elif bounded:  # the search stopped below the engine's limit: the ratio is not a comparison of goodputs
-        goal_text += f"; not judged: {' and '.join(bounded)} still met the SLA at the highest rate probed"
+    if slow_bound == "upper":
+        goal_text += (f"; at least: {slower}'s search ran out of time before any rate passed, so its goodput is "
+                      f"below {slow['goodput_upper_per_s']:.3g}/s, the lowest rate it failed")
+    if slow_bound == "lower":  # the search stopped below the engine's limit: the ratio is not a comparison of goodputs
+        goal_text += f"; not judged: {slower} still met the SLA at the highest rate probed"
     return target(label, ratio, met, COMMAND,
-                  f"{label}: {'at least ' if at_least else ''}{times(ratio)} ({faster} {a:.3g}/s vs {slower} "
-                  f"{b:.3g}/s at {SLA.describe()}{goal_text}): {verdict(met)}")
+                  f"{label}: {'at least ' if at_least else ''}{times(ratio)} ({faster} {_goodput_text(fast)} vs "
+                  f"{slower} {_goodput_text(slow)} at {SLA.describe()}{goal_text}): {verdict(met)}")
+
+
+def round_ratio_floors(rounds: pd.DataFrame, faster: str, slower: str) -> list[float | None]:
+    """Per round, what faster / slower goodput is at least (None where that round bounds nothing: the faster
+    engine found no rate within its budget, or the slower one was still passing at its highest probe). A
+    figure or lower bound over a figure or upper bound (a bracket's failing end) is a floor on the ratio."""
+    floors = []
+    for _, group in rounds[rounds["engine"].isin([faster, slower])].groupby("round", sort=True):
+        by = {r["engine"]: r for r in group.to_dict(orient="records")}
+        fast, slow = by.get(faster, {}), by.get(slower, {})
+        a = None if _bound(fast) == "upper" else fast.get("goodput_per_s")
+        b = slow.get("goodput_upper_per_s") if _bound(slow) in ("upper", "bracket") else slow.get("goodput_per_s")
+        floors.append(a / b if not missing(a) and not missing(b) and a > 0 and b > 0 and _bound(slow) != "lower"
+                      else None)
+    return floors
+
+
+def _mixed_ratio(rounds, faster, slower, label, goal, smoke, fast, slow, fast_bound, slow_bound) -> dict[str, Any]:
+    """A ratio where an engine's rounds disagree: judged on the rounds, as their median. With n rounds the
+    median is at least the value that n // 2 + 1 of them are at least, whatever the others are, so the k-th
+    largest per-round floor (k = n // 2 + 1) is a floor on the median, when that many rounds bound it."""
+    mixed = " and ".join(e for e, b_ in ((faster, fast_bound), (slower, slow_bound)) if b_ == "mixed")
+    floors = [] if rounds is None else round_ratio_floors(rounds, faster, slower)
+    known = sorted((f for f in floors if f is not None), reverse=True)
+    k = len(floors) // 2 + 1
+    shown = ", ".join("-" if f is None else f">= {f:.3g}x" for f in floors) or "not given"
+    words = (f"({faster} {_goodput_text(fast)} vs {slower} {_goodput_text(slow)} at {SLA.describe()}; {mixed}'s "
+             f"rounds disagree; per round: {shown}")
+    if len(known) < k:
+        return target(label, None, None, COMMAND, f"{label}: not judged {words}: too few rounds bound the ratio): "
+                                                  f"{verdict(None)}")
+    floor = known[k - 1]
+    met = None if smoke or goal is None or floor < goal else True
+    goal_text = f"; target >= {goal:g}x" if goal else ""
+    return target(label, floor, met, COMMAND,
+                  f"{label}: at least {times(floor)}, the median of {len(floors)} rounds {words}; {k} of them are at "
+                  f"least that{goal_text}): {verdict(met)}")
+
+
+def _bound(row: dict[str, Any]) -> str:
+    """A summary row's bound: "upper", "lower" (its column, or a lower-bound note) or ""."""
+    bound = row.get("bound")
+    bound = "" if missing(bound) else str(bound)
+    return bound or ("lower" if "lower bound" in str(row.get("note", "")) else "")
 
 
 # --- paged vs contiguous KV ----------------------------------------------------------------------------------
 
+WASTE_RATE_PER_S = 2.0  # below the continuous engines' goodput: the share does not depend on the rate, the time does
+
+
 def kv_waste(model, trace, settings: Settings, progress) -> pd.DataFrame:
     """The share of reserved KV bytes that held nothing, per engine, serving the trace at one moderate
-    rate (contiguous reserves the model's context per sequence, as a cache without per-request limits must;
-    paged allocates blocks on demand), and the concurrency a fixed budget fits, from the trace's lengths."""
+    rate (WASTE_RATE_PER_S; contiguous reserves the model's context per sequence, as a cache without
+    per-request limits must; paged allocates blocks on demand), and the concurrency a fixed budget fits,
+    from the trace's lengths."""
     context = model.config.max_position_embeddings
     lengths = np.array([len(r.prompt_ids) + r.max_new_tokens for r in trace])
     budget_tokens = settings.max_batch * context  # the budget: max_batch contiguous sequences
@@ -226,7 +369,7 @@ def kv_waste(model, trace, settings: Settings, progress) -> pd.DataFrame:
         if factory is None:
             row.update(unused_share=None, note=missing_engine(name))
             continue
-        result = GenerationServer(factory(), saturation_s=30.0).run(trace, n_boot=100)
+        result = GenerationServer(factory(), saturation_s=30.0).run(at_rate(list(trace), WASTE_RATE_PER_S), n_boot=100)
         row.update(unused_share=result.summary.get("kv_cache_unused_share"),
                    reserved_mb=result.summary.get("kv_cache_reserved_mb"),
                    used_mb=result.summary.get("kv_cache_used_mb"), note="")
@@ -360,7 +503,7 @@ def referee_target(frame: pd.DataFrame, smoke: bool) -> dict[str, Any]:
 
 
 GOODPUT_LAYOUT = Layout((
-    Col("engine", "engine", 14, "<"), Col("goodput_per_s", "goodput/s", 11, spec=".3g"),
+    Col("engine", "engine", 16, "<"), Col("goodput", "goodput", 14),
     Col("goodput_low", "low", 9, spec=".3g"), Col("goodput_high", "high", 9, spec=".3g"),
     Col("ttft_p99_ms", "TTFT p99 ms", 13, spec=".4g"), Col("tpot_p99_ms", "TPOT p99 ms", 13, spec=".3g"),
     Col("output_tokens_per_s", "out tok/s", 11, spec=".4g"), Col("note", "note", 40, "<", before="  ")))
@@ -376,6 +519,7 @@ WASTE_LAYOUT = Layout((
 
 def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     settings = results["settings"]
+    rounds = results["goodput"]
     out.say(f"models: {results['origin']}")
     out.keep("kv_cache_rounds", results["kv"])
     out.blank()
@@ -398,19 +542,20 @@ def show(out: Renderer, results: dict[str, Any], smoke: bool) -> None:
     out.blank()
     out.targets([
         kv_cache_target(results["kv"], settings, smoke),
-        ratio_target(summary, "continuous", "static", "continuous vs static batching goodput", 1.5, smoke),
+        ratio_target(summary, "continuous", "static", "continuous vs static batching goodput", 1.5, smoke, rounds),
         waste_target(results["waste"], smoke),
         *speculative_targets(results["speculative"], results["origin"]),
         ratio_target(summary, "continuous", "transformers", "optlab continuous vs transformers generate_batch goodput",
-                     None, smoke),
+                     None, smoke, rounds),
         ratio_target(summary, "openvino", "generate", "OpenVINO GenAI continuous batching vs naive generate "
-                     "one at a time, goodput", 3.0, smoke),
-        ratio_target(summary, "continuous", "openvino", "optlab continuous vs OpenVINO GenAI goodput", None, smoke),
+                     "one at a time, goodput", 3.0, smoke, rounds),
+        ratio_target(summary, "continuous", "openvino", "optlab continuous vs OpenVINO GenAI goodput", None, smoke,
+                     rounds),
         referee_target(results["referee"], smoke),
         int4_target(results["int4"], smoke),
         nncf_int4_target(results["nncf"], smoke),
         ratio_target(summary, "openvino", "openvino-single", "OpenVINO GenAI continuous batching vs its LLMPipeline "
-                     "one at a time, goodput", None, smoke),
+                     "one at a time, goodput", None, smoke, rounds),
         *openvino_targets,
     ])
 
@@ -424,9 +569,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=None, help="requests in the trace (default: 64 full, 12 smoke)")
     parser.add_argument("--max-output", type=int, default=None, help="the longest output a request asks for")
     parser.add_argument("--max-probes", type=int, default=None, help="probes per goodput search")
+    parser.add_argument("--goodput-budget-s", type=float, default=None,
+                        help="seconds per engine per round for its goodput search (default 40 full, 30 smoke); "
+                             "a search that runs out reports a bound")
     args = parser.parse_args(argv or [])
     settings = Settings.smoke() if args.smoke else Settings()
+    if args.goodput_budget_s is not None and not args.goodput_budget_s > 0:
+        parser.error(f"--goodput-budget-s must be > 0 seconds, got {args.goodput_budget_s:g}")
     changes = {"rounds": args.rounds, "requests": args.requests, "max_probes": args.max_probes,
+               "goodput_budget_s": args.goodput_budget_s,
                "output_tokens": (min(settings.output_tokens[0], args.max_output), args.max_output)
                if args.max_output else None}
     settings = Settings(**{**settings.__dict__, **{k: v for k, v in changes.items() if v}})

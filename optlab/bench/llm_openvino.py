@@ -10,7 +10,7 @@ import pandas as pd
 from optlab.bench.llm_settings import COMMAND, Settings, make_engine, median_of, ranged, spread
 from optlab.bench.render import Col, Layout, Renderer, missing, target, times, verdict
 from optlab.generation.demo import engine_class, missing_engine
-from optlab.generation.openvino_metrics import compare, serve_alone
+from optlab.generation.openvino_metrics import LAGS, compare, serve_alone
 from optlab.generation.server import GenerationServer
 from optlab.generation.trace import TraceRequest
 
@@ -111,19 +111,22 @@ def openvino_metrics_rounds(model, trace, settings: Settings, progress) -> pd.Da
             finally:
                 getattr(engine, "close", lambda: None)()
             rows.append(row)
-            progress(f"  PerfMetrics {name} round {round_}: optlab/GenAI TTFT {times(row['ttft_ratio'])}, "
+            progress(f"  PerfMetrics {name} round {round_}: optlab/GenAI TTFT same interval "
+                     f"{times(row['engine_ratio'])} (delivery {times(row['ttft_ratio'])}), "
                      f"TPOT {times(row['tpot_ratio'])}")
     return pd.DataFrame(rows)
 
 
 def openvino_metrics_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per engine: the medians over rounds of both sides' means and ratios, with the ratios' ranges."""
+    """Per engine: the medians over rounds of both sides' means, optlab's engine-interval TTFT and the lags
+    between the clocks (`openvino_metrics.LAGS`), and the ratios with their ranges."""
     rows = []
     for name, group in frame.groupby("engine", sort=False):
         row = {"engine": name, "note": "; ".join(sorted(set(group["note"].dropna()))) if "note" in group else ""}
-        for column in ("optlab_ttft_ms", "genai_ttft_ms", "optlab_tpot_ms", "genai_tpot_ms", "lag_ms"):
+        for column in ("optlab_ttft_ms", "engine_ttft_ms", "genai_ttft_ms", "optlab_tpot_ms", "genai_tpot_ms",
+                       *LAGS):
             row[column] = median_of(group, column)
-        for column in ("ttft_ratio", "tpot_ratio"):
+        for column in ("ttft_ratio", "engine_ratio", "tpot_ratio"):
             s = spread(list(pd.to_numeric(group[column], errors="coerce"))) if column in group else spread([])
             row.update({column: s["median"], f"{column}_text": ranged(s, ".2f", "x")})
         rows.append(row)
@@ -131,21 +134,32 @@ def openvino_metrics_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def openvino_metrics_targets(summary: pd.DataFrame, smoke: bool) -> list[dict[str, Any]]:
-    """optlab / GenAI PerfMetrics within 0.9-1.1 for both TTFT and TPOT, one target per engine."""
+    """optlab / GenAI PerfMetrics within 0.9-1.1, one target per engine, judged on the interval both time:
+    TTFT from just before GenAI's call to the token reaching optlab's engine (`engine_ratio`) and TPOT; the
+    delivery TTFT (from the scheduled arrival to the server's stamp) and every lag between the clocks are in
+    the sentence, so what separates the client's figure from GenAI's is said, not hidden."""
     rows = []
     for row in summary.to_dict(orient="records"):
-        label = f"optlab instruments vs GenAI PerfMetrics ({row['engine']}): TTFT and TPOT within 10%"
-        ttft, tpot = row.get("ttft_ratio"), row.get("tpot_ratio")
-        if missing(ttft) or missing(tpot):
+        label = (f"optlab instruments vs GenAI PerfMetrics ({row['engine']}): TTFT (same interval) and TPOT "
+                 "within 10%")
+        engine, tpot = row.get("engine_ratio"), row.get("tpot_ratio")
+        if missing(engine) or missing(tpot):
             rows.append(target(label, None, None, COMMAND, f"{label}: not available {row.get('note') or ''}"))
             continue
-        met = None if smoke else bool(0.9 <= ttft <= 1.1 and 0.9 <= tpot <= 1.1)
-        rows.append(target(label, ttft, met, COMMAND,
-                           f"{label}: optlab / GenAI TTFT {row['ttft_ratio_text']} ({row['optlab_ttft_ms']:.3g} vs "
-                           f"{row['genai_ttft_ms']:.3g} ms), TPOT {row['tpot_ratio_text']} ({row['optlab_tpot_ms']:.3g}"
-                           f" vs {row['genai_tpot_ms']:.3g} ms), each request alone; GenAI's first-token stamp to the "
-                           f"engine receiving it {_ms_text(row.get('lag_ms'))}: {verdict(met)}"))
+        met = None if smoke else bool(0.9 <= engine <= 1.1 and 0.9 <= tpot <= 1.1)
+        lags = ", ".join(f"{words} {_ms_text(row.get(column))}" for column, words in LAG_WORDS.items())
+        rows.append(target(label, engine, met, COMMAND,
+                           f"{label}: optlab / GenAI TTFT over the same interval {row['engine_ratio_text']} "
+                           f"({row['engine_ttft_ms']:.3g} vs {row['genai_ttft_ms']:.3g} ms), TPOT "
+                           f"{row['tpot_ratio_text']} ({row['optlab_tpot_ms']:.3g} vs {row['genai_tpot_ms']:.3g} ms); "
+                           f"delivery TTFT (scheduled arrival to the server's stamp) {row['optlab_ttft_ms']:.3g} ms = "
+                           f"{row['ttft_ratio_text']} GenAI's; between them: {lags} (each request alone): "
+                           f"{verdict(met)}"))
     return rows
+
+
+LAG_WORDS = {"before_ms": "schedule to hand-over", "submit_ms": "hand-over to GenAI's clock start",
+             "lag_ms": "GenAI's first-token stamp to optlab's engine", "after_ms": "engine to server stamp"}
 
 
 def openvino_run(model, draft, trace, settings: Settings, progress) -> dict[str, pd.DataFrame]:
@@ -155,11 +169,13 @@ def openvino_run(model, draft, trace, settings: Settings, progress) -> dict[str,
 
 
 OPENVINO_METRICS_LAYOUT = Layout((
-    Col("engine", "engine", 16, "<"), Col("optlab_ttft_ms", "optlab TTFT", 12, spec=".3g"),
-    Col("genai_ttft_ms", "GenAI TTFT", 12, spec=".3g"), Col("ttft_ratio", "ratio", 8, spec=".2f"),
-    Col("optlab_tpot_ms", "optlab TPOT", 13, spec=".3g"), Col("genai_tpot_ms", "GenAI TPOT", 12, spec=".3g"),
-    Col("tpot_ratio", "ratio", 8, spec=".2f"), Col("lag_ms", "lag ms", 9, spec=".3g"),
-    Col("note", "note", 30, "<", before="  ")))
+    Col("engine", "engine", 16, "<"), Col("optlab_ttft_ms", "delivery", 10, spec=".3g"),
+    Col("before_ms", "before", 8, spec=".2g"), Col("engine_ttft_ms", "engine", 8, spec=".3g"),
+    Col("submit_ms", "submit", 8, spec=".2g"), Col("genai_ttft_ms", "GenAI", 8, spec=".3g"),
+    Col("lag_ms", "hand-off", 9, spec=".2g"), Col("after_ms", "after", 7, spec=".2g"),
+    Col("engine_ratio", "ratio", 7, spec=".2f"), Col("ttft_ratio", "delivery ratio", 15, spec=".2f"),
+    Col("optlab_tpot_ms", "TPOT optlab", 12, spec=".3g"), Col("genai_tpot_ms", "GenAI", 8, spec=".3g"),
+    Col("tpot_ratio", "ratio", 7, spec=".2f"), Col("note", "note", 30, "<", before="  ")))
 
 
 def show_openvino(out: Renderer, results: dict[str, pd.DataFrame], origin: str, smoke: bool) -> list[dict[str, Any]]:
@@ -167,8 +183,11 @@ def show_openvino(out: Renderer, results: dict[str, pd.DataFrame], origin: str, 
     out.keep("openvino_speculative_rounds", results["speculative"])
     out.keep("openvino_metrics_rounds", results["metrics"])
     summary = openvino_metrics_summary(results["metrics"])
-    out.say("optlab's instruments vs OpenVINO GenAI's PerfMetrics, each request alone (ms, medians over rounds; "
-            "lag: GenAI's first-token stamp to the engine receiving it):")
+    out.say("optlab's instruments vs OpenVINO GenAI's PerfMetrics, each request alone (ms, medians over rounds). "
+            "TTFT: delivery = before (schedule to hand-over) + engine (optlab's stamps around GenAI's call) + after "
+            "(engine to the server's stamp); engine = submit (to GenAI's clock start) + GenAI + hand-off (GenAI's "
+            "first-token stamp to optlab's engine); ratio = engine / GenAI (judged), delivery ratio = delivery / "
+            "GenAI:")
     out.table("openvino_metrics", OPENVINO_METRICS_LAYOUT, summary.to_dict(orient="records"))
     return [*openvino_speculative_targets(results["speculative"], origin), *openvino_metrics_targets(summary, smoke)]
 

@@ -31,11 +31,12 @@ class Settings:
     spec_ks: tuple[int, ...] = (1, 2, 4, 6)
     spec_requests: int = 4
     max_probes: int = 8
+    goodput_budget_s: float = 40.0  # per engine per round: no probe starts that cannot end within it
 
     @classmethod
     def smoke(cls) -> Settings:
         return cls(new_tokens=24, requests=12, prompt_tokens=(4, 16), output_tokens=(4, 16), rounds=1,
-                   spec_ks=(2,), spec_requests=2, max_probes=3)
+                   spec_ks=(2,), spec_requests=2, max_probes=3, goodput_budget_s=30.0)
 
 
 def spread(values: list[float]) -> dict[str, float | None]:

@@ -193,6 +193,7 @@ class OpenVINOEngine:
         self._live: dict[str, tuple[Any, int, int]] = {}  # request id -> (handle, tokens emitted, asked)
         self._figures: dict[str, GenAIFigures] = {}
         self._first_ms: dict[str, float] = {}  # request id -> when its first token came back from a step
+        self._handed_ms: dict[str, float] = {}  # request id -> just before add_request (monotonic ms)
         self._next_id = 0
         self.weights = weights
 
@@ -203,7 +204,9 @@ class OpenVINOEngine:
             raise ValueError(f"request {request_id!r}: a {len(prompt_ids)}-token prompt exceeds max_batched_tokens"
                              f"={self.max_batched_tokens} (prompts are prefilled whole here); raise max_batched_tokens")
         ids = self._ov.Tensor(np.asarray([prompt_ids], dtype=np.int64))
-        handle = self.pipeline.add_request(self._next_id, ids, greedy_config(self._genai, max_new_tokens, self.k))
+        config = greedy_config(self._genai, max_new_tokens, self.k)
+        self._handed_ms[request_id] = monotonic_ms()  # the last moment before GenAI has the request
+        handle = self.pipeline.add_request(self._next_id, ids, config)
         self._next_id += 1
         self._known.add(request_id)
         self._live[request_id] = (handle, 0, int(max_new_tokens))
@@ -232,7 +235,8 @@ class OpenVINOEngine:
             if done:  # one that ended without its last token (ignored, cancelled) is left unanswered: not completed
                 del self._live[request_id]
                 first_ms = self._first_ms.pop(request_id, None)
-                self._figures[request_id] = figures_from(handle.get_perf_metrics(), first_ms)
+                self._figures[request_id] = figures_from(handle.get_perf_metrics(), first_ms,
+                                                         self._handed_ms.pop(request_id, None))
             else:
                 self._live[request_id] = (handle, emitted + len(new), asked)
         return events

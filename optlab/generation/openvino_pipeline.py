@@ -199,6 +199,7 @@ class OpenVINOSingleEngine:
         streamer = _lockstep_streamer(self._genai, self, request.max_new_tokens)
         ids = self._ov.Tensor(np.asarray([request.prompt_ids], dtype=np.int64))
         config = ove.greedy_config(self._genai, request.max_new_tokens, self.k)
+        handed_ms = monotonic_ms()  # the last moment before GenAI has the request
         try:
             result = self.pipeline.generate(ids, config, streamer)
         except Exception as error:  # noqa: BLE001 - handed to step(), which raises it on the server's thread
@@ -206,7 +207,7 @@ class OpenVINOSingleEngine:
                 self._out.put(("error", error))
             return
         if streamer.delivered >= request.max_new_tokens:  # a complete answer: its figures are kept
-            self._figures[request.request_id] = figures_from(result.perf_metrics, streamer.first_ms)
+            self._figures[request.request_id] = figures_from(result.perf_metrics, streamer.first_ms, handed_ms)
         elif not self._closed:
             self._out.put(("end", None))
 

@@ -27,8 +27,8 @@ import pandas as pd
 from optlab.generation.engine import require_engine
 from optlab.generation.service import drive
 from optlab.generation.trace import TraceRequest, at_rate
-from optlab.instruments.generation import RequestRecord, Sla, request_frame, summarize
-from optlab.serving.sla import MIN_P99_REQUESTS, SlaSearch, passes, throughput_at_sla
+from optlab.instruments.generation import CertainMiss, RequestRecord, Sla, request_frame, summarize
+from optlab.serving.sla import MIN_P99_REQUESTS, SlaSearch, check_budget, passes, throughput_at_sla
 
 _START_DELAY_NS = 5_000_000  # the first arrival leaves the loop time to start
 
@@ -93,8 +93,10 @@ class GenerationServer:
         self.label = label or type(engine).__name__
 
     def run(self, trace: Sequence[TraceRequest], *, sla: Sla | None = None, n_boot: int = 1000,
-            on_token: Callable[[str, int, int], None] | None = None) -> GenerationResult:
-        """Offer `trace` open loop; returns the records and the summary (with goodput at `sla` if given)."""
+            on_token: Callable[[str, int, int], None] | None = None,
+            fail_fast: CertainMiss | None = None) -> GenerationResult:
+        """Offer `trace` open loop; returns the records and the summary (with goodput at `sla` if given).
+        `fail_fast`: stop early once the SLA's p99 is missed for certain (`instruments.generation.CertainMiss`)."""
         if not len(trace):
             raise ValueError("run needs at least one request in the trace; build one with generation.trace")
         pending = sorted(trace, key=lambda r: r.arrival_s)
@@ -102,7 +104,7 @@ class GenerationServer:
         scheduled = {r.request_id: t0 + int(r.arrival_s * 1e9) for r in pending}
         tokens: dict[str, list[int]] = {r.request_id: [] for r in pending}
         kv = KvTracker(self.engine)
-        reason = self._loop(pending, scheduled, tokens, t0, on_token, kv)
+        reason = self._loop(pending, scheduled, tokens, t0, on_token, kv, fail_fast)
         records = [RequestRecord(r.request_id, scheduled[r.request_id], tuple(tokens[r.request_id]),
                                  len(r.prompt_ids), r.max_new_tokens) for r in trace]
         summary = summarize(records, sla=sla, n_boot=n_boot, kv_cache=kv.figures())
@@ -110,10 +112,13 @@ class GenerationServer:
         return GenerationResult(records, summary, reason, [reason] if reason else [])
 
     def _loop(self, pending: list[TraceRequest], scheduled: dict[str, int], tokens: dict[str, list[int]],
-              t0: int, on_token, kv: KvTracker) -> str:
+              t0: int, on_token, kv: KvTracker, fail_fast: CertainMiss | None = None) -> str:
         """Admit on arrival, step while work remains; returns why it stopped early ("" if it ran its course)."""
         clock, engine = self.clock, self.engine
         waiting: dict[str, int] = {}  # admitted, no token yet: request id -> scheduled time
+        asked = {r.request_id: r.max_new_tokens for r in pending}
+        started: dict[str, int] = {}  # first token came, last not yet: request id -> its first token's time
+        over: tuple[set[str], set[str]] = (set(), set())  # over fail_fast's TTFT limit, over its TPOT limit
         hard_end = t0 + int(self.max_duration_s * 1e9)
         limit_ns = int(self.saturation_s * 1e9)
         i = 0
@@ -130,9 +135,18 @@ class GenerationServer:
             events = engine.step()
             now = clock.now_ns()
             kv.sample()
+            if fail_fast is not None:  # this step's tokens came at `now`: a first or last token now counts too
+                over[0].update(rid for rid, t in waiting.items() if fail_fast.ttft_over(now - t))
+                over[1].update(rid for rid, t in started.items() if fail_fast.tpot_over(now - t, asked[rid]))
+                if reason := fail_fast.reason(len(over[0]), len(over[1])):
+                    return reason
             for event in events:
                 tokens[event.request_id].append(now)
                 waiting.pop(event.request_id, None)
+                if event.finished:
+                    started.pop(event.request_id, None)
+                elif len(tokens[event.request_id]) == 1:
+                    started[event.request_id] = now
                 if on_token is not None:
                     on_token(event.request_id, event.token, now)
             if waiting and now - min(waiting.values()) > limit_ns:
@@ -180,10 +194,13 @@ class GoodputSearch(SlaSearch):
     `driver`: "thread" runs each probe through `GenerationServer.run` (driver and serving loop in one
     thread; a `FakeClock` works), "process" through the load generator's own process
     (`generation.service.drive`: the driver of every batch-server figure, its schedule kept by another
-    interpreter)."""
+    interpreter). `fail_fast` stops a probe as soon as enough requests are over the TTFT or the TPOT limit to
+    put its p99 over it for certain (`instruments.generation.CertainMiss`): a failing probe then costs
+    seconds, not the trace's whole span, and fails as it would have."""
 
     sla: Sla = Sla()
     driver: str = "thread"
+    fail_fast: bool = True
     max_p99_ms: float = 1.0
     min_requests: int = 64
     start_per_s: float = 2.0
@@ -198,21 +215,28 @@ class GoodputSearch(SlaSearch):
             raise ValueError(f"rel_tol must be in (0, 1), got {self.rel_tol!r}")
         if self.driver not in DRIVERS:
             raise ValueError(f"unknown driver {self.driver!r}; use one of {', '.join(DRIVERS)}")
+        check_budget(self.budget_s)
 
 
 @dataclass
 class GoodputResult:
-    """The highest offered rate meeting both limits (0 when none did), the figures there, and every probe."""
+    """The highest offered rate meeting both limits (0 when none did), the figures there, and every probe;
+    `upper_per_s` and `bound` as `sla.SlaResult` has them ("upper": the time budget ran out before any rate
+    passed, so only goodput < `upper_per_s` is known; "bracket": it ran out between the two; "lower": still
+    within the SLA at the highest rate probed)."""
 
     goodput_per_s: float
     at_best: dict[str, Any]
     curve: pd.DataFrame
     search: GoodputSearch
     notes: list[str] = field(default_factory=list)
+    upper_per_s: float | None = None
+    bound: str = ""
 
     def row(self) -> dict[str, Any]:
         best = self.at_best
-        return {"goodput_per_s": self.goodput_per_s, "sla": self.search.sla.describe(),
+        return {"goodput_per_s": self.goodput_per_s, "goodput_upper_per_s": self.upper_per_s, "bound": self.bound,
+                "sla": self.search.sla.describe(),
                 "ttft_p99_ms": best.get("ttft_p99_ms"), "tpot_p99_ms": best.get("tpot_p99_ms"),
                 "output_tokens_per_s": best.get("output_tokens_per_s"), "probes": len(self.curve),
                 "noisy": bool(best.get("requests", 0) < MIN_P99_REQUESTS), "note": "; ".join(self.notes)}
@@ -234,7 +258,9 @@ def generation_probe(make_server: Callable[[], GenerationServer], trace: Sequenc
     run = DRIVERS[search.driver]
 
     def probe(rate: float) -> dict[str, Any]:
-        s, stopped = run(make_server(), at_rate(list(trace), rate, seed=seed), search.sla)
+        timed = at_rate(list(trace), rate, seed=seed)
+        fail_fast = CertainMiss.of(search.sla, len(timed)) if search.fail_fast else None
+        s, stopped = run(make_server(), timed, search.sla, fail_fast)
         row = {**s, "p99_ms": sla_share(s, search.sla), "requests": s["completed"],
                "failed_rate": 1 - s["completed"] / max(s["requests"], 1), "stopped_early": stopped,
                "rate_per_s": rate, "offered_per_s": rate}
@@ -245,16 +271,18 @@ def generation_probe(make_server: Callable[[], GenerationServer], trace: Sequenc
     return probe
 
 
-def _in_thread(server: GenerationServer, timed: list[TraceRequest], sla: Sla) -> tuple[dict[str, Any], bool]:
+def _in_thread(server: GenerationServer, timed: list[TraceRequest], sla: Sla,
+               fail_fast: CertainMiss | None = None) -> tuple[dict[str, Any], bool]:
     with _closing(server.engine):
-        result = server.run(timed, sla=sla, n_boot=200)
+        result = server.run(timed, sla=sla, n_boot=200, fail_fast=fail_fast)
     return result.summary, result.stopped_early != ""
 
 
-def _by_process(server: GenerationServer, timed: list[TraceRequest], sla: Sla) -> tuple[dict[str, Any], bool]:
+def _by_process(server: GenerationServer, timed: list[TraceRequest], sla: Sla,
+                fail_fast: CertainMiss | None = None) -> tuple[dict[str, Any], bool]:
     with _closing(server.engine):
         result = drive(server.engine, timed, [r.arrival_s for r in timed], sla=sla, label=server.label,
-                       saturation_s=server.saturation_s)
+                       saturation_s=server.saturation_s, fail_fast=fail_fast)
     return {**result.summary, "engine": server.label}, bool(result.summary["stopped_early"])
 
 
@@ -268,7 +296,8 @@ def _closing(engine: Any) -> Iterator[None]:
         getattr(engine, "close", lambda: None)()
 
 
-DRIVERS: dict[str, Callable[[GenerationServer, list[TraceRequest], Sla], tuple[dict[str, Any], bool]]] = {
+Driver = Callable[[GenerationServer, list[TraceRequest], Sla, "CertainMiss | None"], tuple[dict[str, Any], bool]]
+DRIVERS: dict[str, Driver] = {
     "thread": _in_thread, "process": _by_process}
 
 
@@ -283,16 +312,25 @@ def goodput_at_sla(make_server: Callable[[], GenerationServer], trace: Sequence[
     found = throughput_at_sla(generation_probe(make_server, trace, search, seed=seed, on_probe=on_probe), search)
     curve = found.curve.rename(columns={"p99_ms": "sla_share"})
     notes = []
+    if found.bound == "upper":
+        upper = f"{found.upper_per_s:.3g}/s"
+        notes.append(f"an upper bound: the search's time budget ({search.budget_s:g} s) ran out before any rate met "
+                     f"{search.sla.describe()}; {upper} failed, so goodput < {upper}")
+        return GoodputResult(0.0, {}, curve, search, notes, found.upper_per_s, "upper")
     if not found.met:
         lowest = curve.iloc[0]
         notes.append(f"nothing meets {search.sla.describe()}: at the lowest rate tried "
                      f"({lowest['offered_per_s']:.3g}/s) "
                      f"TTFT p99 {_ms(lowest.get('ttft_p99_ms'))}, TPOT p99 {_ms(lowest.get('tpot_p99_ms'))}")
-        return GoodputResult(0.0, {}, curve, search, notes)
+        return GoodputResult(0.0, {}, curve, search, notes, found.upper_per_s)
     best = curve[(curve["offered_per_s"] == found.throughput_per_s) & curve["passed"]].iloc[-1].to_dict()
-    if len(found.notes) and "lower bound" in found.notes[0]:
+    if found.bound == "lower":
         notes.append(f"still within the SLA at the highest rate probed ({found.throughput_per_s:.3g}/s): a lower bound")
-    return GoodputResult(found.throughput_per_s, best, curve, search, notes)
+    elif found.bound == "bracket":
+        why = "the time budget" if found.notes and "time budget" in found.notes[0] else "the probes"
+        notes.append(f"a bracket: {why} ran out between {found.throughput_per_s:.3g}/s (passed) and "
+                     f"{found.upper_per_s:.3g}/s (failed)")
+    return GoodputResult(found.throughput_per_s, best, curve, search, notes, found.upper_per_s, found.bound)
 
 
 def _ms(value: Any) -> str:

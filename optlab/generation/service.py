@@ -28,7 +28,7 @@ import numpy as np
 
 from optlab.generation.engine import require_engine
 from optlab.generation.trace import TraceRequest
-from optlab.instruments.generation import Sla, meets
+from optlab.instruments.generation import CertainMiss, Sla, meets
 from optlab.serving import loadgen
 from optlab.serving.schedules import Replay
 from optlab.serving.server import ERROR, OK, TIMEOUT, Reply
@@ -41,10 +41,10 @@ class _Scheduler(NamedTuple):
 
 
 class _InFlight:
-    __slots__ = ("request_id", "on_done", "admitted_ns", "first_ns", "tokens")
+    __slots__ = ("request_id", "on_done", "admitted_ns", "first_ns", "tokens", "asked")
 
-    def __init__(self, request_id: int, on_done: Callable[[Reply], None], admitted_ns: int):
-        self.request_id, self.on_done, self.admitted_ns = request_id, on_done, admitted_ns
+    def __init__(self, request_id: int, on_done: Callable[[Reply], None], admitted_ns: int, asked: int = 0):
+        self.request_id, self.on_done, self.admitted_ns, self.asked = request_id, on_done, admitted_ns, asked
         self.first_ns = self.tokens = 0
 
 
@@ -56,7 +56,8 @@ class GenerationService:
 
     workers = 1
 
-    def __init__(self, engine: Any, *, label: str = "", threads: int = 1, saturation_s: float | None = None):
+    def __init__(self, engine: Any, *, label: str = "", threads: int = 1, saturation_s: float | None = None,
+                 fail_fast: CertainMiss | None = None):
         require_engine(engine)
         self.engine = engine
         self.name = label or type(engine).__name__
@@ -69,6 +70,10 @@ class GenerationService:
         self._failed = ""
         self._thread: threading.Thread | None = None
         self._limit_ns = None if saturation_s is None else int(saturation_s * 1e9)
+        # stop once the SLA's p99 is missed for certain (times from admission: from the scheduled send, the
+        # load generator's clock, they are longer still)
+        self._fail_fast = fail_fast
+        self._over: tuple[set[str], set[str]] = (set(), set())  # over the TTFT limit, over the TPOT limit
         self.saturated = False
 
     def __enter__(self) -> "GenerationService":
@@ -116,7 +121,7 @@ class GenerationService:
                 except (ValueError, TypeError, AttributeError) as exc:  # a bad request, answered; the rest go on
                     on_done(Reply(request_id, ERROR, now, time.monotonic_ns(), 0, error=str(exc)))
                     continue
-                live[key] = _InFlight(request_id, on_done, now)
+                live[key] = _InFlight(request_id, on_done, now, int(payload.max_new_tokens))
             if not engine.has_work():
                 self._answer_unfinished(live)
                 self._wake.wait(0.05)
@@ -132,6 +137,8 @@ class GenerationService:
                                                   for e in live.values()):
                 self._saturate(live, now)
                 return
+            if self._fail_fast is not None and self._missed_for_certain(live, now):
+                return
             in_step = len(live)
             for event in events:
                 entry = live[event.request_id]
@@ -142,6 +149,22 @@ class GenerationService:
                     del live[event.request_id]
                     entry.on_done(Reply(entry.request_id, OK, entry.admitted_ns, now, in_step,
                                         first_token_ns=entry.first_ns, tokens=entry.tokens))
+
+    def _missed_for_certain(self, live: dict[str, _InFlight], now: int) -> bool:
+        """Counts the requests over the TTFT limit (no first token after the limit; this step's tokens came at
+        `now` at the earliest, so a first token now counts too) and over the TPOT limit (`CertainMiss`); once
+        either reaches the number that puts the p99 over it whatever the rest do, the run stops as `_saturate`
+        stops it, with its reason."""
+        rule, (ttft, tpot) = self._fail_fast, self._over
+        ttft.update(key for key, e in live.items() if e.tokens == 0 and rule.ttft_over(now - e.admitted_ns))
+        tpot.update(key for key, e in live.items() if e.tokens and rule.tpot_over(now - e.first_ns, e.asked))
+        reason = rule.reason(len(ttft), len(tpot))
+        if not reason:
+            return False
+        self.saturated = True
+        self.notes.append(reason)
+        self._answer_pending(live, now, TIMEOUT, "stopped early: the SLA was missed for certain")
+        return True
 
     @staticmethod
     def _answer_unfinished(live: dict[str, _InFlight]) -> None:
@@ -177,12 +200,14 @@ class GenerationService:
 
 def drive(engine: Any, trace: Sequence[TraceRequest], offsets_s: Sequence[float], *,
           indices: Sequence[int] | None = None, sla: Sla | None = None, label: str = "",
-          drain_s: float = 120.0, saturation_s: float | None = None) -> loadgen.LoadResult:
+          drain_s: float = 120.0, saturation_s: float | None = None,
+          fail_fast: CertainMiss | None = None) -> loadgen.LoadResult:
     """Offer `trace`'s requests to `engine` at `offsets_s` (seconds from the start, sorted) through the
     load generator's process: request i is `trace[indices[i] % len(trace)]` (`indices` default 0, 1, ...).
     The summary gains TTFT/TPOT percentiles and, with `sla`, `good_requests` and `goodput_per_s`
     (requests that completed within both limits, per second of the run). With `saturation_s` the run
-    stops early (`stopped_early`) once a request has waited that long for its first token."""
+    stops early (`stopped_early`) once a request has waited that long for its first token; with `fail_fast`
+    once its SLA's p99 is missed for certain (`instruments.generation.CertainMiss`)."""
     offsets = np.asarray(offsets_s, dtype=np.float64)
     if offsets.size == 0 or not len(trace):
         raise ValueError("drive needs at least one arrival and one request; build a trace with generation.trace")
@@ -192,7 +217,7 @@ def drive(engine: Any, trace: Sequence[TraceRequest], offsets_s: Sequence[float]
     with tempfile.TemporaryDirectory(prefix="optlab-arrivals-") as folder:
         path = Path(folder) / "arrivals.npy"
         np.save(path, offsets)
-        service = GenerationService(engine, label=label, saturation_s=saturation_s)
+        service = GenerationService(engine, label=label, saturation_s=saturation_s, fail_fast=fail_fast)
         result = loadgen.run(service, list(trace), Replay(str(path)), keys=keys, drain_s=drain_s, saturation_s=60.0)
     if service.saturated:
         result.summary.update(stopped_early=True, stop_reason=service.notes[-1])

@@ -124,6 +124,46 @@ def quantile_figures(name: str, values: np.ndarray, *, n_boot: int = 1000, seed:
     return out
 
 
+def misses_for_certain(n: int, quantile: float = 0.99) -> int:
+    """How many of `n` values over a limit put their `quantile` (np.quantile's linear rule, as every figure
+    here is computed) over it whatever the others are: the values from the one at floor(q (n - 1)) up.
+    A run that has seen this many requests miss a limit has missed its p99 for certain, so it can stop."""
+    if n < 1:
+        raise ValueError(f"misses_for_certain needs n >= 1 values, got {n}")
+    return n - math.floor(quantile * (n - 1))
+
+
+@dataclass(frozen=True)
+class CertainMiss:
+    """When a run has missed `sla` at p99 for certain, so it can stop: `misses` requests (`misses_for_certain`
+    of its request count) over the TTFT limit, or as many over the TPOT limit. A request is over the TTFT
+    limit once it has waited longer than that for its first token; over the TPOT limit once the time since its
+    first token exceeds the limit times (tokens asked - 1), since its last token comes then or later."""
+
+    sla: Sla
+    misses: int
+
+    @classmethod
+    def of(cls, sla: Sla, requests: int) -> CertainMiss:
+        return cls(sla, misses_for_certain(requests))
+
+    def ttft_over(self, waited_ns: int) -> bool:
+        return waited_ns > self.sla.ttft_ms * 1e6
+
+    def tpot_over(self, since_first_ns: int, asked: int) -> bool:
+        return asked > 1 and since_first_ns > self.sla.tpot_ms * 1e6 * (asked - 1)
+
+    def reason(self, ttft_over: int, tpot_over: int) -> str:
+        """Why the run stops ("" while it need not): which limit enough requests are over."""
+        if ttft_over >= self.misses:
+            return (f"stopped early: {ttft_over} requests waited more than {self.sla.ttft_ms:g} ms for their first "
+                    "token, enough to put TTFT p99 over that limit whatever the others do")
+        if tpot_over >= self.misses:
+            return (f"stopped early: {tpot_over} requests are over TPOT {self.sla.tpot_ms:g} ms whatever their "
+                    "remaining tokens take, enough to put TPOT p99 over that limit")
+        return ""
+
+
 def meets(frame: pd.DataFrame, sla: Sla) -> pd.Series:
     """Per request: completed, TTFT within the limit and TPOT within it (a one-token answer has no TPOT
     to miss)."""

@@ -2,7 +2,11 @@
 
 `throughput_at_sla` finds the highest offered load whose p99 stays within the limit: it brackets
 (doubling or halving the rate until one probe passes and one fails), then bisects between them
-in log space. A failing rate is probed again `confirm_failures` times and fails only if every
+in log space. With `budget_s` the search starts no probe that cannot end within its time budget (a
+probe lasts at least `min_requests / rate` seconds) and says what it has found when the budget is
+spent: a bracket (the highest rate that passed, `upper_per_s` the lowest that failed above it) or,
+when nothing has passed yet, only an upper bound (`bound == "upper"`: goodput < `upper_per_s`), never
+a zero that was not measured. A failing rate is probed again `confirm_failures` times and fails only if every
 probe fails (a single stall of a shared machine can push one probe's p99 over; every probe is
 kept in the curve, so this is visible). Each probe is an open-loop Poisson run long enough for a
 valid p99 (>= 662 requests, MLPerf LoadGen's own minimum) that must also not stop early or fail
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -40,8 +45,10 @@ class SlaSearch:
     max_per_s: float = 100_000.0
     max_probes: int = 20
     confirm_failures: int = 1  # re-probes of a failing rate: a shared machine stalls at random
+    budget_s: float | None = None  # no probe starts that cannot end within this many seconds of the search
 
     def __post_init__(self):
+        check_budget(self.budget_s)
         if not self.max_p99_ms > 0:
             raise ValueError(f"max_p99_ms must be > 0, got {self.max_p99_ms!r}")
         if self.min_requests < MIN_P99_REQUESTS:
@@ -51,15 +58,28 @@ class SlaSearch:
             raise ValueError(f"rel_tol must be in (0, 1), got {self.rel_tol!r}")
 
 
+def check_budget(budget_s: float | None) -> None:
+    """A search's time budget is a positive number of seconds, or None for none."""
+    if budget_s is not None and not (budget_s > 0 and math.isfinite(budget_s)):
+        raise ValueError(f"budget_s must be a positive number of seconds or None, got {budget_s!r}")
+
+
 @dataclass
 class SlaResult:
-    """The highest passing offered load (0 when none passed) and every probe."""
+    """The highest passing offered load (0 when none passed) and every probe. `upper_per_s` is the lowest
+    failing load above it (None when no probe failed there); `bound` says what the figure is: "" a figure
+    (the search narrowed it to `rel_tol`, or nothing passed down to `min_per_s`), "lower" (still passing at
+    the highest load probed), "bracket" (the probes or the time budget ran out between the two), "upper"
+    (the time budget ran out before any load passed: only `upper_per_s` is known)."""
 
     throughput_per_s: float
     p99_ms: float  # at that load
     curve: pd.DataFrame
     search: SlaSearch
     notes: list[str] = field(default_factory=list)
+    upper_per_s: float | None = None
+    bound: str = ""
+    seconds: float | None = None
 
     @property
     def met(self) -> bool:
@@ -82,9 +102,22 @@ def passes(summary: dict[str, Any], search: SlaSearch) -> bool:
 def throughput_at_sla(probe: Probe, search: SlaSearch = SlaSearch()) -> SlaResult:
     """Bracket, then bisect, the offered load with `probe(rate) -> summary row` (see `server_probe`)."""
     rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    spent = False  # the time budget stopped the search
+
+    def affordable(rate: float) -> bool:
+        """Within the budget: the first probe always runs; a later one only if it can end in time."""
+        nonlocal spent
+        if search.budget_s is None or not rows:
+            return True
+        floor_s = max(search.probe_s, search.min_requests / rate)
+        spent = spent or time.monotonic() - started + floor_s > search.budget_s
+        return not spent
 
     def measure(rate: float) -> bool:
-        for _ in range(1 + search.confirm_failures):
+        for i in range(1 + search.confirm_failures):
+            if i and not affordable(rate):  # an unconfirmed failure still fails: the rate is not passed
+                return False
             summary = dict(probe(rate))
             ok = passes(summary, search)
             rows.append({**summary, "offered_per_s": rate, "passed": ok})
@@ -98,6 +131,8 @@ def throughput_at_sla(probe: Probe, search: SlaSearch = SlaSearch()) -> SlaResul
         low = rate
         while high is None and len(rows) < search.max_probes and rate < search.max_per_s:
             rate = min(rate * 2, search.max_per_s)
+            if not affordable(rate):
+                break
             if measure(rate):
                 low = rate
             else:
@@ -106,6 +141,8 @@ def throughput_at_sla(probe: Probe, search: SlaSearch = SlaSearch()) -> SlaResul
         high = rate
         while low is None and len(rows) < search.max_probes and rate > search.min_per_s:
             rate = max(rate / 2, search.min_per_s)
+            if not affordable(rate):
+                break
             if measure(rate):
                 low = rate
             else:
@@ -113,21 +150,32 @@ def throughput_at_sla(probe: Probe, search: SlaSearch = SlaSearch()) -> SlaResul
     notes = []
     while low is not None and high is not None and high / low - 1 > search.rel_tol and len(rows) < search.max_probes:
         middle = math.sqrt(low * high)
+        if not affordable(middle):
+            break
         if measure(middle):
             low = middle
         else:
             high = middle
     curve = pd.DataFrame(rows).sort_values("offered_per_s", kind="stable").reset_index(drop=True)
+    seconds = time.monotonic() - started
+    budget = f"the time budget ({search.budget_s:g} s)" if spent else f"{len(rows)} probes"
     if low is None:
-        notes.append(no_rate_note(curve, search))
         closest = curve.loc[curve["p99_ms"].idxmin()] if curve["p99_ms"].notna().any() else curve.iloc[0]
-        return SlaResult(0.0, float(closest["p99_ms"]), curve, search, notes)
+        if spent:
+            notes.append(f"an upper bound: {budget} ran out before any load met p99 <= {search.max_p99_ms:g} ms; "
+                         f"the lowest tried ({high:.4g}/s) failed, so the throughput at the SLA is below it")
+            return SlaResult(0.0, float(closest["p99_ms"]), curve, search, notes, high, "upper", seconds)
+        notes.append(no_rate_note(curve, search))
+        return SlaResult(0.0, float(closest["p99_ms"]), curve, search, notes, high, "", seconds)
+    bound = ""
     if high is None:
         notes.append(f"still within the SLA at the highest load probed ({low:.4g}/s): a lower bound")
+        bound = "lower"
     elif high / low - 1 > search.rel_tol:
-        notes.append(f"stopped after {len(rows)} probes between {low:.4g}/s and {high:.4g}/s")
+        notes.append(f"stopped after {budget} between {low:.4g}/s and {high:.4g}/s: a bracket")
+        bound = "bracket"
     best = curve[(curve["offered_per_s"] == low) & curve["passed"]].iloc[-1]
-    return SlaResult(float(low), float(best["p99_ms"]), curve, search, notes)
+    return SlaResult(float(low), float(best["p99_ms"]), curve, search, notes, high, bound, seconds)
 
 
 def why_failed(probe: dict[str, Any], search: SlaSearch) -> str:

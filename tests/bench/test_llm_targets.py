@@ -48,3 +48,63 @@ def test_the_nncf_int4_target_judges_the_int4_row_on_size_and_perplexity_and_say
     assert nncf_int4_target(_nncf(0.2, 0.05), smoke=True)["met"] is None
     failed = nncf_int4_target(_nncf(None, None, "failed: RuntimeError: no int4"), smoke=False)
     assert failed["met"] is None and "not available (failed: RuntimeError: no int4)" in failed["sentence"]
+
+
+def test_an_upper_bound_on_the_slower_engine_makes_the_ratio_at_least_and_never_a_miss():
+    """A slow engine whose time budget ran out before any rate passed is below its failing rate: the ratio
+    against it is a lower bound (passes a goal, never misses one); an upper bound on the faster one compares
+    nothing. The summary keeps the bound, never a zero goodput."""
+    from optlab.bench.llm import goodput_summary
+
+    rounds = pd.DataFrame([
+        {"round": r, "engine": e, "goodput_per_s": g, "goodput_upper_per_s": u, "bound": b, "note": ""}
+        for r in range(3) for e, g, u, b in (("openvino", 64.0 + r, None, ""), ("generate", 0.0, 1.5 + r, "upper"))])
+    summary = goodput_summary(rounds)
+    slow = summary.set_index("engine").loc["generate"]
+    assert slow["bound"] == "upper" and slow["goodput_upper_per_s"] == 3.5 and pd.isna(slow["goodput_per_s"])
+    assert slow["goodput"] == "< 3.5/s"
+    row = ratio_target(summary, "openvino", "generate", "ov vs naive", 3.0, smoke=False)
+    assert row["met"] is True and "at least 18.57x" in row["sentence"] and "< 3.5/s" in row["sentence"]
+    assert ratio_target(summary, "openvino", "generate", "ov vs naive", 30.0, smoke=False)["met"] is None
+    flipped = ratio_target(summary, "generate", "openvino", "naive vs ov", 3.0, smoke=False)
+    assert flipped["met"] is None and "only bounded from above" in flipped["sentence"]
+
+
+def test_rounds_that_disagree_are_said_and_judge_nothing():
+    from optlab.bench.llm import goodput_summary
+
+    rounds = pd.DataFrame([
+        {"round": 0, "engine": "paged", "goodput_per_s": 3.31, "goodput_upper_per_s": None, "bound": "lower",
+         "note": "still within the SLA at the highest rate probed (3.31/s): a lower bound"},
+        *({"round": r, "engine": "paged", "goodput_per_s": 0.0, "goodput_upper_per_s": 3.31, "bound": "upper",
+           "note": ""} for r in (1, 2)),
+        *({"round": r, "engine": "static", "goodput_per_s": 1.0, "goodput_upper_per_s": 1.2, "bound": "", "note": ""}
+          for r in range(3))])
+    summary = goodput_summary(rounds)
+    paged = summary.set_index("engine").loc["paged"]
+    assert paged["bound"] == "mixed" and paged["goodput"] == "3.31/s in 1 of 3 rounds, < 3.31/s in the others"
+    row = ratio_target(summary, "paged", "static", "paged vs static", 1.5, smoke=False, rounds=rounds)
+    assert row["met"] is None and "paged's rounds disagree; per round: >= 3.31x, -, -" in row["sentence"]
+    assert "too few rounds bound the ratio" in row["sentence"]
+
+
+def test_a_ratio_whose_rounds_disagree_is_judged_on_the_floor_of_their_median():
+    """Round 1 found no rate for the faster engine (a stall): rounds 0 and 2 are at least 19.9x and 18.2x, so
+    the median of the three is at least 18.2x whatever round 1 was; with only one round bounding it, nothing."""
+    from optlab.bench.llm import goodput_summary, round_ratio_floors
+
+    def frame(fast_rounds):
+        rows = [{"round": r, "engine": "generate", "goodput_per_s": 0.0, "goodput_upper_per_s": 2.11,
+                 "bound": "upper", "note": ""} for r in range(3)]
+        return pd.DataFrame(rows + [{"round": r, "engine": "openvino", "goodput_per_s": g, "goodput_upper_per_s": u,
+                                     "bound": b, "note": ""} for r, (g, u, b) in enumerate(fast_rounds)])
+    rounds = frame([(42.0, None, "lower"), (0.0, 10.5, "upper"), (38.42, 44.0, "")])
+    assert [None if f is None else round(f, 1) for f in round_ratio_floors(rounds, "openvino", "generate")] == \
+        [19.9, None, 18.2]
+    row = ratio_target(goodput_summary(rounds), "openvino", "generate", "ov vs naive", 3.0, smoke=False,
+                       rounds=rounds)
+    assert row["met"] is True and round(row["figure"], 1) == 18.2 and "2 of them are at least that" in row["sentence"]
+    lonely = frame([(42.0, None, "lower"), (0.0, 10.5, "upper"), (0.0, 9.0, "upper")])
+    row = ratio_target(goodput_summary(lonely), "openvino", "generate", "ov vs naive", 3.0, smoke=False,
+                       rounds=lonely)
+    assert row["met"] is None and "too few rounds bound the ratio" in row["sentence"]

@@ -127,6 +127,15 @@ def test_optlab_and_perf_metrics_time_the_same_requests(pair, engine_name):
     for name in ("optlab_ttft_ms", "genai_ttft_ms", "ttft_ratio", "optlab_tpot_ms", "genai_tpot_ms", "tpot_ratio"):
         assert math.isfinite(row[name]) and row[name] > 0, name
     assert row["lag_ms"] is not None and math.isfinite(row["lag_ms"])
+    # every event on one clock, in order: scheduled <= handed <= GenAI's start, its stamp <= received <= delivered;
+    # the pieces add up to both TTFTs per request, so nothing between the two clocks is left unshown
+    frame = comparison.requests
+    for name in ("before_ms", "submit_ms", "lag_ms", "after_ms"):
+        assert (frame[name] >= -0.01).all(), name  # GenAI rounds its own figures to the microsecond
+    assert np.allclose(frame["before_ms"] + frame["engine_ttft_ms"] + frame["after_ms"], frame["ttft_ms"], atol=1e-3)
+    assert np.allclose(frame["submit_ms"] + frame["genai_ttft_ms"] + frame["lag_ms"], frame["engine_ttft_ms"],
+                       atol=1e-3)
+    assert row["engine_ratio"] == pytest.approx(row["engine_ttft_ms"] / row["genai_ttft_ms"])
     assert comparison.requests["genai_tokens"].tolist() == [r.max_new_tokens for r in requests]
     assert comparison.requests["output_tokens"].tolist() == [r.max_new_tokens for r in requests]
     getattr(engine, "close", lambda: None)()

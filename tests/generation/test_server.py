@@ -156,3 +156,42 @@ def test_goodput_search_driven_by_the_load_generators_process():
     assert result.at_best["engine"] == "WallSleepingEngine" and result.at_best["completed"] == 60
     with pytest.raises(ValueError, match="unknown driver"):
         GoodputSearch(driver="carrier-pigeon")
+
+
+def test_fail_fast_stops_a_probe_once_its_ttft_p99_is_missed_for_certain_and_changes_no_verdict():
+    """All 64 requests at once to a one-at-a-time engine (103 ms each): the third waits 246 ms for its first
+    token, over 200 ms with the two after it; the run stops there, and a search finds the same goodput with
+    and without stopping early, in less simulated time."""
+    from optlab.instruments.generation import CertainMiss
+
+    at_once = [TraceRequest(f"r{i}", 0.0, (1, 2), 10) for i in range(64)]
+    sla = Sla(ttft_ms=200, tpot_ms=10)
+    clock = FakeClock()
+    stopped = GenerationServer(SleepingEngine(clock), clock=clock).run(
+        at_once, sla=sla, n_boot=20, fail_fast=CertainMiss.of(sla, 64))
+    assert stopped.stopped_early.startswith("stopped early: ") and "more than 200 ms" in stopped.stopped_early
+    assert stopped.summary["completed"] <= 2 and clock.now_ns() < 0.5e9
+    clock = FakeClock()
+    whole = GenerationServer(SleepingEngine(clock), clock=clock).run(at_once, sla=sla, n_boot=20)
+    assert whole.stopped_early == "" and whole.summary["ttft_p99_ms"] > 200  # the whole run misses it too
+    spaced = [TraceRequest(f"s{i}", float(i), (1, 2), 10) for i in range(60)]  # nothing queues; 7 ms per token
+    clock = FakeClock()
+    paced = GenerationServer(SleepingEngine(clock), clock=clock).run(
+        spaced, n_boot=20, fail_fast=CertainMiss.of(Sla(ttft_ms=200, tpot_ms=5), 60))
+    assert "are over TPOT 5 ms" in paced.stopped_early and clock.now_ns() < 1.2e9  # the second request settles it
+
+    clocks: list[FakeClock] = []
+
+    def make_server():
+        clocks.append(FakeClock())
+        return GenerationServer(SleepingEngine(clocks[-1]), clock=clocks[-1], saturation_s=5.0)
+
+    trace = poisson_trace(TraceSpec(rate_per_s=1.0, requests=80, output_tokens=(10, 10), seed=1))
+    found = {}
+    for fail_fast in (False, True):
+        clocks.clear()
+        search = GoodputSearch(sla=sla, min_requests=80, start_per_s=1.0, rel_tol=0.1, fail_fast=fail_fast)
+        result = goodput_at_sla(make_server, trace, search)
+        found[fail_fast] = (result.goodput_per_s, result.curve["passed"].tolist(), sum(c.now_ns() for c in clocks))
+    assert found[True][:2] == found[False][:2]  # the same probes pass and fail: the same goodput
+    assert found[True][2] < found[False][2]  # in less (simulated) time

@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from optlab.generation.engine import SequentialEngine, TokenEvent
 from optlab.generation.service import GenerationService, drive
 from optlab.generation.trace import TraceSpec, poisson_trace
-from optlab.instruments.generation import Sla
+from optlab.instruments.generation import CertainMiss, Sla
 
 PREFILL_S, DECODE_S = 0.040, 0.010
 
@@ -121,3 +121,15 @@ def test_an_engine_that_cannot_keep_up_ends_the_run_early_and_says_so():
     assert result.summary["stopped_early"] and "over-saturated" in result.summary["stop_reason"]
     assert 1 <= result.summary["ok"] < 10 and result.summary["timeouts"] >= 1
     assert time.monotonic() - started < 0.9 + 2.0  # not the ~0.9 s the backlog needs plus a drain's wait
+
+
+def test_fail_fast_ends_the_run_once_enough_requests_missed_the_ttft_limit_for_certain():
+    trace = _trace(10)  # one at a time, ~0.09 s each: the third request waits ~0.18 s for its first token
+    result = drive(SleepingEngine(), trace, np.arange(10) * 1e-3, fail_fast=CertainMiss(Sla(100.0, 50.0), 2))
+    assert result.summary["stopped_early"] and result.summary["stop_reason"].startswith("stopped early: ")
+    assert "waited more than 100 ms for their first token" in result.summary["stop_reason"]
+    assert 1 <= result.summary["ok"] < 10 and result.summary["timeouts"] >= 1
+    calm = drive(SleepingEngine(), trace, np.arange(10) * 0.2, fail_fast=CertainMiss(Sla(100.0, 50.0), 2))  # no queue
+    assert not calm.summary["stopped_early"] and calm.summary["completed"] == 10
+    paced = drive(SleepingEngine(), trace, np.arange(10) * 0.2, fail_fast=CertainMiss(Sla(1000.0, 5.0), 2))
+    assert paced.summary["stopped_early"] and "are over TPOT 5 ms" in paced.summary["stop_reason"]  # 10 ms a token

@@ -103,3 +103,26 @@ def test_candidate_frame_ranks_candidates_and_reports_the_stated_load():
     assert list(frame.candidate) == ["fast", "slow"]
     assert frame.loc[0, "throughput_at_sla_per_s"] > frame.loc[1, "throughput_at_sla_per_s"]
     assert {"p99_at_stated_load_ms", "shed_rate_at_stated_load", "policy"} <= set(frame.columns)
+
+
+def test_a_time_budget_starts_no_probe_that_cannot_end_in_time_and_reports_a_bound():
+    # a probe at rate r lasts at least min_requests / r seconds (662 / r): with 2 s, no probe below 331/s starts
+    tried = []
+
+    def recorded(rate):
+        tried.append(rate)
+        return synthetic(rate)
+    upper = throughput_at_sla(recorded, SlaSearch(max_p99_ms=1.0, start_per_s=4000.0, budget_s=2.0,
+                                                  confirm_failures=0))
+    assert tried == [4000.0, 2000.0, 1000.0, 500.0] and not upper.met  # 250/s would need 2.6 s: never started
+    assert upper.bound == "upper" and upper.upper_per_s == 500.0  # goodput < 500/s, which is not "nothing meets"
+    assert "an upper bound" in upper.notes[0] and "nothing meets" not in upper.notes[0]
+    # a bracket: passed at 1,000/s, failed at 2,000/s, and the middle (1,414/s) would need 0.47 s of 0.4 s
+    bracket = throughput_at_sla(synthetic, SlaSearch(start_per_s=1000.0, probe_s=0.1, budget_s=0.4,
+                                                     confirm_failures=0))
+    assert (bracket.throughput_per_s, bracket.upper_per_s, bracket.bound) == (1000.0, 2000.0, "bracket")
+    assert "the time budget (0.4 s)" in bracket.notes[0]
+    free = throughput_at_sla(synthetic, SlaSearch(start_per_s=1000.0, rel_tol=0.02, confirm_failures=0))
+    assert free.bound == "" and free.upper_per_s is not None and free.upper_per_s / free.throughput_per_s <= 1.02
+    with pytest.raises(ValueError, match="budget_s must be a positive number"):
+        SlaSearch(budget_s=0)
