@@ -108,3 +108,12 @@ def test_a_ratio_whose_rounds_disagree_is_judged_on_the_floor_of_their_median():
     row = ratio_target(goodput_summary(lonely), "openvino", "generate", "ov vs naive", 3.0, smoke=False,
                        rounds=lonely)
     assert row["met"] is None and "too few rounds bound the ratio" in row["sentence"]
+
+
+def test_same_tokens_compares_what_both_runs_produced_and_catches_one_different_token():
+    from optlab.bench.llm import same_tokens
+
+    reference = {"a": [1, 2, 3], "b": [4, 5], "c": [6]}
+    assert same_tokens({"a": [1, 2, 3], "b": [4, 5], "c": [6]}, reference)
+    assert same_tokens({"a": [1, 2], "b": [], "c": [6]}, reference)  # cut short by an early stop
+    assert not same_tokens({"a": [1, 9, 3], "b": [4, 5], "c": [6]}, reference)
