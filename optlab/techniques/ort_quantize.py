@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from optlab.data.calibration import calibration_rows
+from optlab.instruments.environment import cpu_info
 from optlab.models.candidate import Candidate, OnnxModel
 from optlab.models.runtimes import load_onnxruntime
 from optlab.recipes.recipe import Quantize, UnsupportedRecipe
@@ -149,6 +150,23 @@ def _graph_inputs(path: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in initializers]
 
 
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def reduce_range() -> bool:
+    """Whether int8 weights must use 7 bits on this CPU: an x86 CPU without VNNI multiplies u8 x s8
+    with `vpmaddubsw`, whose 16-bit pair sums saturate when both weights of a pair are near 127, and
+    ONNX Runtime's u8s8 kernels then return wrong numbers (seen: the digits CNN's logits off by more
+    than 10% of their scale on an AVX2-only EPYC; exact on AVX-512 VNNI). ONNX Runtime's own advice
+    for such CPUs is `reduce_range`; a CPU with VNNI (or not x86) keeps all 8 bits."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    _, flags = cpu_info()
+    return not (flags & VNNI_FLAGS)
+
+
 def _dynamic(recipe: Quantize, source: Path, out: Path, workdir: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -156,12 +174,13 @@ def _dynamic(recipe: Quantize, source: Path, out: Path, workdir: Path) -> dict[s
     proto = gemm_to_matmul(onnx.load(str(source)))
     rewritten = workdir / (out.stem + "-matmul.onnx")
     onnx.save(proto, str(rewritten))
+    seven_bits = reduce_range()
     quantize_dynamic(str(rewritten), str(out), op_types_to_quantize=DYNAMIC_OPS, per_channel=recipe.per_channel,
-                     reduce_range=False, weight_type=QuantType.QInt8,
+                     reduce_range=seven_bits, weight_type=QuantType.QInt8,
                      extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
     rewritten.unlink(missing_ok=True)
     return {"format": "dynamic (MatMulInteger / DynamicQuantizeLinear)", "op_types": DYNAMIC_OPS,
-            "per_channel": recipe.per_channel}
+            "per_channel": recipe.per_channel, "reduce_range": seven_bits}
 
 
 class _Reader:
@@ -202,15 +221,16 @@ def _static(recipe: Quantize, source: Path, out: Path, data: Any) -> dict[str, A
     names = _graph_inputs(source)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[recipe.calibration]
+    seven_bits = reduce_range()
     quantize_static(  # its progress prints and log lines are collected by the caller
         str(source), str(out), Reader(rows, names), quant_format=QuantFormat.QDQ, op_types_to_quantize=STATIC_OPS,
-        per_channel=recipe.per_channel, reduce_range=False, activation_type=QuantType.QUInt8,
+        per_channel=recipe.per_channel, reduce_range=seven_bits, activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8, calibrate_method=method,
         extra_options={"CalibMovingAverage": False, "CalibPercentile": 99.99,
                        "DefaultTensorType": TensorProto.FLOAT})
     return {"format": "QDQ (U8 activations, S8 weights)", "calibration": recipe.calibration,
             "calibration_rows": len(rows), "calibration_data": recipe.calibration_data,
-            "per_channel": recipe.per_channel, "op_types": STATIC_OPS}
+            "per_channel": recipe.per_channel, "op_types": STATIC_OPS, "reduce_range": seven_bits}
 
 
 def _fp16(source: Path, out: Path) -> dict[str, Any]:
