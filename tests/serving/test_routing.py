@@ -3,8 +3,6 @@ BPE tokenizer trained on the intents texts. Every request goes to the route its 
 answered once, by that route; both deployments of the agency's case run under the load generator."""
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 
 import numpy as np
@@ -17,6 +15,7 @@ from optlab.serving import loadgen
 from optlab.serving.routing import FRONT, KindRouter, MixedRequest, Route
 from optlab.serving.schedules import Poisson
 from optlab.serving.server import ERROR, OK
+from optlab.testing.replies import serve_all
 
 TINY = language.LMSpec("tiny", layers=1, hidden=32, heads=2, kv_heads=2, intermediate=64, max_positions=256)
 
@@ -34,18 +33,7 @@ def parts(intents_data, intents_model):
 
 
 def serve(router, trace):
-    replies, lock = {}, threading.Lock()
-
-    def on_done(reply):
-        with lock:
-            replies.setdefault(reply.request_id, []).append(reply)
-    with router:
-        for i, request in enumerate(trace):
-            router.submit(request, i, on_done=on_done)
-        deadline = time.monotonic() + 30
-        while len(replies) < len(trace) and time.monotonic() < deadline:
-            time.sleep(0.005)
-    return replies
+    return serve_all(router, trace, timeout_s=30)
 
 
 @pytest.mark.parametrize("which", ["routed", "one LM"])

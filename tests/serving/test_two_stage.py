@@ -2,7 +2,6 @@
 request is answered exactly once, by the stage its reply names, with that stage's model's outputs."""
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
@@ -16,6 +15,7 @@ from optlab.serving.policies import Admission, DynamicBatching, NoBatching
 from optlab.serving.schedules import Poisson
 from optlab.serving.server import OK, STATUS
 from optlab.serving.two_stage import CHEAP, EXPENSIVE, Stage, TwoStage
+from optlab.testing.replies import serve_all
 
 ROWS = 160
 
@@ -38,19 +38,7 @@ def requests(digits_data):
 
 
 def serve(server, requests):
-    """Submit every request, wait for the replies, stop; every reply by request id (a list each)."""
-    replies, lock = {}, threading.Lock()
-
-    def on_done(reply):
-        with lock:
-            replies.setdefault(reply.request_id, []).append(reply)
-    with server:
-        for i, payload in enumerate(requests):
-            server.submit(payload, i, on_done=on_done)
-        deadline = time.monotonic() + 20
-        while len(replies) < len(requests) and time.monotonic() < deadline:
-            time.sleep(0.005)
-    return replies
+    return serve_all(server, requests, timeout_s=20)
 
 
 def test_every_request_is_answered_once_by_the_stage_its_reply_names(models, requests, digits_data):
