@@ -360,10 +360,14 @@ class Deployment:
 
     def decode(self, body: bytes) -> dict[str, np.ndarray]:
         """Body bytes -> model inputs, or `BadRequest`."""
+        return self._preprocess(self._message(body))
+
+    def _message(self, body: bytes) -> Any:
+        """Body bytes -> the decoded bid request, or `BadRequest` (too large, or not this payload format)."""
         if len(body) > MAX_BODY_BYTES:
             raise BadRequest(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit; send one bid "
                              "request", 413)
-        return self._preprocess(self.payload.decode(body))
+        return self.payload.decode(body)
 
     def preprocess(self, message: Any) -> dict[str, np.ndarray]:
         """A decoded bid request -> model inputs, or `BadRequest`."""
@@ -379,14 +383,11 @@ class Deployment:
     def prepare_batch(self, bodies: list[bytes]) -> tuple[dict[str, np.ndarray], list[int], dict[int, str]]:
         """Bodies -> one model batch (each input array built once), each request's row count, and
         {position: error} for the bodies that are bad requests (left out of the batch)."""
-        decode, row = self.payload.decode, self._preprocess.row
+        message, row = self._message, self._preprocess.row
         categorical, numeric, errors = [], [], {}
         for i, body in enumerate(bodies):
             try:
-                if len(body) > MAX_BODY_BYTES:
-                    raise BadRequest(f"body of {len(body)} bytes is over the {MAX_BODY_BYTES}-byte limit; send one "
-                                     "bid request", 413)
-                ids, numbers = row(decode(body))
+                ids, numbers = row(message(body))
             except BadRequest as exc:
                 errors[i] = str(exc)
                 continue
