@@ -29,6 +29,13 @@ received: optlab's engine has the token; delivered: the server's clock read afte
   optlab receiving the token: sampling, then the handle read or the streamer call) and `after_ms`
   (the engine's return to the server's clock read), so that
   optlab = before + submit + GenAI + hand-off + after, and engine = submit + GenAI + hand-off.
+The hand-off differs by engine. Continuous batching's tokens are read from GenAI's request handle on the
+server's own thread. `LLMPipeline` gives each token to a streamer through GenAI's own streaming thread
+(`ThreadedStreamerWrapper`: a thread started for each `generate`, woken by a condition variable for each
+token, which for a Python streamer then takes the GIL), and GenAI's TTFT stops when the first token's
+inference ends, before that hop: every client of LLMPipeline gets its first token a thread wake-up later
+than GenAI's TTFT says (~0.1 ms with a bare Python streamer on a quiet machine, ~0.5 ms behind optlab's
+server, several ms on a busy machine, where the woken thread waits for a core). `lag_ms` shows it.
 TPOT is one definition on both sides ((last - first) / (tokens - 1) of the same tokens' times), so only a
 first token received later than the others moves it. These costs are constant per request: against a
 model of a few layers on a tiny prompt they are a large share of a sub-millisecond TTFT, against a real

@@ -18,9 +18,12 @@ folder per notebook (each chart, the explorer's steps), with result.json and tim
 per notebook and stage). The work is in drive_lab.py (run as a script in the namespace); this
 module checks what it saw. `-k NN_name` runs only the notebooks the selected tests need.
 
-Cost: nearly all of it is the notebooks' own smoke runs (Run All); the server and browser start
-once (~7-15 s), and opening, kernel start, checks, exploring, saving and closing add ~5-20 s per
-notebook. timings.txt has the figures of each run.
+Cost: nearly all of it is the notebooks' own smoke runs (Run All), each of which keeps about one
+core busy (one-thread workloads), so the notebooks are driven in `LANES` lanes at once (default 2,
+`OPTLAB_BROWSER_LANES`), each lane its own JupyterLab and Chromium in its own namespace, balanced by
+the notebooks' measured Run All seconds (`RUN_ALL_S`). A server and browser start costs ~7-15 s per
+lane, and opening, kernel start, checks, exploring, saving and closing add ~5-20 s per notebook.
+timings.txt has the figures of each run, per lane.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,6 +51,11 @@ RUN_LIMIT_S = 360  # one notebook's Run All in smoke mode (00_tour once took 243
 STARTUP_S = 120  # the server and the browser, once
 FADED, SOLID = 0.35, 0.95  # the Pareto chart's point opacity outside / inside the SLA
 DETAILS_MAX_PX = 400  # a clicked point's details pane scrolls past its own bound, never pushes the page down
+LANES = max(1, int(os.environ.get("OPTLAB_BROWSER_LANES", "2")))  # notebooks driven at once (2 cores: two kernels)
+# seconds of Run All in the browser in smoke mode on 2 cores (session 13's CI), to balance the lanes;
+# a notebook not listed counts as DEFAULT_RUN_ALL_S, and the saved tour as SAVED_RUN_S on the lane of its live run
+RUN_ALL_S = {"08_llm.ipynb": 101, "07_transformers.ipynb": 53, "00_tour.ipynb": 45, "05_serving.ipynb": 44}
+DEFAULT_RUN_ALL_S, SAVED_RUN_S = 30, 40
 INSTALL_HINT = ("Debian's chromium is needed for the browser test: run `python3.11 dev.py setup` as root "
                 "(it runs `apt-get install -y chromium`), or `sudo apt-get install -y chromium`; "
                 "set OPTLAB_CHROMIUM to use another Chromium binary.")
@@ -130,18 +139,50 @@ def _drive(tmp: Path, notebooks: list[str], saved: bool) -> dict:
     result["driver_log"] = output[-4000:]
     log = root / ".lab-home" / "server.log"
     result["server_log"] = log.read_text()[-3000:] if log.exists() else ""
-    result["lab_root"] = str(root)
-    (ARTIFACTS / "result.json").write_text(json.dumps(result, indent=1))
-    (ARTIFACTS / "timings.txt").write_text(_timings(result))
-    print(_timings(result))
+    result["lab_roots"] = {name: str(root) for name in notebooks}
     return result
 
 
-def _timings(result: dict) -> str:
-    """Seconds per notebook and stage, and the load while it ran (for the report, not a target)."""
-    lines = [f"browser module: {result.get('test_wall_s')} s in all; load average at the end "
-             f"{os.getloadavg()[0]:.1f}; {result.get('timings', {})}"]
-    for name, run in result.get("notebooks", {}).items():
+def _lanes(notebooks: list[str], saved: bool, lanes: int) -> list[tuple[list[str], bool]]:
+    """`notebooks` split into at most `lanes` lanes of about equal Run All time (longest first, each to the
+    lane with the least so far), each lane in the notebooks' own order; the saved tour runs on the lane of
+    its live run (it resumes from that run's store)."""
+    def cost(name: str) -> float:
+        return RUN_ALL_S.get(name, DEFAULT_RUN_ALL_S) + (SAVED_RUN_S if saved and name == SAVED else 0)
+
+    loads: list[tuple[float, list[str]]] = [(0.0, []) for _ in range(max(1, min(lanes, len(notebooks))))]
+    for name in sorted(notebooks, key=cost, reverse=True):
+        i = min(range(len(loads)), key=lambda k: loads[k][0])
+        loads[i] = (loads[i][0] + cost(name), [*loads[i][1], name])
+    split = [([n for n in notebooks if n in names], saved and SAVED in names) for _, names in loads if names]
+    return split or [([], saved)]
+
+
+def _merged(results: list[dict]) -> dict:
+    """One result of the lanes' results: every notebook, every error (named by lane), the saved case."""
+    def lane(i: int, text: str) -> str:
+        return f"--- lane {i + 1} ---\n{text}"
+
+    return {"errors": [f"lane {i + 1}: {e}" for i, r in enumerate(results) for e in r["errors"]],
+            "internet_reachable": any(r.get("internet_reachable") for r in results),
+            "server_stopped": all(r.get("server_stopped") for r in results),
+            "notebooks": {name: run for r in results for name, run in r.get("notebooks", {}).items()},
+            "saved": next((r["saved"] for r in results if r.get("saved")), None),
+            "lab_roots": {name: root for r in results for name, root in r.get("lab_roots", {}).items()},
+            "driver_log": "\n".join(lane(i, r["driver_log"]) for i, r in enumerate(results)),
+            "server_log": "\n".join(lane(i, r["server_log"]) for i, r in enumerate(results)),
+            "lanes": [{"notebooks": list(r.get("notebooks", {})), "saved": bool(r.get("saved")),
+                       "test_wall_s": r.get("test_wall_s"), "timings": r.get("timings", {})} for r in results]}
+
+
+def _timings(result: dict, wall_s: float) -> str:
+    """Seconds per lane, notebook and stage, and the load at the end (for the report, not a target)."""
+    lines = [f"browser module: {wall_s:.1f} s in all, {len(result['lanes'])} lane(s) at once; load average at "
+             f"the end {os.getloadavg()[0]:.1f}"]
+    for i, lane in enumerate(result["lanes"]):
+        lines.append(f"lane {i + 1}: {lane['test_wall_s']} s; {lane['timings']}; {', '.join(lane['notebooks'])}"
+                     + (" + saved" if lane["saved"] else ""))
+    for name, run in result["notebooks"].items():
         lines.append(f"{name:40s} {run.get('wall_s', 0):7.1f} s  {run.get('timings')}")
     if result.get("saved"):
         lines.append(f"{'saved ' + SAVED:40s} {sum(result['saved']['timings'].values()):7.1f} s  "
@@ -151,8 +192,18 @@ def _timings(result: dict) -> str:
 
 @pytest.fixture(scope="module")
 def lab_run(request, tmp_path_factory) -> dict:
+    """Every notebook the selected tests need, driven in lanes at once; the lanes' results merged."""
     notebooks, saved = _wanted(request)
-    return _drive(tmp_path_factory.mktemp("browser"), notebooks, saved)
+    lanes = _lanes(notebooks, saved, LANES)
+    folders = [tmp_path_factory.mktemp("browser") for _ in lanes]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
+        results = list(pool.map(lambda args: _drive(args[0], *args[1]), zip(folders, lanes, strict=True)))
+    result = _merged(results)
+    (ARTIFACTS / "result.json").write_text(json.dumps(result, indent=1))
+    (ARTIFACTS / "timings.txt").write_text(_timings(result, time.monotonic() - started))
+    print(_timings(result, time.monotonic() - started))
+    return result
 
 
 def _run(lab_run: dict, name: str) -> dict:
@@ -287,7 +338,7 @@ def test_quantization_keeps_working_files_under_results(lab_run):
     """INC's nc_workspace/ and every other working file stay under results/ (the notebook's folder is clean)."""
     result = _run(lab_run, "01_quantization.ipynb")
     assert result["static_charts_expected"] >= 2
-    folder = Path(lab_run["lab_root"]) / "01_quantization"
+    folder = Path(lab_run["lab_roots"]["01_quantization.ipynb"]) / "01_quantization"
     assert not (folder / "nc_workspace").exists(), "INC left nc_workspace/ in the notebook's folder"
     stray = {p.name for p in folder.iterdir()} - {"01_quantization.ipynb", "results", ".ipynb_checkpoints"}
     assert not stray, f"working files left in the notebook's folder: {sorted(stray)}"
