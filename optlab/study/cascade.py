@@ -59,9 +59,9 @@ def score_agreement(cheap: np.ndarray, expensive: np.ndarray) -> dict[str, float
     """How alike two click models' scores are on the same rows (pass the validation split's): their
     Spearman rank correlation, and the least-squares line expensive_logit ~ slope * cheap_logit +
     intercept. A cascade of a ranking metric (AUC) ranks kept rows by the cheap model and sent rows by
-    the expensive one, so it needs both: a slope near 1 and intercept near 0 put the scores on one
-    scale (calibration would add nothing), and only a rank correlation near 1 lets the cheap model keep
-    most rows without costing AUC."""
+    the expensive one, so it needs both: a slope near 1 and an intercept near 0 say the scores share a
+    scale (a linear calibration would change nothing), and only a rank correlation near 1 lets the cheap
+    model keep most rows without costing AUC."""
     x = np.asarray(cheap, dtype=np.float64).reshape(-1)
     y = np.asarray(expensive, dtype=np.float64).reshape(-1)
     if x.shape != y.shape or x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
