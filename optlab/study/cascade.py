@@ -4,6 +4,7 @@ escalated, mean/p50/p99 latency per request and cost per 1M requests, beside bot
     sweep = threshold_sweep(candidate, data)      # candidate: optlab.techniques.apply(Cascade(...), ...)
     sweep.table                                   # one tidy row per threshold (+ "cheap alone", "expensive alone")
     sweep.samples                                 # every timed request: model, threshold, latency_ms (for an ECDF)
+    score_agreement(cheap_val, expensive_val)     # a click model's: do the two rank alike, on one scale?
 
 The thresholds come from the validation split (the confidences at which a share of its rows would go
 on), never from the test split, plus the one the cascade chose. Requests are single rows, timed
@@ -52,6 +53,24 @@ def sweep_thresholds(router: Router, cheap_validation: np.ndarray, shares: Seque
         k = int(round(share * len(conf)))
         found.add(0.0 if k == 0 else 1.0 if k >= len(conf) else float(conf[k]))
     return sorted(found)
+
+
+def score_agreement(cheap: np.ndarray, expensive: np.ndarray) -> dict[str, float]:
+    """How alike two click models' scores are on the same rows (pass the validation split's): their
+    Spearman rank correlation, and the least-squares line expensive_logit ~ slope * cheap_logit +
+    intercept. A cascade of a ranking metric (AUC) ranks kept rows by the cheap model and sent rows by
+    the expensive one, so it needs both: a slope near 1 and an intercept near 0 say the scores share a
+    scale (a linear calibration would change nothing), and only a rank correlation near 1 lets the cheap
+    model keep most rows without costing AUC."""
+    x = np.asarray(cheap, dtype=np.float64).reshape(-1)
+    y = np.asarray(expensive, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape or x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        raise ValueError(f"score_agreement needs one click logit per row from each model on the same rows (>= 3, "
+                         f"not all equal); got {x.size} and {y.size}")
+    rank_x, rank_y = (pd.Series(v).rank().to_numpy() for v in (x, y))
+    slope, intercept = np.polyfit(x, y, 1)
+    return {"spearman": float(np.corrcoef(rank_x, rank_y)[0, 1]), "scale_slope": float(slope),
+            "scale_intercept": float(intercept)}
 
 
 def spread_rows(mask: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

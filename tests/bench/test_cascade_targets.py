@@ -29,3 +29,21 @@ def test_a_sweep_without_a_chosen_threshold_is_not_judged():
     table = _table(0.975, 0.08).assign(chosen=False)
     row = judge(table, "digits")
     assert row["met"] is None and row["figure"] is None and "n/a" in row["sentence"]
+
+
+def test_the_click_cascade_takes_its_decision_and_student_budget_from_training_rows_only():
+    """bids' cascade: the decision threshold is the training split's click rate and the student trains for
+    the epochs chosen on validation (STUDENT_EPOCHS); neither moves when the test split's labels do."""
+    import dataclasses
+
+    from optlab.bench.cascade import STUDENT_EPOCHS, recipe_for
+    from optlab.testing import tiny
+
+    data = tiny.bids_dataset(rows=3000)
+    recipe = recipe_for(data, "baseline")
+    assert recipe.confidence == "distance" and recipe.max_quality_drop == 0.0
+    assert recipe.decision == round(float(data.train.labels.mean()), 3)
+    assert recipe.cheap.steps[0].epochs == STUDENT_EPOCHS["bids"] and recipe.expensive is None
+    flipped = dataclasses.replace(data, test=dataclasses.replace(data.test, labels=1 - data.test.labels))
+    assert recipe_for(flipped, "baseline") == recipe
+    assert recipe_for(tiny.digits_dataset(), "baseline").cheap.steps[0].epochs is None  # the zoo's budget

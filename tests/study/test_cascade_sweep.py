@@ -4,7 +4,7 @@ import pytest
 
 from optlab.instruments.latency import Workload
 from optlab.recipes import Cascade, Prune
-from optlab.study.cascade import CASCADE, CHEAP, EXPENSIVE, spread_rows, threshold_sweep
+from optlab.study.cascade import CASCADE, CHEAP, EXPENSIVE, score_agreement, spread_rows, threshold_sweep
 from optlab.study.study import RunOptions, Study
 from optlab.techniques.registry import apply
 from optlab.testing import tiny
@@ -71,3 +71,15 @@ def test_a_cascade_in_a_study_has_its_escalated_share_and_obeys_the_size_budget(
     assert rec.candidate == "baseline"
     with pytest.raises(ValueError, match="max_memory_mb"):
         study.recommend(max_memory_mb=-5)
+
+
+def test_score_agreement_reads_rank_agreement_and_the_scale_between_two_click_models():
+    cheap = np.random.default_rng(0).normal(-3.0, 1.0, 500)
+    same_ranking = score_agreement(cheap, 2.0 * cheap - 0.5)  # one ranking, another scale
+    assert same_ranking["spearman"] == pytest.approx(1.0)
+    assert same_ranking["scale_slope"] == pytest.approx(2.0) and same_ranking["scale_intercept"] == pytest.approx(-0.5)
+    noisy = score_agreement(cheap, cheap + np.random.default_rng(1).normal(0, 1.0, 500))
+    assert 0.5 < noisy["spearman"] < 0.9 and noisy["scale_slope"] == pytest.approx(1.0, abs=0.15)
+    assert score_agreement(cheap, -cheap)["spearman"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="one click logit per row"):
+        score_agreement(cheap, cheap[:10])
