@@ -32,6 +32,7 @@ def test_ctrl_c_after_openvino_models_freed_in_creation_order(tmp_path):
         from optlab.models import runtimes, signal_stack
 
         folder = sys.argv[1]
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a parent run in the background ignores SIGINT
         ov.save_model(ov.convert_model(torch.nn.Linear(4, 2), example_input=torch.zeros(1, 4)), folder + "/m.xml")
         before = signal_stack.current()
         first = runtimes.openvino_predict_fn(folder + "/m.xml", threads=1)
