@@ -200,9 +200,10 @@ def lab_run(request, tmp_path_factory) -> dict:
     with ThreadPoolExecutor(max_workers=len(lanes)) as pool:
         results = list(pool.map(lambda args: _drive(args[0], *args[1]), zip(folders, lanes, strict=True)))
     result = _merged(results)
+    timings = _timings(result, time.monotonic() - started)
     (ARTIFACTS / "result.json").write_text(json.dumps(result, indent=1))
-    (ARTIFACTS / "timings.txt").write_text(_timings(result, time.monotonic() - started))
-    print(_timings(result, time.monotonic() - started))
+    (ARTIFACTS / "timings.txt").write_text(timings)
+    print(timings)
     return result
 
 
